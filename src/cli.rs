@@ -1,0 +1,695 @@
+//! The command line: argument definitions, and one function per command that calls into the
+//! library and reports to the operator. Exit codes: 0 success, 1 runtime failure, 2 bad usage
+//! or configuration.
+
+use std::io::{IsTerminal, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Client, ClientError, CreateOrder, SellOrder, SignOrder};
+use crate::config::{self, Config, LogFormat};
+use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
+use crate::signer::{self, KeySource, Signer};
+
+/// Exit code of a runtime failure.
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code of bad usage or configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+/// A command's failure: what to print and which exit code to use.
+#[derive(Debug)]
+pub struct Failure {
+    /// 1 (runtime) or 2 (usage or configuration).
+    pub code: u8,
+    /// The error and its causes.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// Bad usage or configuration (exit 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_USAGE,
+            error: error.into(),
+        }
+    }
+
+    /// A failure while doing the work (exit 1).
+    pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: EXIT_RUNTIME,
+            error: error.into(),
+        }
+    }
+
+    /// The message for stderr: one sentence, then each cause not already said.
+    pub fn report(&self) -> String {
+        let mut out = format!("error: {}", self.error);
+        let mut said = self.error.to_string();
+        for cause in self.error.chain().skip(1) {
+            let c = cause.to_string();
+            if said.contains(&c) {
+                continue;
+            }
+            out.push_str(&format!("\n  caused by: {c}"));
+            said.push_str(&c);
+        }
+        out
+    }
+}
+
+type CmdResult = Result<(), Failure>;
+
+/// cosigner: approves or rejects 1BitPay withdrawals with your key shard, by your policy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cosigner",
+    version,
+    about = "Policy-driven co-signer for 1BitPay MPC withdrawals",
+    long_about = "cosigner holds your 1BitPay key shard. It polls the withdrawals waiting for your \
+approval, runs each through the policy you write, approves or rejects it with the key shard, and \
+records every decision.\n\nStart with `cosigner check --config FILE` to validate a configuration, \
+and `cosigner sandbox` for a local 1BitPay to try things against.",
+    after_help = "The config file is the --config flag, else $COSIGNER_CONFIG, else \
+/etc/cosigner/cosigner.toml. Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration, key shard and paths, one line per check.
+    Check(CheckArgs),
+    /// Print the `data` field for a text, signed with the key shard.
+    Sign(SignArgs),
+    /// Show one page of the withdrawals waiting for approval (read-only).
+    Pending(PendingArgs),
+    /// C2C: show the platform's buy and sell rates for a currency pair.
+    Rate(RateArgs),
+    /// C2C: create an order from a JSON file (the reference's field names).
+    CreateOrder(OrderFileArgs),
+    /// C2C: create a batch of sell orders from a JSON array file.
+    BatchSell(OrderFileArgs),
+    /// Run a local, strict 1BitPay server for tests and trials.
+    Sandbox(SandboxArgs),
+}
+
+/// The `--config` flag shared by commands that read the configuration.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// Configuration file [default: $COSIGNER_CONFIG, else /etc/cosigner/cosigner.toml]
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> Result<Config, Failure> {
+        let path = config::resolve_path(self.config.as_deref());
+        Config::load(&path).map_err(Failure::usage)
+    }
+}
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Also make one authenticated call (pending, page size 1) to test credentials, the IP
+    /// allow-list and the clock.
+    #[arg(long)]
+    pub online: bool,
+}
+
+/// Arguments of `sign`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  cosigner sign --config /etc/cosigner/cosigner.toml '{\"isMain\":1}'\n  \
+cosigner sign --pfx merchant.pfx --merchant-no mer123 < text.json\n\nThe text is signed byte for \
+byte; from standard input, one trailing newline is dropped."
+)]
+pub struct SignArgs {
+    /// Configuration file to take the key from [default: $COSIGNER_CONFIG, else /etc/cosigner/cosigner.toml]
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["pfx", "merchant_no", "password_file"])]
+    pub config: Option<PathBuf>,
+    /// PKCS#12 key file, instead of a configuration
+    #[arg(long, value_name = "FILE")]
+    pub pfx: Option<PathBuf>,
+    /// Merchant number; the default key password is "1bitpay" followed by it
+    #[arg(long, value_name = "M", requires = "pfx")]
+    pub merchant_no: Option<String>,
+    /// File holding the key password, when it is not the default
+    #[arg(long, value_name = "FILE", requires = "pfx")]
+    pub password_file: Option<PathBuf>,
+    /// Accept a key file that group or others can read
+    #[arg(long)]
+    pub allow_insecure_permissions: bool,
+    /// The text to sign; read from standard input when absent
+    pub text: Option<String>,
+}
+
+/// Arguments of `pending`.
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Page number, from 1
+    #[arg(long, default_value_t = 1)]
+    pub page: u32,
+    /// Items per page [default: poll.page_size]
+    #[arg(long)]
+    pub page_size: Option<u32>,
+}
+
+/// Arguments of `rate`.
+#[derive(Debug, Args)]
+pub struct RateArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The crypto currency, e.g. USDT
+    #[arg(long, value_name = "CODE")]
+    pub crypto: String,
+    /// The fiat currency, e.g. CNY
+    #[arg(long, value_name = "CODE")]
+    pub legal: String,
+}
+
+/// Arguments of `create-order` and `batch-sell`.
+#[derive(Debug, Args)]
+pub struct OrderFileArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// JSON file with the order(s), field names as in the 1BitPay reference; - for stdin
+    #[arg(long, value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// Arguments of `sandbox`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The sandbox prints `listening on http://ADDR` once it accepts connections (use \
+port 0 for any free port). Admin routes for tests: GET/POST /_sandbox/pending, GET \
+/_sandbox/decisions, /_sandbox/collects, /_sandbox/orders, /_sandbox/rejections, /_sandbox/stats, \
+GET/PUT /_sandbox/faults."
+)]
+pub struct SandboxArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Merchant certificate (PEM) that `data` is verified with
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Merchant number to accept
+    #[arg(long, value_name = "M")]
+    pub merchant_no: String,
+    /// API key to accept
+    #[arg(long, value_name = "K")]
+    pub api_key: String,
+    /// API secret to check `Sign` with
+    #[arg(
+        long,
+        value_name = "S",
+        required_unless_present = "api_secret_file",
+        conflicts_with = "api_secret_file"
+    )]
+    pub api_secret: Option<String>,
+    /// File holding the API secret
+    #[arg(long, value_name = "FILE")]
+    pub api_secret_file: Option<PathBuf>,
+    /// Scenario file (TOML, or JSON when it ends in .json): pending items and faults
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Canonical order the sandbox expects for `Sign`: case-insensitive or ascii
+    #[arg(long, default_value = "case-insensitive")]
+    pub sign_order: SignOrder,
+    /// Largest accepted clock difference of `TimeStamp`
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_skew: Duration,
+}
+
+impl Command {
+    /// The log filter used when `RUST_LOG` is unset.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Sandbox(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+/// Sets up tracing to stderr: `RUST_LOG` wins over `level`; colour only on a terminal.
+pub fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> CmdResult {
+    match cli.command {
+        Command::Check(a) => check(a).await,
+        Command::Sign(a) => sign(a),
+        Command::Pending(a) => pending(a).await,
+        Command::Rate(a) => rate(a).await,
+        Command::CreateOrder(a) => create_order(a).await,
+        Command::BatchSell(a) => batch_sell(a).await,
+        Command::Sandbox(a) => run_sandbox(a).await,
+    }
+}
+
+fn client_for(cfg: &Config) -> Result<Client, Failure> {
+    Client::new(cfg.api.client.clone()).map_err(Failure::runtime)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> CmdResult {
+    let text = serde_json::to_string_pretty(v).map_err(Failure::runtime)?;
+    println!("{text}");
+    Ok(())
+}
+
+/// One line of `check` output.
+struct Report {
+    failed_usage: bool,
+    failed_runtime: bool,
+}
+
+impl Report {
+    fn ok(&self, what: &str, detail: impl std::fmt::Display) {
+        println!("ok    {what}: {detail}");
+    }
+    fn warn(&self, what: &str, detail: impl std::fmt::Display) {
+        println!("warn  {what}: {detail}");
+    }
+    fn fail(&mut self, what: &str, detail: impl std::fmt::Display, runtime: bool) {
+        println!("FAIL  {what}: {detail}");
+        if runtime {
+            self.failed_runtime = true;
+        } else {
+            self.failed_usage = true;
+        }
+    }
+}
+
+/// Largest server-clock difference `check --online` accepts without a warning.
+const CLOCK_WARN: Duration = Duration::from_secs(10);
+
+async fn check(a: CheckArgs) -> CmdResult {
+    let path = config::resolve_path(a.config.config.as_deref());
+    let mut r = Report {
+        failed_usage: false,
+        failed_runtime: false,
+    };
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("config", &e, false);
+            return Err(Failure::usage(anyhow::anyhow!(
+                "configuration {} is not valid",
+                path.display()
+            )));
+        }
+    };
+    r.ok(
+        "config",
+        format!(
+            "{} (merchant {}, {})",
+            path.display(),
+            cfg.api.client.merchant_no,
+            cfg.api.client.base_url
+        ),
+    );
+    r.ok("api secret", format!("from {}", cfg.api.secret_origin));
+    match Signer::load(&cfg.key.source) {
+        Ok(s) => r.ok(
+            "key",
+            format!(
+                "{} ({}-bit RSA, alias {}, certificate matches; password from {})",
+                cfg.key.source.pfx_file.display(),
+                s.bits(),
+                s.alias().unwrap_or("none"),
+                cfg.key.password_origin
+            ),
+        ),
+        Err(e) => r.fail("key", e, false),
+    }
+    match std::fs::metadata(&cfg.policy.file) {
+        Ok(m) if m.is_file() => r.ok("policy file", cfg.policy.file.display()),
+        Ok(_) => r.fail(
+            "policy file",
+            format!("{} is not a file", cfg.policy.file.display()),
+            false,
+        ),
+        Err(e) => r.fail(
+            "policy file",
+            format!("{}: {e}", cfg.policy.file.display()),
+            false,
+        ),
+    }
+    check_ledger_dir(&cfg.ledger.path, &mut r);
+    r.ok("http.listen", cfg.http.listen);
+    if a.online {
+        check_online(&cfg, &mut r).await;
+    }
+    if r.failed_usage {
+        Err(Failure::usage(anyhow::anyhow!(
+            "configuration {} has problems (see FAIL lines)",
+            path.display()
+        )))
+    } else if r.failed_runtime {
+        Err(Failure::runtime(anyhow::anyhow!(
+            "the online check failed (see FAIL lines)"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_ledger_dir(path: &Path, r: &mut Report) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let probe = dir.join(format!(".cosigner-check-{}", std::process::id()));
+            match std::fs::File::create(&probe) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&probe);
+                    r.ok("ledger", format!("{} (directory writable)", path.display()));
+                }
+                Err(e) => r.fail(
+                    "ledger",
+                    format!("cannot write in {}: {e}", dir.display()),
+                    false,
+                ),
+            }
+        }
+        Ok(_) => r.fail(
+            "ledger",
+            format!("{} is not a directory", dir.display()),
+            false,
+        ),
+        Err(e) => r.fail("ledger", format!("directory {}: {e}", dir.display()), false),
+    }
+}
+
+async fn check_online(cfg: &Config, r: &mut Report) {
+    let client = match Client::new(cfg.api.client.clone()) {
+        Ok(c) => c,
+        Err(e) => return r.fail("online", e, true),
+    };
+    match client.pending_with_reply(1, 1).await {
+        Ok((page, reply)) => {
+            r.ok(
+                "online",
+                format!(
+                    "authenticated to {} as {}; {} transaction(s) pending",
+                    cfg.api.client.base_url, cfg.api.client.merchant_no, page.total
+                ),
+            );
+            match reply.server_date {
+                Some(date) => {
+                    let (ahead, d) = match date.duration_since(SystemTime::now()) {
+                        Ok(d) => (true, d),
+                        Err(e) => (false, e.duration()),
+                    };
+                    let msg = format!(
+                        "server clock is {}s {} this host's",
+                        d.as_secs(),
+                        if ahead { "ahead of" } else { "behind" }
+                    );
+                    if d > CLOCK_WARN {
+                        r.warn(
+                            "clock",
+                            format!("{msg}: requests may be refused as stale; check NTP"),
+                        );
+                    } else {
+                        r.ok("clock", msg);
+                    }
+                }
+                None => r.warn("clock", "the server sent no Date header; skew not checked"),
+            }
+        }
+        Err(e) => {
+            let hint = match &e {
+                ClientError::Http { status: 401, .. } | ClientError::Api { code: 401, .. } => {
+                    " — credentials refused: check api.merchant_no, api.api_key and api.api_secret, \
+                     and that the clock is right (a stale TimeStamp is refused too)"
+                }
+                ClientError::Http { status: 403, .. } | ClientError::Api { code: 403, .. } => {
+                    " — forbidden: is this host's public IP on the API key's allow-list?"
+                }
+                ClientError::Network { .. } => " — check api.base_url, DNS and outbound firewall",
+                _ => "",
+            };
+            r.fail("online", format!("{e}{hint}"), true);
+        }
+    }
+}
+
+fn sign(a: SignArgs) -> CmdResult {
+    let source = match &a.pfx {
+        Some(pfx) => {
+            let password = match (&a.password_file, &a.merchant_no) {
+                (Some(f), _) => read_password(f)?,
+                (None, Some(m)) => signer::default_password(m),
+                (None, None) => {
+                    return Err(Failure::usage(anyhow::anyhow!(
+                        "--pfx needs --merchant-no (for the default password) or --password-file"
+                    )));
+                }
+            };
+            KeySource {
+                pfx_file: pfx.clone(),
+                password,
+                allow_insecure_permissions: a.allow_insecure_permissions,
+            }
+        }
+        None => {
+            let mut cfg = ConfigArg {
+                config: a.config.clone(),
+            }
+            .load()?;
+            cfg.key.source.allow_insecure_permissions |= a.allow_insecure_permissions;
+            cfg.key.source
+        }
+    };
+    let signer = Signer::load(&source).map_err(Failure::usage)?;
+    let text = match a.text {
+        Some(t) => t,
+        None => {
+            let mut t = String::new();
+            std::io::stdin()
+                .read_to_string(&mut t)
+                .context("cannot read the text from standard input")
+                .map_err(Failure::usage)?;
+            if t.ends_with('\n') {
+                t.pop();
+                if t.ends_with('\r') {
+                    t.pop();
+                }
+            }
+            t
+        }
+    };
+    let data = signer.sign(&text).map_err(Failure::usage)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{data}").map_err(Failure::runtime)?;
+    Ok(())
+}
+
+fn read_password(path: &Path) -> Result<SecretString, Failure> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read password file {}", path.display()))
+        .map_err(Failure::usage)?;
+    let t = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(SecretString::from(
+        t.strip_suffix('\r').unwrap_or(t).to_owned(),
+    ))
+}
+
+async fn pending(a: PendingArgs) -> CmdResult {
+    let cfg = a.config.load()?;
+    let client = client_for(&cfg)?;
+    if a.page == 0 {
+        return Err(Failure::usage(anyhow::anyhow!("--page starts at 1")));
+    }
+    let size = a.page_size.unwrap_or(cfg.poll.page_size);
+    let page = client
+        .pending(a.page, size)
+        .await
+        .map_err(Failure::runtime)?;
+    println!(
+        "{} pending in all; page {} (size {}):",
+        page.total, a.page, size
+    );
+    println!(
+        "{:>12}  {:>8}  {:>24}  {:<44}  {:<44}",
+        "ID", "CHAIN", "AMOUNT", "FROM", "TO"
+    );
+    for item in &page.items {
+        match item {
+            Ok(tx) => {
+                let show = |s: &Option<String>| s.clone().unwrap_or_else(|| "?".into());
+                println!(
+                    "{:>12}  {:>8}  {:>24}  {:<44}  {:<44}{}",
+                    tx.id,
+                    show(&tx.chain_id),
+                    show(&tx.amount),
+                    show(&tx.from),
+                    show(&tx.to),
+                    if tx.problems.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  [{}]", tx.problems.join("; "))
+                    }
+                );
+            }
+            Err(m) => println!("{:>12}  malformed item: {} ({})", "-", m.reason, m.raw),
+        }
+    }
+    Ok(())
+}
+
+async fn rate(a: RateArgs) -> CmdResult {
+    let cfg = a.config.load()?;
+    let rate = client_for(&cfg)?
+        .rate(&a.crypto, &a.legal)
+        .await
+        .map_err(Failure::runtime)?;
+    print_json(&rate)
+}
+
+fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Failure> {
+    let text = if path == Path::new("-") {
+        let mut t = String::new();
+        std::io::stdin()
+            .read_to_string(&mut t)
+            .context("cannot read standard input")
+            .map_err(Failure::usage)?;
+        t
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map_err(Failure::usage)?
+    };
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid order file", path.display()))
+        .map_err(Failure::usage)
+}
+
+async fn create_order(a: OrderFileArgs) -> CmdResult {
+    let cfg = a.config.load()?;
+    let order: CreateOrder = read_json_file(&a.file)?;
+    let created = client_for(&cfg)?
+        .create_order(&order)
+        .await
+        .map_err(Failure::runtime)?;
+    print_json(&created)
+}
+
+async fn batch_sell(a: OrderFileArgs) -> CmdResult {
+    let cfg = a.config.load()?;
+    let orders: Vec<SellOrder> = read_json_file(&a.file)?;
+    if orders.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} holds no orders",
+            a.file.display()
+        )));
+    }
+    let sold = client_for(&cfg)?
+        .batch_sell(&orders)
+        .await
+        .map_err(Failure::runtime)?;
+    print_json(&sold)
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run_sandbox(a: SandboxArgs) -> CmdResult {
+    let pem = std::fs::read(&a.cert)
+        .with_context(|| format!("cannot read certificate {}", a.cert.display()))
+        .map_err(Failure::usage)?;
+    let cert = openssl::x509::X509::from_pem(&pem)
+        .with_context(|| format!("{} is not a PEM certificate", a.cert.display()))
+        .map_err(Failure::usage)?;
+    let secret = match (&a.api_secret, &a.api_secret_file) {
+        (Some(s), _) => SecretString::from(s.clone()),
+        (None, Some(f)) => read_password(f)?,
+        (None, None) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--api-secret or --api-secret-file is required"
+            )));
+        }
+    };
+    let scenario = match &a.scenario {
+        Some(p) => Scenario::load(p).map_err(|e| Failure::usage(anyhow::anyhow!(e)))?,
+        None => Scenario::default(),
+    };
+    let sb = Sandbox::new(
+        SandboxConfig {
+            merchant_no: a.merchant_no,
+            api_key: a.api_key,
+            api_secret: secret,
+            cert,
+            sign_order: a.sign_order,
+            max_skew: a.max_skew,
+        },
+        scenario,
+    );
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))
+        .map_err(Failure::runtime)?;
+    let addr = listener.local_addr().map_err(Failure::runtime)?;
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    tracing::info!(%addr, pending = sb.stats().pending, "sandbox ready");
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    sandbox::serve(listener, sb, shutdown)
+        .await
+        .context("sandbox server failed")
+        .map_err(Failure::runtime)
+}

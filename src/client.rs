@@ -1,0 +1,630 @@
+//! The 1BitPay API client: signed requests, envelope handling, timeouts, capped bodies, bounded
+//! retries with backoff and jitter, and an outbound rate limit.
+
+pub mod sign;
+pub mod types;
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+pub use sign::SignOrder;
+pub use types::*;
+
+/// Path of the pending list.
+pub const PENDING: &str = "/api/transaction/pending";
+/// Path of approve/reject.
+pub const APPROVE: &str = "/api/transaction/approve";
+/// Path of collection.
+pub const COLLECT: &str = "/api/transaction/assets/collect";
+/// Path of the C2C rate.
+pub const RATE: &str = "/api/otc/rate";
+/// Path of C2C order creation.
+pub const CREATE_ORDER: &str = "/api/otc/create";
+/// Path of the C2C batch sell.
+pub const BATCH_SELL: &str = "/api/otc/batch/sell";
+
+/// The response language the server is asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// English.
+    #[default]
+    En,
+    /// Chinese.
+    Zh,
+}
+
+impl Lang {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Zh => "zh",
+        }
+    }
+}
+
+/// Everything the client needs to reach and authenticate to 1BitPay.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Scheme, host and optional path prefix, e.g. `https://sandbox.1bitpay.io`.
+    pub base_url: reqwest::Url,
+    /// `MerchantNo` header.
+    pub merchant_no: String,
+    /// `ApiKey` header.
+    pub api_key: String,
+    /// Appended to the canonical string before hashing; never sent.
+    pub api_secret: SecretString,
+    /// `Lang` header.
+    pub lang: Lang,
+    /// Whole-request timeout (connect, send, and read the body).
+    pub timeout: Duration,
+    /// Outbound request rate limit.
+    pub max_requests_per_second: NonZeroU32,
+    /// Canonical-string ordering.
+    pub sign_order: SignOrder,
+    /// Largest response body read; a larger one is an error.
+    pub max_response_bytes: usize,
+    /// Attempts after the first, on network errors, 429 and 5xx.
+    pub max_retries: u32,
+    /// First backoff delay; doubles each retry, with full jitter, capped at `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest wait between two attempts.
+    pub max_backoff: Duration,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("merchant_no", &self.merchant_no)
+            .field("api_key", &"[REDACTED]")
+            .field("api_secret", &"[REDACTED]")
+            .field("lang", &self.lang)
+            .field("timeout", &self.timeout)
+            .field("max_requests_per_second", &self.max_requests_per_second)
+            .field("sign_order", &self.sign_order)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a call failed. Carries no secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The request never got an HTTP answer (connect, reset, timeout), after all retries.
+    #[error("{endpoint}: no answer from the server after {attempts} attempt(s): {message}")]
+    Network {
+        endpoint: &'static str,
+        attempts: u32,
+        message: String,
+    },
+    /// The server answered with an HTTP error status.
+    #[error("{endpoint}: HTTP {status} after {attempts} attempt(s){}", hint_for(*.status, .body))]
+    Http {
+        endpoint: &'static str,
+        status: u16,
+        attempts: u32,
+        body: String,
+    },
+    /// The envelope's `code` was not 200.
+    #[error("{endpoint}: the server refused the call with code {code}: {message}")]
+    Api {
+        endpoint: &'static str,
+        code: i64,
+        message: String,
+    },
+    /// The response body exceeded the configured cap.
+    #[error("{endpoint}: response body larger than {limit} bytes")]
+    BodyTooLarge {
+        endpoint: &'static str,
+        limit: usize,
+    },
+    /// The response was not the JSON the endpoint documents.
+    #[error("{endpoint}: unexpected response: {detail}")]
+    Decode {
+        endpoint: &'static str,
+        detail: String,
+    },
+    /// The request could not be built.
+    #[error("{endpoint}: cannot build the request: {detail}")]
+    Request {
+        endpoint: &'static str,
+        detail: String,
+    },
+}
+
+fn hint_for(status: u16, body: &str) -> String {
+    let hint = match status {
+        401 => " (check api.api_key and api.api_secret)",
+        403 => " (is this host's IP on the API key's allow-list?)",
+        404 => " (check api.base_url)",
+        429 => " (rate limited; lower api.max_requests_per_second)",
+        _ => "",
+    };
+    if body.is_empty() {
+        hint.to_string()
+    } else {
+        format!("{hint}: {body}")
+    }
+}
+
+impl ClientError {
+    /// True when the error says the credentials or the source address were refused.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Http {
+                status: 401 | 403,
+                ..
+            }
+        ) || matches!(
+            self,
+            ClientError::Api {
+                code: 401 | 403,
+                ..
+            }
+        )
+    }
+}
+
+/// A successful call: the envelope's `data` text, and the server's `Date` header.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// `data` as raw JSON (`None` when absent or null).
+    pub data: Option<String>,
+    /// The response `Date`, for clock-skew checks.
+    pub server_date: Option<SystemTime>,
+}
+
+/// The 1BitPay API client. Cheap to share behind an `Arc`.
+pub struct Client {
+    http: reqwest::Client,
+    cfg: ClientConfig,
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// Random bytes from OpenSSL's CSPRNG (already linked for the signer).
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        // Only reachable if the CSPRNG cannot seed; fall back to the clock so nonces still differ.
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_le_bytes();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = t[i % t.len()] ^ (i as u8);
+        }
+    }
+    b
+}
+
+/// A fresh 16-character alphanumeric nonce.
+pub fn new_nonce() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    random_bytes::<16>()
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn now_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+impl Client {
+    /// Builds a client; fails only if the HTTP stack cannot be set up.
+    pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("cosigner/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Request {
+                endpoint: "client",
+                detail: e.to_string(),
+            })?;
+        let limiter = RateLimiter::direct(Quota::per_second(cfg.max_requests_per_second));
+        Ok(Self { http, cfg, limiter })
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// The signed public headers for one attempt of a request with `body`.
+    fn headers(&self, endpoint: &'static str, body: &str) -> Result<HeaderMap, ClientError> {
+        let nonce = new_nonce();
+        let ts = now_millis().to_string();
+        let public = [
+            ("Nonce", nonce.as_str()),
+            ("TimeStamp", ts.as_str()),
+            ("MerchantNo", self.cfg.merchant_no.as_str()),
+            ("SignType", "1"),
+            ("Lang", self.cfg.lang.as_str()),
+            ("ApiKey", self.cfg.api_key.as_str()),
+        ];
+        let body_fields = sign::body_params(body).map_err(|e| ClientError::Request {
+            endpoint,
+            detail: e.to_string(),
+        })?;
+        let canonical = sign::canonical_string(
+            public
+                .iter()
+                .copied()
+                .chain(body_fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            self.cfg.sign_order,
+        );
+        let signature = sign::sign(&canonical, self.cfg.api_secret.expose_secret());
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in public
+            .iter()
+            .chain(std::iter::once(&("Sign", signature.as_str())))
+        {
+            let v = HeaderValue::from_str(value).map_err(|_| ClientError::Request {
+                endpoint,
+                detail: format!("header {name} has characters HTTP does not allow"),
+            })?;
+            h.insert(*name, v);
+        }
+        Ok(h)
+    }
+
+    fn backoff(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .cfg
+            .initial_backoff
+            .saturating_mul(1u32 << retry.min(16))
+            .min(self.cfg.max_backoff);
+        let r = u64::from_le_bytes(random_bytes::<8>());
+        let jittered = exp.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64);
+        match retry_after {
+            Some(ra) => ra.min(self.cfg.max_backoff).max(jittered),
+            None => jittered,
+        }
+    }
+
+    /// Reads the body, refusing more than the configured cap.
+    async fn read_capped(
+        &self,
+        endpoint: &'static str,
+        mut resp: reqwest::Response,
+    ) -> Result<Vec<u8>, AttemptError> {
+        let limit = self.cfg.max_response_bytes;
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(AttemptError::Final(ClientError::BodyTooLarge {
+                endpoint,
+                limit,
+            }));
+        }
+        let mut buf = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => {
+                    if buf.len() + c.len() > limit {
+                        return Err(AttemptError::Final(ClientError::BodyTooLarge {
+                            endpoint,
+                            limit,
+                        }));
+                    }
+                    buf.extend_from_slice(&c);
+                }
+                Ok(None) => return Ok(buf),
+                Err(e) => return Err(AttemptError::Retry(network_message(&e), None)),
+            }
+        }
+    }
+
+    /// One attempt: sign, send, read, check the envelope.
+    async fn attempt(&self, endpoint: &'static str, body: &str) -> Result<Reply, AttemptError> {
+        self.limiter.until_ready().await;
+        let url = self
+            .cfg
+            .base_url
+            .join(endpoint.trim_start_matches('/'))
+            .map_err(|e| {
+                AttemptError::Final(ClientError::Request {
+                    endpoint,
+                    detail: e.to_string(),
+                })
+            })?;
+        let headers = self.headers(endpoint, body).map_err(AttemptError::Final)?;
+        let resp = self
+            .http
+            .post(url)
+            .headers(headers)
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(|e| AttemptError::Retry(network_message(&e), None))?;
+        let status = resp.status();
+        let server_date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = self.read_capped(endpoint, resp).await?;
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(AttemptError::RetryStatus(
+                status.as_u16(),
+                snippet(&bytes),
+                retry_after,
+            ));
+        }
+        if !status.is_success() {
+            return Err(AttemptError::Status(status.as_u16(), snippet(&bytes)));
+        }
+        decode_envelope(endpoint, &bytes, server_date).map_err(AttemptError::Final)
+    }
+
+    /// Sends `body` (already JSON) to `endpoint` with retries, and returns the envelope's data.
+    #[tracing::instrument(skip_all, fields(endpoint))]
+    pub async fn call_raw(&self, endpoint: &'static str, body: &str) -> Result<Reply, ClientError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let err = match self.attempt(endpoint, body).await {
+                Ok(r) => return Ok(r),
+                Err(e) => e,
+            };
+            let (retry_after, final_err) = match err {
+                AttemptError::Final(e) => return Err(e),
+                AttemptError::Status(status, body) => {
+                    return Err(ClientError::Http {
+                        endpoint,
+                        status,
+                        attempts,
+                        body,
+                    });
+                }
+                AttemptError::Retry(message, ra) => (
+                    ra,
+                    ClientError::Network {
+                        endpoint,
+                        attempts,
+                        message,
+                    },
+                ),
+                AttemptError::RetryStatus(status, body, ra) => (
+                    ra,
+                    ClientError::Http {
+                        endpoint,
+                        status,
+                        attempts,
+                        body,
+                    },
+                ),
+            };
+            if attempts > self.cfg.max_retries {
+                return Err(final_err);
+            }
+            let wait = self.backoff(attempts - 1, retry_after);
+            tracing::debug!(endpoint, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %final_err, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Serializes `body`, calls `endpoint`, and decodes `data` as `T`.
+    pub async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let text = serde_json::to_string(body).map_err(|e| ClientError::Request {
+            endpoint,
+            detail: e.to_string(),
+        })?;
+        let reply = self.call_raw(endpoint, &text).await?;
+        let data = reply.data.as_deref().unwrap_or("null");
+        serde_json::from_str(data).map_err(|e| ClientError::Decode {
+            endpoint,
+            detail: e.to_string(),
+        })
+    }
+
+    /// One page of pending transactions (`page_num` from 1).
+    pub async fn pending(&self, page_num: u32, page_size: u32) -> Result<PendingPage, ClientError> {
+        Ok(self.pending_with_reply(page_num, page_size).await?.0)
+    }
+
+    /// One page of pending transactions, with the reply's metadata (server clock).
+    pub async fn pending_with_reply(
+        &self,
+        page_num: u32,
+        page_size: u32,
+    ) -> Result<(PendingPage, Reply), ClientError> {
+        let body = serde_json::to_string(&PendingRequest {
+            page_num,
+            page_size,
+        })
+        .map_err(|e| ClientError::Request {
+            endpoint: PENDING,
+            detail: e.to_string(),
+        })?;
+        let reply = self.call_raw(PENDING, &body).await?;
+        let data = reply.data.as_deref().ok_or(ClientError::Decode {
+            endpoint: PENDING,
+            detail: "no data in the envelope".into(),
+        })?;
+        let page = parse_pending_page(data).map_err(|detail| ClientError::Decode {
+            endpoint: PENDING,
+            detail,
+        })?;
+        Ok((page, reply))
+    }
+
+    /// Approves or rejects one transaction.
+    pub async fn approve(&self, req: &ApproveRequest) -> Result<(), ClientError> {
+        let text = serde_json::to_string(req).map_err(|e| ClientError::Request {
+            endpoint: APPROVE,
+            detail: e.to_string(),
+        })?;
+        self.call_raw(APPROVE, &text).await.map(|_| ())
+    }
+
+    /// Sweeps main coins (`is_main`) or tokens, with `data` signed over the collect text.
+    pub async fn collect(&self, is_main: bool, data: &str) -> Result<(), ClientError> {
+        let req = CollectRequest {
+            is_main: u8::from(is_main),
+            data: data.to_owned(),
+        };
+        let text = serde_json::to_string(&req).map_err(|e| ClientError::Request {
+            endpoint: COLLECT,
+            detail: e.to_string(),
+        })?;
+        self.call_raw(COLLECT, &text).await.map(|_| ())
+    }
+
+    /// The platform's C2C buy and sell rates.
+    pub async fn rate(&self, crypto: &str, legal: &str) -> Result<Rate, ClientError> {
+        self.call(
+            RATE,
+            &RateRequest {
+                crypto_currency: crypto.to_owned(),
+                legal_currency: legal.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// Creates a C2C order.
+    pub async fn create_order(&self, order: &CreateOrder) -> Result<OrderCreated, ClientError> {
+        self.call(CREATE_ORDER, order).await
+    }
+
+    /// Creates a batch of C2C sell orders (an array body: it contributes no fields to `Sign`).
+    pub async fn batch_sell(&self, orders: &[SellOrder]) -> Result<BatchSold, ClientError> {
+        self.call(BATCH_SELL, orders).await
+    }
+}
+
+enum AttemptError {
+    /// Not worth retrying.
+    Final(ClientError),
+    /// A non-retryable HTTP status.
+    Status(u16, String),
+    /// Network failure: retry.
+    Retry(String, Option<Duration>),
+    /// 429 or 5xx: retry.
+    RetryStatus(u16, String, Option<Duration>),
+}
+
+fn network_message(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "transport error"
+    };
+    let mut msg = kind.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+fn snippet(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+    s.trim().chars().filter(|c| !c.is_control()).collect()
+}
+
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    code: Option<&'a RawValue>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+fn decode_envelope(
+    endpoint: &'static str,
+    bytes: &[u8],
+    server_date: Option<SystemTime>,
+) -> Result<Reply, ClientError> {
+    let env: Envelope<'_> = serde_json::from_slice(bytes).map_err(|e| ClientError::Decode {
+        endpoint,
+        detail: format!("not a JSON envelope ({e}): {}", snippet(bytes)),
+    })?;
+    let code_text = env.code.map(|c| c.get().trim_matches('"').to_string());
+    let code = code_text
+        .as_deref()
+        .and_then(|c| c.parse::<i64>().ok())
+        .ok_or_else(|| ClientError::Decode {
+            endpoint,
+            detail: format!("envelope has no numeric code: {}", snippet(bytes)),
+        })?;
+    if code != 200 {
+        return Err(ClientError::Api {
+            endpoint,
+            code,
+            message: env.message.unwrap_or_default(),
+        });
+    }
+    let data = env
+        .data
+        .map(|d| d.get().to_string())
+        .filter(|d| d != "null");
+    Ok(Reply { data, server_date })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_with_code_other_than_200_is_an_error_even_over_http_200() {
+        let e = decode_envelope(PENDING, br#"{"code":500,"message":"busy"}"#, None).unwrap_err();
+        assert!(matches!(e, ClientError::Api { code: 500, .. }), "{e}");
+        assert!(e.to_string().contains("busy"));
+    }
+
+    #[test]
+    fn a_string_code_200_is_success() {
+        let r = decode_envelope(APPROVE, br#"{"code":"200","message":"Success"}"#, None).unwrap();
+        assert!(r.data.is_none());
+    }
+
+    #[test]
+    fn nonces_are_alphanumeric_and_differ() {
+        let a = new_nonce();
+        let b = new_nonce();
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+}

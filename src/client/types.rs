@@ -1,0 +1,397 @@
+//! Request and response bodies of the 1BitPay endpoints, and the tolerant pending-item parser.
+
+use rust_decimal::Decimal;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+/// One page of `/api/transaction/pending`.
+#[derive(Debug, Clone)]
+pub struct PendingPage {
+    /// The server's count of pending transactions over all pages.
+    pub total: u64,
+    /// The items of this page, each parsed on its own so one bad item spoils no other.
+    pub items: Vec<PendingItem>,
+}
+
+/// A pending item: a transaction with a usable id, or an item that cannot even be identified.
+pub type PendingItem = Result<PendingTx, MalformedItem>;
+
+/// A pending transaction as received. Fields are kept as text, unjudged: the policy decides
+/// what a missing or odd field means (it holds such a transaction).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTx {
+    /// The transaction id.
+    pub id: u64,
+    /// `fromAddress`, when it was a JSON string.
+    pub from: Option<String>,
+    /// `toAddress`, when it was a JSON string.
+    pub to: Option<String>,
+    /// `amount` exactly as received: the string's content, or a number token's text.
+    pub amount: Option<String>,
+    /// `chainId`, when it was a JSON string.
+    pub chain_id: Option<String>,
+    /// What was wrong with the item's fields, one phrase each (empty when nothing).
+    pub problems: Vec<String>,
+    /// The item's JSON text as received.
+    pub raw: String,
+}
+
+/// A list item without a usable id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedItem {
+    /// The item's JSON text (cut to 200 bytes).
+    pub raw: String,
+    /// Why it could not be used.
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+struct RawPage<'a> {
+    #[serde(borrow)]
+    total: Option<&'a RawValue>,
+    #[serde(borrow)]
+    list: Option<Vec<&'a RawValue>>,
+}
+
+/// Parses the `data` of a pending response. The page's own shape must be right (an error
+/// otherwise); each item is judged separately.
+pub fn parse_pending_page(data: &str) -> Result<PendingPage, String> {
+    let page: RawPage<'_> = serde_json::from_str(data)
+        .map_err(|e| format!("pending data is not an object with total and list: {e}"))?;
+    let total = match page.total {
+        Some(t) => t
+            .get()
+            .parse::<u64>()
+            .map_err(|_| format!("pending total {} is not a whole number", cut(t.get())))?,
+        None => return Err("pending data has no total".into()),
+    };
+    let list = page.list.ok_or("pending data has no list")?;
+    Ok(PendingPage {
+        total,
+        items: list.into_iter().map(parse_item).collect(),
+    })
+}
+
+fn cut(s: &str) -> String {
+    if s.len() <= 200 {
+        return s.to_string();
+    }
+    let mut end = 200;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Parses one pending-list item from its JSON text.
+pub fn parse_pending_item(raw: &str) -> PendingItem {
+    match serde_json::from_str::<&RawValue>(raw) {
+        Ok(r) => parse_item(r),
+        Err(_) => Err(MalformedItem {
+            raw: cut(raw),
+            reason: "item is not JSON".into(),
+        }),
+    }
+}
+
+fn parse_item(raw: &RawValue) -> PendingItem {
+    let fields: std::collections::BTreeMap<String, &RawValue> =
+        match serde_json::from_str(raw.get()) {
+            Ok(m) => m,
+            Err(_) => {
+                return Err(MalformedItem {
+                    raw: cut(raw.get()),
+                    reason: "item is not a JSON object".into(),
+                });
+            }
+        };
+    let id = match fields.get("id") {
+        None => {
+            return Err(MalformedItem {
+                raw: cut(raw.get()),
+                reason: "item has no id".into(),
+            });
+        }
+        Some(v) => match v.get().parse::<u64>() {
+            Ok(id) => id,
+            Err(_) => {
+                return Err(MalformedItem {
+                    raw: cut(raw.get()),
+                    reason: format!("id {} is not a whole number", cut(v.get())),
+                });
+            }
+        },
+    };
+    let mut problems = Vec::new();
+    let mut string_field = |name: &str| -> Option<String> {
+        match fields.get(name) {
+            None => {
+                problems.push(format!("{name} is missing"));
+                None
+            }
+            Some(v) => match serde_json::from_str::<String>(v.get()) {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    problems.push(format!("{name} is not a string: {}", cut(v.get())));
+                    None
+                }
+            },
+        }
+    };
+    let from = string_field("fromAddress");
+    let to = string_field("toAddress");
+    let chain_id = string_field("chainId");
+    let amount = match fields.get("amount") {
+        None => {
+            problems.push("amount is missing".into());
+            None
+        }
+        Some(v) => {
+            let t = v.get();
+            if t.starts_with('"') {
+                serde_json::from_str::<String>(t).ok()
+            } else if t.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+                Some(t.to_string())
+            } else {
+                problems.push(format!(
+                    "amount is neither a string nor a number: {}",
+                    cut(t)
+                ));
+                None
+            }
+        }
+    };
+    Ok(PendingTx {
+        id,
+        from,
+        to,
+        amount,
+        chain_id,
+        problems,
+        raw: raw.get().to_string(),
+    })
+}
+
+/// Body of `/api/transaction/pending`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRequest {
+    pub page_num: u32,
+    pub page_size: u32,
+}
+
+/// Body of `/api/transaction/approve`: the six signed fields plus `data`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApproveRequest {
+    pub id: u64,
+    pub from: String,
+    pub to: String,
+    pub value: String,
+    pub chain_id: String,
+    pub status: u8,
+    pub data: String,
+}
+
+/// Body of `/api/transaction/assets/collect`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectRequest {
+    pub is_main: u8,
+    pub data: String,
+}
+
+/// Body of `/api/otc/rate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateRequest {
+    pub crypto_currency: String,
+    pub legal_currency: String,
+}
+
+/// `data` of `/api/otc/rate`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rate {
+    #[serde(deserialize_with = "decimal_text")]
+    pub buy_rate: Decimal,
+    #[serde(deserialize_with = "decimal_text")]
+    pub sell_rate: Decimal,
+}
+
+/// Body of `/api/otc/create`. Amounts are decimal strings on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateOrder {
+    pub user_name: String,
+    pub area_code: String,
+    pub phone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_url: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_decimal_text",
+        serialize_with = "opt_decimal_string"
+    )]
+    pub crypto_amount: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_amount: Option<u64>,
+    pub crypto_currency: String,
+    pub legal_currency: String,
+    pub id_card_type: u8,
+    pub id_card: String,
+    pub kyc: u8,
+    pub merchant_order_no: String,
+    pub order_type: u8,
+    pub pay_way: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_branch: Option<String>,
+    pub h5: bool,
+}
+
+/// `data` of `/api/otc/create`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCreated {
+    pub url: String,
+    pub is_new: bool,
+    pub order_no: String,
+}
+
+/// One order of `/api/otc/batch/sell`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SellOrder {
+    pub user_name: String,
+    pub area_code: String,
+    pub phone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_url: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_decimal_text",
+        serialize_with = "opt_decimal_string"
+    )]
+    pub crypto_amount: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_amount: Option<u64>,
+    pub crypto_currency: String,
+    pub legal_currency: String,
+    pub id_card_type: u8,
+    pub id_card: String,
+    pub merchant_order_no: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_way: Option<u8>,
+    pub bank: String,
+    pub bank_account: String,
+    pub bank_branch: String,
+}
+
+/// `data` of `/api/otc/batch/sell`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSold {
+    pub batch_no: String,
+    pub merchant_order_nos: Vec<String>,
+}
+
+/// Parses a plain decimal (digits, one optional point, optional leading minus) exactly.
+/// Exponents, `NaN`, hex and spaces are refused.
+pub fn parse_decimal(text: &str) -> Option<Decimal> {
+    let body = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let plain = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && (!body.contains('.') || !frac.is_empty())
+        && frac.bytes().all(|b| b.is_ascii_digit());
+    if !plain {
+        return None;
+    }
+    Decimal::from_str_exact(text).ok()
+}
+
+/// Deserializes a decimal from a JSON string or number token, without passing through `f64`.
+fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let raw: &RawValue = Deserialize::deserialize(d)?;
+    let t = raw.get();
+    let text = if t.starts_with('"') {
+        serde_json::from_str::<String>(t).map_err(D::Error::custom)?
+    } else {
+        t.to_string()
+    };
+    parse_decimal(&text).ok_or_else(|| D::Error::custom(format!("{text:?} is not a decimal")))
+}
+
+fn opt_decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    decimal_text(d).map(Some)
+}
+
+fn opt_decimal_string<S: serde::Serializer>(v: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(d) => s.serialize_str(&d.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_amount_number_token_keeps_its_exact_text() {
+        let p = parse_pending_page(
+            r#"{"total":1,"list":[{"id":5,"fromAddress":"a","toAddress":"b","amount":1234.500000000000000001,"chainId":"1"}]}"#,
+        )
+        .unwrap();
+        let tx = p.items[0].as_ref().unwrap();
+        assert_eq!(tx.amount.as_deref(), Some("1234.500000000000000001"));
+        assert!(tx.problems.is_empty());
+    }
+
+    #[test]
+    fn an_item_without_id_is_malformed_but_its_neighbours_survive() {
+        let p = parse_pending_page(
+            r#"{"total":2,"list":[{"fromAddress":"a"},{"id":2,"fromAddress":"a","toAddress":"b","amount":"1","chainId":"1"}]}"#,
+        )
+        .unwrap();
+        assert!(p.items[0].is_err());
+        assert_eq!(p.items[1].as_ref().unwrap().id, 2);
+    }
+
+    #[test]
+    fn wrong_field_types_are_reported_as_problems() {
+        let p = parse_pending_page(
+            r#"{"total":1,"list":[{"id":3,"fromAddress":7,"toAddress":"b","amount":{"x":1}}]}"#,
+        )
+        .unwrap();
+        let tx = p.items[0].as_ref().unwrap();
+        assert_eq!(tx.from, None);
+        assert_eq!(tx.amount, None);
+        assert_eq!(tx.problems.len(), 3, "{:?}", tx.problems);
+    }
+
+    #[test]
+    fn a_page_without_total_is_an_error() {
+        assert!(parse_pending_page(r#"{"list":[]}"#).is_err());
+        assert!(parse_pending_page(r#"{"total":-1,"list":[]}"#).is_err());
+    }
+
+    #[test]
+    fn plain_decimals_parse_and_other_notations_do_not() {
+        assert_eq!(parse_decimal("6.47"), Some(Decimal::new(647, 2)));
+        for bad in ["1e3", "NaN", "", "0x10", " 1", "1.", ".5", "+1", "1_0"] {
+            assert_eq!(parse_decimal(bad), None, "{bad}");
+        }
+    }
+}

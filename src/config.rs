@@ -1,0 +1,815 @@
+//! Configuration: one TOML file plus `COSIGNER_<SECTION>__<KEY>` overrides, validated once at load
+//! into typed settings. Secrets come inline, from `*_file` keys, or from systemd credentials.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+use crate::client::{ClientConfig, Lang, SignOrder};
+use crate::signer::{KeySource, default_password};
+
+/// Where the config is looked for when neither `--config` nor `COSIGNER_CONFIG` names it.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/cosigner/cosigner.toml";
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "COSIGNER_CONFIG";
+/// Prefix of per-key environment overrides (`COSIGNER_API__TIMEOUT=30s`).
+pub const ENV_PREFIX: &str = "COSIGNER_";
+/// Credential names looked up in `$CREDENTIALS_DIRECTORY` when a secret is not configured.
+pub const CRED_API_SECRET: &str = "api_secret";
+/// Credential name of the PKCS#12 file.
+pub const CRED_PFX: &str = "merchant.pfx";
+/// Credential name of the PKCS#12 password.
+pub const CRED_PFX_PASSWORD: &str = "pfx_password";
+
+/// Default `api.base_url`.
+pub const DEFAULT_BASE_URL: &str = "https://sandbox.1bitpay.io";
+/// Default `api.timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default `api.max_requests_per_second`.
+pub const DEFAULT_MAX_RPS: u32 = 5;
+/// Default `api.max_response_bytes` (1 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Default `api.max_retries`.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Default `poll.interval`: the reference recommends polling every 2 minutes.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(120);
+/// Default `poll.page_size`.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+/// Default `collect.interval`: the reference recommends collecting every 5 minutes.
+pub const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(300);
+/// Default `ledger.path`.
+pub const DEFAULT_LEDGER_PATH: &str = "/var/lib/cosigner/ledger.db";
+/// Default `http.listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9184";
+/// Largest `poll.page_size` accepted.
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// A configuration problem. Each message names the file (or variable) and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No file at the path.
+    #[error("config file {path} not found (give --config, or set {CONFIG_ENV})")]
+    NotFound { path: PathBuf },
+    /// The file exists but cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Syntax, type or unknown-key errors, as figment found them.
+    #[error("{0}")]
+    Invalid(String),
+    /// A value that parsed but is not acceptable.
+    #[error("{origin}: key `{key}`: {message}")]
+    Value {
+        origin: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// Which config file to load: the flag, then the environment, then the absolute default.
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_owned();
+    }
+    match std::env::var_os(CONFIG_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?} ({e}); write it like \"15s\", \"2m\" or \"24h\""
+        ))
+    })
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// A string that also accepts a bare number (an environment override like `MERCHANT_NO=123`).
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum S {
+        S(String),
+        I(i64),
+        U(u64),
+    }
+    Ok(Some(match S::deserialize(d)? {
+        S::S(s) => s,
+        S::I(i) => i.to_string(),
+        S::U(u) => u.to_string(),
+    }))
+}
+
+fn lenient_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    Ok(lenient_string(d)?.map(SecretString::from))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    key: RawKey,
+    #[serde(default)]
+    poll: RawPoll,
+    #[serde(default)]
+    collect: RawCollect,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    ledger: RawLedger,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    base_url: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    merchant_no: Option<String>,
+    #[serde(default, deserialize_with = "lenient_string")]
+    api_key: Option<String>,
+    #[serde(default, deserialize_with = "lenient_secret")]
+    api_secret: Option<SecretString>,
+    api_secret_file: Option<PathBuf>,
+    lang: Option<Lang>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    timeout: Option<Duration>,
+    max_requests_per_second: Option<u32>,
+    sign_order: Option<SignOrder>,
+    max_response_bytes: Option<usize>,
+    max_retries: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    pfx_file: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_insecure_permissions: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPoll {
+    #[serde(default, deserialize_with = "opt_duration")]
+    interval: Option<Duration>,
+    page_size: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCollect {
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    interval: Option<Duration>,
+    main: Option<bool>,
+    tokens: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where a secret was found, for `cosigner check` (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// Written in the config file (or an environment override).
+    Inline,
+    /// Read from a file named by a `*_file` key.
+    File(PathBuf),
+    /// Read from `$CREDENTIALS_DIRECTORY`.
+    Credential(PathBuf),
+    /// The protocol's default (the PKCS#12 password).
+    Default,
+}
+
+impl fmt::Display for SecretOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretOrigin::Inline => write!(f, "inline"),
+            SecretOrigin::File(p) => write!(f, "file {}", p.display()),
+            SecretOrigin::Credential(p) => write!(f, "systemd credential {}", p.display()),
+            SecretOrigin::Default => write!(f, "default (\"1bitpay\" + merchant_no)"),
+        }
+    }
+}
+
+/// `[api]`: how to reach and authenticate to 1BitPay.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The client settings, secret included.
+    pub client: ClientConfig,
+    /// Where the API secret came from.
+    pub secret_origin: SecretOrigin,
+}
+
+/// `[key]`: the key shard.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    /// How to open the PKCS#12.
+    pub source: KeySource,
+    /// Where the password came from.
+    pub password_origin: SecretOrigin,
+}
+
+/// `[poll]`: the pending cycle.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Time between cycles.
+    pub interval: Duration,
+    /// Items asked per page.
+    pub page_size: u32,
+}
+
+/// `[collect]`: the sweep.
+#[derive(Debug, Clone)]
+pub struct CollectConfig {
+    /// Whether the daemon collects at all.
+    pub enabled: bool,
+    /// Time between sweeps.
+    pub interval: Duration,
+    /// Sweep main coins (`isMain` 1).
+    pub main: bool,
+    /// Sweep tokens (`isMain` 0).
+    pub tokens: bool,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// The policy file.
+    pub file: PathBuf,
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The SQLite database holding every decision.
+    pub path: PathBuf,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Address of the metrics and health listener.
+    pub listen: SocketAddr,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `cosigner=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// `[api]`.
+    pub api: ApiConfig,
+    /// `[key]`.
+    pub key: KeyConfig,
+    /// `[poll]`.
+    pub poll: PollConfig,
+    /// `[collect]`.
+    pub collect: CollectConfig,
+    /// `[policy]`.
+    pub policy: PolicyConfig,
+    /// `[ledger]`.
+    pub ledger: LedgerConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+/// Reads the environment the loader consults; a struct so tests need not touch process state.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `COSIGNER_<SECTION>__<KEY>` overrides, as `(name, value)`.
+    pub overrides: Vec<(String, String)>,
+    /// `$CREDENTIALS_DIRECTORY`, set by systemd's `LoadCredential=`.
+    pub credentials_directory: Option<PathBuf>,
+}
+
+impl Environment {
+    /// The process environment.
+    pub fn from_process() -> Self {
+        Self {
+            overrides: std::env::vars()
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+                .collect(),
+            credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates the file at `path` with the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, &Environment::from_process())
+    }
+
+    /// Loads and validates the file at `path` with the given environment.
+    pub fn load_with(path: &Path, env: &Environment) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotFound {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source: e,
+                });
+            }
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let file_name = path.display().to_string();
+        let mut figment = Figment::new().merge(Toml::string(&text));
+        for (name, value) in &env.overrides {
+            let key = name
+                .trim_start_matches(ENV_PREFIX)
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            // Values parse like TOML scalars: `5` is a number, `true` a bool, `30s` a string.
+            let value: figment::value::Value = value
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+            figment = figment.merge(figment::providers::Serialized::global(&key, value));
+        }
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment(&file_name, env, e)))?;
+        Validator {
+            file: file_name,
+            dir,
+            env,
+        }
+        .validate(raw, path)
+    }
+}
+
+fn override_name(env: &Environment, key: &str) -> Option<String> {
+    let want = format!("{ENV_PREFIX}{}", key.to_uppercase().replace('.', "__"));
+    env.overrides
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(&want))
+        .map(|(k, _)| k.clone())
+}
+
+fn describe_figment(file: &str, env: &Environment, err: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for e in err {
+        let key = e.path.join(".");
+        let origin = match override_name(env, &key) {
+            Some(var) => format!("environment variable {var}"),
+            None => format!("config file {file}"),
+        };
+        if key.is_empty() {
+            lines.push(format!("{origin}: {}", e.kind));
+        } else {
+            lines.push(format!("{origin}: key `{key}`: {}", e.kind));
+        }
+    }
+    lines.join("; ")
+}
+
+struct Validator<'a> {
+    file: String,
+    dir: PathBuf,
+    env: &'a Environment,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &'static str, message: impl Into<String>) -> ConfigError {
+        let origin = match override_name(self.env, key) {
+            Some(var) => format!("environment variable {var}"),
+            None => format!("config file {}", self.file),
+        };
+        ConfigError::Value {
+            origin,
+            key,
+            message: message.into(),
+        }
+    }
+
+    fn resolve(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() { p } else { self.dir.join(p) }
+    }
+
+    fn credential(&self, name: &str) -> Option<PathBuf> {
+        let p = self.env.credentials_directory.as_ref()?.join(name);
+        p.exists().then_some(p)
+    }
+
+    fn read_secret_file(&self, key: &'static str, p: &Path) -> Result<SecretString, ConfigError> {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| self.err(key, format!("cannot read {}: {e}", p.display())))?;
+        let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        if trimmed.is_empty() {
+            return Err(self.err(key, format!("{} is empty", p.display())));
+        }
+        Ok(SecretString::from(trimmed.to_owned()))
+    }
+
+    fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
+        let api = raw.api;
+        let base = api.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let mut base_url = reqwest::Url::parse(&base)
+            .map_err(|e| self.err("api.base_url", format!("{base:?} is not a URL: {e}")))?;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.host_str().is_none() {
+            return Err(self.err(
+                "api.base_url",
+                format!("{base:?} must be an http:// or https:// URL with a host"),
+            ));
+        }
+        if base_url.query().is_some() || base_url.fragment().is_some() {
+            return Err(self.err("api.base_url", "must not have a query or fragment"));
+        }
+        if !base_url.path().ends_with('/') {
+            let p = format!("{}/", base_url.path());
+            base_url.set_path(&p);
+        }
+        let merchant_no = nonempty(api.merchant_no).ok_or_else(|| {
+            self.err(
+                "api.merchant_no",
+                "is required (your 1BitPay merchant number)",
+            )
+        })?;
+        if !merchant_no.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(self.err("api.merchant_no", "must be letters and digits only"));
+        }
+        let api_key = nonempty(api.api_key).ok_or_else(|| {
+            self.err(
+                "api.api_key",
+                "is required (create one under ApiKey in the merchant console)",
+            )
+        })?;
+        if api_key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(self.err(
+                "api.api_key",
+                "must not contain spaces or control characters",
+            ));
+        }
+        let (api_secret, secret_origin) = match (api.api_secret, api.api_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "api.api_secret",
+                    "give either api.api_secret or api.api_secret_file, not both",
+                ));
+            }
+            (Some(s), None) => {
+                if secrecy::ExposeSecret::expose_secret(&s).is_empty() {
+                    return Err(self.err("api.api_secret", "is empty"));
+                }
+                (s, SecretOrigin::Inline)
+            }
+            (None, Some(f)) => {
+                let f = self.resolve(f);
+                (
+                    self.read_secret_file("api.api_secret_file", &f)?,
+                    SecretOrigin::File(f),
+                )
+            }
+            (None, None) => match self.credential(CRED_API_SECRET) {
+                Some(p) => (
+                    self.read_secret_file("api.api_secret", &p)?,
+                    SecretOrigin::Credential(p),
+                ),
+                None => {
+                    return Err(self.err(
+                        "api.api_secret",
+                        format!(
+                            "is required: set api.api_secret, api.api_secret_file, or a systemd \
+                             credential named {CRED_API_SECRET}"
+                        ),
+                    ));
+                }
+            },
+        };
+        let timeout = api.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() {
+            return Err(self.err("api.timeout", "must be more than zero"));
+        }
+        let rps = NonZeroU32::new(api.max_requests_per_second.unwrap_or(DEFAULT_MAX_RPS))
+            .ok_or_else(|| self.err("api.max_requests_per_second", "must be at least 1"))?;
+        let max_response_bytes = api.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+        if max_response_bytes < 1024 {
+            return Err(self.err("api.max_response_bytes", "must be at least 1024"));
+        }
+        let max_retries = api.max_retries.unwrap_or(DEFAULT_MAX_RETRIES);
+        if max_retries > 10 {
+            return Err(self.err("api.max_retries", "must be at most 10"));
+        }
+        let client = ClientConfig {
+            base_url,
+            merchant_no: merchant_no.clone(),
+            api_key,
+            api_secret,
+            lang: api.lang.unwrap_or_default(),
+            timeout,
+            max_requests_per_second: rps,
+            sign_order: api.sign_order.unwrap_or_default(),
+            max_response_bytes,
+            max_retries,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(5),
+        };
+
+        let key = raw.key;
+        let pfx_file = match key.pfx_file {
+            Some(p) => self.resolve(p),
+            None => self.credential(CRED_PFX).ok_or_else(|| {
+                self.err(
+                    "key.pfx_file",
+                    format!("is required (or a systemd credential named {CRED_PFX})"),
+                )
+            })?,
+        };
+        let (password, password_origin) = match key.password_file {
+            Some(p) => {
+                let p = self.resolve(p);
+                (
+                    self.read_secret_file("key.password_file", &p)?,
+                    SecretOrigin::File(p),
+                )
+            }
+            None => match self.credential(CRED_PFX_PASSWORD) {
+                Some(p) => (
+                    self.read_secret_file("key.password_file", &p)?,
+                    SecretOrigin::Credential(p),
+                ),
+                None => (default_password(&merchant_no), SecretOrigin::Default),
+            },
+        };
+
+        let poll = PollConfig {
+            interval: raw.poll.interval.unwrap_or(DEFAULT_POLL_INTERVAL),
+            page_size: raw.poll.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+        };
+        if poll.interval < Duration::from_secs(1) {
+            return Err(self.err("poll.interval", "must be at least 1s"));
+        }
+        if poll.page_size == 0 || poll.page_size > MAX_PAGE_SIZE {
+            return Err(self.err(
+                "poll.page_size",
+                format!("must be between 1 and {MAX_PAGE_SIZE}"),
+            ));
+        }
+        let collect = CollectConfig {
+            enabled: raw.collect.enabled.unwrap_or(true),
+            interval: raw.collect.interval.unwrap_or(DEFAULT_COLLECT_INTERVAL),
+            main: raw.collect.main.unwrap_or(true),
+            tokens: raw.collect.tokens.unwrap_or(true),
+        };
+        if collect.interval < Duration::from_secs(1) {
+            return Err(self.err("collect.interval", "must be at least 1s"));
+        }
+        if collect.enabled && !collect.main && !collect.tokens {
+            return Err(self.err(
+                "collect.main",
+                "collection is enabled but both collect.main and collect.tokens are false",
+            ));
+        }
+        let policy = PolicyConfig {
+            file: self.resolve(
+                raw.policy
+                    .file
+                    .unwrap_or_else(|| PathBuf::from("policy.toml")),
+            ),
+        };
+        let ledger = LedgerConfig {
+            path: self.resolve(
+                raw.ledger
+                    .path
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH)),
+            ),
+        };
+        let listen_text = raw
+            .http
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                "http.listen",
+                format!("{listen_text:?} is not an address such as 127.0.0.1:9184"),
+            )
+        })?;
+        let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(self.err(
+                "log.level",
+                format!("{level:?} is not a level (error, warn, info, debug, trace) or filter"),
+            ));
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            api: ApiConfig {
+                client,
+                secret_origin,
+            },
+            key: KeyConfig {
+                source: KeySource {
+                    pfx_file,
+                    password,
+                    allow_insecure_permissions: key.allow_insecure_permissions,
+                },
+                password_origin,
+            },
+            poll,
+            collect,
+            policy,
+            ledger,
+            http: HttpConfig { listen },
+            log: LogConfig {
+                format: raw.log.format.unwrap_or_default(),
+                level,
+            },
+        })
+    }
+}
+
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const MINIMAL: &str = r#"
+[api]
+merchant_no = "mer1"
+api_key = "key1"
+api_secret = "s3cr3t"
+[key]
+pfx_file = "merchant.pfx"
+"#;
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "c.toml", MINIMAL);
+        let c = Config::load_with(&p, &Environment::default()).unwrap();
+        assert_eq!(c.key.source.pfx_file, d.path().join("merchant.pfx"));
+        assert_eq!(c.policy.file, d.path().join("policy.toml"));
+        assert_eq!(c.poll.interval, DEFAULT_POLL_INTERVAL);
+        assert_eq!(c.key.password_origin, SecretOrigin::Default);
+        assert_eq!(c.key.source.password.expose_secret(), "1bitpaymer1");
+    }
+
+    #[test]
+    fn an_environment_override_replaces_a_file_value_and_is_named_in_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "c.toml", MINIMAL);
+        let env = Environment {
+            overrides: vec![("COSIGNER_API__TIMEOUT".into(), "30s".into())],
+            credentials_directory: None,
+        };
+        let c = Config::load_with(&p, &env).unwrap();
+        assert_eq!(c.api.client.timeout, Duration::from_secs(30));
+        let env = Environment {
+            overrides: vec![("COSIGNER_API__TIMEOUT".into(), "soon".into())],
+            credentials_directory: None,
+        };
+        let e = Config::load_with(&p, &env).unwrap_err().to_string();
+        assert!(
+            e.contains("COSIGNER_API__TIMEOUT") && e.contains("api.timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_numeric_merchant_number_from_the_environment_is_accepted() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "c.toml", MINIMAL);
+        let env = Environment {
+            overrides: vec![("COSIGNER_API__MERCHANT_NO".into(), "12345".into())],
+            credentials_directory: None,
+        };
+        let c = Config::load_with(&p, &env).unwrap();
+        assert_eq!(c.api.client.merchant_no, "12345");
+    }
+
+    #[test]
+    fn secrets_are_found_in_the_systemd_credentials_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let creds = tempfile::tempdir().unwrap();
+        write(creds.path(), CRED_API_SECRET, "from-creds\n");
+        write(creds.path(), CRED_PFX, "x");
+        write(creds.path(), CRED_PFX_PASSWORD, "pw\n");
+        let p = write(
+            d.path(),
+            "c.toml",
+            "[api]\nmerchant_no = \"m\"\napi_key = \"k\"\n",
+        );
+        let env = Environment {
+            overrides: vec![],
+            credentials_directory: Some(creds.path().to_owned()),
+        };
+        let c = Config::load_with(&p, &env).unwrap();
+        assert_eq!(c.api.client.api_secret.expose_secret(), "from-creds");
+        assert_eq!(c.key.source.pfx_file, creds.path().join(CRED_PFX));
+        assert_eq!(c.key.source.password.expose_secret(), "pw");
+    }
+
+    #[test]
+    fn both_inline_secret_and_secret_file_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "c.toml",
+            &format!("{MINIMAL}\n").replace(
+                "api_secret = \"s3cr3t\"",
+                "api_secret = \"a\"\napi_secret_file = \"f\"",
+            ),
+        );
+        let e = Config::load_with(&p, &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api.api_secret"), "{e}");
+    }
+
+    #[test]
+    fn the_config_path_comes_from_the_flag_first() {
+        assert_eq!(
+            resolve_path(Some(Path::new("/x.toml"))),
+            PathBuf::from("/x.toml")
+        );
+    }
+}

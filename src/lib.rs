@@ -1,0 +1,8 @@
+//! cosigner: a policy-driven co-signer for 1BitPay MPC withdrawals. The binary is a thin shell
+//! over this library so that every piece can be driven directly by tests.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod sandbox;
+pub mod signer;
