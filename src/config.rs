@@ -103,15 +103,15 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
 fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum S {
-        S(String),
-        I(i64),
-        U(u64),
+    enum Scalar {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
     }
-    Ok(Some(match S::deserialize(d)? {
-        S::S(s) => s,
-        S::I(i) => i.to_string(),
-        S::U(u) => u.to_string(),
+    Ok(Some(match Scalar::deserialize(d)? {
+        Scalar::Text(s) => s,
+        Scalar::Signed(i) => i.to_string(),
+        Scalar::Unsigned(u) => u.to_string(),
     }))
 }
 

@@ -1,0 +1,424 @@
+//! The API client against the sandbox: every endpoint, signed and verified end to end, plus the
+//! sandbox's refusals and the client's retries and limits.
+
+use std::time::Duration;
+
+use cosigner::client::{ApproveRequest, Client, ClientError, CreateOrder, SellOrder, SignOrder};
+use cosigner::sandbox::{Faults, Scenario};
+use cosigner::signer::{Decision, KeySource, Signer, Verdict, collect_text, decision_text};
+use rust_decimal::Decimal;
+use secrecy::SecretString;
+
+use crate::support::*;
+
+const FROM: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
+const TO: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
+
+fn signer(dir: &std::path::Path) -> Signer {
+    Signer::load(&KeySource {
+        pfx_file: key_copy(dir, "keytool-aes.pfx"),
+        password: SecretString::from(PFX_PASSWORD),
+        allow_insecure_permissions: false,
+    })
+    .unwrap()
+}
+
+fn scenario(n: u64) -> Scenario {
+    Scenario {
+        pending: (1..=n)
+            .map(|i| item(i, FROM, TO, &format!("{i}.5"), "195"))
+            .collect(),
+        faults: Faults::default(),
+    }
+}
+
+fn approve_request(
+    signer: &Signer,
+    tx: &cosigner::client::PendingTx,
+    verdict: Verdict,
+) -> ApproveRequest {
+    let d = Decision {
+        id: tx.id,
+        from: tx.from.as_deref().unwrap(),
+        to: tx.to.as_deref().unwrap(),
+        value: tx.amount.as_deref().unwrap(),
+        chain_id: tx.chain_id.as_deref().unwrap(),
+        verdict,
+    };
+    ApproveRequest {
+        id: d.id,
+        from: d.from.into(),
+        to: d.to.into(),
+        value: d.value.into(),
+        chain_id: d.chain_id.into(),
+        status: verdict.status(),
+        data: signer.sign(&decision_text(&d)).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn pending_is_read_over_several_pages_and_approve_and_reject_are_verified_by_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(scenario(7)).await;
+    let client = Client::new(client_config(&sb.url)).unwrap();
+
+    let mut seen = Vec::new();
+    for page in 1..=3 {
+        let p = client.pending(page, 3).await.unwrap();
+        assert_eq!(p.total, 7);
+        seen.extend(p.items.into_iter().map(|i| i.unwrap()));
+    }
+    assert_eq!(
+        seen.iter().map(|t| t.id).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert_eq!(seen[0].amount.as_deref(), Some("1.5"));
+
+    client
+        .approve(&approve_request(&signer, &seen[0], Verdict::Approve))
+        .await
+        .unwrap();
+    client
+        .approve(&approve_request(&signer, &seen[1], Verdict::Reject))
+        .await
+        .unwrap();
+
+    let decisions = sb.sandbox.decisions();
+    assert_eq!(decisions.len(), 2);
+    assert_eq!((decisions[0].id, decisions[0].status), (1, 1));
+    assert_eq!((decisions[1].id, decisions[1].status), (2, 2));
+    assert!(decisions[0].text.contains("\"value\":\"1.5\""));
+    assert_eq!(
+        client.pending(1, 20).await.unwrap().total,
+        5,
+        "decided transactions leave the list"
+    );
+    assert!(
+        sb.sandbox.rejections().is_empty(),
+        "{:?}",
+        sb.sandbox.rejections()
+    );
+}
+
+#[tokio::test]
+async fn an_identical_resend_is_accepted_and_a_different_second_decision_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(scenario(1)).await;
+    let client = Client::new(client_config(&sb.url)).unwrap();
+    let tx = client.pending(1, 5).await.unwrap().items.remove(0).unwrap();
+    let approve = approve_request(&signer, &tx, Verdict::Approve);
+    client.approve(&approve).await.unwrap();
+    client.approve(&approve).await.unwrap();
+    assert_eq!(sb.sandbox.decisions()[0].replays, 1);
+    let err = client
+        .approve(&approve_request(&signer, &tx, Verdict::Reject))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { code: 409, .. }), "{err}");
+    assert_eq!(sb.sandbox.stats().conflicts, 1);
+}
+
+#[tokio::test]
+async fn the_sandbox_refuses_data_that_does_not_match_the_body_or_the_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(scenario(2)).await;
+    let client = Client::new(client_config(&sb.url)).unwrap();
+    let tx = client.pending(1, 5).await.unwrap().items.remove(0).unwrap();
+
+    // Body says 1000, data says 1.5: the signed text does not match the body.
+    let mut forged = approve_request(&signer, &tx, Verdict::Approve);
+    forged.value = "1000".into();
+    let err = client.approve(&forged).await.unwrap_err();
+    assert!(err.to_string().contains("value"), "{err}");
+
+    // Body and data agree on 1000 but the pending transaction says 1.5.
+    let mut other = tx.clone();
+    other.amount = Some("1000".into());
+    let err = client
+        .approve(&approve_request(&signer, &other, Verdict::Approve))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("differs from the pending transaction"),
+        "{err}"
+    );
+    assert!(sb.sandbox.decisions().is_empty());
+}
+
+#[tokio::test]
+async fn collect_with_is_main_1_and_0_is_verified_by_the_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(Scenario::default()).await;
+    let client = Client::new(client_config(&sb.url)).unwrap();
+    client
+        .collect(true, &signer.sign(&collect_text(true)).unwrap())
+        .await
+        .unwrap();
+    client
+        .collect(false, &signer.sign(&collect_text(false)).unwrap())
+        .await
+        .unwrap();
+    let err = client
+        .collect(true, &signer.sign(&collect_text(false)).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { code: 401, .. }), "{err}");
+    let c = sb.sandbox.collects();
+    assert_eq!(c.iter().map(|c| c.is_main).collect::<Vec<_>>(), vec![1, 0]);
+}
+
+#[tokio::test]
+async fn c2c_rate_order_and_batch_sell_round_trip() {
+    let sb = start_sandbox(Scenario::default()).await;
+    let client = Client::new(client_config(&sb.url)).unwrap();
+    let rate = client.rate("USDT", "CNY").await.unwrap();
+    assert_eq!(rate.buy_rate, Decimal::new(647, 2));
+    assert_eq!(rate.sell_rate, Decimal::new(69, 1));
+
+    let order: CreateOrder = serde_json::from_str(
+        r#"{"userName":"Chen","areaCode":"+86","phone":"18848820305","cryptoAmount":"10.25",
+            "cryptoCurrency":"USDT","legalCurrency":"CNY","idCardType":1,"idCard":"412627288918989891",
+            "kyc":2,"merchantOrderNo":"m-1","orderType":1,"payWay":1,"h5":false}"#,
+    )
+    .unwrap();
+    let created = client.create_order(&order).await.unwrap();
+    assert!(created.is_new);
+    let again = client.create_order(&order).await.unwrap();
+    assert!(!again.is_new);
+    assert_eq!(again.order_no, created.order_no);
+    assert_eq!(sb.sandbox.orders()[0]["cryptoAmount"], "10.25");
+
+    let sell: SellOrder = serde_json::from_str(
+        r#"{"userName":"Chen","areaCode":"+86","phone":"1","cryptoAmount":"3","cryptoCurrency":"USDT",
+            "legalCurrency":"CNY","idCardType":1,"idCard":"4","merchantOrderNo":"s-1","bank":"B",
+            "bankAccount":"6217","bankBranch":"X"}"#,
+    )
+    .unwrap();
+    let sold = client
+        .batch_sell(&[
+            sell.clone(),
+            SellOrder {
+                merchant_order_no: "s-2".into(),
+                ..sell
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(sold.merchant_order_nos, vec!["s-1", "s-2"]);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_or_other_sign_order_is_refused_as_unauthorized() {
+    let sb = start_sandbox(Scenario::default()).await;
+    let mut cfg = client_config(&sb.url);
+    cfg.api_secret = SecretString::from("not-the-secret");
+    let err = Client::new(cfg)
+        .unwrap()
+        .rate("USDT", "CNY")
+        .await
+        .unwrap_err();
+    assert!(err.is_auth(), "{err}");
+    assert!(
+        matches!(
+            err,
+            ClientError::Http {
+                status: 401,
+                attempts: 1,
+                ..
+            }
+        ),
+        "401 is not retried: {err}"
+    );
+
+    let mut cfg = client_config(&sb.url);
+    cfg.sign_order = SignOrder::Ascii;
+    let err = Client::new(cfg)
+        .unwrap()
+        .rate("USDT", "CNY")
+        .await
+        .unwrap_err();
+    assert!(err.is_auth(), "{err}");
+}
+
+#[tokio::test]
+async fn the_sandbox_refuses_a_reused_nonce_and_a_stale_timestamp() {
+    use cosigner::client::sign;
+    let sb = start_sandbox(Scenario::default()).await;
+    let http = reqwest::Client::new();
+    let body = r#"{"cryptoCurrency":"USDT","legalCurrency":"CNY"}"#;
+    let send = |nonce: &'static str, ts: String| {
+        let canonical = sign::canonical_string(
+            [
+                ("Nonce", nonce),
+                ("TimeStamp", ts.as_str()),
+                ("MerchantNo", MERCHANT),
+                ("SignType", "1"),
+                ("Lang", "en"),
+                ("ApiKey", API_KEY),
+                ("cryptoCurrency", "USDT"),
+                ("legalCurrency", "CNY"),
+            ],
+            SignOrder::CaseInsensitive,
+        );
+        http.post(format!("{}/api/otc/rate", sb.url))
+            .header("Content-Type", "application/json")
+            .header("Nonce", nonce)
+            .header("TimeStamp", ts.clone())
+            .header("MerchantNo", MERCHANT)
+            .header("SignType", "1")
+            .header("Lang", "en")
+            .header("ApiKey", API_KEY)
+            .header("Sign", sign::sign(&canonical, API_SECRET))
+            .body(body)
+            .send()
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string()
+    };
+    assert_eq!(send("abc123xyz", now()).await.unwrap().status(), 200);
+    let r = send("abc123xyz", now()).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("Nonce already used"));
+    let stale = (now().parse::<u64>().unwrap() - 600_000).to_string();
+    let r = send("fresh0nonce", stale).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("stale TimeStamp"));
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_an_answer_comes_and_then_reported() {
+    let sb = start_sandbox(Scenario::default()).await;
+    sb.sandbox.set_faults(Faults {
+        error_rate: 0.5,
+        seed: 7,
+        ..Faults::default()
+    });
+    let client = Client::new(client_config(&sb.url)).unwrap();
+    for _ in 0..10 {
+        client.rate("USDT", "CNY").await.unwrap();
+    }
+    let requests = sb.sandbox.stats().requests["/api/otc/rate"];
+    assert!(requests > 10, "some requests were retried: {requests}");
+
+    sb.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let err = client.rate("USDT", "CNY").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Http {
+                status: 503,
+                attempts: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_a_decode_error_and_an_oversized_body_is_refused() {
+    let sb = start_sandbox(Scenario::default()).await;
+    sb.sandbox.set_faults(Faults {
+        malformed_rate: 1.0,
+        ..Faults::default()
+    });
+    let client = Client::new(client_config(&sb.url)).unwrap();
+    let err = client.rate("USDT", "CNY").await.unwrap_err();
+    assert!(matches!(err, ClientError::Decode { .. }), "{err}");
+
+    sb.sandbox.set_faults(Faults::default());
+    let big = "x".repeat(4096);
+    sb.sandbox
+        .add_pending((1..=400).map(|i| item(i, &big, TO, "1", "1")));
+    let mut cfg = client_config(&sb.url);
+    cfg.max_response_bytes = 64 * 1024;
+    let err = Client::new(cfg).unwrap().pending(1, 400).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::BodyTooLarge { limit: 65536, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_answer_in_time_is_a_network_error() {
+    let sb = start_sandbox(Scenario::default()).await;
+    sb.sandbox.set_faults(Faults {
+        latency: Duration::from_millis(800),
+        ..Faults::default()
+    });
+    let mut cfg = client_config(&sb.url);
+    cfg.timeout = Duration::from_millis(200);
+    cfg.max_retries = 1;
+    let err = Client::new(cfg)
+        .unwrap()
+        .rate("USDT", "CNY")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Network { attempts: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+#[tokio::test]
+async fn the_rate_limit_spaces_requests_out() {
+    let sb = start_sandbox(Scenario::default()).await;
+    let mut cfg = client_config(&sb.url);
+    cfg.max_requests_per_second = std::num::NonZeroU32::new(20).unwrap();
+    let client = Client::new(cfg).unwrap();
+    let start = tokio::time::Instant::now();
+    for _ in 0..30 {
+        client.rate("USDT", "CNY").await.unwrap();
+    }
+    // Governor allows a burst of 20, then one every 50 ms: 10 more take at least 450 ms.
+    assert!(
+        start.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_check_command_authenticates_online_against_the_sandbox_binary() {
+    let sandbox = spawn_sandbox(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &sandbox.url);
+    let cfg_s = cfg.to_str().unwrap();
+    let out = run_bin(&["check", "--config", cfg_s, "--online"]).await;
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("ok    online: authenticated") && text.contains("ok    clock"),
+        "{text}"
+    );
+
+    let out = run_bin(&[
+        "rate", "--config", cfg_s, "--crypto", "USDT", "--legal", "CNY",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", all_output(&out));
+    let rate: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rate["buyRate"], "6.47");
+
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(API_SECRET, "wrong-secret");
+    std::fs::write(&cfg, text).unwrap();
+    let out = run_bin(&["check", "--config", cfg_s, "--online"]).await;
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("credentials refused"), "{text}");
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real binary and the library against the built-in sandbox.
+
+mod client;
+mod config_errors;
+mod signing;
+mod support;

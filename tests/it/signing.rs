@@ -1,0 +1,152 @@
+//! The key shard reproduces the reference's Java output, and request signatures match its example.
+
+use std::process::Stdio;
+
+use cosigner::client::sign::{SignOrder, canonical_string, sign};
+use cosigner::signer::{KeySource, Signer, SignerError, recover_text};
+use secrecy::SecretString;
+
+use crate::support::*;
+
+fn vectors() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixture("vectors.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn sign_command_prints_the_reference_data_for_every_vector_and_both_key_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vectors();
+    let cases = v["signing"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    for file in ["keytool-aes.pfx", "openssl-legacy.pfx"] {
+        let pfx = key_copy(dir.path(), file);
+        for case in cases {
+            let out = bin()
+                .arg("sign")
+                .arg("--pfx")
+                .arg(&pfx)
+                .args(["--merchant-no", MERCHANT])
+                .arg(case["message"].as_str().unwrap())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{file}: {}", all_output(&out));
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                format!("{}\n", case["data"].as_str().unwrap()),
+                "{file}: {}",
+                case["message"]
+            );
+        }
+    }
+}
+
+#[test]
+fn sign_command_reads_the_text_from_standard_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let pfx = key_copy(dir.path(), "openssl-legacy.pfx");
+    let v = vectors();
+    let case = &v["signing"][2];
+    let mut child = bin()
+        .arg("sign")
+        .arg("--pfx")
+        .arg(&pfx)
+        .args(["--merchant-no", MERCHANT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(
+        child.stdin.take().unwrap(),
+        "{}",
+        case["message"].as_str().unwrap()
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim_end(),
+        case["data"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn the_request_sign_vector_of_the_reference_is_reproduced() {
+    let v = vectors();
+    let case = &v["request_sign"][0];
+    let params: Vec<(String, String)> = case["params"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    let canonical = canonical_string(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignOrder::CaseInsensitive,
+    );
+    assert_eq!(canonical, case["canonical"].as_str().unwrap());
+    assert_eq!(
+        sign(&canonical, case["apiSecret"].as_str().unwrap()),
+        case["sign"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn a_text_longer_than_the_key_allows_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let pfx = key_copy(dir.path(), "keytool-aes.pfx");
+    let signer = Signer::load(&KeySource {
+        pfx_file: pfx.clone(),
+        password: SecretString::from(PFX_PASSWORD),
+        allow_insecure_permissions: false,
+    })
+    .unwrap();
+    assert_eq!(signer.max_text_len(), 245);
+    assert!(signer.sign(&"x".repeat(245)).is_ok());
+    match signer.sign(&"x".repeat(246)) {
+        Err(SignerError::TextTooLong {
+            len: 246,
+            max: 245,
+            bits: 2048,
+        }) => {}
+        other => panic!("expected TextTooLong, got {other:?}"),
+    }
+    let out = bin()
+        .arg("sign")
+        .arg("--pfx")
+        .arg(&pfx)
+        .args(["--merchant-no", MERCHANT])
+        .arg("y".repeat(300))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        all_output(&out).contains("at most 245 bytes"),
+        "{}",
+        all_output(&out)
+    );
+}
+
+#[test]
+fn data_made_by_the_signer_is_recovered_with_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::load(&KeySource {
+        pfx_file: key_copy(dir.path(), "openssl-legacy.pfx"),
+        password: SecretString::from(PFX_PASSWORD),
+        allow_insecure_permissions: false,
+    })
+    .unwrap();
+    let data = signer.sign("{\"isMain\":0}").unwrap();
+    assert_eq!(recover_text(&cert(), &data).unwrap(), "{\"isMain\":0}");
+    let debug = format!("{signer:?}");
+    assert!(
+        debug.contains("2048") && !debug.contains(PFX_PASSWORD),
+        "{debug}"
+    );
+}

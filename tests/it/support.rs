@@ -1,0 +1,211 @@
+//! Shared fixtures: the test key shard, an in-process sandbox, configs in temp directories, and
+//! helpers to run the real binary.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use cosigner::client::{ClientConfig, Lang, SignOrder};
+use cosigner::sandbox::{self, Sandbox, SandboxConfig, Scenario};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+/// Merchant number of the test vectors.
+pub const MERCHANT: &str = "mer0test0vector0001";
+/// PKCS#12 password of the test vectors.
+pub const PFX_PASSWORD: &str = "1bitpaymer0test0vector0001";
+/// API key the sandbox accepts.
+pub const API_KEY: &str = "apikey0test";
+/// API secret: a unique canary, so tests can prove it never leaks.
+pub const API_SECRET: &str = "CANARY-secret-7c1f93ab55";
+
+/// Path of a file in `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Copies a fixture key file into `dir` with mode 0600 (git keeps it 0644).
+pub fn key_copy(dir: &Path, name: &str) -> PathBuf {
+    let dst = dir.join(name);
+    std::fs::copy(fixture(name), &dst).unwrap();
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
+    dst
+}
+
+/// The merchant certificate of the fixtures.
+pub fn cert() -> openssl::x509::X509 {
+    openssl::x509::X509::from_pem(&std::fs::read(fixture("merchant-cert.pem")).unwrap()).unwrap()
+}
+
+/// The sandbox settings matching the fixtures.
+pub fn sandbox_config() -> SandboxConfig {
+    SandboxConfig {
+        merchant_no: MERCHANT.into(),
+        api_key: API_KEY.into(),
+        api_secret: SecretString::from(API_SECRET),
+        cert: cert(),
+        sign_order: SignOrder::CaseInsensitive,
+        max_skew: sandbox::DEFAULT_MAX_SKEW,
+    }
+}
+
+/// An in-process sandbox on a free loopback port; cancel the token to stop it.
+pub struct RunningSandbox {
+    pub sandbox: Sandbox,
+    pub url: String,
+    pub stop: CancellationToken,
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts a sandbox with `scenario` (and the default fixture credentials).
+pub async fn start_sandbox(scenario: Scenario) -> RunningSandbox {
+    start_sandbox_with(sandbox_config(), scenario).await
+}
+
+/// Starts a sandbox with explicit settings.
+pub async fn start_sandbox_with(cfg: SandboxConfig, scenario: Scenario) -> RunningSandbox {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sb = Sandbox::new(cfg, scenario);
+    let stop = CancellationToken::new();
+    tokio::spawn(sandbox::serve(listener, sb.clone(), stop.clone()));
+    RunningSandbox {
+        sandbox: sb,
+        url,
+        stop,
+    }
+}
+
+/// Client settings for `url` with the fixture credentials and fast retries.
+pub fn client_config(url: &str) -> ClientConfig {
+    ClientConfig {
+        base_url: reqwest::Url::parse(&format!("{url}/")).unwrap(),
+        merchant_no: MERCHANT.into(),
+        api_key: API_KEY.into(),
+        api_secret: SecretString::from(API_SECRET),
+        lang: Lang::En,
+        timeout: Duration::from_secs(5),
+        max_requests_per_second: std::num::NonZeroU32::new(1000).unwrap(),
+        sign_order: SignOrder::CaseInsensitive,
+        max_response_bytes: 1 << 20,
+        max_retries: 3,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+    }
+}
+
+/// A pending item's JSON text.
+pub fn item(id: u64, from: &str, to: &str, amount: &str, chain: &str) -> String {
+    serde_json::json!({"id": id, "fromAddress": from, "toAddress": to, "amount": amount, "chainId": chain})
+        .to_string()
+}
+
+/// Writes a complete config into `dir` pointing at `base_url`, with `extra` TOML appended to the
+/// sections by key replacement; returns its path. The key file is copied beside it.
+pub fn write_config(dir: &Path, base_url: &str) -> PathBuf {
+    key_copy(dir, "keytool-aes.pfx");
+    std::fs::write(dir.join("policy.toml"), "default = \"hold\"\n").unwrap();
+    let text = format!(
+        r#"[api]
+base_url = "{base_url}"
+merchant_no = "{MERCHANT}"
+api_key = "{API_KEY}"
+api_secret = "{API_SECRET}"
+timeout = "5s"
+max_requests_per_second = 50
+
+[key]
+pfx_file = "keytool-aes.pfx"
+
+[policy]
+file = "policy.toml"
+
+[ledger]
+path = "ledger.db"
+"#
+    );
+    let p = dir.join("cosigner.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The real binary.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cosigner"));
+    c.env_remove("COSIGNER_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// Runs the binary with `args` off the async runtime, and returns its output.
+pub async fn run_bin(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || bin().args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// stdout and stderr together, for assertions.
+pub fn all_output(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A sandbox run as a separate process (`cosigner sandbox`), killed on drop.
+pub struct SandboxProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cosigner sandbox` on port 0 and waits for its `listening on` line.
+pub fn spawn_sandbox(extra: &[&str]) -> SandboxProcess {
+    let mut child = bin()
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--merchant-no",
+            MERCHANT,
+            "--api-key",
+            API_KEY,
+        ])
+        .args(["--api-secret", API_SECRET, "--cert"])
+        .arg(fixture("merchant-cert.pem"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected sandbox output {line:?}"))
+        .to_string();
+    SandboxProcess { child, url }
+}
