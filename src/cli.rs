@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, ClientError, CreateOrder, SellOrder, SignOrder};
 use crate::config::{self, Config, LogFormat};
+use crate::ledger::{Ledger, LedgerError, Status};
+use crate::policy::{self, Context, Usage};
+use crate::poller::{DEFAULT_MAX_PAGES, Engine, PollSettings};
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 use crate::signer::{self, KeySource, Signer};
 
@@ -100,8 +103,73 @@ pub enum Command {
     CreateOrder(OrderFileArgs),
     /// C2C: create a batch of sell orders from a JSON array file.
     BatchSell(OrderFileArgs),
+    /// Run the co-signer: read the pending list, decide, record, submit.
+    Run(RunArgs),
+    /// Validate a policy, or explain how it decides a transaction.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read or verify the decision ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Run a local, strict 1BitPay server for tests and trials.
     Sandbox(SandboxArgs),
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Run one cycle and exit: 0 when it ran, 1 when it could not
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// Record decisions as dry runs and send nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file and summarise it (default: the configured policy.file).
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Policy file to check instead of the configured one
+        file: Option<PathBuf>,
+    },
+    /// Show each rule in order, whether it matched and why not, and the final decision.
+    #[command(after_help = "Example:\n  cosigner policy explain --tx \
+'{\"id\":1,\"fromAddress\":\"TGGh...\",\"toAddress\":\"TFMQ...\",\"amount\":\"4.1\",\"chainId\":\"195\"}'\n\n\
+Window usage is read from the ledger when it exists (read-only; safe beside a running daemon).")]
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A pending item as JSON, with the field names of the pending list
+        #[arg(long, value_name = "JSON")]
+        tx: String,
+    },
+}
+
+/// `ledger` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// List recorded decisions, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How many to show
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain: detects edited, removed or truncated records (exit 1 if broken).
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 /// The `--config` flag shared by commands that read the configuration.
@@ -270,6 +338,15 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Rate(a) => rate(a).await,
         Command::CreateOrder(a) => create_order(a).await,
         Command::BatchSell(a) => batch_sell(a).await,
+        Command::Run(a) => run_once(a).await,
+        Command::Policy(PolicyCommand::Check { config, file }) => policy_check(config, file),
+        Command::Policy(PolicyCommand::Explain { config, tx }) => policy_explain(config, &tx),
+        Command::Ledger(LedgerCommand::List {
+            config,
+            limit,
+            json,
+        }) => ledger_list(config, limit, json),
+        Command::Ledger(LedgerCommand::Verify { config }) => ledger_verify(config),
         Command::Sandbox(a) => run_sandbox(a).await,
     }
 }
@@ -692,4 +769,241 @@ async fn run_sandbox(a: SandboxArgs) -> CmdResult {
         .await
         .context("sandbox server failed")
         .map_err(Failure::runtime)
+}
+
+fn load_policy(path: &Path) -> Result<policy::Policy, Failure> {
+    policy::load(path).map_err(Failure::usage)
+}
+
+async fn run_once(a: RunArgs) -> CmdResult {
+    let cfg = a.config.load()?;
+    let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
+    let policy = load_policy(&cfg.policy.file)?;
+    let ledger = Ledger::open(&cfg.ledger.path).map_err(|e| match e {
+        LedgerError::Locked { .. } => Failure::runtime(e),
+        other => Failure::usage(other),
+    })?;
+    let engine = Engine {
+        client: std::sync::Arc::new(client_for(&cfg)?),
+        signer: std::sync::Arc::new(signer),
+        ledger: std::sync::Arc::new(std::sync::Mutex::new(ledger)),
+        policy: std::sync::Arc::new(policy),
+        settings: PollSettings {
+            page_size: cfg.poll.page_size,
+            max_in_flight: cfg.api.max_in_flight,
+            dry_run: a.dry_run || cfg.policy.dry_run,
+            max_pages: DEFAULT_MAX_PAGES,
+        },
+    };
+    let out = engine
+        .cycle_once()
+        .await
+        .context("the cycle could not run")
+        .map_err(Failure::runtime)?;
+    let decided: Vec<String> = out
+        .decided
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    println!(
+        "cycle: {} listed, decided [{}], {} held ({} unchanged), {} re-sent, {} submitted, {} failed{}",
+        out.listed,
+        decided.join(", "),
+        out.held,
+        out.holds_unchanged,
+        out.resent,
+        out.submitted,
+        out.failed,
+        if a.dry_run || cfg.policy.dry_run {
+            " (dry run: nothing sent)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn policy_check(config: ConfigArg, file: Option<PathBuf>) -> CmdResult {
+    let path = match file {
+        Some(f) => f,
+        None => config.load()?.policy.file,
+    };
+    let p = load_policy(&path)?;
+    println!("policy  {}", path.display());
+    println!("sha256  {}", p.sha256);
+    println!("default {}", p.default);
+    for (i, r) in p.rules.iter().enumerate() {
+        let mut conds = Vec::new();
+        if let Some(c) = &r.chains {
+            conds.push(format!("chains {}", c.join(",")));
+        }
+        if let Some(f) = &r.from {
+            conds.push(format!("from {} address(es)", f.len()));
+        }
+        if let Some(t) = &r.to {
+            conds.push(format!("to {} address(es)", t.len()));
+        }
+        if let Some(m) = r.min_amount {
+            conds.push(format!("amount >= {m}"));
+        }
+        if let Some(m) = r.max_amount {
+            conds.push(format!("amount <= {m}"));
+        }
+        if let Some(l) = &r.limit {
+            let w = humantime::format_duration(l.window);
+            if let Some(t) = l.max_total {
+                conds.push(format!("total <= {t} per {w}"));
+            }
+            if let Some(c) = l.max_count {
+                conds.push(format!("count <= {c} per {w}"));
+            }
+        }
+        let conds = if conds.is_empty() {
+            "any transaction".to_string()
+        } else {
+            conds.join("; ")
+        };
+        println!("rule {:>2} {:<8} {:?}: {conds}", i + 1, r.action, r.name);
+    }
+    if let Some(g) = &p.guard {
+        println!(
+            "guard   at most {} approvals per {}",
+            g.max_approvals,
+            humantime::format_duration(g.window)
+        );
+    }
+    for w in p.warnings() {
+        println!("warn    {w}");
+    }
+    Ok(())
+}
+
+fn policy_explain(config: ConfigArg, tx_json: &str) -> CmdResult {
+    let cfg = config.load()?;
+    let p = load_policy(&cfg.policy.file)?;
+    let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
+    let tx = crate::client::parse_pending_item(tx_json)
+        .map_err(|m| Failure::usage(anyhow::anyhow!("--tx: {} ({})", m.reason, m.raw)))?;
+    let now = crate::ledger::now_ms();
+    let (usage, clock_behind, source) = if cfg.ledger.path.exists() {
+        let l = Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)?;
+        let u = l.usage(&p, now).map_err(Failure::runtime)?;
+        let behind = l
+            .newest_record_ms()
+            .map_err(Failure::runtime)?
+            .is_some_and(|t| t > now);
+        (
+            u,
+            behind,
+            format!("window usage from {}", cfg.ledger.path.display()),
+        )
+    } else {
+        (
+            Usage::default(),
+            false,
+            "no ledger yet: window usage is zero".to_string(),
+        )
+    };
+    let eval = p.evaluate(
+        &tx,
+        Context {
+            usage: &usage,
+            max_sign_len: signer.max_text_len(),
+            clock_behind,
+        },
+    );
+    println!(
+        "policy {} (sha256 {}); {source}",
+        cfg.policy.file.display(),
+        &p.sha256[..12]
+    );
+    for (i, t) in eval.trace.iter().enumerate() {
+        let window = t
+            .window
+            .map(|w| format!(" [window: {} approved, total {}]", w.count, w.total))
+            .unwrap_or_default();
+        match &t.why_not {
+            None => println!("rule {:>2} {:?}: matched{window}", i + 1, t.rule),
+            Some(why) => println!("rule {:>2} {:?}: no — {why}{window}", i + 1, t.rule),
+        }
+    }
+    println!(
+        "decision: {} by {} — {}",
+        eval.action, eval.rule, eval.reason
+    );
+    Ok(())
+}
+
+fn open_ledger_read_only(config: &ConfigArg) -> Result<Ledger, Failure> {
+    let cfg = config.load()?;
+    if !cfg.ledger.path.exists() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "ledger {} does not exist",
+            cfg.ledger.path.display()
+        )));
+    }
+    Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)
+}
+
+fn format_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn ledger_list(config: ConfigArg, limit: usize, json: bool) -> CmdResult {
+    let ledger = open_ledger_read_only(&config)?;
+    let rows = ledger.list(limit).map_err(Failure::runtime)?;
+    if json {
+        return print_json(&rows);
+    }
+    println!(
+        "{:>6}  {:<20}  {:>10}  {:<7}  {:<9}  {:>14}  {:<24}  REASON",
+        "SEQ", "RECORDED", "TX", "ACTION", "STATUS", "AMOUNT", "RULE"
+    );
+    for r in rows {
+        let status = match r.status {
+            Status::Recorded => "recorded",
+            Status::Submitted => "submitted",
+            Status::Failed => "failed",
+            Status::NotSent if r.dry_run => "dry-run",
+            Status::NotSent => "-",
+        };
+        println!(
+            "{:>6}  {:<20}  {:>10}  {:<7}  {:<9}  {:>14}  {:<24}  {}",
+            r.seq,
+            format_ms(r.recorded_at_ms),
+            r.tx_id,
+            r.action,
+            status,
+            r.amount.as_deref().unwrap_or("?"),
+            r.rule,
+            r.status_message
+                .as_deref()
+                .map_or(r.reason.clone(), |m| format!("{} ({m})", r.reason))
+        );
+    }
+    Ok(())
+}
+
+fn ledger_verify(config: ConfigArg) -> CmdResult {
+    let ledger = open_ledger_read_only(&config)?;
+    let report = ledger.verify().map_err(Failure::runtime)?;
+    if report.problems.is_empty() {
+        println!(
+            "ledger {}: {} records, hash chain intact",
+            ledger.path().display(),
+            report.records
+        );
+        Ok(())
+    } else {
+        for p in &report.problems {
+            println!("FAIL  {p}");
+        }
+        Err(Failure::runtime(anyhow::anyhow!(
+            "ledger {} failed verification: {} problem(s) in {} records",
+            ledger.path().display(),
+            report.problems.len(),
+            report.records
+        )))
+    }
 }

@@ -38,6 +38,8 @@ pub const DEFAULT_MAX_RPS: u32 = 5;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Default `api.max_retries`.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Default `api.max_in_flight`.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// Default `poll.interval`: the reference recommends polling every 2 minutes.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(120);
 /// Default `poll.page_size`.
@@ -158,6 +160,7 @@ struct RawApi {
     sign_order: Option<SignOrder>,
     max_response_bytes: Option<usize>,
     max_retries: Option<u32>,
+    max_in_flight: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -191,6 +194,8 @@ struct RawCollect {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     file: Option<PathBuf>,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -252,6 +257,8 @@ impl fmt::Display for SecretOrigin {
 pub struct ApiConfig {
     /// The client settings, secret included.
     pub client: ClientConfig,
+    /// Approve/reject requests in flight at once.
+    pub max_in_flight: usize,
     /// Where the API secret came from.
     pub secret_origin: SecretOrigin,
 }
@@ -292,6 +299,8 @@ pub struct CollectConfig {
 pub struct PolicyConfig {
     /// The policy file.
     pub file: PathBuf,
+    /// Record decisions as dry runs and send nothing.
+    pub dry_run: bool,
 }
 
 /// `[ledger]`.
@@ -565,6 +574,10 @@ impl Validator<'_> {
         if max_response_bytes < 1024 {
             return Err(self.err("api.max_response_bytes", "must be at least 1024"));
         }
+        let max_in_flight = api.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if max_in_flight == 0 || max_in_flight > 64 {
+            return Err(self.err("api.max_in_flight", "must be between 1 and 64"));
+        }
         let max_retries = api.max_retries.unwrap_or(DEFAULT_MAX_RETRIES);
         if max_retries > 10 {
             return Err(self.err("api.max_retries", "must be at most 10"));
@@ -645,6 +658,7 @@ impl Validator<'_> {
                     .file
                     .unwrap_or_else(|| PathBuf::from("policy.toml")),
             ),
+            dry_run: raw.policy.dry_run,
         };
         let ledger = LedgerConfig {
             path: self.resolve(
@@ -674,6 +688,7 @@ impl Validator<'_> {
             path: path.to_owned(),
             api: ApiConfig {
                 client,
+                max_in_flight,
                 secret_origin,
             },
             key: KeyConfig {

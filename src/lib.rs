@@ -4,5 +4,8 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod ledger;
+pub mod policy;
+pub mod poller;
 pub mod sandbox;
 pub mod signer;

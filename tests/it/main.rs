@@ -2,5 +2,6 @@
 
 mod client;
 mod config_errors;
+mod policy;
 mod signing;
 mod support;

@@ -1,0 +1,799 @@
+//! The decision ledger: every decision and every submission outcome, in SQLite (WAL,
+//! `synchronous=FULL`), hash-chained so that an edited, removed or truncated record is detected.
+//! Only one process may write a ledger; window totals are computed from it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openssl::sha::Sha256;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::client::PendingTx;
+use crate::client::sign::hex;
+use crate::policy::{Action, Policy, Usage, WindowUsage};
+
+/// Hash that precedes the first record.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const SCHEMA_VERSION: &str = "1";
+
+/// Why the ledger could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Another process holds the ledger.
+    #[error(
+        "ledger {path} is in use by another cosigner process{}; only one may use a ledger",
+        .pid.as_deref().map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, pid: Option<String> },
+    /// The database could not be opened or set up.
+    #[error("cannot open ledger {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// The lock file could not be created.
+    #[error("cannot create lock file {path}: {source}")]
+    LockFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A write did not reach the disk; nothing depending on it may be sent.
+    #[error("ledger write failed: {0}")]
+    Write(rusqlite::Error),
+    /// A read failed.
+    #[error("ledger read failed: {0}")]
+    Read(rusqlite::Error),
+    /// The file was written by a newer cosigner.
+    #[error("ledger {path} has schema version {found}; this cosigner understands {SCHEMA_VERSION}")]
+    Schema { path: PathBuf, found: String },
+}
+
+/// The milliseconds since the epoch of the wall clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The identity of a transaction's content: SHA-256 over its id and the four signed fields.
+pub fn fingerprint(tx: &PendingTx) -> String {
+    let text = json!([tx.id, tx.from, tx.to, tx.amount, tx.chain_id]).to_string();
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    hex(&h.finish())
+}
+
+/// A decision about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewDecision {
+    /// The transaction as received.
+    pub tx: PendingTx,
+    /// What was decided.
+    pub action: Action,
+    /// The deciding rule or pseudo-rule.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// The policy version.
+    pub policy_sha256: String,
+    /// Recorded only, never sent.
+    pub dry_run: bool,
+    /// The approved amount, counted in window totals (approvals only).
+    pub amount: Option<Decimal>,
+    /// The exact signed text (approve/reject).
+    pub signed_text: Option<String>,
+    /// The `data` sent (approve/reject).
+    pub data: Option<String>,
+}
+
+/// Where a decision's submission stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Written, not (yet) confirmed by the server.
+    Recorded,
+    /// The server accepted it.
+    Submitted,
+    /// The server refused it or could not be reached; it is re-sent while pending.
+    Failed,
+    /// Holds and dry runs: nothing to send.
+    NotSent,
+}
+
+/// A recorded decision with its latest submission status.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionRow {
+    /// Position in the ledger.
+    pub seq: u64,
+    /// Transaction id.
+    pub tx_id: u64,
+    /// Content fingerprint.
+    pub fingerprint: String,
+    /// The item's JSON as received.
+    pub tx_json: String,
+    /// `fromAddress`.
+    pub from: Option<String>,
+    /// `toAddress`.
+    pub to: Option<String>,
+    /// `amount` text.
+    pub amount: Option<String>,
+    /// `chainId`.
+    pub chain_id: Option<String>,
+    /// approve, reject or hold.
+    pub action: Action,
+    /// Deciding rule.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// Policy version.
+    pub policy_sha256: String,
+    /// Recorded only.
+    pub dry_run: bool,
+    /// Signed text.
+    pub signed_text: Option<String>,
+    /// `data`.
+    pub data: Option<String>,
+    /// When it was recorded (ms since the epoch).
+    pub recorded_at_ms: i64,
+    /// Latest submission status.
+    pub status: Status,
+    /// The latest outcome's message (error text for failures).
+    pub status_message: Option<String>,
+}
+
+/// A submission result to record.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The decision it belongs to.
+    pub decision_seq: u64,
+    /// Accepted by the server.
+    pub ok: bool,
+    /// Error text when not.
+    pub message: Option<String>,
+}
+
+/// What `ledger verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Records checked.
+    pub records: u64,
+    /// Problems found; empty means the chain is intact.
+    pub problems: Vec<String>,
+}
+
+/// The ledger.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+    head_seq: u64,
+    head_hash: String,
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("path", &self.path)
+            .field("head_seq", &self.head_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+  seq INTEGER PRIMARY KEY,
+  tx_id INTEGER NOT NULL,
+  fingerprint TEXT NOT NULL,
+  tx_json TEXT NOT NULL,
+  from_addr TEXT, to_addr TEXT, amount TEXT, chain_id TEXT,
+  amount_value TEXT,
+  action TEXT NOT NULL,
+  rule TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  policy_sha256 TEXT NOT NULL,
+  dry_run INTEGER NOT NULL,
+  signed_text TEXT,
+  data TEXT,
+  recorded_at_ms INTEGER NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_tx ON decisions(tx_id, seq);
+CREATE INDEX IF NOT EXISTS decisions_window ON decisions(action, dry_run, recorded_at_ms);
+CREATE TABLE IF NOT EXISTS outcomes (
+  seq INTEGER PRIMARY KEY,
+  decision_seq INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  message TEXT,
+  recorded_at_ms INTEGER NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_decision ON outcomes(decision_seq, seq);
+";
+
+fn chain_hash(prev: &str, seq: u64, kind: &str, fields: &serde_json::Value) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(json!([seq, kind, fields]).to_string().as_bytes());
+    hex(&h.finish())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decision_fields(
+    tx_id: u64,
+    fingerprint: &str,
+    tx_json: &str,
+    from: &Option<String>,
+    to: &Option<String>,
+    amount: &Option<String>,
+    chain: &Option<String>,
+    amount_value: &Option<String>,
+    action: &str,
+    rule: &str,
+    reason: &str,
+    policy: &str,
+    dry_run: bool,
+    signed_text: &Option<String>,
+    data: &Option<String>,
+    at: i64,
+) -> serde_json::Value {
+    json!([
+        tx_id,
+        fingerprint,
+        tx_json,
+        from,
+        to,
+        amount,
+        chain,
+        amount_value,
+        action,
+        rule,
+        reason,
+        policy,
+        dry_run,
+        signed_text,
+        data,
+        at
+    ])
+}
+
+fn outcome_fields(
+    decision_seq: u64,
+    status: &str,
+    message: &Option<String>,
+    at: i64,
+) -> serde_json::Value {
+    json!([decision_seq, status, message, at])
+}
+
+const ROW_SELECT: &str = "SELECT d.seq, d.tx_id, d.fingerprint, d.tx_json, d.from_addr, d.to_addr,
+  d.amount, d.chain_id, d.action, d.rule, d.reason, d.policy_sha256, d.dry_run, d.signed_text,
+  d.data, d.recorded_at_ms,
+  (SELECT o.status FROM outcomes o WHERE o.decision_seq = d.seq ORDER BY o.seq DESC LIMIT 1),
+  (SELECT o.message FROM outcomes o WHERE o.decision_seq = d.seq ORDER BY o.seq DESC LIMIT 1)
+  FROM decisions d";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
+    let action: String = r.get(8)?;
+    let action: Action = action.parse().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(8, "action".into(), rusqlite::types::Type::Text)
+    })?;
+    let dry_run: bool = r.get(12)?;
+    let status: Option<String> = r.get(16)?;
+    let status = match (action, dry_run, status.as_deref()) {
+        (Action::Hold, _, _) | (_, true, _) => Status::NotSent,
+        (_, _, Some("submitted")) => Status::Submitted,
+        (_, _, Some("failed")) => Status::Failed,
+        _ => Status::Recorded,
+    };
+    Ok(DecisionRow {
+        seq: r.get::<_, i64>(0)? as u64,
+        tx_id: r.get::<_, i64>(1)? as u64,
+        fingerprint: r.get(2)?,
+        tx_json: r.get(3)?,
+        from: r.get(4)?,
+        to: r.get(5)?,
+        amount: r.get(6)?,
+        chain_id: r.get(7)?,
+        action,
+        rule: r.get(9)?,
+        reason: r.get(10)?,
+        policy_sha256: r.get(11)?,
+        dry_run,
+        signed_text: r.get(13)?,
+        data: r.get(14)?,
+        recorded_at_ms: r.get(15)?,
+        status,
+        status_message: r.get(17)?,
+    })
+}
+
+/// Stores the chain head beside the records, in the same transaction, so that removing records
+/// from the end is detected.
+fn write_head(tx: &rusqlite::Transaction<'_>, seq: u64, hash: &str) -> Result<(), LedgerError> {
+    tx.execute(
+        "INSERT INTO meta(key, value) VALUES ('head', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [format!("{seq}:{hash}")],
+    )
+    .map_err(LedgerError::Write)?;
+    Ok(())
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger for writing, holding its lock for the life of the
+    /// value. A second process gets [`LedgerError::Locked`] at once.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let lp = lock_path(path);
+        let mut lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lp)
+            .map_err(|e| LedgerError::LockFile {
+                path: lp.clone(),
+                source: e,
+            })?;
+        if lock.try_lock().is_err() {
+            let mut pid = String::new();
+            let _ = lock.read_to_string(&mut pid);
+            let pid = pid.trim().to_string();
+            return Err(LedgerError::Locked {
+                path: path.to_owned(),
+                pid: (!pid.is_empty()).then_some(pid),
+            });
+        }
+        let _ = lock.set_len(0);
+        let _ = lock.rewind();
+        let _ = writeln!(lock, "{}", std::process::id());
+        let open_err = |e| LedgerError::Open {
+            path: path.to_owned(),
+            source: e,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        let ledger = Self::finish_open(conn, path, Some(lock))?;
+        if ledger.meta("schema_version").map_err(open_err)?.is_none() {
+            ledger
+                .conn
+                .execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(open_err)?;
+        }
+        ledger.check_schema()?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger for reading only, without the lock: safe beside a running daemon.
+    pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
+        let open_err = |e| LedgerError::Open {
+            path: path.to_owned(),
+            source: e,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        let ledger = Self::finish_open(conn, path, None)?;
+        ledger.check_schema()?;
+        Ok(ledger)
+    }
+
+    fn finish_open(conn: Connection, path: &Path, lock: Option<File>) -> Result<Self, LedgerError> {
+        let open_err = |e| LedgerError::Open {
+            path: path.to_owned(),
+            source: e,
+        };
+        let head: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT seq, hash FROM (SELECT seq, hash FROM decisions UNION ALL SELECT seq, hash FROM outcomes) ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(open_err)?;
+        let (head_seq, head_hash) = head
+            .map(|(s, h)| (s as u64, h))
+            .unwrap_or((0, GENESIS.to_string()));
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+            head_seq,
+            head_hash,
+            _lock: lock,
+        })
+    }
+
+    fn meta(&self, key: &str) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+    }
+
+    fn check_schema(&self) -> Result<(), LedgerError> {
+        match self.meta("schema_version").map_err(LedgerError::Read)? {
+            Some(v) if v != SCHEMA_VERSION => Err(LedgerError::Schema {
+                path: self.path.clone(),
+                found: v,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records decisions in one durable transaction; returns their sequence numbers. When this
+    /// returns `Err`, nothing was recorded and nothing may be sent.
+    pub fn record_decisions(&mut self, new: &[NewDecision]) -> Result<Vec<u64>, LedgerError> {
+        let at = now_ms();
+        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
+        let mut seq = self.head_seq;
+        let mut prev = self.head_hash.clone();
+        let mut seqs = Vec::with_capacity(new.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO decisions (seq, tx_id, fingerprint, tx_json, from_addr, to_addr,
+                     amount, chain_id, amount_value, action, rule, reason, policy_sha256, dry_run,
+                     signed_text, data, recorded_at_ms, prev_hash, hash)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
+                )
+                .map_err(LedgerError::Write)?;
+            for d in new {
+                seq += 1;
+                let fp = fingerprint(&d.tx);
+                let amount_value = d.amount.map(|a| a.normalize().to_string());
+                let fields = decision_fields(
+                    d.tx.id,
+                    &fp,
+                    &d.tx.raw,
+                    &d.tx.from,
+                    &d.tx.to,
+                    &d.tx.amount,
+                    &d.tx.chain_id,
+                    &amount_value,
+                    d.action.as_str(),
+                    &d.rule,
+                    &d.reason,
+                    &d.policy_sha256,
+                    d.dry_run,
+                    &d.signed_text,
+                    &d.data,
+                    at,
+                );
+                let hash = chain_hash(&prev, seq, "decision", &fields);
+                stmt.execute(params![
+                    seq as i64,
+                    d.tx.id as i64,
+                    fp,
+                    d.tx.raw,
+                    d.tx.from,
+                    d.tx.to,
+                    d.tx.amount,
+                    d.tx.chain_id,
+                    amount_value,
+                    d.action.as_str(),
+                    d.rule,
+                    d.reason,
+                    d.policy_sha256,
+                    d.dry_run,
+                    d.signed_text,
+                    d.data,
+                    at,
+                    prev,
+                    hash
+                ])
+                .map_err(LedgerError::Write)?;
+                prev = hash;
+                seqs.push(seq);
+            }
+        }
+        write_head(&tx, seq, &prev)?;
+        tx.commit().map_err(LedgerError::Write)?;
+        self.head_seq = seq;
+        self.head_hash = prev;
+        Ok(seqs)
+    }
+
+    /// Records submission outcomes in one transaction.
+    pub fn record_outcomes(&mut self, outcomes: &[Outcome]) -> Result<(), LedgerError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let at = now_ms();
+        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
+        let mut seq = self.head_seq;
+        let mut prev = self.head_hash.clone();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO outcomes (seq, decision_seq, status, message, recorded_at_ms, prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(LedgerError::Write)?;
+            for o in outcomes {
+                seq += 1;
+                let status = if o.ok { "submitted" } else { "failed" };
+                let fields = outcome_fields(o.decision_seq, status, &o.message, at);
+                let hash = chain_hash(&prev, seq, "outcome", &fields);
+                stmt.execute(params![
+                    seq as i64,
+                    o.decision_seq as i64,
+                    status,
+                    o.message,
+                    at,
+                    prev,
+                    hash
+                ])
+                .map_err(LedgerError::Write)?;
+                prev = hash;
+            }
+        }
+        write_head(&tx, seq, &prev)?;
+        tx.commit().map_err(LedgerError::Write)?;
+        self.head_seq = seq;
+        self.head_hash = prev;
+        Ok(())
+    }
+
+    /// Every decision about `tx_id`, oldest first.
+    pub fn history(&self, tx_id: u64) -> Result<Vec<DecisionRow>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{ROW_SELECT} WHERE d.tx_id = ?1 ORDER BY d.seq"))
+            .map_err(LedgerError::Read)?;
+        stmt.query_map([tx_id as i64], row)
+            .and_then(|rows| rows.collect())
+            .map_err(LedgerError::Read)
+    }
+
+    /// One decision by sequence number.
+    pub fn get(&self, seq: u64) -> Result<Option<DecisionRow>, LedgerError> {
+        self.conn
+            .query_row(&format!("{ROW_SELECT} WHERE d.seq = ?1"), [seq as i64], row)
+            .optional()
+            .map_err(LedgerError::Read)
+    }
+
+    /// The newest decisions first.
+    pub fn list(&self, limit: usize) -> Result<Vec<DecisionRow>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{ROW_SELECT} ORDER BY d.seq DESC LIMIT ?1"))
+            .map_err(LedgerError::Read)?;
+        stmt.query_map([limit as i64], row)
+            .and_then(|rows| rows.collect())
+            .map_err(LedgerError::Read)
+    }
+
+    /// The time of the newest record, if any.
+    pub fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT MAX(t) FROM (SELECT MAX(recorded_at_ms) AS t FROM decisions UNION ALL SELECT MAX(recorded_at_ms) FROM outcomes)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(LedgerError::Read)
+    }
+
+    /// Window usage for `policy` as of `now_ms`: approvals recorded (sent or not yet, dry runs
+    /// excluded) inside each window.
+    pub fn usage(&self, policy: &Policy, now_ms: i64) -> Result<Usage, LedgerError> {
+        let mut usage = Usage::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT amount_value FROM decisions WHERE action = 'approve' AND dry_run = 0
+                 AND rule = ?1 AND recorded_at_ms > ?2",
+            )
+            .map_err(LedgerError::Read)?;
+        for rule in &policy.rules {
+            let Some(limit) = &rule.limit else { continue };
+            let since = now_ms - limit.window.as_millis() as i64;
+            let mut u = WindowUsage::default();
+            let rows = stmt
+                .query_map(params![rule.name, since], |r| r.get::<_, Option<String>>(0))
+                .map_err(LedgerError::Read)?;
+            for v in rows {
+                let v = v.map_err(LedgerError::Read)?;
+                // An amount that cannot be read back counts as the largest possible: over-counting
+                // is safe, under-counting is not.
+                let amount = v
+                    .as_deref()
+                    .and_then(|t| t.parse::<Decimal>().ok())
+                    .unwrap_or(Decimal::MAX);
+                u.total = u.total.checked_add(amount).unwrap_or(Decimal::MAX);
+                u.count += 1;
+            }
+            usage.rules.insert(rule.name.clone(), u);
+        }
+        if let Some(g) = &policy.guard {
+            let since = now_ms - g.window.as_millis() as i64;
+            usage.guard_approvals = self
+                .conn
+                .query_row(
+                    "SELECT COUNT(*) FROM decisions WHERE action = 'approve' AND dry_run = 0 AND recorded_at_ms > ?1",
+                    [since],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(LedgerError::Read)? as u64;
+        }
+        Ok(usage)
+    }
+
+    /// Walks the whole chain and reports every break.
+    pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
+        let mut problems = Vec::new();
+        let mut prev = GENESIS.to_string();
+        let mut expected = 1u64;
+        let mut records = 0u64;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, 'decision', tx_id, fingerprint, tx_json, from_addr, to_addr, amount, chain_id,
+                   amount_value, action, rule, reason, policy_sha256, dry_run, signed_text, data,
+                   recorded_at_ms, prev_hash, hash, NULL, NULL, NULL FROM decisions
+                 UNION ALL
+                 SELECT seq, 'outcome', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                   NULL, NULL, NULL, NULL, recorded_at_ms, prev_hash, hash, decision_seq, status, message
+                 FROM outcomes ORDER BY seq",
+            )
+            .map_err(LedgerError::Read)?;
+        let mut rows = stmt.query([]).map_err(LedgerError::Read)?;
+        while let Some(r) = rows.next().map_err(LedgerError::Read)? {
+            records += 1;
+            let seq = r.get::<_, i64>(0).map_err(LedgerError::Read)? as u64;
+            let kind: String = r.get(1).map_err(LedgerError::Read)?;
+            let at: i64 = r.get(17).map_err(LedgerError::Read)?;
+            let stored_prev: String = r.get(18).map_err(LedgerError::Read)?;
+            let stored_hash: String = r.get(19).map_err(LedgerError::Read)?;
+            if seq != expected {
+                problems.push(format!(
+                    "records {expected} to {} are missing",
+                    seq.saturating_sub(1)
+                ));
+            }
+            if stored_prev != prev {
+                problems.push(format!(
+                    "record {seq}: does not follow the record before it"
+                ));
+            }
+            let g = |i: usize| r.get::<_, Option<String>>(i).map_err(LedgerError::Read);
+            let fields = if kind == "decision" {
+                decision_fields(
+                    r.get::<_, i64>(2).map_err(LedgerError::Read)? as u64,
+                    &g(3)?.unwrap_or_default(),
+                    &g(4)?.unwrap_or_default(),
+                    &g(5)?,
+                    &g(6)?,
+                    &g(7)?,
+                    &g(8)?,
+                    &g(9)?,
+                    &g(10)?.unwrap_or_default(),
+                    &g(11)?.unwrap_or_default(),
+                    &g(12)?.unwrap_or_default(),
+                    &g(13)?.unwrap_or_default(),
+                    r.get::<_, bool>(14).map_err(LedgerError::Read)?,
+                    &g(15)?,
+                    &g(16)?,
+                    at,
+                )
+            } else {
+                outcome_fields(
+                    r.get::<_, i64>(20).map_err(LedgerError::Read)? as u64,
+                    &g(21)?.unwrap_or_default(),
+                    &g(22)?,
+                    at,
+                )
+            };
+            if chain_hash(&stored_prev, seq, &kind, &fields) != stored_hash {
+                problems.push(format!(
+                    "record {seq} ({kind}): content does not match its hash (edited)"
+                ));
+            }
+            prev = stored_hash;
+            expected = seq + 1;
+        }
+        let head: Option<String> = self.meta("head").map_err(LedgerError::Read)?;
+        if let Some(h) = head {
+            let want = format!("{}:{}", expected - 1, prev);
+            if h != want {
+                problems.push(format!(
+                    "the ledger ends at record {} but its head says {}: records were removed from the end",
+                    expected - 1,
+                    h.split(':').next().unwrap_or("?")
+                ));
+            }
+        }
+        Ok(VerifyReport { records, problems })
+    }
+
+    /// Makes every later write fail the way a read-only or full filesystem does (tests only).
+    #[doc(hidden)]
+    pub fn simulate_write_failure(&self, full: bool) -> rusqlite::Result<()> {
+        if full {
+            let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            self.conn
+                .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        } else {
+            self.conn.pragma_update(None, "query_only", true)
+        }
+    }
+}
+
+/// Latest decision state of one transaction content, as the poller needs it.
+#[derive(Debug, Clone, Default)]
+pub struct TxState {
+    /// The latest approve/reject that was (or is to be) sent, not a dry run.
+    pub live: Option<DecisionRow>,
+    /// The latest hold or dry-run record for this content.
+    pub last_unsent: Option<DecisionRow>,
+    /// Other contents seen under the same id.
+    pub other_contents: usize,
+}
+
+impl Ledger {
+    /// The state of `tx`'s content in the ledger.
+    pub fn state(&self, tx: &PendingTx) -> Result<TxState, LedgerError> {
+        let fp = fingerprint(tx);
+        let mut st = TxState::default();
+        let mut others = std::collections::HashSet::new();
+        for row in self.history(tx.id)? {
+            if row.fingerprint != fp {
+                others.insert(row.fingerprint.clone());
+                continue;
+            }
+            if row.action != Action::Hold && !row.dry_run {
+                st.live = Some(row);
+            } else {
+                st.last_unsent = Some(row);
+            }
+        }
+        st.other_contents = others.len();
+        Ok(st)
+    }
+
+    /// Counts of decisions by action, for summaries.
+    pub fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT action, COUNT(*) FROM decisions GROUP BY action")
+            .map_err(LedgerError::Read)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(LedgerError::Read)?;
+        rows.collect::<Result<_, _>>().map_err(LedgerError::Read)
+    }
+}

@@ -1,0 +1,435 @@
+//! The merchant's policy: parsed and validated whole at load, then evaluated purely — a pending
+//! transaction plus window usage in, an action with its rule, reason and trace out.
+
+mod address;
+mod parse;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+pub use address::{AddressSet, is_evm_address};
+pub use parse::{PolicyError, load, parse};
+
+use crate::client::PendingTx;
+use crate::client::types::parse_decimal;
+use crate::signer::{Decision, Verdict, decision_text};
+
+/// Longest amount text considered; anything longer is held as malformed.
+pub const MAX_AMOUNT_TEXT: usize = 64;
+
+/// Pseudo-rule recorded when no rule matched.
+pub const RULE_DEFAULT: &str = "(default)";
+/// Pseudo-rule recorded when the transaction itself is malformed.
+pub const RULE_MALFORMED: &str = "(malformed)";
+/// Pseudo-rule recorded when the guard cap turned an approval into a hold.
+pub const RULE_GUARD: &str = "(guard)";
+/// Pseudo-rule recorded when the clock is behind the ledger and an approval waits.
+pub const RULE_CLOCK: &str = "(clock)";
+
+/// What to do with a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Sign with status 1.
+    Approve,
+    /// Sign with status 2.
+    Reject,
+    /// Send nothing; leave it pending for a person and look again next cycle.
+    Hold,
+}
+
+impl Action {
+    /// The lowercase name used in logs, metrics and the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "approve",
+            Action::Reject => "reject",
+            Action::Hold => "hold",
+        }
+    }
+
+    /// The verdict to sign, for approve and reject.
+    pub fn verdict(self) -> Option<Verdict> {
+        match self {
+            Action::Approve => Some(Verdict::Approve),
+            Action::Reject => Some(Verdict::Reject),
+            Action::Hold => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "approve" => Ok(Action::Approve),
+            "reject" => Ok(Action::Reject),
+            "hold" => Ok(Action::Hold),
+            other => Err(format!(
+                "{other:?} is not an action: write approve, reject or hold"
+            )),
+        }
+    }
+}
+
+/// A rolling-window limit on what one approve rule may approve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowLimit {
+    /// Length of the rolling window.
+    pub window: Duration,
+    /// Largest sum of amounts approved by the rule in the window, this one included.
+    pub max_total: Option<Decimal>,
+    /// Largest number of approvals by the rule in the window, this one included.
+    pub max_count: Option<u64>,
+}
+
+/// One rule; all its present conditions must hold for it to decide.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique name, shown in logs, metrics and the ledger.
+    pub name: String,
+    /// What the rule decides.
+    pub action: Action,
+    /// `chainId` values it applies to; any chain when `None`.
+    pub chains: Option<Vec<String>>,
+    /// Source addresses it applies to.
+    pub from: Option<AddressSet>,
+    /// Destination addresses it applies to.
+    pub to: Option<AddressSet>,
+    /// Smallest amount, inclusive.
+    pub min_amount: Option<Decimal>,
+    /// Largest amount, inclusive.
+    pub max_amount: Option<Decimal>,
+    /// Rolling-window limits.
+    pub limit: Option<WindowLimit>,
+}
+
+/// A cap over all approvals, whatever rule: beyond it, hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guard {
+    /// Length of the rolling window.
+    pub window: Duration,
+    /// Most approvals in the window, this one included.
+    pub max_approvals: u64,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Where it was read from.
+    pub source: PathBuf,
+    /// What happens when no rule matches.
+    pub default: Action,
+    /// Rules in file order.
+    pub rules: Vec<Rule>,
+    /// The global approval cap.
+    pub guard: Option<Guard>,
+    /// SHA-256 (hex) of the policy text and its list files: the policy's version.
+    pub sha256: String,
+}
+
+/// Approvals a rule (or the guard) made inside its window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WindowUsage {
+    /// Sum of approved amounts.
+    pub total: Decimal,
+    /// Number of approvals.
+    pub count: u64,
+}
+
+/// Window usage as of now, from the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// Per rule name, within that rule's window.
+    pub rules: HashMap<String, WindowUsage>,
+    /// All approvals within the guard's window.
+    pub guard_approvals: u64,
+}
+
+impl Usage {
+    /// Counts one more approval of `amount` by `rule` (used within a cycle, before the ledger
+    /// is read again).
+    pub fn add_approval(&mut self, rule: &str, amount: Decimal) {
+        let u = self.rules.entry(rule.to_string()).or_default();
+        u.total += amount;
+        u.count += 1;
+        self.guard_approvals += 1;
+    }
+}
+
+/// What the evaluation may rely on besides the transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Window usage.
+    pub usage: &'a Usage,
+    /// Longest text the key can sign.
+    pub max_sign_len: usize,
+    /// The wall clock is behind the newest ledger record: approvals must wait.
+    pub clock_behind: bool,
+}
+
+/// How one rule fared.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleTrace {
+    /// The rule's name.
+    pub rule: String,
+    /// Whether every condition held.
+    pub matched: bool,
+    /// The first condition that failed.
+    pub why_not: Option<String>,
+    /// Window usage the rule saw, when it has a limit.
+    pub window: Option<WindowUsage>,
+}
+
+/// The outcome of evaluating one transaction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// What to do.
+    pub action: Action,
+    /// The rule that decided, or a pseudo-rule such as `(default)`.
+    pub rule: String,
+    /// One sentence a person can read.
+    pub reason: String,
+    /// The transaction's amount, when it parsed.
+    #[serde(skip)]
+    pub amount: Option<Decimal>,
+    /// Every rule tried, in order.
+    pub trace: Vec<RuleTrace>,
+}
+
+/// A transaction whose fields passed the malformed-field checks.
+struct Checked<'a> {
+    from: &'a str,
+    to: &'a str,
+    chain: &'a str,
+    amount: Decimal,
+}
+
+/// Checks the fields every decision depends on; `Err` is the reason to hold.
+fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a>, String> {
+    if !tx.problems.is_empty() {
+        return Err(tx.problems.join("; "));
+    }
+    let field = |v: &'a Option<String>, name: &str| -> Result<&'a str, String> {
+        match v.as_deref() {
+            None => Err(format!("{name} is missing")),
+            Some("") => Err(format!("{name} is empty")),
+            Some(s) if s.chars().any(|c| c.is_control()) => {
+                Err(format!("{name} has control characters"))
+            }
+            Some(s) => Ok(s),
+        }
+    };
+    let from = field(&tx.from, "fromAddress")?;
+    let to = field(&tx.to, "toAddress")?;
+    let chain = field(&tx.chain_id, "chainId")?;
+    let amount_text = field(&tx.amount, "amount")?;
+    if amount_text.len() > MAX_AMOUNT_TEXT {
+        return Err(format!(
+            "amount is {} characters long (at most {MAX_AMOUNT_TEXT})",
+            amount_text.len()
+        ));
+    }
+    let amount = parse_decimal(amount_text).ok_or_else(|| {
+        format!("amount {amount_text:?} is not a plain decimal that can be compared exactly")
+    })?;
+    if amount_text.starts_with('-') {
+        return Err(format!("amount {amount_text:?} is negative"));
+    }
+    let text = decision_text(&Decision {
+        id: tx.id,
+        from,
+        to,
+        value: amount_text,
+        chain_id: chain,
+        verdict: Verdict::Approve,
+    });
+    if text.len() > max_sign_len {
+        return Err(format!(
+            "the text to sign is {} bytes; the key signs at most {max_sign_len}",
+            text.len()
+        ));
+    }
+    Ok(Checked {
+        from,
+        to,
+        chain,
+        amount,
+    })
+}
+
+impl Rule {
+    /// Why this rule does not match, or `None` when it does.
+    fn why_not(&self, c: &Checked<'_>, usage: &Usage) -> Option<String> {
+        if let Some(chains) = &self.chains
+            && !chains.iter().any(|ch| ch == c.chain)
+        {
+            return Some(format!("chain {} is not in chains", c.chain));
+        }
+        if let Some(from) = &self.from
+            && !from.contains(c.from)
+        {
+            return Some(format!("from {} is not in from", c.from));
+        }
+        if let Some(to) = &self.to
+            && !to.contains(c.to)
+        {
+            return Some(format!("to {} is not in to", c.to));
+        }
+        if let Some(min) = self.min_amount
+            && c.amount < min
+        {
+            return Some(format!("amount {} is below min_amount {min}", c.amount));
+        }
+        if let Some(max) = self.max_amount
+            && c.amount > max
+        {
+            return Some(format!("amount {} is above max_amount {max}", c.amount));
+        }
+        if let Some(limit) = &self.limit {
+            let used = usage.rules.get(&self.name).copied().unwrap_or_default();
+            if let Some(max_total) = limit.max_total {
+                let after = used.total.checked_add(c.amount);
+                if after.is_none_or(|t| t > max_total) {
+                    return Some(format!(
+                        "window total would be {} (limit {max_total} per {})",
+                        after.map_or("too large".into(), |t| t.to_string()),
+                        humantime::format_duration(limit.window)
+                    ));
+                }
+            }
+            if let Some(max_count) = limit.max_count
+                && used.count + 1 > max_count
+            {
+                return Some(format!(
+                    "window count would be {} (limit {max_count} per {})",
+                    used.count + 1,
+                    humantime::format_duration(limit.window)
+                ));
+            }
+        }
+        None
+    }
+}
+
+impl Policy {
+    /// Decides what to do with `tx`. Pure: the same inputs always give the same answer.
+    pub fn evaluate(&self, tx: &PendingTx, ctx: Context<'_>) -> Evaluation {
+        let checked = match check_fields(tx, ctx.max_sign_len) {
+            Ok(c) => c,
+            Err(reason) => {
+                return Evaluation {
+                    action: Action::Hold,
+                    rule: RULE_MALFORMED.into(),
+                    reason,
+                    amount: None,
+                    trace: Vec::new(),
+                };
+            }
+        };
+        let mut trace = Vec::with_capacity(self.rules.len());
+        let mut decided: Option<(Action, String, String)> = None;
+        for rule in &self.rules {
+            let why_not = rule.why_not(&checked, ctx.usage);
+            let window = rule
+                .limit
+                .as_ref()
+                .map(|_| ctx.usage.rules.get(&rule.name).copied().unwrap_or_default());
+            let matched = why_not.is_none();
+            trace.push(RuleTrace {
+                rule: rule.name.clone(),
+                matched,
+                why_not,
+                window,
+            });
+            if matched {
+                decided = Some((
+                    rule.action,
+                    rule.name.clone(),
+                    format!("matched rule {:?}", rule.name),
+                ));
+                break;
+            }
+        }
+        let (mut action, mut rule, mut reason) = decided.unwrap_or_else(|| {
+            (
+                self.default,
+                RULE_DEFAULT.into(),
+                "no rule matched; the policy default applies".into(),
+            )
+        });
+        if action == Action::Approve {
+            if ctx.clock_behind {
+                action = Action::Hold;
+                reason = format!(
+                    "{rule} would approve, but the clock is behind the newest ledger record; \
+                     approvals wait until it catches up"
+                );
+                rule = RULE_CLOCK.into();
+            } else if let Some(g) = &self.guard
+                && ctx.usage.guard_approvals + 1 > g.max_approvals
+            {
+                action = Action::Hold;
+                reason = format!(
+                    "{rule} would approve, but the guard allows {} approvals per {}",
+                    g.max_approvals,
+                    humantime::format_duration(g.window)
+                );
+                rule = RULE_GUARD.into();
+            }
+        }
+        Evaluation {
+            action,
+            rule,
+            reason,
+            amount: Some(checked.amount),
+            trace,
+        }
+    }
+
+    /// The longest window any limit uses (what the ledger must look back over).
+    pub fn longest_window(&self) -> Option<Duration> {
+        self.rules
+            .iter()
+            .filter_map(|r| r.limit.as_ref().map(|l| l.window))
+            .chain(self.guard.as_ref().map(|g| g.window))
+            .max()
+    }
+
+    /// Warnings for `cosigner check` and `policy check`: allowed, but worth a second look.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.default == Action::Approve {
+            w.push(
+                "default = \"approve\": every transaction no rule matches is approved".to_string(),
+            );
+        }
+        for r in &self.rules {
+            if r.action == Action::Approve
+                && r.to.is_none()
+                && r.max_amount.is_none()
+                && r.limit.is_none()
+            {
+                w.push(format!(
+                    "rule {:?} approves any destination with no amount or window limit",
+                    r.name
+                ));
+            }
+        }
+        if self.guard.is_none() && self.rules.iter().any(|r| r.action == Action::Approve) {
+            w.push("no [guard]: nothing caps the number of approvals per window".to_string());
+        }
+        w
+    }
+}

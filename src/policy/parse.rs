@@ -1,0 +1,379 @@
+//! Reading a policy file: TOML syntax, unknown keys, and every semantic check, each error naming
+//! the file, the rule and the key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use openssl::sha::Sha256;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::{Action, AddressSet, Guard, Policy, Rule, WindowLimit};
+use crate::client::sign::hex;
+use crate::client::types::parse_decimal;
+
+/// A policy that cannot be used, and where the problem is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("policy file {}: {}{}", .file.display(), .place.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(), .message)]
+pub struct PolicyError {
+    /// The policy file.
+    pub file: PathBuf,
+    /// `rule "name": key `max_amount`` or similar, when the problem has a place.
+    pub place: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    default: Option<String>,
+    #[serde(default)]
+    lists: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    rule: Vec<toml::Table>,
+    guard: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    action: Option<String>,
+    chains: Option<Vec<String>>,
+    from: Option<Vec<String>>,
+    to: Option<Vec<String>>,
+    min_amount: Option<toml::Value>,
+    max_amount: Option<toml::Value>,
+    window: Option<String>,
+    max_total: Option<toml::Value>,
+    max_count: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuard {
+    window: Option<String>,
+    max_approvals: Option<i64>,
+}
+
+/// Reads and validates the policy at `path`, list files included.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+        file: path.to_owned(),
+        place: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, path, &|p: &Path| std::fs::read_to_string(p))
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, place: Option<String>, message: impl Into<String>) -> PolicyError {
+        PolicyError {
+            file: self.file.to_owned(),
+            place,
+            message: message.into(),
+        }
+    }
+}
+
+fn rule_place(name: &str, key: &str) -> Option<String> {
+    Some(format!("rule {name:?}: key `{key}`"))
+}
+
+fn duration(ctx: &Ctx<'_>, place: Option<String>, text: &str) -> Result<Duration, PolicyError> {
+    let d = humantime::parse_duration(text).map_err(|e| {
+        ctx.err(
+            place.clone(),
+            format!("invalid duration {text:?} ({e}); write it like \"1h\" or \"24h\""),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(ctx.err(place, "a window must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn amount(ctx: &Ctx<'_>, place: Option<String>, v: &toml::Value) -> Result<Decimal, PolicyError> {
+    let text = v.as_str().ok_or_else(|| {
+        ctx.err(
+            place.clone(),
+            format!("write amounts as strings so they stay exact, e.g. \"{v}\""),
+        )
+    })?;
+    let d = parse_decimal(text).ok_or_else(|| {
+        ctx.err(
+            place.clone(),
+            format!("{text:?} is not a plain decimal such as \"1000.50\""),
+        )
+    })?;
+    if text.starts_with('-') {
+        return Err(ctx.err(place, format!("{text:?} is negative")));
+    }
+    Ok(d)
+}
+
+/// Validates policy `text` read from `file`; `read_list` reads list files (relative to `file`).
+pub fn parse(
+    text: &str,
+    file: &Path,
+    read_list: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Policy, PolicyError> {
+    let ctx = Ctx { file };
+    let raw: RawPolicy = toml::from_str(text).map_err(|e| ctx.err(None, e.to_string()))?;
+    let mut digest = Sha256::new();
+    digest.update(text.as_bytes());
+
+    let default = match raw.default.as_deref() {
+        None => Action::Hold,
+        Some(s) => s
+            .parse()
+            .map_err(|m: String| ctx.err(Some("key `default`".into()), m))?,
+    };
+
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut lists: BTreeMap<String, AddressSet> = BTreeMap::new();
+    for (name, value) in &raw.lists {
+        let place = Some(format!("list {name:?}"));
+        let entries: Vec<String> = match value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| ctx.err(place.clone(), format!("entry {i} is not a string")))
+                })
+                .collect::<Result<_, _>>()?,
+            toml::Value::Table(t) => {
+                let f = match (t.get("file").and_then(|f| f.as_str()), t.len()) {
+                    (Some(f), 1) => f,
+                    _ => {
+                        return Err(ctx.err(
+                            place,
+                            "must be an array of addresses or { file = \"path\" }",
+                        ));
+                    }
+                };
+                let path = dir.join(f);
+                let content = read_list(&path).map_err(|e| {
+                    ctx.err(
+                        place.clone(),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                digest.update(b"\0list\0");
+                digest.update(name.as_bytes());
+                digest.update(b"\0");
+                digest.update(content.as_bytes());
+                content
+                    .lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            _ => {
+                return Err(ctx.err(
+                    place,
+                    "must be an array of addresses or { file = \"path\" }",
+                ));
+            }
+        };
+        if entries.is_empty() {
+            return Err(ctx.err(place, "is empty"));
+        }
+        let mut set = AddressSet::default();
+        for e in &entries {
+            if e.is_empty() || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ctx.err(place, format!("entry {e:?} is empty or has spaces")));
+            }
+            set.insert(e);
+        }
+        lists.insert(name.clone(), set);
+    }
+
+    let resolve = |rule: &str, key: &str, items: &[String]| -> Result<AddressSet, PolicyError> {
+        if items.is_empty() {
+            return Err(ctx.err(
+                rule_place(rule, key),
+                "is empty (leave it out to match any address)",
+            ));
+        }
+        let mut set = AddressSet::default();
+        for item in items {
+            if let Some(list) = item.strip_prefix('@') {
+                let l = lists.get(list).ok_or_else(|| {
+                    ctx.err(rule_place(rule, key), format!("unknown list @{list}"))
+                })?;
+                set.extend(l);
+            } else if item.is_empty() || item.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ctx.err(
+                    rule_place(rule, key),
+                    format!("address {item:?} is empty or has spaces"),
+                ));
+            } else {
+                set.insert(item);
+            }
+        }
+        Ok(set)
+    };
+
+    let mut names = HashSet::new();
+    let mut rules = Vec::with_capacity(raw.rule.len());
+    for (i, table) in raw.rule.into_iter().enumerate() {
+        let label = table
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("#{}", i + 1));
+        let r: RawRule = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                ctx.err(Some(format!("rule {label:?}")), e.message().to_string())
+            })?;
+        let name = r
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| ctx.err(Some(format!("rule {label}: key `name`")), "is required"))?;
+        if name.starts_with('(') {
+            return Err(ctx.err(
+                rule_place(&name, "name"),
+                "must not start with '(' (reserved)",
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(ctx.err(rule_place(&name, "name"), "is used by an earlier rule"));
+        }
+        let action: Action = r
+            .action
+            .as_deref()
+            .ok_or_else(|| ctx.err(rule_place(&name, "action"), "is required"))?
+            .parse()
+            .map_err(|m: String| ctx.err(rule_place(&name, "action"), m))?;
+        let chains = match r.chains {
+            Some(c) if c.is_empty() => {
+                return Err(ctx.err(
+                    rule_place(&name, "chains"),
+                    "is empty (leave it out to match any chain)",
+                ));
+            }
+            other => other,
+        };
+        let from = r
+            .from
+            .as_deref()
+            .map(|f| resolve(&name, "from", f))
+            .transpose()?;
+        let to =
+            r.to.as_deref()
+                .map(|t| resolve(&name, "to", t))
+                .transpose()?;
+        let min_amount = r
+            .min_amount
+            .as_ref()
+            .map(|v| amount(&ctx, rule_place(&name, "min_amount"), v))
+            .transpose()?;
+        let max_amount = r
+            .max_amount
+            .as_ref()
+            .map(|v| amount(&ctx, rule_place(&name, "max_amount"), v))
+            .transpose()?;
+        if let (Some(lo), Some(hi)) = (min_amount, max_amount)
+            && lo > hi
+        {
+            return Err(ctx.err(
+                rule_place(&name, "min_amount"),
+                format!("{lo} is above max_amount {hi}"),
+            ));
+        }
+        let max_total = r
+            .max_total
+            .as_ref()
+            .map(|v| amount(&ctx, rule_place(&name, "max_total"), v))
+            .transpose()?;
+        let max_count = match r.max_count {
+            Some(n) if n < 1 => {
+                return Err(ctx.err(rule_place(&name, "max_count"), "must be at least 1"));
+            }
+            other => other.map(|n| n as u64),
+        };
+        let limit = match (r.window, max_total.is_some() || max_count.is_some()) {
+            (None, true) => {
+                let key = if max_total.is_some() {
+                    "max_total"
+                } else {
+                    "max_count"
+                };
+                return Err(ctx.err(rule_place(&name, key), "needs a `window` to count over"));
+            }
+            (Some(_), false) => {
+                return Err(ctx.err(
+                    rule_place(&name, "window"),
+                    "is set but neither max_total nor max_count is",
+                ));
+            }
+            (Some(w), true) => Some(WindowLimit {
+                window: duration(&ctx, rule_place(&name, "window"), &w)?,
+                max_total,
+                max_count,
+            }),
+            (None, false) => None,
+        };
+        if limit.is_some() && action != Action::Approve {
+            return Err(ctx.err(
+                rule_place(&name, "window"),
+                "window limits count approvals: only approve rules may have them",
+            ));
+        }
+        rules.push(Rule {
+            name,
+            action,
+            chains,
+            from,
+            to,
+            min_amount,
+            max_amount,
+            limit,
+        });
+    }
+
+    let guard = match raw.guard {
+        None => None,
+        Some(t) => {
+            let g: RawGuard = toml::Value::Table(t)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    ctx.err(Some("[guard]".into()), e.message().to_string())
+                })?;
+            let window = g
+                .window
+                .ok_or_else(|| ctx.err(Some("[guard]: key `window`".into()), "is required"))?;
+            let max = g.max_approvals.ok_or_else(|| {
+                ctx.err(Some("[guard]: key `max_approvals`".into()), "is required")
+            })?;
+            if max < 0 {
+                return Err(ctx.err(
+                    Some("[guard]: key `max_approvals`".into()),
+                    "must not be negative",
+                ));
+            }
+            Some(Guard {
+                window: duration(&ctx, Some("[guard]: key `window`".into()), &window)?,
+                max_approvals: max as u64,
+            })
+        }
+    };
+
+    Ok(Policy {
+        source: file.to_owned(),
+        default,
+        rules,
+        guard,
+        sha256: hex(&digest.finish()),
+    })
+}
