@@ -60,6 +60,8 @@ pub struct Faults {
     pub shift_pages: bool,
     /// Seed of the fault generator, for reproducible runs.
     pub seed: u64,
+    /// Paths the error and malformed rates apply to; every API path when empty.
+    pub error_paths: Vec<String>,
 }
 
 mod duration_text {
@@ -685,7 +687,10 @@ impl Sandbox {
             *g.requests.entry(path.to_string()).or_default() += 1;
             let f = g.faults.clone();
             let roll = g.next_rand();
-            let fault = if roll < f.error_rate {
+            let targeted = f.error_paths.is_empty() || f.error_paths.iter().any(|p| p == path);
+            let fault = if !targeted {
+                None
+            } else if roll < f.error_rate {
                 Some(true)
             } else if roll < f.error_rate + f.malformed_rate {
                 Some(false)

@@ -2,6 +2,8 @@
 
 mod client;
 mod config_errors;
+mod cycle;
 mod policy;
+mod properties;
 mod signing;
 mod support;
