@@ -12,7 +12,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-pub use address::{AddressSet, is_evm_address};
+pub use address::{AddressMatcher, AddressSet, is_evm_address};
 pub use parse::{PolicyError, load, parse};
 
 use crate::client::PendingTx;
@@ -104,9 +104,9 @@ pub struct Rule {
     /// `chainId` values it applies to; any chain when `None`.
     pub chains: Option<Vec<String>>,
     /// Source addresses it applies to.
-    pub from: Option<AddressSet>,
+    pub from: Option<AddressMatcher>,
     /// Destination addresses it applies to.
-    pub to: Option<AddressSet>,
+    pub to: Option<AddressMatcher>,
     /// Smallest amount, inclusive.
     pub min_amount: Option<Decimal>,
     /// Largest amount, inclusive.

@@ -137,7 +137,7 @@ impl Engine {
             }
             idle_pages = if new == 0 { idle_pages + 1 } else { 0 };
             let expected_pages = p.total.div_ceil(u64::from(size)).max(1);
-            if n == 0 || txs.len() as u64 >= p.total || u64::from(page) >= expected_pages + 1 {
+            if n == 0 || txs.len() as u64 >= p.total || u64::from(page) > expected_pages {
                 break;
             }
             if idle_pages >= 2 {

@@ -2,6 +2,7 @@
 //! for byte, so a Tron address with a changed case, a look-alike letter or a space never matches.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// True for `0x` followed by exactly 40 ASCII hex digits.
 pub fn is_evm_address(s: &str) -> bool {
@@ -43,11 +44,40 @@ impl AddressSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    /// Adds every address of `other`.
-    pub fn extend(&mut self, other: &AddressSet) {
-        self.exact.extend(other.exact.iter().cloned());
-        self.evm.extend(other.evm.iter().cloned());
+/// A rule's address condition: its own addresses plus named lists, shared (not copied) between
+/// the rules that use them.
+#[derive(Debug, Clone, Default)]
+pub struct AddressMatcher {
+    own: AddressSet,
+    lists: Vec<Arc<AddressSet>>,
+}
+
+impl AddressMatcher {
+    /// Adds one address of the rule's own.
+    pub fn insert(&mut self, addr: &str) {
+        self.own.insert(addr);
+    }
+
+    /// Adds a shared list.
+    pub fn add_list(&mut self, list: Arc<AddressSet>) {
+        self.lists.push(list);
+    }
+
+    /// Whether `addr` is among the rule's addresses or in one of its lists.
+    pub fn contains(&self, addr: &str) -> bool {
+        self.own.contains(addr) || self.lists.iter().any(|l| l.contains(addr))
+    }
+
+    /// Number of addresses (a list's addresses counted once per use).
+    pub fn len(&self) -> usize {
+        self.own.len() + self.lists.iter().map(|l| l.len()).sum::<usize>()
+    }
+
+    /// Whether it holds no address.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

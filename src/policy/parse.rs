@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openssl::sha::Sha256;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::{Action, AddressSet, Guard, Policy, Rule, WindowLimit};
+use super::{Action, AddressMatcher, AddressSet, Guard, Policy, Rule, WindowLimit};
 use crate::client::sign::hex;
 use crate::client::types::parse_decimal;
 
@@ -137,7 +138,7 @@ pub fn parse(
     };
 
     let dir = file.parent().unwrap_or(Path::new("."));
-    let mut lists: BTreeMap<String, AddressSet> = BTreeMap::new();
+    let mut lists: BTreeMap<String, Arc<AddressSet>> = BTreeMap::new();
     for (name, value) in &raw.lists {
         let place = Some(format!("list {name:?}"));
         let entries: Vec<String> = match value {
@@ -194,23 +195,26 @@ pub fn parse(
             }
             set.insert(e);
         }
-        lists.insert(name.clone(), set);
+        lists.insert(name.clone(), Arc::new(set));
     }
 
-    let resolve = |rule: &str, key: &str, items: &[String]| -> Result<AddressSet, PolicyError> {
+    let resolve = |rule: &str,
+                   key: &str,
+                   items: &[String]|
+     -> Result<AddressMatcher, PolicyError> {
         if items.is_empty() {
             return Err(ctx.err(
                 rule_place(rule, key),
                 "is empty (leave it out to match any address)",
             ));
         }
-        let mut set = AddressSet::default();
+        let mut set = AddressMatcher::default();
         for item in items {
             if let Some(list) = item.strip_prefix('@') {
                 let l = lists.get(list).ok_or_else(|| {
                     ctx.err(rule_place(rule, key), format!("unknown list @{list}"))
                 })?;
-                set.extend(l);
+                set.add_list(l.clone());
             } else if item.is_empty() || item.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(ctx.err(
                     rule_place(rule, key),

@@ -1,0 +1,72 @@
+//! Policy evaluation cost: 50 rules and a 100,000-address list, the worst case a merchant is
+//! likely to write. The transaction misses every rule, so every condition of every rule runs.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::Path;
+
+use cosigner::client::parse_pending_item;
+use cosigner::policy::{self, Context, Usage, WindowUsage};
+use criterion::{Criterion, criterion_group, criterion_main};
+use rust_decimal::Decimal;
+
+fn big_policy() -> policy::Policy {
+    let mut t = String::from("default = \"hold\"\n[lists]\nbig = [\n");
+    for i in 0..100_000u32 {
+        if i % 2 == 0 {
+            writeln!(t, "  \"0x{:040x}\",", u128::from(i) * 7919).unwrap();
+        } else {
+            writeln!(t, "  \"T{:033}\",", i).unwrap();
+        }
+    }
+    t.push_str("]\n");
+    for r in 0..50 {
+        writeln!(
+            t,
+            "[[rule]]\nname = \"rule {r}\"\naction = \"approve\"\nchains = [\"1\", \"56\", \"195\"]\nto = [\"@big\"]\nmin_amount = \"0.01\"\nmax_amount = \"{}\"\nwindow = \"24h\"\nmax_total = \"100000\"\nmax_count = 1000\n",
+            1000 + r
+        )
+        .unwrap();
+    }
+    t.push_str("[guard]\nwindow = \"1h\"\nmax_approvals = 1000\n");
+    policy::parse(&t, Path::new("bench.toml"), &|_| unreachable!()).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let p = big_policy();
+    let mut usage = Usage::default();
+    for r in &p.rules {
+        usage.rules.insert(
+            r.name.clone(),
+            WindowUsage {
+                total: Decimal::new(5000, 0),
+                count: 10,
+            },
+        );
+    }
+    let miss = parse_pending_item(
+        r#"{"id":1,"fromAddress":"TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg","toAddress":"0x00000000000000000000000000000000deadbeef","amount":"12.5","chainId":"56"}"#,
+    )
+    .unwrap();
+    let hit = parse_pending_item(&format!(
+        r#"{{"id":2,"fromAddress":"TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg","toAddress":"0x{:040X}","amount":"12.5","chainId":"56"}}"#,
+        4u128 * 7919
+    ))
+    .unwrap();
+    let ctx = Context {
+        usage: &usage,
+        max_sign_len: 245,
+        clock_behind: false,
+    };
+    c.bench_function(
+        "evaluate: 50 rules x 100k addresses, no rule matches",
+        |b| b.iter(|| black_box(p.evaluate(black_box(&miss), ctx))),
+    );
+    c.bench_function(
+        "evaluate: 50 rules x 100k addresses, first rule matches",
+        |b| b.iter(|| black_box(p.evaluate(black_box(&hit), ctx))),
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
