@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, ClientError, CreateOrder, SellOrder, SignOrder};
 use crate::config::{self, Config, LogFormat};
-use crate::ledger::{Ledger, LedgerError, Status};
+use crate::daemon::{self, DaemonError};
+use crate::ledger::{Ledger, Status};
 use crate::policy::{self, Context, Usage};
-use crate::poller::{DEFAULT_MAX_PAGES, Engine, PollSettings};
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 use crate::signer::{self, KeySource, Signer};
 
@@ -103,7 +103,13 @@ pub enum Command {
     CreateOrder(OrderFileArgs),
     /// C2C: create a batch of sell orders from a JSON array file.
     BatchSell(OrderFileArgs),
-    /// Run the co-signer: read the pending list, decide, record, submit.
+    /// Run the co-signer: poll, decide, record, submit, collect; until SIGTERM or SIGINT.
+    #[command(
+        after_help = "The pending cycle runs every poll.interval and collection every \
+collect.interval, both at start-up too. Metrics and health are served on http.listen \
+(/metrics, /healthz, /readyz). SIGTERM or SIGINT stops new work and lets in-flight submissions \
+finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded is lost either way."
+    )]
     Run(RunArgs),
     /// Validate a policy, or explain how it decides a transaction.
     #[command(subcommand)]
@@ -120,8 +126,8 @@ pub enum Command {
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Run one cycle and exit: 0 when it ran, 1 when it could not
-    #[arg(long, required = true)]
+    /// Run one pending cycle and exit: 0 when it ran, 1 when it could not
+    #[arg(long)]
     pub once: bool,
     /// Record decisions as dry runs and send nothing
     #[arg(long)]
@@ -305,6 +311,11 @@ pub struct SandboxArgs {
 }
 
 impl Command {
+    /// True when the command sets up logging from the configuration itself.
+    pub fn logs_from_config(&self) -> bool {
+        matches!(self, Command::Run(_))
+    }
+
     /// The log filter used when `RUST_LOG` is unset.
     pub fn default_log_level(&self) -> &'static str {
         match self {
@@ -338,7 +349,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Rate(a) => rate(a).await,
         Command::CreateOrder(a) => create_order(a).await,
         Command::BatchSell(a) => batch_sell(a).await,
-        Command::Run(a) => run_once(a).await,
+        Command::Run(a) => run_command(a).await,
         Command::Policy(PolicyCommand::Check { config, file }) => policy_check(config, file),
         Command::Policy(PolicyCommand::Explain { config, tx }) => policy_explain(config, &tx),
         Command::Ledger(LedgerCommand::List {
@@ -775,27 +786,44 @@ fn load_policy(path: &Path) -> Result<policy::Policy, Failure> {
     policy::load(path).map_err(Failure::usage)
 }
 
-async fn run_once(a: RunArgs) -> CmdResult {
+fn daemon_failure(e: DaemonError) -> Failure {
+    if e.is_configuration() {
+        Failure::usage(e)
+    } else {
+        Failure::runtime(e)
+    }
+}
+
+/// Cancels `shutdown` on the first SIGTERM/SIGINT and `hard_stop` on the second.
+pub fn spawn_signal_handler(shutdown: CancellationToken, hard_stop: CancellationToken) {
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stop signal received; a second one exits at once");
+        shutdown.cancel();
+        shutdown_signal().await;
+        hard_stop.cancel();
+    });
+}
+
+async fn run_command(a: RunArgs) -> CmdResult {
     let cfg = a.config.load()?;
-    let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
-    let policy = load_policy(&cfg.policy.file)?;
-    let ledger = Ledger::open(&cfg.ledger.path).map_err(|e| match e {
-        LedgerError::Locked { .. } => Failure::runtime(e),
-        other => Failure::usage(other),
-    })?;
-    let engine = Engine {
-        client: std::sync::Arc::new(client_for(&cfg)?),
-        signer: std::sync::Arc::new(signer),
-        ledger: std::sync::Arc::new(std::sync::Mutex::new(ledger)),
-        policy: std::sync::Arc::new(policy),
-        settings: PollSettings {
-            page_size: cfg.poll.page_size,
-            max_in_flight: cfg.api.max_in_flight,
-            dry_run: a.dry_run || cfg.policy.dry_run,
-            max_pages: DEFAULT_MAX_PAGES,
-        },
+    init_tracing(cfg.log.format, &cfg.log.level);
+    let opts = daemon::Options {
+        dry_run: a.dry_run,
+        events: None,
     };
-    let out = engine
+    if !a.once {
+        let shutdown = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone(), hard_stop.clone());
+        return daemon::run(&cfg, opts, shutdown, hard_stop)
+            .await
+            .map_err(daemon_failure);
+    }
+    let parts = daemon::build(&cfg, opts, CancellationToken::new()).map_err(daemon_failure)?;
+    let dry_run = parts.engine.settings.dry_run;
+    let out = parts
+        .engine
         .cycle_once()
         .await
         .context("the cycle could not run")
@@ -814,7 +842,7 @@ async fn run_once(a: RunArgs) -> CmdResult {
         out.resent,
         out.submitted,
         out.failed,
-        if a.dry_run || cfg.policy.dry_run {
+        if dry_run {
             " (dry run: nothing sent)"
         } else {
             ""

@@ -190,6 +190,7 @@ pub struct Client {
     http: reqwest::Client,
     cfg: ClientConfig,
     limiter: DefaultDirectRateLimiter,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl fmt::Debug for Client {
@@ -213,6 +214,11 @@ fn random_bytes<const N: usize>() -> [u8; N] {
         }
     }
     b
+}
+
+/// A random number from OpenSSL's CSPRNG (for jitter).
+pub fn random_u64() -> u64 {
+    u64::from_le_bytes(random_bytes::<8>())
 }
 
 /// A fresh 16-character alphanumeric nonce.
@@ -245,7 +251,18 @@ impl Client {
                 detail: e.to_string(),
             })?;
         let limiter = RateLimiter::direct(Quota::per_second(cfg.max_requests_per_second));
-        Ok(Self { http, cfg, limiter })
+        Ok(Self {
+            http,
+            cfg,
+            limiter,
+            metrics: None,
+        })
+    }
+
+    /// Observes every call's duration in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The configuration this client was built with.
@@ -388,6 +405,19 @@ impl Client {
     /// Sends `body` (already JSON) to `endpoint` with retries, and returns the envelope's data.
     #[tracing::instrument(skip_all, fields(endpoint))]
     pub async fn call_raw(&self, endpoint: &'static str, body: &str) -> Result<Reply, ClientError> {
+        let started = std::time::Instant::now();
+        let result = self.call_with_retries(endpoint, body).await;
+        if let Some(m) = &self.metrics {
+            m.observe_api(endpoint_label(endpoint), started.elapsed());
+        }
+        result
+    }
+
+    async fn call_with_retries(
+        &self,
+        endpoint: &'static str,
+        body: &str,
+    ) -> Result<Reply, ClientError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -523,6 +553,19 @@ impl Client {
     /// Creates a batch of C2C sell orders (an array body: it contributes no fields to `Sign`).
     pub async fn batch_sell(&self, orders: &[SellOrder]) -> Result<BatchSold, ClientError> {
         self.call(BATCH_SELL, orders).await
+    }
+}
+
+/// A short, bounded metric label for an endpoint path.
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        PENDING => "pending",
+        APPROVE => "approve",
+        COLLECT => "collect",
+        RATE => "rate",
+        CREATE_ORDER => "create_order",
+        BATCH_SELL => "batch_sell",
+        _ => "other",
     }
 }
 

@@ -46,6 +46,11 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(120);
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Default `collect.interval`: the reference recommends collecting every 5 minutes.
 pub const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(300);
+/// Default `poll.jitter` and `collect.jitter`: a small random delay so that restarts do not
+/// align every request of the fleet on the same second.
+pub const DEFAULT_JITTER: Duration = Duration::from_millis(500);
+/// Default `poll.shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `ledger.path`.
 pub const DEFAULT_LEDGER_PATH: &str = "/var/lib/cosigner/ledger.db";
 /// Default `http.listen`.
@@ -178,6 +183,10 @@ struct RawPoll {
     #[serde(default, deserialize_with = "opt_duration")]
     interval: Option<Duration>,
     page_size: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    jitter: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    shutdown_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -186,6 +195,8 @@ struct RawCollect {
     enabled: Option<bool>,
     #[serde(default, deserialize_with = "opt_duration")]
     interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    jitter: Option<Duration>,
     main: Option<bool>,
     tokens: Option<bool>,
 }
@@ -279,6 +290,10 @@ pub struct PollConfig {
     pub interval: Duration,
     /// Items asked per page.
     pub page_size: u32,
+    /// Up to this much random delay before each cycle.
+    pub jitter: Duration,
+    /// How long in-flight submissions may take to finish after a stop signal.
+    pub shutdown_timeout: Duration,
 }
 
 /// `[collect]`: the sweep.
@@ -288,6 +303,8 @@ pub struct CollectConfig {
     pub enabled: bool,
     /// Time between sweeps.
     pub interval: Duration,
+    /// Up to this much random delay before each sweep.
+    pub jitter: Duration,
     /// Sweep main coins (`isMain` 1).
     pub main: bool,
     /// Sweep tokens (`isMain` 0).
@@ -627,7 +644,15 @@ impl Validator<'_> {
         let poll = PollConfig {
             interval: raw.poll.interval.unwrap_or(DEFAULT_POLL_INTERVAL),
             page_size: raw.poll.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+            jitter: raw.poll.jitter.unwrap_or(DEFAULT_JITTER),
+            shutdown_timeout: raw
+                .poll
+                .shutdown_timeout
+                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         };
+        if poll.jitter >= poll.interval {
+            return Err(self.err("poll.jitter", "must be shorter than poll.interval"));
+        }
         if poll.interval < Duration::from_secs(1) {
             return Err(self.err("poll.interval", "must be at least 1s"));
         }
@@ -640,11 +665,15 @@ impl Validator<'_> {
         let collect = CollectConfig {
             enabled: raw.collect.enabled.unwrap_or(true),
             interval: raw.collect.interval.unwrap_or(DEFAULT_COLLECT_INTERVAL),
+            jitter: raw.collect.jitter.unwrap_or(DEFAULT_JITTER),
             main: raw.collect.main.unwrap_or(true),
             tokens: raw.collect.tokens.unwrap_or(true),
         };
         if collect.interval < Duration::from_secs(1) {
             return Err(self.err("collect.interval", "must be at least 1s"));
+        }
+        if collect.jitter >= collect.interval {
+            return Err(self.err("collect.jitter", "must be shorter than collect.interval"));
         }
         if collect.enabled && !collect.main && !collect.tokens {
             return Err(self.err(

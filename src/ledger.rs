@@ -218,7 +218,20 @@ CREATE TABLE IF NOT EXISTS outcomes (
   hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outcomes_decision ON outcomes(decision_seq, seq);
+CREATE TABLE IF NOT EXISTS collects (
+  seq INTEGER PRIMARY KEY,
+  is_main INTEGER NOT NULL,
+  ok INTEGER NOT NULL,
+  message TEXT,
+  recorded_at_ms INTEGER NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
 ";
+
+/// Every chained table, for the head and for `verify`.
+const CHAINED: &str = "SELECT seq, hash FROM decisions UNION ALL SELECT seq, hash FROM outcomes
+  UNION ALL SELECT seq, hash FROM collects";
 
 fn chain_hash(prev: &str, seq: u64, kind: &str, fields: &serde_json::Value) -> String {
     let mut h = Sha256::new();
@@ -273,6 +286,10 @@ fn outcome_fields(
     at: i64,
 ) -> serde_json::Value {
     json!([decision_seq, status, message, at])
+}
+
+fn collect_fields(is_main: bool, ok: bool, message: &Option<String>, at: i64) -> serde_json::Value {
+    json!([is_main, ok, message, at])
 }
 
 const ROW_SELECT: &str = "SELECT d.seq, d.tx_id, d.fingerprint, d.tx_json, d.from_addr, d.to_addr,
@@ -412,7 +429,7 @@ impl Ledger {
         };
         let head: Option<(i64, String)> = conn
             .query_row(
-                "SELECT seq, hash FROM (SELECT seq, hash FROM decisions UNION ALL SELECT seq, hash FROM outcomes) ORDER BY seq DESC LIMIT 1",
+                &format!("SELECT seq, hash FROM ({CHAINED}) ORDER BY seq DESC LIMIT 1"),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -599,7 +616,7 @@ impl Ledger {
     pub fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
         self.conn
             .query_row(
-                "SELECT MAX(t) FROM (SELECT MAX(recorded_at_ms) AS t FROM decisions UNION ALL SELECT MAX(recorded_at_ms) FROM outcomes)",
+                "SELECT MAX(t) FROM (SELECT MAX(recorded_at_ms) AS t FROM decisions UNION ALL SELECT MAX(recorded_at_ms) FROM outcomes UNION ALL SELECT MAX(recorded_at_ms) FROM collects)",
                 [],
                 |r| r.get(0),
             )
@@ -651,81 +668,137 @@ impl Ledger {
         Ok(usage)
     }
 
+    /// Records one collection's result.
+    pub fn record_collect(
+        &mut self,
+        is_main: bool,
+        ok: bool,
+        message: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let at = now_ms();
+        let seq = self.head_seq + 1;
+        let message = message.map(str::to_owned);
+        let hash = chain_hash(
+            &self.head_hash,
+            seq,
+            "collect",
+            &collect_fields(is_main, ok, &message, at),
+        );
+        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
+        tx.execute(
+            "INSERT INTO collects (seq, is_main, ok, message, recorded_at_ms, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+            params![seq as i64, is_main, ok, message, at, self.head_hash, hash],
+        )
+        .map_err(LedgerError::Write)?;
+        write_head(&tx, seq, &hash)?;
+        tx.commit().map_err(LedgerError::Write)?;
+        self.head_seq = seq;
+        self.head_hash = hash;
+        Ok(())
+    }
+
+    /// Every chained record as (seq, kind, recomputed fields, stored prev, stored hash).
+    fn chained_records(
+        &self,
+    ) -> rusqlite::Result<Vec<(u64, &'static str, serde_json::Value, String, String)>> {
+        let mut all = Vec::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, tx_id, fingerprint, tx_json, from_addr, to_addr, amount, chain_id, amount_value,
+             action, rule, reason, policy_sha256, dry_run, signed_text, data, recorded_at_ms, prev_hash, hash
+             FROM decisions",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let fields = decision_fields(
+                r.get::<_, i64>(1)? as u64,
+                &r.get::<_, String>(2)?,
+                &r.get::<_, String>(3)?,
+                &r.get(4)?,
+                &r.get(5)?,
+                &r.get(6)?,
+                &r.get(7)?,
+                &r.get(8)?,
+                &r.get::<_, String>(9)?,
+                &r.get::<_, String>(10)?,
+                &r.get::<_, String>(11)?,
+                &r.get::<_, String>(12)?,
+                r.get(13)?,
+                &r.get(14)?,
+                &r.get(15)?,
+                r.get(16)?,
+            );
+            all.push((
+                r.get::<_, i64>(0)? as u64,
+                "decision",
+                fields,
+                r.get(17)?,
+                r.get(18)?,
+            ));
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, decision_seq, status, message, recorded_at_ms, prev_hash, hash FROM outcomes",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let fields = outcome_fields(
+                r.get::<_, i64>(1)? as u64,
+                &r.get::<_, String>(2)?,
+                &r.get(3)?,
+                r.get(4)?,
+            );
+            all.push((
+                r.get::<_, i64>(0)? as u64,
+                "outcome",
+                fields,
+                r.get(5)?,
+                r.get(6)?,
+            ));
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, is_main, ok, message, recorded_at_ms, prev_hash, hash FROM collects",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let fields = collect_fields(r.get(1)?, r.get(2)?, &r.get(3)?, r.get(4)?);
+            all.push((
+                r.get::<_, i64>(0)? as u64,
+                "collect",
+                fields,
+                r.get(5)?,
+                r.get(6)?,
+            ));
+        }
+        all.sort_by_key(|r| r.0);
+        Ok(all)
+    }
+
     /// Walks the whole chain and reports every break.
     pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
         let mut problems = Vec::new();
         let mut prev = GENESIS.to_string();
         let mut expected = 1u64;
-        let mut records = 0u64;
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT seq, 'decision', tx_id, fingerprint, tx_json, from_addr, to_addr, amount, chain_id,
-                   amount_value, action, rule, reason, policy_sha256, dry_run, signed_text, data,
-                   recorded_at_ms, prev_hash, hash, NULL, NULL, NULL FROM decisions
-                 UNION ALL
-                 SELECT seq, 'outcome', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                   NULL, NULL, NULL, NULL, recorded_at_ms, prev_hash, hash, decision_seq, status, message
-                 FROM outcomes ORDER BY seq",
-            )
-            .map_err(LedgerError::Read)?;
-        let mut rows = stmt.query([]).map_err(LedgerError::Read)?;
-        while let Some(r) = rows.next().map_err(LedgerError::Read)? {
-            records += 1;
-            let seq = r.get::<_, i64>(0).map_err(LedgerError::Read)? as u64;
-            let kind: String = r.get(1).map_err(LedgerError::Read)?;
-            let at: i64 = r.get(17).map_err(LedgerError::Read)?;
-            let stored_prev: String = r.get(18).map_err(LedgerError::Read)?;
-            let stored_hash: String = r.get(19).map_err(LedgerError::Read)?;
-            if seq != expected {
+        let records = self.chained_records().map_err(LedgerError::Read)?;
+        for (seq, kind, fields, stored_prev, stored_hash) in &records {
+            if *seq != expected {
                 problems.push(format!(
                     "records {expected} to {} are missing",
                     seq.saturating_sub(1)
                 ));
             }
-            if stored_prev != prev {
+            if *stored_prev != prev {
                 problems.push(format!(
                     "record {seq}: does not follow the record before it"
                 ));
             }
-            let g = |i: usize| r.get::<_, Option<String>>(i).map_err(LedgerError::Read);
-            let fields = if kind == "decision" {
-                decision_fields(
-                    r.get::<_, i64>(2).map_err(LedgerError::Read)? as u64,
-                    &g(3)?.unwrap_or_default(),
-                    &g(4)?.unwrap_or_default(),
-                    &g(5)?,
-                    &g(6)?,
-                    &g(7)?,
-                    &g(8)?,
-                    &g(9)?,
-                    &g(10)?.unwrap_or_default(),
-                    &g(11)?.unwrap_or_default(),
-                    &g(12)?.unwrap_or_default(),
-                    &g(13)?.unwrap_or_default(),
-                    r.get::<_, bool>(14).map_err(LedgerError::Read)?,
-                    &g(15)?,
-                    &g(16)?,
-                    at,
-                )
-            } else {
-                outcome_fields(
-                    r.get::<_, i64>(20).map_err(LedgerError::Read)? as u64,
-                    &g(21)?.unwrap_or_default(),
-                    &g(22)?,
-                    at,
-                )
-            };
-            if chain_hash(&stored_prev, seq, &kind, &fields) != stored_hash {
+            if chain_hash(stored_prev, *seq, kind, fields) != *stored_hash {
                 problems.push(format!(
                     "record {seq} ({kind}): content does not match its hash (edited)"
                 ));
             }
-            prev = stored_hash;
+            prev = stored_hash.clone();
             expected = seq + 1;
         }
-        let head: Option<String> = self.meta("head").map_err(LedgerError::Read)?;
-        if let Some(h) = head {
+        if let Some(h) = self.meta("head").map_err(LedgerError::Read)? {
             let want = format!("{}:{}", expected - 1, prev);
             if h != want {
                 problems.push(format!(
@@ -735,7 +808,17 @@ impl Ledger {
                 ));
             }
         }
-        Ok(VerifyReport { records, problems })
+        Ok(VerifyReport {
+            records: records.len() as u64,
+            problems,
+        })
+    }
+
+    /// Folds the write-ahead log into the database file (at shutdown).
+    pub fn checkpoint(&self) -> Result<(), LedgerError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(LedgerError::Write)
     }
 
     /// Makes every later write fail the way a read-only or full filesystem does (tests only).

@@ -3,8 +3,12 @@
 
 pub mod cli;
 pub mod client;
+pub mod collector;
 pub mod config;
+pub mod daemon;
+pub mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod policy;
 pub mod poller;
 pub mod sandbox;

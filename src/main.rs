@@ -10,7 +10,9 @@ use cosigner::config::LogFormat;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Cli::parse();
-    cli::init_tracing(LogFormat::Text, args.command.default_log_level());
+    if !args.command.logs_from_config() {
+        cli::init_tracing(LogFormat::Text, args.command.default_log_level());
+    }
     match cli::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

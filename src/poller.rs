@@ -2,17 +2,20 @@
 //! record the decisions durably, and only then send them; record what the server said.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use crate::client::{ApproveRequest, Client, ClientError, MalformedItem, PendingTx};
 use crate::ledger::{DecisionRow, Ledger, LedgerError, NewDecision, Outcome, Status, now_ms};
-use crate::policy::{Action, Context, Evaluation, Policy, RULE_MALFORMED};
+use crate::metrics::Metrics;
+use crate::policy::{Action, Context, Evaluation, Policy, RULE_MALFORMED, Usage};
 use crate::signer::{Decision, Signer, decision_text};
 
 /// Settings of the cycle.
@@ -79,6 +82,35 @@ pub struct Engine {
     pub policy: Arc<Policy>,
     /// Cycle settings.
     pub settings: PollSettings,
+    /// Metrics to update.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the process is asked to stop: no new submissions start.
+    pub shutdown: CancellationToken,
+    /// Receives every recorded decision (the demo prints them).
+    pub events: Option<mpsc::UnboundedSender<DecisionEvent>>,
+    /// Set by a cycle that found the clock behind the ledger.
+    pub clock_behind: AtomicBool,
+}
+
+/// A recorded decision, as the demo shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionEvent {
+    /// Transaction id.
+    pub tx_id: u64,
+    /// `chainId`.
+    pub chain: Option<String>,
+    /// Destination.
+    pub to: Option<String>,
+    /// Amount text.
+    pub amount: Option<String>,
+    /// What was decided.
+    pub action: Action,
+    /// By which rule.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// Recorded only.
+    pub dry_run: bool,
 }
 
 struct Listing {
@@ -94,6 +126,29 @@ struct Send {
 }
 
 impl Engine {
+    /// An engine with no shutdown requested and no event listener.
+    pub fn new(
+        client: Arc<Client>,
+        signer: Arc<Signer>,
+        ledger: Arc<Mutex<Ledger>>,
+        policy: Arc<Policy>,
+        settings: PollSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics.set_policy(&policy);
+        Self {
+            client,
+            signer,
+            ledger,
+            policy,
+            settings,
+            metrics,
+            shutdown: CancellationToken::new(),
+            events: None,
+            clock_behind: AtomicBool::new(false),
+        }
+    }
+
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -166,10 +221,32 @@ impl Engine {
         })
     }
 
-    /// Runs one cycle: list, decide, record, send, record outcomes.
+    /// Runs one cycle: list every page, then page by page decide, record durably, and send;
+    /// record what the server said. Stops starting submissions once shutdown is requested.
     #[instrument(skip_all, name = "cycle")]
     pub async fn cycle_once(&self) -> Result<CycleOutcome, CycleError> {
         let started = Instant::now();
+        let result = self.cycle_inner(started).await;
+        let m = &self.metrics;
+        m.poll_duration.observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(out) => {
+                m.poll_runs.with_label_values(&["ok"]).inc();
+                m.last_poll.set(now_ms() as f64 / 1000.0);
+                m.pending.set(out.listed as i64);
+                m.held.set(out.held as i64);
+            }
+            Err(e) => {
+                m.poll_runs.with_label_values(&["error"]).inc();
+                if matches!(e, CycleError::Ledger(LedgerError::Write(_))) {
+                    m.ledger_write_failures.inc();
+                }
+            }
+        }
+        result
+    }
+
+    async fn cycle_inner(&self, started: Instant) -> Result<CycleOutcome, CycleError> {
         let listing = self.list_all().await?;
         let mut out = CycleOutcome {
             listed: listing.txs.len() as u64,
@@ -177,54 +254,72 @@ impl Engine {
             pages: listing.pages,
             ..Default::default()
         };
+        self.metrics.malformed_items.inc_by(out.malformed_items);
         for m in &listing.malformed {
             warn!(reason = %m.reason, item = %m.raw, "pending item cannot be identified; nothing can be done with it");
         }
-
-        let (batch, mut sends) = self.decide(&listing, &mut out)?;
-
-        let seqs = if batch.is_empty() {
-            Vec::new()
-        } else {
-            self.ledger().record_decisions(&batch).map_err(|e| {
-                tracing::error!(error = %e, "cannot record decisions; sending nothing");
-                CycleError::Ledger(e)
-            })?
-        };
-        for (d, seq) in batch.iter().zip(&seqs) {
-            *out.decided
-                .entry(d.action.as_str().to_string())
-                .or_default() += 1;
-            info!(
-                tx_id = d.tx.id,
-                chain = d.tx.chain_id.as_deref().unwrap_or("?"),
-                to = d.tx.to.as_deref().unwrap_or("?"),
-                amount = d.tx.amount.as_deref().unwrap_or("?"),
-                action = d.action.as_str(),
-                rule = %d.rule,
-                reason = %d.reason,
-                dry_run = d.dry_run,
-                seq,
-                "decision"
-            );
-            if d.action != Action::Hold
-                && !d.dry_run
-                && let (Some(data), Some(verdict)) = (&d.data, d.action.verdict())
-            {
-                sends.push(Send {
-                    seq: *seq,
-                    req: approve_request(&d.tx, verdict.status(), data),
-                });
+        let policy = self.policy.clone();
+        let mut usage = self.prepare(&policy)?;
+        let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
+        let mut inflight: JoinSet<Option<Outcome>> = JoinSet::new();
+        let mut outcomes = Vec::new();
+        let mut failure = None;
+        for chunk in listing.txs.chunks(self.settings.page_size.max(1) as usize) {
+            if self.shutdown.is_cancelled() {
+                info!("shutdown requested: no further transactions are decided this cycle");
+                break;
             }
+            let (batch, mut sends) =
+                match self.decide(&policy, chunk, &listing.conflicting, &mut usage, &mut out) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                };
+            let seqs = if batch.is_empty() {
+                Vec::new()
+            } else {
+                match self.ledger().record_decisions(&batch) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record decisions; sending nothing for them");
+                        failure = Some(CycleError::Ledger(e));
+                        break;
+                    }
+                }
+            };
+            for (d, seq) in batch.iter().zip(&seqs) {
+                self.note_decision(d, *seq, &mut out);
+                if d.action != Action::Hold
+                    && !d.dry_run
+                    && let (Some(data), Some(verdict)) = (&d.data, d.action.verdict())
+                {
+                    sends.push(Send {
+                        seq: *seq,
+                        req: approve_request(&d.tx, verdict.status(), data),
+                    });
+                }
+            }
+            for s in sends {
+                self.spawn_send(&mut inflight, &permits, s);
+            }
+            while let Some(done) = inflight.try_join_next() {
+                outcomes.extend(done.ok().flatten());
+            }
+            if outcomes.len() >= self.settings.page_size as usize {
+                self.record_outcomes(&mut outcomes, &mut out);
+            }
+            // Let submissions progress between pages on a single-threaded runtime too.
+            tokio::task::yield_now().await;
         }
-
-        let outcomes = self.send_all(sends).await;
-        out.submitted = outcomes.iter().filter(|o| o.ok).count() as u64;
-        out.failed = outcomes.len() as u64 - out.submitted;
-        if let Err(e) = self.ledger().record_outcomes(&outcomes) {
-            // The decisions are durable; they are re-sent (identically) next cycle.
-            tracing::error!(error = %e, "cannot record submission outcomes");
-            return Err(CycleError::Ledger(e));
+        while let Some(done) = inflight.join_next().await {
+            outcomes.extend(done.ok().flatten());
+        }
+        self.record_outcomes(&mut outcomes, &mut out);
+        self.metrics.set_window_usage(&policy, &usage);
+        if let Some(e) = failure {
+            return Err(e);
         }
         out.duration_ms = started.elapsed().as_millis() as u64;
         info!(
@@ -240,30 +335,122 @@ impl Engine {
         Ok(out)
     }
 
-    /// Evaluates what has no live decision; returns new records and re-sends.
-    fn decide(
-        &self,
-        listing: &Listing,
-        out: &mut CycleOutcome,
-    ) -> Result<(Vec<NewDecision>, Vec<Send>), CycleError> {
+    /// Window usage and clock state at the start of a cycle.
+    fn prepare(&self, policy: &Policy) -> Result<Usage, CycleError> {
         let ledger = self.ledger();
         let now = now_ms();
         let newest = ledger.newest_record_ms().map_err(CycleError::Ledger)?;
-        let clock_behind = newest.is_some_and(|t| t > now);
-        if clock_behind {
+        let behind = newest.is_some_and(|t| t > now);
+        if behind {
             warn!(
                 newest_record_ms = newest,
                 now_ms = now,
                 "the clock is behind the newest ledger record; approvals wait"
             );
         }
-        let mut usage = ledger
-            .usage(&self.policy, now)
-            .map_err(CycleError::Ledger)?;
+        self.clock_behind
+            .store(behind, std::sync::atomic::Ordering::Relaxed);
+        ledger.usage(policy, now).map_err(CycleError::Ledger)
+    }
+
+    fn note_decision(&self, d: &NewDecision, seq: u64, out: &mut CycleOutcome) {
+        *out.decided
+            .entry(d.action.as_str().to_string())
+            .or_default() += 1;
+        self.metrics
+            .decisions
+            .with_label_values(&[d.action.as_str(), &d.rule])
+            .inc();
+        info!(
+            tx_id = d.tx.id,
+            chain = d.tx.chain_id.as_deref().unwrap_or("?"),
+            to = d.tx.to.as_deref().unwrap_or("?"),
+            amount = d.tx.amount.as_deref().unwrap_or("?"),
+            action = d.action.as_str(),
+            rule = %d.rule,
+            reason = %d.reason,
+            dry_run = d.dry_run,
+            seq,
+            "decision"
+        );
+        if let Some(tx) = &self.events {
+            let _ = tx.send(DecisionEvent {
+                tx_id: d.tx.id,
+                chain: d.tx.chain_id.clone(),
+                to: d.tx.to.clone(),
+                amount: d.tx.amount.clone(),
+                action: d.action,
+                rule: d.rule.clone(),
+                reason: d.reason.clone(),
+                dry_run: d.dry_run,
+            });
+        }
+    }
+
+    fn spawn_send(&self, set: &mut JoinSet<Option<Outcome>>, permits: &Arc<Semaphore>, s: Send) {
+        let client = self.client.clone();
+        let permits = permits.clone();
+        let shutdown = self.shutdown.clone();
+        let metrics = self.metrics.clone();
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await.ok()?;
+            if shutdown.is_cancelled() {
+                // Recorded, not sent: it is sent, identically, after the restart.
+                return None;
+            }
+            let result = client.approve(&s.req).await;
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            metrics.submissions.with_label_values(&["approve", outcome]).inc();
+            Some(match result {
+                Ok(()) => Outcome {
+                    decision_seq: s.seq,
+                    ok: true,
+                    message: None,
+                },
+                Err(e) => {
+                    warn!(tx_id = s.req.id, seq = s.seq, error = %e, "submission failed; it is re-sent next cycle while pending");
+                    Outcome {
+                        decision_seq: s.seq,
+                        ok: false,
+                        message: Some(e.to_string()),
+                    }
+                }
+            })
+        });
+    }
+
+    /// Records and clears `outcomes`. A failure here loses nothing: the decisions are durable
+    /// and are re-sent, identically, next cycle.
+    fn record_outcomes(&self, outcomes: &mut Vec<Outcome>, out: &mut CycleOutcome) {
+        if outcomes.is_empty() {
+            return;
+        }
+        let ok = outcomes.iter().filter(|o| o.ok).count() as u64;
+        out.submitted += ok;
+        out.failed += outcomes.len() as u64 - ok;
+        if let Err(e) = self.ledger().record_outcomes(outcomes) {
+            self.metrics.ledger_write_failures.inc();
+            tracing::error!(error = %e, "cannot record submission outcomes; they are re-sent next cycle");
+        }
+        outcomes.clear();
+    }
+
+    /// Evaluates the transactions of one page that have no live decision; returns the new
+    /// records and the re-sends.
+    fn decide(
+        &self,
+        policy: &Policy,
+        txs: &[PendingTx],
+        conflicting: &HashSet<u64>,
+        usage: &mut Usage,
+        out: &mut CycleOutcome,
+    ) -> Result<(Vec<NewDecision>, Vec<Send>), CycleError> {
+        let ledger = self.ledger();
+        let clock_behind = self.clock_behind.load(std::sync::atomic::Ordering::Relaxed);
         let max_sign_len = self.signer.max_text_len();
         let mut batch = Vec::new();
         let mut sends = Vec::new();
-        for tx in &listing.txs {
+        for tx in txs {
             let state = ledger.state(tx).map_err(CycleError::Ledger)?;
             if state.other_contents > 0 && state.live.is_none() && state.last_unsent.is_none() {
                 warn!(
@@ -292,7 +479,7 @@ impl Engine {
                 }
                 continue;
             }
-            let eval = if listing.conflicting.contains(&tx.id) {
+            let eval = if conflicting.contains(&tx.id) {
                 Evaluation {
                     action: Action::Hold,
                     rule: RULE_MALFORMED.into(),
@@ -301,10 +488,10 @@ impl Engine {
                     trace: Vec::new(),
                 }
             } else {
-                self.policy.evaluate(
+                policy.evaluate(
                     tx,
                     Context {
-                        usage: &usage,
+                        usage,
                         max_sign_len,
                         clock_behind,
                     },
@@ -315,7 +502,7 @@ impl Engine {
                 action: eval.action,
                 rule: eval.rule,
                 reason: eval.reason,
-                policy_sha256: self.policy.sha256.clone(),
+                policy_sha256: policy.sha256.clone(),
                 dry_run: self.settings.dry_run,
                 amount: eval.amount.filter(|_| eval.action == Action::Approve),
                 signed_text: None,
@@ -358,43 +545,6 @@ impl Engine {
             batch.push(d);
         }
         Ok((batch, sends))
-    }
-
-    /// Sends every request with at most `max_in_flight` at once.
-    async fn send_all(&self, sends: Vec<Send>) -> Vec<Outcome> {
-        let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
-        let mut set = JoinSet::new();
-        for s in sends {
-            let client = self.client.clone();
-            let permits = permits.clone();
-            set.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let result = client.approve(&s.req).await;
-                (s.seq, s.req.id, result)
-            });
-        }
-        let mut outcomes = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            let Ok((seq, tx_id, result)) = joined else {
-                continue;
-            };
-            match result {
-                Ok(()) => outcomes.push(Outcome {
-                    decision_seq: seq,
-                    ok: true,
-                    message: None,
-                }),
-                Err(e) => {
-                    warn!(tx_id, seq, error = %e, "submission failed; it is re-sent next cycle while pending");
-                    outcomes.push(Outcome {
-                        decision_seq: seq,
-                        ok: false,
-                        message: Some(e.to_string()),
-                    });
-                }
-            }
-        }
-        outcomes
     }
 }
 

@@ -43,9 +43,9 @@ fn engine(dir: &Path, url: &str, policy_text: &str, dry_run: bool) -> Engine {
     if !pfx.exists() {
         key_copy(dir, "keytool-aes.pfx");
     }
-    Engine {
-        client: Arc::new(Client::new(client_config(url)).unwrap()),
-        signer: Arc::new(
+    Engine::new(
+        Arc::new(Client::new(client_config(url)).unwrap()),
+        Arc::new(
             Signer::load(&KeySource {
                 pfx_file: pfx,
                 password: SecretString::from(PFX_PASSWORD),
@@ -53,15 +53,16 @@ fn engine(dir: &Path, url: &str, policy_text: &str, dry_run: bool) -> Engine {
             })
             .unwrap(),
         ),
-        ledger: Arc::new(Mutex::new(Ledger::open(&dir.join("ledger.db")).unwrap())),
-        policy: Arc::new(policy::load(&ppath).unwrap()),
-        settings: PollSettings {
+        Arc::new(Mutex::new(Ledger::open(&dir.join("ledger.db")).unwrap())),
+        Arc::new(policy::load(&ppath).unwrap()),
+        PollSettings {
             page_size: 10,
             max_in_flight: 4,
             dry_run,
             max_pages: 100,
         },
-    }
+        Arc::new(cosigner::metrics::Metrics::new().unwrap()),
+    )
 }
 
 fn scenario(items: Vec<String>) -> Scenario {

@@ -1,0 +1,297 @@
+//! The long-running service: builds the engine from the configuration, runs the pending cycle
+//! and the collection on their intervals (never overlapping themselves), serves metrics and
+//! health, and shuts down gracefully.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::client::{Client, ClientError, random_u64};
+use crate::collector::Collector;
+use crate::config::Config;
+use crate::http::{self, Health, HttpState};
+use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::Metrics;
+use crate::policy::{self, PolicyError};
+use crate::poller::{DEFAULT_MAX_PAGES, DecisionEvent, Engine, PollSettings};
+use crate::signer::{Signer, SignerError};
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The key shard cannot be used.
+    #[error(transparent)]
+    Key(#[from] SignerError),
+    /// The policy is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The ledger cannot be opened.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The HTTP client cannot be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The metrics registry cannot be built.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The listener address cannot be bound.
+    #[error("cannot listen on {addr} (http.listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl DaemonError {
+    /// True when the configuration (or a file it names) is at fault: exit code 2.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::Key(_)
+                | DaemonError::Policy(_)
+                | DaemonError::Ledger(LedgerError::Open { .. } | LedgerError::Schema { .. })
+        )
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Record decisions as dry runs and send nothing.
+    pub dry_run: bool,
+    /// Receives every recorded decision.
+    pub events: Option<mpsc::UnboundedSender<DecisionEvent>>,
+}
+
+/// The pieces a run is made of, built and checked before anything runs.
+pub struct Parts {
+    /// The pending cycle.
+    pub engine: Arc<Engine>,
+    /// The collection, when enabled.
+    pub collector: Option<Arc<Collector>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// The ledger both use.
+    pub ledger: Arc<Mutex<Ledger>>,
+}
+
+/// Loads the key, the policy and the ledger, and builds the engine and the collector.
+pub fn build(
+    cfg: &Config,
+    opts: Options,
+    shutdown: CancellationToken,
+) -> Result<Parts, DaemonError> {
+    let signer = Arc::new(Signer::load(&cfg.key.source)?);
+    let policy = Arc::new(policy::load(&cfg.policy.file)?);
+    for w in policy.warnings() {
+        warn!(policy = %cfg.policy.file.display(), "{w}");
+    }
+    let ledger = Arc::new(Mutex::new(Ledger::open(&cfg.ledger.path)?));
+    let metrics = Arc::new(Metrics::new()?);
+    let client = Arc::new(Client::new(cfg.api.client.clone())?.with_metrics(metrics.clone()));
+    let collector = if cfg.collect.enabled {
+        Some(Arc::new(Collector::new(
+            client.clone(),
+            &signer,
+            ledger.clone(),
+            metrics.clone(),
+            cfg.collect.main,
+            cfg.collect.tokens,
+        )?))
+    } else {
+        None
+    };
+    let mut engine = Engine::new(
+        client,
+        signer,
+        ledger.clone(),
+        policy,
+        PollSettings {
+            page_size: cfg.poll.page_size,
+            max_in_flight: cfg.api.max_in_flight,
+            dry_run: opts.dry_run || cfg.policy.dry_run,
+            max_pages: DEFAULT_MAX_PAGES,
+        },
+        metrics.clone(),
+    );
+    engine.shutdown = shutdown;
+    engine.events = opts.events;
+    Ok(Parts {
+        engine: Arc::new(engine),
+        collector,
+        metrics,
+        health: Arc::new(Health::new(cfg.poll.interval)),
+        ledger,
+    })
+}
+
+/// Timings of a run.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// Between pending cycles.
+    pub poll_interval: Duration,
+    /// Up to this much random delay before each cycle.
+    pub poll_jitter: Duration,
+    /// Between collections.
+    pub collect_interval: Duration,
+    /// Up to this much random delay before each collection.
+    pub collect_jitter: Duration,
+    /// How long in-flight work may take to finish after a stop signal.
+    pub shutdown_timeout: Duration,
+}
+
+impl Timings {
+    /// The timings of a configuration.
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            poll_interval: cfg.poll.interval,
+            poll_jitter: cfg.poll.jitter,
+            collect_interval: cfg.collect.interval,
+            collect_jitter: cfg.collect.jitter,
+            shutdown_timeout: cfg.poll.shutdown_timeout,
+        }
+    }
+}
+
+/// Runs `work` at start and then every `interval` (plus up to `jitter`), never overlapping
+/// itself: a slow run delays the next instead of stacking. Returns once `shutdown` is cancelled
+/// and the current run has finished.
+pub async fn periodic<F, Fut>(
+    interval: Duration,
+    jitter: Duration,
+    shutdown: CancellationToken,
+    mut work: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if !jitter.is_zero() {
+            let delay = Duration::from_millis(random_u64() % (jitter.as_millis() as u64 + 1));
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        work().await;
+    }
+}
+
+/// Builds everything from `cfg`, binds `http.listen`, and runs until `shutdown`.
+pub async fn run(
+    cfg: &Config,
+    opts: Options,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) -> Result<(), DaemonError> {
+    let parts = build(cfg, opts, shutdown.clone())?;
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: cfg.http.listen,
+            source,
+        })?;
+    run_with(
+        parts,
+        listener,
+        Timings::from_config(cfg),
+        shutdown,
+        hard_stop,
+    )
+    .await;
+    Ok(())
+}
+
+/// Runs built `parts` on `listener` until `shutdown`; then lets in-flight work finish within
+/// the deadline (or until `hard_stop`), and flushes the ledger.
+pub async fn run_with(
+    parts: Parts,
+    listener: tokio::net::TcpListener,
+    timings: Timings,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    let addr = listener.local_addr().ok();
+    let router = http::router(HttpState {
+        metrics: parts.metrics.clone(),
+        health: parts.health.clone(),
+    });
+    let http_task = tokio::spawn(http::serve(listener, router, shutdown.clone()));
+    info!(
+        listen = ?addr,
+        policy = %parts.engine.policy.sha256,
+        poll_interval = ?timings.poll_interval,
+        collect_interval = ?timings.collect_interval,
+        dry_run = parts.engine.settings.dry_run,
+        "cosigner running"
+    );
+    let tracker = TaskTracker::new();
+    {
+        let engine = parts.engine.clone();
+        let health = parts.health.clone();
+        tracker.spawn(periodic(
+            timings.poll_interval,
+            timings.poll_jitter,
+            shutdown.clone(),
+            move || {
+                let engine = engine.clone();
+                let health = health.clone();
+                async move {
+                    match engine.cycle_once().await {
+                        Ok(_) => health.poll_succeeded(),
+                        Err(e) => error!(error = %e, "cycle failed; the next one runs on schedule"),
+                    }
+                }
+            },
+        ));
+    }
+    if let Some(collector) = parts.collector.clone() {
+        tracker.spawn(periodic(
+            timings.collect_interval,
+            timings.collect_jitter,
+            shutdown.clone(),
+            move || {
+                let collector = collector.clone();
+                async move {
+                    collector.collect_once().await;
+                }
+            },
+        ));
+    }
+    tracker.close();
+    shutdown.cancelled().await;
+    info!(deadline = ?timings.shutdown_timeout, "stop requested: finishing in-flight work");
+    tokio::select! {
+        _ = tracker.wait() => info!("in-flight work finished"),
+        _ = tokio::time::sleep(timings.shutdown_timeout) => {
+            warn!("shutdown deadline passed; unfinished submissions are re-sent after the restart");
+        }
+        _ = hard_stop.cancelled() => warn!("second stop signal: exiting at once"),
+    }
+    http_task.abort();
+    match parts.ledger.lock() {
+        Ok(l) => {
+            if let Err(e) = l.checkpoint() {
+                warn!(error = %e, "ledger checkpoint at exit failed; the WAL is replayed on the next open");
+            }
+        }
+        Err(_) => warn!("ledger lock poisoned at exit"),
+    }
+    info!("stopped");
+}

@@ -1,0 +1,114 @@
+//! The daemon's HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process is alive)
+//! and `/readyz` (config, key and ledger loaded, and the last poll succeeded recently).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::now_ms;
+use crate::metrics::Metrics;
+
+/// What readiness is judged on.
+#[derive(Debug)]
+pub struct Health {
+    /// When the last cycle ran to the end (ms since the epoch; 0 = never).
+    pub last_poll_ok_ms: AtomicI64,
+    /// The poll interval: ready while the last success is at most two intervals old.
+    pub poll_interval: Duration,
+}
+
+impl Health {
+    /// A health state with no successful poll yet.
+    pub fn new(poll_interval: Duration) -> Self {
+        Self {
+            last_poll_ok_ms: AtomicI64::new(0),
+            poll_interval,
+        }
+    }
+
+    /// Notes a successful poll now.
+    pub fn poll_succeeded(&self) {
+        self.last_poll_ok_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let last = self.last_poll_ok_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return Err("no successful poll yet".into());
+        }
+        let age = Duration::from_millis(now_ms().saturating_sub(last).max(0) as u64);
+        let limit = self.poll_interval * 2;
+        if age > limit {
+            return Err(format!(
+                "last successful poll {}s ago (limit {}s)",
+                age.as_secs(),
+                limit.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Shared state of the routes.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Metrics to render.
+    pub metrics: Arc<Metrics>,
+    /// Readiness.
+    pub health: Arc<Health>,
+}
+
+/// The routes.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "alive"})).into_response()
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    match s.health.readiness() {
+        Ok(()) => axum::Json(json!({"ready": true})).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"ready": false, "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

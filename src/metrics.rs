@@ -1,0 +1,233 @@
+//! Prometheus metrics: what the daemon did, how long it took, and how close each rule is to its
+//! window limit. No label takes unbounded values (no transaction ids, no addresses).
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::policy::{Policy, Usage};
+
+/// The daemon's metrics and the registry they are exposed from.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `cosigner_decisions_total{action,rule}`.
+    pub decisions: IntCounterVec,
+    /// `cosigner_submissions_total{endpoint,outcome}`.
+    pub submissions: IntCounterVec,
+    /// `cosigner_api_request_duration_seconds{endpoint}`.
+    pub api_duration: HistogramVec,
+    /// `cosigner_pending_transactions`.
+    pub pending: IntGauge,
+    /// `cosigner_held_transactions`.
+    pub held: IntGauge,
+    /// `cosigner_poll_duration_seconds`.
+    pub poll_duration: Histogram,
+    /// `cosigner_poll_runs_total{outcome}`.
+    pub poll_runs: IntCounterVec,
+    /// `cosigner_last_successful_poll_timestamp_seconds`.
+    pub last_poll: Gauge,
+    /// `cosigner_last_successful_collect_timestamp_seconds`.
+    pub last_collect: Gauge,
+    /// `cosigner_collect_runs_total{kind,outcome}`.
+    pub collect_runs: IntCounterVec,
+    /// `cosigner_window_used_ratio{rule}`.
+    pub window_used: GaugeVec,
+    /// `cosigner_ledger_write_failures_total`.
+    pub ledger_write_failures: IntCounter,
+    /// `cosigner_malformed_items_total`.
+    pub malformed_items: IntCounter,
+    /// `cosigner_policy_info{sha256}`.
+    pub policy_info: GaugeVec,
+    /// `cosigner_build_info{version}`.
+    pub build_info: GaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+type R<T> = Result<T, prometheus::Error>;
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> R<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> R<GaugeVec> {
+    let g = GaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let r = Registry::new();
+        let buckets = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let api_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "cosigner_api_request_duration_seconds",
+                "Duration of 1BitPay API calls, retries included",
+            )
+            .buckets(buckets.clone()),
+            &["endpoint"],
+        )?;
+        r.register(Box::new(api_duration.clone()))?;
+        let poll_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "cosigner_poll_duration_seconds",
+                "Duration of pending cycles",
+            )
+            .buckets(vec![
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
+        )?;
+        r.register(Box::new(poll_duration.clone()))?;
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = Gauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok::<_, prometheus::Error>(g)
+        };
+        let int_counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help)?;
+            r.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let m = Self {
+            decisions: counter_vec(
+                &r,
+                "cosigner_decisions_total",
+                "Decisions recorded, by action and deciding rule",
+                &["action", "rule"],
+            )?,
+            submissions: counter_vec(
+                &r,
+                "cosigner_submissions_total",
+                "Signed requests sent, by endpoint and outcome",
+                &["endpoint", "outcome"],
+            )?,
+            api_duration,
+            pending: int_gauge(
+                "cosigner_pending_transactions",
+                "Transactions in the pending list at the last cycle",
+            )?,
+            held: int_gauge(
+                "cosigner_held_transactions",
+                "Transactions held for a person at the last cycle",
+            )?,
+            poll_duration,
+            poll_runs: counter_vec(
+                &r,
+                "cosigner_poll_runs_total",
+                "Pending cycles, by outcome",
+                &["outcome"],
+            )?,
+            last_poll: gauge(
+                "cosigner_last_successful_poll_timestamp_seconds",
+                "Unix time of the last cycle that ran to the end",
+            )?,
+            last_collect: gauge(
+                "cosigner_last_successful_collect_timestamp_seconds",
+                "Unix time of the last collection the server accepted",
+            )?,
+            collect_runs: counter_vec(
+                &r,
+                "cosigner_collect_runs_total",
+                "Collections, by kind (main, tokens) and outcome",
+                &["kind", "outcome"],
+            )?,
+            window_used: gauge_vec(
+                &r,
+                "cosigner_window_used_ratio",
+                "Share of a rule's window limit used (the larger of total and count)",
+                &["rule"],
+            )?,
+            ledger_write_failures: int_counter(
+                "cosigner_ledger_write_failures_total",
+                "Ledger writes that failed (nothing was sent)",
+            )?,
+            malformed_items: int_counter(
+                "cosigner_malformed_items_total",
+                "Pending items without a usable id",
+            )?,
+            policy_info: gauge_vec(
+                &r,
+                "cosigner_policy_info",
+                "The policy in force (value 1), by its SHA-256",
+                &["sha256"],
+            )?,
+            build_info: gauge_vec(
+                &r,
+                "cosigner_build_info",
+                "The running build (value 1)",
+                &["version"],
+            )?,
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+        Ok(m)
+    }
+
+    /// Marks `policy` as the one in force.
+    pub fn set_policy(&self, policy: &Policy) {
+        self.policy_info.reset();
+        self.policy_info
+            .with_label_values(&[&policy.sha256])
+            .set(1.0);
+        self.window_used.reset();
+        for r in &policy.rules {
+            if r.limit.is_some() {
+                self.window_used.with_label_values(&[&r.name]).set(0.0);
+            }
+        }
+    }
+
+    /// Updates `cosigner_window_used_ratio` from the usage a cycle ended with.
+    pub fn set_window_usage(&self, policy: &Policy, usage: &Usage) {
+        for r in &policy.rules {
+            let Some(limit) = &r.limit else { continue };
+            let used = usage.rules.get(&r.name).copied().unwrap_or_default();
+            let mut ratio: f64 = 0.0;
+            if let Some(max) = limit.max_total
+                && !max.is_zero()
+            {
+                let q = used.total / max;
+                ratio = ratio.max(q.to_string().parse().unwrap_or(1.0));
+            }
+            if let Some(max) = limit.max_count {
+                ratio = ratio.max(used.count as f64 / max as f64);
+            }
+            self.window_used.with_label_values(&[&r.name]).set(ratio);
+        }
+    }
+
+    /// Observes one API call.
+    pub fn observe_api(&self, endpoint: &str, took: Duration) {
+        self.api_duration
+            .with_label_values(&[endpoint])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
