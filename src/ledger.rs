@@ -229,6 +229,10 @@ CREATE TABLE IF NOT EXISTS collects (
 );
 ";
 
+/// One record of the chain as `verify` sees it: seq, kind, recomputed fields, stored previous
+/// hash, stored hash.
+type ChainedRecord = (u64, &'static str, serde_json::Value, String, String);
+
 /// Every chained table, for the head and for `verify`.
 const CHAINED: &str = "SELECT seq, hash FROM decisions UNION ALL SELECT seq, hash FROM outcomes
   UNION ALL SELECT seq, hash FROM collects";
@@ -700,7 +704,7 @@ impl Ledger {
     /// Every chained record as (seq, kind, recomputed fields, stored prev, stored hash).
     fn chained_records(
         &self,
-    ) -> rusqlite::Result<Vec<(u64, &'static str, serde_json::Value, String, String)>> {
+    ) -> rusqlite::Result<Vec<ChainedRecord>> {
         let mut all = Vec::new();
         let mut stmt = self.conn.prepare(
             "SELECT seq, tx_id, fingerprint, tx_json, from_addr, to_addr, amount, chain_id, amount_value,
