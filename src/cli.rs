@@ -119,6 +119,25 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
     Ledger(LedgerCommand),
     /// Run a local, strict 1BitPay server for tests and trials.
     Sandbox(SandboxArgs),
+    /// See it work: the daemon against the built-in sandbox, printing each decision.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, Args)]
+#[command(after_help = "The demo makes a throwaway key shard, writes a config and a policy into a \
+temporary directory (kept afterwards, so you can run `cosigner ledger list` on it), starts the \
+sandbox with a mix of withdrawals, and runs the daemon. Ctrl-C stops it cleanly.")]
+pub struct DemoArgs {
+    /// Stop by itself after this long, e.g. 30s (default: run until Ctrl-C)
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Directory for the demo's files (default: a new one under the temp directory)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Time between pending cycles
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
 }
 
 /// Arguments of `run`.
@@ -359,6 +378,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         }) => ledger_list(config, limit, json),
         Command::Ledger(LedgerCommand::Verify { config }) => ledger_verify(config),
         Command::Sandbox(a) => run_sandbox(a).await,
+        Command::Demo(a) => run_demo(a).await,
     }
 }
 
@@ -1034,4 +1054,26 @@ fn ledger_verify(config: ConfigArg) -> CmdResult {
             report.records
         )))
     }
+}
+
+async fn run_demo(a: DemoArgs) -> CmdResult {
+    let stop = CancellationToken::new();
+    let hard_stop = CancellationToken::new();
+    spawn_signal_handler(stop.clone(), hard_stop.clone());
+    let opts = crate::demo::DemoOptions {
+        duration: a.duration,
+        dir: a.dir,
+        poll_interval: a.poll_interval,
+    };
+    let mut out = std::io::stdout();
+    let summary = crate::demo::run(opts, stop, hard_stop, &mut out)
+        .await
+        .context("the demo could not run")
+        .map_err(Failure::runtime)?;
+    if !summary.ledger_intact || summary.refused_by_server > 0 {
+        return Err(Failure::runtime(anyhow::anyhow!(
+            "the demo ended with problems (see the summary)"
+        )));
+    }
+    Ok(())
 }

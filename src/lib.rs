@@ -6,6 +6,7 @@ pub mod client;
 pub mod collector;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod http;
 pub mod ledger;
 pub mod metrics;

@@ -270,52 +270,59 @@ fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a
 }
 
 impl Rule {
-    /// Why this rule does not match, or `None` when it does.
-    fn why_not(&self, c: &Checked<'_>, usage: &Usage) -> Option<String> {
+    /// Why this rule does not match, or `None` when it does. The number says how far the
+    /// transaction got: 0 chain, 1 source, 2 destination, 3 amount, 4 window.
+    fn why_not(&self, c: &Checked<'_>, usage: &Usage) -> Option<(u8, String)> {
         if let Some(chains) = &self.chains
             && !chains.iter().any(|ch| ch == c.chain)
         {
-            return Some(format!("chain {} is not in chains", c.chain));
+            return Some((0, format!("chain {} is not in chains", c.chain)));
         }
         if let Some(from) = &self.from
             && !from.contains(c.from)
         {
-            return Some(format!("from {} is not in from", c.from));
+            return Some((1, format!("from {} is not in from", c.from)));
         }
         if let Some(to) = &self.to
             && !to.contains(c.to)
         {
-            return Some(format!("to {} is not in to", c.to));
+            return Some((2, format!("to {} is not in to", c.to)));
         }
         if let Some(min) = self.min_amount
             && c.amount < min
         {
-            return Some(format!("amount {} is below min_amount {min}", c.amount));
+            return Some((3, format!("amount {} is below min_amount {min}", c.amount)));
         }
         if let Some(max) = self.max_amount
             && c.amount > max
         {
-            return Some(format!("amount {} is above max_amount {max}", c.amount));
+            return Some((3, format!("amount {} is above max_amount {max}", c.amount)));
         }
         if let Some(limit) = &self.limit {
             let used = usage.rules.get(&self.name).copied().unwrap_or_default();
             if let Some(max_total) = limit.max_total {
                 let after = used.total.checked_add(c.amount);
                 if after.is_none_or(|t| t > max_total) {
-                    return Some(format!(
-                        "window total would be {} (limit {max_total} per {})",
-                        after.map_or("too large".into(), |t| t.to_string()),
-                        humantime::format_duration(limit.window)
+                    return Some((
+                        4,
+                        format!(
+                            "window total would be {} (limit {max_total} per {})",
+                            after.map_or("too large".into(), |t| t.to_string()),
+                            humantime::format_duration(limit.window)
+                        ),
                     ));
                 }
             }
             if let Some(max_count) = limit.max_count
                 && used.count + 1 > max_count
             {
-                return Some(format!(
-                    "window count would be {} (limit {max_count} per {})",
-                    used.count + 1,
-                    humantime::format_duration(limit.window)
+                return Some((
+                    4,
+                    format!(
+                        "window count would be {} (limit {max_count} per {})",
+                        used.count + 1,
+                        humantime::format_duration(limit.window)
+                    ),
                 ));
             }
         }
@@ -340,8 +347,19 @@ impl Policy {
         };
         let mut trace = Vec::with_capacity(self.rules.len());
         let mut decided: Option<(Action, String, String)> = None;
+        let mut nearest: Option<(u8, &str, String)> = None;
         for rule in &self.rules {
-            let why_not = rule.why_not(&checked, ctx.usage);
+            let why_not = match rule.why_not(&checked, ctx.usage) {
+                Some((stage, why)) => {
+                    // Remember the rule the transaction got furthest in: that is what a person
+                    // looking at a hold wants to know.
+                    if stage >= 3 && nearest.as_ref().is_none_or(|n| stage > n.0) {
+                        nearest = Some((stage, &rule.name, why.clone()));
+                    }
+                    Some(why)
+                }
+                None => None,
+            };
             let window = rule
                 .limit
                 .as_ref()
@@ -363,11 +381,13 @@ impl Policy {
             }
         }
         let (mut action, mut rule, mut reason) = decided.unwrap_or_else(|| {
-            (
-                self.default,
-                RULE_DEFAULT.into(),
-                "no rule matched; the policy default applies".into(),
-            )
+            let reason = match &nearest {
+                Some((_, name, why)) => {
+                    format!("no rule matched (nearest, {name:?}: {why}); the policy default applies")
+                }
+                None => "no rule matched; the policy default applies".into(),
+            };
+            (self.default, RULE_DEFAULT.into(), reason)
         });
         if action == Action::Approve {
             if ctx.clock_behind {
