@@ -125,9 +125,11 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
-#[command(after_help = "The demo makes a throwaway key shard, writes a config and a policy into a \
+#[command(
+    after_help = "The demo makes a throwaway key shard, writes a config and a policy into a \
 temporary directory (kept afterwards, so you can run `cosigner ledger list` on it), starts the \
-sandbox with a mix of withdrawals, and runs the daemon. Ctrl-C stops it cleanly.")]
+sandbox with a mix of withdrawals, and runs the daemon. Ctrl-C stops it cleanly."
+)]
 pub struct DemoArgs {
     /// Stop by itself after this long, e.g. 30s (default: run until Ctrl-C)
     #[arg(long, value_parser = humantime::parse_duration)]

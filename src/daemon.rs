@@ -77,8 +77,6 @@ pub struct Parts {
     pub collector: Option<Arc<Collector>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Readiness.
-    pub health: Arc<Health>,
     /// The ledger both use.
     pub ledger: Arc<Mutex<Ledger>>,
 }
@@ -128,7 +126,6 @@ pub fn build(
         engine: Arc::new(engine),
         collector,
         metrics,
-        health: Arc::new(Health::new(cfg.poll.interval)),
         ledger,
     })
 }
@@ -228,9 +225,11 @@ pub async fn run_with(
     hard_stop: CancellationToken,
 ) {
     let addr = listener.local_addr().ok();
+    // Readiness follows the schedule actually in use.
+    let health = Arc::new(Health::new(timings.poll_interval));
     let router = http::router(HttpState {
         metrics: parts.metrics.clone(),
-        health: parts.health.clone(),
+        health: health.clone(),
     });
     let http_task = tokio::spawn(http::serve(listener, router, shutdown.clone()));
     info!(
@@ -244,7 +243,7 @@ pub async fn run_with(
     let tracker = TaskTracker::new();
     {
         let engine = parts.engine.clone();
-        let health = parts.health.clone();
+        let health = health.clone();
         tracker.spawn(periodic(
             timings.poll_interval,
             timings.poll_jitter,

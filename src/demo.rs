@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Environment};
 use crate::daemon::{self, DaemonError, Options, Timings};
 use crate::ledger::Ledger;
-use crate::poller::DecisionEvent;
 use crate::policy::Action;
+use crate::poller::DecisionEvent;
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 
 const MERCHANT: &str = "merDEMO0000000000001";
@@ -124,7 +124,8 @@ pub struct DemoOptions {
 }
 
 fn item(id: u64, to: &str, amount: &str, chain: &str) -> String {
-    json!({"id": id, "fromAddress": HOT, "toAddress": to, "amount": amount, "chainId": chain}).to_string()
+    json!({"id": id, "fromAddress": HOT, "toAddress": to, "amount": amount, "chainId": chain})
+        .to_string()
 }
 
 /// The opening mix: something for every rule and every reason to hold.
@@ -298,13 +299,24 @@ pub async fn run(
 
     let _ = writeln!(out, "cosigner demo");
     let _ = writeln!(out, "  sandbox (a strict local 1BitPay)  http://{sb_addr}");
-    let _ = writeln!(out, "  metrics and health                 http://{metrics_addr}/metrics  /readyz");
-    let _ = writeln!(out, "  config, policy, key and ledger     {}", dir.display());
+    let _ = writeln!(
+        out,
+        "  metrics and health                 http://{metrics_addr}/metrics  /readyz"
+    );
+    let _ = writeln!(
+        out,
+        "  config, policy, key and ledger     {}",
+        dir.display()
+    );
     let _ = writeln!(
         out,
         "  polling every {}, collecting every 5s; new withdrawals arrive every few seconds. {}\n",
         humantime::format_duration(opts.poll_interval),
-        if opts.duration.is_some() { "" } else { "Ctrl-C stops." }
+        if opts.duration.is_some() {
+            ""
+        } else {
+            "Ctrl-C stops."
+        }
     );
     let _ = writeln!(
         out,
@@ -402,7 +414,11 @@ pub async fn run(
         out,
         "  ledger {}: hash chain {}",
         ledger_path.display(),
-        if summary.ledger_intact { "intact" } else { "BROKEN" }
+        if summary.ledger_intact {
+            "intact"
+        } else {
+            "BROKEN"
+        }
     );
     let _ = writeln!(
         out,

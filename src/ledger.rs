@@ -702,9 +702,7 @@ impl Ledger {
     }
 
     /// Every chained record as (seq, kind, recomputed fields, stored prev, stored hash).
-    fn chained_records(
-        &self,
-    ) -> rusqlite::Result<Vec<ChainedRecord>> {
+    fn chained_records(&self) -> rusqlite::Result<Vec<ChainedRecord>> {
         let mut all = Vec::new();
         let mut stmt = self.conn.prepare(
             "SELECT seq, tx_id, fingerprint, tx_json, from_addr, to_addr, amount, chain_id, amount_value,

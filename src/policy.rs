@@ -383,7 +383,9 @@ impl Policy {
         let (mut action, mut rule, mut reason) = decided.unwrap_or_else(|| {
             let reason = match &nearest {
                 Some((_, name, why)) => {
-                    format!("no rule matched (nearest, {name:?}: {why}); the policy default applies")
+                    format!(
+                        "no rule matched (nearest, {name:?}: {why}); the policy default applies"
+                    )
                 }
                 None => "no rule matched; the policy default applies".into(),
             };

@@ -183,6 +183,8 @@ struct Inner {
     rejections: Vec<Rejection>,
     nonces: HashMap<String, u64>,
     requests: BTreeMap<String, u64>,
+    in_flight: BTreeMap<String, u64>,
+    max_in_flight: BTreeMap<String, u64>,
     faults: Faults,
     rng: u64,
     next_order: u64,
@@ -220,6 +222,22 @@ pub struct Stats {
     pub conflicts: u64,
     /// Refused requests.
     pub rejections: usize,
+    /// Most requests to one path the sandbox was answering at the same moment.
+    pub max_in_flight: BTreeMap<String, u64>,
+}
+
+/// Counts a request as in flight until dropped (also when its future is cancelled).
+struct InFlight {
+    sandbox: Sandbox,
+    path: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(n) = self.sandbox.lock().in_flight.get_mut(&self.path) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -319,6 +337,7 @@ impl Sandbox {
             decided: g.decided.len(),
             conflicts: g.conflicts,
             rejections: g.rejections.len(),
+            max_in_flight: g.max_in_flight.clone(),
         }
     }
 
@@ -682,9 +701,20 @@ impl Sandbox {
     }
 
     async fn dispatch(&self, path: &str, headers: &HeaderMap, body: &str) -> Response {
+        let _in_flight = InFlight {
+            sandbox: self.clone(),
+            path: path.to_string(),
+        };
         let (latency, fault) = {
             let mut g = self.lock();
             *g.requests.entry(path.to_string()).or_default() += 1;
+            let now = {
+                let n = g.in_flight.entry(path.to_string()).or_default();
+                *n += 1;
+                *n
+            };
+            let max = g.max_in_flight.entry(path.to_string()).or_default();
+            *max = (*max).max(now);
             let f = g.faults.clone();
             let roll = g.next_rand();
             let targeted = f.error_paths.is_empty() || f.error_paths.iter().any(|p| p == path);

@@ -3,6 +3,7 @@
 mod client;
 mod config_errors;
 mod cycle;
+mod daemon;
 mod policy;
 mod properties;
 mod signing;

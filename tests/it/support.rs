@@ -179,33 +179,51 @@ impl Drop for SandboxProcess {
     }
 }
 
-/// Starts `cosigner sandbox` on port 0 and waits for its `listening on` line.
+/// Starts `cosigner sandbox` (on port 0 unless `extra` has `--listen`) and waits for its
+/// `listening on` line.
 pub fn spawn_sandbox(extra: &[&str]) -> SandboxProcess {
+    let listen: &[&str] = if extra.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = bin()
-        .args([
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--merchant-no",
-            MERCHANT,
-            "--api-key",
-            API_KEY,
-        ])
+        .arg("sandbox")
+        .args(listen)
+        .args(["--merchant-no", MERCHANT, "--api-key", API_KEY])
         .args(["--api-secret", API_SECRET, "--cert"])
         .arg(fixture("merchant-cert.pem"))
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected sandbox output {line:?}"))
-        .to_string();
+    let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+        panic!("sandbox did not start: {line:?} {err}");
+    };
     SandboxProcess { child, url }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
