@@ -1,0 +1,127 @@
+//! Throughput: the sandbox (a separate `cosigner sandbox` process) is seeded with 10,000 pending
+//! transactions, and one pending cycle decides, records and submits all of them. Reported next
+//! to the RSA-2048 private-key operations per second of one core, measured in the same run (the
+//! physical limit: every decision is one such operation), and the peak RSS of this process (the
+//! daemon's engine; the sandbox is another process).
+//!
+//! `cargo bench --bench throughput` (set `COSIGNER_BENCH_TXS` to change the count).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cosigner::client::{Client, ClientConfig, Lang, SignOrder};
+use cosigner::ledger::Ledger;
+use cosigner::metrics::Metrics;
+use cosigner::poller::{Engine, PollSettings};
+use cosigner::policy;
+use cosigner::signer::{KeySource, Signer};
+use secrecy::SecretString;
+
+const MERCHANT: &str = "mer0test0vector0001";
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n: u64 = std::env::var("COSIGNER_BENCH_TXS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pfx = dir.path().join("key.pfx");
+    std::fs::copy(fixtures.join("keytool-aes.pfx"), &pfx).expect("copy key");
+    std::fs::set_permissions(&pfx, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let signer = Arc::new(
+        Signer::load(&KeySource {
+            pfx_file: pfx,
+            password: SecretString::from(format!("1bitpay{MERCHANT}")),
+            allow_insecure_permissions: false,
+        })
+        .expect("key"),
+    );
+
+    // The physical limit: RSA-2048 private-key operations per second on one core.
+    let text = r#"{"id":123456,"from":"TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg","to":"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV","value":"12.5","chainId":"195","status":1}"#;
+    let ops = 3000;
+    let t = Instant::now();
+    for _ in 0..ops {
+        std::hint::black_box(signer.sign(text).expect("sign"));
+    }
+    let rsa_per_sec = ops as f64 / t.elapsed().as_secs_f64();
+
+    let mut sandbox = Command::new(env!("CARGO_BIN_EXE_cosigner"))
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--merchant-no", MERCHANT, "--api-key", "bench", "--api-secret", "bench-secret", "--cert"])
+        .arg(fixtures.join("merchant-cert.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the sandbox");
+    let mut line = String::new();
+    BufReader::new(sandbox.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    let url = line.trim().trim_start_matches("listening on ").to_string();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let result = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let chunk = 1000;
+        for start in (0..n).step_by(chunk) {
+            let items: Vec<serde_json::Value> = (start..(start + chunk as u64).min(n))
+                .map(|i| serde_json::json!({"id": 100_000 + i, "fromAddress": "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg", "toAddress": "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV", "amount": format!("{}.5", i % 900 + 1), "chainId": "195"}))
+                .collect();
+            http.post(format!("{url}/_sandbox/pending")).json(&items).send().await.expect("seed");
+        }
+        let ppath = dir.path().join("policy.toml");
+        std::fs::write(&ppath, "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\nmax_amount = \"1000\"\nwindow = \"24h\"\nmax_count = 1000000\n[guard]\nwindow = \"1h\"\nmax_approvals = 1000000\n").expect("policy");
+        let client = Client::new(ClientConfig {
+            base_url: reqwest::Url::parse(&format!("{url}/")).expect("url"),
+            merchant_no: MERCHANT.into(),
+            api_key: "bench".into(),
+            api_secret: SecretString::from("bench-secret"),
+            lang: Lang::En,
+            timeout: Duration::from_secs(15),
+            max_requests_per_second: std::num::NonZeroU32::new(100_000).expect("nonzero"),
+            sign_order: SignOrder::CaseInsensitive,
+            max_response_bytes: 1 << 20,
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+        })
+        .expect("client");
+        let engine = Engine::new(
+            Arc::new(client),
+            signer.clone(),
+            Arc::new(Mutex::new(Ledger::open(&dir.path().join("ledger.db")).expect("ledger"))),
+            Arc::new(policy::load(&ppath).expect("policy")),
+            PollSettings { page_size: 100, max_in_flight: 4, dry_run: false, max_pages: 10_000 },
+            Arc::new(Metrics::new().expect("metrics")),
+        );
+        let t = Instant::now();
+        let out = engine.cycle_once().await.expect("cycle");
+        let took = t.elapsed();
+        let stats: serde_json::Value = http.get(format!("{url}/_sandbox/stats")).send().await.expect("stats").json().await.expect("json");
+        (out, took, stats)
+    });
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    let (out, took, stats) = result;
+    assert_eq!(out.submitted, n, "every transaction decided and accepted: {out:?}");
+    assert_eq!(stats["decided"].as_u64(), Some(n), "{stats}");
+    assert_eq!(stats["rejections"].as_u64(), Some(0), "{stats}");
+    let per_sec = n as f64 / took.as_secs_f64();
+    println!("transactions                        {n}");
+    println!("cycle (list, decide, record, submit) {:.2} s", took.as_secs_f64());
+    println!("decisions per second                {per_sec:.0}");
+    println!("RSA-2048 private ops/s, one core    {rsa_per_sec:.0}");
+    println!("ratio                               {:.2}", per_sec / rsa_per_sec);
+    println!("peak RSS of the daemon process      {} MiB", peak_rss_kib() / 1024);
+}
