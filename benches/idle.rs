@@ -30,45 +30,75 @@ fn sample(pid: u32) -> (u64, u64) {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("COSIGNER_IDLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let secs: u64 = std::env::var("COSIGNER_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
     let bin = env!("CARGO_BIN_EXE_cosigner");
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut sandbox = Command::new(bin)
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--merchant-no", MERCHANT, "--api-key", "idle", "--api-secret", "idle-secret", "--cert"])
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--merchant-no",
+            MERCHANT,
+            "--api-key",
+            "idle",
+            "--api-secret",
+            "idle-secret",
+            "--cert",
+        ])
         .arg(fixtures.join("merchant-cert.pem"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("sandbox");
     let mut line = String::new();
-    BufReader::new(sandbox.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    BufReader::new(sandbox.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
     let url = line.trim().trim_start_matches("listening on ").to_string();
     let pfx = dir.path().join("key.pfx");
     std::fs::copy(fixtures.join("keytool-aes.pfx"), &pfx).expect("copy");
     std::fs::set_permissions(&pfx, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     std::fs::write(dir.path().join("policy.toml"), "default = \"hold\"\n").expect("policy");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let cfg = dir.path().join("cosigner.toml");
     std::fs::write(
         &cfg,
         format!("[api]\nbase_url = \"{url}\"\nmerchant_no = \"{MERCHANT}\"\napi_key = \"idle\"\napi_secret = \"idle-secret\"\n[key]\npfx_file = \"key.pfx\"\n[ledger]\npath = \"ledger.db\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"warn\"\n"),
     )
     .expect("config");
-    let mut daemon = Command::new(bin).args(["run", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().expect("daemon");
+    let mut daemon = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon");
     let ready = Instant::now();
     loop {
-        let ok = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
-            use std::io::{Read, Write};
-            s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").ok()?;
-            let mut r = String::new();
-            s.read_to_string(&mut r).ok()?;
-            Some(r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"))
-        });
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").ok()?;
+                let mut r = String::new();
+                s.read_to_string(&mut r).ok()?;
+                Some(r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"))
+            });
         if ok == Some(true) {
             break;
         }
-        assert!(ready.elapsed() < Duration::from_secs(30), "daemon never became ready");
+        assert!(
+            ready.elapsed() < Duration::from_secs(30),
+            "daemon never became ready"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let (t0, _) = sample(daemon.id());
@@ -81,6 +111,9 @@ fn main() {
     let ticks_per_sec = 100.0; // USER_HZ on Linux
     let cpu = (t1 - t0) as f64 / ticks_per_sec;
     println!("idle for                 {secs} s (poll every 2 min, collect every 5 min)");
-    println!("CPU time while idle      {cpu:.2} s ({:.3}% of one core)", cpu / secs as f64 * 100.0);
+    println!(
+        "CPU time while idle      {cpu:.2} s ({:.3}% of one core)",
+        cpu / secs as f64 * 100.0
+    );
     println!("resident set size        {:.1} MiB", rss as f64 / 1024.0);
 }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use cosigner::client::{Client, ClientConfig, Lang, SignOrder};
 use cosigner::ledger::Ledger;
 use cosigner::metrics::Metrics;
-use cosigner::poller::{Engine, PollSettings};
 use cosigner::policy;
+use cosigner::poller::{Engine, PollSettings};
 use cosigner::signer::{KeySource, Signer};
 use secrecy::SecretString;
 
@@ -35,7 +35,10 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn main() {
-    let n: u64 = std::env::var("COSIGNER_BENCH_TXS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: u64 = std::env::var("COSIGNER_BENCH_TXS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let dir = tempfile::tempdir().expect("temp dir");
     let pfx = dir.path().join("key.pfx");
@@ -60,17 +63,34 @@ fn main() {
     let rsa_per_sec = ops as f64 / t.elapsed().as_secs_f64();
 
     let mut sandbox = Command::new(env!("CARGO_BIN_EXE_cosigner"))
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--merchant-no", MERCHANT, "--api-key", "bench", "--api-secret", "bench-secret", "--cert"])
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--merchant-no",
+            MERCHANT,
+            "--api-key",
+            "bench",
+            "--api-secret",
+            "bench-secret",
+            "--cert",
+        ])
         .arg(fixtures.join("merchant-cert.pem"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start the sandbox");
     let mut line = String::new();
-    BufReader::new(sandbox.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    BufReader::new(sandbox.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
     let url = line.trim().trim_start_matches("listening on ").to_string();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let result = rt.block_on(async {
         let http = reqwest::Client::new();
         let chunk = 1000;
@@ -114,14 +134,26 @@ fn main() {
     let _ = sandbox.kill();
     let _ = sandbox.wait();
     let (out, took, stats) = result;
-    assert_eq!(out.submitted, n, "every transaction decided and accepted: {out:?}");
+    assert_eq!(
+        out.submitted, n,
+        "every transaction decided and accepted: {out:?}"
+    );
     assert_eq!(stats["decided"].as_u64(), Some(n), "{stats}");
     assert_eq!(stats["rejections"].as_u64(), Some(0), "{stats}");
     let per_sec = n as f64 / took.as_secs_f64();
     println!("transactions                        {n}");
-    println!("cycle (list, decide, record, submit) {:.2} s", took.as_secs_f64());
+    println!(
+        "cycle (list, decide, record, submit) {:.2} s",
+        took.as_secs_f64()
+    );
     println!("decisions per second                {per_sec:.0}");
     println!("RSA-2048 private ops/s, one core    {rsa_per_sec:.0}");
-    println!("ratio                               {:.2}", per_sec / rsa_per_sec);
-    println!("peak RSS of the daemon process      {} MiB", peak_rss_kib() / 1024);
+    println!(
+        "ratio                               {:.2}",
+        per_sec / rsa_per_sec
+    );
+    println!(
+        "peak RSS of the daemon process      {} MiB",
+        peak_rss_kib() / 1024
+    );
 }

@@ -122,6 +122,8 @@ pub fn build(
     );
     engine.shutdown = shutdown;
     engine.events = opts.events;
+    engine.restore_mode()?;
+    engine.note_policy_loaded("start")?;
     Ok(Parts {
         engine: Arc::new(engine),
         collector,
@@ -234,7 +236,7 @@ pub async fn run_with(
     let http_task = tokio::spawn(http::serve(listener, router, shutdown.clone()));
     info!(
         listen = ?addr,
-        policy = %parts.engine.policy.sha256,
+        policy = %parts.engine.policy().sha256,
         poll_interval = ?timings.poll_interval,
         collect_interval = ?timings.collect_interval,
         dry_run = parts.engine.settings.dry_run,

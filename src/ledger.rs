@@ -218,6 +218,15 @@ CREATE TABLE IF NOT EXISTS outcomes (
   hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outcomes_decision ON outcomes(decision_seq, seq);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL,
+  detail TEXT NOT NULL,
+  recorded_at_ms INTEGER NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, seq);
 CREATE TABLE IF NOT EXISTS collects (
   seq INTEGER PRIMARY KEY,
   is_main INTEGER NOT NULL,
@@ -235,7 +244,7 @@ type ChainedRecord = (u64, &'static str, serde_json::Value, String, String);
 
 /// Every chained table, for the head and for `verify`.
 const CHAINED: &str = "SELECT seq, hash FROM decisions UNION ALL SELECT seq, hash FROM outcomes
-  UNION ALL SELECT seq, hash FROM collects";
+  UNION ALL SELECT seq, hash FROM collects UNION ALL SELECT seq, hash FROM events";
 
 fn chain_hash(prev: &str, seq: u64, kind: &str, fields: &serde_json::Value) -> String {
     let mut h = Sha256::new();
@@ -294,6 +303,10 @@ fn outcome_fields(
 
 fn collect_fields(is_main: bool, ok: bool, message: &Option<String>, at: i64) -> serde_json::Value {
     json!([is_main, ok, message, at])
+}
+
+fn event_fields(kind: &str, detail: &str, at: i64) -> serde_json::Value {
+    json!([kind, detail, at])
 }
 
 const ROW_SELECT: &str = "SELECT d.seq, d.tx_id, d.fingerprint, d.tx_json, d.from_addr, d.to_addr,
@@ -620,7 +633,7 @@ impl Ledger {
     pub fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
         self.conn
             .query_row(
-                "SELECT MAX(t) FROM (SELECT MAX(recorded_at_ms) AS t FROM decisions UNION ALL SELECT MAX(recorded_at_ms) FROM outcomes UNION ALL SELECT MAX(recorded_at_ms) FROM collects)",
+                "SELECT MAX(t) FROM (SELECT MAX(recorded_at_ms) AS t FROM decisions UNION ALL SELECT MAX(recorded_at_ms) FROM outcomes UNION ALL SELECT MAX(recorded_at_ms) FROM collects UNION ALL SELECT MAX(recorded_at_ms) FROM events)",
                 [],
                 |r| r.get(0),
             )
@@ -670,6 +683,54 @@ impl Ledger {
                 .map_err(LedgerError::Read)? as u64;
         }
         Ok(usage)
+    }
+
+    /// Records an operational event (mode change, policy load, order callback) in the chain.
+    pub fn record_event(&mut self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
+        let at = now_ms();
+        let seq = self.head_seq + 1;
+        let hash = chain_hash(
+            &self.head_hash,
+            seq,
+            "event",
+            &event_fields(kind, detail, at),
+        );
+        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
+        tx.execute(
+            "INSERT INTO events (seq, kind, detail, recorded_at_ms, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![seq as i64, kind, detail, at, self.head_hash, hash],
+        )
+        .map_err(LedgerError::Write)?;
+        write_head(&tx, seq, &hash)?;
+        tx.commit().map_err(LedgerError::Write)?;
+        self.head_seq = seq;
+        self.head_hash = hash;
+        Ok(seq)
+    }
+
+    /// The detail of the newest event of `kind`.
+    pub fn latest_event(&self, kind: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT detail FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
+                [kind],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(LedgerError::Read)
+    }
+
+    /// Whether an event of `kind` with exactly `detail` is recorded.
+    pub fn has_event(&self, kind: &str, detail: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM events WHERE kind = ?1 AND detail = ?2 LIMIT 1",
+                [kind, detail],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(LedgerError::Read)
     }
 
     /// Records one collection's result.
@@ -770,6 +831,20 @@ impl Ledger {
                 r.get(6)?,
             ));
         }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, kind, detail, recorded_at_ms, prev_hash, hash FROM events")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let fields = event_fields(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?, r.get(3)?);
+            all.push((
+                r.get::<_, i64>(0)? as u64,
+                "event",
+                fields,
+                r.get(4)?,
+                r.get(5)?,
+            ));
+        }
         all.sort_by_key(|r| r.0);
         Ok(all)
     }
@@ -845,6 +920,8 @@ pub struct TxState {
     pub last_unsent: Option<DecisionRow>,
     /// Other contents seen under the same id.
     pub other_contents: usize,
+    /// When this content was first held, if it ever was.
+    pub first_hold_ms: Option<i64>,
 }
 
 impl Ledger {
@@ -857,6 +934,9 @@ impl Ledger {
             if row.fingerprint != fp {
                 others.insert(row.fingerprint.clone());
                 continue;
+            }
+            if row.action == Action::Hold && st.first_hold_ms.is_none() {
+                st.first_hold_ms = Some(row.recorded_at_ms);
             }
             if row.action != Action::Hold && !row.dry_run {
                 st.live = Some(row);

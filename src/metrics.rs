@@ -44,6 +44,14 @@ pub struct Metrics {
     pub policy_info: GaugeVec,
     /// `cosigner_build_info{version}`.
     pub build_info: GaugeVec,
+    /// `cosigner_mode{mode}`: 1 for the kill-switch mode in force.
+    pub mode: GaugeVec,
+    /// `cosigner_policy_reloads_total{outcome}`.
+    pub policy_reloads: IntCounterVec,
+    /// `cosigner_oldest_hold_seconds`.
+    pub oldest_hold: Gauge,
+    /// `cosigner_operator_requests_total{route,status}`.
+    pub operator_requests: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -176,6 +184,28 @@ impl Metrics {
                 "The running build (value 1)",
                 &["version"],
             )?,
+            mode: gauge_vec(
+                &r,
+                "cosigner_mode",
+                "The kill-switch mode in force (value 1): normal, hold or reject",
+                &["mode"],
+            )?,
+            policy_reloads: counter_vec(
+                &r,
+                "cosigner_policy_reloads_total",
+                "Policy reloads, by outcome (ok, invalid)",
+                &["outcome"],
+            )?,
+            oldest_hold: gauge(
+                "cosigner_oldest_hold_seconds",
+                "How long the longest-held pending transaction has been held",
+            )?,
+            operator_requests: counter_vec(
+                &r,
+                "cosigner_operator_requests_total",
+                "Operator API requests, by route and status code",
+                &["route", "status"],
+            )?,
             registry: r,
         };
         m.build_info
@@ -195,6 +225,15 @@ impl Metrics {
             if r.limit.is_some() {
                 self.window_used.with_label_values(&[&r.name]).set(0.0);
             }
+        }
+    }
+
+    /// Marks `mode` as the kill-switch mode in force.
+    pub fn set_mode(&self, mode: &str) {
+        for m in ["normal", "hold", "reject"] {
+            self.mode
+                .with_label_values(&[m])
+                .set(if m == mode { 1.0 } else { 0.0 });
         }
     }
 

@@ -2,8 +2,8 @@
 //! record the decisions durably, and only then send them; record what the server said.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -55,6 +55,8 @@ pub struct CycleOutcome {
     pub failed: u64,
     /// Pages read.
     pub pages: u32,
+    /// How long the longest-held listed transaction has been held, in milliseconds.
+    pub oldest_hold_ms: u64,
     /// Duration in milliseconds.
     pub duration_ms: u64,
 }
@@ -78,8 +80,10 @@ pub struct Engine {
     pub signer: Arc<Signer>,
     /// The ledger (rusqlite is synchronous; calls are short).
     pub ledger: Arc<Mutex<Ledger>>,
-    /// The policy in force.
-    pub policy: Arc<Policy>,
+    /// The policy in force; a cycle evaluates on the snapshot it started with.
+    policy: RwLock<Arc<Policy>>,
+    /// Normal, hold-all or reject-all (the kill switch); shared with submission tasks.
+    mode: Arc<AtomicU8>,
     /// Cycle settings.
     pub settings: PollSettings,
     /// Metrics to update.
@@ -91,6 +95,61 @@ pub struct Engine {
     /// Set by a cycle that found the clock behind the ledger.
     pub clock_behind: AtomicBool,
 }
+
+/// The kill switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The policy decides.
+    Normal,
+    /// Every transaction is held; nothing is approved.
+    Hold,
+    /// Every well-formed transaction is rejected; nothing is approved.
+    Reject,
+}
+
+impl Mode {
+    /// The name used in logs, metrics, the ledger and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Hold => "hold",
+            Mode::Reject => "reject",
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Mode::Normal => 0,
+            Mode::Hold => 1,
+            Mode::Reject => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Mode::Normal,
+            2 => Mode::Reject,
+            // Anything unknown is treated as the safe choice.
+            _ => Mode::Hold,
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "normal" => Ok(Mode::Normal),
+            "hold" => Ok(Mode::Hold),
+            "reject" => Ok(Mode::Reject),
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+}
+
+/// Pseudo-rule recorded when the kill switch decided.
+pub const RULE_PAUSED: &str = "(paused)";
 
 /// A recorded decision, as the demo shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -136,17 +195,79 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Self {
         metrics.set_policy(&policy);
+        metrics.set_mode(Mode::Normal.as_str());
         Self {
             client,
             signer,
             ledger,
-            policy,
+            policy: RwLock::new(policy),
+            mode: Arc::new(AtomicU8::new(Mode::Normal.to_u8())),
             settings,
             metrics,
             shutdown: CancellationToken::new(),
             events: None,
             clock_behind: AtomicBool::new(false),
         }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Puts `policy` in force for the next cycle; a running cycle finishes on the old one.
+    pub fn replace_policy(&self, policy: Arc<Policy>) {
+        self.metrics.set_policy(&policy);
+        match self.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+
+    /// Records in the ledger which policy is in force from now on (`why`: start, reload).
+    pub fn note_policy_loaded(&self, why: &str) -> Result<(), LedgerError> {
+        let p = self.policy();
+        let detail =
+            serde_json::json!({"sha256": p.sha256, "file": p.source, "why": why}).to_string();
+        self.ledger().record_event("policy", &detail).map(|_| ())
+    }
+
+    /// The kill-switch mode in force.
+    pub fn mode(&self) -> Mode {
+        Mode::from_u8(self.mode.load(Ordering::SeqCst))
+    }
+
+    /// Records `mode` in the ledger, then puts it in force at once (for the page being decided
+    /// and every approval not yet sent).
+    pub fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), LedgerError> {
+        let detail = serde_json::json!({"mode": mode.as_str(), "by": actor}).to_string();
+        self.ledger().record_event("mode", &detail)?;
+        self.mode.store(mode.to_u8(), Ordering::SeqCst);
+        self.metrics.set_mode(mode.as_str());
+        warn!(mode = mode.as_str(), by = actor, "kill-switch mode changed");
+        Ok(())
+    }
+
+    /// Restores the mode recorded in the ledger (at start-up).
+    pub fn restore_mode(&self) -> Result<Mode, LedgerError> {
+        let mode = self
+            .ledger()
+            .latest_event("mode")?
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+            .and_then(|v| v["mode"].as_str().and_then(|m| m.parse().ok()))
+            .unwrap_or(Mode::Normal);
+        self.mode.store(mode.to_u8(), Ordering::SeqCst);
+        self.metrics.set_mode(mode.as_str());
+        if mode != Mode::Normal {
+            warn!(
+                mode = mode.as_str(),
+                "starting in kill-switch mode recorded in the ledger"
+            );
+        }
+        Ok(mode)
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -235,6 +356,7 @@ impl Engine {
                 m.last_poll.set(now_ms() as f64 / 1000.0);
                 m.pending.set(out.listed as i64);
                 m.held.set(out.held as i64);
+                m.oldest_hold.set(out.oldest_hold_ms as f64 / 1000.0);
             }
             Err(e) => {
                 m.poll_runs.with_label_values(&["error"]).inc();
@@ -258,7 +380,7 @@ impl Engine {
         for m in &listing.malformed {
             warn!(reason = %m.reason, item = %m.raw, "pending item cannot be identified; nothing can be done with it");
         }
-        let policy = self.policy.clone();
+        let policy = self.policy();
         let mut usage = self.prepare(&policy)?;
         let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
         let mut inflight: JoinSet<Option<Outcome>> = JoinSet::new();
@@ -388,6 +510,7 @@ impl Engine {
     }
 
     fn spawn_send(&self, set: &mut JoinSet<Option<Outcome>>, permits: &Arc<Semaphore>, s: Send) {
+        let mode = self.mode.clone();
         let client = self.client.clone();
         let permits = permits.clone();
         let shutdown = self.shutdown.clone();
@@ -396,6 +519,10 @@ impl Engine {
             let _permit = permits.acquire_owned().await.ok()?;
             if shutdown.is_cancelled() {
                 // Recorded, not sent: it is sent, identically, after the restart.
+                return None;
+            }
+            if s.req.status == 1 && Mode::from_u8(mode.load(Ordering::SeqCst)) != Mode::Normal {
+                // The kill switch was thrown after this approval was recorded: it waits.
                 return None;
             }
             let result = client.approve(&s.req).await;
@@ -446,7 +573,8 @@ impl Engine {
         out: &mut CycleOutcome,
     ) -> Result<(Vec<NewDecision>, Vec<Send>), CycleError> {
         let ledger = self.ledger();
-        let clock_behind = self.clock_behind.load(std::sync::atomic::Ordering::Relaxed);
+        let clock_behind = self.clock_behind.load(Ordering::Relaxed);
+        let mode = self.mode();
         let max_sign_len = self.signer.max_text_len();
         let mut batch = Vec::new();
         let mut sends = Vec::new();
@@ -459,7 +587,18 @@ impl Engine {
                 );
             }
             if let Some(live) = state.live {
-                if live.status != Status::Submitted {
+                if live.status != Status::Submitted
+                    && mode != Mode::Normal
+                    && live.action == Action::Approve
+                {
+                    info!(
+                        tx_id = tx.id,
+                        seq = live.seq,
+                        mode = mode.as_str(),
+                        "recorded approval not re-sent while paused"
+                    );
+                    out.held += 1;
+                } else if live.status != Status::Submitted {
                     if let Some(req) = resend_request(&live) {
                         out.resent += 1;
                         info!(
@@ -479,7 +618,7 @@ impl Engine {
                 }
                 continue;
             }
-            let eval = if conflicting.contains(&tx.id) {
+            let mut eval = if conflicting.contains(&tx.id) {
                 Evaluation {
                     action: Action::Hold,
                     rule: RULE_MALFORMED.into(),
@@ -497,6 +636,19 @@ impl Engine {
                     },
                 )
             };
+            if mode != Mode::Normal && eval.rule != RULE_MALFORMED {
+                // Malformed transactions stay held; everything else follows the kill switch.
+                let (action, what) = match mode {
+                    Mode::Reject => (Action::Reject, "reject-all"),
+                    _ => (Action::Hold, "hold-all"),
+                };
+                eval.reason = format!(
+                    "{what} mode set by an operator (the policy said: {} by {})",
+                    eval.action, eval.rule
+                );
+                eval.action = action;
+                eval.rule = RULE_PAUSED.into();
+            }
             let mut d = NewDecision {
                 tx: tx.clone(),
                 action: eval.action,
@@ -532,6 +684,10 @@ impl Engine {
             }
             if d.action == Action::Hold {
                 out.held += 1;
+                let since = state.first_hold_ms.unwrap_or_else(now_ms);
+                out.oldest_hold_ms = out
+                    .oldest_hold_ms
+                    .max(now_ms().saturating_sub(since).max(0) as u64);
             }
             if unchanged(state.last_unsent.as_ref(), &d) {
                 if d.action == Action::Hold {

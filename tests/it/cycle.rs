@@ -123,7 +123,7 @@ async fn one_cycle_approves_rejects_and_holds_by_the_policy_and_the_sandbox_veri
         (by_tx(4).action, by_tx(4).rule.as_str()),
         (Action::Hold, "(malformed)")
     );
-    assert_eq!(by_tx(1).policy_sha256, e.policy.sha256);
+    assert_eq!(by_tx(1).policy_sha256, e.policy().sha256);
     let sent = sb
         .sandbox
         .decisions()
@@ -160,20 +160,17 @@ async fn holds_are_recorded_when_first_seen_and_when_their_reason_changes_not_ev
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.held, out.holds_unchanged), (1, 1));
     assert_eq!(rows(&e).len(), 1);
-    // The same transaction with a malformed field now: a different reason, recorded again.
-    let e2 = Engine {
-        policy: Arc::new(
-            policy::parse(
-                "default = \"hold\"\n[[rule]]\nname = \"x\"\naction = \"hold\"\n",
-                &dir.path().join("p2.toml"),
-                &|_| unreachable!(),
-            )
-            .unwrap(),
-        ),
-        ..e
-    };
-    e2.cycle_once().await.unwrap();
-    let r = rows(&e2);
+    // A policy that holds it for another reason: recorded again.
+    e.replace_policy(Arc::new(
+        policy::parse(
+            "default = \"hold\"\n[[rule]]\nname = \"x\"\naction = \"hold\"\n",
+            &dir.path().join("p2.toml"),
+            &|_| unreachable!(),
+        )
+        .unwrap(),
+    ));
+    e.cycle_once().await.unwrap();
+    let r = rows(&e);
     assert_eq!(r.len(), 2);
     assert_eq!(r[1].rule, "x");
 }
@@ -248,10 +245,7 @@ async fn a_recorded_but_unsent_decision_is_resent_identically_and_never_reevalua
         &|_| unreachable!(),
     )
     .unwrap();
-    let e = Engine {
-        policy: Arc::new(reject_all),
-        ..e
-    };
+    e.replace_policy(Arc::new(reject_all));
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.resent, out.submitted), (1, 1));
     let d = sb.sandbox.decisions();
@@ -301,13 +295,8 @@ async fn a_dry_run_records_decisions_and_sends_nothing() {
         "an unchanged dry run is not recorded again"
     );
     // Leaving dry-run mode decides for real, and dry runs did not use the window.
-    let e = Engine {
-        settings: PollSettings {
-            dry_run: false,
-            ..e.settings.clone()
-        },
-        ..e
-    };
+    drop(e);
+    let e = engine(dir.path(), &sb.url, POLICY, false);
     assert_eq!(e.cycle_once().await.unwrap().submitted, 2);
 }
 

@@ -176,24 +176,52 @@ proptest! {
         }
     }
 
+    // Over a sequence, with no max_total, a lower max_amount, max_count or guard never
+    // approves more. (Where a max_total applies, fewer can be more: first-come evaluation is
+    // greedy, so one large early approval may use up room that a lower limit would have left to
+    // several small later ones. What holds for every limit is the safety property below.)
     #[test]
-    fn over_a_sequence_a_lower_limit_on_the_only_approve_rule_never_approves_more(
+    fn over_a_sequence_a_lower_amount_count_or_guard_limit_never_approves_more(
         (hi, lo) in lowered(), amounts in proptest::collection::vec(0u32..300, 1..40),
     ) {
-        let one_rule = |l: &Limits| parse(&format!(
-            "[[rule]]\nname = \"limited\"\naction = \"approve\"\nmax_amount = \"{}\"\nwindow = \"1h\"\nmax_total = \"{}\"\nmax_count = {}\n[guard]\nwindow = \"1h\"\nmax_approvals = {}\n",
-            l.max_amount, l.max_total, l.max_count, l.guard)).unwrap();
-        let run = |p: &Policy| {
-            let mut u = Usage::default();
-            let mut n = 0;
-            for (i, a) in amounts.iter().enumerate() {
-                if approves(p, i as u64, ADDRS[0], *a, &u) {
-                    u.add_approval("limited", Decimal::from(*a));
-                    n += 1;
-                }
-            }
-            n
-        };
-        prop_assert!(run(&one_rule(&lo)) <= run(&one_rule(&hi)));
+        prop_assert!(run_sequence(&one_rule(&lo, false), &amounts).0 <= run_sequence(&one_rule(&hi, false), &amounts).0);
     }
+
+    #[test]
+    fn over_a_sequence_no_window_limit_or_guard_is_ever_exceeded(
+        l in limits(), amounts in proptest::collection::vec(0u32..300, 1..60),
+    ) {
+        let (count, total) = run_sequence(&one_rule(&l, true), &amounts);
+        prop_assert!(count <= u64::from(l.max_count.max(1)));
+        prop_assert!(count <= u64::from(l.guard));
+        prop_assert!(total <= Decimal::from(l.max_total));
+    }
+}
+
+fn one_rule(l: &Limits, with_total: bool) -> Policy {
+    let total = if with_total {
+        format!("max_total = \"{}\"\n", l.max_total)
+    } else {
+        String::new()
+    };
+    parse(&format!(
+        "[[rule]]\nname = \"limited\"\naction = \"approve\"\nmax_amount = \"{}\"\nwindow = \"1h\"\n{total}max_count = {}\n[guard]\nwindow = \"1h\"\nmax_approvals = {}\n",
+        l.max_amount, l.max_count.max(1), l.guard
+    ))
+    .unwrap()
+}
+
+/// Evaluates `amounts` in order, counting each approval in the window; returns (count, total).
+fn run_sequence(p: &Policy, amounts: &[u32]) -> (u64, Decimal) {
+    let mut u = Usage::default();
+    let mut n = 0;
+    let mut total = Decimal::ZERO;
+    for (i, a) in amounts.iter().enumerate() {
+        if approves(p, i as u64, ADDRS[0], *a, &u) {
+            u.add_approval("limited", Decimal::from(*a));
+            n += 1;
+            total += Decimal::from(*a);
+        }
+    }
+    (n, total)
 }
