@@ -17,6 +17,7 @@ use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, DaemonError};
 use crate::ledger::{Ledger, Status};
 use crate::policy::{self, Context, Usage};
+use crate::poller::Mode;
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 use crate::signer::{self, KeySource, Signer};
 
@@ -121,6 +122,39 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
     Sandbox(SandboxArgs),
     /// See it work: the daemon against the built-in sandbox, printing each decision.
     Demo(DemoArgs),
+    /// Kill switch: hold every transaction (or reject with --reject) until `resume`.
+    Pause(PauseArgs),
+    /// Lift the kill switch: the policy decides again.
+    Resume(PauseArgs),
+    /// Operator API keys.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+}
+
+/// Arguments of `pause` and `resume`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "With no daemon running, the mode is written to the ledger and applies when \
+it starts. With the daemon running, the call goes to its operator API on http.listen, with the key \
+from --api-key-file or $COSIGNER_API_KEY. Either way the mode is stored in the ledger, so a restart \
+keeps it."
+)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Reject every well-formed transaction instead of holding it (pause only)
+    #[arg(long)]
+    pub reject: bool,
+    /// File holding an operator API key (else $COSIGNER_API_KEY)
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+}
+
+/// `apikey` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Print a fresh operator API key and the line to add to http.api_keys_file.
+    New,
 }
 
 /// Arguments of `demo`.
@@ -164,6 +198,15 @@ pub enum PolicyCommand {
         config: ConfigArg,
         /// Policy file to check instead of the configured one
         file: Option<PathBuf>,
+    },
+    /// Re-evaluate every transaction in the ledger under another policy and print what would
+    /// change, before switching it on.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The candidate policy
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
     },
     /// Show each rule in order, whether it matched and why not, and the final decision.
     #[command(after_help = "Example:\n  cosigner policy explain --tx \
@@ -373,6 +416,7 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Run(a) => run_command(a).await,
         Command::Policy(PolicyCommand::Check { config, file }) => policy_check(config, file),
         Command::Policy(PolicyCommand::Explain { config, tx }) => policy_explain(config, &tx),
+        Command::Policy(PolicyCommand::Replay { config, policy }) => policy_replay(config, &policy),
         Command::Ledger(LedgerCommand::List {
             config,
             limit,
@@ -381,6 +425,26 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Ledger(LedgerCommand::Verify { config }) => ledger_verify(config),
         Command::Sandbox(a) => run_sandbox(a).await,
         Command::Demo(a) => run_demo(a).await,
+        Command::Pause(a) => {
+            let mode = if a.reject { Mode::Reject } else { Mode::Hold };
+            set_mode(a, mode).await
+        }
+        Command::Resume(a) => {
+            if a.reject {
+                return Err(Failure::usage(anyhow::anyhow!("--reject goes with pause")));
+            }
+            set_mode(a, Mode::Normal).await
+        }
+        Command::Apikey(ApikeyCommand::New) => {
+            let (key, line) = crate::operator::new_key();
+            println!("key:  {key}");
+            println!("line: {line}");
+            eprintln!(
+                "Add the line to http.api_keys_file and reload the daemon (restart); keep the key \
+                 secret: it is shown once and only its digest is stored."
+            );
+            Ok(())
+        }
     }
 }
 
@@ -827,17 +891,35 @@ pub fn spawn_signal_handler(shutdown: CancellationToken, hard_stop: Cancellation
     });
 }
 
+/// Notifies `reload` on every SIGHUP.
+pub fn spawn_reload_handler(reload: std::sync::Arc<tokio::sync::Notify>) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload the policy through the operator API");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy");
+            reload.notify_one();
+        }
+    });
+}
+
 async fn run_command(a: RunArgs) -> CmdResult {
     let cfg = a.config.load()?;
     init_tracing(cfg.log.format, &cfg.log.level);
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
     let opts = daemon::Options {
         dry_run: a.dry_run,
         events: None,
+        reload: Some(reload.clone()),
     };
     if !a.once {
         let shutdown = CancellationToken::new();
         let hard_stop = CancellationToken::new();
         spawn_signal_handler(shutdown.clone(), hard_stop.clone());
+        spawn_reload_handler(reload);
         return daemon::run(&cfg, opts, shutdown, hard_stop)
             .await
             .map_err(daemon_failure);
@@ -1077,5 +1159,101 @@ async fn run_demo(a: DemoArgs) -> CmdResult {
             "the demo ended with problems (see the summary)"
         )));
     }
+    Ok(())
+}
+
+async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
+    let cfg = a.config.load()?;
+    match Ledger::open(&cfg.ledger.path) {
+        Ok(mut ledger) => {
+            let detail =
+                serde_json::json!({"mode": mode.as_str(), "by": "cosigner cli"}).to_string();
+            ledger
+                .record_event("mode", &detail)
+                .map_err(Failure::runtime)?;
+            println!(
+                "mode {} recorded in {}; it applies when the daemon starts",
+                mode.as_str(),
+                cfg.ledger.path.display()
+            );
+            Ok(())
+        }
+        Err(crate::ledger::LedgerError::Locked { .. }) => {
+            let key = match &a.api_key_file {
+                Some(f) => read_password(f).map(|s| secrecy::ExposeSecret::expose_secret(&s).to_string())?,
+                None => std::env::var("COSIGNER_API_KEY").map_err(|_| {
+                    Failure::usage(anyhow::anyhow!(
+                        "the daemon is running: give an operator API key with --api-key-file or COSIGNER_API_KEY"
+                    ))
+                })?,
+            };
+            let mut addr = cfg.http.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let (path, body) = match mode {
+                Mode::Normal => ("resume", String::new()),
+                m => ("pause", serde_json::json!({"mode": m.as_str()}).to_string()),
+            };
+            let resp = reqwest::Client::new()
+                .post(format!("http://{addr}/v1/{path}"))
+                .basic_auth(key, Some(""))
+                .body(body)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the daemon's operator API on {addr}"))
+                .map_err(Failure::runtime)?;
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(Failure::runtime(anyhow::anyhow!(
+                    "the daemon refused: HTTP {status}: {text}"
+                )));
+            }
+            println!(
+                "mode {} in force now (running daemon on {addr})",
+                mode.as_str()
+            );
+            Ok(())
+        }
+        Err(e) => Err(Failure::usage(e)),
+    }
+}
+
+fn policy_replay(config: ConfigArg, candidate: &Path) -> CmdResult {
+    let cfg = config.load()?;
+    let new = load_policy(candidate)?;
+    let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
+    if !cfg.ledger.path.exists() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "ledger {} does not exist",
+            cfg.ledger.path.display()
+        )));
+    }
+    let ledger = Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)?;
+    let report =
+        crate::replay::replay(&ledger, &new, signer.max_text_len()).map_err(Failure::runtime)?;
+    println!(
+        "replayed {} transaction(s) from {} under {} (sha256 {})",
+        report.replayed,
+        cfg.ledger.path.display(),
+        candidate.display(),
+        &new.sha256[..12]
+    );
+    if report.changes.is_empty() {
+        println!("no decision would change");
+        return Ok(());
+    }
+    println!(
+        "{:>10}  {:<8}  {:<8}  {:<24}  REASON",
+        "TX", "OLD", "NEW", "RULE"
+    );
+    for c in &report.changes {
+        println!(
+            "{:>10}  {:<8}  {:<8}  {:<24}  {}",
+            c.tx_id, c.old, c.new, c.rule, c.reason
+        );
+    }
+    println!("{} decision(s) would change", report.changes.len());
     Ok(())
 }

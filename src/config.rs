@@ -144,6 +144,8 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     #[serde(default)]
+    callbacks: RawCallbacks,
+    #[serde(default)]
     log: RawLog,
 }
 
@@ -219,6 +221,15 @@ struct RawLedger {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+    api_keys_file: Option<PathBuf>,
+    max_requests_per_second: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCallbacks {
+    #[serde(default)]
+    enabled: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -330,8 +341,16 @@ pub struct LedgerConfig {
 /// `[http]`.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
-    /// Address of the metrics and health listener.
+    /// Address of the metrics, health and operator listener.
     pub listen: SocketAddr,
+    /// The operator API's keys (SHA-256 digests); the API refuses every call without it.
+    pub api_keys: Option<crate::operator::ApiKeys>,
+    /// Where the keys came from.
+    pub api_keys_file: Option<PathBuf>,
+    /// Operator API request budget.
+    pub max_requests_per_second: u32,
+    /// Serve `POST /callbacks/order`.
+    pub callbacks: bool,
 }
 
 /// `[log]`.
@@ -706,6 +725,20 @@ impl Validator<'_> {
                 format!("{listen_text:?} is not an address such as 127.0.0.1:9184"),
             )
         })?;
+        let api_keys_file = raw.http.api_keys_file.map(|p| self.resolve(p));
+        let api_keys = match &api_keys_file {
+            Some(p) => Some(
+                crate::operator::ApiKeys::load(p).map_err(|m| self.err("http.api_keys_file", m))?,
+            ),
+            None => None,
+        };
+        let operator_rps = raw
+            .http
+            .max_requests_per_second
+            .unwrap_or(crate::operator::DEFAULT_RATE);
+        if operator_rps == 0 {
+            return Err(self.err("http.max_requests_per_second", "must be at least 1"));
+        }
         let level = raw.log.level.unwrap_or_else(|| "info".to_string());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(self.err(
@@ -732,7 +765,13 @@ impl Validator<'_> {
             collect,
             policy,
             ledger,
-            http: HttpConfig { listen },
+            http: HttpConfig {
+                listen,
+                api_keys,
+                api_keys_file,
+                max_requests_per_second: operator_rps,
+                callbacks: raw.callbacks.enabled,
+            },
             log: LogConfig {
                 format: raw.log.format.unwrap_or_default(),
                 level,

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,9 +18,11 @@ use crate::config::Config;
 use crate::http::{self, Health, HttpState};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
+use crate::operator::{self, ApiKeys, Callbacks, OperatorState};
 use crate::policy::{self, PolicyError};
 use crate::poller::{DEFAULT_MAX_PAGES, DecisionEvent, Engine, PollSettings};
 use crate::signer::{Signer, SignerError};
+use crate::systemd;
 
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Receives every recorded decision.
     pub events: Option<mpsc::UnboundedSender<DecisionEvent>>,
+    /// Notified to reload the policy (SIGHUP).
+    pub reload: Option<Arc<Notify>>,
 }
 
 /// The pieces a run is made of, built and checked before anything runs.
@@ -79,6 +83,14 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// The ledger both use.
     pub ledger: Arc<Mutex<Ledger>>,
+    /// Operator API keys (none: the API refuses every call).
+    pub api_keys: Option<Arc<ApiKeys>>,
+    /// Operator API request budget per second.
+    pub operator_rate: u32,
+    /// The order callback, when enabled.
+    pub callbacks: Option<Callbacks>,
+    /// Reload requests.
+    pub reload: Arc<Notify>,
 }
 
 /// Loads the key, the policy and the ledger, and builds the engine and the collector.
@@ -122,6 +134,7 @@ pub fn build(
     );
     engine.shutdown = shutdown;
     engine.events = opts.events;
+    let reload = opts.reload.unwrap_or_default();
     engine.restore_mode()?;
     engine.note_policy_loaded("start")?;
     Ok(Parts {
@@ -129,6 +142,13 @@ pub fn build(
         collector,
         metrics,
         ledger,
+        api_keys: cfg.http.api_keys.clone().map(Arc::new),
+        operator_rate: cfg.http.max_requests_per_second,
+        callbacks: cfg.http.callbacks.then(|| Callbacks {
+            api_secret: cfg.api.client.api_secret.clone(),
+            sign_order: cfg.api.client.sign_order,
+        }),
+        reload,
     })
 }
 
@@ -232,7 +252,16 @@ pub async fn run_with(
     let router = http::router(HttpState {
         metrics: parts.metrics.clone(),
         health: health.clone(),
-    });
+    })
+    .merge(operator::router(OperatorState {
+        engine: parts.engine.clone(),
+        ledger: parts.ledger.clone(),
+        keys: parts.api_keys.clone(),
+        limiter: OperatorState::limiter(parts.operator_rate),
+        health: health.clone(),
+        metrics: parts.metrics.clone(),
+        callbacks: parts.callbacks.clone(),
+    }));
     let http_task = tokio::spawn(http::serve(listener, router, shutdown.clone()));
     info!(
         listen = ?addr,
@@ -276,7 +305,44 @@ pub async fn run_with(
         ));
     }
     tracker.close();
+    {
+        let engine = parts.engine.clone();
+        let reload = parts.reload.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = reload.notified() => { let _ = engine.reload_policy("SIGHUP"); }
+                }
+            }
+        });
+    }
+    if let Some(every) = systemd::watchdog_interval() {
+        let health = health.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if health.scheduler_alive() {
+                    let _ = systemd::notify("WATCHDOG=1");
+                } else {
+                    warn!("the scheduler shows no life; not feeding the systemd watchdog");
+                }
+            }
+        });
+    }
+    match systemd::notify("READY=1") {
+        Ok(true) => info!("told systemd we are ready"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "cannot notify systemd"),
+    }
     shutdown.cancelled().await;
+    let _ = systemd::notify("STOPPING=1");
     info!(deadline = ?timings.shutdown_timeout, "stop requested: finishing in-flight work");
     tokio::select! {
         _ = tracker.wait() => info!("in-flight work finished"),

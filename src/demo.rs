@@ -289,6 +289,7 @@ pub async fn run(
         Options {
             dry_run: false,
             events: Some(tx),
+            reload: None,
         },
         shutdown.clone(),
     )?;

@@ -16,11 +16,16 @@ use tokio_util::sync::CancellationToken;
 use crate::ledger::now_ms;
 use crate::metrics::Metrics;
 
+/// How long one cycle may take before the scheduler counts as wedged.
+pub const SCHEDULER_BUDGET: Duration = Duration::from_secs(600);
+
 /// What readiness is judged on.
 #[derive(Debug)]
 pub struct Health {
     /// When the last cycle ran to the end (ms since the epoch; 0 = never).
     pub last_poll_ok_ms: AtomicI64,
+    /// When the scheduler last showed life (a cycle started or ended).
+    pub heartbeat_ms: AtomicI64,
     /// The poll interval: ready while the last success is at most two intervals old.
     pub poll_interval: Duration,
 }
@@ -30,8 +35,21 @@ impl Health {
     pub fn new(poll_interval: Duration) -> Self {
         Self {
             last_poll_ok_ms: AtomicI64::new(0),
+            heartbeat_ms: AtomicI64::new(now_ms()),
             poll_interval,
         }
+    }
+
+    /// Notes that the scheduler is alive.
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// True while the scheduler shows life: a beat within one interval plus a generous cycle
+    /// budget. The systemd watchdog is fed only then, so a wedged daemon gets restarted.
+    pub fn scheduler_alive(&self) -> bool {
+        let age = now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed));
+        age <= (self.poll_interval + SCHEDULER_BUDGET).as_millis() as i64
     }
 
     /// Notes a successful poll now.

@@ -159,6 +159,23 @@ pub struct Outcome {
     pub message: Option<String>,
 }
 
+/// Filters and cursor of a page of decisions.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    /// Only this action.
+    pub action: Option<Action>,
+    /// Only this rule.
+    pub rule: Option<String>,
+    /// Only this transaction.
+    pub tx_id: Option<u64>,
+    /// Decisions older than this sequence number.
+    pub starting_after: Option<u64>,
+    /// Decisions newer than this sequence number.
+    pub ending_before: Option<u64>,
+    /// Page size.
+    pub limit: usize,
+}
+
 /// What `ledger verify` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -629,6 +646,52 @@ impl Ledger {
             .map_err(LedgerError::Read)
     }
 
+    /// One page of decisions, newest first, and whether more lie beyond it in the paging
+    /// direction.
+    pub fn page(&self, q: &PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
+        let mut sql = format!("{ROW_SELECT} WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(a) = q.action {
+            sql.push_str(" AND d.action = ?");
+            args.push(a.as_str().to_string().into());
+        }
+        if let Some(r) = &q.rule {
+            sql.push_str(" AND d.rule = ?");
+            args.push(r.clone().into());
+        }
+        if let Some(t) = q.tx_id {
+            sql.push_str(" AND d.tx_id = ?");
+            args.push((t as i64).into());
+        }
+        let backwards = q.ending_before.is_some();
+        if let Some(s) = q.starting_after {
+            sql.push_str(" AND d.seq < ?");
+            args.push((s as i64).into());
+        }
+        if let Some(s) = q.ending_before {
+            sql.push_str(" AND d.seq > ?");
+            args.push((s as i64).into());
+        }
+        sql.push_str(if backwards {
+            " ORDER BY d.seq ASC"
+        } else {
+            " ORDER BY d.seq DESC"
+        });
+        sql.push_str(" LIMIT ?");
+        args.push(((q.limit + 1) as i64).into());
+        let mut stmt = self.conn.prepare(&sql).map_err(LedgerError::Read)?;
+        let mut rows: Vec<DecisionRow> = stmt
+            .query_map(rusqlite::params_from_iter(args), row)
+            .and_then(|r| r.collect())
+            .map_err(LedgerError::Read)?;
+        let more = rows.len() > q.limit;
+        rows.truncate(q.limit);
+        if backwards {
+            rows.reverse();
+        }
+        Ok((rows, more))
+    }
+
     /// The time of the newest record, if any.
     pub fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
         self.conn
@@ -717,6 +780,17 @@ impl Ledger {
                 |r| r.get(0),
             )
             .optional()
+            .map_err(LedgerError::Read)
+    }
+
+    /// The details of every event of `kind`, oldest first.
+    pub fn list_events(&self, kind: &str) -> Result<Vec<String>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT detail FROM events WHERE kind = ?1 ORDER BY seq")
+            .map_err(LedgerError::Read)?;
+        stmt.query_map([kind], |r| r.get(0))
+            .and_then(|rows| rows.collect())
             .map_err(LedgerError::Read)
     }
 

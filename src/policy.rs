@@ -65,7 +65,8 @@ impl Action {
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad` so that table columns (`{:<8}`) line up.
+        f.pad(self.as_str())
     }
 }
 

@@ -227,6 +227,32 @@ impl Engine {
         }
     }
 
+    /// Reads the policy file again; a valid policy replaces the old one (a running cycle finishes
+    /// on the old one), an invalid one is refused and the old one kept.
+    pub fn reload_policy(&self, why: &str) -> Result<Arc<Policy>, crate::policy::PolicyError> {
+        let current = self.policy();
+        match crate::policy::load(&current.source) {
+            Ok(p) => {
+                let p = Arc::new(p);
+                self.replace_policy(p.clone());
+                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+                if let Err(e) = self.note_policy_loaded(why) {
+                    warn!(error = %e, "the policy change could not be recorded in the ledger");
+                }
+                info!(sha256 = %p.sha256, previous = %current.sha256, by = why, "policy reloaded");
+                Ok(p)
+            }
+            Err(e) => {
+                self.metrics
+                    .policy_reloads
+                    .with_label_values(&["invalid"])
+                    .inc();
+                tracing::error!(error = %e, kept = %current.sha256, by = why, "policy reload refused; the old policy stays in force");
+                Err(e)
+            }
+        }
+    }
+
     /// Records in the ledger which policy is in force from now on (`why`: start, reload).
     pub fn note_policy_loaded(&self, why: &str) -> Result<(), LedgerError> {
         let p = self.policy();

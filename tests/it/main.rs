@@ -4,6 +4,7 @@ mod client;
 mod config_errors;
 mod cycle;
 mod daemon;
+mod operator;
 mod policy;
 mod properties;
 mod signing;

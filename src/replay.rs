@@ -1,0 +1,106 @@
+//! Shadow replay: re-evaluates every transaction in the ledger under a candidate policy, in the
+//! order they were decided and with window usage rebuilt from the candidate's own approvals, and
+//! reports the decisions that would change.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::client::parse_pending_item;
+use crate::ledger::{DecisionRow, Ledger, LedgerError};
+use crate::policy::{Action, Context, Policy, Usage, WindowUsage};
+
+/// One decision that would change.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Change {
+    /// Transaction id.
+    pub tx_id: u64,
+    /// What was decided.
+    pub old: Action,
+    /// What the candidate decides.
+    pub new: Action,
+    /// The candidate's deciding rule.
+    pub rule: String,
+    /// The candidate's reason.
+    pub reason: String,
+}
+
+/// The replay's result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Transactions (distinct contents) re-evaluated.
+    pub replayed: usize,
+    /// Those whose action would differ.
+    pub changes: Vec<Change>,
+}
+
+/// Usage of `policy`'s windows at `at_ms`, from the candidate's approvals so far.
+fn usage_at(policy: &Policy, approvals: &[(i64, String, Decimal)], at_ms: i64) -> Usage {
+    let mut u = Usage::default();
+    for r in &policy.rules {
+        let Some(l) = &r.limit else { continue };
+        let since = at_ms - l.window.as_millis() as i64;
+        let mut w = WindowUsage::default();
+        for (t, rule, amount) in approvals {
+            if rule == &r.name && *t > since && *t <= at_ms {
+                w.total += *amount;
+                w.count += 1;
+            }
+        }
+        u.rules.insert(r.name.clone(), w);
+    }
+    if let Some(g) = &policy.guard {
+        let since = at_ms - g.window.as_millis() as i64;
+        u.guard_approvals = approvals
+            .iter()
+            .filter(|(t, _, _)| *t > since && *t <= at_ms)
+            .count() as u64;
+    }
+    u
+}
+
+/// Replays the ledger under `policy`.
+pub fn replay(
+    ledger: &Ledger,
+    policy: &Policy,
+    max_sign_len: usize,
+) -> Result<Report, LedgerError> {
+    let mut rows = ledger.list(usize::MAX >> 1)?;
+    rows.reverse();
+    // The latest decision about each content is what stands; replay those in decision order.
+    let mut latest: std::collections::HashMap<(u64, String), DecisionRow> = Default::default();
+    for r in rows {
+        latest.insert((r.tx_id, r.fingerprint.clone()), r);
+    }
+    let mut standing: Vec<DecisionRow> = latest.into_values().collect();
+    standing.sort_by_key(|r| r.seq);
+    let mut approvals: Vec<(i64, String, Decimal)> = Vec::new();
+    let mut report = Report::default();
+    for row in standing {
+        let Ok(tx) = parse_pending_item(&row.tx_json) else {
+            continue;
+        };
+        report.replayed += 1;
+        let usage = usage_at(policy, &approvals, row.recorded_at_ms);
+        let eval = policy.evaluate(
+            &tx,
+            Context {
+                usage: &usage,
+                max_sign_len,
+                clock_behind: false,
+            },
+        );
+        if let (Action::Approve, Some(amount)) = (eval.action, eval.amount) {
+            approvals.push((row.recorded_at_ms, eval.rule.clone(), amount));
+        }
+        if eval.action != row.action {
+            report.changes.push(Change {
+                tx_id: row.tx_id,
+                old: row.action,
+                new: eval.action,
+                rule: eval.rule,
+                reason: eval.reason,
+            });
+        }
+    }
+    Ok(report)
+}
