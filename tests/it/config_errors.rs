@@ -202,3 +202,44 @@ fn the_shipped_example_config_parses() {
     let debug = format!("{cfg:?}");
     assert!(!debug.contains("REPLACE-WITH-YOUR-API-SECRET"), "{debug}");
 }
+
+#[test]
+fn the_shipped_systemd_config_parses_with_credentials_from_systemd() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/cosigner.toml");
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("api_secret"), "s\n").unwrap();
+    std::fs::write(creds.path().join("merchant.pfx"), "x").unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::write(
+        keys.path().join("api-keys"),
+        format!("{}\n", "a".repeat(64)),
+    )
+    .unwrap();
+    let env = cosigner::config::Environment {
+        overrides: vec![(
+            "COSIGNER_HTTP__API_KEYS_FILE".into(),
+            keys.path().join("api-keys").display().to_string(),
+        )],
+        credentials_directory: Some(creds.path().to_owned()),
+    };
+    let cfg = cosigner::config::Config::load_with(&example, &env).unwrap();
+    assert_eq!(cfg.key.source.pfx_file, creds.path().join("merchant.pfx"));
+    assert_eq!(
+        cfg.ledger.path,
+        std::path::PathBuf::from("/var/lib/cosigner/ledger.db")
+    );
+    assert_eq!(cfg.http.api_keys.unwrap().len(), 1);
+}
+
+#[test]
+fn a_malformed_api_keys_file_names_the_file_and_line() {
+    let (d, cfg) = setup();
+    std::fs::write(d.path().join("keys"), "# ok\nnot-a-digest\n").unwrap();
+    edit(&cfg, "[key]", "[http]\napi_keys_file = \"keys\"\n[key]");
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("http.api_keys_file") && text.contains("line 2"),
+        "{text}"
+    );
+}

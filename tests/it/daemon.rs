@@ -464,3 +464,54 @@ fn the_demo_runs_decides_every_kind_and_ends_with_an_intact_ledger() {
     }
     assert!(Path::new(&dir.path().join("ledger.db")).exists());
 }
+
+#[test]
+fn the_dashboard_and_alerts_use_only_metrics_the_daemon_exports() {
+    let m = cosigner::metrics::Metrics::new().unwrap();
+    // Give every labelled family a child so that the registry renders its name.
+    m.decisions.with_label_values(&["approve", "r"]).inc();
+    m.submissions.with_label_values(&["approve", "ok"]).inc();
+    m.api_duration.with_label_values(&["pending"]).observe(0.1);
+    m.poll_runs.with_label_values(&["ok"]).inc();
+    m.collect_runs.with_label_values(&["main", "ok"]).inc();
+    m.window_used.with_label_values(&["r"]).set(0.1);
+    m.set_mode("normal");
+    let exported = m.render();
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("cosigner_") {
+                    assert!(
+                        exported.contains(word),
+                        "{} queries {word}, which the daemon does not export",
+                        panel["title"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    let alerts = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus-alerts.yml"),
+    )
+    .unwrap();
+    for word in alerts.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("cosigner_") {
+            assert!(
+                exported.contains(word),
+                "an alert uses {word}, which the daemon does not export"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 22, "{checked}");
+}
