@@ -4,13 +4,12 @@
 //!
 //! `cargo bench --bench idle` (set `COSIGNER_IDLE_SECS` to change the minute).
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MERCHANT: &str = "mer0test0vector0001";
+#[path = "support.rs"]
+mod support;
+use support::MERCHANT;
 
 /// (utime + stime in clock ticks, VmRSS in KiB) of `pid`.
 fn sample(pid: u32) -> (u64, u64) {
@@ -35,34 +34,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
     let bin = env!("CARGO_BIN_EXE_cosigner");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut sandbox = Command::new(bin)
-        .args([
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--merchant-no",
-            MERCHANT,
-            "--api-key",
-            "idle",
-            "--api-secret",
-            "idle-secret",
-            "--cert",
-        ])
-        .arg(fixtures.join("merchant-cert.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sandbox");
-    let mut line = String::new();
-    BufReader::new(sandbox.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let url = line.trim().trim_start_matches("listening on ").to_string();
-    let pfx = dir.path().join("key.pfx");
-    std::fs::copy(fixtures.join("keytool-aes.pfx"), &pfx).expect("copy");
-    std::fs::set_permissions(&pfx, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (mut sandbox, url) = support::spawn_sandbox("idle", "idle-secret");
+    support::key_copy(dir.path());
     std::fs::write(dir.path().join("policy.toml"), "default = \"hold\"\n").expect("policy");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")

@@ -6,10 +6,6 @@
 //!
 //! `cargo bench --bench throughput` (set `COSIGNER_BENCH_TXS` to change the count).
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +17,9 @@ use cosigner::poller::{Engine, PollSettings};
 use cosigner::signer::{KeySource, Signer};
 use secrecy::SecretString;
 
-const MERCHANT: &str = "mer0test0vector0001";
+#[path = "support.rs"]
+mod support;
+use support::MERCHANT;
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -39,11 +37,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let dir = tempfile::tempdir().expect("temp dir");
-    let pfx = dir.path().join("key.pfx");
-    std::fs::copy(fixtures.join("keytool-aes.pfx"), &pfx).expect("copy key");
-    std::fs::set_permissions(&pfx, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let pfx = support::key_copy(dir.path());
     let signer = Arc::new(
         Signer::load(&KeySource {
             pfx_file: pfx,
@@ -62,29 +57,7 @@ fn main() {
     }
     let rsa_per_sec = ops as f64 / t.elapsed().as_secs_f64();
 
-    let mut sandbox = Command::new(env!("CARGO_BIN_EXE_cosigner"))
-        .args([
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--merchant-no",
-            MERCHANT,
-            "--api-key",
-            "bench",
-            "--api-secret",
-            "bench-secret",
-            "--cert",
-        ])
-        .arg(fixtures.join("merchant-cert.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the sandbox");
-    let mut line = String::new();
-    BufReader::new(sandbox.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let url = line.trim().trim_start_matches("listening on ").to_string();
+    let (mut sandbox, url) = support::spawn_sandbox("bench", "bench-secret");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

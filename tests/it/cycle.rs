@@ -14,11 +14,6 @@ use secrecy::SecretString;
 
 use crate::support::*;
 
-const HOT: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
-const TREASURY: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
-const BAD: &str = "TBadBadBadBadBadBadBadBadBadBadBad1";
-const STRANGER: &str = "TStrangerStrangerStrangerStranger1";
-
 const POLICY: &str = r#"
 default = "hold"
 [lists]

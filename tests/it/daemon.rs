@@ -13,11 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-const HOT: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
-const TREASURY: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
-const BAD: &str = "TBadBadBadBadBadBadBadBadBadBadBad1";
-const STRANGER: &str = "TStrangerStrangerStrangerStranger1";
-
 const POLICY: &str = r#"
 default = "hold"
 [[rule]]

@@ -13,9 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-const HOT: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
-const TREASURY: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
-const STRANGER: &str = "TStrangerStrangerStrangerStranger1";
 const KEY: &str = "cos_test_operator_key_0001";
 
 const POLICY: &str = "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\n";

@@ -14,6 +14,15 @@ use cosigner::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+/// The hot wallet withdrawals come from.
+pub const HOT: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
+/// A treasury address the test policies allow.
+pub const TREASURY: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
+/// A blocked address the test policies reject.
+pub const BAD: &str = "TBadBadBadBadBadBadBadBadBadBadBad1";
+/// An address no rule mentions.
+pub const STRANGER: &str = "TStrangerStrangerStrangerStranger1";
+
 /// Merchant number of the test vectors.
 pub const MERCHANT: &str = "mer0test0vector0001";
 /// PKCS#12 password of the test vectors.
