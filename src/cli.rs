@@ -523,18 +523,23 @@ async fn check(a: CheckArgs) -> CmdResult {
         ),
         Err(e) => r.fail("key", e, false),
     }
-    match std::fs::metadata(&cfg.policy.file) {
-        Ok(m) if m.is_file() => r.ok("policy file", cfg.policy.file.display()),
-        Ok(_) => r.fail(
-            "policy file",
-            format!("{} is not a file", cfg.policy.file.display()),
-            false,
-        ),
-        Err(e) => r.fail(
-            "policy file",
-            format!("{}: {e}", cfg.policy.file.display()),
-            false,
-        ),
+    match policy::load(&cfg.policy.file) {
+        Ok(p) => {
+            r.ok(
+                "policy",
+                format!(
+                    "{} ({} rules, default {}, sha256 {})",
+                    cfg.policy.file.display(),
+                    p.rules.len(),
+                    p.default,
+                    &p.sha256[..12]
+                ),
+            );
+            for w in p.warnings() {
+                r.warn("policy", w);
+            }
+        }
+        Err(e) => r.fail("policy", e, false),
     }
     check_ledger_dir(&cfg.ledger.path, &mut r);
     r.ok("http.listen", cfg.http.listen);

@@ -740,7 +740,7 @@ impl Validator<'_> {
             return Err(self.err("http.max_requests_per_second", "must be at least 1"));
         }
         let level = raw.log.level.unwrap_or_else(|| "info".to_string());
-        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        if !valid_log_filter(&level) || tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(self.err(
                 "log.level",
                 format!("{level:?} is not a level (error, warn, info, debug, trace) or filter"),
@@ -778,6 +778,18 @@ impl Validator<'_> {
             },
         })
     }
+}
+
+/// A level, or comma-separated `target=level` directives. A bare word that is not a level is
+/// refused: tracing would read it as a target name and silently log nothing else.
+fn valid_log_filter(filter: &str) -> bool {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let is_level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    !filter.trim().is_empty()
+        && filter.split(',').all(|d| match d.rsplit_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && is_level(level),
+            None => is_level(d),
+        })
 }
 
 fn nonempty(s: Option<String>) -> Option<String> {
@@ -886,6 +898,22 @@ pfx_file = "merchant.pfx"
             .unwrap_err()
             .to_string();
         assert!(e.contains("api.api_secret"), "{e}");
+    }
+
+    #[test]
+    fn log_filters_are_levels_or_target_directives() {
+        for ok in [
+            "info",
+            "warn",
+            "cosigner=debug,info",
+            "cosigner::poller=trace",
+            "OFF",
+        ] {
+            assert!(valid_log_filter(ok), "{ok}");
+        }
+        for bad in ["infoo", "loud!!", "", "cosigner=loud", "=debug"] {
+            assert!(!valid_log_filter(bad), "{bad}");
+        }
     }
 
     #[test]

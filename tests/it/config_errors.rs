@@ -243,3 +243,22 @@ fn a_malformed_api_keys_file_names_the_file_and_line() {
         "{text}"
     );
 }
+
+#[test]
+fn check_validates_the_policy_and_warns_about_default_approve() {
+    let (d, cfg) = setup();
+    std::fs::write(d.path().join("policy.toml"), "default = \"approve\"\n").unwrap();
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(0), "allowed: {text}");
+    assert!(
+        text.contains("warn  policy: default = \"approve\""),
+        "{text}"
+    );
+    std::fs::write(d.path().join("policy.toml"), "default = \"maybe\"\n").unwrap();
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("FAIL  policy") && text.contains("default"),
+        "{text}"
+    );
+}

@@ -7,5 +7,6 @@ mod daemon;
 mod operator;
 mod policy;
 mod properties;
+mod reliability;
 mod signing;
 mod support;

@@ -236,3 +236,33 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts `cosigner sandbox` with a given API secret.
+pub fn spawn_sandbox_with_secret(secret: &str) -> SandboxProcess {
+    let mut child = bin()
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--merchant-no",
+            MERCHANT,
+            "--api-key",
+            API_KEY,
+        ])
+        .args(["--api-secret", secret, "--cert"])
+        .arg(fixture("merchant-cert.pem"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    SandboxProcess { child, url }
+}
