@@ -62,6 +62,12 @@ pub struct Faults {
     pub seed: u64,
     /// Paths the error and malformed rates apply to; every API path when empty.
     pub error_paths: Vec<String>,
+    /// Pad every pending page with a junk field of this many bytes (oversized bodies).
+    pub pad_bytes: usize,
+    /// Report this `total` whatever the list holds (a total that never ends).
+    pub total_override: Option<u64>,
+    /// Serve the first page for every page number (a page that repeats forever).
+    pub repeat_first_page: bool,
 }
 
 mod duration_text {
@@ -286,6 +292,12 @@ impl Sandbox {
         n
     }
 
+    /// Adds items served after the keyed ones without de-duplication by id (to serve a hostile
+    /// listing that repeats an id with other fields).
+    pub fn add_unkeyed<I: IntoIterator<Item = String>>(&self, items: I) {
+        self.lock().unkeyed.extend(items);
+    }
+
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: Faults) {
         let mut g = self.lock();
@@ -481,7 +493,9 @@ impl Sandbox {
         Ok(())
     }
 
-    fn pending_page(&self, body: &str) -> Result<serde_json::Value, Refusal> {
+    /// One page as JSON text, items byte for byte as stored (a `Value` would turn the number
+    /// token `12.50` into `12.5`).
+    fn pending_page(&self, body: &str) -> Result<String, Refusal> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Req {
@@ -508,13 +522,25 @@ impl Sandbox {
         if g.faults.shift_pages && r.page_num > 1 {
             start -= 1;
         }
-        let items: Vec<&RawValue> = all
+        if g.faults.repeat_first_page {
+            start = 0;
+        }
+        let items: Vec<&str> = all
             .iter()
             .skip(start)
             .take(r.page_size as usize)
-            .filter_map(|s| serde_json::from_str::<&RawValue>(s).ok())
+            .map(|s| s.as_str())
             .collect();
-        Ok(json!({ "total": all.len(), "list": items }))
+        let total = g.faults.total_override.unwrap_or(all.len() as u64);
+        let padding = if g.faults.pad_bytes > 0 {
+            format!(",\"padding\":\"{}\"", "x".repeat(g.faults.pad_bytes))
+        } else {
+            String::new()
+        };
+        Ok(format!(
+            "{{\"total\":{total},\"list\":[{}]{padding}}}",
+            items.join(",")
+        ))
     }
 
     fn approve(&self, body: &str) -> Result<(), Refusal> {
@@ -751,22 +777,23 @@ impl Sandbox {
             }
             None => {}
         }
+        let text = |v: serde_json::Value| Some(v.to_string());
         let result = self.authenticate(headers, body).and_then(|()| match path {
             api::PENDING => self.pending_page(body).map(Some),
             api::APPROVE => self.approve(body).map(|()| None),
             api::COLLECT => self.collect(body).map(|()| None),
-            api::RATE => rate(body).map(Some),
-            api::CREATE_ORDER => self.create_order(body).map(Some),
-            api::BATCH_SELL => self.batch_sell(body).map(Some),
+            api::RATE => rate(body).map(text),
+            api::CREATE_ORDER => self.create_order(body).map(text),
+            api::BATCH_SELL => self.batch_sell(body).map(text),
             _ => Err(refuse(StatusCode::NOT_FOUND, 404, "no such endpoint")),
         });
         match result {
             Ok(data) => {
-                let mut env = json!({"code": 200, "message": "Success"});
-                if let Some(d) = data {
-                    env["data"] = d;
-                }
-                axum::Json(env).into_response()
+                let env = match data {
+                    Some(d) => format!("{{\"code\":200,\"message\":\"Success\",\"data\":{d}}}"),
+                    None => r#"{"code":200,"message":"Success"}"#.to_string(),
+                };
+                (StatusCode::OK, [("Content-Type", "application/json")], env).into_response()
             }
             Err((status, code, reason)) => {
                 tracing::debug!(path, code, %reason, "sandbox refused a request");

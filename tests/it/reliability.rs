@@ -434,3 +434,417 @@ async fn canary_secrets_appear_in_no_log_metric_ledger_or_error_even_at_trace_le
         }
     }
 }
+
+mod adversarial {
+    //! A hostile or broken server: malformed, look-alike and contradictory pending items, and
+    //! listings that never end. Zero approvals outside the policy, zero crashes, every case
+    //! accounted for with a reason.
+
+    use std::sync::{Arc, Mutex};
+
+    use cosigner::client::Client;
+    use cosigner::ledger::Ledger;
+    use cosigner::policy::{self, Action};
+    use cosigner::poller::{Engine, PollSettings};
+    use cosigner::sandbox::{Faults, Scenario};
+    use cosigner::signer::{KeySource, Signer};
+    use secrecy::SecretString;
+    use serde_json::{Value, json};
+
+    use crate::support::*;
+
+    const EVM: &str = "0x8617E340B3D01FA5F11F306F4090FD50E238070D";
+
+    fn policy_text() -> String {
+        format!(
+            "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nchains = [\"195\", \"1\"]\n\
+             to = [\"{TREASURY}\", \"{EVM}\"]\nmax_amount = \"1000\"\n"
+        )
+    }
+
+    fn engine(dir: &std::path::Path, url: &str) -> Engine {
+        std::fs::write(dir.join("policy.toml"), policy_text()).unwrap();
+        Engine::new(
+            Arc::new(Client::new(client_config(url)).unwrap()),
+            Arc::new(
+                Signer::load(&KeySource {
+                    pfx_file: key_copy(dir, "keytool-aes.pfx"),
+                    password: SecretString::from(PFX_PASSWORD),
+                    allow_insecure_permissions: false,
+                })
+                .unwrap(),
+            ),
+            Arc::new(Mutex::new(Ledger::open(&dir.join("ledger.db")).unwrap())),
+            Arc::new(policy::load(&dir.join("policy.toml")).unwrap()),
+            PollSettings {
+                page_size: 20,
+                max_in_flight: 4,
+                dry_run: false,
+                max_pages: 50,
+            },
+            Arc::new(cosigner::metrics::Metrics::new().unwrap()),
+        )
+    }
+
+    fn tx(id: i64, fields: Value) -> Value {
+        let mut base = json!({"id": id, "fromAddress": HOT, "toAddress": TREASURY, "amount": "10", "chainId": "195"});
+        for (k, v) in fields.as_object().unwrap() {
+            if v == &json!("__remove__") {
+                base.as_object_mut().unwrap().remove(k);
+            } else {
+                base[k] = v.clone();
+            }
+        }
+        base
+    }
+
+    /// (id, item text, why it must not be approved). Items whose id is unusable carry `None`.
+    fn corpus() -> Vec<(Option<u64>, String, &'static str)> {
+        let lookalike = |f: &dyn Fn(&str) -> String| f(TREASURY);
+        let mut c: Vec<(Option<u64>, Value, &'static str)> = vec![
+            (Some(1), tx(1, json!({"amount": "-1"})), "negative amount"),
+            (Some(2), tx(2, json!({"amount": "-0"})), "negative zero"),
+            (Some(3), tx(3, json!({"amount": "1e3"})), "exponent string"),
+            (Some(5), tx(5, json!({"amount": "NaN"})), "NaN"),
+            (Some(6), tx(6, json!({"amount": "Infinity"})), "Infinity"),
+            (Some(7), tx(7, json!({"amount": ""})), "empty amount"),
+            (Some(8), tx(8, json!({"amount": "0x10"})), "hex amount"),
+            (Some(9), tx(9, json!({"amount": " 5"})), "padded amount"),
+            (
+                Some(10),
+                tx(10, json!({"amount": "5 "})),
+                "trailing space amount",
+            ),
+            (Some(11), tx(11, json!({"amount": "+5"})), "plus sign"),
+            (Some(12), tx(12, json!({"amount": "5.0.0"})), "two points"),
+            (
+                Some(13),
+                tx(13, json!({"amount": "9".repeat(100)})),
+                "huge amount",
+            ),
+            (
+                Some(14),
+                tx(14, json!({"amount": "1.0000000000000000000000000000001"})),
+                "over-precise amount",
+            ),
+            (Some(16), tx(16, json!({"amount": null})), "null amount"),
+            (Some(17), tx(17, json!({"amount": true})), "boolean amount"),
+            (Some(18), tx(18, json!({"amount": []})), "array amount"),
+            (Some(19), tx(19, json!({"amount": {}})), "object amount"),
+            (
+                Some(20),
+                tx(20, json!({"amount": "__remove__"})),
+                "missing amount",
+            ),
+            (
+                Some(22),
+                tx(22, json!({"toAddress": TREASURY.to_lowercase()})),
+                "case-changed Tron address",
+            ),
+            (
+                Some(23),
+                tx(23, json!({"toAddress": format!("{TREASURY} ")})),
+                "trailing space address",
+            ),
+            (
+                Some(24),
+                tx(24, json!({"toAddress": format!(" {TREASURY}")})),
+                "leading space address",
+            ),
+            (
+                Some(25),
+                tx(
+                    25,
+                    json!({"toAddress": lookalike(&|t| t.replace('o', "\u{043e}"))}),
+                ),
+                "Cyrillic look-alike",
+            ),
+            (
+                Some(26),
+                tx(
+                    26,
+                    json!({"toAddress": lookalike(&|t| format!("{}\u{200b}{}", &t[..5], &t[5..]))}),
+                ),
+                "zero-width space",
+            ),
+            (
+                Some(27),
+                tx(
+                    27,
+                    json!({"toAddress": lookalike(&|t| t.replacen('T', "\u{ff34}", 1))}),
+                ),
+                "fullwidth letter",
+            ),
+            (
+                Some(28),
+                tx(28, json!({"toAddress": format!("{TREASURY}\n")})),
+                "newline in address",
+            ),
+            (Some(29), tx(29, json!({"toAddress": ""})), "empty address"),
+            (Some(30), tx(30, json!({"toAddress": null})), "null address"),
+            (
+                Some(31),
+                tx(31, json!({"toAddress": 123})),
+                "numeric address",
+            ),
+            (
+                Some(32),
+                tx(32, json!({"toAddress": "__remove__"})),
+                "missing address",
+            ),
+            (
+                Some(33),
+                tx(33, json!({"fromAddress": "__remove__"})),
+                "missing source",
+            ),
+            (Some(34), tx(34, json!({"fromAddress": ""})), "empty source"),
+            (Some(35), tx(35, json!({"chainId": "56"})), "other chain"),
+            (
+                Some(36),
+                tx(36, json!({"chainId": 195})),
+                "numeric chain id",
+            ),
+            (Some(37), tx(37, json!({"chainId": ""})), "empty chain id"),
+            (Some(38), tx(38, json!({"chainId": null})), "null chain id"),
+            (
+                Some(48),
+                tx(
+                    48,
+                    json!({"toAddress": EVM.replacen("0x", "0X", 1), "chainId": "1"}),
+                ),
+                "0X prefix",
+            ),
+            (
+                Some(49),
+                tx(49, json!({"toAddress": format!("{EVM}0"), "chainId": "1"})),
+                "EVM address one digit too long",
+            ),
+            (
+                Some(50),
+                tx(50, json!({"amount": "1000.0000001"})),
+                "just over max_amount",
+            ),
+            (
+                Some(53),
+                tx(53, json!({"fromAddress": "T".repeat(300)})),
+                "text too long for the key",
+            ),
+            (
+                Some(54),
+                tx(54, json!({"amount": "\u{ff15}"})),
+                "fullwidth digit",
+            ),
+            (
+                Some(55),
+                tx(55, json!({"amount": "1,000"})),
+                "thousands separator",
+            ),
+            (
+                Some(56),
+                tx(56, json!({"toAddress": format!("{TREASURY}\u{0}")})),
+                "NUL in address",
+            ),
+            (
+                Some(57),
+                tx(
+                    57,
+                    json!({"toAddress": "0x8617E340B3D01FA5F11F306F4090FD50E238070D", "chainId": "56"}),
+                ),
+                "allow-listed EVM address on another chain",
+            ),
+        ];
+        c.push((None, json!({"id": "40", "fromAddress": HOT, "toAddress": TREASURY, "amount": "1", "chainId": "195"}), "string id"));
+        c.push((None, json!({"id": -5, "fromAddress": HOT, "toAddress": TREASURY, "amount": "1", "chainId": "195"}), "negative id"));
+        c.push((None, json!({"id": 41.0, "fromAddress": HOT, "toAddress": TREASURY, "amount": "1", "chainId": "195"}), "float id"));
+        c.push((None, json!({"id": 1e30, "fromAddress": HOT, "toAddress": TREASURY, "amount": "1", "chainId": "195"}), "huge id"));
+        c.push((
+            None,
+            json!({"fromAddress": HOT, "toAddress": TREASURY, "amount": "1", "chainId": "195"}),
+            "missing id",
+        ));
+        c.push((None, json!([1, 2, 3]), "array item"));
+        c.push((None, json!("just a string"), "string item"));
+        c.push((None, Value::Null, "null item"));
+        let mut items: Vec<(Option<u64>, String, &'static str)> = c
+            .into_iter()
+            .map(|(id, v, why)| (id, v.to_string(), why))
+            .collect();
+        // Number tokens whose text must be kept exactly (not round-tripped through a float).
+        items.push((
+            Some(4),
+            tx(4, json!({}))
+                .to_string()
+                .replace("\"amount\":\"10\"", "\"amount\":1e3"),
+            "exponent number token",
+        ));
+        items.push((
+            Some(15),
+            tx(15, json!({}))
+                .to_string()
+                .replace("\"amount\":\"10\"", "\"amount\":1.5e2"),
+            "exponent number token with point",
+        ));
+        items.push((
+            Some(21),
+            tx(21, json!({}))
+                .to_string()
+                .replace("\"amount\":\"10\"", "\"amount\":-3"),
+            "negative number token",
+        ));
+        items
+    }
+
+    #[tokio::test]
+    async fn a_malicious_pending_list_gets_zero_approvals_outside_the_policy_and_every_case_a_reason()
+     {
+        let corpus = corpus();
+        assert!(corpus.len() >= 50, "{}", corpus.len());
+        let controls = [
+            (100u64, tx(100, json!({"amount": "1000"})).to_string()),
+            (
+                101,
+                tx(
+                    101,
+                    json!({"toAddress": EVM.to_lowercase(), "chainId": "1", "amount": "0.5"}),
+                )
+                .to_string(),
+            ),
+            (
+                102,
+                tx(102, json!({}))
+                    .to_string()
+                    .replace("\"amount\":\"10\"", "\"amount\":12.50"),
+            ),
+        ];
+        let mut pending: Vec<String> = corpus.iter().map(|(_, s, _)| s.clone()).collect();
+        pending.extend(controls.iter().map(|(_, s)| s.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let sb = start_sandbox(Scenario {
+            pending,
+            faults: Faults::default(),
+        })
+        .await;
+        let e = engine(dir.path(), &sb.url);
+        let out = e.cycle_once().await.unwrap();
+        assert_eq!(out.malformed_items, 8, "{out:?}");
+
+        let approved: Vec<u64> = sb
+            .sandbox
+            .decisions()
+            .iter()
+            .filter(|d| d.status == 1)
+            .map(|d| d.id)
+            .collect();
+        let mut expected: Vec<u64> = controls.iter().map(|(id, _)| *id).collect();
+        expected.sort_unstable();
+        let mut got = approved.clone();
+        got.sort_unstable();
+        assert_eq!(
+            got, expected,
+            "only the well-formed, allow-listed controls are approved"
+        );
+        assert!(
+            sb.sandbox.decisions().iter().all(|d| d.status == 1),
+            "nothing malformed is rejected either"
+        );
+        let ledger = e.ledger.lock().unwrap();
+        for (id, _, why) in corpus.iter().filter(|(id, _, _)| id.is_some()) {
+            let h = ledger.history(id.unwrap()).unwrap();
+            assert_eq!(h.len(), 1, "{why}: one record");
+            assert_eq!(h[0].action, Action::Hold, "{why}: held");
+            assert!(!h[0].reason.is_empty(), "{why}: a reason");
+        }
+        // Number tokens are kept verbatim: 12.50 is signed as "12.50".
+        let ctl = ledger.history(102).unwrap();
+        assert!(
+            ctl[0]
+                .signed_text
+                .as_deref()
+                .unwrap()
+                .contains("\"value\":\"12.50\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_id_listed_twice_with_different_fields_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        // The sandbox keys its list by id, so the second item goes in unkeyed: the listing then
+        // shows id 7 twice, with different amounts.
+        let a = tx(7, json!({})).to_string();
+        let b = tx(7, json!({"amount": "999"}))
+            .to_string()
+            .replace("\"id\":7", "\"id\":7 ");
+        let sb = start_sandbox(Scenario {
+            pending: vec![a],
+            faults: Faults::default(),
+        })
+        .await;
+        sb.sandbox.add_unkeyed([b]);
+        let e = engine(dir.path(), &sb.url);
+        e.cycle_once().await.unwrap();
+        assert!(
+            sb.sandbox.decisions().is_empty(),
+            "{:?}",
+            sb.sandbox.decisions()
+        );
+        let h = e.ledger.lock().unwrap().history(7).unwrap();
+        assert_eq!(h[0].action, Action::Hold);
+        assert!(
+            h[0].reason.contains("twice with different fields"),
+            "{}",
+            h[0].reason
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_listings_end_the_cycle_safely() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = start_sandbox(Scenario {
+            pending: vec![tx(1, json!({})).to_string()],
+            faults: Faults::default(),
+        })
+        .await;
+        let e = engine(dir.path(), &sb.url);
+        // A 10 MB body: refused, nothing decided.
+        sb.sandbox.set_faults(Faults {
+            pad_bytes: 10 << 20,
+            ..Faults::default()
+        });
+        let err = e.cycle_once().await.unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        // Truncated JSON: refused.
+        sb.sandbox.set_faults(Faults {
+            malformed_rate: 1.0,
+            ..Faults::default()
+        });
+        assert!(e.cycle_once().await.is_err());
+        assert!(sb.sandbox.decisions().is_empty());
+        // A total that never ends: the listing stops at the first empty page.
+        sb.sandbox.set_faults(Faults {
+            total_override: Some(1_000_000_000_000),
+            ..Faults::default()
+        });
+        let out = e.cycle_once().await.unwrap();
+        assert_eq!((out.listed, out.pages), (1, 2));
+        // A page that repeats forever: stops when pages bring nothing new.
+        sb.sandbox
+            .add_pending((2..=60).map(|i| tx(i, json!({})).to_string()));
+        sb.sandbox.set_faults(Faults {
+            repeat_first_page: true,
+            total_override: Some(1_000_000),
+            ..Faults::default()
+        });
+        let out = e.cycle_once().await.unwrap();
+        assert!(out.pages <= 3, "{out:?}");
+        assert_eq!(sb.sandbox.stats().conflicts, 0);
+        assert!(
+            e.ledger
+                .lock()
+                .unwrap()
+                .verify()
+                .unwrap()
+                .problems
+                .is_empty()
+        );
+    }
+}
