@@ -437,6 +437,9 @@ impl Engine {
                     }
                 }
             };
+            if !seqs.is_empty() {
+                crate::failpoint::hit(crate::failpoint::AFTER_RECORD);
+            }
             for (d, seq) in batch.iter().zip(&seqs) {
                 self.note_decision(d, *seq, &mut out);
                 if d.action != Action::Hold
@@ -551,7 +554,9 @@ impl Engine {
                 // The kill switch was thrown after this approval was recorded: it waits.
                 return None;
             }
+            crate::failpoint::hit(crate::failpoint::BEFORE_REQUEST);
             let result = client.approve(&s.req).await;
+            crate::failpoint::hit(crate::failpoint::AFTER_REQUEST);
             let outcome = if result.is_ok() { "ok" } else { "error" };
             metrics.submissions.with_label_values(&["approve", outcome]).inc();
             Some(match result {

@@ -2,8 +2,10 @@
 
 mod client;
 mod config_errors;
+mod crash;
 mod cycle;
 mod daemon;
+mod network;
 mod operator;
 mod policy;
 mod properties;

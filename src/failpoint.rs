@@ -1,0 +1,35 @@
+//! Fail points for the crash suite: in debug builds (what the tests run), `COSIGNER_FAILPOINT`
+//! names a point (and optionally a probability, `after-record:0.3`) where the process aborts, as
+//! a power cut would stop it. Release builds compile every point to nothing.
+
+/// After decisions are durably recorded, before any of them is sent.
+pub const AFTER_RECORD: &str = "after-record";
+/// Right before an approve/reject request leaves.
+pub const BEFORE_REQUEST: &str = "before-request";
+/// After the server answered, before the outcome is recorded.
+pub const AFTER_REQUEST: &str = "after-request";
+
+/// Aborts the process here if `COSIGNER_FAILPOINT` says so (debug builds only).
+#[inline]
+pub fn hit(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        let Ok(spec) = std::env::var("COSIGNER_FAILPOINT") else {
+            return;
+        };
+        let (point, chance) = match spec.split_once(':') {
+            Some((p, c)) => (p, c.parse::<f64>().unwrap_or(1.0)),
+            None => (spec.as_str(), 1.0),
+        };
+        if point != name {
+            return;
+        }
+        let roll = (crate::client::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        if roll < chance {
+            eprintln!("fail point {name}: aborting");
+            std::process::abort();
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}

@@ -1,0 +1,166 @@
+//! Network faults between the daemon and the server: 5xx on a third of requests, malformed and
+//! oversized bodies, timeouts, connection resets, and the server gone for several cycles.
+//! Every transaction is eventually decided, no approval leaves without a ledger record, and
+//! staleness shows in /readyz and the metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use cosigner::config::{Config, Environment};
+use cosigner::daemon::{self, Options, Timings};
+use cosigner::ledger::Ledger;
+use cosigner::sandbox::{Faults, Scenario};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+/// A TCP proxy whose faults the test controls: `down` refuses every connection (the listening
+/// socket is closed), `reset_every` drops every Nth connection before forwarding a byte.
+struct Proxy {
+    addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    reset_every: Arc<AtomicU32>,
+}
+
+fn start_proxy(upstream: SocketAddr, stop: CancellationToken) -> Proxy {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    drop(std_listener);
+    let down = Arc::new(AtomicBool::new(false));
+    let reset_every = Arc::new(AtomicU32::new(0));
+    let (d, r) = (down.clone(), reset_every.clone());
+    tokio::spawn(async move {
+        let mut n = 0u32;
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            if d.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            let listener = TcpListener::bind(addr).await.unwrap();
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {
+                        if d.load(Ordering::SeqCst) {
+                            // Gone: close the socket and every connection through it.
+                            conns.abort_all();
+                            break;
+                        }
+                    }
+                    accepted = listener.accept() => {
+                        let Ok((mut client, _)) = accepted else { continue };
+                        n += 1;
+                        let every = r.load(Ordering::SeqCst);
+                        if every > 0 && n % every == 0 {
+                            let _ = client.set_linger(Some(Duration::ZERO));
+                            drop(client); // RST
+                            continue;
+                        }
+                        conns.spawn(async move {
+                            if let Ok(mut server) = TcpStream::connect(upstream).await {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    });
+    Proxy { addr, down, reset_every }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_every_network_fault_each_transaction_is_eventually_decided_and_recorded() {
+    let total: u64 = 60;
+    let sb = start_sandbox(Scenario { pending: vec![], faults: Faults::default() }).await;
+    let upstream: SocketAddr = sb.url.trim_start_matches("http://").parse().unwrap();
+    let stop_proxy = CancellationToken::new();
+    let proxy = start_proxy(upstream, stop_proxy.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_config(dir.path(), &format!("http://{}", proxy.addr));
+    std::fs::write(dir.path().join("policy.toml"), format!("default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n")).unwrap();
+    let text = std::fs::read_to_string(&cfg_path).unwrap().replace("timeout = \"5s\"", "timeout = \"400ms\"\nmax_retries = 1");
+    std::fs::write(&cfg_path, text).unwrap();
+    let cfg = Config::load_with(&cfg_path, &Environment::default()).unwrap();
+    let stop = CancellationToken::new();
+    let parts = daemon::build(&cfg, Options::default(), stop.clone()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let timings = Timings {
+        poll_interval: Duration::from_millis(150),
+        poll_jitter: Duration::ZERO,
+        collect_interval: Duration::from_secs(3600),
+        collect_jitter: Duration::ZERO,
+        shutdown_timeout: Duration::from_secs(5),
+    };
+    let task = tokio::spawn(daemon::run_with(parts, listener, timings, stop.clone(), CancellationToken::new()));
+    let feed = |from: u64, to: u64| sb.sandbox.add_pending((from..=to).map(|i| item(i, HOT, TREASURY, "1", "195")));
+    let decided = || sb.sandbox.decisions().len() as u64;
+    let metric = |name: &'static str| {
+        let base = base.clone();
+        async move {
+            let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+            m.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0)
+        }
+    };
+
+    // 5xx on a third of the requests, and some truncated bodies.
+    sb.sandbox.set_faults(Faults { error_rate: 0.33, malformed_rate: 0.05, seed: 3, ..Faults::default() });
+    feed(1, 15);
+    wait_until("15 decided through 5xx", Duration::from_secs(30), || async { decided() >= 15 }).await;
+
+    // Slow answers: every request times out for a while, then answers come back.
+    sb.sandbox.set_faults(Faults { latency: Duration::from_millis(600), ..Faults::default() });
+    feed(16, 25);
+    wait_until("timeouts counted", Duration::from_secs(15), || async { metric("cosigner_poll_runs_total{outcome=\"error\"}").await >= 3.0 }).await;
+    sb.sandbox.set_faults(Faults::default());
+    wait_until("25 decided after the timeouts", Duration::from_secs(30), || async { decided() >= 25 }).await;
+
+    // Oversized bodies: refused, then normal again.
+    sb.sandbox.set_faults(Faults { pad_bytes: 2 << 20, ..Faults::default() });
+    feed(26, 35);
+    let errors = metric("cosigner_poll_runs_total{outcome=\"error\"}").await;
+    wait_until("oversized pages refused", Duration::from_secs(15), || async { metric("cosigner_poll_runs_total{outcome=\"error\"}").await >= errors + 2.0 }).await;
+    assert!(decided() < 35 || decided() == 25, "nothing decided from an oversized page");
+    sb.sandbox.set_faults(Faults::default());
+    wait_until("35 decided", Duration::from_secs(30), || async { decided() >= 35 }).await;
+
+    // Connection resets on every third connection.
+    proxy.reset_every.store(3, Ordering::SeqCst);
+    feed(36, 45);
+    wait_until("45 decided through resets", Duration::from_secs(30), || async { decided() >= 45 }).await;
+    proxy.reset_every.store(0, Ordering::SeqCst);
+
+    // The server gone for several cycles: unready, then ready again and caught up.
+    wait_until("ready", Duration::from_secs(10), || async { reqwest::get(format!("{base}/readyz")).await.unwrap().status() == 200 }).await;
+    proxy.down.store(true, Ordering::SeqCst);
+    feed(46, total);
+    wait_until("unready while the server is gone", Duration::from_secs(15), || async {
+        reqwest::get(format!("{base}/readyz")).await.unwrap().status() == 503
+    })
+    .await;
+    let stale_for = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+        - metric("cosigner_last_successful_poll_timestamp_seconds").await;
+    assert!(stale_for >= 0.3, "staleness shows in the metrics: {stale_for}");
+    proxy.down.store(false, Ordering::SeqCst);
+    wait_until("every transaction decided", Duration::from_secs(30), || async { decided() == total }).await;
+    wait_until("ready again", Duration::from_secs(10), || async { reqwest::get(format!("{base}/readyz")).await.unwrap().status() == 200 }).await;
+
+    stop.cancel();
+    task.await.unwrap();
+    stop_proxy.cancel();
+    assert_eq!(sb.sandbox.stats().conflicts, 0);
+    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    for d in sb.sandbox.decisions() {
+        assert!(ledger.history(d.id).unwrap().iter().any(|r| r.data.as_deref() == Some(d.data.as_str())), "{} sent without a record", d.id);
+    }
+    assert!(ledger.verify().unwrap().problems.is_empty());
+}
