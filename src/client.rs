@@ -144,7 +144,7 @@ pub enum ClientError {
 
 fn hint_for(status: u16, body: &str) -> String {
     let hint = match status {
-        401 => " (check api.api_key and api.api_secret)",
+        401 => " (check api.api_key, api.api_secret, and that this host's clock is right)",
         403 => " (is this host's IP on the API key's allow-list?)",
         404 => " (check api.base_url)",
         429 => " (rate limited; lower api.max_requests_per_second)",

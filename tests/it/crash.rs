@@ -19,12 +19,21 @@ const BACKLOG: u64 = 100;
 const PER_RUN: u64 = 6;
 
 async fn sandbox_json(http: &reqwest::Client, url: &str, what: &str) -> Value {
-    http.get(format!("{url}/_sandbox/{what}")).send().await.unwrap().json().await.unwrap()
+    http.get(format!("{url}/_sandbox/{what}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_breaks_a_limit() {
-    let kills: usize = std::env::var("COSIGNER_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let kills: usize = std::env::var("COSIGNER_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let txs = BACKLOG + PER_RUN * kills as u64;
     // Three quarters of everything fits in the window; the rest must be held.
     let max_count = txs * 3 / 4;
@@ -32,11 +41,28 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
     let http = reqwest::Client::new();
     let items_between = |from: u64, to: u64| -> Vec<Value> {
         (from..=to)
-            .map(|i| serde_json::from_str(&item(i, HOT, TREASURY, &format!("{}.{}", i % 50 + 1, i % 10), "195")).unwrap())
+            .map(|i| {
+                serde_json::from_str(&item(
+                    i,
+                    HOT,
+                    TREASURY,
+                    &format!("{}.{}", i % 50 + 1, i % 10),
+                    "195",
+                ))
+                .unwrap()
+            })
             .collect()
     };
-    http.post(format!("{}/_sandbox/pending", sandbox.url)).json(&items_between(1, BACKLOG)).send().await.unwrap();
-    http.put(format!("{}/_sandbox/faults", sandbox.url)).body(r#"{"latency":"8ms"}"#).send().await.unwrap();
+    http.post(format!("{}/_sandbox/pending", sandbox.url))
+        .json(&items_between(1, BACKLOG))
+        .send()
+        .await
+        .unwrap();
+    http.put(format!("{}/_sandbox/faults", sandbox.url))
+        .body(r#"{"latency":"8ms"}"#)
+        .send()
+        .await
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
@@ -50,7 +76,11 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
     text.push_str("[http]\nlisten = \"127.0.0.1:0\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\npage_size = 20\n[collect]\nenabled = false\n[log]\nlevel = \"warn\"\n");
     std::fs::write(&cfg, text).unwrap();
 
-    let points = ["after-record:0.5", "before-request:0.05", "after-request:0.05"];
+    let points = [
+        "after-record:0.5",
+        "before-request:0.05",
+        "after-request:0.05",
+    ];
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let mut rand = move || {
         seed ^= seed << 13;
@@ -68,7 +98,10 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
             .await
             .unwrap();
         let mut cmd = bin();
-        cmd.args(["run", "--config"]).arg(&cfg).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        cmd.args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         if i % 2 == 0 {
             cmd.env("COSIGNER_FAILPOINT", points[(i / 2) % points.len()]);
         }
@@ -78,8 +111,12 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
             if child.try_wait().unwrap().is_some() {
                 let mut err = String::new();
                 std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-                let point = err.lines().find_map(|l| l.strip_prefix("fail point ")).and_then(|l| l.split(':').next());
-                let point = point.unwrap_or_else(|| panic!("run {i} exited without a fail point: {err}"));
+                let point = err
+                    .lines()
+                    .find_map(|l| l.strip_prefix("fail point "))
+                    .and_then(|l| l.split(':').next());
+                let point =
+                    point.unwrap_or_else(|| panic!("run {i} exited without a fail point: {err}"));
                 *fired.entry(point.to_string()).or_insert(0) += 1;
                 aborted += 1;
                 break;
@@ -93,13 +130,28 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let stats = sandbox_json(&http, &sandbox.url, "stats").await;
-        assert_eq!(stats["conflicts"], 0, "after run {i}: a transaction got a second, different decision: {stats}");
+        assert_eq!(
+            stats["conflicts"], 0,
+            "after run {i}: a transaction got a second, different decision: {stats}"
+        );
         let decisions = sandbox_json(&http, &sandbox.url, "decisions").await;
-        let approved = decisions.as_array().unwrap().iter().filter(|d| d["status"] == 1).count() as u64;
-        assert!(approved <= max_count, "after run {i}: {approved} approvals exceed the window limit {max_count}");
+        let approved = decisions
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["status"] == 1)
+            .count() as u64;
+        assert!(
+            approved <= max_count,
+            "after run {i}: {approved} approvals exceed the window limit {max_count}"
+        );
         let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
         let report = ledger.verify().unwrap();
-        assert!(report.problems.is_empty(), "after run {i}: {:?}", report.problems);
+        assert!(
+            report.problems.is_empty(),
+            "after run {i}: {:?}",
+            report.problems
+        );
         for d in decisions.as_array().unwrap() {
             let h = ledger.history(d["id"].as_u64().unwrap()).unwrap();
             assert!(
@@ -117,22 +169,53 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
     let out = run_bin(&["run", "--once", "--config", cfg.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", all_output(&out));
     let decisions = sandbox_json(&http, &sandbox.url, "decisions").await;
-    let approved: Vec<u64> = decisions.as_array().unwrap().iter().filter(|d| d["status"] == 1).map(|d| d["id"].as_u64().unwrap()).collect();
-    assert_eq!(approved.len() as u64, max_count, "exactly the window's worth approved");
-    assert!(decisions.as_array().unwrap().iter().all(|d| d["status"] == 1), "nothing rejected");
+    let approved: Vec<u64> = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == 1)
+        .map(|d| d["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        approved.len() as u64,
+        max_count,
+        "exactly the window's worth approved"
+    );
+    assert!(
+        decisions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] == 1),
+        "nothing rejected"
+    );
     let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     for id in 1..=txs {
         let h = ledger.history(id).unwrap();
-        let last = h.last().unwrap_or_else(|| panic!("transaction {id} never decided"));
+        let last = h
+            .last()
+            .unwrap_or_else(|| panic!("transaction {id} never decided"));
         if approved.contains(&id) {
             assert!(h.iter().any(|r| r.action == Action::Approve));
         } else {
             assert_eq!(last.action, Action::Hold, "transaction {id}");
-            assert!(last.reason.contains("window count"), "{id}: {}", last.reason);
+            assert!(
+                last.reason.contains("window count"),
+                "{id}: {}",
+                last.reason
+            );
         }
     }
-    let recorded_approvals = ledger.counts().unwrap().get("approve").copied().unwrap_or(0);
-    assert_eq!(recorded_approvals, max_count, "window totals equal the recorded approvals");
+    let recorded_approvals = ledger
+        .counts()
+        .unwrap()
+        .get("approve")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        recorded_approvals, max_count,
+        "window totals equal the recorded approvals"
+    );
     eprintln!(
         "crash suite: {kills} runs, {killed} SIGKILLs, {aborted} fail-point aborts {fired:?}, {} approvals of {txs}",
         approved.len()

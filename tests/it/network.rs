@@ -74,20 +74,30 @@ fn start_proxy(upstream: SocketAddr, stop: CancellationToken) -> Proxy {
             }
         }
     });
-    Proxy { addr, down, reset_every }
+    Proxy {
+        addr,
+        down,
+        reset_every,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_every_network_fault_each_transaction_is_eventually_decided_and_recorded() {
     let total: u64 = 60;
-    let sb = start_sandbox(Scenario { pending: vec![], faults: Faults::default() }).await;
+    let sb = start_sandbox(Scenario {
+        pending: vec![],
+        faults: Faults::default(),
+    })
+    .await;
     let upstream: SocketAddr = sb.url.trim_start_matches("http://").parse().unwrap();
     let stop_proxy = CancellationToken::new();
     let proxy = start_proxy(upstream, stop_proxy.clone());
     let dir = tempfile::tempdir().unwrap();
     let cfg_path = write_config(dir.path(), &format!("http://{}", proxy.addr));
     std::fs::write(dir.path().join("policy.toml"), format!("default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n")).unwrap();
-    let text = std::fs::read_to_string(&cfg_path).unwrap().replace("timeout = \"5s\"", "timeout = \"400ms\"\nmax_retries = 1");
+    let text = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("timeout = \"5s\"", "timeout = \"400ms\"\nmax_retries = 1");
     std::fs::write(&cfg_path, text).unwrap();
     let cfg = Config::load_with(&cfg_path, &Environment::default()).unwrap();
     let stop = CancellationToken::new();
@@ -101,58 +111,148 @@ async fn through_every_network_fault_each_transaction_is_eventually_decided_and_
         collect_jitter: Duration::ZERO,
         shutdown_timeout: Duration::from_secs(5),
     };
-    let task = tokio::spawn(daemon::run_with(parts, listener, timings, stop.clone(), CancellationToken::new()));
-    let feed = |from: u64, to: u64| sb.sandbox.add_pending((from..=to).map(|i| item(i, HOT, TREASURY, "1", "195")));
+    let task = tokio::spawn(daemon::run_with(
+        parts,
+        listener,
+        timings,
+        stop.clone(),
+        CancellationToken::new(),
+    ));
+    let feed = |from: u64, to: u64| {
+        sb.sandbox
+            .add_pending((from..=to).map(|i| item(i, HOT, TREASURY, "1", "195")))
+    };
     let decided = || sb.sandbox.decisions().len() as u64;
     let metric = |name: &'static str| {
         let base = base.clone();
         async move {
-            let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-            m.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0)
+            let m = reqwest::get(format!("{base}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            m.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
         }
     };
 
     // 5xx on a third of the requests, and some truncated bodies.
-    sb.sandbox.set_faults(Faults { error_rate: 0.33, malformed_rate: 0.05, seed: 3, ..Faults::default() });
+    sb.sandbox.set_faults(Faults {
+        error_rate: 0.33,
+        malformed_rate: 0.05,
+        seed: 3,
+        ..Faults::default()
+    });
     feed(1, 15);
-    wait_until("15 decided through 5xx", Duration::from_secs(30), || async { decided() >= 15 }).await;
+    wait_until(
+        "15 decided through 5xx",
+        Duration::from_secs(30),
+        || async { decided() >= 15 },
+    )
+    .await;
 
     // Slow answers: every request times out for a while, then answers come back.
-    sb.sandbox.set_faults(Faults { latency: Duration::from_millis(600), ..Faults::default() });
+    sb.sandbox.set_faults(Faults {
+        latency: Duration::from_millis(600),
+        ..Faults::default()
+    });
     feed(16, 25);
-    wait_until("timeouts counted", Duration::from_secs(15), || async { metric("cosigner_poll_runs_total{outcome=\"error\"}").await >= 3.0 }).await;
+    wait_until("timeouts counted", Duration::from_secs(15), || async {
+        metric("cosigner_poll_runs_total{outcome=\"error\"}").await >= 3.0
+    })
+    .await;
     sb.sandbox.set_faults(Faults::default());
-    wait_until("25 decided after the timeouts", Duration::from_secs(30), || async { decided() >= 25 }).await;
+    wait_until(
+        "25 decided after the timeouts",
+        Duration::from_secs(30),
+        || async { decided() >= 25 },
+    )
+    .await;
 
     // Oversized bodies: refused, then normal again.
-    sb.sandbox.set_faults(Faults { pad_bytes: 2 << 20, ..Faults::default() });
+    sb.sandbox.set_faults(Faults {
+        pad_bytes: 2 << 20,
+        ..Faults::default()
+    });
     feed(26, 35);
     let errors = metric("cosigner_poll_runs_total{outcome=\"error\"}").await;
-    wait_until("oversized pages refused", Duration::from_secs(15), || async { metric("cosigner_poll_runs_total{outcome=\"error\"}").await >= errors + 2.0 }).await;
-    assert!(decided() < 35 || decided() == 25, "nothing decided from an oversized page");
+    wait_until(
+        "oversized pages refused",
+        Duration::from_secs(15),
+        || async { metric("cosigner_poll_runs_total{outcome=\"error\"}").await >= errors + 2.0 },
+    )
+    .await;
+    assert!(
+        decided() < 35 || decided() == 25,
+        "nothing decided from an oversized page"
+    );
     sb.sandbox.set_faults(Faults::default());
-    wait_until("35 decided", Duration::from_secs(30), || async { decided() >= 35 }).await;
+    wait_until("35 decided", Duration::from_secs(30), || async {
+        decided() >= 35
+    })
+    .await;
 
     // Connection resets on every third connection.
     proxy.reset_every.store(3, Ordering::SeqCst);
     feed(36, 45);
-    wait_until("45 decided through resets", Duration::from_secs(30), || async { decided() >= 45 }).await;
+    wait_until(
+        "45 decided through resets",
+        Duration::from_secs(30),
+        || async { decided() >= 45 },
+    )
+    .await;
     proxy.reset_every.store(0, Ordering::SeqCst);
 
     // The server gone for several cycles: unready, then ready again and caught up.
-    wait_until("ready", Duration::from_secs(10), || async { reqwest::get(format!("{base}/readyz")).await.unwrap().status() == 200 }).await;
-    proxy.down.store(true, Ordering::SeqCst);
-    feed(46, total);
-    wait_until("unready while the server is gone", Duration::from_secs(15), || async {
-        reqwest::get(format!("{base}/readyz")).await.unwrap().status() == 503
+    wait_until("ready", Duration::from_secs(10), || async {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status()
+            == 200
     })
     .await;
-    let stale_for = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+    proxy.down.store(true, Ordering::SeqCst);
+    feed(46, total);
+    wait_until(
+        "unready while the server is gone",
+        Duration::from_secs(15),
+        || async {
+            reqwest::get(format!("{base}/readyz"))
+                .await
+                .unwrap()
+                .status()
+                == 503
+        },
+    )
+    .await;
+    let stale_for = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
         - metric("cosigner_last_successful_poll_timestamp_seconds").await;
-    assert!(stale_for >= 0.3, "staleness shows in the metrics: {stale_for}");
+    assert!(
+        stale_for >= 0.3,
+        "staleness shows in the metrics: {stale_for}"
+    );
     proxy.down.store(false, Ordering::SeqCst);
-    wait_until("every transaction decided", Duration::from_secs(30), || async { decided() == total }).await;
-    wait_until("ready again", Duration::from_secs(10), || async { reqwest::get(format!("{base}/readyz")).await.unwrap().status() == 200 }).await;
+    wait_until(
+        "every transaction decided",
+        Duration::from_secs(30),
+        || async { decided() == total },
+    )
+    .await;
+    wait_until("ready again", Duration::from_secs(10), || async {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
 
     stop.cancel();
     task.await.unwrap();
@@ -160,7 +260,15 @@ async fn through_every_network_fault_each_transaction_is_eventually_decided_and_
     assert_eq!(sb.sandbox.stats().conflicts, 0);
     let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     for d in sb.sandbox.decisions() {
-        assert!(ledger.history(d.id).unwrap().iter().any(|r| r.data.as_deref() == Some(d.data.as_str())), "{} sent without a record", d.id);
+        assert!(
+            ledger
+                .history(d.id)
+                .unwrap()
+                .iter()
+                .any(|r| r.data.as_deref() == Some(d.data.as_str())),
+            "{} sent without a record",
+            d.id
+        );
     }
     assert!(ledger.verify().unwrap().problems.is_empty());
 }

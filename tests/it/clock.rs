@@ -1,0 +1,128 @@
+//! The wall clock stepped backwards (libfaketime): no approvals until it passes the newest
+//! ledger record; rejections and holds go on. Needs the `faketime` program (Debian package
+//! `faketime`, which `.ci/run` installs); without it the test says so and passes only outside CI.
+
+use cosigner::ledger::Ledger;
+use cosigner::policy::Action;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn faketime_available() -> bool {
+    std::process::Command::new("faketime")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_newest_record() {
+    if !faketime_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install faketime (.ci/run does)"
+        );
+        eprintln!("skipped: the faketime program is not installed (apt-get install faketime)");
+        return;
+    }
+    // The sandbox tolerates the skew, as if its own clock were off too: the daemon's clock check
+    // is what is under test.
+    let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
+    let http = reqwest::Client::new();
+    let add = |ids: Vec<(u64, &'static str)>| {
+        let items: Vec<Value> = ids
+            .into_iter()
+            .map(|(i, to)| serde_json::from_str(&item(i, HOT, to, "1", "195")).unwrap())
+            .collect();
+        let http = http.clone();
+        let url = sandbox.url.clone();
+        async move {
+            http.post(format!("{url}/_sandbox/pending"))
+                .json(&items)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &sandbox.url);
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("default = \"hold\"\n[[rule]]\nname = \"bad\"\naction = \"reject\"\nto = [\"{BAD}\"]\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"24h\"\nmax_count = 100\n"),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap().to_string();
+    add(vec![(1, TREASURY)]).await;
+    assert!(
+        run_bin(&["run", "--once", "--config", &c])
+            .await
+            .status
+            .success()
+    );
+
+    // One hour in the past: the newest ledger record now lies in the future.
+    add(vec![(4, TREASURY), (5, BAD)]).await;
+    let out = tokio::task::spawn_blocking({
+        let c = c.clone();
+        move || {
+            std::process::Command::new("faketime")
+                .args([
+                    "-f",
+                    "-1h",
+                    env!("CARGO_BIN_EXE_cosigner"),
+                    "run",
+                    "--once",
+                    "--config",
+                    &c,
+                ])
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = all_output(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("clock is behind"), "the log says why: {text}");
+    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let h4 = ledger.history(4).unwrap();
+    assert_eq!(
+        (h4[0].action, h4[0].rule.as_str()),
+        (Action::Hold, "(clock)"),
+        "{:?}",
+        h4[0].reason
+    );
+    assert_eq!(
+        ledger.history(5).unwrap()[0].action,
+        Action::Reject,
+        "rejections go on"
+    );
+    drop(ledger);
+    let approved_before: Vec<Value> = http
+        .get(format!("{}/_sandbox/decisions", sandbox.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!approved_before.iter().any(|d| d["id"] == 4));
+
+    // The clock back to now: the held approval goes through.
+    let out = run_bin(&["run", "--once", "--config", &c]).await;
+    assert!(out.status.success(), "{}", all_output(&out));
+    let decided: Vec<Value> = http
+        .get(format!("{}/_sandbox/decisions", sandbox.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        decided.iter().any(|d| d["id"] == 4 && d["status"] == 1),
+        "{decided:?}"
+    );
+}
