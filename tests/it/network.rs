@@ -1,5 +1,6 @@
 //! Network faults between the daemon and the server: 5xx on a third of requests, malformed and
-//! oversized bodies, timeouts, connection resets, and the server gone for several cycles.
+//! oversized bodies, timeouts, connections cut mid-request, and the server gone for several
+//! cycles.
 //! Every transaction is eventually decided, no approval leaves without a ledger record, and
 //! staleness shows in /readyz and the metrics.
 
@@ -19,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::support::*;
 
 /// A TCP proxy whose faults the test controls: `down` refuses every connection (the listening
-/// socket is closed), `reset_every` drops every Nth connection before forwarding a byte.
+/// socket is closed, open connections cut), `reset_every` closes every Nth connection under the
+/// client before forwarding a byte.
 struct Proxy {
     addr: SocketAddr,
     down: Arc<AtomicBool>,
@@ -59,9 +61,9 @@ fn start_proxy(upstream: SocketAddr, stop: CancellationToken) -> Proxy {
                         let Ok((mut client, _)) = accepted else { continue };
                         n += 1;
                         let every = r.load(Ordering::SeqCst);
-                        if every > 0 && n % every == 0 {
-                            let _ = client.set_linger(Some(Duration::ZERO));
-                            drop(client); // RST
+                        if every > 0 && n.is_multiple_of(every) {
+                            // Closed under the client before a byte of the answer.
+                            drop(client);
                             continue;
                         }
                         conns.spawn(async move {
