@@ -2,15 +2,12 @@
 //! re-sent identically, window totals surviving restarts, dry runs, ledger failures, tampering.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use cosigner::client::Client;
 use cosigner::ledger::{Ledger, Status};
 use cosigner::policy::{self, Action};
 use cosigner::poller::{CycleError, Engine, PollSettings};
 use cosigner::sandbox::{Faults, Scenario};
-use cosigner::signer::{KeySource, Signer};
-use secrecy::SecretString;
 
 use crate::support::*;
 
@@ -32,32 +29,13 @@ max_count = 2
 "#;
 
 fn engine(dir: &Path, url: &str, policy_text: &str, dry_run: bool) -> Engine {
-    let ppath = dir.join("policy.toml");
-    std::fs::write(&ppath, policy_text).unwrap();
-    let pfx = dir.join("keytool-aes.pfx");
-    if !pfx.exists() {
-        key_copy(dir, "keytool-aes.pfx");
-    }
-    Engine::new(
-        Arc::new(Client::new(client_config(url)).unwrap()),
-        Arc::new(
-            Signer::load(&KeySource {
-                pfx_file: pfx,
-                password: SecretString::from(PFX_PASSWORD),
-                allow_insecure_permissions: false,
-            })
-            .unwrap(),
-        ),
-        Arc::new(Mutex::new(Ledger::open(&dir.join("ledger.db")).unwrap())),
-        Arc::new(policy::load(&ppath).unwrap()),
-        PollSettings {
-            page_size: 10,
-            max_in_flight: 4,
-            dry_run,
-            max_pages: 100,
-        },
-        Arc::new(cosigner::metrics::Metrics::new().unwrap()),
-    )
+    let settings = PollSettings {
+        page_size: 10,
+        max_in_flight: 4,
+        dry_run,
+        max_pages: 100,
+    };
+    engine_for(dir, url, policy_text, settings)
 }
 
 fn scenario(items: Vec<String>) -> Scenario {

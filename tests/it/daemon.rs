@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use cosigner::config::{Config, Environment};
-use cosigner::daemon::{self, Options, Timings, periodic};
+use cosigner::daemon::{Timings, periodic};
 use cosigner::ledger::Ledger;
 use cosigner::sandbox::{Faults, Scenario};
 use tokio_util::sync::CancellationToken;
@@ -98,34 +97,13 @@ async fn start_daemon_on(sb: RunningSandbox, timings: Timings, extra_config: &st
     let mut text = std::fs::read_to_string(&cfg_path).unwrap();
     text.push_str(extra_config);
     std::fs::write(&cfg_path, text).unwrap();
-    let cfg = Config::load_with(&cfg_path, &Environment::default()).unwrap();
-    let stop = CancellationToken::new();
-    let parts = daemon::build(&cfg, Options::default(), stop.clone()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(daemon::run_with(
-        parts,
-        listener,
-        timings,
-        stop.clone(),
-        CancellationToken::new(),
-    ));
+    let d = run_daemon(&cfg_path, timings).await;
     Running {
         sandbox: sb,
-        metrics_url,
-        stop,
-        task,
+        metrics_url: d.base,
+        stop: d.stop,
+        task: d.task,
         _dir: dir,
-    }
-}
-
-fn timings(poll_ms: u64, collect_ms: u64) -> Timings {
-    Timings {
-        poll_interval: Duration::from_millis(poll_ms),
-        poll_jitter: Duration::ZERO,
-        collect_interval: Duration::from_millis(collect_ms),
-        collect_jitter: Duration::ZERO,
-        shutdown_timeout: Duration::from_secs(5),
     }
 }
 
@@ -318,18 +296,8 @@ async fn readyz_turns_unready_when_the_sandbox_goes_away_and_ready_when_it_retur
     let port = sandbox.url.rsplit(':').next().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let cfg_path = write_config(dir.path(), &sandbox.url);
-    let cfg = Config::load_with(&cfg_path, &Environment::default()).unwrap();
-    let stop = CancellationToken::new();
-    let parts = daemon::build(&cfg, Options::default(), stop.clone()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(daemon::run_with(
-        parts,
-        listener,
-        timings(100, 3_600_000),
-        stop.clone(),
-        CancellationToken::new(),
-    ));
+    let d = run_daemon(&cfg_path, timings(100, 3_600_000)).await;
+    let base = d.base.clone();
     let url = format!("{base}/readyz");
     let (code, body) = get(&url).await;
     assert!(
@@ -361,8 +329,7 @@ async fn readyz_turns_unready_when_the_sandbox_goes_away_and_ready_when_it_retur
         get(&url).await.0 == 200
     })
     .await;
-    stop.cancel();
-    task.await.unwrap();
+    d.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use cosigner::config::{Config, Environment};
-use cosigner::daemon::{self, Options, Timings};
 use cosigner::ledger::Ledger;
 use cosigner::sandbox::{Faults, Scenario};
 use tokio::net::{TcpListener, TcpStream};
@@ -101,25 +99,8 @@ async fn through_every_network_fault_each_transaction_is_eventually_decided_and_
         .unwrap()
         .replace("timeout = \"5s\"", "timeout = \"400ms\"\nmax_retries = 1");
     std::fs::write(&cfg_path, text).unwrap();
-    let cfg = Config::load_with(&cfg_path, &Environment::default()).unwrap();
-    let stop = CancellationToken::new();
-    let parts = daemon::build(&cfg, Options::default(), stop.clone()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let timings = Timings {
-        poll_interval: Duration::from_millis(150),
-        poll_jitter: Duration::ZERO,
-        collect_interval: Duration::from_secs(3600),
-        collect_jitter: Duration::ZERO,
-        shutdown_timeout: Duration::from_secs(5),
-    };
-    let task = tokio::spawn(daemon::run_with(
-        parts,
-        listener,
-        timings,
-        stop.clone(),
-        CancellationToken::new(),
-    ));
+    let d = run_daemon(&cfg_path, timings(150, 3_600_000)).await;
+    let base = d.base.clone();
     let feed = |from: u64, to: u64| {
         sb.sandbox
             .add_pending((from..=to).map(|i| item(i, HOT, TREASURY, "1", "195")))
@@ -256,8 +237,7 @@ async fn through_every_network_fault_each_transaction_is_eventually_decided_and_
     })
     .await;
 
-    stop.cancel();
-    task.await.unwrap();
+    d.shutdown().await;
     stop_proxy.cancel();
     assert_eq!(sb.sandbox.stats().conflicts, 0);
     let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();

@@ -5,8 +5,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use cosigner::client::sign::{self, SignOrder};
-use cosigner::config::{Config, Environment};
-use cosigner::daemon::{self, Options, Timings};
 use cosigner::sandbox::{Faults, Scenario};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -78,25 +76,8 @@ fn setup_dir(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
 
 async fn start(sandbox: RunningSandbox, dir: tempfile::TempDir, extra: &str) -> Daemon {
     let cfg_path = setup_dir(dir.path(), &sandbox.url, extra);
-    let cfg = Config::load_with(&cfg_path, &Environment::default()).unwrap();
-    let stop = CancellationToken::new();
-    let parts = daemon::build(&cfg, Options::default(), stop.clone()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let timings = Timings {
-        poll_interval: Duration::from_millis(100),
-        poll_jitter: Duration::ZERO,
-        collect_interval: Duration::from_secs(3600),
-        collect_jitter: Duration::ZERO,
-        shutdown_timeout: Duration::from_secs(5),
-    };
-    let task = tokio::spawn(daemon::run_with(
-        parts,
-        listener,
-        timings,
-        stop.clone(),
-        CancellationToken::new(),
-    ));
+    let d = run_daemon(&cfg_path, timings(100, 3_600_000)).await;
+    let (base, stop, task) = (d.base, d.stop, d.task);
     Daemon {
         sandbox,
         base,
@@ -188,25 +169,12 @@ async fn the_operator_api_is_rate_limited() {
             "max_requests_per_second = 2",
         );
     std::fs::write(dir.path().join("cosigner.toml"), &text).unwrap();
-    let cfg =
-        Config::load_with(&dir.path().join("cosigner.toml"), &Environment::default()).unwrap();
-    let stop = CancellationToken::new();
-    let parts = daemon::build(&cfg, Options::default(), stop.clone()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(daemon::run_with(
-        parts,
-        listener,
-        Timings {
-            poll_interval: Duration::from_secs(3600),
-            poll_jitter: Duration::ZERO,
-            collect_interval: Duration::from_secs(3600),
-            collect_jitter: Duration::ZERO,
-            shutdown_timeout: Duration::from_secs(1),
-        },
-        stop.clone(),
-        CancellationToken::new(),
-    ));
+    let d = run_daemon(
+        &dir.path().join("cosigner.toml"),
+        timings(3_600_000, 3_600_000),
+    )
+    .await;
+    let base = d.base.clone();
     let http = reqwest::Client::new();
     let mut codes = Vec::new();
     for _ in 0..4 {
@@ -224,8 +192,7 @@ async fn the_operator_api_is_rate_limited() {
     }
     assert_eq!(&codes[..2], &[200, 200]);
     assert!(codes[2..].contains(&429), "{codes:?}");
-    stop.cancel();
-    task.await.unwrap();
+    d.shutdown().await;
     drop(sb);
 }
 

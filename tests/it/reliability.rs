@@ -440,15 +440,10 @@ mod adversarial {
     //! listings that never end. Zero approvals outside the policy, zero crashes, every case
     //! accounted for with a reason.
 
-    use std::sync::{Arc, Mutex};
-
-    use cosigner::client::Client;
-    use cosigner::ledger::Ledger;
-    use cosigner::policy::{self, Action};
+    use cosigner::policy::Action;
     use cosigner::poller::{Engine, PollSettings};
     use cosigner::sandbox::{Faults, Scenario};
-    use cosigner::signer::{KeySource, Signer};
-    use secrecy::SecretString;
+
     use serde_json::{Value, json};
 
     use crate::support::*;
@@ -463,27 +458,13 @@ mod adversarial {
     }
 
     fn engine(dir: &std::path::Path, url: &str) -> Engine {
-        std::fs::write(dir.join("policy.toml"), policy_text()).unwrap();
-        Engine::new(
-            Arc::new(Client::new(client_config(url)).unwrap()),
-            Arc::new(
-                Signer::load(&KeySource {
-                    pfx_file: key_copy(dir, "keytool-aes.pfx"),
-                    password: SecretString::from(PFX_PASSWORD),
-                    allow_insecure_permissions: false,
-                })
-                .unwrap(),
-            ),
-            Arc::new(Mutex::new(Ledger::open(&dir.join("ledger.db")).unwrap())),
-            Arc::new(policy::load(&dir.join("policy.toml")).unwrap()),
-            PollSettings {
-                page_size: 20,
-                max_in_flight: 4,
-                dry_run: false,
-                max_pages: 50,
-            },
-            Arc::new(cosigner::metrics::Metrics::new().unwrap()),
-        )
+        let settings = PollSettings {
+            page_size: 20,
+            max_in_flight: 4,
+            dry_run: false,
+            max_pages: 50,
+        };
+        engine_for(dir, url, &policy_text(), settings)
     }
 
     fn tx(id: i64, fields: Value) -> Value {

@@ -266,3 +266,85 @@ pub fn spawn_sandbox_with_secret(secret: &str) -> SandboxProcess {
         .to_string();
     SandboxProcess { child, url }
 }
+
+/// Short, jitter-free timings for in-process daemons.
+pub fn timings(poll_ms: u64, collect_ms: u64) -> cosigner::daemon::Timings {
+    cosigner::daemon::Timings {
+        poll_interval: Duration::from_millis(poll_ms),
+        poll_jitter: Duration::ZERO,
+        collect_interval: Duration::from_millis(collect_ms),
+        collect_jitter: Duration::ZERO,
+        shutdown_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A daemon running in this process on a free loopback port.
+pub struct InProcessDaemon {
+    /// `http://127.0.0.1:PORT` of its listener.
+    pub base: String,
+    /// Cancel to stop it.
+    pub stop: CancellationToken,
+    /// Its task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessDaemon {
+    /// Stops it and waits for it to finish.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+/// Loads `cfg_path` and runs the daemon it describes with `timings`.
+pub async fn run_daemon(cfg_path: &Path, timings: cosigner::daemon::Timings) -> InProcessDaemon {
+    let cfg =
+        cosigner::config::Config::load_with(cfg_path, &cosigner::config::Environment::default())
+            .unwrap();
+    let stop = CancellationToken::new();
+    let parts =
+        cosigner::daemon::build(&cfg, cosigner::daemon::Options::default(), stop.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(cosigner::daemon::run_with(
+        parts,
+        listener,
+        timings,
+        stop.clone(),
+        CancellationToken::new(),
+    ));
+    InProcessDaemon { base, stop, task }
+}
+
+/// An engine over `dir` (key, policy written from `policy_text`, ledger) talking to `url`.
+pub fn engine_for(
+    dir: &Path,
+    url: &str,
+    policy_text: &str,
+    settings: cosigner::poller::PollSettings,
+) -> cosigner::poller::Engine {
+    use std::sync::{Arc, Mutex};
+    let ppath = dir.join("policy.toml");
+    std::fs::write(&ppath, policy_text).unwrap();
+    let pfx = dir.join("keytool-aes.pfx");
+    if !pfx.exists() {
+        key_copy(dir, "keytool-aes.pfx");
+    }
+    cosigner::poller::Engine::new(
+        Arc::new(cosigner::client::Client::new(client_config(url)).unwrap()),
+        Arc::new(
+            cosigner::signer::Signer::load(&cosigner::signer::KeySource {
+                pfx_file: pfx,
+                password: SecretString::from(PFX_PASSWORD),
+                allow_insecure_permissions: false,
+            })
+            .unwrap(),
+        ),
+        Arc::new(Mutex::new(
+            cosigner::ledger::Ledger::open(&dir.join("ledger.db")).unwrap(),
+        )),
+        Arc::new(cosigner::policy::load(&ppath).unwrap()),
+        settings,
+        Arc::new(cosigner::metrics::Metrics::new().unwrap()),
+    )
+}
