@@ -240,7 +240,11 @@ pub async fn run(
 ) -> Result<Summary, DemoError> {
     let dir = match &opts.dir {
         Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("cosigner-demo-{}", std::process::id())),
+        None => std::env::temp_dir().join(format!(
+            "cosigner-demo-{}-{}",
+            crate::ledger::now_ms(),
+            std::process::id()
+        )),
     };
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let (pfx, cert) = make_key(&dir)?;
