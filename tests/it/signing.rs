@@ -150,3 +150,33 @@ fn data_made_by_the_signer_is_recovered_with_the_certificate() {
         "{debug}"
     );
 }
+
+#[test]
+fn sign_command_takes_the_key_from_a_configuration_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "http://127.0.0.1:9");
+    let v = vectors();
+    let case = &v["signing"][3];
+    let out = bin()
+        .args(["sign", "--config"])
+        .arg(&cfg)
+        .arg(case["message"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim_end(),
+        case["data"].as_str().unwrap()
+    );
+    let out = bin()
+        .args(["sign", "--config"])
+        .arg(&cfg)
+        .args(["--pfx", "x.pfx", "t"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--config and --pfx together are bad usage"
+    );
+}
