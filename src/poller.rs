@@ -700,18 +700,8 @@ impl Engine {
                     chain_id: tx.chain_id.as_deref().unwrap_or_default(),
                     verdict,
                 });
-                match self.signer.sign(&text) {
-                    Ok(data) => {
-                        d.signed_text = Some(text);
-                        d.data = Some(data);
-                    }
-                    Err(e) => {
-                        d.action = Action::Hold;
-                        d.amount = None;
-                        d.rule = RULE_MALFORMED.into();
-                        d.reason = format!("cannot sign: {e}");
-                    }
-                }
+                // Signed below, the whole page at once.
+                d.signed_text = Some(text);
             }
             if d.action == Action::Hold {
                 out.held += 1;
@@ -731,7 +721,72 @@ impl Engine {
             }
             batch.push(d);
         }
+        drop(ledger);
+        self.sign_page(&mut batch, out);
         Ok((batch, sends))
+    }
+
+    /// Signs every approve/reject of a page, spread over the cores (each signature is one RSA
+    /// private-key operation, the cycle's dominant cost). A text that cannot be signed turns its
+    /// decision into a hold; the approval it may have added to the window stays counted, which
+    /// over-counts (safe) rather than under-counts.
+    fn sign_page(&self, batch: &mut [NewDecision], out: &mut CycleOutcome) {
+        let todo: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch[i].signed_text.is_some() && batch[i].data.is_none())
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(todo.len().div_ceil(8))
+            .max(1);
+        let texts: Vec<&str> = todo
+            .iter()
+            .map(|&i| batch[i].signed_text.as_deref().unwrap_or_default())
+            .collect();
+        let signer = &self.signer;
+        let results: Vec<Result<String, crate::signer::SignerError>> = if threads == 1 {
+            texts.iter().map(|t| signer.sign(t)).collect()
+        } else {
+            let per = texts.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = texts
+                    .chunks(per)
+                    .map(|chunk| {
+                        let h = scope.spawn(move || {
+                            chunk.iter().map(|t| signer.sign(t)).collect::<Vec<_>>()
+                        });
+                        (chunk.len(), h)
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|(len, h)| {
+                        // A thread that stopped signs nothing: its decisions become holds below.
+                        h.join().unwrap_or_else(|_| {
+                            (0..len)
+                                .map(|_| Err(crate::signer::SignerError::Interrupted))
+                                .collect()
+                        })
+                    })
+                    .collect()
+            })
+        };
+        for (&i, result) in todo.iter().zip(results) {
+            let d = &mut batch[i];
+            match result {
+                Ok(data) => d.data = Some(data),
+                Err(e) => {
+                    d.action = Action::Hold;
+                    d.amount = None;
+                    d.signed_text = None;
+                    d.rule = RULE_MALFORMED.into();
+                    d.reason = format!("cannot sign: {e}");
+                    out.held += 1;
+                }
+            }
+        }
     }
 }
 

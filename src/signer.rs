@@ -64,6 +64,9 @@ pub enum SignerError {
     /// The text does not fit in one RSA block.
     #[error("text to sign is {len} bytes; this {bits}-bit key signs at most {max} bytes")]
     TextTooLong { len: usize, max: usize, bits: u32 },
+    /// The thread signing this text stopped before it finished.
+    #[error("the signing thread stopped unexpectedly")]
+    Interrupted,
     /// OpenSSL failed for a reason other than the above.
     #[error("OpenSSL error: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
