@@ -695,13 +695,7 @@ fn sign(a: SignArgs) -> CmdResult {
 }
 
 fn read_password(path: &Path) -> Result<SecretString, Failure> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read password file {}", path.display()))
-        .map_err(Failure::usage)?;
-    let t = text.strip_suffix('\n').unwrap_or(&text);
-    Ok(SecretString::from(
-        t.strip_suffix('\r').unwrap_or(t).to_owned(),
-    ))
+    config::read_secret_file(path).map_err(|m| Failure::usage(anyhow::anyhow!(m)))
 }
 
 async fn pending(a: PendingArgs) -> CmdResult {
@@ -1171,8 +1165,7 @@ async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
     let cfg = a.config.load()?;
     match Ledger::open(&cfg.ledger.path) {
         Ok(mut ledger) => {
-            let detail =
-                serde_json::json!({"mode": mode.as_str(), "by": "cosigner cli"}).to_string();
+            let detail = mode.event_detail("cosigner cli");
             ledger
                 .record_event("mode", &detail)
                 .map_err(Failure::runtime)?;

@@ -515,14 +515,7 @@ impl Validator<'_> {
     }
 
     fn read_secret_file(&self, key: &'static str, p: &Path) -> Result<SecretString, ConfigError> {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| self.err(key, format!("cannot read {}: {e}", p.display())))?;
-        let trimmed = text.strip_suffix('\n').unwrap_or(&text);
-        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
-        if trimmed.is_empty() {
-            return Err(self.err(key, format!("{} is empty", p.display())));
-        }
-        Ok(SecretString::from(trimmed.to_owned()))
+        read_secret_file(p).map_err(|m| self.err(key, m))
     }
 
     fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
@@ -790,6 +783,20 @@ fn valid_log_filter(filter: &str) -> bool {
             Some((target, level)) => !target.trim().is_empty() && is_level(level),
             None => is_level(d),
         })
+}
+
+/// Reads a file holding one secret (an API secret, a PKCS#12 password, an API key). One trailing
+/// newline is dropped, as `echo` and systemd credentials leave one; an empty file is an error.
+/// The error names the file, never its content.
+pub fn read_secret_file(path: &Path) -> Result<SecretString, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
 }
 
 fn nonempty(s: Option<String>) -> Option<String> {

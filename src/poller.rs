@@ -118,6 +118,12 @@ impl Mode {
         }
     }
 
+    /// The ledger event that records this mode being put in force by `by`; read back by
+    /// [`Engine::restore_mode`].
+    pub fn event_detail(self, by: &str) -> String {
+        serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
+    }
+
     fn to_u8(self) -> u8 {
         match self {
             Mode::Normal => 0,
@@ -269,8 +275,8 @@ impl Engine {
     /// Records `mode` in the ledger, then puts it in force at once (for the page being decided
     /// and every approval not yet sent).
     pub fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), LedgerError> {
-        let detail = serde_json::json!({"mode": mode.as_str(), "by": actor}).to_string();
-        self.ledger().record_event("mode", &detail)?;
+        self.ledger()
+            .record_event("mode", &mode.event_detail(actor))?;
         self.mode.store(mode.to_u8(), Ordering::SeqCst);
         self.metrics.set_mode(mode.as_str());
         warn!(mode = mode.as_str(), by = actor, "kill-switch mode changed");

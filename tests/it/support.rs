@@ -191,6 +191,15 @@ impl Drop for SandboxProcess {
 /// Starts `cosigner sandbox` (on port 0 unless `extra` has `--listen`) and waits for its
 /// `listening on` line.
 pub fn spawn_sandbox(extra: &[&str]) -> SandboxProcess {
+    spawn_sandbox_with(API_SECRET, extra)
+}
+
+/// Starts `cosigner sandbox` with a given API secret.
+pub fn spawn_sandbox_with_secret(secret: &str) -> SandboxProcess {
+    spawn_sandbox_with(secret, &[])
+}
+
+fn spawn_sandbox_with(secret: &str, extra: &[&str]) -> SandboxProcess {
     let listen: &[&str] = if extra.contains(&"--listen") {
         &[]
     } else {
@@ -200,7 +209,7 @@ pub fn spawn_sandbox(extra: &[&str]) -> SandboxProcess {
         .arg("sandbox")
         .args(listen)
         .args(["--merchant-no", MERCHANT, "--api-key", API_KEY])
-        .args(["--api-secret", API_SECRET, "--cert"])
+        .args(["--api-secret", secret, "--cert"])
         .arg(fixture("merchant-cert.pem"))
         .args(extra)
         .stdout(Stdio::piped())
@@ -235,36 +244,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Starts `cosigner sandbox` with a given API secret.
-pub fn spawn_sandbox_with_secret(secret: &str) -> SandboxProcess {
-    let mut child = bin()
-        .args([
-            "sandbox",
-            "--listen",
-            "127.0.0.1:0",
-            "--merchant-no",
-            MERCHANT,
-            "--api-key",
-            API_KEY,
-        ])
-        .args(["--api-secret", secret, "--cert"])
-        .arg(fixture("merchant-cert.pem"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
-    SandboxProcess { child, url }
 }
 
 /// Short, jitter-free timings for in-process daemons.
