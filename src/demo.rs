@@ -33,7 +33,7 @@ const TREASURY_TRON: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
 const TREASURY_EVM: &str = "0x8617E340B3D01FA5F11F306F4090FD50E238070D";
 const EXCHANGE_TRON: &str = "TNXoiAJ3dct8Fjg4M9fkLFh9S2v9TXc32G";
 const EXCHANGE_EVM: &str = "0x28C6c06298d514Db089934071355E5743bf21d60";
-const BLOCKED: &str = "TBadBadBadBadBadBadBadBadBadBadBad1";
+const BLOCKED: &str = "TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7";
 const STRANGER: &str = "TJRabPrwbZy45sbavfcjinPJC18kjpRTv8";
 
 const POLICY: &str = r#"# The demo merchant's policy.
@@ -42,7 +42,7 @@ default = "hold"
 [lists]
 treasury = ["TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV", "0x8617E340B3D01FA5F11F306F4090FD50E238070D"]
 exchanges = ["TNXoiAJ3dct8Fjg4M9fkLFh9S2v9TXc32G", "0x28C6c06298d514Db089934071355E5743bf21d60"]
-blocked = ["TBadBadBadBadBadBadBadBadBadBadBad1", "0x000000000000000000000000000000000000dEaD"]
+blocked = ["TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7", "0x000000000000000000000000000000000000dEaD"]
 
 [[rule]]
 name = "blocked destinations"

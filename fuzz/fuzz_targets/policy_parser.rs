@@ -7,6 +7,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = cosigner::policy::parse(text, std::path::Path::new("fuzz.toml"), &|_| {
-        Ok("TBadBadBadBadBadBadBadBadBadBadBad1\n".to_string())
+        Ok("TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7\n".to_string())
     });
 });

@@ -18,7 +18,7 @@ treasury = ["TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV"]
 [[rule]]
 name = "blocked"
 action = "reject"
-to = ["TBadBadBadBadBadBadBadBadBadBadBad1"]
+to = ["TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7"]
 [[rule]]
 name = "treasury"
 action = "approve"

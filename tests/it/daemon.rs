@@ -17,7 +17,7 @@ default = "hold"
 [[rule]]
 name = "blocked"
 action = "reject"
-to = ["TBadBadBadBadBadBadBadBadBadBadBad1"]
+to = ["TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7"]
 [[rule]]
 name = "treasury"
 action = "approve"

@@ -9,14 +9,14 @@ use rust_decimal::Decimal;
 const TREASURY_TRON: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
 const TREASURY_EVM: &str = "0x8617E340B3D01FA5F11F306F4090FD50E238070D";
 const HOT: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
-const BAD: &str = "TBadBadBadBadBadBadBadBadBadBadBad1";
+const BAD: &str = "TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7";
 
 pub const EXAMPLE: &str = r#"
 default = "hold"
 
 [lists]
 treasury = ["TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV", "0x8617E340B3D01FA5F11F306F4090FD50E238070D"]
-blocked = ["TBadBadBadBadBadBadBadBadBadBadBad1"]
+blocked = ["TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7"]
 
 [[rule]]
 name = "blocked destinations"
@@ -368,7 +368,7 @@ fn list_files_are_read_relative_to_the_policy_and_change_its_hash() {
     std::fs::write(&p, "[lists]\nblocked = { file = \"blocked.txt\" }\n[[rule]]\nname = \"b\"\naction = \"reject\"\nto = [\"@blocked\"]\n").unwrap();
     std::fs::write(
         dir.path().join("blocked.txt"),
-        "# scammers\nTBadBadBadBadBadBadBadBadBadBadBad1  # seen 2026\n\n",
+        "# scammers\nTBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7  # seen 2026\n\n",
     )
     .unwrap();
     let a = policy::load(&p).unwrap();

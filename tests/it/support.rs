@@ -19,9 +19,9 @@ pub const HOT: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
 /// A treasury address the test policies allow.
 pub const TREASURY: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
 /// A blocked address the test policies reject.
-pub const BAD: &str = "TBadBadBadBadBadBadBadBadBadBadBad1";
+pub const BAD: &str = "TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7";
 /// An address no rule mentions.
-pub const STRANGER: &str = "TStrangerStrangerStrangerStranger1";
+pub const STRANGER: &str = "TStrg5jgAgn9jVXqdagAmBka4A2u7n1ZXs";
 
 /// Merchant number of the test vectors.
 pub const MERCHANT: &str = "mer0test0vector0001";
