@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use cosigner::client::parse_pending_item;
-use cosigner::policy::{self, Context, Usage, WindowUsage};
+use cosigner::policy::{self, ClockCheck, Context, Usage, WindowUsage};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rust_decimal::Decimal;
 
@@ -56,7 +56,7 @@ fn bench(c: &mut Criterion) {
     let ctx = Context {
         usage: &usage,
         max_sign_len: 245,
-        clock_behind: false,
+        clock: ClockCheck::Ok,
     };
     c.bench_function(
         "evaluate: 50 rules x 100k addresses, no rule matches",

@@ -88,6 +88,7 @@ fn main() {
             max_retries: 3,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
+            max_clock_skew: Duration::from_secs(300),
         })
         .expect("client");
         let engine = Engine::new(

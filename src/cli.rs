@@ -16,7 +16,7 @@ use crate::client::{Client, ClientError, CreateOrder, SellOrder, SignOrder};
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, DaemonError};
 use crate::ledger::{Ledger, Status};
-use crate::policy::{self, Context, Usage};
+use crate::policy::{self, ClockCheck, Usage};
 use crate::poller::Mode;
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 use crate::signer::{self, KeySource, Signer};
@@ -1016,31 +1016,52 @@ fn policy_explain(config: ConfigArg, tx_json: &str) -> CmdResult {
     let tx = crate::client::parse_pending_item(tx_json)
         .map_err(|m| Failure::usage(anyhow::anyhow!("--tx: {} ({})", m.reason, m.raw)))?;
     let now = crate::ledger::now_ms();
-    let (usage, clock_behind, source) = if cfg.ledger.path.exists() {
+    let mut state = crate::ledger::TxState::default();
+    let (usage, clock, mode, source) = if cfg.ledger.path.exists() {
         let l = Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)?;
         let u = l.usage(&p, now).map_err(Failure::runtime)?;
         let behind = l
             .newest_record_ms()
             .map_err(Failure::runtime)?
             .is_some_and(|t| t > now);
+        let mode = l
+            .latest_event("mode")
+            .map_err(Failure::runtime)?
+            .and_then(|d| Mode::from_event_detail(&d))
+            .unwrap_or(Mode::Normal);
+        state = l.state(&tx).map_err(Failure::runtime)?;
         (
             u,
-            behind,
-            format!("window usage from {}", cfg.ledger.path.display()),
+            if behind {
+                ClockCheck::BehindLedger
+            } else {
+                ClockCheck::Ok
+            },
+            mode,
+            format!(
+                "window usage, mode and this id's records from {}",
+                cfg.ledger.path.display()
+            ),
         )
     } else {
         (
             Usage::default(),
-            false,
+            ClockCheck::Ok,
+            Mode::Normal,
             "no ledger yet: window usage is zero".to_string(),
         )
     };
-    let eval = p.evaluate(
+    let planned = crate::plan::plan(
         &tx,
-        Context {
+        &state,
+        &crate::plan::Inputs {
+            policy: &p,
+            mode,
             usage: &usage,
             max_sign_len: signer.max_text_len(),
-            clock_behind,
+            clock,
+            now_ms: now,
+            listed_twice: false,
         },
     );
     println!(
@@ -1048,20 +1069,41 @@ fn policy_explain(config: ConfigArg, tx_json: &str) -> CmdResult {
         cfg.policy.file.display(),
         &p.sha256[..12]
     );
-    for (i, t) in eval.trace.iter().enumerate() {
-        let window = t
-            .window
-            .map(|w| format!(" [window: {} approved, total {}]", w.count, w.total))
-            .unwrap_or_default();
-        match &t.why_not {
-            None => println!("rule {:>2} {:?}: matched{window}", i + 1, t.rule),
-            Some(why) => println!("rule {:>2} {:?}: no — {why}{window}", i + 1, t.rule),
+    if mode != Mode::Normal {
+        println!("mode {}: the kill switch is thrown", mode.as_str());
+    }
+    match planned {
+        crate::plan::Plan::Decide(eval) => {
+            for (i, t) in eval.trace.iter().enumerate() {
+                let window = t
+                    .window
+                    .map(|w| format!(" [window: {} approved, total {}]", w.count, w.total))
+                    .unwrap_or_default();
+                match &t.why_not {
+                    None => println!("rule {:>2} {:?}: matched{window}", i + 1, t.rule),
+                    Some(why) => println!("rule {:>2} {:?}: no — {why}{window}", i + 1, t.rule),
+                }
+            }
+            println!(
+                "decision: {} by {} — {}",
+                eval.action, eval.rule, eval.reason
+            );
+        }
+        crate::plan::Plan::Resend { seq, .. } => {
+            let action = state.live.as_ref().map_or("?", |l| l.action.as_str());
+            println!(
+                "decision: {action}, already recorded (record {seq}, not yet confirmed) — sent \
+                 again with its identical data"
+            );
+        }
+        crate::plan::Plan::Wait { seq, reason } => {
+            println!("decision: hold — record {seq} waits: {reason}");
+        }
+        crate::plan::Plan::Done { seq } => {
+            let action = state.live.as_ref().map_or("?", |l| l.action.as_str());
+            println!("decision: {action}, already accepted by the server (record {seq}) — nothing to send");
         }
     }
-    println!(
-        "decision: {} by {} — {}",
-        eval.action, eval.rule, eval.reason
-    );
     Ok(())
 }
 

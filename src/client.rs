@@ -80,6 +80,9 @@ pub struct ClientConfig {
     pub initial_backoff: Duration,
     /// Longest wait between two attempts.
     pub max_backoff: Duration,
+    /// How far this host's clock may run ahead of the server's `Date` before
+    /// [`Client::clock_ahead`] reports it.
+    pub max_clock_skew: Duration,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -140,6 +143,13 @@ pub enum ClientError {
         endpoint: &'static str,
         detail: String,
     },
+    /// The caller's [`Gate`] stopped the request before an attempt went out.
+    #[error("{endpoint}: not sent after {attempts} attempt(s): {reason}")]
+    Stopped {
+        endpoint: &'static str,
+        attempts: u32,
+        reason: String,
+    },
 }
 
 fn hint_for(status: u16, body: &str) -> String {
@@ -185,12 +195,75 @@ pub struct Reply {
     pub server_date: Option<SystemTime>,
 }
 
+/// Asked before every attempt of a request, retries included, whether it may still go out: the
+/// kill switch, a policy reload or a shutdown must stop a request that is waiting to be retried,
+/// not only one that has not started.
+pub struct Gate {
+    permit: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    changes: tokio::sync::watch::Receiver<u64>,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+}
+
+impl Gate {
+    /// A gate that asks `permit` (an `Err` says why not) and is woken from backoff sleeps by any
+    /// change sent on `changes`.
+    pub fn new(
+        permit: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+        changes: tokio::sync::watch::Receiver<u64>,
+    ) -> Self {
+        Self {
+            permit: Box::new(permit),
+            changes,
+            cancel: None,
+        }
+    }
+
+    /// Also wakes from backoff sleeps when `token` is cancelled (`permit` then says no).
+    pub fn with_cancel(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Marks the changes seen so far, then asks: a change after this wakes [`Gate::sleep`].
+    fn check(&mut self) -> Result<(), String> {
+        self.changes.borrow_and_update();
+        (self.permit)()
+    }
+
+    /// Sleeps `wait`, re-asking at every change; `Err` as soon as the answer is no.
+    async fn sleep(&mut self, wait: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let cancel = self.cancel.clone().unwrap_or_default();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return Ok(()),
+                () = cancel.cancelled() => {
+                    (self.permit)()?;
+                    tokio::time::sleep_until(deadline).await;
+                    return Ok(());
+                }
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        // Nobody can announce changes any more: the attempt re-asks anyway.
+                        tokio::time::sleep_until(deadline).await;
+                        return Ok(());
+                    }
+                    (self.permit)()?;
+                }
+            }
+        }
+    }
+}
+
 /// The 1BitPay API client. Cheap to share behind an `Arc`.
 pub struct Client {
     http: reqwest::Client,
     cfg: ClientConfig,
     limiter: DefaultDirectRateLimiter,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// How far this host's clock was ahead of the server's `Date` at the last response, in ms
+    /// (negative: behind); `i64::MIN` before any response.
+    last_skew_ms: std::sync::atomic::AtomicI64,
 }
 
 impl fmt::Debug for Client {
@@ -256,7 +329,26 @@ impl Client {
             cfg,
             limiter,
             metrics: None,
+            last_skew_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
+    }
+
+    /// How far this host's clock ran ahead of the server's at the last response that carried a
+    /// `Date`, when that is more than `api.max_clock_skew`. `Date` has whole seconds, so the
+    /// skew is known to a second.
+    pub fn clock_ahead(&self) -> Option<Duration> {
+        let skew = self.last_skew_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let ahead = Duration::from_millis(u64::try_from(skew).ok()?);
+        (ahead > self.cfg.max_clock_skew).then_some(ahead)
+    }
+
+    fn note_server_date(&self, date: SystemTime) {
+        let skew_ms = match SystemTime::now().duration_since(date) {
+            Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
+            Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        self.last_skew_ms
+            .store(skew_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Observes every call's duration in `metrics`.
@@ -354,9 +446,8 @@ impl Client {
         }
     }
 
-    /// One attempt: sign, send, read, check the envelope.
+    /// One attempt: sign, send, read, check the envelope. The caller waits for the rate limiter.
     async fn attempt(&self, endpoint: &'static str, body: &str) -> Result<Reply, AttemptError> {
-        self.limiter.until_ready().await;
         let url = self
             .cfg
             .base_url
@@ -382,6 +473,9 @@ impl Client {
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
+        if let Some(date) = server_date {
+            self.note_server_date(date);
+        }
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -405,8 +499,19 @@ impl Client {
     /// Sends `body` (already JSON) to `endpoint` with retries, and returns the envelope's data.
     #[tracing::instrument(skip_all, fields(endpoint))]
     pub async fn call_raw(&self, endpoint: &'static str, body: &str) -> Result<Reply, ClientError> {
+        self.call_gated(endpoint, body, None).await
+    }
+
+    /// [`Client::call_raw`], asking `gate` before every attempt and waking from backoff sleeps
+    /// when it says no.
+    async fn call_gated(
+        &self,
+        endpoint: &'static str,
+        body: &str,
+        gate: Option<&mut Gate>,
+    ) -> Result<Reply, ClientError> {
         let started = std::time::Instant::now();
-        let result = self.call_with_retries(endpoint, body).await;
+        let result = self.call_with_retries(endpoint, body, gate).await;
         if let Some(m) = &self.metrics {
             m.observe_api(endpoint_label(endpoint), started.elapsed());
         }
@@ -417,9 +522,20 @@ impl Client {
         &self,
         endpoint: &'static str,
         body: &str,
+        mut gate: Option<&mut Gate>,
     ) -> Result<Reply, ClientError> {
         let mut attempts = 0;
+        let stopped = |attempts, reason| ClientError::Stopped {
+            endpoint,
+            attempts,
+            reason,
+        };
         loop {
+            self.limiter.until_ready().await;
+            // Asked last thing before the request goes on the wire.
+            if let Some(g) = gate.as_deref_mut() {
+                g.check().map_err(|r| stopped(attempts, r))?;
+            }
             attempts += 1;
             let err = match self.attempt(endpoint, body).await {
                 Ok(r) => return Ok(r),
@@ -458,7 +574,10 @@ impl Client {
             }
             let wait = self.backoff(attempts - 1, retry_after);
             tracing::debug!(endpoint, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %final_err, "retrying");
-            tokio::time::sleep(wait).await;
+            match gate.as_deref_mut() {
+                Some(g) => g.sleep(wait).await.map_err(|r| stopped(attempts, r))?,
+                None => tokio::time::sleep(wait).await,
+            }
         }
     }
 
@@ -513,11 +632,20 @@ impl Client {
 
     /// Approves or rejects one transaction.
     pub async fn approve(&self, req: &ApproveRequest) -> Result<(), ClientError> {
+        self.approve_gated(req, None).await
+    }
+
+    /// Approves or rejects one transaction, asking `gate` before every attempt.
+    pub async fn approve_gated(
+        &self,
+        req: &ApproveRequest,
+        gate: Option<&mut Gate>,
+    ) -> Result<(), ClientError> {
         let text = serde_json::to_string(req).map_err(|e| ClientError::Request {
             endpoint: APPROVE,
             detail: e.to_string(),
         })?;
-        self.call_raw(APPROVE, &text).await.map(|_| ())
+        self.call_gated(APPROVE, &text, gate).await.map(|_| ())
     }
 
     /// Sweeps main coins (`is_main`) or tokens, with `data` signed over the collect text.

@@ -38,6 +38,8 @@ pub const DEFAULT_MAX_RPS: u32 = 5;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Default `api.max_retries`.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Default `api.max_clock_skew`: how far ahead of the server's clock approvals still go out.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// Default `api.max_in_flight`.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// Default `poll.interval`: the reference recommends polling every 2 minutes.
@@ -168,6 +170,8 @@ struct RawApi {
     max_response_bytes: Option<usize>,
     max_retries: Option<u32>,
     max_in_flight: Option<usize>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    max_clock_skew: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -611,6 +615,10 @@ impl Validator<'_> {
         if max_retries > 10 {
             return Err(self.err("api.max_retries", "must be at most 10"));
         }
+        let max_clock_skew = api.max_clock_skew.unwrap_or(DEFAULT_MAX_CLOCK_SKEW);
+        if max_clock_skew < Duration::from_secs(1) {
+            return Err(self.err("api.max_clock_skew", "must be at least 1s"));
+        }
         let client = ClientConfig {
             base_url,
             merchant_no: merchant_no.clone(),
@@ -624,6 +632,7 @@ impl Validator<'_> {
             max_retries,
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(5),
+            max_clock_skew,
         };
 
         let key = raw.key;

@@ -994,6 +994,9 @@ pub struct TxState {
     pub last_unsent: Option<DecisionRow>,
     /// Other contents seen under the same id.
     pub other_contents: usize,
+    /// The latest approve or reject (not a dry run) recorded for this id with other content:
+    /// once set, the id is never signed again with anything else.
+    pub decided_other: Option<DecisionRow>,
     /// When this content was first held, if it ever was.
     pub first_hold_ms: Option<i64>,
 }
@@ -1007,6 +1010,9 @@ impl Ledger {
         for row in self.history(tx.id)? {
             if row.fingerprint != fp {
                 others.insert(row.fingerprint.clone());
+                if row.action != Action::Hold && !row.dry_run {
+                    st.decided_other = Some(row);
+                }
                 continue;
             }
             if row.action == Action::Hold && st.first_hold_ms.is_none() {

@@ -12,6 +12,7 @@ pub mod http;
 pub mod ledger;
 pub mod metrics;
 pub mod operator;
+pub mod plan;
 pub mod policy;
 pub mod poller;
 pub mod replay;

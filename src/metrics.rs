@@ -40,6 +40,8 @@ pub struct Metrics {
     pub ledger_write_failures: IntCounter,
     /// `cosigner_malformed_items_total`.
     pub malformed_items: IntCounter,
+    /// `cosigner_id_reuse_total`.
+    pub id_reuse: IntCounter,
     /// `cosigner_policy_info{sha256}`.
     pub policy_info: GaugeVec,
     /// `cosigner_build_info{version}`.
@@ -171,6 +173,10 @@ impl Metrics {
             malformed_items: int_counter(
                 "cosigner_malformed_items_total",
                 "Pending items without a usable id",
+            )?,
+            id_reuse: int_counter(
+                "cosigner_id_reuse_total",
+                "Ids already approved or rejected that were listed again with other fields (held)",
             )?,
             policy_info: gauge_vec(
                 &r,

@@ -4,15 +4,19 @@
 mod address;
 mod parse;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-pub use address::{AddressMatcher, AddressSet, is_evm_address};
+pub use address::{
+    AddressMatcher, AddressSet, TRON_CHAIN, address_problem, chain_problem, describe_char,
+    is_evm_address, is_tron_address,
+};
 pub use parse::{PolicyError, load, parse};
 
 use crate::client::PendingTx;
@@ -136,6 +140,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// The global approval cap.
     pub guard: Option<Guard>,
+    /// The named address lists, as rules share them (to name the entry a look-alike imitates).
+    pub lists: BTreeMap<String, Arc<AddressSet>>,
     /// SHA-256 (hex) of the policy text and its list files: the policy's version.
     pub sha256: String,
 }
@@ -169,6 +175,22 @@ impl Usage {
     }
 }
 
+/// What is known about the wall clock that window arithmetic relies on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockCheck {
+    /// Nothing wrong is known.
+    #[default]
+    Ok,
+    /// The clock is behind the newest ledger record: windows could be counted twice.
+    BehindLedger,
+    /// The clock is ahead of the server's `Date` by more than the allowed skew: windows could
+    /// look empty too early.
+    AheadOfServer {
+        /// By how much, in seconds.
+        seconds: u64,
+    },
+}
+
 /// What the evaluation may rely on besides the transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -176,8 +198,8 @@ pub struct Context<'a> {
     pub usage: &'a Usage,
     /// Longest text the key can sign.
     pub max_sign_len: usize,
-    /// The wall clock is behind the newest ledger record: approvals must wait.
-    pub clock_behind: bool,
+    /// Whether the wall clock can be trusted for windows: approvals wait when it cannot.
+    pub clock: ClockCheck,
 }
 
 /// How one rule fared.
@@ -217,36 +239,63 @@ struct Checked<'a> {
     amount: Decimal,
 }
 
-/// Checks the fields every decision depends on; `Err` is the reason to hold.
-fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a>, String> {
+/// A transaction that cannot be decided, and which address (if any) made it so.
+struct Malformed<'a> {
+    reason: String,
+    address: Option<&'a str>,
+}
+
+impl From<String> for Malformed<'_> {
+    fn from(reason: String) -> Self {
+        Malformed {
+            reason,
+            address: None,
+        }
+    }
+}
+
+/// Checks the fields every decision depends on, canonical forms included; `Err` is the reason to
+/// hold.
+fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a>, Malformed<'a>> {
     if !tx.problems.is_empty() {
-        return Err(tx.problems.join("; "));
+        return Err(tx.problems.join("; ").into());
     }
     let field = |v: &'a Option<String>, name: &str| -> Result<&'a str, String> {
         match v.as_deref() {
             None => Err(format!("{name} is missing")),
             Some("") => Err(format!("{name} is empty")),
-            Some(s) if s.chars().any(|c| c.is_control()) => {
-                Err(format!("{name} has control characters"))
-            }
             Some(s) => Ok(s),
         }
     };
-    let from = field(&tx.from, "fromAddress")?;
-    let to = field(&tx.to, "toAddress")?;
     let chain = field(&tx.chain_id, "chainId")?;
+    if let Some(p) = chain_problem(chain) {
+        return Err(format!("chainId {chain:?} {p}").into());
+    }
+    let address = |name: &str, v: &'a Option<String>| -> Result<&'a str, Malformed<'a>> {
+        let a = field(v, name)?;
+        match address_problem(a, Some(chain)) {
+            None => Ok(a),
+            Some(p) => Err(Malformed {
+                reason: format!("{name} {a:?} {p}"),
+                address: Some(a),
+            }),
+        }
+    };
+    let from = address("fromAddress", &tx.from)?;
+    let to = address("toAddress", &tx.to)?;
     let amount_text = field(&tx.amount, "amount")?;
     if amount_text.len() > MAX_AMOUNT_TEXT {
         return Err(format!(
             "amount is {} characters long (at most {MAX_AMOUNT_TEXT})",
             amount_text.len()
-        ));
+        )
+        .into());
     }
     let amount = parse_decimal(amount_text).ok_or_else(|| {
         format!("amount {amount_text:?} is not a plain decimal that can be compared exactly")
     })?;
     if amount_text.starts_with('-') {
-        return Err(format!("amount {amount_text:?} is negative"));
+        return Err(format!("amount {amount_text:?} is negative").into());
     }
     let text = decision_text(&Decision {
         id: tx.id,
@@ -260,7 +309,8 @@ fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a
         return Err(format!(
             "the text to sign is {} bytes; the key signs at most {max_sign_len}",
             text.len()
-        ));
+        )
+        .into());
     }
     Ok(Checked {
         from,
@@ -336,7 +386,11 @@ impl Policy {
     pub fn evaluate(&self, tx: &PendingTx, ctx: Context<'_>) -> Evaluation {
         let checked = match check_fields(tx, ctx.max_sign_len) {
             Ok(c) => c,
-            Err(reason) => {
+            Err(m) => {
+                let reason = match m.address.and_then(|a| self.lookalike(a)) {
+                    Some(like) => format!("{}; {like}", m.reason),
+                    None => m.reason,
+                };
                 return Evaluation {
                     action: Action::Hold,
                     rule: RULE_MALFORMED.into(),
@@ -393,11 +447,18 @@ impl Policy {
             (self.default, RULE_DEFAULT.into(), reason)
         });
         if action == Action::Approve {
-            if ctx.clock_behind {
+            if ctx.clock == ClockCheck::BehindLedger {
                 action = Action::Hold;
                 reason = format!(
                     "{rule} would approve, but the clock is behind the newest ledger record; \
                      approvals wait until it catches up"
+                );
+                rule = RULE_CLOCK.into();
+            } else if let ClockCheck::AheadOfServer { seconds } = ctx.clock {
+                action = Action::Hold;
+                reason = format!(
+                    "{rule} would approve, but the clock is {seconds} s ahead of the server's; \
+                     approvals wait until it is set right (windows depend on it)"
                 );
                 rule = RULE_CLOCK.into();
             } else if let Some(g) = &self.guard
@@ -419,6 +480,33 @@ impl Policy {
             amount: Some(checked.amount),
             trace,
         }
+    }
+
+    /// Says which policy address `addr` (not canonical) imitates, if it differs from one only in
+    /// characters that are not ASCII.
+    fn lookalike(&self, addr: &str) -> Option<String> {
+        let lists = self
+            .lists
+            .iter()
+            .map(|(name, set)| (format!("list {name:?}"), set.as_ref()));
+        let own = self.rules.iter().flat_map(|r| {
+            [("from", &r.from), ("to", &r.to)]
+                .into_iter()
+                .filter_map(move |(key, m)| {
+                    m.as_ref()
+                        .map(|m| (format!("rule {:?} `{key}`", r.name), m.own()))
+                })
+        });
+        lists.chain(own).find_map(|(place, set)| {
+            set.iter().find_map(|entry| {
+                address::lookalike_of(addr, entry).map(|(at, c)| {
+                    format!(
+                        "it differs from {place} entry {entry} at character {at}: {}",
+                        describe_char(c)
+                    )
+                })
+            })
+        })
     }
 
     /// The longest window any limit uses (what the ledger must look back over).

@@ -2,7 +2,7 @@
 //! record the decisions durably, and only then send them; record what the server said.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
@@ -12,10 +12,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::client::{ApproveRequest, Client, ClientError, MalformedItem, PendingTx};
-use crate::ledger::{DecisionRow, Ledger, LedgerError, NewDecision, Outcome, Status, now_ms};
+use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, PendingTx};
+use crate::ledger::{DecisionRow, Ledger, LedgerError, NewDecision, Outcome, now_ms};
 use crate::metrics::Metrics;
-use crate::policy::{Action, Context, Evaluation, Policy, RULE_MALFORMED, Usage};
+use crate::plan::{Inputs, Plan, plan};
+use crate::policy::{Action, ClockCheck, Policy, RULE_MALFORMED, Usage};
 use crate::signer::{Decision, Signer, decision_text};
 
 /// Settings of the cycle.
@@ -94,68 +95,14 @@ pub struct Engine {
     pub events: Option<mpsc::UnboundedSender<DecisionEvent>>,
     /// Set by a cycle that found the clock behind the ledger.
     pub clock_behind: AtomicBool,
+    /// Bumped each time a policy is put in force: an approval checked under an older policy is
+    /// not sent (it is checked again next cycle).
+    policy_generation: Arc<AtomicU64>,
+    /// Announces mode and policy changes to submissions waiting to retry.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
-/// The kill switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// The policy decides.
-    Normal,
-    /// Every transaction is held; nothing is approved.
-    Hold,
-    /// Every well-formed transaction is rejected; nothing is approved.
-    Reject,
-}
-
-impl Mode {
-    /// The name used in logs, metrics, the ledger and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Normal => "normal",
-            Mode::Hold => "hold",
-            Mode::Reject => "reject",
-        }
-    }
-
-    /// The ledger event that records this mode being put in force by `by`; read back by
-    /// [`Engine::restore_mode`].
-    pub fn event_detail(self, by: &str) -> String {
-        serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            Mode::Normal => 0,
-            Mode::Hold => 1,
-            Mode::Reject => 2,
-        }
-    }
-
-    fn from_u8(v: u8) -> Self {
-        match v {
-            0 => Mode::Normal,
-            2 => Mode::Reject,
-            // Anything unknown is treated as the safe choice.
-            _ => Mode::Hold,
-        }
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "normal" => Ok(Mode::Normal),
-            "hold" => Ok(Mode::Hold),
-            "reject" => Ok(Mode::Reject),
-            other => Err(format!("unknown mode {other:?}")),
-        }
-    }
-}
-
-/// Pseudo-rule recorded when the kill switch decided.
-pub const RULE_PAUSED: &str = "(paused)";
+pub use crate::plan::{Mode, RULE_DECIDED, RULE_PAUSED};
 
 /// A recorded decision, as the demo shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -188,6 +135,8 @@ struct Listing {
 struct Send {
     seq: u64,
     req: ApproveRequest,
+    /// The policy generation the decision was checked under.
+    generation: u64,
 }
 
 impl Engine {
@@ -213,7 +162,20 @@ impl Engine {
             shutdown: CancellationToken::new(),
             events: None,
             clock_behind: AtomicBool::new(false),
+            policy_generation: Arc::new(AtomicU64::new(0)),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    fn announce_change(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The policy in force and its generation, read in an order that errs safe: a reload in
+    /// between makes the generation look old, never the policy.
+    fn policy_snapshot(&self) -> (Arc<Policy>, u64) {
+        let generation = self.policy_generation.load(Ordering::SeqCst);
+        (self.policy(), generation)
     }
 
     /// The policy in force.
@@ -231,6 +193,8 @@ impl Engine {
             Ok(mut p) => *p = policy,
             Err(poisoned) => *poisoned.into_inner() = policy,
         }
+        self.policy_generation.fetch_add(1, Ordering::SeqCst);
+        self.announce_change();
     }
 
     /// Reads the policy file again; a valid policy replaces the old one (a running cycle finishes
@@ -278,6 +242,7 @@ impl Engine {
         self.ledger()
             .record_event("mode", &mode.event_detail(actor))?;
         self.mode.store(mode.to_u8(), Ordering::SeqCst);
+        self.announce_change();
         self.metrics.set_mode(mode.as_str());
         warn!(mode = mode.as_str(), by = actor, "kill-switch mode changed");
         Ok(())
@@ -288,10 +253,10 @@ impl Engine {
         let mode = self
             .ledger()
             .latest_event("mode")?
-            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
-            .and_then(|v| v["mode"].as_str().and_then(|m| m.parse().ok()))
+            .and_then(|d| Mode::from_event_detail(&d))
             .unwrap_or(Mode::Normal);
         self.mode.store(mode.to_u8(), Ordering::SeqCst);
+        self.announce_change();
         self.metrics.set_mode(mode.as_str());
         if mode != Mode::Normal {
             warn!(
@@ -412,8 +377,8 @@ impl Engine {
         for m in &listing.malformed {
             warn!(reason = %m.reason, item = %m.raw, "pending item cannot be identified; nothing can be done with it");
         }
-        let policy = self.policy();
-        let mut usage = self.prepare(&policy)?;
+        let (policy, generation) = self.policy_snapshot();
+        let (mut usage, clock) = self.prepare(&policy)?;
         let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
         let mut inflight: JoinSet<Option<Outcome>> = JoinSet::new();
         let mut outcomes = Vec::new();
@@ -424,7 +389,15 @@ impl Engine {
                 break;
             }
             let (batch, mut sends) =
-                match self.decide(&policy, chunk, &listing.conflicting, &mut usage, &mut out) {
+                match self.decide(
+                    &policy,
+                    generation,
+                    clock,
+                    chunk,
+                    &listing.conflicting,
+                    &mut usage,
+                    &mut out,
+                ) {
                     Ok(v) => v,
                     Err(e) => {
                         failure = Some(e);
@@ -455,6 +428,7 @@ impl Engine {
                     sends.push(Send {
                         seq: *seq,
                         req: approve_request(&d.tx, verdict.status(), data),
+                        generation,
                     });
                 }
             }
@@ -492,22 +466,35 @@ impl Engine {
         Ok(out)
     }
 
-    /// Window usage and clock state at the start of a cycle.
-    fn prepare(&self, policy: &Policy) -> Result<Usage, CycleError> {
+    /// Window usage and clock state at the start of a cycle (after the listing, whose answers
+    /// carried the server's clock).
+    fn prepare(&self, policy: &Policy) -> Result<(Usage, ClockCheck), CycleError> {
         let ledger = self.ledger();
         let now = now_ms();
         let newest = ledger.newest_record_ms().map_err(CycleError::Ledger)?;
         let behind = newest.is_some_and(|t| t > now);
+        let mut clock = ClockCheck::Ok;
         if behind {
             warn!(
                 newest_record_ms = newest,
                 now_ms = now,
                 "the clock is behind the newest ledger record; approvals wait"
             );
+            clock = ClockCheck::BehindLedger;
+        } else if let Some(ahead) = self.client.clock_ahead() {
+            warn!(
+                ahead_s = ahead.as_secs(),
+                allowed_s = self.client.config().max_clock_skew.as_secs(),
+                "the clock is ahead of the server's; approvals wait"
+            );
+            clock = ClockCheck::AheadOfServer {
+                seconds: ahead.as_secs(),
+            };
         }
         self.clock_behind
             .store(behind, std::sync::atomic::Ordering::Relaxed);
-        ledger.usage(policy, now).map_err(CycleError::Ledger)
+        let usage = ledger.usage(policy, now).map_err(CycleError::Ledger)?;
+        Ok((usage, clock))
     }
 
     fn note_decision(&self, d: &NewDecision, seq: u64, out: &mut CycleOutcome) {
@@ -544,25 +531,61 @@ impl Engine {
         }
     }
 
-    fn spawn_send(&self, set: &mut JoinSet<Option<Outcome>>, permits: &Arc<Semaphore>, s: Send) {
+    /// The gate a submission asks before every attempt: shutdown, the kill switch, and for an
+    /// approval the policy generation it was checked under and the server's clock.
+    fn gate(&self, status: u8, generation: u64) -> Gate {
         let mode = self.mode.clone();
+        let shutdown = self.shutdown.clone();
+        let policy_generation = self.policy_generation.clone();
+        let client = self.client.clone();
+        let permit = move || {
+            if shutdown.is_cancelled() {
+                return Err("shutting down; it is sent after the restart".to_string());
+            }
+            let mode = Mode::from_u8(mode.load(Ordering::SeqCst));
+            if !mode.lets_out(status) {
+                return Err(format!("{}-all mode set by an operator", mode.as_str()));
+            }
+            if status == 1 {
+                if policy_generation.load(Ordering::SeqCst) != generation {
+                    return Err("the policy changed since this approval was checked; it is \
+                                checked again next cycle"
+                        .to_string());
+                }
+                if let Some(ahead) = client.clock_ahead() {
+                    return Err(format!(
+                        "the clock is {} s ahead of the server's",
+                        ahead.as_secs()
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let mut rx = self.changes.subscribe();
+        rx.mark_unchanged();
+        Gate::new(permit, rx).with_cancel(self.shutdown.clone())
+    }
+
+    fn spawn_send(&self, set: &mut JoinSet<Option<Outcome>>, permits: &Arc<Semaphore>, s: Send) {
         let client = self.client.clone();
         let permits = permits.clone();
-        let shutdown = self.shutdown.clone();
         let metrics = self.metrics.clone();
+        let mut gate = self.gate(s.req.status, s.generation);
         set.spawn(async move {
             let _permit = permits.acquire_owned().await.ok()?;
-            if shutdown.is_cancelled() {
-                // Recorded, not sent: it is sent, identically, after the restart.
-                return None;
-            }
-            if s.req.status == 1 && Mode::from_u8(mode.load(Ordering::SeqCst)) != Mode::Normal {
-                // The kill switch was thrown after this approval was recorded: it waits.
-                return None;
-            }
             crate::failpoint::hit(crate::failpoint::BEFORE_REQUEST);
-            let result = client.approve(&s.req).await;
+            let result = client.approve_gated(&s.req, Some(&mut gate)).await;
             crate::failpoint::hit(crate::failpoint::AFTER_REQUEST);
+            if let Err(ClientError::Stopped {
+                attempts, reason, ..
+            }) = &result
+            {
+                info!(tx_id = s.req.id, seq = s.seq, attempts, reason = %reason, "submission stopped before its next attempt");
+                if *attempts == 0 {
+                    // Recorded, never sent: it waits for the next cycle, which checks it again.
+                    return None;
+                }
+            }
             let outcome = if result.is_ok() { "ok" } else { "error" };
             metrics.submissions.with_label_values(&["approve", outcome]).inc();
             Some(match result {
@@ -599,92 +622,98 @@ impl Engine {
         outcomes.clear();
     }
 
-    /// Evaluates the transactions of one page that have no live decision; returns the new
-    /// records and the re-sends.
+    /// Plans every transaction of one page (see [`crate::plan::plan`]); returns the new records
+    /// and the re-sends.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         policy: &Policy,
+        generation: u64,
+        clock: ClockCheck,
         txs: &[PendingTx],
         conflicting: &HashSet<u64>,
         usage: &mut Usage,
         out: &mut CycleOutcome,
     ) -> Result<(Vec<NewDecision>, Vec<Send>), CycleError> {
-        let ledger = self.ledger();
-        let clock_behind = self.clock_behind.load(Ordering::Relaxed);
+        let mut ledger = self.ledger();
         let mode = self.mode();
         let max_sign_len = self.signer.max_text_len();
+        let now = now_ms();
         let mut batch = Vec::new();
         let mut sends = Vec::new();
         for tx in txs {
             let state = ledger.state(tx).map_err(CycleError::Ledger)?;
-            if state.other_contents > 0 && state.live.is_none() && state.last_unsent.is_none() {
+            let planned = plan(
+                tx,
+                &state,
+                &Inputs {
+                    policy,
+                    mode,
+                    usage,
+                    max_sign_len,
+                    clock,
+                    now_ms: now,
+                    listed_twice: conflicting.contains(&tx.id),
+                },
+            );
+            let eval = match planned {
+                Plan::Decide(eval) => eval,
+                Plan::Done { seq } => {
+                    info!(
+                        tx_id = tx.id,
+                        seq, "still listed after the server accepted our decision"
+                    );
+                    continue;
+                }
+                Plan::Resend { seq, approval } => {
+                    let Some(live) = state.live.as_ref() else {
+                        continue;
+                    };
+                    if let Some(req) = resend_request(live) {
+                        if let Some((rule, amount)) = approval
+                            && rule != live.rule
+                        {
+                            // Counted under the rule that approves it now too: over-counting
+                            // within a cycle is safe.
+                            usage.add_approval(&rule, amount);
+                        }
+                        out.resent += 1;
+                        info!(
+                            tx_id = tx.id,
+                            seq,
+                            action = live.action.as_str(),
+                            "re-sending the recorded decision"
+                        );
+                        sends.push(Send {
+                            seq,
+                            req,
+                            generation,
+                        });
+                    }
+                    continue;
+                }
+                Plan::Wait { seq, reason } => {
+                    out.held += 1;
+                    info!(tx_id = tx.id, seq, reason = %reason, "recorded decision not sent");
+                    let detail = serde_json::json!({"tx_id": tx.id, "seq": seq, "reason": reason})
+                        .to_string();
+                    // An event, never a new decision; once per reason.
+                    if !ledger
+                        .has_event("waiting", &detail)
+                        .map_err(CycleError::Ledger)?
+                    {
+                        ledger
+                            .record_event("waiting", &detail)
+                            .map_err(CycleError::Ledger)?;
+                    }
+                    continue;
+                }
+            };
+            if state.other_contents > 0 && state.decided_other.is_none() {
                 warn!(
                     tx_id = tx.id,
                     "the server shows this id with different fields than before; deciding it anew"
                 );
-            }
-            if let Some(live) = state.live {
-                if live.status != Status::Submitted
-                    && mode != Mode::Normal
-                    && live.action == Action::Approve
-                {
-                    info!(
-                        tx_id = tx.id,
-                        seq = live.seq,
-                        mode = mode.as_str(),
-                        "recorded approval not re-sent while paused"
-                    );
-                    out.held += 1;
-                } else if live.status != Status::Submitted {
-                    if let Some(req) = resend_request(&live) {
-                        out.resent += 1;
-                        info!(
-                            tx_id = tx.id,
-                            seq = live.seq,
-                            action = live.action.as_str(),
-                            "re-sending the recorded decision"
-                        );
-                        sends.push(Send { seq: live.seq, req });
-                    }
-                } else {
-                    info!(
-                        tx_id = tx.id,
-                        seq = live.seq,
-                        "still listed after the server accepted our decision"
-                    );
-                }
-                continue;
-            }
-            let mut eval = if conflicting.contains(&tx.id) {
-                Evaluation {
-                    action: Action::Hold,
-                    rule: RULE_MALFORMED.into(),
-                    reason: "the listing showed this id twice with different fields".into(),
-                    amount: None,
-                    trace: Vec::new(),
-                }
-            } else {
-                policy.evaluate(
-                    tx,
-                    Context {
-                        usage,
-                        max_sign_len,
-                        clock_behind,
-                    },
-                )
-            };
-            if mode != Mode::Normal && eval.rule != RULE_MALFORMED {
-                // Malformed transactions stay held; everything else follows the kill switch.
-                let (action, what) = match mode {
-                    Mode::Reject => (Action::Reject, "reject-all"),
-                    _ => (Action::Hold, "hold-all"),
-                };
-                eval.reason = format!(
-                    "{what} mode set by an operator (the policy said: {} by {})",
-                    eval.action, eval.rule
-                );
-                eval.action = action;
-                eval.rule = RULE_PAUSED.into();
             }
             let mut d = NewDecision {
                 tx: tx.clone(),
@@ -711,16 +740,24 @@ impl Engine {
             }
             if d.action == Action::Hold {
                 out.held += 1;
-                let since = state.first_hold_ms.unwrap_or_else(now_ms);
+                let since = state.first_hold_ms.unwrap_or(now);
                 out.oldest_hold_ms = out
                     .oldest_hold_ms
-                    .max(now_ms().saturating_sub(since).max(0) as u64);
+                    .max(now.saturating_sub(since).max(0) as u64);
             }
             if unchanged(state.last_unsent.as_ref(), &d) {
                 if d.action == Action::Hold {
                     out.holds_unchanged += 1;
                 }
                 continue;
+            }
+            if d.rule == RULE_DECIDED {
+                warn!(
+                    tx_id = tx.id,
+                    reason = %d.reason,
+                    "an id already decided is listed again with other fields; held, never signed again"
+                );
+                self.metrics.id_reuse.inc();
             }
             if let (Action::Approve, Some(amount)) = (d.action, d.amount) {
                 usage.add_approval(&d.rule, amount);

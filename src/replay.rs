@@ -5,9 +5,12 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use std::collections::HashMap;
+
 use crate::client::parse_pending_item;
-use crate::ledger::{DecisionRow, Ledger, LedgerError};
-use crate::policy::{Action, Context, Policy, Usage, WindowUsage};
+use crate::ledger::{DecisionRow, Ledger, LedgerError, TxState};
+use crate::plan::{Inputs, Mode, Plan, plan};
+use crate::policy::{Action, ClockCheck, Policy, Usage, WindowUsage};
 
 /// One decision that would change.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -74,6 +77,9 @@ pub fn replay(
     let mut standing: Vec<DecisionRow> = latest.into_values().collect();
     standing.sort_by_key(|r| r.seq);
     let mut approvals: Vec<(i64, String, Decimal)> = Vec::new();
+    // The candidate's own approve/reject per id: a later content under the same id is then held,
+    // as the daemon would hold it.
+    let mut decided: HashMap<u64, DecisionRow> = HashMap::new();
     let mut report = Report::default();
     for row in standing {
         let Ok(tx) = parse_pending_item(&row.tx_json) else {
@@ -81,14 +87,33 @@ pub fn replay(
         };
         report.replayed += 1;
         let usage = usage_at(policy, &approvals, row.recorded_at_ms);
-        let eval = policy.evaluate(
+        let state = TxState {
+            decided_other: decided
+                .get(&row.tx_id)
+                .filter(|d| d.fingerprint != row.fingerprint)
+                .cloned(),
+            ..TxState::default()
+        };
+        let Plan::Decide(eval) = plan(
             &tx,
-            Context {
+            &state,
+            &Inputs {
+                policy,
+                mode: Mode::Normal,
                 usage: &usage,
                 max_sign_len,
-                clock_behind: false,
+                clock: ClockCheck::Ok,
+                now_ms: row.recorded_at_ms,
+                listed_twice: false,
             },
-        );
+        ) else {
+            continue;
+        };
+        if eval.action != Action::Hold && !decided.contains_key(&row.tx_id) {
+            let mut as_decided = row.clone();
+            as_decided.action = eval.action;
+            decided.insert(row.tx_id, as_decided);
+        }
         if let (Action::Approve, Some(amount)) = (eval.action, eval.amount) {
             approvals.push((row.recorded_at_ms, eval.rule.clone(), amount));
         }

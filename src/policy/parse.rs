@@ -10,7 +10,10 @@ use openssl::sha::Sha256;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::{Action, AddressMatcher, AddressSet, Guard, Policy, Rule, WindowLimit};
+use super::{
+    Action, AddressMatcher, AddressSet, Guard, Policy, Rule, WindowLimit, address_problem,
+    chain_problem,
+};
 use crate::client::sign::hex;
 use crate::client::types::parse_decimal;
 
@@ -31,7 +34,7 @@ pub struct PolicyError {
 struct RawPolicy {
     default: Option<String>,
     #[serde(default)]
-    lists: BTreeMap<String, toml::Value>,
+    lists: BTreeMap<String, toml::Spanned<toml::Value>>,
     #[serde(default)]
     rule: Vec<toml::Table>,
     guard: Option<toml::Table>,
@@ -57,6 +60,51 @@ struct RawRule {
 struct RawGuard {
     window: Option<String>,
     max_approvals: Option<i64>,
+}
+
+/// The line of every entry of the inline address lists, read in a second pass over the text (a
+/// `toml::Value` keeps no positions).
+#[derive(Deserialize, Default)]
+struct ListLines {
+    #[serde(default)]
+    lists: BTreeMap<String, EntryLines>,
+}
+
+/// Byte offsets of an inline list's entries; empty for a `{ file = ... }` list.
+#[derive(Default)]
+struct EntryLines(Vec<usize>);
+
+impl<'de> Deserialize<'de> for EntryLines {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EntryLines;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EntryLines, A::Error> {
+                let mut at = Vec::new();
+                while let Some(e) = seq.next_element::<toml::Spanned<serde::de::IgnoredAny>>()? {
+                    at.push(e.span().start);
+                }
+                Ok(EntryLines(at))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EntryLines, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(EntryLines::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Reads and validates the policy at `path`, list files included.
@@ -138,18 +186,28 @@ pub fn parse(
     };
 
     let dir = file.parent().unwrap_or(Path::new("."));
+    let entry_lines = toml::from_str::<ListLines>(text).unwrap_or_default();
     let mut lists: BTreeMap<String, Arc<AddressSet>> = BTreeMap::new();
-    for (name, value) in &raw.lists {
+    for (name, spanned) in &raw.lists {
         let place = Some(format!("list {name:?}"));
-        let entries: Vec<String> = match value {
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| ctx.err(place.clone(), format!("entry {i} is not a string")))
-                })
-                .collect::<Result<_, _>>()?,
+        // Each entry with where it was written, for errors.
+        let entries: Vec<(String, String)> = match spanned.get_ref() {
+            toml::Value::Array(items) => {
+                let lines = entry_lines.lists.get(name).map(|l| l.0.as_slice());
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let at = match lines.and_then(|l| l.get(i)) {
+                            Some(&off) => format!("line {}", line_of(text, off)),
+                            None => format!("entry {}", i + 1),
+                        };
+                        item.as_str().map(|a| (a.to_owned(), at.clone())).ok_or_else(|| {
+                            ctx.err(place.clone(), format!("{at}: entry {item} is not a string"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             toml::Value::Table(t) => {
                 let f = match (t.get("file").and_then(|f| f.as_str()), t.len()) {
                     (Some(f), 1) => f,
@@ -173,9 +231,14 @@ pub fn parse(
                 digest.update(content.as_bytes());
                 content
                     .lines()
-                    .map(|l| l.split('#').next().unwrap_or("").trim())
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
+                    .enumerate()
+                    .map(|(i, l)| {
+                        (
+                            l.split('#').next().unwrap_or("").trim().to_owned(),
+                            format!("{} line {}", path.display(), i + 1),
+                        )
+                    })
+                    .filter(|(l, _)| !l.is_empty())
                     .collect()
             }
             _ => {
@@ -189,9 +252,12 @@ pub fn parse(
             return Err(ctx.err(place, "is empty"));
         }
         let mut set = AddressSet::default();
-        for e in &entries {
-            if e.is_empty() || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(ctx.err(place, format!("entry {e:?} is empty or has spaces")));
+        for (e, at) in &entries {
+            if let Some(problem) = address_problem(e, None) {
+                return Err(ctx.err(
+                    Some(format!("list {name:?}, {at}")),
+                    format!("entry {e:?} {problem}; it could never match a transaction"),
+                ));
             }
             set.insert(e);
         }
@@ -215,10 +281,10 @@ pub fn parse(
                     ctx.err(rule_place(rule, key), format!("unknown list @{list}"))
                 })?;
                 set.add_list(l.clone());
-            } else if item.is_empty() || item.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            } else if let Some(problem) = address_problem(item, None) {
                 return Err(ctx.err(
                     rule_place(rule, key),
-                    format!("address {item:?} is empty or has spaces"),
+                    format!("address {item:?} {problem}; it could never match a transaction"),
                 ));
             } else {
                 set.insert(item);
@@ -268,6 +334,14 @@ pub fn parse(
             }
             other => other,
         };
+        for c in chains.iter().flatten() {
+            if let Some(problem) = chain_problem(c) {
+                return Err(ctx.err(
+                    rule_place(&name, "chains"),
+                    format!("chain id {c:?} {problem}; it could never match a transaction"),
+                ));
+            }
+        }
         let from = r
             .from
             .as_deref()
@@ -378,6 +452,7 @@ pub fn parse(
         default,
         rules,
         guard,
+        lists,
         sha256: hex(&digest.finish()),
     })
 }

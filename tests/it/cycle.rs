@@ -188,7 +188,7 @@ async fn within_one_cycle_the_window_counts_each_approval_as_it_is_decided() {
 }
 
 #[tokio::test]
-async fn a_recorded_but_unsent_decision_is_resent_identically_and_never_reevaluated() {
+async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_force_still_approves_it() {
     let dir = tempfile::tempdir().unwrap();
     let sb = start_sandbox(scenario(vec![item(7, HOT, TREASURY, "12.50", "56")])).await;
     let e = engine(dir.path(), &sb.url, POLICY, false);
@@ -210,7 +210,8 @@ async fn a_recorded_but_unsent_decision_is_resent_identically_and_never_reevalua
         "{first:?}"
     );
 
-    // The policy now rejects everything; the recorded approval is still what is sent.
+    // The operator reloads a policy that rejects everything: the recorded approval is not sent,
+    // and not turned into a reject either; the ledger says why, as an event.
     sb.sandbox.set_faults(Faults::default());
     let reject_all = policy::parse(
         "default = \"reject\"\n",
@@ -219,6 +220,24 @@ async fn a_recorded_but_unsent_decision_is_resent_identically_and_never_reevalua
     )
     .unwrap();
     e.replace_policy(Arc::new(reject_all));
+    for _ in 0..2 {
+        let out = e.cycle_once().await.unwrap();
+        assert_eq!((out.resent, out.submitted, out.held), (0, 0, 1), "{out:?}");
+    }
+    assert!(sb.sandbox.decisions().is_empty(), "nothing reached the server");
+    let r = rows(&e);
+    assert_eq!(r.len(), 1, "no second decision");
+    let waits = e.ledger.lock().unwrap().list_events("waiting").unwrap();
+    assert_eq!(waits.len(), 1, "recorded once, not every cycle: {waits:?}");
+    assert!(
+        waits[0].contains("reject by (default)"),
+        "the event says why: {waits:?}"
+    );
+
+    // A later policy that approves it again lets the very same data through.
+    let approve_again = policy::parse(POLICY, &dir.path().join("p2.toml"), &|_| unreachable!())
+        .unwrap();
+    e.replace_policy(Arc::new(approve_again));
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.resent, out.submitted), (1, 1));
     let d = sb.sandbox.decisions();

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use cosigner::client::{PendingTx, parse_pending_item};
-use cosigner::policy::{self, Action, Context, Policy, Usage, WindowUsage};
+use cosigner::policy::{self, Action, ClockCheck, Context, Policy, Usage, WindowUsage};
 use rust_decimal::Decimal;
 
 const TREASURY_TRON: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
@@ -62,7 +62,7 @@ fn eval(p: &Policy, t: &PendingTx, usage: &Usage) -> (Action, String) {
         Context {
             usage,
             max_sign_len: 245,
-            clock_behind: false,
+            clock: ClockCheck::Ok,
         },
     );
     (e.action, e.rule)
@@ -147,7 +147,7 @@ fn a_rule_over_its_window_limit_does_not_match_and_evaluation_goes_on() {
         Context {
             usage: &u,
             max_sign_len: 245,
-            clock_behind: false,
+            clock: ClockCheck::Ok,
         },
     );
     assert!(
@@ -207,7 +207,7 @@ fn a_transaction_with_a_malformed_field_is_held_never_approved_or_rejected() {
             Context {
                 usage: &u,
                 max_sign_len: 245,
-                clock_behind: false,
+                clock: ClockCheck::Ok,
             },
         );
         assert_eq!(
@@ -235,7 +235,7 @@ fn a_transaction_with_a_malformed_field_is_held_never_approved_or_rejected() {
         Context {
             usage: &u,
             max_sign_len: 100,
-            clock_behind: false,
+            clock: ClockCheck::Ok,
         },
     );
     assert_eq!(e.action, Action::Hold);
@@ -281,7 +281,7 @@ fn approvals_wait_while_the_clock_is_behind_the_ledger() {
         Context {
             usage: &u,
             max_sign_len: 245,
-            clock_behind: true,
+            clock: ClockCheck::BehindLedger,
         },
     );
     assert_eq!((e.action, e.rule.as_str()), (Action::Hold, "(clock)"));

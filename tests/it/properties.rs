@@ -1,7 +1,7 @@
 //! Property tests: the amount parser, address matching, and policy monotonicity.
 
 use cosigner::client::types::parse_decimal;
-use cosigner::policy::{Action, AddressSet, Context, Policy, Usage, WindowUsage};
+use cosigner::policy::{Action, AddressSet, ClockCheck, Context, Policy, Usage, WindowUsage};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -127,7 +127,7 @@ fn approves(p: &Policy, id: u64, to: &str, amount: u32, usage: &Usage) -> bool {
         Context {
             usage,
             max_sign_len: 245,
-            clock_behind: false,
+            clock: ClockCheck::Ok,
         },
     )
     .action

@@ -1,0 +1,305 @@
+//! The one place a listed transaction's fate is decided: the kill switch, one decision per id for
+//! ever, the re-check before a recorded approval is sent again, malformed input, and the policy.
+//! Pure: the cycle, `policy explain` and `policy replay` all call [`plan`], so what explain says
+//! is what the daemon does.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::client::PendingTx;
+use crate::client::types::parse_decimal;
+use crate::ledger::{DecisionRow, Status, TxState};
+use crate::policy::{Action, ClockCheck, Context, Evaluation, Policy, RULE_MALFORMED, Usage};
+
+/// Pseudo-rule recorded when the kill switch decided.
+pub const RULE_PAUSED: &str = "(paused)";
+/// Pseudo-rule recorded when an id that was already approved or rejected is listed again with
+/// other fields.
+pub const RULE_DECIDED: &str = "(decided)";
+
+/// The kill switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The policy decides.
+    Normal,
+    /// Every transaction is held; nothing is approved or rejected.
+    Hold,
+    /// Every well-formed transaction is rejected; nothing is approved.
+    Reject,
+}
+
+impl Mode {
+    /// The name used in logs, metrics, the ledger and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Hold => "hold",
+            Mode::Reject => "reject",
+        }
+    }
+
+    /// The ledger event that records this mode being put in force by `by`; read back by
+    /// [`crate::poller::Engine::restore_mode`].
+    pub fn event_detail(self, by: &str) -> String {
+        serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
+    }
+
+    /// Reads back what [`Mode::event_detail`] wrote; `None` for anything else.
+    pub fn from_event_detail(detail: &str) -> Option<Mode> {
+        serde_json::from_str::<serde_json::Value>(detail)
+            .ok()?
+            .get("mode")?
+            .as_str()?
+            .parse()
+            .ok()
+    }
+
+    /// Whether a request with `status` (1 approve, 2 reject) may go out in this mode.
+    pub fn lets_out(self, status: u8) -> bool {
+        match self {
+            Mode::Normal => true,
+            Mode::Reject => status == 2,
+            Mode::Hold => false,
+        }
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Mode::Normal => 0,
+            Mode::Hold => 1,
+            Mode::Reject => 2,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Mode::Normal,
+            2 => Mode::Reject,
+            // Anything unknown is treated as the safe choice.
+            _ => Mode::Hold,
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "normal" => Ok(Mode::Normal),
+            "hold" => Ok(Mode::Hold),
+            "reject" => Ok(Mode::Reject),
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+}
+
+/// Everything besides the transaction and its recorded state that a plan depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The policy in force.
+    pub policy: &'a Policy,
+    /// The kill-switch mode in force.
+    pub mode: Mode,
+    /// Window usage, recorded approvals included.
+    pub usage: &'a Usage,
+    /// Longest text the key can sign.
+    pub max_sign_len: usize,
+    /// Whether the wall clock can be trusted for windows.
+    pub clock: ClockCheck,
+    /// Now, in ms since the epoch (to tell whether a recorded approval is inside a window).
+    pub now_ms: i64,
+    /// The listing showed this id twice with different fields.
+    pub listed_twice: bool,
+}
+
+/// What to do about one listed transaction.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "plan", rename_all = "snake_case")]
+pub enum Plan {
+    /// Record a new decision (approve, reject or hold); approvals and rejections are then signed
+    /// and sent.
+    Decide(Evaluation),
+    /// Send the recorded decision `seq` again, with its identical `data`.
+    Resend {
+        /// The recorded decision.
+        seq: u64,
+        /// For an approval: the rule that approves it now and its amount, to count in windows.
+        approval: Option<(String, Decimal)>,
+    },
+    /// The recorded decision `seq` is not sent now; nothing new is decided either.
+    Wait {
+        /// The recorded decision.
+        seq: u64,
+        /// Why it waits.
+        reason: String,
+    },
+    /// The server already accepted the recorded decision `seq`.
+    Done {
+        /// The recorded decision.
+        seq: u64,
+    },
+}
+
+impl Plan {
+    /// What the plan amounts to, for summaries: a `Wait` is a hold.
+    pub fn action(&self, recorded: Option<&DecisionRow>) -> Action {
+        match self {
+            Plan::Decide(e) => e.action,
+            Plan::Wait { .. } => Action::Hold,
+            Plan::Resend { .. } | Plan::Done { .. } => recorded.map_or(Action::Hold, |r| r.action),
+        }
+    }
+}
+
+fn held(rule: &str, reason: String) -> Evaluation {
+    Evaluation {
+        action: Action::Hold,
+        rule: rule.into(),
+        reason,
+        amount: None,
+        trace: Vec::new(),
+    }
+}
+
+/// When `ms` was, for reasons a person reads.
+pub fn format_time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Decides what to do with `tx`, given what the ledger holds about its id. The rules, in order:
+///
+/// 1. This very content has a recorded approve/reject (not a dry run): it is never decided
+///    again. Accepted by the server: nothing to do. A reject is re-sent identically (unless the
+///    kill switch holds everything). An approval is re-sent identically only if the mode is normal
+///    and the policy in force would approve the same content now (its own earlier approval not
+///    counted in the windows); otherwise it waits, and is never turned into another decision.
+/// 2. The id has a recorded approve/reject for other content: held, never signed again.
+/// 3. The listing showed the id twice with different fields: held.
+/// 4. The policy evaluates it (malformed input is held before any rule).
+/// 5. The kill switch turns whatever the policy said (malformed holds excepted) into a hold, or
+///    into a reject.
+pub fn plan(tx: &PendingTx, state: &TxState, inp: &Inputs<'_>) -> Plan {
+    if let Some(live) = &state.live {
+        return recorded(tx, live, inp);
+    }
+    if let Some(other) = &state.decided_other {
+        return Plan::Decide(held(
+            RULE_DECIDED,
+            format!(
+                "already decided ({} at {}, record {}); listed again with other fields",
+                other.action.as_str(),
+                format_time(other.recorded_at_ms),
+                other.seq
+            ),
+        ));
+    }
+    if inp.listed_twice {
+        return Plan::Decide(held(
+            RULE_MALFORMED,
+            "the listing showed this id twice with different fields".into(),
+        ));
+    }
+    let mut eval = evaluate(tx, inp, inp.usage);
+    if inp.mode != Mode::Normal && eval.rule != RULE_MALFORMED {
+        let (action, what) = match inp.mode {
+            Mode::Reject => (Action::Reject, "reject-all"),
+            _ => (Action::Hold, "hold-all"),
+        };
+        eval.reason = format!(
+            "{what} mode set by an operator (the policy said: {} by {})",
+            eval.action, eval.rule
+        );
+        eval.action = action;
+        eval.rule = RULE_PAUSED.into();
+    }
+    Plan::Decide(eval)
+}
+
+fn evaluate(tx: &PendingTx, inp: &Inputs<'_>, usage: &Usage) -> Evaluation {
+    inp.policy.evaluate(
+        tx,
+        Context {
+            usage,
+            max_sign_len: inp.max_sign_len,
+            clock: inp.clock,
+        },
+    )
+}
+
+/// Rule 1: a recorded approve/reject for this very content.
+fn recorded(tx: &PendingTx, live: &DecisionRow, inp: &Inputs<'_>) -> Plan {
+    let seq = live.seq;
+    if live.status == Status::Submitted {
+        return Plan::Done { seq };
+    }
+    match live.action {
+        Action::Reject if inp.mode == Mode::Hold => Plan::Wait {
+            seq,
+            reason: "hold-all mode set by an operator: the recorded reject waits".into(),
+        },
+        Action::Reject | Action::Hold => Plan::Resend {
+            seq,
+            approval: None,
+        },
+        Action::Approve if inp.mode != Mode::Normal => Plan::Wait {
+            seq,
+            reason: format!(
+                "{}-all mode set by an operator: the recorded approval waits",
+                inp.mode.as_str()
+            ),
+        },
+        Action::Approve => {
+            let usage = without(inp, live);
+            let now = evaluate(tx, inp, &usage);
+            match (now.action, now.amount) {
+                (Action::Approve, Some(amount)) => Plan::Resend {
+                    seq,
+                    approval: Some((now.rule, amount)),
+                },
+                _ => Plan::Wait {
+                    seq,
+                    reason: format!(
+                        "the recorded approval is not sent again: the policy in force now says \
+                         {} by {} ({})",
+                        now.action.as_str(),
+                        now.rule,
+                        now.reason
+                    ),
+                },
+            }
+        }
+    }
+}
+
+/// Window usage without the recorded approval `live` itself, so that re-checking it does not
+/// count it twice. Its amount is read back from its text; one that cannot be read stays counted
+/// (over-counting is safe).
+fn without(inp: &Inputs<'_>, live: &DecisionRow) -> Usage {
+    let mut usage = inp.usage.clone();
+    let Some(amount) = live.amount.as_deref().and_then(parse_decimal) else {
+        return usage;
+    };
+    let inside = |window: std::time::Duration| {
+        live.recorded_at_ms > inp.now_ms - i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
+    };
+    let rule_window = inp
+        .policy
+        .rules
+        .iter()
+        .find(|r| r.name == live.rule)
+        .and_then(|r| r.limit.as_ref())
+        .map(|l| l.window);
+    if rule_window.is_some_and(inside)
+        && let Some(w) = usage.rules.get_mut(&live.rule)
+        && w.count > 0
+    {
+        w.count -= 1;
+        w.total = (w.total - amount).max(Decimal::ZERO);
+    }
+    if inp.policy.guard.as_ref().is_some_and(|g| inside(g.window)) {
+        usage.guard_approvals = usage.guard_approvals.saturating_sub(1);
+    }
+    usage
+}
