@@ -68,6 +68,8 @@ pub struct Faults {
     pub total_override: Option<u64>,
     /// Serve the first page for every page number (a page that repeats forever).
     pub repeat_first_page: bool,
+    /// Seconds sent as `Retry-After` with every injected 503.
+    pub retry_after: Option<u64>,
 }
 
 mod duration_text {
@@ -156,6 +158,15 @@ pub struct DecisionRecord {
     pub at_ms: u64,
 }
 
+/// One approve/reject request as it arrived, before any fault or check: what left the client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attempt {
+    /// Milliseconds since the epoch of its arrival.
+    pub at_ms: u64,
+    /// The request body as received.
+    pub body: String,
+}
+
 /// One accepted collection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CollectRecord {
@@ -183,6 +194,7 @@ struct Inner {
     decisions: Vec<DecisionRecord>,
     decided: HashMap<u64, usize>,
     conflicts: u64,
+    attempts: Vec<Attempt>,
     collects: Vec<CollectRecord>,
     orders: Vec<serde_json::Value>,
     order_nos: HashMap<String, String>,
@@ -328,6 +340,11 @@ impl Sandbox {
     /// Every accepted collection.
     pub fn collects(&self) -> Vec<CollectRecord> {
         self.lock().collects.clone()
+    }
+
+    /// Every approve/reject request that arrived, faulted and refused ones included.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.lock().attempts.clone()
     }
 
     /// Every refused request.
@@ -731,9 +748,15 @@ impl Sandbox {
             sandbox: self.clone(),
             path: path.to_string(),
         };
-        let (latency, fault) = {
+        let (latency, fault, retry_after) = {
             let mut g = self.lock();
             *g.requests.entry(path.to_string()).or_default() += 1;
+            if path == api::APPROVE {
+                g.attempts.push(Attempt {
+                    at_ms: now_ms(),
+                    body: body.to_string(),
+                });
+            }
             let now = {
                 let n = g.in_flight.entry(path.to_string()).or_default();
                 *n += 1;
@@ -743,6 +766,7 @@ impl Sandbox {
             *max = (*max).max(now);
             let f = g.faults.clone();
             let roll = g.next_rand();
+            let retry_after = f.retry_after;
             let targeted = f.error_paths.is_empty() || f.error_paths.iter().any(|p| p == path);
             let fault = if !targeted {
                 None
@@ -753,19 +777,24 @@ impl Sandbox {
             } else {
                 None
             };
-            (f.latency, fault)
+            (f.latency, fault, retry_after)
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
         match fault {
             Some(true) => {
-                return (
+                let mut r = (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [("Content-Type", "application/json")],
                     r#"{"code":503,"message":"Service Unavailable"}"#,
                 )
                     .into_response();
+                if let Some(secs) = retry_after {
+                    r.headers_mut()
+                        .insert("Retry-After", axum::http::HeaderValue::from(secs));
+                }
+                return r;
             }
             Some(false) => {
                 return (

@@ -1,6 +1,7 @@
-//! The wall clock stepped backwards (libfaketime): no approvals until it passes the newest
-//! ledger record; rejections and holds go on. Needs the `faketime` program (Debian package
-//! `faketime`, which `.ci/run` installs); without it the test says so and passes only outside CI.
+//! The wall clock stepped backwards past the newest ledger record, or jumped ahead of the
+//! server's (libfaketime): no approvals until it is right; rejections and holds go on. Needs the
+//! `faketime` program (Debian package `faketime`, which `.ci/run` installs); without it the test
+//! says so and passes only outside CI.
 
 use cosigner::ledger::Ledger;
 use cosigner::policy::Action;
@@ -125,4 +126,96 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
         decided.iter().any(|d| d["id"] == 4 && d["status"] == 1),
         "{decided:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windows_stay_counted() {
+    if !faketime_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install faketime (.ci/run does)"
+        );
+        eprintln!("skipped: the faketime program is not installed (apt-get install faketime)");
+        return;
+    }
+    // The sandbox tolerates the skew (as a lenient server would): the daemon's own comparison
+    // of its clock with the server's `Date` is what is under test.
+    let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
+    let http = reqwest::Client::new();
+    let add = |id: u64| {
+        let items: Vec<Value> =
+            vec![serde_json::from_str(&item(id, HOT, TREASURY, "1", "195")).unwrap()];
+        let http = http.clone();
+        let url = sandbox.url.clone();
+        async move {
+            http.post(format!("{url}/_sandbox/pending"))
+                .json(&items)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &sandbox.url);
+    // One approval per hour: a clock two hours ahead would find the window empty.
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"1h\"\nmax_count = 1\n"),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap().to_string();
+    add(1).await;
+    let out = run_bin(&["run", "--once", "--config", &c]).await;
+    assert!(out.status.success(), "{}", all_output(&out));
+
+    add(2).await;
+    let out = tokio::task::spawn_blocking({
+        let c = c.clone();
+        move || {
+            std::process::Command::new("faketime")
+                .args([
+                    "-f",
+                    "+2h",
+                    env!("CARGO_BIN_EXE_cosigner"),
+                    "run",
+                    "--once",
+                    "--config",
+                    &c,
+                ])
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = all_output(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("ahead of the server"),
+        "the log says why: {text}"
+    );
+    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let h2 = ledger.history(2).unwrap();
+    assert_eq!(
+        (h2[0].action, h2[0].rule.as_str()),
+        (Action::Hold, "(clock)"),
+        "{:?}",
+        h2[0].reason
+    );
+    assert!(
+        h2[0].reason.contains("ahead of the server's"),
+        "{}",
+        h2[0].reason
+    );
+    let decided: Vec<Value> = http
+        .get(format!("{}/_sandbox/decisions", sandbox.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(decided.len(), 1, "only the first approval: {decided:?}");
 }

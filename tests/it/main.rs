@@ -10,6 +10,7 @@ mod fuzz_regressions;
 mod network;
 mod operator;
 mod policy;
+mod promise;
 mod properties;
 mod reliability;
 mod signing;

@@ -404,3 +404,74 @@ fn the_shipped_example_policy_parses() {
     assert!(!p.rules.is_empty());
     assert!(p.guard.is_some());
 }
+
+#[test]
+fn policy_check_refuses_list_entries_that_could_never_match_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let inline = dir.path().join("inline.toml");
+    std::fs::write(
+        &inline,
+        format!(
+            "default = \"hold\"\n[lists]\ntreasury = [\n  \"{TREASURY_TRON}\",\n  \"TFMQ\u{200b}rPdFWuPzFRXb42sxB22ABCVL6xSopV\",\n]\n"
+        ),
+    )
+    .unwrap();
+    let from_file = dir.path().join("file.toml");
+    std::fs::write(
+        &from_file,
+        "default = \"hold\"\n[lists]\nblocked = { file = \"blocked.txt\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("blocked.txt"),
+        format!("# known bad\n{BAD}\n0x8617E340B3D01FA5F11F306F4090FD50E23807\n"),
+    )
+    .unwrap();
+    let chains = dir.path().join("chains.toml");
+    std::fs::write(
+        &chains,
+        "[[rule]]\nname = \"bsc\"\naction = \"reject\"\nchains = [\"056\"]\n",
+    )
+    .unwrap();
+    for (file, needles) in [
+        (
+            &inline,
+            &[
+                "list \"treasury\", line 5",
+                "U+200B ZERO WIDTH SPACE at character 5",
+                "could never match",
+            ][..],
+        ),
+        (
+            &from_file,
+            &["list \"blocked\"", "blocked.txt line 3", "40 hex digits"][..],
+        ),
+        (
+            &chains,
+            &["rule \"bsc\"", "`chains`", "\"056\"", "leading zeros"][..],
+        ),
+    ] {
+        let out = crate::support::bin()
+            .args(["policy", "check"])
+            .arg(file)
+            .output()
+            .unwrap();
+        let text = crate::support::all_output(&out);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        for n in needles {
+            assert!(text.contains(n), "{} lacks {n:?}: {text}", file.display());
+        }
+    }
+}
+
+#[test]
+fn a_tron_shaped_policy_address_with_a_bad_checksum_is_a_typo_and_refused() {
+    let typo = format!("{}W", &TREASURY_TRON[..33]);
+    let err = parse(&format!(
+        "[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{typo}\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("rule \"t\": key `to`"), "{err}");
+    assert!(err.contains("not a valid TRON address"), "{err}");
+}

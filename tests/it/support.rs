@@ -303,6 +303,16 @@ pub fn engine_for(
     policy_text: &str,
     settings: cosigner::poller::PollSettings,
 ) -> cosigner::poller::Engine {
+    engine_with_client(dir, client_config(url), policy_text, settings)
+}
+
+/// [`engine_for`] with client settings of the test's own.
+pub fn engine_with_client(
+    dir: &Path,
+    client: ClientConfig,
+    policy_text: &str,
+    settings: cosigner::poller::PollSettings,
+) -> cosigner::poller::Engine {
     use std::sync::{Arc, Mutex};
     let ppath = dir.join("policy.toml");
     std::fs::write(&ppath, policy_text).unwrap();
@@ -311,7 +321,7 @@ pub fn engine_for(
         key_copy(dir, "keytool-aes.pfx");
     }
     cosigner::poller::Engine::new(
-        Arc::new(cosigner::client::Client::new(client_config(url)).unwrap()),
+        Arc::new(cosigner::client::Client::new(client).unwrap()),
         Arc::new(
             cosigner::signer::Signer::load(&cosigner::signer::KeySource {
                 pfx_file: pfx,

@@ -1,0 +1,503 @@
+//! The central promise under attack: never approve what the policy in force forbids, never send
+//! two different decisions for one id. Each test reproduces an attack an independent review used
+//! to break it, and a property test throws random interleavings of all of them at the cycle.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cosigner::client::APPROVE;
+use cosigner::ledger::Status;
+use cosigner::policy::{self, Action, ClockCheck, Context, Usage};
+use cosigner::poller::{Engine, Mode, PollSettings};
+use cosigner::sandbox::{Faults, Scenario};
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn settings() -> PollSettings {
+    PollSettings {
+        page_size: 10,
+        max_in_flight: 4,
+        dry_run: false,
+        max_pages: 100,
+    }
+}
+
+fn scenario(items: Vec<String>) -> Scenario {
+    Scenario {
+        pending: items,
+        faults: Faults::default(),
+    }
+}
+
+fn rows(e: &Engine) -> Vec<cosigner::ledger::DecisionRow> {
+    let mut r = e.ledger.lock().unwrap().list(10_000).unwrap();
+    r.reverse();
+    r
+}
+
+const EVM_BLOCKED: &str = "0x000000000000000000000000000000000000dEaD";
+
+/// A reject rule for a list and for a whole chain, then an approve rule bounded only by amount:
+/// anything that slips past the reject rules is approved.
+fn disguise_policy() -> String {
+    format!(
+        r#"default = "hold"
+[lists]
+blocked = ["{BAD}", "{EVM_BLOCKED}"]
+[[rule]]
+name = "blocked"
+action = "reject"
+to = ["@blocked"]
+[[rule]]
+name = "no bsc"
+action = "reject"
+chains = ["56"]
+[[rule]]
+name = "small"
+action = "approve"
+max_amount = "100"
+"#
+    )
+}
+
+#[tokio::test]
+async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejected() {
+    let disguised_to = [
+        (10, format!("{BAD} ")),
+        (11, format!("{BAD}\u{a0}")),
+        (12, format!("TBad\u{200b}{}", &BAD[4..])),
+        (13, format!("TBad\u{200d}{}", &BAD[4..])),
+        (14, format!("\u{feff}{BAD}")),
+        (15, format!("\t{BAD}")),
+    ];
+    let mut items: Vec<String> = disguised_to
+        .iter()
+        .map(|(id, to)| item(*id, HOT, to, "1", "195"))
+        .collect();
+    items.push(item(
+        16,
+        HOT,
+        &EVM_BLOCKED.replacen("0x", "0X", 1),
+        "1",
+        "1",
+    ));
+    for (id, chain) in [(20, "056"), (21, " 56"), (22, "56\u{200b}"), (23, "56 ")] {
+        items.push(item(id, HOT, STRANGER, "1", chain));
+    }
+    // Controls: the same destinations and chain written canonically.
+    items.push(item(30, HOT, BAD, "1", "195"));
+    items.push(item(31, HOT, EVM_BLOCKED, "1", "1"));
+    items.push(item(32, HOT, STRANGER, "1", "56"));
+    items.push(item(33, HOT, STRANGER, "1", "195"));
+    let sb = start_sandbox(scenario(items)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_for(dir.path(), &sb.url, &disguise_policy(), settings());
+    e.cycle_once().await.unwrap();
+
+    let mut decided: Vec<(u64, u8)> = sb
+        .sandbox
+        .decisions()
+        .iter()
+        .map(|d| (d.id, d.status))
+        .collect();
+    decided.sort_unstable();
+    assert_eq!(
+        decided,
+        vec![(30, 2), (31, 2), (32, 2), (33, 1)],
+        "only the canonical controls are decided: the blocked ones and BSC rejected, the stranger on TRON approved"
+    );
+    for r in rows(&e).iter().filter(|r| r.tx_id < 30) {
+        assert_eq!(
+            (r.action, r.rule.as_str()),
+            (Action::Hold, "(malformed)"),
+            "tx {}: {}",
+            r.tx_id,
+            r.reason
+        );
+    }
+    let reason = |id: u64| rows(&e).into_iter().find(|r| r.tx_id == id).unwrap().reason;
+    assert!(
+        reason(12).contains("U+200B ZERO WIDTH SPACE at character 5"),
+        "{}",
+        reason(12)
+    );
+    assert!(reason(14).contains("U+FEFF"), "{}", reason(14));
+    assert!(
+        reason(16).contains("0x` followed by exactly 40 hex digits"),
+        "{}",
+        reason(16)
+    );
+    assert!(
+        reason(20).contains("chainId \"056\" starts with 0"),
+        "{}",
+        reason(20)
+    );
+}
+
+#[tokio::test]
+async fn a_lookalike_of_an_allow_listed_address_says_which_entry_it_imitates() {
+    let fake = TREASURY.replacen("So", "S\u{43e}", 1);
+    let sb = start_sandbox(scenario(vec![item(1, HOT, &fake, "1", "195")])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = format!(
+        "default = \"hold\"\n[lists]\ntreasury = [\"{TREASURY}\"]\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"@treasury\"]\n"
+    );
+    let e = engine_for(dir.path(), &sb.url, &p, settings());
+    e.cycle_once().await.unwrap();
+    let r = rows(&e).pop().unwrap();
+    assert_eq!(r.action, Action::Hold);
+    assert!(
+        r.reason.contains(&format!(
+            "it differs from list \"treasury\" entry {TREASURY} at character 32: U+043E CYRILLIC SMALL LETTER O"
+        )),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test]
+async fn an_id_decided_once_and_listed_again_with_other_fields_is_held_and_never_signed_again() {
+    let sb = start_sandbox(scenario(vec![item(42, HOT, BAD, "5", "195")])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &sb.url);
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"blocked\"\naction = \"reject\"\nto = [\"{BAD}\"]\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    e.cycle_once().await.unwrap();
+    assert_eq!(sb.sandbox.decisions()[0].status, 2, "42 rejected, accepted");
+
+    // The server lists 42 again, now to an address the policy approves.
+    let relisted = item(42, HOT, TREASURY, "5", "195");
+    sb.sandbox.add_pending([relisted.clone()]);
+    for _ in 0..2 {
+        let out = e.cycle_once().await.unwrap();
+        assert_eq!(out.submitted + out.resent, 0, "{out:?}");
+    }
+    let attempts = sb.sandbox.attempts();
+    assert_eq!(
+        attempts.len(),
+        1,
+        "one request ever left for 42: {attempts:?}"
+    );
+    let r = rows(&e);
+    assert_eq!(r.len(), 2, "the reject, and one hold (not one per cycle)");
+    assert_eq!(
+        (r[1].action, r[1].rule.as_str()),
+        (Action::Hold, "(decided)")
+    );
+    assert!(
+        r[1].reason.starts_with("already decided (reject at ")
+            && r[1].reason.ends_with("listed again with other fields"),
+        "{}",
+        r[1].reason
+    );
+    assert!(
+        e.metrics.render().contains("cosigner_id_reuse_total 1"),
+        "counted once"
+    );
+
+    // `policy explain` says the same as the daemon did.
+    drop(e);
+    std::fs::write(dir.path().join("policy.toml"), &policy).unwrap();
+    let out = run_bin(&[
+        "policy",
+        "explain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--tx",
+        &relisted,
+    ])
+    .await;
+    let text = all_output(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("decision: hold by (decided) — already decided (reject at "),
+        "{text}"
+    );
+}
+
+/// Client settings whose every retry waits 5 s (the server's `Retry-After`).
+fn slow_retries(url: &str) -> cosigner::client::ClientConfig {
+    let mut c = client_config(url);
+    c.max_retries = 5;
+    c.initial_backoff = Duration::from_secs(5);
+    c.max_backoff = Duration::from_secs(5);
+    c
+}
+
+fn approve_requests(sb: &RunningSandbox) -> u64 {
+    sb.sandbox
+        .stats()
+        .requests
+        .get(APPROVE)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        error_paths: vec![APPROVE.into()],
+        retry_after: Some(5),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let e = engine_with_client(dir.path(), slow_retries(&sb.url), &policy, settings());
+
+    let (out, paused_at) = tokio::join!(e.cycle_once(), async {
+        wait_until("the first attempt", Duration::from_secs(10), || async {
+            approve_requests(&sb) >= 1
+        })
+        .await;
+        e.set_mode(Mode::Hold, "test").unwrap();
+        Instant::now()
+    });
+    let stopped_after = paused_at.elapsed();
+    let out = out.unwrap();
+    println!("the cycle ended {stopped_after:?} after the pause");
+    assert!(
+        stopped_after < Duration::from_secs(1),
+        "the retry waiting 5 s was woken by the pause: {stopped_after:?}"
+    );
+    assert_eq!(approve_requests(&sb), 1, "no attempt after the pause");
+    assert_eq!(out.failed, 1);
+    let r = rows(&e);
+    assert_eq!(r[0].status, Status::Failed);
+    assert!(
+        r[0].status_message
+            .as_deref()
+            .unwrap()
+            .contains("hold-all mode"),
+        "{:?}",
+        r[0].status_message
+    );
+
+    // Paused, the next cycle sends nothing; resumed, the same data goes out.
+    sb.sandbox.set_faults(Faults::default());
+    let out = e.cycle_once().await.unwrap();
+    assert_eq!((out.resent, approve_requests(&sb)), (0, 1));
+    e.set_mode(Mode::Normal, "test").unwrap();
+    let out = e.cycle_once().await.unwrap();
+    assert_eq!((out.resent, out.submitted), (1, 1));
+    assert_eq!(Some(sb.sandbox.decisions()[0].data.clone()), r[0].data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_reload_stops_an_approval_waiting_to_retry() {
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        error_paths: vec![APPROVE.into()],
+        retry_after: Some(5),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let e = engine_with_client(dir.path(), slow_retries(&sb.url), &policy, settings());
+    let (out, ()) = tokio::join!(e.cycle_once(), async {
+        wait_until("the first attempt", Duration::from_secs(10), || async {
+            approve_requests(&sb) >= 1
+        })
+        .await;
+        let reject_all = policy::parse(
+            "default = \"reject\"\n",
+            &dir.path().join("p.toml"),
+            &|_| unreachable!(),
+        )
+        .unwrap();
+        e.replace_policy(Arc::new(reject_all));
+    });
+    out.unwrap();
+    assert_eq!(approve_requests(&sb), 1, "no attempt after the reload");
+    sb.sandbox.set_faults(Faults::default());
+    let out = e.cycle_once().await.unwrap();
+    assert_eq!((out.resent, out.held), (0, 1), "{out:?}");
+    assert_eq!(approve_requests(&sb), 1);
+    assert!(sb.sandbox.decisions().is_empty());
+}
+
+// ---- The property: random interleavings of everything above ----
+
+/// Contents an id can be listed with: (destination, amount).
+const VARIANTS: [(&str, &str); 4] = [
+    (TREASURY, "5"),
+    (BAD, "5"),
+    (STRANGER, "5"),
+    (TREASURY, "500"),
+];
+
+/// Policies an operator can reload, none with windows (so "the policy allows" needs no usage).
+fn model_policy(i: usize) -> String {
+    match i {
+        0 => format!(
+            "default = \"hold\"\n[[rule]]\nname = \"bad\"\naction = \"reject\"\nto = [\"{BAD}\"]\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nmax_amount = \"100\"\n"
+        ),
+        1 => "default = \"reject\"\n".to_string(),
+        2 => format!(
+            "default = \"hold\"\n[[rule]]\nname = \"bad\"\naction = \"reject\"\nto = [\"{BAD}\"]\n[[rule]]\nname = \"small\"\naction = \"approve\"\nmax_amount = \"10\"\n"
+        ),
+        _ => format!(
+            "default = \"reject\"\n[[rule]]\nname = \"s\"\naction = \"approve\"\nto = [\"{STRANGER}\", \"{TREASURY}\"]\n"
+        ),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    List {
+        id: u64,
+        variant: usize,
+    },
+    Reload(usize),
+    Mode(Mode),
+    ApproveFailures(f64),
+    Cycle,
+    /// A cycle cut off after this many ms (the process dies), then a restart and a full cycle.
+    CrashAndRestart(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u64..=4, 0usize..VARIANTS.len()).prop_map(|(id, variant)| Op::List { id, variant }),
+        2 => (0usize..4).prop_map(Op::Reload),
+        1 => prop_oneof![Just(Mode::Normal), Just(Mode::Hold), Just(Mode::Reject)].prop_map(Op::Mode),
+        1 => prop_oneof![Just(0.0), Just(0.5), Just(1.0)].prop_map(Op::ApproveFailures),
+        4 => Just(Op::Cycle),
+        1 => (0u64..40).prop_map(Op::CrashAndRestart),
+    ]
+}
+
+/// Checks what left during one step against the policy and mode in force during it.
+fn check_attempts(
+    new: &[cosigner::sandbox::Attempt],
+    policy_text: &str,
+    mode: Mode,
+    sent: &mut std::collections::HashMap<u64, String>,
+) -> Result<(), TestCaseError> {
+    let p = policy::parse(
+        policy_text,
+        std::path::Path::new("p.toml"),
+        &|_| unreachable!(),
+    )
+    .unwrap();
+    for a in new {
+        let body: Value = serde_json::from_str(&a.body).unwrap();
+        let id = body["id"].as_u64().unwrap();
+        let data = body["data"].as_str().unwrap().to_string();
+        let first = sent.entry(id).or_insert_with(|| data.clone());
+        prop_assert_eq!(&*first, &data, "tx {} got two different signed texts", id);
+        if body["status"] == 1 {
+            prop_assert_eq!(mode, Mode::Normal, "approval of {} sent while paused", id);
+            let tx = cosigner::client::parse_pending_item(&item(
+                id,
+                body["from"].as_str().unwrap(),
+                body["to"].as_str().unwrap(),
+                body["value"].as_str().unwrap(),
+                body["chainId"].as_str().unwrap(),
+            ))
+            .unwrap();
+            let eval = p.evaluate(
+                &tx,
+                Context {
+                    usage: &Usage::default(),
+                    max_sign_len: 245,
+                    clock: ClockCheck::Ok,
+                },
+            );
+            prop_assert_eq!(
+                eval.action,
+                Action::Approve,
+                "approval of {} sent though the policy in force says {}",
+                id,
+                eval.reason
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let sb = start_sandbox(scenario(Vec::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut policy_text = model_policy(0);
+    let mut mode = Mode::Normal;
+    let mut e = engine_for(dir.path(), &sb.url, &policy_text, settings());
+    let mut sent = std::collections::HashMap::new();
+    let mut seen = 0;
+    for op in ops {
+        match op {
+            Op::List { id, variant } => {
+                let (to, amount) = VARIANTS[variant];
+                sb.sandbox.add_pending([item(id, HOT, to, amount, "195")]);
+            }
+            Op::Reload(i) => {
+                policy_text = model_policy(i);
+                let p = policy::parse(
+                    &policy_text,
+                    &dir.path().join("policy.toml"),
+                    &|_| unreachable!(),
+                )
+                .unwrap();
+                e.replace_policy(Arc::new(p));
+            }
+            Op::Mode(m) => {
+                e.set_mode(m, "model").unwrap();
+                mode = m;
+            }
+            Op::ApproveFailures(rate) => sb.sandbox.set_faults(Faults {
+                error_rate: rate,
+                error_paths: vec![APPROVE.into()],
+                seed: 7,
+                ..Faults::default()
+            }),
+            Op::Cycle => {
+                let _ = e.cycle_once().await;
+            }
+            Op::CrashAndRestart(ms) => {
+                let _ = tokio::time::timeout(Duration::from_millis(ms), e.cycle_once()).await;
+                drop(e);
+                std::fs::write(dir.path().join("policy.toml"), &policy_text).unwrap();
+                e = engine_for(dir.path(), &sb.url, &policy_text, settings());
+                prop_assert_eq!(e.restore_mode().unwrap(), mode, "the mode survives");
+                let _ = e.cycle_once().await;
+            }
+        }
+        let attempts = sb.sandbox.attempts();
+        check_attempts(&attempts[seen..], &policy_text, mode, &mut sent)?;
+        seen = attempts.len();
+    }
+    prop_assert_eq!(
+        sb.sandbox.stats().conflicts,
+        0,
+        "the server saw no second decision"
+    );
+    let report = e.ledger.lock().unwrap().verify().unwrap();
+    prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 40,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn per_id_one_signed_text_at_most_and_every_approval_allowed_by_the_policy_and_mode_in_force(
+        ops in proptest::collection::vec(op(), 1..24)
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run_model(ops))?;
+    }
+}
