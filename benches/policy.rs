@@ -60,11 +60,11 @@ fn bench(c: &mut Criterion) {
     };
     c.bench_function(
         "evaluate: 50 rules x 100k addresses, no rule matches",
-        |b| b.iter(|| black_box(p.evaluate(black_box(&miss), ctx))),
+        |b| b.iter(|| black_box(p.decide(black_box(&miss), ctx))),
     );
     c.bench_function(
         "evaluate: 50 rules x 100k addresses, first rule matches",
-        |b| b.iter(|| black_box(p.evaluate(black_box(&hit), ctx))),
+        |b| b.iter(|| black_box(p.decide(black_box(&hit), ctx))),
     );
 }
 

@@ -1062,6 +1062,7 @@ fn policy_explain(config: ConfigArg, tx_json: &str) -> CmdResult {
             clock,
             now_ms: now,
             listed_twice: false,
+            trace: true,
         },
     );
     println!(

@@ -111,6 +111,8 @@ pub struct Inputs<'a> {
     pub now_ms: i64,
     /// The listing showed this id twice with different fields.
     pub listed_twice: bool,
+    /// Keep every rule's trace in the evaluation (for `policy explain`; the cycle does not).
+    pub trace: bool,
 }
 
 /// What to do about one listed transaction.
@@ -219,14 +221,16 @@ pub fn plan(tx: &PendingTx, state: &TxState, inp: &Inputs<'_>) -> Plan {
 }
 
 fn evaluate(tx: &PendingTx, inp: &Inputs<'_>, usage: &Usage) -> Evaluation {
-    inp.policy.evaluate(
-        tx,
-        Context {
-            usage,
-            max_sign_len: inp.max_sign_len,
-            clock: inp.clock,
-        },
-    )
+    let ctx = Context {
+        usage,
+        max_sign_len: inp.max_sign_len,
+        clock: inp.clock,
+    };
+    if inp.trace {
+        inp.policy.evaluate(tx, ctx)
+    } else {
+        inp.policy.decide(tx, ctx)
+    }
 }
 
 /// Rule 1: a recorded approve/reject for this very content.

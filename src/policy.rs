@@ -21,7 +21,7 @@ pub use parse::{PolicyError, load, parse};
 
 use crate::client::PendingTx;
 use crate::client::types::parse_decimal;
-use crate::signer::{Decision, Verdict, decision_text};
+use crate::signer::{Decision, Verdict, decision_text_len};
 
 /// Longest amount text considered; anything longer is held as malformed.
 pub const MAX_AMOUNT_TEXT: usize = 64;
@@ -297,7 +297,7 @@ fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a
     if amount_text.starts_with('-') {
         return Err(format!("amount {amount_text:?} is negative").into());
     }
-    let text = decision_text(&Decision {
+    let len = decision_text_len(&Decision {
         id: tx.id,
         from,
         to,
@@ -305,10 +305,9 @@ fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a
         chain_id: chain,
         verdict: Verdict::Approve,
     });
-    if text.len() > max_sign_len {
+    if len > max_sign_len {
         return Err(format!(
-            "the text to sign is {} bytes; the key signs at most {max_sign_len}",
-            text.len()
+            "the text to sign is {len} bytes; the key signs at most {max_sign_len}"
         )
         .into());
     }
@@ -320,61 +319,162 @@ fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a
     })
 }
 
+/// Why a rule did not match, kept as data: the sentence is built only when someone reads it
+/// (a trace, or the nearest rule of a hold), so a miss costs no allocation.
+#[derive(Debug, Clone, Copy)]
+enum Miss {
+    Chain,
+    From,
+    To,
+    Below(Decimal),
+    Above(Decimal),
+    Total {
+        after: Option<Decimal>,
+        limit: Decimal,
+        window: Duration,
+    },
+    Count {
+        count: u64,
+        limit: u64,
+        window: Duration,
+    },
+}
+
+impl Miss {
+    /// How far the transaction got: 0 chain, 1 source, 2 destination, 3 amount, 4 window.
+    fn stage(self) -> u8 {
+        match self {
+            Miss::Chain => 0,
+            Miss::From => 1,
+            Miss::To => 2,
+            Miss::Below(_) | Miss::Above(_) => 3,
+            Miss::Total { .. } | Miss::Count { .. } => 4,
+        }
+    }
+
+    fn describe(self, c: &Checked<'_>) -> String {
+        match self {
+            Miss::Chain => format!("chain {} is not in chains", c.chain),
+            Miss::From => format!("from {} is not in from", c.from),
+            Miss::To => format!("to {} is not in to", c.to),
+            Miss::Below(min) => format!("amount {} is below min_amount {min}", c.amount),
+            Miss::Above(max) => format!("amount {} is above max_amount {max}", c.amount),
+            Miss::Total {
+                after,
+                limit,
+                window,
+            } => format!(
+                "window total would be {} (limit {limit} per {})",
+                after.map_or("too large".into(), |t| t.to_string()),
+                humantime::format_duration(window)
+            ),
+            Miss::Count {
+                count,
+                limit,
+                window,
+            } => format!(
+                "window count would be {count} (limit {limit} per {})",
+                humantime::format_duration(window)
+            ),
+        }
+    }
+}
+
+/// An address of the transaction as address sets look it up, with the answers of the lists seen
+/// so far: rules usually share a few large lists, and each is asked once per evaluation.
+struct Lookup<'a> {
+    key: std::borrow::Cow<'a, str>,
+    evm: bool,
+    lists: Vec<(*const AddressSet, bool)>,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(addr: &'a str) -> Self {
+        let evm = is_evm_address(addr);
+        let key = if evm {
+            std::borrow::Cow::Owned(addr.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(addr)
+        };
+        Self {
+            key,
+            evm,
+            lists: Vec::new(),
+        }
+    }
+
+    fn in_matcher(&mut self, m: &AddressMatcher) -> bool {
+        if m.own().contains_key(&self.key, self.evm) {
+            return true;
+        }
+        m.lists().iter().any(|l| {
+            let ptr = Arc::as_ptr(l);
+            match self.lists.iter().find(|(p, _)| std::ptr::eq(*p, ptr)) {
+                Some(&(_, hit)) => hit,
+                None => {
+                    let hit = l.contains_key(&self.key, self.evm);
+                    self.lists.push((ptr, hit));
+                    hit
+                }
+            }
+        })
+    }
+}
+
 impl Rule {
-    /// Why this rule does not match, or `None` when it does. The number says how far the
-    /// transaction got: 0 chain, 1 source, 2 destination, 3 amount, 4 window.
-    fn why_not(&self, c: &Checked<'_>, usage: &Usage) -> Option<(u8, String)> {
+    /// Why this rule does not match, or `None` when it does.
+    fn why_not(
+        &self,
+        c: &Checked<'_>,
+        usage: &Usage,
+        from: &mut Lookup<'_>,
+        to: &mut Lookup<'_>,
+    ) -> Option<Miss> {
         if let Some(chains) = &self.chains
             && !chains.iter().any(|ch| ch == c.chain)
         {
-            return Some((0, format!("chain {} is not in chains", c.chain)));
+            return Some(Miss::Chain);
         }
-        if let Some(from) = &self.from
-            && !from.contains(c.from)
+        if let Some(m) = &self.from
+            && !from.in_matcher(m)
         {
-            return Some((1, format!("from {} is not in from", c.from)));
+            return Some(Miss::From);
         }
-        if let Some(to) = &self.to
-            && !to.contains(c.to)
+        if let Some(m) = &self.to
+            && !to.in_matcher(m)
         {
-            return Some((2, format!("to {} is not in to", c.to)));
+            return Some(Miss::To);
         }
         if let Some(min) = self.min_amount
             && c.amount < min
         {
-            return Some((3, format!("amount {} is below min_amount {min}", c.amount)));
+            return Some(Miss::Below(min));
         }
         if let Some(max) = self.max_amount
             && c.amount > max
         {
-            return Some((3, format!("amount {} is above max_amount {max}", c.amount)));
+            return Some(Miss::Above(max));
         }
         if let Some(limit) = &self.limit {
             let used = usage.rules.get(&self.name).copied().unwrap_or_default();
             if let Some(max_total) = limit.max_total {
                 let after = used.total.checked_add(c.amount);
                 if after.is_none_or(|t| t > max_total) {
-                    return Some((
-                        4,
-                        format!(
-                            "window total would be {} (limit {max_total} per {})",
-                            after.map_or("too large".into(), |t| t.to_string()),
-                            humantime::format_duration(limit.window)
-                        ),
-                    ));
+                    return Some(Miss::Total {
+                        after,
+                        limit: max_total,
+                        window: limit.window,
+                    });
                 }
             }
             if let Some(max_count) = limit.max_count
                 && used.count + 1 > max_count
             {
-                return Some((
-                    4,
-                    format!(
-                        "window count would be {} (limit {max_count} per {})",
-                        used.count + 1,
-                        humantime::format_duration(limit.window)
-                    ),
-                ));
+                return Some(Miss::Count {
+                    count: used.count + 1,
+                    limit: max_count,
+                    window: limit.window,
+                });
             }
         }
         None
@@ -382,8 +482,18 @@ impl Rule {
 }
 
 impl Policy {
-    /// Decides what to do with `tx`. Pure: the same inputs always give the same answer.
+    /// Decides what to do with `tx`, with the trace of every rule tried (for `policy explain`).
+    /// Pure: the same inputs always give the same answer.
     pub fn evaluate(&self, tx: &PendingTx, ctx: Context<'_>) -> Evaluation {
+        self.evaluate_with(tx, ctx, true)
+    }
+
+    /// [`Policy::evaluate`] without the trace: what the cycle runs for every transaction.
+    pub fn decide(&self, tx: &PendingTx, ctx: Context<'_>) -> Evaluation {
+        self.evaluate_with(tx, ctx, false)
+    }
+
+    fn evaluate_with(&self, tx: &PendingTx, ctx: Context<'_>, traced: bool) -> Evaluation {
         let checked = match check_fields(tx, ctx.max_sign_len) {
             Ok(c) => c,
             Err(m) => {
@@ -400,44 +510,47 @@ impl Policy {
                 };
             }
         };
-        let mut trace = Vec::with_capacity(self.rules.len());
-        let mut decided: Option<(Action, String, String)> = None;
-        let mut nearest: Option<(u8, &str, String)> = None;
+        let mut trace = Vec::with_capacity(if traced { self.rules.len() } else { 0 });
+        let mut decided: Option<&Rule> = None;
+        // The rule the transaction got furthest in: what a person looking at a hold wants.
+        let mut nearest: Option<(&Rule, Miss)> = None;
+        let mut from = Lookup::new(checked.from);
+        let mut to = Lookup::new(checked.to);
         for rule in &self.rules {
-            let why_not = match rule.why_not(&checked, ctx.usage) {
-                Some((stage, why)) => {
-                    // Remember the rule the transaction got furthest in: that is what a person
-                    // looking at a hold wants to know.
-                    if stage >= 3 && nearest.as_ref().is_none_or(|n| stage > n.0) {
-                        nearest = Some((stage, &rule.name, why.clone()));
-                    }
-                    Some(why)
-                }
-                None => None,
-            };
-            let window = rule
-                .limit
-                .as_ref()
-                .map(|_| ctx.usage.rules.get(&rule.name).copied().unwrap_or_default());
-            let matched = why_not.is_none();
-            trace.push(RuleTrace {
-                rule: rule.name.clone(),
-                matched,
-                why_not,
-                window,
-            });
-            if matched {
-                decided = Some((
-                    rule.action,
-                    rule.name.clone(),
-                    format!("matched rule {:?}", rule.name),
-                ));
+            let miss = rule.why_not(&checked, ctx.usage, &mut from, &mut to);
+            if let Some(m) = miss
+                && m.stage() >= 3
+                && nearest.is_none_or(|(_, n)| m.stage() > n.stage())
+            {
+                nearest = Some((rule, m));
+            }
+            if traced {
+                trace.push(RuleTrace {
+                    rule: rule.name.clone(),
+                    matched: miss.is_none(),
+                    why_not: miss.map(|m| m.describe(&checked)),
+                    window: rule
+                        .limit
+                        .as_ref()
+                        .map(|_| ctx.usage.rules.get(&rule.name).copied().unwrap_or_default()),
+                });
+            }
+            if miss.is_none() {
+                decided = Some(rule);
                 break;
             }
         }
+        let decided = decided.map(|r| {
+            (
+                r.action,
+                r.name.clone(),
+                format!("matched rule {:?}", r.name),
+            )
+        });
+        let nearest = nearest.map(|(r, m)| (&r.name, m.describe(&checked)));
         let (mut action, mut rule, mut reason) = decided.unwrap_or_else(|| {
             let reason = match &nearest {
-                Some((_, name, why)) => {
+                Some((name, why)) => {
                     format!(
                         "no rule matched (nearest, {name:?}: {why}); the policy default applies"
                     )

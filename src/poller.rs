@@ -653,6 +653,7 @@ impl Engine {
                     clock,
                     now_ms: now,
                     listed_twice: conflicting.contains(&tx.id),
+                    trace: false,
                 },
             );
             let eval = match planned {

@@ -105,6 +105,7 @@ pub fn replay(
                 clock: ClockCheck::Ok,
                 now_ms: row.recorded_at_ms,
                 listed_twice: false,
+                trace: false,
             },
         ) else {
             continue;

@@ -238,9 +238,19 @@ impl AddressSet {
     /// Whether `addr` is in the set.
     pub fn contains(&self, addr: &str) -> bool {
         if is_evm_address(addr) {
-            self.evm.contains(&addr.to_ascii_lowercase())
+            self.contains_key(&addr.to_ascii_lowercase(), true)
         } else {
-            self.exact.contains(addr)
+            self.contains_key(addr, false)
+        }
+    }
+
+    /// Whether the set holds `key`: an EVM address already lowercased (`evm`), or any other
+    /// address as written.
+    pub(crate) fn contains_key(&self, key: &str, evm: bool) -> bool {
+        if evm {
+            self.evm.contains(key)
+        } else {
+            self.exact.contains(key)
         }
     }
 
@@ -287,6 +297,11 @@ impl AddressMatcher {
     /// The rule's own addresses (not those of its lists).
     pub fn own(&self) -> &AddressSet {
         &self.own
+    }
+
+    /// The shared lists it uses.
+    pub(crate) fn lists(&self) -> &[Arc<AddressSet>] {
+        &self.lists
     }
 
     /// Number of addresses (a list's addresses counted once per use).
