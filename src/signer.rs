@@ -346,7 +346,7 @@ pub fn decision_text(d: &Decision<'_>) -> String {
 pub fn decision_text_len(d: &Decision<'_>) -> usize {
     let plain = |s: &str| {
         s.bytes()
-            .all(|b| b >= 0x20 && b < 0x7f && b != b'"' && b != b'\\')
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
     };
     if ![d.from, d.to, d.value, d.chain_id].iter().all(|f| plain(f)) {
         return decision_text(d).len();
