@@ -436,7 +436,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             set_mode(a, Mode::Normal).await
         }
         Command::Apikey(ApikeyCommand::New) => {
-            let (key, line) = crate::operator::new_key();
+            let (key, line) = crate::operator::new_key().map_err(Failure::runtime)?;
             println!("key:  {key}");
             println!("line: {line}");
             eprintln!(

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::client::{Client, ClientError, random_u64};
+use crate::client::{Client, ClientError};
 use crate::collector::Collector;
 use crate::config::Config;
 use crate::http::{self, Health, HttpState};
@@ -201,7 +201,7 @@ pub async fn periodic<F, Fut>(
             _ = ticker.tick() => {}
         }
         if !jitter.is_zero() {
-            let delay = Duration::from_millis(random_u64() % (jitter.as_millis() as u64 + 1));
+            let delay = jitter.mul_f64(crate::random::unit_fraction());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,

@@ -89,6 +89,9 @@ pub enum DemoError {
     /// The daemon.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    /// No randomness for the demo's secret.
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
 }
 
 /// What the demo did, for its summary (and its test).
@@ -248,7 +251,7 @@ pub async fn run(
     };
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let (pfx, cert) = make_key(&dir)?;
-    let secret = format!("demo-secret-{:016x}", crate::client::random_u64());
+    let secret = format!("demo-secret-{:016x}", crate::random::u64()?);
 
     let sb = Sandbox::new(
         SandboxConfig {

@@ -24,7 +24,7 @@ pub fn hit(name: &str) {
         if point != name {
             return;
         }
-        let roll = (crate::client::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let roll = crate::random::unit_fraction();
         if roll < chance {
             eprintln!("fail point {name}: aborting");
             std::process::abort();

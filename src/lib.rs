@@ -15,6 +15,7 @@ pub mod operator;
 pub mod plan;
 pub mod policy;
 pub mod poller;
+pub mod random;
 pub mod replay;
 pub mod sandbox;
 pub mod signer;

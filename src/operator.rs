@@ -82,15 +82,11 @@ pub fn digest(key: &str) -> String {
     hex(&sha256(key.as_bytes()))
 }
 
-/// A fresh API key (`cos_` + 64 hex digits) and its keys-file line.
-pub fn new_key() -> (String, String) {
-    let a = crate::client::random_u64();
-    let b = crate::client::random_u64();
-    let c = crate::client::random_u64();
-    let d = crate::client::random_u64();
-    let key = format!("cos_{a:016x}{b:016x}{c:016x}{d:016x}");
+/// A fresh API key (`cos_` + 64 hex digits from OpenSSL's CSPRNG) and its keys-file line.
+pub fn new_key() -> Result<(String, String), crate::random::RandomError> {
+    let key = format!("cos_{}", hex(&crate::random::bytes::<32>()?));
     let line = digest(&key);
-    (key, line)
+    Ok((key, line))
 }
 
 /// What the C2C order callback needs.
