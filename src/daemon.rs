@@ -283,10 +283,14 @@ pub async fn run_with(
                 let engine = engine.clone();
                 let health = health.clone();
                 async move {
+                    // Beats on both sides of every cycle, failed ones too: the watchdog is for a
+                    // wedged scheduler, and a restart does not fix an upstream outage.
+                    health.beat();
                     match engine.cycle_once().await {
                         Ok(_) => health.poll_succeeded(),
                         Err(e) => error!(error = %e, "cycle failed; the next one runs on schedule"),
                     }
+                    health.beat();
                 }
             },
         ));

@@ -9,13 +9,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn faketime_available() -> bool {
-    std::process::Command::new("faketime")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_newest_record() {
     if !faketime_available() {

@@ -15,3 +15,4 @@ mod properties;
 mod reliability;
 mod signing;
 mod support;
+mod watchdog;

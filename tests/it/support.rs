@@ -338,3 +338,11 @@ pub fn engine_with_client(
         Arc::new(cosigner::metrics::Metrics::new().unwrap()),
     )
 }
+
+/// Whether the `faketime` program (libfaketime) is installed.
+pub fn faketime_available() -> bool {
+    Command::new("faketime")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
