@@ -1240,6 +1240,7 @@ async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
             let resp = reqwest::Client::new()
                 .post(format!("http://{addr}/v1/{path}"))
                 .basic_auth(key, Some(""))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body)
                 .send()
                 .await

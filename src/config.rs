@@ -227,6 +227,8 @@ struct RawHttp {
     listen: Option<String>,
     api_keys_file: Option<PathBuf>,
     max_requests_per_second: Option<u32>,
+    #[serde(default)]
+    metrics_auth: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -355,6 +357,8 @@ pub struct HttpConfig {
     pub max_requests_per_second: u32,
     /// Serve `POST /callbacks/order`.
     pub callbacks: bool,
+    /// `/metrics` needs an operator API key too.
+    pub metrics_auth: bool,
 }
 
 /// `[log]`.
@@ -734,6 +738,12 @@ impl Validator<'_> {
             ),
             None => None,
         };
+        if raw.http.metrics_auth && api_keys.is_none() {
+            return Err(self.err(
+                "http.metrics_auth",
+                "needs http.api_keys_file: the keys /metrics would accept",
+            ));
+        }
         let operator_rps = raw
             .http
             .max_requests_per_second
@@ -773,6 +783,7 @@ impl Validator<'_> {
                 api_keys_file,
                 max_requests_per_second: operator_rps,
                 callbacks: raw.callbacks.enabled,
+                metrics_auth: raw.http.metrics_auth,
             },
             log: LogConfig {
                 format: raw.log.format.unwrap_or_default(),

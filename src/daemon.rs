@@ -87,6 +87,8 @@ pub struct Parts {
     pub api_keys: Option<Arc<ApiKeys>>,
     /// Operator API request budget per second.
     pub operator_rate: u32,
+    /// `/metrics` needs an operator API key.
+    pub metrics_auth: bool,
     /// The order callback, when enabled.
     pub callbacks: Option<Callbacks>,
     /// Reload requests.
@@ -144,6 +146,7 @@ pub fn build(
         ledger,
         api_keys: cfg.http.api_keys.clone().map(Arc::new),
         operator_rate: cfg.http.max_requests_per_second,
+        metrics_auth: cfg.http.metrics_auth,
         callbacks: cfg.http.callbacks.then(|| Callbacks {
             api_secret: cfg.api.client.api_secret.clone(),
             sign_order: cfg.api.client.sign_order,
@@ -252,12 +255,15 @@ pub async fn run_with(
     let router = http::router(HttpState {
         metrics: parts.metrics.clone(),
         health: health.clone(),
+        metrics_keys: parts.api_keys.clone().filter(|_| parts.metrics_auth),
     })
     .merge(operator::router(OperatorState {
         engine: parts.engine.clone(),
         ledger: parts.ledger.clone(),
         keys: parts.api_keys.clone(),
         limiter: OperatorState::limiter(parts.operator_rate),
+        unauthenticated: OperatorState::limiter(parts.operator_rate),
+        listen: addr,
         health: health.clone(),
         metrics: parts.metrics.clone(),
         callbacks: parts.callbacks.clone(),

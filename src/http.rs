@@ -96,6 +96,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Readiness.
     pub health: Arc<Health>,
+    /// When set (`http.metrics_auth`), `/metrics` needs one of these operator API keys.
+    pub metrics_keys: Option<Arc<crate::operator::ApiKeys>>,
 }
 
 /// The routes.
@@ -107,7 +109,16 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HttpState>) -> Response {
+async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(keys) = &s.metrics_keys
+        && let Err(m) = crate::operator::authenticate(Some(keys), &headers)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"type": "authentication_error", "message": m})),
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
