@@ -542,7 +542,10 @@ async fn check(a: CheckArgs) -> CmdResult {
         Err(e) => r.fail("policy", e, false),
     }
     check_ledger_dir(&cfg.ledger.path, &mut r);
-    r.ok("http.listen", cfg.http.listen);
+    match config::listen_warning(cfg.http.listen) {
+        Some(w) => r.warn("http.listen", w),
+        None => r.ok("http.listen", cfg.http.listen),
+    }
     if a.online {
         check_online(&cfg, &mut r).await;
     }

@@ -28,8 +28,6 @@ pub const CRED_PFX: &str = "merchant.pfx";
 /// Credential name of the PKCS#12 password.
 pub const CRED_PFX_PASSWORD: &str = "pfx_password";
 
-/// Default `api.base_url`.
-pub const DEFAULT_BASE_URL: &str = "https://sandbox.1bitpay.io";
 /// Default `api.timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default `api.max_requests_per_second`.
@@ -445,6 +443,11 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."));
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         let file_name = path.display().to_string();
+        // Syntax first, on our own: figment's (toml's) message quotes the offending source line,
+        // which may hold an inline secret with the typo. Line and column only.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(ConfigError::Invalid(syntax_error(&file_name, &text, &e)));
+        }
         let mut figment = Figment::new().merge(Toml::string(&text));
         for (name, value) in &env.overrides {
             let key = name
@@ -467,6 +470,47 @@ impl Config {
         }
         .validate(raw, path)
     }
+}
+
+/// A TOML syntax error as `file: TOML syntax error at line L, column C: what`, without the
+/// source text.
+fn syntax_error(file: &str, text: &str, e: &toml::de::Error) -> String {
+    let at = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        }
+        None => String::new(),
+    };
+    // The message names what was expected; keep its first line only, as later lines can
+    // echo parts of the input.
+    let what = e.message().lines().next().unwrap_or("invalid TOML");
+    format!("config file {file}: TOML syntax error{at}: {what}")
+}
+
+/// True for `localhost` and loopback IP literals (bracketed IPv6 included).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The warning for an `http.listen` reachable from other hosts, if it is one: the operator
+/// API and the metrics then face the network, guarded by keys alone.
+pub fn listen_warning(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "http.listen {listen} is reachable from other hosts: the operator API and the \
+             metrics face the network; keep it on 127.0.0.1 unless a firewall guards it"
+        )
+    })
 }
 
 fn override_name(env: &Environment, key: &str) -> Option<String> {
@@ -528,13 +572,30 @@ impl Validator<'_> {
 
     fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         let api = raw.api;
-        let base = api.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        // No default: a forgotten key must not send real approvals to the sandbox, or the
+        // reverse.
+        let base = api.base_url.ok_or_else(|| {
+            self.err(
+                "api.base_url",
+                "is required (production: https://api.1bitpay.io)",
+            )
+        })?;
         let mut base_url = reqwest::Url::parse(&base)
             .map_err(|e| self.err("api.base_url", format!("{base:?} is not a URL: {e}")))?;
         if !matches!(base_url.scheme(), "http" | "https") || base_url.host_str().is_none() {
             return Err(self.err(
                 "api.base_url",
                 format!("{base:?} must be an http:// or https:// URL with a host"),
+            ));
+        }
+        if base_url.scheme() == "http" && !base_url.host_str().is_some_and(is_loopback_host) {
+            return Err(self.err(
+                "api.base_url",
+                format!(
+                    "{base:?} is plain http:// to another host: requests and approvals would \
+                     cross the network unencrypted; use https:// (http:// is for a loopback \
+                     host such as the sandbox)"
+                ),
             ));
         }
         if base_url.query().is_some() || base_url.fragment().is_some() {

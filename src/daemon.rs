@@ -222,6 +222,9 @@ pub async fn run(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) -> Result<(), DaemonError> {
+    if let Some(w) = crate::config::listen_warning(cfg.http.listen) {
+        warn!("{w}");
+    }
     let parts = build(cfg, opts, shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await

@@ -172,6 +172,12 @@ const CONFIG_CASES: &[ConfigCase] = &[
         &["collect.main"],
     ),
     (
+        "metrics_auth without keys",
+        Some(("[key]", "[http]\nmetrics_auth = true\n[key]")),
+        None,
+        &["http.metrics_auth", "api_keys_file"],
+    ),
+    (
         "TOML syntax error",
         Some(("[key]", "[key\n")),
         None,
