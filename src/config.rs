@@ -897,6 +897,7 @@ mod tests {
 
     const MINIMAL: &str = r#"
 [api]
+base_url = "https://api.1bitpay.io"
 merchant_no = "mer1"
 api_key = "key1"
 api_secret = "s3cr3t"
@@ -959,7 +960,7 @@ pfx_file = "merchant.pfx"
         let p = write(
             d.path(),
             "c.toml",
-            "[api]\nmerchant_no = \"m\"\napi_key = \"k\"\n",
+            "[api]\nbase_url = \"https://api.1bitpay.io\"\nmerchant_no = \"m\"\napi_key = \"k\"\n",
         );
         let env = Environment {
             overrides: vec![],
