@@ -650,7 +650,7 @@ fn sign(a: SignArgs) -> CmdResult {
     let source = match &a.pfx {
         Some(pfx) => {
             let password = match (&a.password_file, &a.merchant_no) {
-                (Some(f), _) => read_password(f)?,
+                (Some(f), _) => read_password(f, !a.allow_insecure_permissions)?,
                 (None, Some(m)) => signer::default_password(m),
                 (None, None) => {
                     return Err(Failure::usage(anyhow::anyhow!(
@@ -697,8 +697,10 @@ fn sign(a: SignArgs) -> CmdResult {
     Ok(())
 }
 
-fn read_password(path: &Path) -> Result<SecretString, Failure> {
-    config::read_secret_file(path).map_err(|m| Failure::usage(anyhow::anyhow!(m)))
+/// A secret from a file named on the command line; `private` refuses one group or others may
+/// read, as the key file is refused.
+fn read_password(path: &Path, private: bool) -> Result<SecretString, Failure> {
+    config::read_secret_file(path, private).map_err(|m| Failure::usage(anyhow::anyhow!(m)))
 }
 
 async fn pending(a: PendingArgs) -> CmdResult {
@@ -828,7 +830,8 @@ async fn run_sandbox(a: SandboxArgs) -> CmdResult {
         .map_err(Failure::usage)?;
     let secret = match (&a.api_secret, &a.api_secret_file) {
         (Some(s), _) => SecretString::from(s.clone()),
-        (None, Some(f)) => read_password(f)?,
+        // The sandbox's secret is a test value.
+        (None, Some(f)) => read_password(f, false)?,
         (None, None) => {
             return Err(Failure::usage(anyhow::anyhow!(
                 "--api-secret or --api-secret-file is required"
@@ -1225,7 +1228,7 @@ async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
         }
         Err(crate::ledger::LedgerError::Locked { .. }) => {
             let key = match &a.api_key_file {
-                Some(f) => read_password(f).map(|s| secrecy::ExposeSecret::expose_secret(&s).to_string())?,
+                Some(f) => read_password(f, true).map(|s| secrecy::ExposeSecret::expose_secret(&s).to_string())?,
                 None => std::env::var("COSIGNER_API_KEY").map_err(|_| {
                     Failure::usage(anyhow::anyhow!(
                         "the daemon is running: give an operator API key with --api-key-file or COSIGNER_API_KEY"

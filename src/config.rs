@@ -566,8 +566,20 @@ impl Validator<'_> {
         p.exists().then_some(p)
     }
 
-    fn read_secret_file(&self, key: &'static str, p: &Path) -> Result<SecretString, ConfigError> {
-        read_secret_file(p).map_err(|m| self.err(key, m))
+    /// A secret from a file the configuration names: private unless
+    /// `key.allow_insecure_permissions`.
+    fn read_secret_file(
+        &self,
+        key: &'static str,
+        p: &Path,
+        allow_insecure: bool,
+    ) -> Result<SecretString, ConfigError> {
+        read_secret_file(p, !allow_insecure).map_err(|m| self.err(key, m))
+    }
+
+    /// A secret from `$CREDENTIALS_DIRECTORY`: systemd already makes it private to the service.
+    fn read_credential(&self, key: &'static str, p: &Path) -> Result<SecretString, ConfigError> {
+        read_secret_file(p, false).map_err(|m| self.err(key, m))
     }
 
     fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
@@ -642,13 +654,17 @@ impl Validator<'_> {
             (None, Some(f)) => {
                 let f = self.resolve(f);
                 (
-                    self.read_secret_file("api.api_secret_file", &f)?,
+                    self.read_secret_file(
+                        "api.api_secret_file",
+                        &f,
+                        raw.key.allow_insecure_permissions,
+                    )?,
                     SecretOrigin::File(f),
                 )
             }
             (None, None) => match self.credential(CRED_API_SECRET) {
                 Some(p) => (
-                    self.read_secret_file("api.api_secret", &p)?,
+                    self.read_credential("api.api_secret", &p)?,
                     SecretOrigin::Credential(p),
                 ),
                 None => {
@@ -714,13 +730,13 @@ impl Validator<'_> {
             Some(p) => {
                 let p = self.resolve(p);
                 (
-                    self.read_secret_file("key.password_file", &p)?,
+                    self.read_secret_file("key.password_file", &p, key.allow_insecure_permissions)?,
                     SecretOrigin::File(p),
                 )
             }
             None => match self.credential(CRED_PFX_PASSWORD) {
                 Some(p) => (
-                    self.read_secret_file("key.password_file", &p)?,
+                    self.read_credential("key.password_file", &p)?,
                     SecretOrigin::Credential(p),
                 ),
                 None => (default_password(&merchant_no), SecretOrigin::Default),
@@ -868,10 +884,20 @@ fn valid_log_filter(filter: &str) -> bool {
 
 /// Reads a file holding one secret (an API secret, a PKCS#12 password, an API key). One trailing
 /// newline is dropped, as `echo` and systemd credentials leave one; an empty file is an error.
-/// The error names the file, never its content.
-pub fn read_secret_file(path: &Path) -> Result<SecretString, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// With `private`, a file group or others may read is refused as the key file is (checked on
+/// the opened file). The error names the file, never its content.
+pub fn read_secret_file(path: &Path, private: bool) -> Result<SecretString, String> {
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    if private && let Some(mode) = crate::signer::shared_mode(&file.metadata().map_err(cannot)?) {
+        return Err(format!(
+            "{} has mode {mode:04o}: a file holding a secret must not be readable by group or \
+             others (chmod 600 it, or set key.allow_insecure_permissions = true)",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(cannot)?;
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
     if trimmed.is_empty() {

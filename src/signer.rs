@@ -131,6 +131,13 @@ fn ensure_legacy_provider() {
     });
 }
 
+/// The file's mode when group or others may access it (the key shard and the files holding
+/// secrets must be private to the service's user), else `None`.
+pub fn shared_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    let mode = meta.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 impl Signer {
     /// Opens the key file, checks its permissions on the opened handle, and loads the key.
     pub fn load(source: &KeySource) -> Result<Self, SignerError> {
@@ -141,8 +148,9 @@ impl Signer {
         };
         let mut file = std::fs::File::open(path).map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 && !source.allow_insecure_permissions {
+        if let Some(mode) = shared_mode(&meta)
+            && !source.allow_insecure_permissions
+        {
             return Err(SignerError::InsecurePermissions {
                 path: path.clone(),
                 mode,

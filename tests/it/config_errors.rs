@@ -54,7 +54,7 @@ fn a_valid_config_passes_check_offline() {
 #[test]
 fn a_wrong_pkcs12_password_is_reported_with_exit_code_2() {
     let (d, cfg) = setup();
-    std::fs::write(d.path().join("pw"), WRONG_PASSWORD).unwrap();
+    write_private(&d.path().join("pw"), WRONG_PASSWORD);
     edit(
         &cfg,
         "pfx_file = \"keytool-aes.pfx\"",
@@ -353,4 +353,63 @@ async fn a_listener_other_hosts_can_reach_is_warned_about_by_check_and_at_start(
         out.contains("ok    http.listen") || !out.contains("warn  http.listen"),
         "{out}"
     );
+}
+
+#[test]
+fn secret_files_others_can_read_are_refused_like_the_key_file() {
+    let (d, cfg) = setup();
+    let secret = d.path().join("api_secret");
+    std::fs::write(&secret, format!("{API_SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    edit(
+        &cfg,
+        &format!("api_secret = \"{API_SECRET}\""),
+        "api_secret_file = \"api_secret\"",
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("api.api_secret_file") && text.contains("mode 0644"),
+        "{text}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(0), "{text}");
+
+    let pw = d.path().join("pw");
+    std::fs::write(&pw, format!("1bitpay{MERCHANT}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
+    edit(
+        &cfg,
+        "pfx_file = \"keytool-aes.pfx\"",
+        "pfx_file = \"keytool-aes.pfx\"\npassword_file = \"pw\"",
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("key.password_file") && text.contains("mode 0640"),
+        "{text}"
+    );
+    let out = bin()
+        .args(["sign", "--pfx"])
+        .arg(d.path().join("keytool-aes.pfx"))
+        .arg("--password-file")
+        .arg(&pw)
+        .arg("{}")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
+    assert!(
+        all_output(&out).contains("mode 0640"),
+        "{}",
+        all_output(&out)
+    );
+    // The key file's override covers the files holding secrets too.
+    edit(
+        &cfg,
+        "pfx_file = \"keytool-aes.pfx\"",
+        "pfx_file = \"keytool-aes.pfx\"\nallow_insecure_permissions = true",
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(0), "{text}");
 }

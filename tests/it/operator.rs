@@ -531,7 +531,7 @@ async fn sighup_reloads_the_policy_and_the_pause_command_reaches_a_running_daemo
     )
     .await;
 
-    std::fs::write(dir.path().join("key"), format!("{KEY}\n")).unwrap();
+    write_private(&dir.path().join("key"), &format!("{KEY}\n"));
     let out = run_bin(&[
         "pause",
         "--config",
@@ -714,7 +714,7 @@ async fn a_flood_of_unauthenticated_requests_never_makes_the_pause_command_answe
             codes
         }
     });
-    std::fs::write(dir.path().join("key"), format!("{KEY}\n")).unwrap();
+    write_private(&dir.path().join("key"), &format!("{KEY}\n"));
     let key_file = dir.path().join("key");
     let args = [
         "--config",

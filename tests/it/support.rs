@@ -47,6 +47,12 @@ pub fn key_copy(dir: &Path, name: &str) -> PathBuf {
     dst
 }
 
+/// Writes a file holding a secret, readable by its owner only (as secret files must be).
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// The merchant certificate of the fixtures.
 pub fn cert() -> openssl::x509::X509 {
     openssl::x509::X509::from_pem(&std::fs::read(fixture("merchant-cert.pem")).unwrap()).unwrap()
