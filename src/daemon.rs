@@ -36,6 +36,19 @@ pub enum DaemonError {
     /// The ledger cannot be opened.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The ledger's hash chain does not verify: the daemon does not add to a chain whose
+    /// history is in doubt.
+    #[error(
+        "ledger {path} fails its chain check ({problem}{}); `cosigner ledger verify --config \
+         {config}` shows every break; the daemon does not run on a broken ledger",
+        if *.more > 0 { format!(", and {} more", .more) } else { String::new() }
+    )]
+    BrokenLedger {
+        path: std::path::PathBuf,
+        problem: String,
+        more: usize,
+        config: std::path::PathBuf,
+    },
     /// The HTTP client cannot be built.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -57,7 +70,11 @@ impl DaemonError {
             self,
             DaemonError::Key(_)
                 | DaemonError::Policy(_)
-                | DaemonError::Ledger(LedgerError::Open { .. } | LedgerError::Schema { .. })
+                | DaemonError::Ledger(
+                    LedgerError::Open { .. }
+                        | LedgerError::Create { .. }
+                        | LedgerError::Schema { .. }
+                )
         )
     }
 }
@@ -106,7 +123,17 @@ pub fn build(
     for w in policy.warnings() {
         warn!(policy = %cfg.policy.file.display(), "{w}");
     }
-    let ledger = Arc::new(Mutex::new(Ledger::open(&cfg.ledger.path)?));
+    let ledger = Ledger::open(&cfg.ledger.path)?;
+    let report = ledger.verify()?;
+    if let Some(problem) = report.problems.first() {
+        return Err(DaemonError::BrokenLedger {
+            path: cfg.ledger.path.clone(),
+            problem: problem.clone(),
+            more: report.problems.len() - 1,
+            config: cfg.path.clone(),
+        });
+    }
+    let ledger = Arc::new(Mutex::new(ledger));
     let metrics = Arc::new(Metrics::new()?);
     let client = Arc::new(Client::new(cfg.api.client.clone())?.with_metrics(metrics.clone()));
     let collector = if cfg.collect.enabled {

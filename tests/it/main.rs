@@ -6,6 +6,7 @@ mod config_errors;
 mod crash;
 mod cycle;
 mod daemon;
+mod files;
 mod fuzz_regressions;
 mod network;
 mod operator;
