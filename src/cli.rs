@@ -3,7 +3,6 @@
 //! or configuration.
 
 use std::io::{IsTerminal, Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -12,12 +11,13 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, ClientError, CreateOrder, SellOrder, SignOrder};
+use crate::client::{Client, ClientError, CreateOrder, SellOrder};
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, DaemonError};
 use crate::ledger::{Ledger, Status};
 use crate::policy::{self, ClockCheck, Usage};
 use crate::poller::Mode;
+#[cfg(feature = "dev-tools")]
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 use crate::signer::{self, KeySource, Signer};
 
@@ -78,8 +78,8 @@ type CmdResult = Result<(), Failure>;
     about = "Policy-driven co-signer for 1BitPay MPC withdrawals",
     long_about = "cosigner holds your 1BitPay key shard. It polls the withdrawals waiting for your \
 approval, runs each through the policy you write, approves or rejects it with the key shard, and \
-records every decision.\n\nStart with `cosigner check --config FILE` to validate a configuration, \
-and `cosigner sandbox` for a local 1BitPay to try things against.",
+records every decision.\n\nStart with `cosigner check --config FILE` to validate a configuration; \
+a development build also has `cosigner demo` and `cosigner sandbox` (a local 1BitPay).",
     after_help = "The config file is the --config flag, else $COSIGNER_CONFIG, else \
 /etc/cosigner/cosigner.toml. Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration."
 )]
@@ -119,8 +119,10 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
     #[command(subcommand)]
     Ledger(LedgerCommand),
     /// Run a local, strict 1BitPay server for tests and trials.
+    #[cfg(feature = "dev-tools")]
     Sandbox(SandboxArgs),
     /// See it work: the daemon against the built-in sandbox, printing each decision.
+    #[cfg(feature = "dev-tools")]
     Demo(DemoArgs),
     /// Kill switch: hold every transaction (or reject with --reject) until `resume`.
     Pause(PauseArgs),
@@ -158,6 +160,7 @@ pub enum ApikeyCommand {
 }
 
 /// Arguments of `demo`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 #[command(
     after_help = "The demo makes a throwaway key shard, writes a config and a policy into a \
@@ -332,6 +335,7 @@ pub struct OrderFileArgs {
 }
 
 /// Arguments of `sandbox`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 #[command(
     after_help = "The sandbox prints `listening on http://ADDR` once it accepts connections (use \
@@ -342,7 +346,7 @@ GET/PUT /_sandbox/faults."
 pub struct SandboxArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub listen: std::net::SocketAddr,
     /// Merchant certificate (PEM) that `data` is verified with
     #[arg(long, value_name = "FILE")]
     pub cert: PathBuf,
@@ -368,7 +372,7 @@ pub struct SandboxArgs {
     pub scenario: Option<PathBuf>,
     /// Canonical order the sandbox expects for `Sign`: case-insensitive or ascii
     #[arg(long, default_value = "case-insensitive")]
-    pub sign_order: SignOrder,
+    pub sign_order: crate::client::SignOrder,
     /// Largest accepted clock difference of `TimeStamp`
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_skew: Duration,
@@ -383,6 +387,7 @@ impl Command {
     /// The log filter used when `RUST_LOG` is unset.
     pub fn default_log_level(&self) -> &'static str {
         match self {
+            #[cfg(feature = "dev-tools")]
             Command::Sandbox(_) => "info",
             _ => "warn",
         }
@@ -423,7 +428,9 @@ pub async fn run(cli: Cli) -> CmdResult {
             json,
         }) => ledger_list(config, limit, json),
         Command::Ledger(LedgerCommand::Verify { config }) => ledger_verify(config),
+        #[cfg(feature = "dev-tools")]
         Command::Sandbox(a) => run_sandbox(a).await,
+        #[cfg(feature = "dev-tools")]
         Command::Demo(a) => run_demo(a).await,
         Command::Pause(a) => {
             let mode = if a.reject { Mode::Reject } else { Mode::Hold };
@@ -821,6 +828,7 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+#[cfg(feature = "dev-tools")]
 async fn run_sandbox(a: SandboxArgs) -> CmdResult {
     let pem = std::fs::read(&a.cert)
         .with_context(|| format!("cannot read certificate {}", a.cert.display()))
@@ -1189,6 +1197,7 @@ fn ledger_verify(config: ConfigArg) -> CmdResult {
     }
 }
 
+#[cfg(feature = "dev-tools")]
 async fn run_demo(a: DemoArgs) -> CmdResult {
     let stop = CancellationToken::new();
     let hard_stop = CancellationToken::new();

@@ -1007,6 +1007,7 @@ impl Ledger {
     }
 
     /// Makes every later write fail the way a read-only or full filesystem does (tests only).
+    #[cfg(feature = "dev-tools")]
     #[doc(hidden)]
     pub fn simulate_write_failure(&self, full: bool) -> rusqlite::Result<()> {
         if full {
