@@ -294,6 +294,10 @@ pub struct SignArgs {
     /// Accept a key file that group or others can read
     #[arg(long)]
     pub allow_insecure_permissions: bool,
+    /// Sign a text shaped like an approve/reject decision (one with a `status` field): such a
+    /// signature approves or rejects a withdrawal without the policy or the ledger
+    #[arg(long = "i-know-this-bypasses-the-policy")]
+    pub bypass_policy: bool,
     /// The text to sign; read from standard input when absent
     pub text: Option<String>,
 }
@@ -698,6 +702,13 @@ fn sign(a: SignArgs) -> CmdResult {
             t
         }
     };
+    if signer::looks_like_decision(&text) && !a.bypass_policy {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the text is shaped like an approve/reject decision (it has a `status` field): its \
+             signature would decide a withdrawal without the policy or the ledger. The daemon \
+             makes decisions; to sign this by hand anyway, add --i-know-this-bypasses-the-policy"
+        )));
+    }
     let data = signer.sign(&text).map_err(Failure::usage)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{data}").map_err(Failure::runtime)?;
