@@ -53,6 +53,13 @@ impl Daemon {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Posts an order callback as 1BitPay would: (status, body).
+    async fn callback(&self, body: Value) -> (u16, Value) {
+        let url = format!("{}/callbacks/order", self.base);
+        let r = self.http.post(url).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, Some(KEY), None).await
     }
@@ -582,14 +589,7 @@ async fn order_callbacks_are_verified_recorded_once_and_answered_with_the_succes
     let d = start_fresh(vec![], "[callbacks]\nenabled = true\n").await;
     let cb = json!({"status": 9, "dealAmount": 10.11, "orderNo": "1231222112d8123", "merchantOrderNo": "m-1", "orderType": 1});
     let good = signed_callback(cb.clone(), API_SECRET);
-    let post = |body: Value| {
-        let http = d.http.clone();
-        let url = format!("{}/callbacks/order", d.base);
-        async move {
-            let r = http.post(url).json(&body).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
-    };
+    let post = |body: Value| d.callback(body);
     let (code, body) = post(good.clone()).await;
     assert_eq!(
         (code, body.clone()),
@@ -886,14 +886,7 @@ async fn a_callback_whose_values_re_cut_the_signed_string_or_whose_fields_differ
         API_SECRET,
     );
     let sig = genuine["signature"].clone();
-    let post = |body: Value| {
-        let http = d.http.clone();
-        let url = format!("{}/callbacks/order", d.base);
-        async move {
-            let r = http.post(url).json(&body).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
-    };
+    let post = |body: Value| d.callback(body);
     // The same signed string cut differently: one value carries the others, the rest are empty
     // (empty values are left out of the string), so the genuine signature matches it.
     let shifted = json!({

@@ -345,10 +345,19 @@ pub fn engine_with_client(
     )
 }
 
-/// Whether the `faketime` program (libfaketime) is installed.
-pub fn faketime_available() -> bool {
-    Command::new("faketime")
+/// Whether the `faketime` program (libfaketime) is installed. Without it a test says it is
+/// skipped, which is allowed outside CI only (CI installs it).
+pub fn faketime_or_skip() -> bool {
+    let available = Command::new("faketime")
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install faketime (.ci/run does)"
+        );
+        eprintln!("skipped: the faketime program is not installed (apt-get install faketime)");
+    }
+    available
 }
