@@ -3,7 +3,6 @@
 //! or configuration.
 
 use std::io::{IsTerminal, Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -12,12 +11,13 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, ClientError, CreateOrder, SellOrder, SignOrder};
+use crate::client::{Client, ClientError, CreateOrder, SellOrder};
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, DaemonError};
 use crate::ledger::{Ledger, Status};
 use crate::policy::{self, ClockCheck, Usage};
 use crate::poller::Mode;
+#[cfg(feature = "dev-tools")]
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 use crate::signer::{self, KeySource, Signer};
 
@@ -78,8 +78,8 @@ type CmdResult = Result<(), Failure>;
     about = "Policy-driven co-signer for 1BitPay MPC withdrawals",
     long_about = "cosigner holds your 1BitPay key shard. It polls the withdrawals waiting for your \
 approval, runs each through the policy you write, approves or rejects it with the key shard, and \
-records every decision.\n\nStart with `cosigner check --config FILE` to validate a configuration, \
-and `cosigner sandbox` for a local 1BitPay to try things against.",
+records every decision.\n\nStart with `cosigner check --config FILE` to validate a configuration; \
+a development build also has `cosigner demo` and `cosigner sandbox` (a local 1BitPay).",
     after_help = "The config file is the --config flag, else $COSIGNER_CONFIG, else \
 /etc/cosigner/cosigner.toml. Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration."
 )]
@@ -119,8 +119,10 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
     #[command(subcommand)]
     Ledger(LedgerCommand),
     /// Run a local, strict 1BitPay server for tests and trials.
+    #[cfg(feature = "dev-tools")]
     Sandbox(SandboxArgs),
     /// See it work: the daemon against the built-in sandbox, printing each decision.
+    #[cfg(feature = "dev-tools")]
     Demo(DemoArgs),
     /// Kill switch: hold every transaction (or reject with --reject) until `resume`.
     Pause(PauseArgs),
@@ -158,6 +160,7 @@ pub enum ApikeyCommand {
 }
 
 /// Arguments of `demo`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 #[command(
     after_help = "The demo makes a throwaway key shard, writes a config and a policy into a \
@@ -291,6 +294,10 @@ pub struct SignArgs {
     /// Accept a key file that group or others can read
     #[arg(long)]
     pub allow_insecure_permissions: bool,
+    /// Sign a text shaped like an approve/reject decision (one with a `status` field): such a
+    /// signature approves or rejects a withdrawal without the policy or the ledger
+    #[arg(long = "i-know-this-bypasses-the-policy")]
+    pub bypass_policy: bool,
     /// The text to sign; read from standard input when absent
     pub text: Option<String>,
 }
@@ -332,6 +339,7 @@ pub struct OrderFileArgs {
 }
 
 /// Arguments of `sandbox`.
+#[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 #[command(
     after_help = "The sandbox prints `listening on http://ADDR` once it accepts connections (use \
@@ -342,7 +350,7 @@ GET/PUT /_sandbox/faults."
 pub struct SandboxArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub listen: std::net::SocketAddr,
     /// Merchant certificate (PEM) that `data` is verified with
     #[arg(long, value_name = "FILE")]
     pub cert: PathBuf,
@@ -368,7 +376,7 @@ pub struct SandboxArgs {
     pub scenario: Option<PathBuf>,
     /// Canonical order the sandbox expects for `Sign`: case-insensitive or ascii
     #[arg(long, default_value = "case-insensitive")]
-    pub sign_order: SignOrder,
+    pub sign_order: crate::client::SignOrder,
     /// Largest accepted clock difference of `TimeStamp`
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_skew: Duration,
@@ -383,6 +391,7 @@ impl Command {
     /// The log filter used when `RUST_LOG` is unset.
     pub fn default_log_level(&self) -> &'static str {
         match self {
+            #[cfg(feature = "dev-tools")]
             Command::Sandbox(_) => "info",
             _ => "warn",
         }
@@ -423,7 +432,9 @@ pub async fn run(cli: Cli) -> CmdResult {
             json,
         }) => ledger_list(config, limit, json),
         Command::Ledger(LedgerCommand::Verify { config }) => ledger_verify(config),
+        #[cfg(feature = "dev-tools")]
         Command::Sandbox(a) => run_sandbox(a).await,
+        #[cfg(feature = "dev-tools")]
         Command::Demo(a) => run_demo(a).await,
         Command::Pause(a) => {
             let mode = if a.reject { Mode::Reject } else { Mode::Hold };
@@ -436,7 +447,7 @@ pub async fn run(cli: Cli) -> CmdResult {
             set_mode(a, Mode::Normal).await
         }
         Command::Apikey(ApikeyCommand::New) => {
-            let (key, line) = crate::operator::new_key();
+            let (key, line) = crate::operator::new_key().map_err(Failure::runtime)?;
             println!("key:  {key}");
             println!("line: {line}");
             eprintln!(
@@ -542,7 +553,10 @@ async fn check(a: CheckArgs) -> CmdResult {
         Err(e) => r.fail("policy", e, false),
     }
     check_ledger_dir(&cfg.ledger.path, &mut r);
-    r.ok("http.listen", cfg.http.listen);
+    match config::listen_warning(cfg.http.listen) {
+        Some(w) => r.warn("http.listen", w),
+        None => r.ok("http.listen", cfg.http.listen),
+    }
     if a.online {
         check_online(&cfg, &mut r).await;
     }
@@ -647,7 +661,7 @@ fn sign(a: SignArgs) -> CmdResult {
     let source = match &a.pfx {
         Some(pfx) => {
             let password = match (&a.password_file, &a.merchant_no) {
-                (Some(f), _) => read_password(f)?,
+                (Some(f), _) => read_password(f, !a.allow_insecure_permissions)?,
                 (None, Some(m)) => signer::default_password(m),
                 (None, None) => {
                     return Err(Failure::usage(anyhow::anyhow!(
@@ -688,14 +702,23 @@ fn sign(a: SignArgs) -> CmdResult {
             t
         }
     };
+    if signer::looks_like_decision(&text) && !a.bypass_policy {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the text is shaped like an approve/reject decision (it has a `status` field): its \
+             signature would decide a withdrawal without the policy or the ledger. The daemon \
+             makes decisions; to sign this by hand anyway, add --i-know-this-bypasses-the-policy"
+        )));
+    }
     let data = signer.sign(&text).map_err(Failure::usage)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{data}").map_err(Failure::runtime)?;
     Ok(())
 }
 
-fn read_password(path: &Path) -> Result<SecretString, Failure> {
-    config::read_secret_file(path).map_err(|m| Failure::usage(anyhow::anyhow!(m)))
+/// A secret from a file named on the command line; `private` refuses one group or others may
+/// read, as the key file is refused.
+fn read_password(path: &Path, private: bool) -> Result<SecretString, Failure> {
+    config::read_secret_file(path, private).map_err(|m| Failure::usage(anyhow::anyhow!(m)))
 }
 
 async fn pending(a: PendingArgs) -> CmdResult {
@@ -816,6 +839,7 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+#[cfg(feature = "dev-tools")]
 async fn run_sandbox(a: SandboxArgs) -> CmdResult {
     let pem = std::fs::read(&a.cert)
         .with_context(|| format!("cannot read certificate {}", a.cert.display()))
@@ -825,7 +849,8 @@ async fn run_sandbox(a: SandboxArgs) -> CmdResult {
         .map_err(Failure::usage)?;
     let secret = match (&a.api_secret, &a.api_secret_file) {
         (Some(s), _) => SecretString::from(s.clone()),
-        (None, Some(f)) => read_password(f)?,
+        // The sandbox's secret is a test value.
+        (None, Some(f)) => read_password(f, false)?,
         (None, None) => {
             return Err(Failure::usage(anyhow::anyhow!(
                 "--api-secret or --api-secret-file is required"
@@ -1184,6 +1209,7 @@ fn ledger_verify(config: ConfigArg) -> CmdResult {
     }
 }
 
+#[cfg(feature = "dev-tools")]
 async fn run_demo(a: DemoArgs) -> CmdResult {
     let stop = CancellationToken::new();
     let hard_stop = CancellationToken::new();
@@ -1223,7 +1249,7 @@ async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
         }
         Err(crate::ledger::LedgerError::Locked { .. }) => {
             let key = match &a.api_key_file {
-                Some(f) => read_password(f).map(|s| secrecy::ExposeSecret::expose_secret(&s).to_string())?,
+                Some(f) => read_password(f, true).map(|s| secrecy::ExposeSecret::expose_secret(&s).to_string())?,
                 None => std::env::var("COSIGNER_API_KEY").map_err(|_| {
                     Failure::usage(anyhow::anyhow!(
                         "the daemon is running: give an operator API key with --api-key-file or COSIGNER_API_KEY"
@@ -1241,6 +1267,7 @@ async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
             let resp = reqwest::Client::new()
                 .post(format!("http://{addr}/v1/{path}"))
                 .basic_auth(key, Some(""))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body)
                 .send()
                 .await

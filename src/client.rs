@@ -272,37 +272,6 @@ impl fmt::Debug for Client {
     }
 }
 
-/// Random bytes from OpenSSL's CSPRNG (already linked for the signer).
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    if openssl::rand::rand_bytes(&mut b).is_err() {
-        // Only reachable if the CSPRNG cannot seed; fall back to the clock so nonces still differ.
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .to_le_bytes();
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = t[i % t.len()] ^ (i as u8);
-        }
-    }
-    b
-}
-
-/// A random number from OpenSSL's CSPRNG (for jitter).
-pub fn random_u64() -> u64 {
-    u64::from_le_bytes(random_bytes::<8>())
-}
-
-/// A fresh 16-character alphanumeric nonce.
-pub fn new_nonce() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    random_bytes::<16>()
-        .iter()
-        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
-        .collect()
-}
-
 fn now_millis() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -364,7 +333,10 @@ impl Client {
 
     /// The signed public headers for one attempt of a request with `body`.
     fn headers(&self, endpoint: &'static str, body: &str) -> Result<HeaderMap, ClientError> {
-        let nonce = new_nonce();
+        let nonce = crate::random::nonce().map_err(|e| ClientError::Request {
+            endpoint,
+            detail: e.to_string(),
+        })?;
         let ts = now_millis().to_string();
         let public = [
             ("Nonce", nonce.as_str()),
@@ -407,8 +379,7 @@ impl Client {
             .initial_backoff
             .saturating_mul(1u32 << retry.min(16))
             .min(self.cfg.max_backoff);
-        let r = u64::from_le_bytes(random_bytes::<8>());
-        let jittered = exp.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64);
+        let jittered = exp.mul_f64(crate::random::unit_fraction());
         match retry_after {
             Some(ra) => ra.min(self.cfg.max_backoff).max(jittered),
             None => jittered,
@@ -788,14 +759,5 @@ mod tests {
     fn a_string_code_200_is_success() {
         let r = decode_envelope(APPROVE, br#"{"code":"200","message":"Success"}"#, None).unwrap();
         assert!(r.data.is_none());
-    }
-
-    #[test]
-    fn nonces_are_alphanumeric_and_differ() {
-        let a = new_nonce();
-        let b = new_nonce();
-        assert_eq!(a.len(), 16);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_ne!(a, b);
     }
 }

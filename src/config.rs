@@ -28,8 +28,6 @@ pub const CRED_PFX: &str = "merchant.pfx";
 /// Credential name of the PKCS#12 password.
 pub const CRED_PFX_PASSWORD: &str = "pfx_password";
 
-/// Default `api.base_url`.
-pub const DEFAULT_BASE_URL: &str = "https://sandbox.1bitpay.io";
 /// Default `api.timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default `api.max_requests_per_second`.
@@ -227,6 +225,8 @@ struct RawHttp {
     listen: Option<String>,
     api_keys_file: Option<PathBuf>,
     max_requests_per_second: Option<u32>,
+    #[serde(default)]
+    metrics_auth: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -355,6 +355,8 @@ pub struct HttpConfig {
     pub max_requests_per_second: u32,
     /// Serve `POST /callbacks/order`.
     pub callbacks: bool,
+    /// `/metrics` needs an operator API key too.
+    pub metrics_auth: bool,
 }
 
 /// `[log]`.
@@ -441,6 +443,11 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."));
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         let file_name = path.display().to_string();
+        // Syntax first, on our own: figment's (toml's) message quotes the offending source line,
+        // which may hold an inline secret with the typo. Line and column only.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(ConfigError::Invalid(syntax_error(&file_name, &text, &e)));
+        }
         let mut figment = Figment::new().merge(Toml::string(&text));
         for (name, value) in &env.overrides {
             let key = name
@@ -463,6 +470,47 @@ impl Config {
         }
         .validate(raw, path)
     }
+}
+
+/// A TOML syntax error as `file: TOML syntax error at line L, column C: what`, without the
+/// source text.
+fn syntax_error(file: &str, text: &str, e: &toml::de::Error) -> String {
+    let at = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        }
+        None => String::new(),
+    };
+    // The message names what was expected; keep its first line only, as later lines can
+    // echo parts of the input.
+    let what = e.message().lines().next().unwrap_or("invalid TOML");
+    format!("config file {file}: TOML syntax error{at}: {what}")
+}
+
+/// True for `localhost` and loopback IP literals (bracketed IPv6 included).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The warning for an `http.listen` reachable from other hosts, if it is one: the operator
+/// API and the metrics then face the network, guarded by keys alone.
+pub fn listen_warning(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "http.listen {listen} is reachable from other hosts: the operator API and the \
+             metrics face the network; keep it on 127.0.0.1 unless a firewall guards it"
+        )
+    })
 }
 
 fn override_name(env: &Environment, key: &str) -> Option<String> {
@@ -518,19 +566,48 @@ impl Validator<'_> {
         p.exists().then_some(p)
     }
 
-    fn read_secret_file(&self, key: &'static str, p: &Path) -> Result<SecretString, ConfigError> {
-        read_secret_file(p).map_err(|m| self.err(key, m))
+    /// A secret from a file the configuration names: private unless
+    /// `key.allow_insecure_permissions`.
+    fn read_secret_file(
+        &self,
+        key: &'static str,
+        p: &Path,
+        allow_insecure: bool,
+    ) -> Result<SecretString, ConfigError> {
+        read_secret_file(p, !allow_insecure).map_err(|m| self.err(key, m))
+    }
+
+    /// A secret from `$CREDENTIALS_DIRECTORY`: systemd already makes it private to the service.
+    fn read_credential(&self, key: &'static str, p: &Path) -> Result<SecretString, ConfigError> {
+        read_secret_file(p, false).map_err(|m| self.err(key, m))
     }
 
     fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         let api = raw.api;
-        let base = api.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        // No default: a forgotten key must not send real approvals to the sandbox, or the
+        // reverse.
+        let base = api.base_url.ok_or_else(|| {
+            self.err(
+                "api.base_url",
+                "is required (production: https://api.1bitpay.io)",
+            )
+        })?;
         let mut base_url = reqwest::Url::parse(&base)
             .map_err(|e| self.err("api.base_url", format!("{base:?} is not a URL: {e}")))?;
         if !matches!(base_url.scheme(), "http" | "https") || base_url.host_str().is_none() {
             return Err(self.err(
                 "api.base_url",
                 format!("{base:?} must be an http:// or https:// URL with a host"),
+            ));
+        }
+        if base_url.scheme() == "http" && !base_url.host_str().is_some_and(is_loopback_host) {
+            return Err(self.err(
+                "api.base_url",
+                format!(
+                    "{base:?} is plain http:// to another host: requests and approvals would \
+                     cross the network unencrypted; use https:// (http:// is for a loopback \
+                     host such as the sandbox)"
+                ),
             ));
         }
         if base_url.query().is_some() || base_url.fragment().is_some() {
@@ -577,13 +654,17 @@ impl Validator<'_> {
             (None, Some(f)) => {
                 let f = self.resolve(f);
                 (
-                    self.read_secret_file("api.api_secret_file", &f)?,
+                    self.read_secret_file(
+                        "api.api_secret_file",
+                        &f,
+                        raw.key.allow_insecure_permissions,
+                    )?,
                     SecretOrigin::File(f),
                 )
             }
             (None, None) => match self.credential(CRED_API_SECRET) {
                 Some(p) => (
-                    self.read_secret_file("api.api_secret", &p)?,
+                    self.read_credential("api.api_secret", &p)?,
                     SecretOrigin::Credential(p),
                 ),
                 None => {
@@ -649,13 +730,13 @@ impl Validator<'_> {
             Some(p) => {
                 let p = self.resolve(p);
                 (
-                    self.read_secret_file("key.password_file", &p)?,
+                    self.read_secret_file("key.password_file", &p, key.allow_insecure_permissions)?,
                     SecretOrigin::File(p),
                 )
             }
             None => match self.credential(CRED_PFX_PASSWORD) {
                 Some(p) => (
-                    self.read_secret_file("key.password_file", &p)?,
+                    self.read_credential("key.password_file", &p)?,
                     SecretOrigin::Credential(p),
                 ),
                 None => (default_password(&merchant_no), SecretOrigin::Default),
@@ -734,6 +815,12 @@ impl Validator<'_> {
             ),
             None => None,
         };
+        if raw.http.metrics_auth && api_keys.is_none() {
+            return Err(self.err(
+                "http.metrics_auth",
+                "needs http.api_keys_file: the keys /metrics would accept",
+            ));
+        }
         let operator_rps = raw
             .http
             .max_requests_per_second
@@ -773,6 +860,7 @@ impl Validator<'_> {
                 api_keys_file,
                 max_requests_per_second: operator_rps,
                 callbacks: raw.callbacks.enabled,
+                metrics_auth: raw.http.metrics_auth,
             },
             log: LogConfig {
                 format: raw.log.format.unwrap_or_default(),
@@ -796,10 +884,20 @@ fn valid_log_filter(filter: &str) -> bool {
 
 /// Reads a file holding one secret (an API secret, a PKCS#12 password, an API key). One trailing
 /// newline is dropped, as `echo` and systemd credentials leave one; an empty file is an error.
-/// The error names the file, never its content.
-pub fn read_secret_file(path: &Path) -> Result<SecretString, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// With `private`, a file group or others may read is refused as the key file is (checked on
+/// the opened file). The error names the file, never its content.
+pub fn read_secret_file(path: &Path, private: bool) -> Result<SecretString, String> {
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    if private && let Some(mode) = crate::signer::shared_mode(&file.metadata().map_err(cannot)?) {
+        return Err(format!(
+            "{} has mode {mode:04o}: a file holding a secret must not be readable by group or \
+             others (chmod 600 it, or set key.allow_insecure_permissions = true)",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(cannot)?;
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
     if trimmed.is_empty() {
@@ -825,6 +923,7 @@ mod tests {
 
     const MINIMAL: &str = r#"
 [api]
+base_url = "https://api.1bitpay.io"
 merchant_no = "mer1"
 api_key = "key1"
 api_secret = "s3cr3t"
@@ -887,7 +986,7 @@ pfx_file = "merchant.pfx"
         let p = write(
             d.path(),
             "c.toml",
-            "[api]\nmerchant_no = \"m\"\napi_key = \"k\"\n",
+            "[api]\nbase_url = \"https://api.1bitpay.io\"\nmerchant_no = \"m\"\napi_key = \"k\"\n",
         );
         let env = Environment {
             overrides: vec![],

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::client::{Client, ClientError, random_u64};
+use crate::client::{Client, ClientError};
 use crate::collector::Collector;
 use crate::config::Config;
 use crate::http::{self, Health, HttpState};
@@ -36,6 +36,19 @@ pub enum DaemonError {
     /// The ledger cannot be opened.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The ledger's hash chain does not verify: the daemon does not add to a chain whose
+    /// history is in doubt.
+    #[error(
+        "ledger {path} fails its chain check ({problem}{}); `cosigner ledger verify --config \
+         {config}` shows every break; the daemon does not run on a broken ledger",
+        if *.more > 0 { format!(", and {} more", .more) } else { String::new() }
+    )]
+    BrokenLedger {
+        path: std::path::PathBuf,
+        problem: String,
+        more: usize,
+        config: std::path::PathBuf,
+    },
     /// The HTTP client cannot be built.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -57,7 +70,11 @@ impl DaemonError {
             self,
             DaemonError::Key(_)
                 | DaemonError::Policy(_)
-                | DaemonError::Ledger(LedgerError::Open { .. } | LedgerError::Schema { .. })
+                | DaemonError::Ledger(
+                    LedgerError::Open { .. }
+                        | LedgerError::Create { .. }
+                        | LedgerError::Schema { .. }
+                )
         )
     }
 }
@@ -87,6 +104,8 @@ pub struct Parts {
     pub api_keys: Option<Arc<ApiKeys>>,
     /// Operator API request budget per second.
     pub operator_rate: u32,
+    /// `/metrics` needs an operator API key.
+    pub metrics_auth: bool,
     /// The order callback, when enabled.
     pub callbacks: Option<Callbacks>,
     /// Reload requests.
@@ -104,7 +123,17 @@ pub fn build(
     for w in policy.warnings() {
         warn!(policy = %cfg.policy.file.display(), "{w}");
     }
-    let ledger = Arc::new(Mutex::new(Ledger::open(&cfg.ledger.path)?));
+    let ledger = Ledger::open(&cfg.ledger.path)?;
+    let report = ledger.verify()?;
+    if let Some(problem) = report.problems.first() {
+        return Err(DaemonError::BrokenLedger {
+            path: cfg.ledger.path.clone(),
+            problem: problem.clone(),
+            more: report.problems.len() - 1,
+            config: cfg.path.clone(),
+        });
+    }
+    let ledger = Arc::new(Mutex::new(ledger));
     let metrics = Arc::new(Metrics::new()?);
     let client = Arc::new(Client::new(cfg.api.client.clone())?.with_metrics(metrics.clone()));
     let collector = if cfg.collect.enabled {
@@ -144,6 +173,7 @@ pub fn build(
         ledger,
         api_keys: cfg.http.api_keys.clone().map(Arc::new),
         operator_rate: cfg.http.max_requests_per_second,
+        metrics_auth: cfg.http.metrics_auth,
         callbacks: cfg.http.callbacks.then(|| Callbacks {
             api_secret: cfg.api.client.api_secret.clone(),
             sign_order: cfg.api.client.sign_order,
@@ -201,7 +231,7 @@ pub async fn periodic<F, Fut>(
             _ = ticker.tick() => {}
         }
         if !jitter.is_zero() {
-            let delay = Duration::from_millis(random_u64() % (jitter.as_millis() as u64 + 1));
+            let delay = jitter.mul_f64(crate::random::unit_fraction());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
@@ -219,6 +249,9 @@ pub async fn run(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) -> Result<(), DaemonError> {
+    if let Some(w) = crate::config::listen_warning(cfg.http.listen) {
+        warn!("{w}");
+    }
     let parts = build(cfg, opts, shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -252,12 +285,15 @@ pub async fn run_with(
     let router = http::router(HttpState {
         metrics: parts.metrics.clone(),
         health: health.clone(),
+        metrics_keys: parts.api_keys.clone().filter(|_| parts.metrics_auth),
     })
     .merge(operator::router(OperatorState {
         engine: parts.engine.clone(),
         ledger: parts.ledger.clone(),
         keys: parts.api_keys.clone(),
         limiter: OperatorState::limiter(parts.operator_rate),
+        unauthenticated: OperatorState::limiter(parts.operator_rate),
+        listen: addr,
         health: health.clone(),
         metrics: parts.metrics.clone(),
         callbacks: parts.callbacks.clone(),
@@ -283,10 +319,14 @@ pub async fn run_with(
                 let engine = engine.clone();
                 let health = health.clone();
                 async move {
+                    // Beats on both sides of every cycle, failed ones too: the watchdog is for a
+                    // wedged scheduler, and a restart does not fix an upstream outage.
+                    health.beat();
                     match engine.cycle_once().await {
                         Ok(_) => health.poll_succeeded(),
                         Err(e) => error!(error = %e, "cycle failed; the next one runs on schedule"),
                     }
+                    health.beat();
                 }
             },
         ));

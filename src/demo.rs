@@ -74,12 +74,18 @@ max_approvals = 50
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    /// Files in the demo directory.
+    /// Files in the demo directory (one that appeared meanwhile is not overwritten either).
     #[error("demo files in {dir}: {source}")]
     Io {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// `--dir` names a directory that already holds files.
+    #[error(
+        "demo directory {dir} is not empty: the demo writes a key shard, a config and a ledger \
+         there and never overwrites a file; give an empty or new directory"
+    )]
+    NotEmpty { dir: PathBuf },
     /// Making the throwaway key.
     #[error("cannot make the demo key: {0}")]
     Key(#[from] openssl::error::ErrorStack),
@@ -89,6 +95,9 @@ pub enum DemoError {
     /// The daemon.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    /// No randomness for the demo's secret.
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomError),
 }
 
 /// What the demo did, for its summary (and its test).
@@ -190,12 +199,13 @@ fn make_key(dir: &Path) -> Result<(PathBuf, X509), DemoError> {
     Ok((path, cert))
 }
 
+/// Writes a new file, private to this user; an existing file is an error, never overwritten
+/// (`--dir` could name where a real key shard lives).
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)?;
     f.write_all(bytes)?;
@@ -246,9 +256,13 @@ pub async fn run(
             std::process::id()
         )),
     };
+    let has_files = std::fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+    if has_files {
+        return Err(DemoError::NotEmpty { dir });
+    }
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let (pfx, cert) = make_key(&dir)?;
-    let secret = format!("demo-secret-{:016x}", crate::client::random_u64());
+    let secret = format!("demo-secret-{:016x}", crate::random::u64()?);
 
     let sb = Sandbox::new(
         SandboxConfig {
@@ -272,7 +286,7 @@ pub async fn run(
     tokio::spawn(sandbox::serve(sb_listener, sb.clone(), sb_stop.clone()));
 
     write_private(&dir.join("api_secret"), secret.as_bytes()).map_err(io_err(&dir))?;
-    std::fs::write(dir.join("policy.toml"), POLICY).map_err(io_err(&dir))?;
+    write_private(&dir.join("policy.toml"), POLICY.as_bytes()).map_err(io_err(&dir))?;
     let config_path = dir.join("cosigner.toml");
     let config = format!(
         "# Written by `cosigner demo`.\n[api]\nbase_url = \"http://{sb_addr}\"\nmerchant_no = \"{MERCHANT}\"\n\
@@ -283,7 +297,7 @@ pub async fn run(
         pfx.display(),
         opts.poll_interval.as_millis()
     );
-    std::fs::write(&config_path, config).map_err(io_err(&dir))?;
+    write_private(&config_path, config.as_bytes()).map_err(io_err(&dir))?;
     let cfg = Config::load_with(&config_path, &Environment::default())?;
 
     let (tx, mut rx) = mpsc::unbounded_channel();

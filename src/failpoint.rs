@@ -1,6 +1,7 @@
-//! Fail points for the crash suite: in debug builds (what the tests run), `COSIGNER_FAILPOINT`
-//! names a point (and optionally a probability, `after-record:0.3`) where the process aborts, as
-//! a power cut would stop it. Release builds compile every point to nothing.
+//! Fail points for the crash suite: in debug builds with the `dev-tools` feature (what the tests
+//! run), `COSIGNER_FAILPOINT` names a point (and optionally a probability, `after-record:0.3`)
+//! where the process aborts, as a power cut would stop it. Release builds and builds without
+//! `dev-tools` (the production build) compile every point to nothing.
 
 /// After decisions are durably recorded, before any of them is sent.
 pub const AFTER_RECORD: &str = "after-record";
@@ -9,10 +10,10 @@ pub const BEFORE_REQUEST: &str = "before-request";
 /// After the server answered, before the outcome is recorded.
 pub const AFTER_REQUEST: &str = "after-request";
 
-/// Aborts the process here if `COSIGNER_FAILPOINT` says so (debug builds only).
+/// Aborts the process here if `COSIGNER_FAILPOINT` says so (debug builds with `dev-tools` only).
 #[inline]
 pub fn hit(name: &str) {
-    #[cfg(debug_assertions)]
+    #[cfg(all(debug_assertions, feature = "dev-tools"))]
     {
         let Ok(spec) = std::env::var("COSIGNER_FAILPOINT") else {
             return;
@@ -24,12 +25,12 @@ pub fn hit(name: &str) {
         if point != name {
             return;
         }
-        let roll = (crate::client::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let roll = crate::random::unit_fraction();
         if roll < chance {
             eprintln!("fail point {name}: aborting");
             std::process::abort();
         }
     }
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(all(debug_assertions, feature = "dev-tools")))]
     let _ = name;
 }

@@ -2,7 +2,7 @@
 //! and `/readyz` (config, key and ledger loaded, and the last poll succeeded recently).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::now_ms;
@@ -24,32 +25,44 @@ pub const SCHEDULER_BUDGET: Duration = Duration::from_secs(600);
 pub struct Health {
     /// When the last cycle ran to the end (ms since the epoch; 0 = never).
     pub last_poll_ok_ms: AtomicI64,
-    /// When the scheduler last showed life (a cycle started or ended).
-    pub heartbeat_ms: AtomicI64,
     /// The poll interval: ready while the last success is at most two intervals old.
     pub poll_interval: Duration,
+    /// The monotonic origin of `heartbeat_ms`: a wall clock stepped by NTP must not make a
+    /// healthy scheduler look wedged, or a wedged one alive.
+    started: Instant,
+    /// When the scheduler last showed life (a cycle started or ended), in ms after `started`.
+    heartbeat_ms: AtomicU64,
 }
 
 impl Health {
-    /// A health state with no successful poll yet.
+    /// A health state with no successful poll yet; the scheduler counts as alive from now.
     pub fn new(poll_interval: Duration) -> Self {
         Self {
             last_poll_ok_ms: AtomicI64::new(0),
-            heartbeat_ms: AtomicI64::new(now_ms()),
             poll_interval,
+            started: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
         }
     }
 
-    /// Notes that the scheduler is alive.
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Notes that the scheduler is alive: called at the start and at the end of every cycle,
+    /// failed ones included (a restart does not fix an upstream outage).
     pub fn beat(&self) {
-        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        self.heartbeat_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
     }
 
     /// True while the scheduler shows life: a beat within one interval plus a generous cycle
     /// budget. The systemd watchdog is fed only then, so a wedged daemon gets restarted.
     pub fn scheduler_alive(&self) -> bool {
-        let age = now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed));
-        age <= (self.poll_interval + SCHEDULER_BUDGET).as_millis() as i64
+        let age = self
+            .elapsed_ms()
+            .saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed));
+        age <= (self.poll_interval + SCHEDULER_BUDGET).as_millis() as u64
     }
 
     /// Notes a successful poll now.
@@ -83,6 +96,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Readiness.
     pub health: Arc<Health>,
+    /// When set (`http.metrics_auth`), `/metrics` needs one of these operator API keys.
+    pub metrics_keys: Option<Arc<crate::operator::ApiKeys>>,
 }
 
 /// The routes.
@@ -94,7 +109,16 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HttpState>) -> Response {
+async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(keys) = &s.metrics_keys
+        && let Err(m) = crate::operator::authenticate(Some(keys), &headers)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"type": "authentication_error", "message": m})),
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -129,4 +153,24 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_scheduler_stays_alive_while_it_beats_and_not_after() {
+        let h = Health::new(Duration::from_secs(120));
+        let limit = Duration::from_secs(120) + SCHEDULER_BUDGET;
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(120)).await;
+            h.beat();
+            assert!(h.scheduler_alive());
+        }
+        tokio::time::advance(limit).await;
+        assert!(h.scheduler_alive(), "exactly at the limit");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!h.scheduler_alive(), "no beat for longer than the limit");
+    }
 }

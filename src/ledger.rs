@@ -37,6 +37,12 @@ pub enum LedgerError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The database file could not be created.
+    #[error("cannot create ledger {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The lock file could not be created.
     #[error("cannot create lock file {path}: {source}")]
     LockFile {
@@ -389,12 +395,14 @@ impl Ledger {
     /// Opens (creating if needed) the ledger for writing, holding its lock for the life of the
     /// value. A second process gets [`LedgerError::Locked`] at once.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let lp = lock_path(path);
         let mut lock = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&lp)
             .map_err(|e| LedgerError::LockFile {
                 path: lp.clone(),
@@ -416,6 +424,23 @@ impl Ledger {
             path: path.to_owned(),
             source: e,
         };
+        // Created private before SQLite opens it: SQLite gives the WAL and shared-memory files
+        // the database file's mode, and the records hold every transaction and signed text.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(LedgerError::Create {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
@@ -949,15 +974,24 @@ impl Ledger {
             prev = stored_hash.clone();
             expected = seq + 1;
         }
-        if let Some(h) = self.meta("head").map_err(LedgerError::Read)? {
-            let want = format!("{}:{}", expected - 1, prev);
-            if h != want {
-                problems.push(format!(
-                    "the ledger ends at record {} but its head says {}: records were removed from the end",
-                    expected - 1,
-                    h.split(':').next().unwrap_or("?")
-                ));
+        match self.meta("head").map_err(LedgerError::Read)? {
+            Some(h) => {
+                let want = format!("{}:{}", expected - 1, prev);
+                if h != want {
+                    problems.push(format!(
+                        "the ledger ends at record {} but its head says {}: records were removed from the end",
+                        expected - 1,
+                        h.split(':').next().unwrap_or("?")
+                    ));
+                }
             }
+            // Every write stores the head with its records: without it, records cut from the
+            // end could not be noticed.
+            None if !records.is_empty() => problems.push(format!(
+                "the chain head is missing while {} records exist (removed): records cut from the end could not be detected",
+                records.len()
+            )),
+            None => {}
         }
         Ok(VerifyReport {
             records: records.len() as u64,
@@ -973,6 +1007,7 @@ impl Ledger {
     }
 
     /// Makes every later write fail the way a read-only or full filesystem does (tests only).
+    #[cfg(feature = "dev-tools")]
     #[doc(hidden)]
     pub fn simulate_write_failure(&self, full: bool) -> rusqlite::Result<()> {
         if full {

@@ -9,9 +9,16 @@ use cosigner::config::LogFormat;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before any secret is read: no core file, whatever LimitCORE says.
+    let dumpable = cosigner::systemd::disable_core_dumps();
     let args = Cli::parse();
     if !args.command.logs_from_config() {
         cli::init_tracing(LogFormat::Text, args.command.default_log_level());
+    }
+    if let Err(e) = dumpable {
+        eprintln!(
+            "warning: cannot make the process non-dumpable ({e}); a core dump may hold the key"
+        );
     }
     match cli::run(args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,7 @@
 //! user name (only SHA-256 digests are stored), the QbitPay error object on every failure,
 //! cursor-paged lists. Also the C2C order callback that 1BitPay posts, verified by signature.
 
-use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +30,7 @@ pub const DEFAULT_RATE: u32 = 20;
 /// The accepted API keys, as SHA-256 digests.
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
-    digests: HashSet<String>,
+    digests: Vec<[u8; 32]>,
 }
 
 impl ApiKeys {
@@ -38,7 +38,7 @@ impl ApiKeys {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read API keys file {}: {e}", path.display()))?;
-        let mut digests = HashSet::new();
+        let mut digests: Vec<[u8; 32]> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let l = line.split('#').next().unwrap_or("").trim();
             if l.is_empty() {
@@ -56,14 +56,34 @@ impl ApiKeys {
                     i + 1
                 ));
             }
-            digests.insert(l.to_string());
+            // 64 lowercase hex digits, checked above.
+            let mut d = [0u8; 32];
+            for (byte, pair) in d.iter_mut().zip(l.as_bytes().chunks(2)) {
+                let nibble = |c: u8| {
+                    if c.is_ascii_digit() {
+                        c - b'0'
+                    } else {
+                        c - b'a' + 10
+                    }
+                };
+                *byte = nibble(pair[0]) << 4 | nibble(pair[1]);
+            }
+            if !digests.contains(&d) {
+                digests.push(d);
+            }
         }
         Ok(Self { digests })
     }
 
-    /// Whether `key` is one of the accepted keys.
+    /// Whether `key` is one of the accepted keys. Every stored digest is compared, each in
+    /// constant time, so the answer's timing says nothing about how close a guess came.
     pub fn accepts(&self, key: &str) -> bool {
-        !key.is_empty() && self.digests.contains(&digest(key))
+        let d = sha256(key.as_bytes());
+        let mut found = false;
+        for stored in &self.digests {
+            found |= openssl::memcmp::eq(stored, &d);
+        }
+        found && !key.is_empty()
     }
 
     /// Number of keys.
@@ -82,15 +102,11 @@ pub fn digest(key: &str) -> String {
     hex(&sha256(key.as_bytes()))
 }
 
-/// A fresh API key (`cos_` + 64 hex digits) and its keys-file line.
-pub fn new_key() -> (String, String) {
-    let a = crate::client::random_u64();
-    let b = crate::client::random_u64();
-    let c = crate::client::random_u64();
-    let d = crate::client::random_u64();
-    let key = format!("cos_{a:016x}{b:016x}{c:016x}{d:016x}");
+/// A fresh API key (`cos_` + 64 hex digits from OpenSSL's CSPRNG) and its keys-file line.
+pub fn new_key() -> Result<(String, String), crate::random::RandomError> {
+    let key = format!("cos_{}", hex(&crate::random::bytes::<32>()?));
     let line = digest(&key);
-    (key, line)
+    Ok((key, line))
 }
 
 /// What the C2C order callback needs.
@@ -111,8 +127,13 @@ pub struct OperatorState {
     pub ledger: Arc<Mutex<Ledger>>,
     /// Accepted keys; `None` when `http.api_keys_file` is not set (every route refuses).
     pub keys: Option<Arc<ApiKeys>>,
-    /// Request budget.
+    /// Request budget of authenticated calls.
     pub limiter: Arc<DefaultDirectRateLimiter>,
+    /// A separate budget for failed authentications, so that a flood of them never uses up the
+    /// budget an operator's `cosigner pause` needs.
+    pub unauthenticated: Arc<DefaultDirectRateLimiter>,
+    /// The listener's address: `Host` must name it (no DNS rebinding from a browser).
+    pub listen: Option<SocketAddr>,
     /// Readiness, for `/v1/status`.
     pub health: Arc<Health>,
     /// Metrics.
@@ -139,19 +160,13 @@ pub struct ApiError {
 }
 
 impl IntoResponse for ApiError {
+    // No `WWW-Authenticate` challenge on 401: a browser would prompt for the key and cache it.
     fn into_response(self) -> Response {
         let mut body = json!({"type": self.kind, "message": self.message});
         if !self.detail.is_null() {
             body["detail"] = self.detail;
         }
-        let mut r = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"cosigner\""),
-            );
-        }
-        r
+        (self.status, axum::Json(body)).into_response()
     }
 }
 
@@ -187,37 +202,26 @@ fn internal(message: impl Into<String>) -> ApiError {
     )
 }
 
-/// Rate limit, then Basic auth with an API key as the user name and an empty password.
-fn guard(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if s.limiter.check().is_err() {
-        return Err(error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            "too many requests; slow down",
-            Value::Null,
-        ));
-    }
-    // `ApiError` adds the `WWW-Authenticate` challenge to every 401.
-    let unauthorized = |m: &str| {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            m,
-            Value::Null,
-        )
-    };
-    let Some(keys) = &s.keys else {
-        return Err(unauthorized(
-            "the operator API is off: set http.api_keys_file",
-        ));
+fn too_many() -> ApiError {
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        "too many requests; slow down",
+        Value::Null,
+    )
+}
+
+/// Checks HTTP Basic auth with an API key as the user name (the password is ignored): `Ok` when
+/// `keys` accept it, else why not.
+pub fn authenticate(keys: Option<&ApiKeys>, headers: &HeaderMap) -> Result<(), &'static str> {
+    let Some(keys) = keys else {
+        return Err("the operator API is off: set http.api_keys_file");
     };
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
-        return Err(unauthorized(
-            "no API key provided: use HTTP Basic auth with the key as user name",
-        ));
+        return Err("no API key provided: use HTTP Basic auth with the key as user name");
     };
     let decoded = value
         .strip_prefix("Basic ")
@@ -232,7 +236,110 @@ fn guard(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> {
         .map(|d| d.split_once(':').map_or(d, |(u, _)| u));
     match key {
         Some(k) if keys.accepts(k) => Ok(()),
-        _ => Err(unauthorized("invalid API key")),
+        _ => Err("invalid API key"),
+    }
+}
+
+/// The checks every `/v1` route makes, in this order: `Host` names the listener; then the key
+/// (failures draw on their own budget, so a flood of them cannot lock an operator out); then the
+/// request budget of authenticated calls.
+fn guard(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> {
+    check_host(s.listen, headers)?;
+    if let Err(m) = authenticate(s.keys.as_deref(), headers) {
+        if s.unauthenticated.check().is_err() {
+            return Err(too_many());
+        }
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            m,
+            Value::Null,
+        ));
+    }
+    if s.limiter.check().is_err() {
+        return Err(too_many());
+    }
+    Ok(())
+}
+
+/// What a state-changing route checks on top of [`guard`], so that no web page a browser on
+/// this host shows can make the call: a JSON content type (a cross-site form cannot send it
+/// without a CORS preflight, which is never granted), and no `Origin` but the listener's own.
+fn guard_change(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> {
+    guard(s, headers)?;
+    let forbidden = |m: String| {
+        error(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            m,
+            Value::Null,
+        )
+    };
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let own = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| format!("http://{h}"));
+        if origin.to_str().ok() != own.as_deref() {
+            return Err(forbidden(format!(
+                "requests from another origin ({}) are refused",
+                String::from_utf8_lossy(origin.as_bytes())
+            )));
+        }
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "send Content-Type: application/json",
+            Value::Null,
+        ));
+    }
+    Ok(())
+}
+
+/// `Host` must be the listener: its IP literal (any IP literal when it listens on all
+/// addresses) or `localhost` on loopback, with its port. A DNS name is what DNS rebinding
+/// would send, so none is accepted.
+fn check_host(listen: Option<SocketAddr>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(listen) = listen else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if host.is_some_and(|h| host_names_listener(h, listen)) {
+        return Ok(());
+    }
+    Err(error(
+        StatusCode::FORBIDDEN,
+        "invalid_request_error",
+        format!(
+            "the Host header must name this listener ({listen}), not {:?}",
+            host.unwrap_or("")
+        ),
+        Value::Null,
+    ))
+}
+
+fn host_names_listener(host: &str, listen: SocketAddr) -> bool {
+    let Ok(authority) = host.parse::<axum::http::uri::Authority>() else {
+        return false;
+    };
+    if authority.port_u16() != Some(listen.port()) {
+        return false;
+    }
+    let name = authority.host();
+    let name = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    match name.parse::<IpAddr>() {
+        Ok(ip) => listen.ip().is_unspecified() || ip == listen.ip(),
+        Err(_) => name.eq_ignore_ascii_case("localhost") && listen.ip().is_loopback(),
     }
 }
 
@@ -371,24 +478,24 @@ async fn get_decision(
 ) -> Response {
     let r = (|| {
         guard(&s, &headers)?;
-        let seq: u64 = id
-            .parse()
-            .map_err(|_| bad_request(format!("decision id must be a whole number, not {id:?}")))?;
+        // An id that is not a number names no decision either: 404, like any unknown id.
+        let no_such = || {
+            error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!("no decision {id:?}"),
+                Value::Null,
+            )
+        };
+        let seq: u64 = id.parse().map_err(|_| no_such())?;
         let row = s
             .ledger
             .lock()
             .map_err(|_| internal("ledger unavailable"))?
             .get(seq)
             .map_err(|e| internal(e.to_string()))?;
-        match row {
-            Some(r) => Ok(axum::Json(decision_json(&r)).into_response()),
-            None => Err(error(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                format!("no decision {seq}"),
-                Value::Null,
-            )),
-        }
+        row.map(|r| axum::Json(decision_json(&r)).into_response())
+            .ok_or_else(no_such)
     })()
     .unwrap_or_else(IntoResponse::into_response);
     counted(&s, "/v1/decisions/{id}", r)
@@ -491,7 +598,7 @@ async fn policy(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
 }
 
 async fn reload(State(s): State<OperatorState>, headers: HeaderMap) -> Response {
-    let r = guard(&s, &headers).map(|()| {
+    let r = guard_change(&s, &headers).map(|()| {
         let previous = s.engine.policy().sha256.clone();
         match s.engine.reload_policy("operator API") {
             Ok(p) => axum::Json(
@@ -522,7 +629,7 @@ fn set_mode(
     resume: bool,
 ) -> Response {
     let r = (|| {
-        guard(s, headers)?;
+        guard_change(s, headers)?;
         let mode = if resume {
             Mode::Normal
         } else if body.trim().is_empty() {
@@ -564,6 +671,43 @@ fn envelope(code: i64, message: &str) -> Value {
     json!({"code": code, "message": message})
 }
 
+/// The order callback's fields besides `signature`: exactly these, no more, no fewer.
+const CALLBACK_FIELDS: [&str; 5] = [
+    "dealAmount",
+    "merchantOrderNo",
+    "orderNo",
+    "orderType",
+    "status",
+];
+
+/// The signed string is `key=value` pairs joined by `&`: a value holding `&` or `=` could
+/// re-cut it into other fields under the same signature, and an extra or empty field changes
+/// what was signed. So the field set is exact, and every value a non-empty string or a number
+/// without either character.
+fn check_callback_fields(fields: &serde_json::Map<String, Value>) -> Result<(), String> {
+    if let Some(extra) = fields
+        .keys()
+        .find(|k| *k != "signature" && !CALLBACK_FIELDS.contains(&k.as_str()))
+    {
+        return Err(format!("unexpected field {extra:?}"));
+    }
+    for name in CALLBACK_FIELDS {
+        let text = match fields.get(name) {
+            None | Some(Value::Null) => return Err(format!("{name} is missing")),
+            Some(Value::String(t)) => t.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(format!("{name} must be a string or a number")),
+        };
+        if text.is_empty() {
+            return Err(format!("{name} is empty"));
+        }
+        if text.contains(['&', '=']) {
+            return Err(format!("{name} must not contain '&' or '='"));
+        }
+    }
+    Ok(())
+}
+
 async fn order_callback(State(s): State<OperatorState>, body: String) -> Response {
     let Some(cb) = &s.callbacks else {
         return not_found().await;
@@ -579,20 +723,7 @@ async fn order_callback(State(s): State<OperatorState>, body: String) -> Respons
             StatusCode::BAD_REQUEST,
             envelope(400, "signature is missing"),
         ))?;
-        for required in [
-            "status",
-            "dealAmount",
-            "merchantOrderNo",
-            "orderNo",
-            "orderType",
-        ] {
-            if fields.get(required).is_none_or(|v| v.is_null()) {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    envelope(400, &format!("{required} is missing")),
-                ));
-            }
-        }
+        check_callback_fields(&fields).map_err(|m| (StatusCode::BAD_REQUEST, envelope(400, &m)))?;
         let params = sign::body_params(&body)
             .map_err(|e| (StatusCode::BAD_REQUEST, envelope(400, &e.to_string())))?;
         let canonical = sign::canonical_string(
@@ -602,7 +733,11 @@ async fn order_callback(State(s): State<OperatorState>, body: String) -> Respons
                 .map(|(k, v)| (k.as_str(), v.as_str())),
             cb.sign_order,
         );
-        if sign::sign(&canonical, cb.api_secret.expose_secret()) != given.to_ascii_lowercase() {
+        let expected = sign::sign(&canonical, cb.api_secret.expose_secret());
+        let given = given.to_ascii_lowercase();
+        if expected.len() != given.len()
+            || !openssl::memcmp::eq(expected.as_bytes(), given.as_bytes())
+        {
             tracing::warn!("order callback refused: the signature does not verify");
             return Err((
                 StatusCode::UNAUTHORIZED,

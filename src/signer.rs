@@ -131,6 +131,13 @@ fn ensure_legacy_provider() {
     });
 }
 
+/// The file's mode when group or others may access it (the key shard and the files holding
+/// secrets must be private to the service's user), else `None`.
+pub fn shared_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    let mode = meta.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 impl Signer {
     /// Opens the key file, checks its permissions on the opened handle, and loads the key.
     pub fn load(source: &KeySource) -> Result<Self, SignerError> {
@@ -141,8 +148,9 @@ impl Signer {
         };
         let mut file = std::fs::File::open(path).map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 && !source.allow_insecure_permissions {
+        if let Some(mode) = shared_mode(&meta)
+            && !source.allow_insecure_permissions
+        {
             return Err(SignerError::InsecurePermissions {
                 path: path.clone(),
                 mode,
@@ -375,6 +383,34 @@ pub fn collect_text(is_main: bool) -> String {
     format!("{{\"isMain\":{}}}", u8::from(is_main))
 }
 
+/// True when 1BitPay could take `text`, once signed, as an approve/reject decision: a JSON
+/// value with a `status` key anywhere, the key compared as a lenient Java JSON library would
+/// (any case, `_` and `-` ignored, escapes decoded). Text that is not strict JSON counts when it
+/// mentions `status` or holds a `\u` escape, as lenient parsers accept more than JSON. Used by
+/// `cosigner sign`, so that a hand-signed text cannot stand in for a decision the policy and the
+/// ledger never saw.
+pub fn looks_like_decision(text: &str) -> bool {
+    fn normal(s: &str) -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+    fn has_status(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .any(|(k, v)| normal(k).contains("status") || has_status(v)),
+            serde_json::Value::Array(items) => items.iter().any(has_status),
+            _ => false,
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => has_status(&v),
+        Err(_) => normal(text).contains("status") || text.contains("\\u"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +435,33 @@ mod tests {
                 };
                 assert_eq!(decision_text_len(&d), decision_text(&d).len(), "{d:?}");
             }
+        }
+    }
+
+    #[test]
+    fn decision_shaped_texts_are_recognised_in_any_spelling() {
+        for t in [
+            r#"{"id":1,"from":"a","to":"b","value":"1","chainId":"56","status":1}"#,
+            r#"{ "status" : 2 , "id" : 1 }"#,
+            r#"{"STATUS":1}"#,
+            r#"{"st\u0061tus":1}"#,
+            r#"{"sta_tus":1}"#,
+            r#"[{"status":1}]"#,
+            r#"{"data":{"status":1}}"#,
+            "{id:1,status:1}",
+            "{'id':1,'Status':1}",
+            r#"{id:1,"st\u0061tus":1"#,
+        ] {
+            assert!(looks_like_decision(t), "{t}");
+        }
+        for t in [
+            r#"{"isMain":1}"#,
+            r#"{"isMain":0}"#,
+            "hello",
+            r#"{"id":1}"#,
+            "",
+        ] {
+            assert!(!looks_like_decision(t), "{t}");
         }
     }
 

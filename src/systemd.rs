@@ -1,5 +1,6 @@
 //! systemd's notify protocol, without a library: `READY=1` once config, key and ledger are
-//! loaded, `WATCHDOG=1` while the scheduler is healthy, `STOPPING=1` on the way out.
+//! loaded, `WATCHDOG=1` while the scheduler is healthy, `STOPPING=1` on the way out. Also the
+//! process hardening that goes with the unit's `LimitCORE=0`: no core dumps of the key.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
@@ -33,6 +34,12 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
+/// Makes the process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`): no core file holding the key
+/// shard whatever the core limit, and no `ptrace` attach by the same user.
+pub fn disable_core_dumps() -> nix::Result<()> {
+    nix::sys::prctl::set_dumpable(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +57,11 @@ mod tests {
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
         assert!(!notify("READY=1").unwrap(), "no socket, no notification");
+    }
+
+    #[test]
+    fn the_process_can_be_made_non_dumpable() {
+        disable_core_dumps().unwrap();
+        assert!(!nix::sys::prctl::get_dumpable().unwrap());
     }
 }

@@ -9,21 +9,9 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn faketime_available() -> bool {
-    std::process::Command::new("faketime")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_newest_record() {
-    if !faketime_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install faketime (.ci/run does)"
-        );
-        eprintln!("skipped: the faketime program is not installed (apt-get install faketime)");
+    if !faketime_or_skip() {
         return;
     }
     // The sandbox tolerates the skew, as if its own clock were off too: the daemon's clock check
@@ -130,12 +118,7 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windows_stay_counted() {
-    if !faketime_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install faketime (.ci/run does)"
-        );
-        eprintln!("skipped: the faketime program is not installed (apt-get install faketime)");
+    if !faketime_or_skip() {
         return;
     }
     // The sandbox tolerates the skew (as a lenient server would): the daemon's own comparison

@@ -54,7 +54,7 @@ fn a_valid_config_passes_check_offline() {
 #[test]
 fn a_wrong_pkcs12_password_is_reported_with_exit_code_2() {
     let (d, cfg) = setup();
-    std::fs::write(d.path().join("pw"), WRONG_PASSWORD).unwrap();
+    write_private(&d.path().join("pw"), WRONG_PASSWORD);
     edit(
         &cfg,
         "pfx_file = \"keytool-aes.pfx\"",
@@ -261,4 +261,155 @@ fn check_validates_the_policy_and_warns_about_default_approve() {
         text.contains("FAIL  policy") && text.contains("default"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_syntax_error_next_to_an_inline_secret_gives_line_and_column_never_the_line() {
+    let (_d, cfg) = setup();
+    // The closing quote forgotten: toml's own message would quote this line, secret and all.
+    edit(
+        &cfg,
+        &format!("api_secret = \"{API_SECRET}\""),
+        &format!("api_secret = \"{API_SECRET}"),
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("cosigner.toml"), "{text}");
+    assert!(text.contains("line 5, column"), "{text}");
+    let out = run_bin(&["run", "--once", "--config", cfg.to_str().unwrap()]).await;
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains(API_SECRET), "{text}");
+    assert!(text.contains("line 5, column"), "{text}");
+}
+
+#[test]
+fn base_url_is_required_and_plain_http_only_reaches_loopback() {
+    let (_d, cfg) = setup();
+    edit(&cfg, "base_url = \"http://127.0.0.1:9\"\n", "");
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("api.base_url") && text.contains("required"),
+        "{text}"
+    );
+    for (url, ok) in [
+        ("http://api.1bitpay.io", false),
+        ("http://10.0.0.5:8080", false),
+        ("http://127.0.0.2:9", true),
+        ("http://[::1]:9", true),
+        ("http://localhost:9", true),
+        ("https://api.1bitpay.io", true),
+    ] {
+        let (_d, cfg) = setup();
+        edit(&cfg, "http://127.0.0.1:9", url);
+        let (code, text) = check(&cfg);
+        if ok {
+            assert!(!text.contains("api.base_url"), "{url}: {text}");
+        } else {
+            assert_eq!(code, Some(2), "{url}: {text}");
+            assert!(
+                text.contains("api.base_url") && text.contains("https://"),
+                "{url}: {text}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_other_hosts_can_reach_is_warned_about_by_check_and_at_start() {
+    let (_d, cfg) = setup();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[http]\nlisten = \"0.0.0.0:0\"\n[collect]\nenabled = false\n");
+    std::fs::write(&cfg, &text).unwrap();
+    let (_, out) = check(&cfg);
+    assert!(
+        out.contains("warn  http.listen: http.listen 0.0.0.0:0 is reachable from other hosts"),
+        "{out}"
+    );
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains("reachable from other hosts"),
+        "the first log line: {line}"
+    );
+    std::fs::write(&cfg, text.replace("0.0.0.0:0", "127.0.0.1:0")).unwrap();
+    let (_, out) = check(&cfg);
+    assert!(
+        out.contains("ok    http.listen") || !out.contains("warn  http.listen"),
+        "{out}"
+    );
+}
+
+#[test]
+fn secret_files_others_can_read_are_refused_like_the_key_file() {
+    let (d, cfg) = setup();
+    let secret = d.path().join("api_secret");
+    std::fs::write(&secret, format!("{API_SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    edit(
+        &cfg,
+        &format!("api_secret = \"{API_SECRET}\""),
+        "api_secret_file = \"api_secret\"",
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("api.api_secret_file") && text.contains("mode 0644"),
+        "{text}"
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(0), "{text}");
+
+    let pw = d.path().join("pw");
+    std::fs::write(&pw, format!("1bitpay{MERCHANT}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o640)).unwrap();
+    edit(
+        &cfg,
+        "pfx_file = \"keytool-aes.pfx\"",
+        "pfx_file = \"keytool-aes.pfx\"\npassword_file = \"pw\"",
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("key.password_file") && text.contains("mode 0640"),
+        "{text}"
+    );
+    let out = bin()
+        .args(["sign", "--pfx"])
+        .arg(d.path().join("keytool-aes.pfx"))
+        .arg("--password-file")
+        .arg(&pw)
+        .arg("{}")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
+    assert!(
+        all_output(&out).contains("mode 0640"),
+        "{}",
+        all_output(&out)
+    );
+    // The key file's override covers the files holding secrets too.
+    edit(
+        &cfg,
+        "pfx_file = \"keytool-aes.pfx\"",
+        "pfx_file = \"keytool-aes.pfx\"\nallow_insecure_permissions = true",
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, Some(0), "{text}");
 }

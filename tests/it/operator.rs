@@ -38,16 +38,26 @@ impl Daemon {
         key: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let method_is_post = method == reqwest::Method::POST;
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(k) = key {
             req = req.basic_auth(k, Some(""));
         }
         if let Some(b) = body {
             req = req.json(&b);
+        } else if method_is_post {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts an order callback as 1BitPay would: (status, body).
+    async fn callback(&self, body: Value) -> (u16, Value) {
+        let url = format!("{}/callbacks/order", self.base);
+        let r = self.http.post(url).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -472,29 +482,35 @@ fn the_pause_command_without_a_daemon_records_the_mode_for_the_next_start() {
     assert!(ledger.verify().unwrap().problems.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_the_policy_and_the_pause_command_reaches_a_running_daemon() {
-    let sandbox = spawn_sandbox(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = setup_dir(dir.path(), &sandbox.url, "");
+/// Runs `cosigner run` with `cfg`'s listener moved to a free port (the pause command reads the
+/// address from the config); returns the process and the listener's base URL.
+fn spawn_daemon_on_free_port(cfg: &Path) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+    let text = std::fs::read_to_string(cfg).unwrap().replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{port}\""),
     );
-    std::fs::write(&cfg, text).unwrap();
-    let mut child = bin()
+    std::fs::write(cfg, text).unwrap();
+    let child = bin()
         .args(["run", "--config"])
-        .arg(&cfg)
+        .arg(cfg)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_policy_and_the_pause_command_reaches_a_running_daemon() {
+    let sandbox = spawn_sandbox(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup_dir(dir.path(), &sandbox.url, "");
+    let (mut child, base) = spawn_daemon_on_free_port(&cfg);
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
     let policy_hash = || async {
         let r = http
             .get(format!("{base}/v1/policy"))
@@ -522,7 +538,7 @@ async fn sighup_reloads_the_policy_and_the_pause_command_reaches_a_running_daemo
     )
     .await;
 
-    std::fs::write(dir.path().join("key"), format!("{KEY}\n")).unwrap();
+    write_private(&dir.path().join("key"), &format!("{KEY}\n"));
     let out = run_bin(&[
         "pause",
         "--config",
@@ -573,14 +589,7 @@ async fn order_callbacks_are_verified_recorded_once_and_answered_with_the_succes
     let d = start_fresh(vec![], "[callbacks]\nenabled = true\n").await;
     let cb = json!({"status": 9, "dealAmount": 10.11, "orderNo": "1231222112d8123", "merchantOrderNo": "m-1", "orderType": 1});
     let good = signed_callback(cb.clone(), API_SECRET);
-    let post = |body: Value| {
-        let http = d.http.clone();
-        let url = format!("{}/callbacks/order", d.base);
-        async move {
-            let r = http.post(url).json(&body).send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
-    };
+    let post = |body: Value| d.callback(body);
     let (code, body) = post(good.clone()).await;
     assert_eq!(
         (code, body.clone()),
@@ -667,5 +676,254 @@ async fn policy_replay_prints_the_decisions_a_candidate_policy_would_change() {
         "{text}"
     );
     assert!(text.contains("2 decision(s) would change"));
+    drop(sb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unauthenticated_requests_never_makes_the_pause_command_answer_429() {
+    let sandbox = spawn_sandbox(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup_dir(dir.path(), &sandbox.url, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "max_requests_per_second = 1000",
+        "max_requests_per_second = 2",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (mut child, base) = spawn_daemon_on_free_port(&cfg);
+    let http = reqwest::Client::new();
+    wait_until("the daemon answers", Duration::from_secs(10), || async {
+        http.get(format!("{base}/healthz")).send().await.is_ok()
+    })
+    .await;
+    // A local process floods the API with bad keys for as long as the operator acts.
+    let stop = CancellationToken::new();
+    let flood = tokio::spawn({
+        let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
+        async move {
+            let mut codes = std::collections::BTreeSet::new();
+            while !stop.is_cancelled() {
+                let r = http
+                    .post(format!("{base}/v1/pause"))
+                    .basic_auth("not-a-key", Some(""))
+                    .header("content-type", "application/json")
+                    .send()
+                    .await
+                    .unwrap();
+                codes.insert(r.status().as_u16());
+            }
+            codes
+        }
+    });
+    write_private(&dir.path().join("key"), &format!("{KEY}\n"));
+    let key_file = dir.path().join("key");
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--api-key-file",
+        key_file.to_str().unwrap(),
+    ];
+    let pause = run_bin(&[&["pause"], &args[..]].concat()).await;
+    let resume = run_bin(&[&["resume"], &args[..]].concat()).await;
+    stop.cancel();
+    let codes = flood.await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(codes.contains(&429), "the flood was throttled: {codes:?}");
+    assert!(!codes.contains(&200), "{codes:?}");
+    assert!(pause.status.success(), "{}", all_output(&pause));
+    assert!(resume.status.success(), "{}", all_output(&resume));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_web_page_can_drive_the_operator_api() {
+    let d = start_fresh(vec![], "").await;
+    let port = d.base.rsplit(':').next().unwrap().to_string();
+    let send = |method: reqwest::Method, path: &str, headers: Vec<(&str, String)>| {
+        let mut req = d
+            .http
+            .request(method, format!("{}{path}", d.base))
+            .basic_auth(KEY, Some(""));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let challenge = r.headers().contains_key("www-authenticate");
+            (
+                r.status().as_u16(),
+                challenge,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let json_type = || ("content-type", "application/json".to_string());
+    // A cross-site form posts text/plain or a form encoding: no preflight, so it is refused.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (code, _, body) = send(
+            reqwest::Method::POST,
+            "/v1/pause",
+            vec![("content-type", ct.into())],
+        )
+        .await;
+        assert_eq!(code, 415, "{ct}: {body}");
+        assert_eq!(body["type"], "invalid_request_error");
+    }
+    let (code, _, _) = send(reqwest::Method::POST, "/v1/pause", vec![]).await;
+    assert_eq!(code, 415, "no content type");
+    // A page of another origin, even with the right content type (its preflight is never granted).
+    let (code, _, body) = send(
+        reqwest::Method::POST,
+        "/v1/pause",
+        vec![json_type(), ("origin", "http://evil.example".into())],
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    // DNS rebinding: a name that resolves to loopback, for reads too.
+    for (m, path) in [
+        (reqwest::Method::POST, "/v1/resume"),
+        (reqwest::Method::GET, "/v1/status"),
+    ] {
+        let (code, _, body) = send(
+            m,
+            path,
+            vec![json_type(), ("host", format!("rebind.example:{port}"))],
+        )
+        .await;
+        assert_eq!(code, 403, "{path}: {body}");
+    }
+    let (code, _, _) = send(
+        reqwest::Method::GET,
+        "/v1/status",
+        vec![(
+            "host",
+            format!("127.0.0.1:{}", port.parse::<u16>().unwrap() + 1),
+        )],
+    )
+    .await;
+    assert_eq!(code, 403, "another port");
+    // The listener's own names, and its own origin, pass.
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        let (code, _, body) = send(
+            reqwest::Method::POST,
+            "/v1/pause",
+            vec![
+                json_type(),
+                ("host", host.clone()),
+                ("origin", format!("http://{host}")),
+            ],
+        )
+        .await;
+        assert_eq!(code, 200, "{host}: {body}");
+    }
+    assert_eq!(d.post("/v1/resume", None).await.0, 200);
+    // No Basic challenge: a browser must never prompt for the key and cache it.
+    let r = d
+        .http
+        .get(format!("{}/v1/status", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        !r.headers().contains_key("www-authenticate"),
+        "{:?}",
+        r.headers()
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_decision_id_numeric_or_not_is_404() {
+    let d = start_fresh(vec![], "").await;
+    for id in ["999", "abc", "-1", "1.0", "18446744073709551616"] {
+        let (code, body) = d.get(&format!("/v1/decisions/{id}")).await;
+        assert_eq!(
+            (code, body["type"].as_str()),
+            (404, Some("invalid_request_error")),
+            "{id}: {body}"
+        );
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_an_operator_key() {
+    let d = start_fresh(vec![], "metrics_auth = true\n").await;
+    let url = format!("{}/metrics", d.base);
+    let r = d.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = d
+        .http
+        .get(&url)
+        .basic_auth("wrong", Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = d
+        .http
+        .get(&url)
+        .basic_auth(KEY, Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("cosigner_build_info"));
+    let (code, _) = d.call(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(code, 200, "health stays open");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_whose_values_re_cut_the_signed_string_or_whose_fields_differ_is_refused() {
+    let d = start_fresh(vec![], "[callbacks]\nenabled = true\n").await;
+    let genuine = signed_callback(
+        json!({"status": 9, "dealAmount": "10", "orderNo": "o-1", "merchantOrderNo": "m-1", "orderType": 1}),
+        API_SECRET,
+    );
+    let sig = genuine["signature"].clone();
+    let post = |body: Value| d.callback(body);
+    // The same signed string cut differently: one value carries the others, the rest are empty
+    // (empty values are left out of the string), so the genuine signature matches it.
+    let shifted = json!({
+        "dealAmount": "10&merchantOrderNo=m-1&orderNo=o-1&orderType=1&status=9",
+        "merchantOrderNo": "", "orderNo": "", "orderType": "", "status": "", "signature": sig,
+    });
+    let mut extra = genuine.clone();
+    extra["note"] = json!("");
+    let mut no_type = genuine.clone();
+    no_type.as_object_mut().unwrap().remove("orderType");
+    let mut equals = genuine.clone();
+    equals["orderNo"] = json!("o=1");
+    for (what, body) in [
+        ("shifted", shifted),
+        ("extra field", extra),
+        ("missing field", no_type),
+        ("'=' in a value", equals),
+    ] {
+        let (code, reply) = post(body).await;
+        assert_ne!(code, 200, "{what}: {reply}");
+        assert_ne!(
+            reply["code"], 200,
+            "{what}: 1BitPay must not take it as delivered"
+        );
+    }
+    let mut wrong_case = genuine.clone();
+    wrong_case["signature"] = json!(sig.as_str().unwrap().to_uppercase());
+    assert_eq!(post(wrong_case).await.0, 200, "hex case does not matter");
+    let mut short = genuine.clone();
+    short["signature"] = json!(&sig.as_str().unwrap()[..31]);
+    assert_eq!(post(short).await.0, 401);
+    let (sb, dir) = d.stop().await;
+    let ledger = cosigner::ledger::Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    assert_eq!(
+        ledger.list_events("order").unwrap().len(),
+        1,
+        "only the genuine one"
+    );
     drop(sb);
 }

@@ -172,6 +172,12 @@ const CONFIG_CASES: &[ConfigCase] = &[
         &["collect.main"],
     ),
     (
+        "metrics_auth without keys",
+        Some(("[key]", "[http]\nmetrics_auth = true\n[key]")),
+        None,
+        &["http.metrics_auth", "api_keys_file"],
+    ),
+    (
         "TOML syntax error",
         Some(("[key]", "[key\n")),
         None,
@@ -305,8 +311,11 @@ async fn canary_secrets_appear_in_no_log_metric_ledger_or_error_even_at_trace_le
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     key_with_password(dir.path(), CANARY_PASSWORD);
-    std::fs::write(dir.path().join("secret"), format!("{CANARY_SECRET}\n")).unwrap();
-    std::fs::write(dir.path().join("password"), format!("{CANARY_PASSWORD}\n")).unwrap();
+    write_private(&dir.path().join("secret"), &format!("{CANARY_SECRET}\n"));
+    write_private(
+        &dir.path().join("password"),
+        &format!("{CANARY_PASSWORD}\n"),
+    );
     std::fs::write(dir.path().join("policy.toml"), format!("default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n")).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -8,6 +8,9 @@ use secrecy::SecretString;
 
 use crate::support::*;
 
+/// The flag that lets `cosigner sign` sign an approve/reject text (the vectors are some).
+const BYPASS: &str = "--i-know-this-bypasses-the-policy";
+
 fn vectors() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fixture("vectors.json")).unwrap()).unwrap()
 }
@@ -26,6 +29,7 @@ fn sign_command_prints_the_reference_data_for_every_vector_and_both_key_files() 
                 .arg("--pfx")
                 .arg(&pfx)
                 .args(["--merchant-no", MERCHANT])
+                .arg(BYPASS)
                 .arg(case["message"].as_str().unwrap())
                 .output()
                 .unwrap();
@@ -52,6 +56,7 @@ fn sign_command_reads_the_text_from_standard_input() {
         .arg("--pfx")
         .arg(&pfx)
         .args(["--merchant-no", MERCHANT])
+        .arg(BYPASS)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -178,5 +183,55 @@ fn sign_command_takes_the_key_from_a_configuration_too() {
         out.status.code(),
         Some(2),
         "--config and --pfx together are bad usage"
+    );
+}
+
+#[test]
+fn sign_command_refuses_decision_shaped_texts_without_the_explicit_flag() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let pfx = key_copy(dir.path(), "keytool-aes.pfx");
+    let approve = vectors()["signing"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sign = |text: &str, extra: &[&str]| {
+        let mut child = bin()
+            .args(["sign", "--pfx"])
+            .arg(&pfx)
+            .args(["--merchant-no", MERCHANT])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    for text in [
+        approve.as_str(),
+        r#"{"id":7,"to":"T","value":"1","STATUS":2}"#,
+        r#"{"id":7,"st\u0061tus":1}"#,
+        "{id:7,status:1}",
+    ] {
+        let out = sign(text, &[]);
+        let all = all_output(&out);
+        assert_eq!(out.status.code(), Some(2), "{text}: {all}");
+        assert!(out.stdout.is_empty(), "no signature printed for {text}");
+        assert!(all.contains(BYPASS), "the error names the flag: {all}");
+    }
+    let out = sign(&approve, &[BYPASS]);
+    assert!(out.status.success(), "{}", all_output(&out));
+    let out = sign(r#"{"isMain":1}"#, &[]);
+    assert!(
+        out.status.success(),
+        "a collect text needs no flag: {}",
+        all_output(&out)
     );
 }

@@ -47,6 +47,12 @@ pub fn key_copy(dir: &Path, name: &str) -> PathBuf {
     dst
 }
 
+/// Writes a file holding a secret, readable by its owner only (as secret files must be).
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// The merchant certificate of the fixtures.
 pub fn cert() -> openssl::x509::X509 {
     openssl::x509::X509::from_pem(&std::fs::read(fixture("merchant-cert.pem")).unwrap()).unwrap()
@@ -337,4 +343,21 @@ pub fn engine_with_client(
         settings,
         Arc::new(cosigner::metrics::Metrics::new().unwrap()),
     )
+}
+
+/// Whether the `faketime` program (libfaketime) is installed. Without it a test says it is
+/// skipped, which is allowed outside CI only (CI installs it).
+pub fn faketime_or_skip() -> bool {
+    let available = Command::new("faketime")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install faketime (.ci/run does)"
+        );
+        eprintln!("skipped: the faketime program is not installed (apt-get install faketime)");
+    }
+    available
 }

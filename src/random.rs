@@ -1,0 +1,66 @@
+//! Randomness for nonces, API keys and jitter: OpenSSL's CSPRNG only. When it cannot produce
+//! bytes the caller gets an error and fails; there is no fallback to clock-derived bytes.
+
+/// OpenSSL's CSPRNG could not produce bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("OpenSSL's random number generator failed: {0}")]
+pub struct RandomError(#[from] openssl::error::ErrorStack);
+
+/// `N` random bytes from OpenSSL's CSPRNG.
+pub fn bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+    bytes_from(openssl::rand::rand_bytes)
+}
+
+/// `N` bytes from `fill`, or its error: never a substitute.
+fn bytes_from<const N: usize>(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), openssl::error::ErrorStack>,
+) -> Result<[u8; N], RandomError> {
+    let mut b = [0u8; N];
+    fill(&mut b)?;
+    Ok(b)
+}
+
+/// A random number from OpenSSL's CSPRNG.
+pub fn u64() -> Result<u64, RandomError> {
+    bytes::<8>().map(u64::from_le_bytes)
+}
+
+/// A uniformly random fraction in `[0, 1)`, for jitter; 0 when the CSPRNG fails (jitter only
+/// spreads load: the nonce of the request that follows fails the call instead).
+pub fn unit_fraction() -> f64 {
+    u64().map_or(0.0, |r| (r >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A fresh 16-character alphanumeric nonce.
+pub fn nonce() -> Result<String, RandomError> {
+    Ok(nonce_from(bytes::<16>()?))
+}
+
+fn nonce_from(b: [u8; 16]) -> String {
+    b.iter()
+        .map(|b| ALPHANUMERIC[(*b as usize) % ALPHANUMERIC.len()] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_generator_is_an_error_never_a_substitute() {
+        let failing = |_: &mut [u8]| Err(openssl::error::ErrorStack::get());
+        assert!(bytes_from::<16>(failing).is_err());
+    }
+
+    #[test]
+    fn nonces_are_alphanumeric_and_differ() {
+        let a = nonce().unwrap();
+        let b = nonce().unwrap();
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+        assert_eq!(nonce_from([0; 16]), "AAAAAAAAAAAAAAAA");
+    }
+}
