@@ -125,7 +125,7 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
     /// Kill switch: hold every transaction (or reject with --reject) until `resume`.
     Pause(PauseArgs),
     /// Lift the kill switch: the policy decides again.
-    Resume(PauseArgs),
+    Resume(ResumeArgs),
     /// Operator API keys.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
@@ -141,11 +141,31 @@ keeps it."
 )]
 pub struct PauseArgs {
     #[command(flatten)]
-    pub config: ConfigArg,
-    /// Reject every well-formed transaction instead of holding it (pause only)
+    pub target: ModeTarget,
+    /// Reject every well-formed transaction instead of holding it
     #[arg(long)]
     pub reject: bool,
-    /// File holding an operator API key (else $COSIGNER_API_KEY)
+}
+
+/// Arguments of `resume`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "With no daemon running, normal mode is written to the ledger and applies when \
+it starts. With the daemon running, the call goes to its operator API on http.listen, with the key \
+from --api-key-file or $COSIGNER_API_KEY."
+)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub target: ModeTarget,
+}
+
+/// Where `pause` and `resume` apply: the configuration, and the operator API key used when the
+/// daemon is running.
+#[derive(Debug, Args)]
+pub struct ModeTarget {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// File holding an operator API key (else $COSIGNER_API_KEY); needed while the daemon runs
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
 }
@@ -427,14 +447,9 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Demo(a) => run_demo(a).await,
         Command::Pause(a) => {
             let mode = if a.reject { Mode::Reject } else { Mode::Hold };
-            set_mode(a, mode).await
+            set_mode(a.target, mode).await
         }
-        Command::Resume(a) => {
-            if a.reject {
-                return Err(Failure::usage(anyhow::anyhow!("--reject goes with pause")));
-            }
-            set_mode(a, Mode::Normal).await
-        }
+        Command::Resume(a) => set_mode(a.target, Mode::Normal).await,
         Command::Apikey(ApikeyCommand::New) => {
             let (key, line) = crate::operator::new_key();
             println!("key:  {key}");
@@ -1203,7 +1218,7 @@ async fn run_demo(a: DemoArgs) -> CmdResult {
     Ok(())
 }
 
-async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
+async fn set_mode(a: ModeTarget, mode: Mode) -> CmdResult {
     let cfg = a.config.load()?;
     match Ledger::open(&cfg.ledger.path) {
         Ok(mut ledger) => {

@@ -7,6 +7,7 @@ pub mod collector;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod display;
 pub mod failpoint;
 pub mod http;
 pub mod ledger;

@@ -6,6 +6,7 @@ mod config_errors;
 mod crash;
 mod cycle;
 mod daemon;
+mod first_hour;
 mod fuzz_regressions;
 mod network;
 mod operator;
