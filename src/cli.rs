@@ -120,7 +120,8 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
     Ledger(LedgerCommand),
     /// Run a local, strict 1BitPay server for tests and trials.
     Sandbox(SandboxArgs),
-    /// See it work: the daemon against the built-in sandbox, printing each decision.
+    /// See it work: the daemon against the built-in sandbox, printing each decision; runs until
+    /// Ctrl-C unless --duration is given.
     Demo(DemoArgs),
     /// Kill switch: hold every transaction (or reject with --reject) until `resume`.
     Pause(PauseArgs),
@@ -180,9 +181,10 @@ pub enum ApikeyCommand {
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The demo makes a throwaway key shard, writes a config and a policy into a \
-temporary directory (kept afterwards, so you can run `cosigner ledger list` on it), starts the \
-sandbox with a mix of withdrawals, and runs the daemon. Ctrl-C stops it cleanly."
+    after_help = "The demo runs until Ctrl-C (or for --duration), then prints a summary. It \
+makes a throwaway key shard, writes a config and a policy into a temporary directory, starts the \
+sandbox with a mix of withdrawals, and runs the daemon. The temporary directory is removed at exit \
+unless --keep is given; a --dir is always kept, so you can run `cosigner ledger list` on it."
 )]
 pub struct DemoArgs {
     /// Stop by itself after this long, e.g. 30s (default: run until Ctrl-C)
@@ -194,6 +196,9 @@ pub struct DemoArgs {
     /// Time between pending cycles
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
+    /// Keep the temporary directory (config, key, ledger) at exit
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Arguments of `run`.
@@ -996,7 +1001,7 @@ fn policy_check(config: ConfigArg, file: Option<PathBuf>) -> CmdResult {
             conds.push(format!("amount <= {m}"));
         }
         if let Some(l) = &r.limit {
-            let w = humantime::format_duration(l.window);
+            let w = crate::display::window(l.window);
             if let Some(t) = l.max_total {
                 conds.push(format!("total <= {t} per {w}"));
             }
@@ -1015,7 +1020,7 @@ fn policy_check(config: ConfigArg, file: Option<PathBuf>) -> CmdResult {
         println!(
             "guard   at most {} approvals per {}",
             g.max_approvals,
-            humantime::format_duration(g.window)
+            crate::display::window(g.window)
         );
     }
     for w in p.warnings() {
@@ -1122,13 +1127,20 @@ fn policy_explain(config: ConfigArg, tx_json: &str) -> CmdResult {
     Ok(())
 }
 
-fn open_ledger_read_only(config: &ConfigArg) -> Result<Ledger, Failure> {
-    let cfg = config.load()?;
+/// What `ledger list` and `ledger verify` say when the daemon has not run yet.
+fn no_ledger_yet(path: &Path) -> String {
+    format!(
+        "no ledger yet at {}: the daemon creates it when it first starts (`cosigner run`, or \
+         `systemctl start cosigner`) and records decisions from its first cycle",
+        path.display()
+    )
+}
+
+fn open_ledger_read_only(cfg: &Config) -> Result<Ledger, Failure> {
     if !cfg.ledger.path.exists() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "ledger {} does not exist",
-            cfg.ledger.path.display()
-        )));
+        return Err(Failure::usage(anyhow::anyhow!(no_ledger_yet(
+            &cfg.ledger.path
+        ))));
     }
     Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)
 }
@@ -1139,15 +1151,29 @@ fn format_ms(ms: i64) -> String {
 }
 
 fn ledger_list(config: ConfigArg, limit: usize, json: bool) -> CmdResult {
-    let ledger = open_ledger_read_only(&config)?;
+    let cfg = config.load()?;
+    if !cfg.ledger.path.exists() {
+        // Nothing recorded yet is not an error: say why the list is empty.
+        eprintln!("{}", no_ledger_yet(&cfg.ledger.path));
+        if json {
+            println!("[]");
+        }
+        return Ok(());
+    }
+    let ledger = open_ledger_read_only(&cfg)?;
     let rows = ledger.list(limit).map_err(Failure::runtime)?;
     if json {
         return print_json(&rows);
     }
+    // Chain names from the policy's [chains] table when it loads, else the built-in ones.
+    let chains = policy::load(&cfg.policy.file)
+        .map(|p| p.chains)
+        .unwrap_or_default();
     println!(
-        "{:>6}  {:<20}  {:>10}  {:<7}  {:<9}  {:>14}  {:<24}  REASON",
-        "SEQ", "RECORDED", "TX", "ACTION", "STATUS", "AMOUNT", "RULE"
+        "{:>6}  {:<20}  {:>10}  {:<14}  {:<16}  {:>14}  {:<7}  {:<9}  {:<24}  REASON",
+        "SEQ", "RECORDED", "TX", "CHAIN", "TO", "AMOUNT", "ACTION", "STATUS", "RULE"
     );
+    let shown = rows.len();
     for r in rows {
         let status = match r.status {
             Status::Recorded => "recorded",
@@ -1157,28 +1183,51 @@ fn ledger_list(config: ConfigArg, limit: usize, json: bool) -> CmdResult {
             Status::NotSent => "-",
         };
         println!(
-            "{:>6}  {:<20}  {:>10}  {:<7}  {:<9}  {:>14}  {:<24}  {}",
+            "{:>6}  {:<20}  {:>10}  {:<14}  {:<16}  {:>14}  {:<7}  {:<9}  {:<24}  {}",
             r.seq,
             format_ms(r.recorded_at_ms),
             r.tx_id,
+            r.chain_id
+                .as_deref()
+                .map_or("?".into(), |c| chains.label(c)),
+            r.to.as_deref()
+                .map_or("?".into(), crate::display::short_address),
+            r.amount.as_deref().unwrap_or("?"),
             r.action,
             status,
-            r.amount.as_deref().unwrap_or("?"),
             r.rule,
             r.status_message
                 .as_deref()
                 .map_or(r.reason.clone(), |m| format!("{} ({m})", r.reason))
         );
     }
+    if shown > 0 {
+        println!(
+            "\nSEQ numbers every ledger record: decisions (listed here), submission outcomes, \
+             collections and events (mode, policy) share one sequence, so the decisions skip the \
+             others' numbers. `--json` shows full addresses."
+        );
+    }
     Ok(())
 }
 
 fn ledger_verify(config: ConfigArg) -> CmdResult {
-    let ledger = open_ledger_read_only(&config)?;
+    let cfg = config.load()?;
+    let ledger = open_ledger_read_only(&cfg)?;
     let report = ledger.verify().map_err(Failure::runtime)?;
+    let kinds = [
+        ("decision", "decisions"),
+        ("outcome", "submission outcomes"),
+        ("collect", "collections"),
+        ("event", "mode and policy events"),
+    ]
+    .iter()
+    .map(|(k, words)| format!("{words} {}", report.by_kind.get(k).copied().unwrap_or(0)))
+    .collect::<Vec<_>>()
+    .join(", ");
     if report.problems.is_empty() {
         println!(
-            "ledger {}: {} records, hash chain intact",
+            "ledger {}: {} records ({kinds}), hash chain intact",
             ledger.path().display(),
             report.records
         );
@@ -1188,7 +1237,7 @@ fn ledger_verify(config: ConfigArg) -> CmdResult {
             println!("FAIL  {p}");
         }
         Err(Failure::runtime(anyhow::anyhow!(
-            "ledger {} failed verification: {} problem(s) in {} records",
+            "ledger {} failed verification: {} problem(s) in {} records ({kinds})",
             ledger.path().display(),
             report.problems.len(),
             report.records
@@ -1204,6 +1253,7 @@ async fn run_demo(a: DemoArgs) -> CmdResult {
         duration: a.duration,
         dir: a.dir,
         poll_interval: a.poll_interval,
+        keep: a.keep,
     };
     let mut out = std::io::stdout();
     let summary = crate::demo::run(opts, stop, hard_stop, &mut out)
@@ -1279,13 +1329,7 @@ fn policy_replay(config: ConfigArg, candidate: &Path) -> CmdResult {
     let cfg = config.load()?;
     let new = load_policy(candidate)?;
     let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
-    if !cfg.ledger.path.exists() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "ledger {} does not exist",
-            cfg.ledger.path.display()
-        )));
-    }
-    let ledger = Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)?;
+    let ledger = open_ledger_read_only(&cfg)?;
     let report =
         crate::replay::replay(&ledger, &new, signer.max_text_len()).map_err(Failure::runtime)?;
     println!(

@@ -406,6 +406,9 @@ async fn status(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
             .usage(&policy, now_ms())
             .map_err(|e| internal(e.to_string()))?;
         let counts = ledger.counts().map_err(|e| internal(e.to_string()))?;
+        let dry_runs = ledger
+            .dry_run_counts()
+            .map_err(|e| internal(e.to_string()))?;
         drop(ledger);
         let windows: Vec<Value> = policy
             .rules
@@ -415,7 +418,7 @@ async fn status(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
                 let u = usage.rules.get(&r.name).copied().unwrap_or_default();
                 Some(json!({
                     "rule": r.name,
-                    "window": humantime::format_duration(l.window).to_string(),
+                    "window": crate::display::window(l.window),
                     "used_total": u.total.to_string(),
                     "max_total": l.max_total.map(|t| t.to_string()),
                     "used_count": u.count,
@@ -437,8 +440,9 @@ async fn status(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
                 "not_ready_reason": ready.err(),
                 "last_successful_poll": (last > 0).then(|| ms_to_rfc3339(last)),
                 "decisions": counts,
+                "dry_run_decisions": dry_runs,
                 "guard": policy.guard.as_ref().map(|g| json!({
-                    "window": humantime::format_duration(g.window).to_string(),
+                    "window": crate::display::window(g.window),
                     "used": usage.guard_approvals,
                     "max_approvals": g.max_approvals,
                 })),
@@ -466,7 +470,7 @@ async fn policy(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
                     "to_addresses": r.to.as_ref().map(|t| t.len()),
                     "min_amount": r.min_amount.map(|a| a.to_string()),
                     "max_amount": r.max_amount.map(|a| a.to_string()),
-                    "window": r.limit.as_ref().map(|l| humantime::format_duration(l.window).to_string()),
+                    "window": r.limit.as_ref().map(|l| crate::display::window(l.window)),
                     "max_total": r.limit.as_ref().and_then(|l| l.max_total).map(|a| a.to_string()),
                     "max_count": r.limit.as_ref().and_then(|l| l.max_count),
                 })
@@ -478,7 +482,7 @@ async fn policy(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
             "file": p.source,
             "default": p.default,
             "rules": rules,
-            "guard": p.guard.as_ref().map(|g| json!({"window": humantime::format_duration(g.window).to_string(), "max_approvals": g.max_approvals})),
+            "guard": p.guard.as_ref().map(|g| json!({"window": crate::display::window(g.window), "max_approvals": g.max_approvals})),
             "warnings": p.warnings(),
         }))
         .into_response()
