@@ -174,9 +174,20 @@ pub struct ModeTarget {
 /// `apikey` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ApikeyCommand {
-    /// Print a fresh operator API key and the line to add to http.api_keys_file.
-    New,
+    /// Print a fresh operator API key, the line to append to http.api_keys_file, and the
+    /// commands that append it and reload the daemon.
+    New {
+        /// The keys file the printed command appends to
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_API_KEYS_FILE)]
+        keys_file: PathBuf,
+        /// One JSON object (key, line, keys_file) for scripts
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+/// `http.api_keys_file` of the systemd set-up (systemd/cosigner.toml).
+pub const DEFAULT_API_KEYS_FILE: &str = "/etc/cosigner/api-keys";
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
@@ -424,9 +435,33 @@ pub fn init_tracing(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(text_fields()).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Text-log fields as `key=value`, a value with spaces or quotes in double quotes
+/// (`reason="no rule matched"`); the message as is.
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else if text.len() >= 2 && text.starts_with('"') && text.ends_with('"') {
+            // A string recorded as `&str` or with `?` comes quoted and escaped: keep the quotes
+            // only when the value needs them.
+            let inner = &text[1..text.len() - 1];
+            if crate::display::log_value(inner) == inner && !inner.contains('\\') {
+                write!(w, "{}={inner}", field.name())
+            } else {
+                write!(w, "{}={text}", field.name())
+            }
+        } else {
+            write!(w, "{}={}", field.name(), crate::display::log_value(&text))
+        }
+    })
+    .delimited(" ")
 }
 
 /// Runs one command to completion.
@@ -455,16 +490,42 @@ pub async fn run(cli: Cli) -> CmdResult {
             set_mode(a.target, mode).await
         }
         Command::Resume(a) => set_mode(a.target, Mode::Normal).await,
-        Command::Apikey(ApikeyCommand::New) => {
-            let (key, line) = crate::operator::new_key();
-            println!("key:  {key}");
-            println!("line: {line}");
-            eprintln!(
-                "Add the line to http.api_keys_file and reload the daemon (restart); keep the key \
-                 secret: it is shown once and only its digest is stored."
-            );
-            Ok(())
-        }
+        Command::Apikey(ApikeyCommand::New { keys_file, json }) => apikey_new(&keys_file, json),
+    }
+}
+
+fn apikey_new(keys_file: &Path, json: bool) -> CmdResult {
+    let (key, line) = crate::operator::new_key();
+    if json {
+        return print_json(&serde_json::json!({
+            "key": key,
+            "line": line,
+            "keys_file": keys_file,
+        }));
+    }
+    let file = shell_quote(&keys_file.display().to_string());
+    println!("key:  {key}");
+    println!("line: {line}");
+    println!();
+    println!("Keep the key secret: it is shown once, and only the line (its SHA-256) is stored.");
+    println!("Append the line to http.api_keys_file and reload the running daemon:");
+    println!("  echo '{line}' | sudo tee -a {file} >/dev/null");
+    println!(
+        "  sudo systemctl reload cosigner    # or: kill -HUP <pid>, or POST /v1/policy/reload"
+    );
+    Ok(())
+}
+
+/// `text` quoted for a POSIX shell when it holds anything but plain path characters.
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
@@ -647,12 +708,13 @@ async fn check_online(cfg: &Config, r: &mut Report) {
             }
         }
         Err(e) => {
+            // An HTTP 401/403 carries its hint already (`ClientError`'s message): say it once.
             let hint = match &e {
-                ClientError::Http { status: 401, .. } | ClientError::Api { code: 401, .. } => {
+                ClientError::Api { code: 401, .. } => {
                     " — credentials refused: check api.merchant_no, api.api_key and api.api_secret, \
                      and that the clock is right (a stale TimeStamp is refused too)"
                 }
-                ClientError::Http { status: 403, .. } | ClientError::Api { code: 403, .. } => {
+                ClientError::Api { code: 403, .. } => {
                     " — forbidden: is this host's public IP on the API key's allow-list?"
                 }
                 ClientError::Network { .. } => " — check api.base_url, DNS and outbound firewall",
@@ -915,11 +977,13 @@ pub fn spawn_reload_handler(reload: std::sync::Arc<tokio::sync::Notify>) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
-            tracing::warn!("cannot listen for SIGHUP; reload the policy through the operator API");
+            tracing::warn!(
+                "cannot listen for SIGHUP; reload the policy and the API keys through the operator API"
+            );
             return;
         };
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the policy");
+            tracing::info!("SIGHUP: reloading the policy and the operator API keys");
             reload.notify_one();
         }
     });

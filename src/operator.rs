@@ -3,8 +3,8 @@
 //! cursor-paged lists. Also the C2C order callback that 1BitPay posts, verified by signature.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -77,6 +77,55 @@ impl ApiKeys {
     }
 }
 
+/// The operator API's keys, re-read from `http.api_keys_file` on every reload (SIGHUP,
+/// `POST /v1/policy/reload`), so that a key added with `cosigner apikey new` works without a
+/// restart. An invalid file is refused and the keys in force are kept.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    file: Option<PathBuf>,
+    keys: RwLock<Option<Arc<ApiKeys>>>,
+}
+
+impl KeyStore {
+    /// Keys loaded from `file` (`None`: the API refuses every call).
+    pub fn new(file: Option<PathBuf>, keys: Option<ApiKeys>) -> Self {
+        Self {
+            file,
+            keys: RwLock::new(keys.map(Arc::new)),
+        }
+    }
+
+    /// The keys in force.
+    pub fn current(&self) -> Option<Arc<ApiKeys>> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the file again; returns how many keys are now in force (`None` without a file).
+    pub fn reload(&self, why: &str) -> Result<Option<usize>, String> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        match ApiKeys::load(file) {
+            Ok(k) => {
+                let n = k.len();
+                match self.keys.write() {
+                    Ok(mut g) => *g = Some(Arc::new(k)),
+                    Err(poisoned) => *poisoned.into_inner() = Some(Arc::new(k)),
+                }
+                tracing::info!(keys = n, file = %file.display(), by = why, "operator API keys reloaded");
+                Ok(Some(n))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, by = why, "operator API keys reload refused; the keys in force are kept");
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Lowercase hex SHA-256 of a key: the line stored in the keys file.
 pub fn digest(key: &str) -> String {
     hex(&sha256(key.as_bytes()))
@@ -109,8 +158,8 @@ pub struct OperatorState {
     pub engine: Arc<Engine>,
     /// The ledger.
     pub ledger: Arc<Mutex<Ledger>>,
-    /// Accepted keys; `None` when `http.api_keys_file` is not set (every route refuses).
-    pub keys: Option<Arc<ApiKeys>>,
+    /// Accepted keys; none when `http.api_keys_file` is not set (every route refuses).
+    pub keys: Arc<KeyStore>,
     /// Request budget.
     pub limiter: Arc<DefaultDirectRateLimiter>,
     /// Readiness, for `/v1/status`.
@@ -206,7 +255,8 @@ fn guard(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> {
             Value::Null,
         )
     };
-    let Some(keys) = &s.keys else {
+    let keys = s.keys.current();
+    let Some(keys) = keys.as_deref() else {
         return Err(unauthorized(
             "the operator API is off: set http.api_keys_file",
         ));
@@ -497,11 +547,21 @@ async fn policy(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
 async fn reload(State(s): State<OperatorState>, headers: HeaderMap) -> Response {
     let r = guard(&s, &headers).map(|()| {
         let previous = s.engine.policy().sha256.clone();
+        let keys = s.keys.reload("operator API");
         match s.engine.reload_policy("operator API") {
-            Ok(p) => axum::Json(
-                json!({"object": "policy_reload", "sha256": p.sha256, "previous": previous}),
-            )
-            .into_response(),
+            Ok(p) => match keys {
+                Ok(n) => axum::Json(json!({
+                    "object": "policy_reload", "sha256": p.sha256, "previous": previous, "api_keys": n,
+                }))
+                .into_response(),
+                Err(e) => error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    format!("the policy was reloaded, but not the API keys: {e}"),
+                    json!({"sha256": p.sha256, "previous": previous, "api_keys_kept": true}),
+                )
+                .into_response(),
+            },
             Err(e) => error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",

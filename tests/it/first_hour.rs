@@ -2,6 +2,7 @@
 //! text the operator sees from the real binary.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -263,4 +264,263 @@ fn the_demo_says_how_it_stops_removes_its_temp_dir_and_gives_hints_that_work() {
             && verify.contains(", mode and policy events "),
         "{verify}"
     );
+}
+
+/// A `cosigner run` process whose stderr is collected line by line.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Running {
+    fn start(cfg: &Path) -> Self {
+        let mut child = bin()
+            .args(["run", "--config"])
+            .arg(cfg)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stderr).lines() {
+                let Ok(l) = l else { return };
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn signal(&self, sig: &str) {
+        std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const KEY1: &str = "cos_first_hour_key_1";
+const KEY2: &str = "cos_first_hour_key_2";
+const KEY3: &str = "cos_first_hour_key_3";
+
+async fn status_of(base: &str, key: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/v1/status"))
+        .basic_auth(key, Some(""))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_leave_out_dry_runs_api_keys_reload_and_logs_carry_no_debug_syntax() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "[[pending]]\nid = 7\nfromAddress = \"{HOT}\"\ntoAddress = \"{TREASURY}\"\n\
+             amount = \"12.5\"\nchainId = \"195\"\n"
+        ),
+    )
+    .unwrap();
+    let sandbox = spawn_sandbox(&["--scenario", scenario.to_str().unwrap()]);
+    let cfg = write_config(dir.path(), &sandbox.url);
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "default = \"hold\"\n[[rule]]\nname = \"treasury payouts\"\naction = \"approve\"\n\
+             to = [\"{TREASURY}\"]\nwindow = \"24h\"\nmax_count = 50\n"
+        ),
+    )
+    .unwrap();
+    let keys = dir.path().join("api-keys");
+    std::fs::write(&keys, format!("{}\n", cosigner::operator::digest(KEY1))).unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[http]\nlisten = \"127.0.0.1:0\"\napi_keys_file = \"api-keys\"\n");
+    std::fs::write(&cfg, text).unwrap();
+
+    // A dry run first: recorded, never sent.
+    let out = bin()
+        .args(["run", "--once", "--dry-run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", all_output(&out));
+
+    let daemon = Running::start(&cfg);
+    wait_until(
+        "the daemon logs its start",
+        Duration::from_secs(15),
+        || async { daemon.log().contains("cosigner running") },
+    )
+    .await;
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("cosigner running"))
+        .unwrap()
+        .to_string();
+    // Item 12: no Rust Debug syntax in values.
+    assert!(!line.contains("Some("), "{line}");
+    assert!(line.contains("poll_interval=2m"), "{line}");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .unwrap()
+        .to_string();
+    let base = format!("http://{addr}");
+    wait_until("the approval", Duration::from_secs(15), || async {
+        daemon.log().contains("cycle done")
+    })
+    .await;
+    let log = daemon.log();
+    assert!(
+        log.contains("rule=\"treasury payouts\" reason=\"matched rule \\\"treasury payouts\\\"\""),
+        "{log}"
+    );
+    assert!(log.contains("decided=approve:1"), "{log}");
+    assert!(!log.contains("Some(") && !log.contains("{\""), "{log}");
+
+    // Item 9: dry runs apart; windows as written.
+    let (code, status) = status_of(&base, KEY1).await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(status["decisions"]["approve"], 1, "{status}");
+    assert_eq!(status["dry_run_decisions"]["approve"], 1, "{status}");
+    assert_eq!(status["windows"][0]["window"], "24h", "{status}");
+
+    // Item 10: SIGHUP reloads the keys file.
+    assert_eq!(status_of(&base, KEY2).await.0, 401);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&keys)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut f,
+        format!("{}\n", cosigner::operator::digest(KEY2)).as_bytes(),
+    )
+    .unwrap();
+    daemon.signal("-HUP");
+    wait_until(
+        "the new key accepted after SIGHUP",
+        Duration::from_secs(10),
+        || async { status_of(&base, KEY2).await.0 == 200 },
+    )
+    .await;
+    // ... and so does POST /v1/policy/reload.
+    std::io::Write::write_all(
+        &mut f,
+        format!("{}\n", cosigner::operator::digest(KEY3)).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status_of(&base, KEY3).await.0, 401);
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/policy/reload"))
+        .basic_auth(KEY1, Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["api_keys"], 3, "{body}");
+    assert_eq!(status_of(&base, KEY3).await.0, 200);
+    // A broken keys file is refused and the keys in force kept.
+    std::fs::write(&keys, "not-a-digest\n").unwrap();
+    daemon.signal("-HUP");
+    wait_until("the refusal logged", Duration::from_secs(10), || async {
+        daemon.log().contains("operator API keys reload refused")
+    })
+    .await;
+    assert_eq!(status_of(&base, KEY3).await.0, 200);
+}
+
+#[test]
+fn apikey_new_prints_the_line_to_append_and_the_reload_command_or_json() {
+    let (code, text) = run(&["apikey", "new", "--keys-file", "/etc/cosigner/api-keys"]);
+    assert_eq!(code, Some(0), "{text}");
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key:  "))
+        .unwrap()
+        .to_string();
+    let line = cosigner::operator::digest(&key);
+    assert!(text.contains(&format!("line: {line}")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "  echo '{line}' | sudo tee -a /etc/cosigner/api-keys >/dev/null"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("  sudo systemctl reload cosigner"), "{text}");
+    let (code, json) = run(&["apikey", "new", "--json", "--keys-file", "/srv/keys"]);
+    assert_eq!(code, Some(0), "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["line"].as_str().unwrap(),
+        cosigner::operator::digest(v["key"].as_str().unwrap())
+    );
+    assert_eq!(v["keys_file"], "/srv/keys");
+}
+
+#[test]
+fn resume_has_no_reject_flag_and_pause_help_says_a_key_is_needed_while_the_daemon_runs() {
+    let (code, help) = run(&["resume", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(!help.contains("--reject"), "{help}");
+    assert!(help.contains("--api-key-file"), "{help}");
+    let (code, text) = run(&["resume", "--reject"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("unexpected argument '--reject'"), "{text}");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `cosigner pause"))
+        .unwrap();
+    assert!(
+        row.contains("operator API key") && row.contains("while the daemon runs"),
+        "{row}"
+    );
+}
+
+#[test]
+fn a_network_error_names_the_url_and_a_refused_credential_gets_its_hint_once() {
+    let d = tempfile::tempdir().unwrap();
+    // Port 9 (discard) on loopback: nothing listens.
+    let cfg = write_config(d.path(), "http://127.0.0.1:9");
+    edit(
+        &cfg,
+        "timeout = \"5s\"",
+        "timeout = \"5s\"\nmax_retries = 0",
+    );
+    let (code, text) = run(&["check", "--online", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("cannot connect to http://127.0.0.1:9/api/transaction/pending"),
+        "{text}"
+    );
+
+    let sandbox = spawn_sandbox_with_secret("a-different-secret");
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), &sandbox.url);
+    let (code, text) = run(&["check", "--online", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAIL  online:"), "{text}");
+    assert_eq!(text.matches("api.api_key").count(), 1, "{text}");
+    assert!(text.contains("clock"), "{text}");
 }
