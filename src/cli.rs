@@ -552,6 +552,13 @@ impl Report {
     fn warn(&self, what: &str, detail: impl std::fmt::Display) {
         println!("warn  {what}: {detail}");
     }
+    fn finding(&mut self, f: crate::check::Finding) {
+        match f.level {
+            crate::check::Level::Ok => self.ok(f.what, f.detail),
+            crate::check::Level::Warn => self.warn(f.what, f.detail),
+            crate::check::Level::Fail => self.fail(f.what, f.detail, false),
+        }
+    }
     fn fail(&mut self, what: &str, detail: impl std::fmt::Display, runtime: bool) {
         println!("FAIL  {what}: {detail}");
         if runtime {
@@ -590,7 +597,13 @@ async fn check(a: CheckArgs) -> CmdResult {
             cfg.api.client.base_url
         ),
     );
-    r.ok("api secret", format!("from {}", cfg.api.secret_origin));
+    let secret_from_env = std::env::var_os("COSIGNER_API__API_SECRET").is_some();
+    let mut findings = crate::check::placeholders(&cfg);
+    findings.extend(crate::check::transport(&cfg));
+    findings.extend(crate::check::secret_files(&cfg, secret_from_env));
+    for f in findings {
+        r.finding(f);
+    }
     match Signer::load(&cfg.key.source) {
         Ok(s) => r.ok(
             "key",
@@ -622,8 +635,9 @@ async fn check(a: CheckArgs) -> CmdResult {
         }
         Err(e) => r.fail("policy", e, false),
     }
-    check_ledger_dir(&cfg.ledger.path, &mut r);
-    r.ok("http.listen", cfg.http.listen);
+    r.finding(crate::check::ledger_dir(&cfg.ledger.path));
+    let running = crate::ledger::held_by(&cfg.ledger.path);
+    r.finding(crate::check::listen(cfg.http.listen, running.as_deref()));
     if a.online {
         check_online(&cfg, &mut r).await;
     }
@@ -638,35 +652,6 @@ async fn check(a: CheckArgs) -> CmdResult {
         )))
     } else {
         Ok(())
-    }
-}
-
-fn check_ledger_dir(path: &Path, r: &mut Report) {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {
-            let probe = dir.join(format!(".cosigner-check-{}", std::process::id()));
-            match std::fs::File::create(&probe) {
-                Ok(_) => {
-                    let _ = std::fs::remove_file(&probe);
-                    r.ok("ledger", format!("{} (directory writable)", path.display()));
-                }
-                Err(e) => r.fail(
-                    "ledger",
-                    format!("cannot write in {}: {e}", dir.display()),
-                    false,
-                ),
-            }
-        }
-        Ok(_) => r.fail(
-            "ledger",
-            format!("{} is not a directory", dir.display()),
-            false,
-        ),
-        Err(e) => r.fail("ledger", format!("directory {}: {e}", dir.display()), false),
     }
 }
 

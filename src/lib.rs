@@ -1,6 +1,7 @@
 //! cosigner: a policy-driven co-signer for 1BitPay MPC withdrawals. The binary is a thin shell
 //! over this library so that every piece can be driven directly by tests.
 
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod collector;

@@ -524,3 +524,138 @@ fn a_network_error_names_the_url_and_a_refused_credential_gets_its_hint_once() {
     assert_eq!(text.matches("api.api_key").count(), 1, "{text}");
     assert!(text.contains("clock"), "{text}");
 }
+
+fn check_lines(cfg: &Path) -> (Option<i32>, String) {
+    run(&["check", "--config", cfg.to_str().unwrap()])
+}
+
+#[test]
+fn check_fails_placeholders_a_taken_port_readable_secrets_and_plain_http_to_a_remote_host() {
+    use std::os::unix::fs::PermissionsExt;
+    // Placeholder credentials, as the example ships them.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "http://127.0.0.1:9");
+    edit(&cfg, API_KEY, "REPLACE-WITH-YOUR-API-KEY");
+    edit(&cfg, API_SECRET, "REPLACE-WITH-YOUR-API-SECRET");
+    let (code, text) = check_lines(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("FAIL  api.api_key: is still the example's placeholder: set the API key"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAIL  api.api_secret: is still the example's placeholder"),
+        "{text}"
+    );
+    assert!(!text.contains("REPLACE-WITH-YOUR-API-SECRET"), "{text}");
+
+    // http.listen taken by another process.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "http://127.0.0.1:9");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("[http]\nlisten = \"{addr}\"\n"));
+    std::fs::write(&cfg, text).unwrap();
+    let (code, text) = check_lines(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAIL  http.listen: {addr} is already in use by another process"
+        )) && text.contains("choose another http.listen"),
+        "{text}"
+    );
+    drop(taken);
+    let (code, text) = check_lines(&cfg);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("ok    http.listen: {addr} (free)")),
+        "{text}"
+    );
+
+    // An inline secret in a config others can read.
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, text) = check_lines(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAIL  api secret: written inline in {}, which others can read (mode 0644): chmod 600",
+            cfg.display()
+        )),
+        "{text}"
+    );
+
+    // A secret file others can read.
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = d.path().join("api_secret");
+    std::fs::write(&secret, API_SECRET).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    edit(
+        &cfg,
+        &format!("api_secret = \"{API_SECRET}\""),
+        "api_secret_file = \"api_secret\"",
+    );
+    let (code, text) = check_lines(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAIL  api secret: {} is readable by group or others (mode 0644): chmod 600 {}",
+            secret.display(),
+            secret.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(API_SECRET), "{text}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, text) = check_lines(&cfg);
+    assert_eq!(code, Some(0), "{text}");
+
+    // Plain http:// to a remote host.
+    edit(&cfg, "http://127.0.0.1:9", "http://203.0.113.7");
+    let (code, text) = check_lines(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("plain http:// to a remote host") && text.contains("use https://"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_on_a_fresh_host_warns_that_systemd_creates_the_state_directory_and_how_to_make_it() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "http://127.0.0.1:9");
+    let state = format!("/var/lib/cosigner-first-hour-{}", std::process::id());
+    edit(
+        &cfg,
+        "path = \"ledger.db\"",
+        &format!("path = \"{state}/ledger.db\""),
+    );
+    let (code, text) = check_lines(&cfg);
+    assert_eq!(code, Some(0), "a warning, not a failure:\n{text}");
+    assert!(
+        text.contains(&format!(
+            "warn  ledger: directory {state} does not exist yet: the unit's \
+             StateDirectory=cosigner-first-hour-{} creates it at start; to create it now (and run \
+             cosigner outside systemd): sudo install -d -o cosigner -g cosigner -m 0700 {state}",
+            std::process::id()
+        )),
+        "{text}"
+    );
+    assert!(!Path::new(&state).exists(), "check creates nothing");
+    // Anywhere else, a missing directory fails with the command that makes it.
+    edit(
+        &cfg,
+        &format!("path = \"{state}/ledger.db\""),
+        "path = \"nope/ledger.db\"",
+    );
+    let (code, text) = check_lines(&cfg);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!(
+            "FAIL  ledger: directory {} does not exist: create it (install -d -m 0700 {}",
+            d.path().join("nope").display(),
+            d.path().join("nope").display()
+        )),
+        "{text}"
+    );
+}

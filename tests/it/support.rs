@@ -147,6 +147,8 @@ path = "ledger.db"
     );
     let p = dir.join("cosigner.toml");
     std::fs::write(&p, text).unwrap();
+    // It holds the API secret inline: `check` fails a config others can read.
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 
