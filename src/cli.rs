@@ -370,7 +370,11 @@ pub struct OrderFileArgs {
 /// Arguments of `sandbox`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The sandbox prints `listening on http://ADDR` once it accepts connections (use \
+    after_help = "The certificate that verifies `data` is the one in the merchant's PKCS#12 key \
+shard (downloaded from the merchant console): give the file itself with --pfx (and --merchant-no \
+for its default password), or its certificate as PEM with --cert, extracted with `openssl pkcs12 \
+-in merchant.pfx -clcerts -nokeys -out merchant-cert.pem` (add -legacy for an RC2/3DES file).\n\n\
+The sandbox prints `listening on http://ADDR` once it accepts connections (use \
 port 0 for any free port). Admin routes for tests: GET/POST /_sandbox/pending, GET \
 /_sandbox/decisions, /_sandbox/collects, /_sandbox/orders, /_sandbox/rejections, /_sandbox/stats, \
 GET/PUT /_sandbox/faults."
@@ -380,9 +384,20 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Merchant certificate (PEM) that `data` is verified with
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "pfx",
+        conflicts_with = "pfx"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The merchant's PKCS#12 key shard: its certificate verifies `data` (instead of --cert)
     #[arg(long, value_name = "FILE")]
-    pub cert: PathBuf,
-    /// Merchant number to accept
+    pub pfx: Option<PathBuf>,
+    /// File holding the PKCS#12 password, when it is not "1bitpay" + --merchant-no
+    #[arg(long, value_name = "FILE", requires = "pfx")]
+    pub password_file: Option<PathBuf>,
+    /// Merchant number to accept (and, with --pfx, the default key password's suffix)
     #[arg(long, value_name = "M")]
     pub merchant_no: String,
     /// API key to accept
@@ -712,22 +727,12 @@ async fn check_online(cfg: &Config, r: &mut Report) {
 
 fn sign(a: SignArgs) -> CmdResult {
     let source = match &a.pfx {
-        Some(pfx) => {
-            let password = match (&a.password_file, &a.merchant_no) {
-                (Some(f), _) => read_password(f)?,
-                (None, Some(m)) => signer::default_password(m),
-                (None, None) => {
-                    return Err(Failure::usage(anyhow::anyhow!(
-                        "--pfx needs --merchant-no (for the default password) or --password-file"
-                    )));
-                }
-            };
-            KeySource {
-                pfx_file: pfx.clone(),
-                password,
-                allow_insecure_permissions: a.allow_insecure_permissions,
-            }
-        }
+        Some(pfx) => key_source(
+            pfx,
+            a.merchant_no.as_deref(),
+            a.password_file.as_deref(),
+            a.allow_insecure_permissions,
+        )?,
         None => {
             let mut cfg = ConfigArg {
                 config: a.config.clone(),
@@ -759,6 +764,30 @@ fn sign(a: SignArgs) -> CmdResult {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{data}").map_err(Failure::runtime)?;
     Ok(())
+}
+
+/// A PKCS#12 named on the command line: the password from `password_file`, else the default
+/// "1bitpay" + `merchant_no`.
+fn key_source(
+    pfx: &Path,
+    merchant_no: Option<&str>,
+    password_file: Option<&Path>,
+    allow_insecure_permissions: bool,
+) -> Result<KeySource, Failure> {
+    let password = match (password_file, merchant_no) {
+        (Some(f), _) => read_password(f)?,
+        (None, Some(m)) => signer::default_password(m),
+        (None, None) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--pfx needs --merchant-no (for the default password) or --password-file"
+            )));
+        }
+    };
+    Ok(KeySource {
+        pfx_file: pfx.to_owned(),
+        password,
+        allow_insecure_permissions,
+    })
 }
 
 fn read_password(path: &Path) -> Result<SecretString, Failure> {
@@ -884,12 +913,28 @@ pub async fn shutdown_signal() {
 }
 
 async fn run_sandbox(a: SandboxArgs) -> CmdResult {
-    let pem = std::fs::read(&a.cert)
-        .with_context(|| format!("cannot read certificate {}", a.cert.display()))
-        .map_err(Failure::usage)?;
-    let cert = openssl::x509::X509::from_pem(&pem)
-        .with_context(|| format!("{} is not a PEM certificate", a.cert.display()))
-        .map_err(Failure::usage)?;
+    let cert = match (&a.cert, &a.pfx) {
+        (Some(path), _) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read certificate {}", path.display()))
+                .map_err(Failure::usage)?;
+            openssl::x509::X509::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))
+                .map_err(Failure::usage)?
+        }
+        (None, Some(pfx)) => {
+            let source = key_source(pfx, Some(&a.merchant_no), a.password_file.as_deref(), false)?;
+            let pem = Signer::load(&source)
+                .and_then(|s| s.certificate_pem())
+                .map_err(Failure::usage)?;
+            openssl::x509::X509::from_pem(&pem).map_err(Failure::usage)?
+        }
+        (None, None) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--cert or --pfx is required: the merchant certificate verifies `data`"
+            )));
+        }
+    };
     let secret = match (&a.api_secret, &a.api_secret_file) {
         (Some(s), _) => SecretString::from(s.clone()),
         (None, Some(f)) => read_password(f)?,

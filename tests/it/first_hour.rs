@@ -659,3 +659,70 @@ fn check_on_a_fresh_host_warns_that_systemd_creates_the_state_directory_and_how_
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_takes_the_pkcs12_itself_and_its_help_says_where_the_certificate_comes_from() {
+    let (code, help) = run(&["sandbox", "--help"]);
+    assert_eq!(code, Some(0));
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("--pfx <FILE>"), "{help}");
+    assert!(
+        help.contains("openssl pkcs12 -in merchant.pfx -clcerts -nokeys -out merchant-cert.pem"),
+        "{help}"
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let pfx = key_copy(d.path(), "keytool-aes.pfx");
+    let scenario = d.path().join("scenario.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "[[pending]]\nid = 3\nfromAddress = \"{HOT}\"\ntoAddress = \"{TREASURY}\"\n\
+             amount = \"1\"\nchainId = \"195\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["sandbox", "--listen", "127.0.0.1:0", "--pfx"])
+        .arg(&pfx)
+        .args(["--merchant-no", MERCHANT, "--api-key", API_KEY])
+        .args(["--api-secret", API_SECRET, "--scenario"])
+        .arg(&scenario)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let sandbox = SandboxProcess {
+        child,
+        url: line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string(),
+    };
+    let cfg = write_config(d.path(), &sandbox.url);
+    std::fs::write(
+        d.path().join("policy.toml"),
+        format!("[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["run", "--once", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", all_output(&out));
+    let decisions: serde_json::Value = reqwest::get(format!("{}/_sandbox/decisions", sandbox.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(decisions.as_array().unwrap().len(), 1, "{decisions}");
+}
