@@ -45,7 +45,8 @@ fn finding(level: Level, what: &'static str, detail: impl Into<String>) -> Findi
 const EXAMPLE_MERCHANT_NO: &str = "mer0000000000000001";
 
 fn is_placeholder(value: &str) -> bool {
-    value.contains("REPLACE-WITH")
+    // The example config's, and systemd/README.md's `printf '%s' 'YOUR-API-SECRET'`.
+    value.contains("REPLACE-WITH") || value == "YOUR-API-SECRET"
 }
 
 /// Values still as the shipped examples have them.

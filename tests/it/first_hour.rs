@@ -726,3 +726,129 @@ async fn the_sandbox_takes_the_pkcs12_itself_and_its_help_says_where_the_certifi
         .unwrap();
     assert_eq!(decisions.as_array().unwrap().len(), 1, "{decisions}");
 }
+
+/// Maps the systemd walk-through's absolute paths into `root`.
+fn mapped(root: &Path, path: &str) -> std::path::PathBuf {
+    let rel = path
+        .strip_prefix('/')
+        .unwrap_or_else(|| panic!("{path} is not absolute"));
+    root.join(rel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_systemd_walk_through_works_in_its_written_order_on_a_fresh_host() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(repo.join("systemd/README.md")).unwrap();
+    let block = readme
+        .split("## Install")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .nth(1)
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let sandbox = spawn_sandbox(&[]);
+    let mut steps = Vec::new();
+    for line in block.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // Step 3: files from the repository into /etc/cosigner; step 3b: the state directory.
+        if words.starts_with(&["sudo", "install", "-d"]) {
+            let dir = mapped(root.path(), words.last().unwrap());
+            std::fs::create_dir_all(&dir).unwrap();
+            steps.push(format!("dir {}", words.last().unwrap()));
+        } else if words.starts_with(&["sudo", "install", "-m"]) {
+            let (src, dst) = (words[words.len() - 2], words[words.len() - 1]);
+            if !dst.starts_with("/etc/cosigner/") || src.starts_with('/') {
+                continue; // the binary, the unit, the downloaded key: not files of this test
+            }
+            let src = repo.join(src);
+            assert!(
+                src.exists(),
+                "the walk-through installs {} which is missing",
+                src.display()
+            );
+            let dst = mapped(root.path(), dst);
+            std::fs::copy(&src, &dst).unwrap();
+            steps.push(format!("file {}", words[words.len() - 1]));
+        }
+    }
+    for want in [
+        "dir /etc/cosigner",
+        "file /etc/cosigner/cosigner.toml",
+        "file /etc/cosigner/policy.toml",
+        "file /etc/cosigner/blocked.txt",
+        "dir /var/lib/cosigner",
+        "dir /etc/cosigner/credentials",
+    ] {
+        assert!(steps.contains(&want.to_string()), "{want} not in {steps:?}");
+    }
+    let made = block.find("/var/lib/cosigner\n").unwrap();
+    let checked = block.find("cosigner check").unwrap();
+    assert!(
+        made < checked,
+        "the state directory is made before the check"
+    );
+
+    // The sudoedit step: merchant number and API key; the paths mapped into the temp root, the
+    // API at the sandbox, the listener on any free port.
+    let cfg = mapped(root.path(), "/etc/cosigner/cosigner.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "/etc/cosigner",
+            &mapped(root.path(), "/etc/cosigner").display().to_string(),
+        )
+        .replace(
+            "/var/lib/cosigner",
+            &mapped(root.path(), "/var/lib/cosigner")
+                .display()
+                .to_string(),
+        )
+        .replace("https://api.1bitpay.io", &sandbox.url)
+        .replace("mer0000000000000001", MERCHANT)
+        .replace("REPLACE-WITH-YOUR-API-KEY", API_KEY)
+        .replace("127.0.0.1:9184", "127.0.0.1:0");
+    std::fs::write(&cfg, text).unwrap();
+
+    // Step 4: the secrets.
+    let creds = mapped(root.path(), "/etc/cosigner/credentials");
+    key_copy(&creds, "keytool-aes.pfx");
+    std::fs::rename(creds.join("keytool-aes.pfx"), creds.join("merchant.pfx")).unwrap();
+    std::fs::write(creds.join("api_secret"), API_SECRET).unwrap();
+    std::fs::set_permissions(
+        creds.join("api_secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+
+    // Step 5: the printed line, run as printed (without sudo).
+    let keys = mapped(root.path(), "/etc/cosigner/api-keys");
+    let (code, out) = run(&["apikey", "new", "--keys-file", keys.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let append = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("echo '"))
+        .unwrap()
+        .trim()
+        .replace("sudo ", "");
+    let status = std::process::Command::new("sh")
+        .args(["-c", &append])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{append}");
+
+    // Step 6: check, with the credentials directory, online.
+    let out = bin()
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .args(["check", "--online", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("FAIL"), "{text}");
+    assert!(
+        text.contains("ok    ledger:") && text.contains("ok    online:"),
+        "{text}"
+    );
+}
