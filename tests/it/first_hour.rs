@@ -783,7 +783,7 @@ async fn the_systemd_walk_through_works_in_its_written_order_on_a_fresh_host() {
         assert!(steps.contains(&want.to_string()), "{want} not in {steps:?}");
     }
     let made = block.find("/var/lib/cosigner\n").unwrap();
-    let checked = block.find("cosigner check").unwrap();
+    let checked = block.find("cosigner check --config").unwrap();
     assert!(
         made < checked,
         "the state directory is made before the check"
