@@ -6,12 +6,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn edit(path: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.contains(from), "{from:?} not in {}", path.display());
-    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
-}
-
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let out = bin().args(args).output().unwrap();
     (out.status.code(), all_output(&out))
@@ -682,30 +676,18 @@ async fn the_sandbox_takes_the_pkcs12_itself_and_its_help_says_where_the_certifi
         ),
     )
     .unwrap();
-    let mut child = bin()
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--pfx"])
-        .arg(&pfx)
-        .args(["--merchant-no", MERCHANT, "--api-key", API_KEY])
-        .args(["--api-secret", API_SECRET, "--scenario"])
-        .arg(&scenario)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let sandbox = SandboxProcess {
-        child,
-        url: line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_string(),
-    };
+    let sandbox = spawn_sandbox_args(&[
+        "--pfx",
+        pfx.to_str().unwrap(),
+        "--merchant-no",
+        MERCHANT,
+        "--api-key",
+        API_KEY,
+        "--api-secret",
+        API_SECRET,
+        "--scenario",
+        scenario.to_str().unwrap(),
+    ]);
     let cfg = write_config(d.path(), &sandbox.url);
     std::fs::write(
         d.path().join("policy.toml"),
