@@ -305,9 +305,8 @@ pub fn parse(
     let ctx = Ctx { file };
     let top: toml::Table = toml::from_str(text).map_err(|e| ctx.err(None, e.to_string()))?;
     check_kinds(&ctx, &top, TOP_KINDS, |k| Some(format!("key `{k}`")))?;
-    let raw: RawPolicy = toml::Value::Table(top)
-        .try_into()
-        .map_err(|e: toml::de::Error| ctx.err(None, e.message().to_string()))?;
+    // Read again from the text, not from `top`: the lists keep their positions (`Spanned`).
+    let raw: RawPolicy = toml::from_str(text).map_err(|e| ctx.err(None, e.to_string()))?;
     let mut digest = Sha256::new();
     digest.update(text.as_bytes());
 
