@@ -1215,7 +1215,9 @@ fn policy_explain(config: ConfigArg, tx_json: &str) -> CmdResult {
         }
         crate::plan::Plan::Done { seq } => {
             let action = state.live.as_ref().map_or("?", |l| l.action.as_str());
-            println!("decision: {action}, already accepted by the server (record {seq}) — nothing to send");
+            println!(
+                "decision: {action}, already accepted by the server (record {seq}) — nothing to send"
+            );
         }
     }
     Ok(())

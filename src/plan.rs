@@ -164,7 +164,8 @@ fn held(rule: &str, reason: String) -> Evaluation {
 
 /// When `ms` was, for reasons a person reads.
 pub fn format_time(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

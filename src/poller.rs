@@ -388,22 +388,21 @@ impl Engine {
                 info!("shutdown requested: no further transactions are decided this cycle");
                 break;
             }
-            let (batch, mut sends) =
-                match self.decide(
-                    &policy,
-                    generation,
-                    clock,
-                    chunk,
-                    &listing.conflicting,
-                    &mut usage,
-                    &mut out,
-                ) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                };
+            let (batch, mut sends) = match self.decide(
+                &policy,
+                generation,
+                clock,
+                chunk,
+                &listing.conflicting,
+                &mut usage,
+                &mut out,
+            ) {
+                Ok(v) => v,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
             let seqs = if batch.is_empty() {
                 Vec::new()
             } else {

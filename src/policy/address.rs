@@ -205,7 +205,9 @@ pub fn lookalike_of(addr: &str, entry: &str) -> Option<(usize, char)> {
     }
     let mut first = None;
     for (i, (a, e)) in addr.chars().zip(entry.chars()).enumerate() {
-        if a == e || (a.is_ascii_alphanumeric() && a.eq_ignore_ascii_case(&e) && is_evm_address(entry)) {
+        if a == e
+            || (a.is_ascii_alphanumeric() && a.eq_ignore_ascii_case(&e) && is_evm_address(entry))
+        {
             continue;
         }
         if a.is_ascii() {
@@ -350,10 +352,19 @@ mod tests {
         for (bad, named) in [
             (format!("{t} "), "SPACE"),
             (format!("{t}\u{a0}"), "U+00A0 NO-BREAK SPACE"),
-            (format!("TFMQ\u{200b}rPdFWuPzFRXb42sxB22ABCVL6xSopV"), "U+200B ZERO WIDTH SPACE"),
-            (format!("TFMQ\u{200d}rPdFWuPzFRXb42sxB22ABCVL6xSopV"), "U+200D ZERO WIDTH JOINER"),
+            (
+                "TFMQ\u{200b}rPdFWuPzFRXb42sxB22ABCVL6xSopV".to_string(),
+                "U+200B ZERO WIDTH SPACE",
+            ),
+            (
+                "TFMQ\u{200d}rPdFWuPzFRXb42sxB22ABCVL6xSopV".to_string(),
+                "U+200D ZERO WIDTH JOINER",
+            ),
             (format!("\u{feff}{t}"), "U+FEFF"),
-            ("TFMQrPdFWuPzFRXb42sxB22ABCVL6xS\u{43e}pV".to_string(), "CYRILLIC SMALL LETTER O"),
+            (
+                "TFMQrPdFWuPzFRXb42sxB22ABCVL6xS\u{43e}pV".to_string(),
+                "CYRILLIC SMALL LETTER O",
+            ),
         ] {
             let p = address_problem(&bad, Some(TRON_CHAIN)).expect(&bad);
             assert!(p.contains(named), "{bad:?}: {p}");
@@ -366,7 +377,17 @@ mod tests {
         for chain in ["1", "56", "195", "18446744073709551615"] {
             assert_eq!(chain_problem(chain), None, "{chain}");
         }
-        for chain in ["", "0", "056", " 56", "56 ", "56\u{200b}", "+56", "5.6", "\u{ff15}\u{ff16}"] {
+        for chain in [
+            "",
+            "0",
+            "056",
+            " 56",
+            "56 ",
+            "56\u{200b}",
+            "+56",
+            "5.6",
+            "\u{ff15}\u{ff16}",
+        ] {
             assert!(chain_problem(chain).is_some(), "{chain:?}");
         }
     }

@@ -84,15 +84,24 @@ impl<'de> Deserialize<'de> for EntryLines {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EntryLines, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<EntryLines, A::Error> {
                 let mut at = Vec::new();
                 while let Some(e) = seq.next_element::<toml::Spanned<serde::de::IgnoredAny>>()? {
                     at.push(e.span().start);
                 }
                 Ok(EntryLines(at))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EntryLines, A::Error> {
-                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EntryLines, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(EntryLines::default())
             }
         }
@@ -334,9 +343,14 @@ pub fn parse(
                             Some(&off) => format!("line {}", line_of(text, off)),
                             None => format!("entry {}", i + 1),
                         };
-                        item.as_str().map(|a| (a.to_owned(), at.clone())).ok_or_else(|| {
-                            ctx.err(place.clone(), format!("{at}: entry {item} is not a string"))
-                        })
+                        item.as_str()
+                            .map(|a| (a.to_owned(), at.clone()))
+                            .ok_or_else(|| {
+                                ctx.err(
+                                    place.clone(),
+                                    format!("{at}: entry {item} is not a string"),
+                                )
+                            })
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -396,34 +410,32 @@ pub fn parse(
         lists.insert(name.clone(), Arc::new(set));
     }
 
-    let resolve = |rule: &str,
-                   key: &str,
-                   items: &[String]|
-     -> Result<AddressMatcher, PolicyError> {
-        if items.is_empty() {
-            return Err(ctx.err(
-                rule_place(rule, key),
-                "is empty (leave it out to match any address)",
-            ));
-        }
-        let mut set = AddressMatcher::default();
-        for item in items {
-            if let Some(list) = item.strip_prefix('@') {
-                let l = lists.get(list).ok_or_else(|| {
-                    ctx.err(rule_place(rule, key), format!("unknown list @{list}"))
-                })?;
-                set.add_list(l.clone());
-            } else if let Some(problem) = address_problem(item, None) {
+    let resolve =
+        |rule: &str, key: &str, items: &[String]| -> Result<AddressMatcher, PolicyError> {
+            if items.is_empty() {
                 return Err(ctx.err(
                     rule_place(rule, key),
-                    format!("address {item:?} {problem}; it could never match a transaction"),
+                    "is empty (leave it out to match any address)",
                 ));
-            } else {
-                set.insert(item);
             }
-        }
-        Ok(set)
-    };
+            let mut set = AddressMatcher::default();
+            for item in items {
+                if let Some(list) = item.strip_prefix('@') {
+                    let l = lists.get(list).ok_or_else(|| {
+                        ctx.err(rule_place(rule, key), format!("unknown list @{list}"))
+                    })?;
+                    set.add_list(l.clone());
+                } else if let Some(problem) = address_problem(item, None) {
+                    return Err(ctx.err(
+                        rule_place(rule, key),
+                        format!("address {item:?} {problem}; it could never match a transaction"),
+                    ));
+                } else {
+                    set.insert(item);
+                }
+            }
+            Ok(set)
+        };
 
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(raw.rule.len());

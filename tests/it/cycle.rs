@@ -188,7 +188,8 @@ async fn within_one_cycle_the_window_counts_each_approval_as_it_is_decided() {
 }
 
 #[tokio::test]
-async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_force_still_approves_it() {
+async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_force_still_approves_it()
+ {
     let dir = tempfile::tempdir().unwrap();
     let sb = start_sandbox(scenario(vec![item(7, HOT, TREASURY, "12.50", "56")])).await;
     let e = engine(dir.path(), &sb.url, POLICY, false);
@@ -224,7 +225,10 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
         let out = e.cycle_once().await.unwrap();
         assert_eq!((out.resent, out.submitted, out.held), (0, 0, 1), "{out:?}");
     }
-    assert!(sb.sandbox.decisions().is_empty(), "nothing reached the server");
+    assert!(
+        sb.sandbox.decisions().is_empty(),
+        "nothing reached the server"
+    );
     let r = rows(&e);
     assert_eq!(r.len(), 1, "no second decision");
     let waits = e.ledger.lock().unwrap().list_events("waiting").unwrap();
@@ -235,8 +239,8 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
     );
 
     // A later policy that approves it again lets the very same data through.
-    let approve_again = policy::parse(POLICY, &dir.path().join("p2.toml"), &|_| unreachable!())
-        .unwrap();
+    let approve_again =
+        policy::parse(POLICY, &dir.path().join("p2.toml"), &|_| unreachable!()).unwrap();
     e.replace_policy(Arc::new(approve_again));
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.resent, out.submitted), (1, 1));
