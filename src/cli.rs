@@ -1384,7 +1384,8 @@ async fn set_mode(a: ModeTarget, mode: Mode) -> CmdResult {
                 Some(f) => read_password(f).map(|s| secrecy::ExposeSecret::expose_secret(&s).to_string())?,
                 None => std::env::var("COSIGNER_API_KEY").map_err(|_| {
                     Failure::usage(anyhow::anyhow!(
-                        "the daemon is running: give an operator API key with --api-key-file or COSIGNER_API_KEY"
+                        "the daemon is running: give an operator API key with --api-key-file or COSIGNER_API_KEY \
+                         (`cosigner apikey new` makes one)"
                     ))
                 })?,
             };
@@ -1396,13 +1397,23 @@ async fn set_mode(a: ModeTarget, mode: Mode) -> CmdResult {
                 Mode::Normal => ("resume", String::new()),
                 m => ("pause", serde_json::json!({"mode": m.as_str()}).to_string()),
             };
+            if addr.port() == 0 {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "the daemon is running, but http.listen ({addr}) has port 0, so its operator \
+                     API cannot be found: set a fixed port (or COSIGNER_HTTP__LISTEN to the \
+                     address it logged at start)"
+                )));
+            }
+            let url = format!("http://{addr}/v1/{path}");
             let resp = reqwest::Client::new()
-                .post(format!("http://{addr}/v1/{path}"))
+                .post(&url)
                 .basic_auth(key, Some(""))
                 .body(body)
                 .send()
                 .await
-                .with_context(|| format!("cannot reach the daemon's operator API on {addr}"))
+                .with_context(|| {
+                    format!("cannot reach the daemon's operator API at {url} (http.listen)")
+                })
                 .map_err(Failure::runtime)?;
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();

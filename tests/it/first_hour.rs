@@ -433,6 +433,41 @@ async fn status_counts_leave_out_dry_runs_api_keys_reload_and_logs_carry_no_debu
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["api_keys"], 3, "{body}");
     assert_eq!(status_of(&base, KEY3).await.0, 200);
+    // Item 11: while the daemon runs, `pause`/`resume` need a key, and say how to make one.
+    let out = bin()
+        .args(["pause", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
+    assert!(
+        all_output(&out).contains(
+            "the daemon is running: give an operator API key with --api-key-file or \
+             COSIGNER_API_KEY (`cosigner apikey new` makes one)"
+        ),
+        "{}",
+        all_output(&out)
+    );
+    let out = bin()
+        .env("COSIGNER_API_KEY", KEY3)
+        .args(["resume", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", all_output(&out));
+    assert!(
+        all_output(&out).contains("has port 0"),
+        "{}",
+        all_output(&out)
+    );
+    let out = bin()
+        .env("COSIGNER_API_KEY", KEY3)
+        .env("COSIGNER_HTTP__LISTEN", &addr)
+        .args(["resume", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", all_output(&out));
     // A broken keys file is refused and the keys in force kept.
     std::fs::write(&keys, "not-a-digest\n").unwrap();
     daemon.signal("-HUP");
