@@ -121,13 +121,14 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
     /// Run a local, strict 1BitPay server for tests and trials.
     #[cfg(feature = "dev-tools")]
     Sandbox(SandboxArgs),
-    /// See it work: the daemon against the built-in sandbox, printing each decision.
+    /// See it work: the daemon against the built-in sandbox, printing each decision; runs until
+    /// Ctrl-C unless --duration is given.
     #[cfg(feature = "dev-tools")]
     Demo(DemoArgs),
     /// Kill switch: hold every transaction (or reject with --reject) until `resume`.
     Pause(PauseArgs),
     /// Lift the kill switch: the policy decides again.
-    Resume(PauseArgs),
+    Resume(ResumeArgs),
     /// Operator API keys.
     #[command(subcommand)]
     Apikey(ApikeyCommand),
@@ -143,11 +144,31 @@ keeps it."
 )]
 pub struct PauseArgs {
     #[command(flatten)]
-    pub config: ConfigArg,
-    /// Reject every well-formed transaction instead of holding it (pause only)
+    pub target: ModeTarget,
+    /// Reject every well-formed transaction instead of holding it
     #[arg(long)]
     pub reject: bool,
-    /// File holding an operator API key (else $COSIGNER_API_KEY)
+}
+
+/// Arguments of `resume`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "With no daemon running, normal mode is written to the ledger and applies when \
+it starts. With the daemon running, the call goes to its operator API on http.listen, with the key \
+from --api-key-file or $COSIGNER_API_KEY."
+)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub target: ModeTarget,
+}
+
+/// Where `pause` and `resume` apply: the configuration, and the operator API key used when the
+/// daemon is running.
+#[derive(Debug, Args)]
+pub struct ModeTarget {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// File holding an operator API key (else $COSIGNER_API_KEY); needed while the daemon runs
     #[arg(long, value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
 }
@@ -155,17 +176,29 @@ pub struct PauseArgs {
 /// `apikey` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ApikeyCommand {
-    /// Print a fresh operator API key and the line to add to http.api_keys_file.
-    New,
+    /// Print a fresh operator API key, the line to append to http.api_keys_file, and the
+    /// commands that append it and reload the daemon.
+    New {
+        /// The keys file the printed command appends to
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_API_KEYS_FILE)]
+        keys_file: PathBuf,
+        /// One JSON object (key, line, keys_file) for scripts
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+/// `http.api_keys_file` of the systemd set-up (systemd/cosigner.toml).
+pub const DEFAULT_API_KEYS_FILE: &str = "/etc/cosigner/api-keys";
 
 /// Arguments of `demo`.
 #[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The demo makes a throwaway key shard, writes a config and a policy into a \
-temporary directory (kept afterwards, so you can run `cosigner ledger list` on it), starts the \
-sandbox with a mix of withdrawals, and runs the daemon. Ctrl-C stops it cleanly."
+    after_help = "The demo runs until Ctrl-C (or for --duration), then prints a summary. It \
+makes a throwaway key shard, writes a config and a policy into a temporary directory, starts the \
+sandbox with a mix of withdrawals, and runs the daemon. The temporary directory is removed at exit \
+unless --keep is given; a --dir is always kept, so you can run `cosigner ledger list` on it."
 )]
 pub struct DemoArgs {
     /// Stop by itself after this long, e.g. 30s (default: run until Ctrl-C)
@@ -177,6 +210,9 @@ pub struct DemoArgs {
     /// Time between pending cycles
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
+    /// Keep the temporary directory (config, key, ledger) at exit
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Arguments of `run`.
@@ -342,7 +378,11 @@ pub struct OrderFileArgs {
 #[cfg(feature = "dev-tools")]
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The sandbox prints `listening on http://ADDR` once it accepts connections (use \
+    after_help = "The certificate that verifies `data` is the one in the merchant's PKCS#12 key \
+shard (downloaded from the merchant console): give the file itself with --pfx (and --merchant-no \
+for its default password), or its certificate as PEM with --cert, extracted with `openssl pkcs12 \
+-in merchant.pfx -clcerts -nokeys -out merchant-cert.pem` (add -legacy for an RC2/3DES file).\n\n\
+The sandbox prints `listening on http://ADDR` once it accepts connections (use \
 port 0 for any free port). Admin routes for tests: GET/POST /_sandbox/pending, GET \
 /_sandbox/decisions, /_sandbox/collects, /_sandbox/orders, /_sandbox/rejections, /_sandbox/stats, \
 GET/PUT /_sandbox/faults."
@@ -352,9 +392,20 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
     /// Merchant certificate (PEM) that `data` is verified with
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "pfx",
+        conflicts_with = "pfx"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The merchant's PKCS#12 key shard: its certificate verifies `data` (instead of --cert)
     #[arg(long, value_name = "FILE")]
-    pub cert: PathBuf,
-    /// Merchant number to accept
+    pub pfx: Option<PathBuf>,
+    /// File holding the PKCS#12 password, when it is not "1bitpay" + --merchant-no
+    #[arg(long, value_name = "FILE", requires = "pfx")]
+    pub password_file: Option<PathBuf>,
+    /// Merchant number to accept (and, with --pfx, the default key password's suffix)
     #[arg(long, value_name = "M")]
     pub merchant_no: String,
     /// API key to accept
@@ -408,9 +459,33 @@ pub fn init_tracing(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(text_fields()).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Text-log fields as `key=value`, a value with spaces or quotes in double quotes
+/// (`reason="no rule matched"`); the message as is.
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else if text.len() >= 2 && text.starts_with('"') && text.ends_with('"') {
+            // A string recorded as `&str` or with `?` comes quoted and escaped: keep the quotes
+            // only when the value needs them.
+            let inner = &text[1..text.len() - 1];
+            if crate::display::log_value(inner) == inner && !inner.contains('\\') {
+                write!(w, "{}={inner}", field.name())
+            } else {
+                write!(w, "{}={text}", field.name())
+            }
+        } else {
+            write!(w, "{}={}", field.name(), crate::display::log_value(&text))
+        }
+    })
+    .delimited(" ")
 }
 
 /// Runs one command to completion.
@@ -438,24 +513,45 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Demo(a) => run_demo(a).await,
         Command::Pause(a) => {
             let mode = if a.reject { Mode::Reject } else { Mode::Hold };
-            set_mode(a, mode).await
+            set_mode(a.target, mode).await
         }
-        Command::Resume(a) => {
-            if a.reject {
-                return Err(Failure::usage(anyhow::anyhow!("--reject goes with pause")));
-            }
-            set_mode(a, Mode::Normal).await
-        }
-        Command::Apikey(ApikeyCommand::New) => {
-            let (key, line) = crate::operator::new_key().map_err(Failure::runtime)?;
-            println!("key:  {key}");
-            println!("line: {line}");
-            eprintln!(
-                "Add the line to http.api_keys_file and reload the daemon (restart); keep the key \
-                 secret: it is shown once and only its digest is stored."
-            );
-            Ok(())
-        }
+        Command::Resume(a) => set_mode(a.target, Mode::Normal).await,
+        Command::Apikey(ApikeyCommand::New { keys_file, json }) => apikey_new(&keys_file, json),
+    }
+}
+
+fn apikey_new(keys_file: &Path, json: bool) -> CmdResult {
+    let (key, line) = crate::operator::new_key().map_err(Failure::runtime)?;
+    if json {
+        return print_json(&serde_json::json!({
+            "key": key,
+            "line": line,
+            "keys_file": keys_file,
+        }));
+    }
+    let file = shell_quote(&keys_file.display().to_string());
+    println!("key:  {key}");
+    println!("line: {line}");
+    println!();
+    println!("Keep the key secret: it is shown once, and only the line (its SHA-256) is stored.");
+    println!("Append the line to http.api_keys_file and reload the running daemon:");
+    println!("  echo '{line}' | sudo tee -a {file} >/dev/null");
+    println!(
+        "  sudo systemctl reload cosigner    # or: kill -HUP <pid>, or POST /v1/policy/reload"
+    );
+    Ok(())
+}
+
+/// `text` quoted for a POSIX shell when it holds anything but plain path characters.
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
@@ -481,6 +577,13 @@ impl Report {
     }
     fn warn(&self, what: &str, detail: impl std::fmt::Display) {
         println!("warn  {what}: {detail}");
+    }
+    fn finding(&mut self, f: crate::check::Finding) {
+        match f.level {
+            crate::check::Level::Ok => self.ok(f.what, f.detail),
+            crate::check::Level::Warn => self.warn(f.what, f.detail),
+            crate::check::Level::Fail => self.fail(f.what, f.detail, false),
+        }
     }
     fn fail(&mut self, what: &str, detail: impl std::fmt::Display, runtime: bool) {
         println!("FAIL  {what}: {detail}");
@@ -520,7 +623,13 @@ async fn check(a: CheckArgs) -> CmdResult {
             cfg.api.client.base_url
         ),
     );
-    r.ok("api secret", format!("from {}", cfg.api.secret_origin));
+    let secret_from_env = std::env::var_os("COSIGNER_API__API_SECRET").is_some();
+    let mut findings = crate::check::placeholders(&cfg);
+    findings.extend(crate::check::transport(&cfg));
+    findings.extend(crate::check::secret_files(&cfg, secret_from_env));
+    for f in findings {
+        r.finding(f);
+    }
     match Signer::load(&cfg.key.source) {
         Ok(s) => r.ok(
             "key",
@@ -552,10 +661,11 @@ async fn check(a: CheckArgs) -> CmdResult {
         }
         Err(e) => r.fail("policy", e, false),
     }
-    check_ledger_dir(&cfg.ledger.path, &mut r);
-    match config::listen_warning(cfg.http.listen) {
-        Some(w) => r.warn("http.listen", w),
-        None => r.ok("http.listen", cfg.http.listen),
+    r.finding(crate::check::ledger_dir(&cfg.ledger.path));
+    let running = crate::ledger::held_by(&cfg.ledger.path);
+    r.finding(crate::check::listen(cfg.http.listen, running.as_deref()));
+    if let Some(w) = config::listen_warning(cfg.http.listen) {
+        r.warn("http.listen", w);
     }
     if a.online {
         check_online(&cfg, &mut r).await;
@@ -571,35 +681,6 @@ async fn check(a: CheckArgs) -> CmdResult {
         )))
     } else {
         Ok(())
-    }
-}
-
-fn check_ledger_dir(path: &Path, r: &mut Report) {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {
-            let probe = dir.join(format!(".cosigner-check-{}", std::process::id()));
-            match std::fs::File::create(&probe) {
-                Ok(_) => {
-                    let _ = std::fs::remove_file(&probe);
-                    r.ok("ledger", format!("{} (directory writable)", path.display()));
-                }
-                Err(e) => r.fail(
-                    "ledger",
-                    format!("cannot write in {}: {e}", dir.display()),
-                    false,
-                ),
-            }
-        }
-        Ok(_) => r.fail(
-            "ledger",
-            format!("{} is not a directory", dir.display()),
-            false,
-        ),
-        Err(e) => r.fail("ledger", format!("directory {}: {e}", dir.display()), false),
     }
 }
 
@@ -641,12 +722,13 @@ async fn check_online(cfg: &Config, r: &mut Report) {
             }
         }
         Err(e) => {
+            // An HTTP 401/403 carries its hint already (`ClientError`'s message): say it once.
             let hint = match &e {
-                ClientError::Http { status: 401, .. } | ClientError::Api { code: 401, .. } => {
+                ClientError::Api { code: 401, .. } => {
                     " — credentials refused: check api.merchant_no, api.api_key and api.api_secret, \
                      and that the clock is right (a stale TimeStamp is refused too)"
                 }
-                ClientError::Http { status: 403, .. } | ClientError::Api { code: 403, .. } => {
+                ClientError::Api { code: 403, .. } => {
                     " — forbidden: is this host's public IP on the API key's allow-list?"
                 }
                 ClientError::Network { .. } => " — check api.base_url, DNS and outbound firewall",
@@ -659,22 +741,12 @@ async fn check_online(cfg: &Config, r: &mut Report) {
 
 fn sign(a: SignArgs) -> CmdResult {
     let source = match &a.pfx {
-        Some(pfx) => {
-            let password = match (&a.password_file, &a.merchant_no) {
-                (Some(f), _) => read_password(f, !a.allow_insecure_permissions)?,
-                (None, Some(m)) => signer::default_password(m),
-                (None, None) => {
-                    return Err(Failure::usage(anyhow::anyhow!(
-                        "--pfx needs --merchant-no (for the default password) or --password-file"
-                    )));
-                }
-            };
-            KeySource {
-                pfx_file: pfx.clone(),
-                password,
-                allow_insecure_permissions: a.allow_insecure_permissions,
-            }
-        }
+        Some(pfx) => key_source(
+            pfx,
+            a.merchant_no.as_deref(),
+            a.password_file.as_deref(),
+            a.allow_insecure_permissions,
+        )?,
         None => {
             let mut cfg = ConfigArg {
                 config: a.config.clone(),
@@ -713,6 +785,30 @@ fn sign(a: SignArgs) -> CmdResult {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{data}").map_err(Failure::runtime)?;
     Ok(())
+}
+
+/// A PKCS#12 named on the command line: the password from `password_file`, else the default
+/// "1bitpay" + `merchant_no`.
+fn key_source(
+    pfx: &Path,
+    merchant_no: Option<&str>,
+    password_file: Option<&Path>,
+    allow_insecure_permissions: bool,
+) -> Result<KeySource, Failure> {
+    let password = match (password_file, merchant_no) {
+        (Some(f), _) => read_password(f, !allow_insecure_permissions)?,
+        (None, Some(m)) => signer::default_password(m),
+        (None, None) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--pfx needs --merchant-no (for the default password) or --password-file"
+            )));
+        }
+    };
+    Ok(KeySource {
+        pfx_file: pfx.to_owned(),
+        password,
+        allow_insecure_permissions,
+    })
 }
 
 /// A secret from a file named on the command line; `private` refuses one group or others may
@@ -841,12 +937,28 @@ pub async fn shutdown_signal() {
 
 #[cfg(feature = "dev-tools")]
 async fn run_sandbox(a: SandboxArgs) -> CmdResult {
-    let pem = std::fs::read(&a.cert)
-        .with_context(|| format!("cannot read certificate {}", a.cert.display()))
-        .map_err(Failure::usage)?;
-    let cert = openssl::x509::X509::from_pem(&pem)
-        .with_context(|| format!("{} is not a PEM certificate", a.cert.display()))
-        .map_err(Failure::usage)?;
+    let cert = match (&a.cert, &a.pfx) {
+        (Some(path), _) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read certificate {}", path.display()))
+                .map_err(Failure::usage)?;
+            openssl::x509::X509::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))
+                .map_err(Failure::usage)?
+        }
+        (None, Some(pfx)) => {
+            let source = key_source(pfx, Some(&a.merchant_no), a.password_file.as_deref(), false)?;
+            let pem = Signer::load(&source)
+                .and_then(|s| s.certificate_pem())
+                .map_err(Failure::usage)?;
+            openssl::x509::X509::from_pem(&pem).map_err(Failure::usage)?
+        }
+        (None, None) => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--cert or --pfx is required: the merchant certificate verifies `data`"
+            )));
+        }
+    };
     let secret = match (&a.api_secret, &a.api_secret_file) {
         (Some(s), _) => SecretString::from(s.clone()),
         // The sandbox's secret is a test value.
@@ -920,11 +1032,13 @@ pub fn spawn_reload_handler(reload: std::sync::Arc<tokio::sync::Notify>) {
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
-            tracing::warn!("cannot listen for SIGHUP; reload the policy through the operator API");
+            tracing::warn!(
+                "cannot listen for SIGHUP; reload the policy and the API keys through the operator API"
+            );
             return;
         };
         while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the policy");
+            tracing::info!("SIGHUP: reloading the policy and the operator API keys");
             reload.notify_one();
         }
     });
@@ -1006,7 +1120,7 @@ fn policy_check(config: ConfigArg, file: Option<PathBuf>) -> CmdResult {
             conds.push(format!("amount <= {m}"));
         }
         if let Some(l) = &r.limit {
-            let w = humantime::format_duration(l.window);
+            let w = crate::display::window(l.window);
             if let Some(t) = l.max_total {
                 conds.push(format!("total <= {t} per {w}"));
             }
@@ -1025,7 +1139,7 @@ fn policy_check(config: ConfigArg, file: Option<PathBuf>) -> CmdResult {
         println!(
             "guard   at most {} approvals per {}",
             g.max_approvals,
-            humantime::format_duration(g.window)
+            crate::display::window(g.window)
         );
     }
     for w in p.warnings() {
@@ -1135,13 +1249,20 @@ fn policy_explain(config: ConfigArg, tx_json: &str) -> CmdResult {
     Ok(())
 }
 
-fn open_ledger_read_only(config: &ConfigArg) -> Result<Ledger, Failure> {
-    let cfg = config.load()?;
+/// What `ledger list` and `ledger verify` say when the daemon has not run yet.
+fn no_ledger_yet(path: &Path) -> String {
+    format!(
+        "no ledger yet at {}: the daemon creates it when it first starts (`cosigner run`, or \
+         `systemctl start cosigner`) and records decisions from its first cycle",
+        path.display()
+    )
+}
+
+fn open_ledger_read_only(cfg: &Config) -> Result<Ledger, Failure> {
     if !cfg.ledger.path.exists() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "ledger {} does not exist",
-            cfg.ledger.path.display()
-        )));
+        return Err(Failure::usage(anyhow::anyhow!(no_ledger_yet(
+            &cfg.ledger.path
+        ))));
     }
     Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)
 }
@@ -1152,15 +1273,29 @@ fn format_ms(ms: i64) -> String {
 }
 
 fn ledger_list(config: ConfigArg, limit: usize, json: bool) -> CmdResult {
-    let ledger = open_ledger_read_only(&config)?;
+    let cfg = config.load()?;
+    if !cfg.ledger.path.exists() {
+        // Nothing recorded yet is not an error: say why the list is empty.
+        eprintln!("{}", no_ledger_yet(&cfg.ledger.path));
+        if json {
+            println!("[]");
+        }
+        return Ok(());
+    }
+    let ledger = open_ledger_read_only(&cfg)?;
     let rows = ledger.list(limit).map_err(Failure::runtime)?;
     if json {
         return print_json(&rows);
     }
+    // Chain names from the policy's [chains] table when it loads, else the built-in ones.
+    let chains = policy::load(&cfg.policy.file)
+        .map(|p| p.chains)
+        .unwrap_or_default();
     println!(
-        "{:>6}  {:<20}  {:>10}  {:<7}  {:<9}  {:>14}  {:<24}  REASON",
-        "SEQ", "RECORDED", "TX", "ACTION", "STATUS", "AMOUNT", "RULE"
+        "{:>6}  {:<20}  {:>10}  {:<14}  {:<16}  {:>14}  {:<7}  {:<9}  {:<24}  REASON",
+        "SEQ", "RECORDED", "TX", "CHAIN", "TO", "AMOUNT", "ACTION", "STATUS", "RULE"
     );
+    let shown = rows.len();
     for r in rows {
         let status = match r.status {
             Status::Recorded => "recorded",
@@ -1170,28 +1305,51 @@ fn ledger_list(config: ConfigArg, limit: usize, json: bool) -> CmdResult {
             Status::NotSent => "-",
         };
         println!(
-            "{:>6}  {:<20}  {:>10}  {:<7}  {:<9}  {:>14}  {:<24}  {}",
+            "{:>6}  {:<20}  {:>10}  {:<14}  {:<16}  {:>14}  {:<7}  {:<9}  {:<24}  {}",
             r.seq,
             format_ms(r.recorded_at_ms),
             r.tx_id,
+            r.chain_id
+                .as_deref()
+                .map_or("?".into(), |c| chains.label(c)),
+            r.to.as_deref()
+                .map_or("?".into(), crate::display::short_address),
+            r.amount.as_deref().unwrap_or("?"),
             r.action,
             status,
-            r.amount.as_deref().unwrap_or("?"),
             r.rule,
             r.status_message
                 .as_deref()
                 .map_or(r.reason.clone(), |m| format!("{} ({m})", r.reason))
         );
     }
+    if shown > 0 {
+        println!(
+            "\nSEQ numbers every ledger record: decisions (listed here), submission outcomes, \
+             collections and events (mode, policy) share one sequence, so the decisions skip the \
+             others' numbers. `--json` shows full addresses."
+        );
+    }
     Ok(())
 }
 
 fn ledger_verify(config: ConfigArg) -> CmdResult {
-    let ledger = open_ledger_read_only(&config)?;
+    let cfg = config.load()?;
+    let ledger = open_ledger_read_only(&cfg)?;
     let report = ledger.verify().map_err(Failure::runtime)?;
+    let kinds = [
+        ("decision", "decisions"),
+        ("outcome", "submission outcomes"),
+        ("collect", "collections"),
+        ("event", "mode and policy events"),
+    ]
+    .iter()
+    .map(|(k, words)| format!("{words} {}", report.by_kind.get(k).copied().unwrap_or(0)))
+    .collect::<Vec<_>>()
+    .join(", ");
     if report.problems.is_empty() {
         println!(
-            "ledger {}: {} records, hash chain intact",
+            "ledger {}: {} records ({kinds}), hash chain intact",
             ledger.path().display(),
             report.records
         );
@@ -1201,7 +1359,7 @@ fn ledger_verify(config: ConfigArg) -> CmdResult {
             println!("FAIL  {p}");
         }
         Err(Failure::runtime(anyhow::anyhow!(
-            "ledger {} failed verification: {} problem(s) in {} records",
+            "ledger {} failed verification: {} problem(s) in {} records ({kinds})",
             ledger.path().display(),
             report.problems.len(),
             report.records
@@ -1218,6 +1376,7 @@ async fn run_demo(a: DemoArgs) -> CmdResult {
         duration: a.duration,
         dir: a.dir,
         poll_interval: a.poll_interval,
+        keep: a.keep,
     };
     let mut out = std::io::stdout();
     let summary = crate::demo::run(opts, stop, hard_stop, &mut out)
@@ -1232,7 +1391,7 @@ async fn run_demo(a: DemoArgs) -> CmdResult {
     Ok(())
 }
 
-async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
+async fn set_mode(a: ModeTarget, mode: Mode) -> CmdResult {
     let cfg = a.config.load()?;
     match Ledger::open(&cfg.ledger.path) {
         Ok(mut ledger) => {
@@ -1252,7 +1411,8 @@ async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
                 Some(f) => read_password(f, true).map(|s| secrecy::ExposeSecret::expose_secret(&s).to_string())?,
                 None => std::env::var("COSIGNER_API_KEY").map_err(|_| {
                     Failure::usage(anyhow::anyhow!(
-                        "the daemon is running: give an operator API key with --api-key-file or COSIGNER_API_KEY"
+                        "the daemon is running: give an operator API key with --api-key-file or COSIGNER_API_KEY \
+                         (`cosigner apikey new` makes one)"
                     ))
                 })?,
             };
@@ -1264,14 +1424,24 @@ async fn set_mode(a: PauseArgs, mode: Mode) -> CmdResult {
                 Mode::Normal => ("resume", String::new()),
                 m => ("pause", serde_json::json!({"mode": m.as_str()}).to_string()),
             };
+            if addr.port() == 0 {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "the daemon is running, but http.listen ({addr}) has port 0, so its operator \
+                     API cannot be found: set a fixed port (or COSIGNER_HTTP__LISTEN to the \
+                     address it logged at start)"
+                )));
+            }
+            let url = format!("http://{addr}/v1/{path}");
             let resp = reqwest::Client::new()
-                .post(format!("http://{addr}/v1/{path}"))
+                .post(&url)
                 .basic_auth(key, Some(""))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body)
                 .send()
                 .await
-                .with_context(|| format!("cannot reach the daemon's operator API on {addr}"))
+                .with_context(|| {
+                    format!("cannot reach the daemon's operator API at {url} (http.listen)")
+                })
                 .map_err(Failure::runtime)?;
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
@@ -1294,13 +1464,7 @@ fn policy_replay(config: ConfigArg, candidate: &Path) -> CmdResult {
     let cfg = config.load()?;
     let new = load_policy(candidate)?;
     let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
-    if !cfg.ledger.path.exists() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "ledger {} does not exist",
-            cfg.ledger.path.display()
-        )));
-    }
-    let ledger = Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)?;
+    let ledger = open_ledger_read_only(&cfg)?;
     let report =
         crate::replay::replay(&ledger, &new, signer.max_text_len()).map_err(Failure::runtime)?;
     println!(

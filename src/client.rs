@@ -154,7 +154,10 @@ pub enum ClientError {
 
 fn hint_for(status: u16, body: &str) -> String {
     let hint = match status {
-        401 => " (check api.api_key, api.api_secret, and that this host's clock is right)",
+        401 => {
+            " (credentials refused: check api.merchant_no, api.api_key and api.api_secret, and that \
+             this host's clock is right: a stale TimeStamp is refused too)"
+        }
         403 => " (is this host's IP on the API key's allow-list?)",
         404 => " (check api.base_url)",
         429 => " (rate limited; lower api.max_requests_per_second)",
@@ -689,6 +692,16 @@ fn network_message(e: &reqwest::Error) -> String {
         "transport error"
     };
     let mut msg = kind.to_string();
+    // Name what was tried, port included even when it is the scheme's default.
+    if let Some(u) = e.url() {
+        msg.push_str(&format!(
+            " to {}://{}:{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.port_or_known_default().unwrap_or(0),
+            u.path()
+        ));
+    }
     let mut src = e.source();
     while let Some(s) = src {
         msg.push_str(": ");

@@ -21,6 +21,52 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/cosigner/cosigner.toml";
 pub const CONFIG_ENV: &str = "COSIGNER_CONFIG";
 /// Prefix of per-key environment overrides (`COSIGNER_API__TIMEOUT=30s`).
 pub const ENV_PREFIX: &str = "COSIGNER_";
+/// `COSIGNER_` variables that are not key overrides: the config file, the operator API key of
+/// `pause`/`resume`, and the test and benchmark knobs.
+pub const ENV_NOT_KEYS: &[&str] = &[
+    CONFIG_ENV,
+    "COSIGNER_API_KEY",
+    "COSIGNER_FAILPOINT",
+    "COSIGNER_BENCH_TXS",
+    "COSIGNER_CRASH_KILLS",
+    "COSIGNER_IDLE_SECS",
+];
+/// Every key of the configuration, for naming the nearest one to a mistyped variable.
+const KEYS: &[&str] = &[
+    "api.base_url",
+    "api.merchant_no",
+    "api.api_key",
+    "api.api_secret",
+    "api.api_secret_file",
+    "api.lang",
+    "api.timeout",
+    "api.max_requests_per_second",
+    "api.sign_order",
+    "api.max_response_bytes",
+    "api.max_retries",
+    "api.max_in_flight",
+    "key.pfx_file",
+    "key.password_file",
+    "key.allow_insecure_permissions",
+    "poll.interval",
+    "poll.page_size",
+    "poll.jitter",
+    "poll.shutdown_timeout",
+    "collect.enabled",
+    "collect.interval",
+    "collect.jitter",
+    "collect.main",
+    "collect.tokens",
+    "policy.file",
+    "policy.dry_run",
+    "ledger.path",
+    "http.listen",
+    "http.api_keys_file",
+    "http.max_requests_per_second",
+    "callbacks.enabled",
+    "log.format",
+    "log.level",
+];
 /// Credential names looked up in `$CREDENTIALS_DIRECTORY` when a secret is not configured.
 pub const CRED_API_SECRET: &str = "api_secret";
 /// Credential name of the PKCS#12 file.
@@ -405,7 +451,7 @@ impl Environment {
     pub fn from_process() -> Self {
         Self {
             overrides: std::env::vars()
-                .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.contains(&k.as_str()))
                 .collect(),
             credentials_directory: std::env::var_os("CREDENTIALS_DIRECTORY")
                 .filter(|v| !v.is_empty())
@@ -449,6 +495,11 @@ impl Config {
             return Err(ConfigError::Invalid(syntax_error(&file_name, &text, &e)));
         }
         let mut figment = Figment::new().merge(Toml::string(&text));
+        for (name, _) in &env.overrides {
+            if !name.contains("__") {
+                return Err(ConfigError::Invalid(unmapped_variable(name)));
+            }
+        }
         for (name, value) in &env.overrides {
             let key = name
                 .trim_start_matches(ENV_PREFIX)
@@ -513,6 +564,46 @@ pub fn listen_warning(listen: SocketAddr) -> Option<String> {
     })
 }
 
+/// The error for a `COSIGNER_` variable that maps to no key (one underscore where two belong).
+fn unmapped_variable(name: &str) -> String {
+    let squash = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase()
+    };
+    let want = squash(name.trim_start_matches(ENV_PREFIX));
+    let nearest = KEYS
+        .iter()
+        .min_by_key(|k| edit_distance(&squash(k), &want))
+        .copied()
+        .unwrap_or("api.timeout");
+    format!(
+        "environment variable {name} maps to no key: overrides are {ENV_PREFIX}<SECTION>__<KEY>, \
+         with two underscores between section and key; the nearest key is `{nearest}` \
+         ({ENV_PREFIX}{})",
+        nearest.to_ascii_uppercase().replace('.', "__")
+    )
+}
+
+/// Levenshtein distance, for naming the nearest key.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 fn override_name(env: &Environment, key: &str) -> Option<String> {
     let want = format!("{ENV_PREFIX}{}", key.to_uppercase().replace('.', "__"));
     env.overrides
@@ -525,7 +616,16 @@ fn describe_figment(file: &str, env: &Environment, err: figment::Error) -> Strin
     let mut lines = Vec::new();
     for e in err {
         let key = e.path.join(".");
-        let origin = match override_name(env, &key) {
+        // An unknown section or key is reported at its first wrong part (`pol` for
+        // COSIGNER_POL__INTERVAL): find the variable that put it there.
+        let from_env = override_name(env, &key).or_else(|| {
+            let prefix = format!("{ENV_PREFIX}{}__", key.to_uppercase().replace('.', "__"));
+            env.overrides
+                .iter()
+                .find(|(k, _)| !key.is_empty() && k.to_uppercase().starts_with(&prefix))
+                .map(|(k, _)| k.clone())
+        });
+        let origin = match from_env {
             Some(var) => format!("environment variable {var}"),
             None => format!("config file {file}"),
         };

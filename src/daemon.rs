@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::http::{self, Health, HttpState};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
-use crate::operator::{self, ApiKeys, Callbacks, OperatorState};
+use crate::operator::{self, Callbacks, KeyStore, OperatorState};
 use crate::policy::{self, PolicyError};
 use crate::poller::{DEFAULT_MAX_PAGES, DecisionEvent, Engine, PollSettings};
 use crate::signer::{Signer, SignerError};
@@ -100,8 +100,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// The ledger both use.
     pub ledger: Arc<Mutex<Ledger>>,
-    /// Operator API keys (none: the API refuses every call).
-    pub api_keys: Option<Arc<ApiKeys>>,
+    /// Operator API keys (none: the API refuses every call), re-read on reload.
+    pub api_keys: Arc<KeyStore>,
     /// Operator API request budget per second.
     pub operator_rate: u32,
     /// `/metrics` needs an operator API key.
@@ -171,7 +171,10 @@ pub fn build(
         collector,
         metrics,
         ledger,
-        api_keys: cfg.http.api_keys.clone().map(Arc::new),
+        api_keys: Arc::new(KeyStore::new(
+            cfg.http.api_keys_file.clone(),
+            cfg.http.api_keys.clone(),
+        )),
         operator_rate: cfg.http.max_requests_per_second,
         metrics_auth: cfg.http.metrics_auth,
         callbacks: cfg.http.callbacks.then(|| Callbacks {
@@ -285,7 +288,7 @@ pub async fn run_with(
     let router = http::router(HttpState {
         metrics: parts.metrics.clone(),
         health: health.clone(),
-        metrics_keys: parts.api_keys.clone().filter(|_| parts.metrics_auth),
+        metrics_keys: parts.metrics_auth.then(|| parts.api_keys.clone()),
     })
     .merge(operator::router(OperatorState {
         engine: parts.engine.clone(),
@@ -300,10 +303,10 @@ pub async fn run_with(
     }));
     let http_task = tokio::spawn(http::serve(listener, router, shutdown.clone()));
     info!(
-        listen = ?addr,
+        listen = %addr.map_or_else(|| "unknown".to_string(), |a| a.to_string()),
         policy = %parts.engine.policy().sha256,
-        poll_interval = ?timings.poll_interval,
-        collect_interval = ?timings.collect_interval,
+        poll_interval = %humantime::format_duration(timings.poll_interval),
+        collect_interval = %humantime::format_duration(timings.collect_interval),
         dry_run = parts.engine.settings.dry_run,
         "cosigner running"
     );
@@ -347,13 +350,17 @@ pub async fn run_with(
     tracker.close();
     {
         let engine = parts.engine.clone();
+        let keys = parts.api_keys.clone();
         let reload = parts.reload.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = reload.notified() => { let _ = engine.reload_policy("SIGHUP"); }
+                    _ = reload.notified() => {
+                        let _ = engine.reload_policy("SIGHUP");
+                        let _ = keys.reload("SIGHUP");
+                    }
                 }
             }
         });
@@ -383,7 +390,7 @@ pub async fn run_with(
     }
     shutdown.cancelled().await;
     let _ = systemd::notify("STOPPING=1");
-    info!(deadline = ?timings.shutdown_timeout, "stop requested: finishing in-flight work");
+    info!(deadline = %humantime::format_duration(timings.shutdown_timeout), "stop requested: finishing in-flight work");
     tokio::select! {
         _ = tracker.wait() => info!("in-flight work finished"),
         _ = tokio::time::sleep(timings.shutdown_timeout) => {

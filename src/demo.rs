@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Environment};
 use crate::daemon::{self, DaemonError, Options, Timings};
+use crate::display::{ChainNames, short_address};
 use crate::ledger::Ledger;
 use crate::policy::Action;
 use crate::poller::DecisionEvent;
@@ -130,6 +131,47 @@ pub struct DemoOptions {
     pub dir: Option<PathBuf>,
     /// Pending cycle interval.
     pub poll_interval: Duration,
+    /// Keep the files of a fresh temporary directory at exit (a `dir` given is always kept).
+    pub keep: bool,
+}
+
+/// How the operator can run this same binary again: `cosigner` when that is what `PATH` finds,
+/// `cargo run --release --` (or `cargo run --`) for a cargo build, as after the README's
+/// `cargo run --release -- demo`, else the binary's full path.
+pub fn self_command() -> String {
+    let Some(exe) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+    else {
+        return "cosigner".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .any(|d| d.join("cosigner").canonicalize().ok().as_ref() == Some(&exe))
+    });
+    if on_path {
+        return "cosigner".into();
+    }
+    let mut parts = exe.iter().rev().skip(1);
+    match (
+        parts.next().and_then(|p| p.to_str()),
+        parts.next().and_then(|p| p.to_str()),
+    ) {
+        (Some("release"), Some("target")) => "cargo run --release --".into(),
+        (Some("debug"), Some("target")) => "cargo run --".into(),
+        _ => exe.display().to_string(),
+    }
+}
+
+/// Removes the demo's temporary directory when dropped, however the demo ends.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 fn item(id: u64, to: &str, amount: &str, chain: &str) -> String {
@@ -212,28 +254,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn short(addr: &str) -> String {
-    let chars: Vec<char> = addr.chars().collect();
-    if chars.len() <= 16 {
-        return addr.to_string();
-    }
-    format!(
-        "{}…{}",
-        chars[..8].iter().collect::<String>(),
-        chars[chars.len() - 6..].iter().collect::<String>()
-    )
-}
-
-fn print_event(out: &mut impl Write, e: &DecisionEvent) {
+fn print_event(out: &mut impl Write, e: &DecisionEvent, chains: &ChainNames) {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let time = now.get(11..19).unwrap_or(&now);
     let _ = writeln!(
         out,
-        "{time}  {:>6}  {:>5}  {:>12}  {:<16}  {:<8}  {:<22}  {}",
+        "{time}  {:>6}  {:<12}  {:>12}  {:<16}  {:<8}  {:<22}  {}",
         e.tx_id,
-        e.chain.as_deref().unwrap_or("?"),
+        e.chain.as_deref().map_or("?".into(), |c| chains.label(c)),
         e.amount.as_deref().unwrap_or("?"),
-        short(e.to.as_deref().unwrap_or("?")),
+        short_address(e.to.as_deref().unwrap_or("?")),
         e.action.as_str().to_uppercase(),
         e.rule,
         e.reason
@@ -261,6 +291,7 @@ pub async fn run(
         return Err(DemoError::NotEmpty { dir });
     }
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let removal = RemoveOnDrop((opts.dir.is_none() && !opts.keep).then(|| dir.clone()));
     let (pfx, cert) = make_key(&dir)?;
     let secret = format!("demo-secret-{:016x}", crate::random::u64()?);
 
@@ -311,6 +342,7 @@ pub async fn run(
         },
         shutdown.clone(),
     )?;
+    let chains = parts.engine.policy().chains.clone();
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io_err(&dir))?;
@@ -331,15 +363,17 @@ pub async fn run(
         out,
         "  polling every {}, collecting every 5s; new withdrawals arrive every few seconds. {}\n",
         humantime::format_duration(opts.poll_interval),
-        if opts.duration.is_some() {
-            ""
-        } else {
-            "Ctrl-C stops."
+        match opts.duration {
+            Some(d) => format!(
+                "Stops after {} (or at Ctrl-C).",
+                humantime::format_duration(d)
+            ),
+            None => "Runs until Ctrl-C.".to_string(),
         }
     );
     let _ = writeln!(
         out,
-        "{:<8}  {:>6}  {:>5}  {:>12}  {:<16}  {:<8}  {:<22}  REASON",
+        "{:<8}  {:>6}  {:<12}  {:>12}  {:<16}  {:<8}  {:<22}  REASON",
         "TIME", "TX", "CHAIN", "AMOUNT", "TO", "DECISION", "RULE"
     );
 
@@ -397,7 +431,7 @@ pub async fn run(
                     Action::Reject => summary.rejected += 1,
                     Action::Hold => summary.held += 1,
                 }
-                print_event(out, &e);
+                print_event(out, &e, &chains);
             }
             _ = stop.cancelled() => break,
             _ = &mut deadline => break,
@@ -407,7 +441,7 @@ pub async fn run(
     let _ = feeder.await;
     let _ = daemon_task.await;
     while let Ok(e) = rx.try_recv() {
-        print_event(out, &e);
+        print_event(out, &e, &chains);
     }
     sb_stop.cancel();
 
@@ -439,10 +473,25 @@ pub async fn run(
             "BROKEN"
         }
     );
-    let _ = writeln!(
-        out,
-        "  look closer: cosigner ledger list --config {}",
-        config_path.display()
-    );
+    let cmd = self_command();
+    if removal.0.is_some() {
+        let _ = writeln!(
+            out,
+            "  removed {} (run `{cmd} demo --keep` to keep the files and look closer with \
+             `{cmd} ledger list --config <dir>/cosigner.toml`)",
+            dir.display()
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  look closer: {cmd} ledger list --config {}",
+            config_path.display()
+        );
+        let _ = writeln!(
+            out,
+            "               {cmd} ledger verify --config {}",
+            config_path.display()
+        );
+    }
     Ok(summary)
 }

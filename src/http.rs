@@ -97,7 +97,7 @@ pub struct HttpState {
     /// Readiness.
     pub health: Arc<Health>,
     /// When set (`http.metrics_auth`), `/metrics` needs one of these operator API keys.
-    pub metrics_keys: Option<Arc<crate::operator::ApiKeys>>,
+    pub metrics_keys: Option<Arc<crate::operator::KeyStore>>,
 }
 
 /// The routes.
@@ -110,8 +110,8 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(keys) = &s.metrics_keys
-        && let Err(m) = crate::operator::authenticate(Some(keys), &headers)
+    if let Some(store) = &s.metrics_keys
+        && let Err(m) = crate::operator::authenticate(store.current().as_deref(), &headers)
     {
         return (
             StatusCode::UNAUTHORIZED,

@@ -187,6 +187,8 @@ pub struct PageQuery {
 pub struct VerifyReport {
     /// Records checked.
     pub records: u64,
+    /// Of those, how many of each kind (`decision`, `outcome`, `collect`, `event`).
+    pub by_kind: std::collections::BTreeMap<&'static str, u64>,
     /// Problems found; empty means the chain is intact.
     pub problems: Vec<String>,
 }
@@ -383,6 +385,18 @@ fn write_head(tx: &rusqlite::Transaction<'_>, seq: u64, hash: &str) -> Result<()
     )
     .map_err(LedgerError::Write)?;
     Ok(())
+}
+
+/// The pid of the process holding the ledger at `path` (a running daemon), if one does; for
+/// `cosigner check`. Creates nothing.
+pub fn held_by(path: &Path) -> Option<String> {
+    let mut lock = std::fs::File::open(lock_path(path)).ok()?;
+    if lock.try_lock_shared().is_ok() {
+        return None;
+    }
+    let mut pid = String::new();
+    let _ = lock.read_to_string(&mut pid);
+    Some(pid.trim().to_string())
 }
 
 fn lock_path(path: &Path) -> PathBuf {
@@ -993,8 +1007,13 @@ impl Ledger {
             )),
             None => {}
         }
+        let mut by_kind = std::collections::BTreeMap::new();
+        for r in &records {
+            *by_kind.entry(r.1).or_insert(0) += 1;
+        }
         Ok(VerifyReport {
             records: records.len() as u64,
+            by_kind,
             problems,
         })
     }
@@ -1063,14 +1082,25 @@ impl Ledger {
         Ok(st)
     }
 
-    /// Counts of decisions by action, for summaries.
+    /// Counts of real decisions (dry runs excluded) by action, for summaries.
     pub fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+        self.counts_of(false)
+    }
+
+    /// Counts of dry-run decisions by action.
+    pub fn dry_run_counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+        self.counts_of(true)
+    }
+
+    fn counts_of(&self, dry_run: bool) -> Result<HashMap<String, u64>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT action, COUNT(*) FROM decisions GROUP BY action")
+            .prepare_cached(
+                "SELECT action, COUNT(*) FROM decisions WHERE dry_run = ?1 GROUP BY action",
+            )
             .map_err(LedgerError::Read)?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([dry_run], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
             })
             .map_err(LedgerError::Read)?;

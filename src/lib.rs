@@ -3,6 +3,7 @@
 //! feature (on by default, off in the production build) adds the sandbox, the demo, the fail
 //! points and the test hooks.
 
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod collector;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod daemon;
 #[cfg(feature = "dev-tools")]
 pub mod demo;
+pub mod display;
 pub mod failpoint;
 pub mod http;
 pub mod ledger;

@@ -3,8 +3,8 @@
 //! cursor-paged lists. Also the C2C order callback that 1BitPay posts, verified by signature.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -97,6 +97,55 @@ impl ApiKeys {
     }
 }
 
+/// The operator API's keys, re-read from `http.api_keys_file` on every reload (SIGHUP,
+/// `POST /v1/policy/reload`), so that a key added with `cosigner apikey new` works without a
+/// restart. An invalid file is refused and the keys in force are kept.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    file: Option<PathBuf>,
+    keys: RwLock<Option<Arc<ApiKeys>>>,
+}
+
+impl KeyStore {
+    /// Keys loaded from `file` (`None`: the API refuses every call).
+    pub fn new(file: Option<PathBuf>, keys: Option<ApiKeys>) -> Self {
+        Self {
+            file,
+            keys: RwLock::new(keys.map(Arc::new)),
+        }
+    }
+
+    /// The keys in force.
+    pub fn current(&self) -> Option<Arc<ApiKeys>> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the file again; returns how many keys are now in force (`None` without a file).
+    pub fn reload(&self, why: &str) -> Result<Option<usize>, String> {
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        match ApiKeys::load(file) {
+            Ok(k) => {
+                let n = k.len();
+                match self.keys.write() {
+                    Ok(mut g) => *g = Some(Arc::new(k)),
+                    Err(poisoned) => *poisoned.into_inner() = Some(Arc::new(k)),
+                }
+                tracing::info!(keys = n, file = %file.display(), by = why, "operator API keys reloaded");
+                Ok(Some(n))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, by = why, "operator API keys reload refused; the keys in force are kept");
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Lowercase hex SHA-256 of a key: the line stored in the keys file.
 pub fn digest(key: &str) -> String {
     hex(&sha256(key.as_bytes()))
@@ -125,8 +174,8 @@ pub struct OperatorState {
     pub engine: Arc<Engine>,
     /// The ledger.
     pub ledger: Arc<Mutex<Ledger>>,
-    /// Accepted keys; `None` when `http.api_keys_file` is not set (every route refuses).
-    pub keys: Option<Arc<ApiKeys>>,
+    /// Accepted keys; none when `http.api_keys_file` is not set (every route refuses).
+    pub keys: Arc<KeyStore>,
     /// Request budget of authenticated calls.
     pub limiter: Arc<DefaultDirectRateLimiter>,
     /// A separate budget for failed authentications, so that a flood of them never uses up the
@@ -245,7 +294,8 @@ pub fn authenticate(keys: Option<&ApiKeys>, headers: &HeaderMap) -> Result<(), &
 /// request budget of authenticated calls.
 fn guard(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> {
     check_host(s.listen, headers)?;
-    if let Err(m) = authenticate(s.keys.as_deref(), headers) {
+    let keys = s.keys.current();
+    if let Err(m) = authenticate(keys.as_deref(), headers) {
         if s.unauthenticated.check().is_err() {
             return Err(too_many());
         }
@@ -513,6 +563,9 @@ async fn status(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
             .usage(&policy, now_ms())
             .map_err(|e| internal(e.to_string()))?;
         let counts = ledger.counts().map_err(|e| internal(e.to_string()))?;
+        let dry_runs = ledger
+            .dry_run_counts()
+            .map_err(|e| internal(e.to_string()))?;
         drop(ledger);
         let windows: Vec<Value> = policy
             .rules
@@ -522,7 +575,7 @@ async fn status(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
                 let u = usage.rules.get(&r.name).copied().unwrap_or_default();
                 Some(json!({
                     "rule": r.name,
-                    "window": humantime::format_duration(l.window).to_string(),
+                    "window": crate::display::window(l.window),
                     "used_total": u.total.to_string(),
                     "max_total": l.max_total.map(|t| t.to_string()),
                     "used_count": u.count,
@@ -544,8 +597,9 @@ async fn status(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
                 "not_ready_reason": ready.err(),
                 "last_successful_poll": (last > 0).then(|| ms_to_rfc3339(last)),
                 "decisions": counts,
+                "dry_run_decisions": dry_runs,
                 "guard": policy.guard.as_ref().map(|g| json!({
-                    "window": humantime::format_duration(g.window).to_string(),
+                    "window": crate::display::window(g.window),
                     "used": usage.guard_approvals,
                     "max_approvals": g.max_approvals,
                 })),
@@ -573,7 +627,7 @@ async fn policy(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
                     "to_addresses": r.to.as_ref().map(|t| t.len()),
                     "min_amount": r.min_amount.map(|a| a.to_string()),
                     "max_amount": r.max_amount.map(|a| a.to_string()),
-                    "window": r.limit.as_ref().map(|l| humantime::format_duration(l.window).to_string()),
+                    "window": r.limit.as_ref().map(|l| crate::display::window(l.window)),
                     "max_total": r.limit.as_ref().and_then(|l| l.max_total).map(|a| a.to_string()),
                     "max_count": r.limit.as_ref().and_then(|l| l.max_count),
                 })
@@ -585,7 +639,7 @@ async fn policy(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
             "file": p.source,
             "default": p.default,
             "rules": rules,
-            "guard": p.guard.as_ref().map(|g| json!({"window": humantime::format_duration(g.window).to_string(), "max_approvals": g.max_approvals})),
+            "guard": p.guard.as_ref().map(|g| json!({"window": crate::display::window(g.window), "max_approvals": g.max_approvals})),
             "warnings": p.warnings(),
         }))
         .into_response()
@@ -600,11 +654,21 @@ async fn policy(State(s): State<OperatorState>, headers: HeaderMap) -> Response 
 async fn reload(State(s): State<OperatorState>, headers: HeaderMap) -> Response {
     let r = guard_change(&s, &headers).map(|()| {
         let previous = s.engine.policy().sha256.clone();
+        let keys = s.keys.reload("operator API");
         match s.engine.reload_policy("operator API") {
-            Ok(p) => axum::Json(
-                json!({"object": "policy_reload", "sha256": p.sha256, "previous": previous}),
-            )
-            .into_response(),
+            Ok(p) => match keys {
+                Ok(n) => axum::Json(json!({
+                    "object": "policy_reload", "sha256": p.sha256, "previous": previous, "api_keys": n,
+                }))
+                .into_response(),
+                Err(e) => error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    format!("the policy was reloaded, but not the API keys: {e}"),
+                    json!({"sha256": p.sha256, "previous": previous, "api_keys_kept": true}),
+                )
+                .into_response(),
+            },
             Err(e) => error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",

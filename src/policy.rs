@@ -144,6 +144,8 @@ pub struct Policy {
     pub lists: BTreeMap<String, Arc<AddressSet>>,
     /// SHA-256 (hex) of the policy text and its list files: the policy's version.
     pub sha256: String,
+    /// Chain names for display: the built-in ones plus the policy's `[chains]` table.
+    pub chains: crate::display::ChainNames,
 }
 
 /// Approvals a rule (or the guard) made inside its window.

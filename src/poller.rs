@@ -454,7 +454,7 @@ impl Engine {
         out.duration_ms = started.elapsed().as_millis() as u64;
         info!(
             listed = out.listed,
-            decided = ?out.decided,
+            decided = %out.decided.iter().map(|(a, n)| format!("{a}:{n}")).collect::<Vec<_>>().join(","),
             held = out.held,
             resent = out.resent,
             submitted = out.submitted,

@@ -38,6 +38,8 @@ struct RawPolicy {
     #[serde(default)]
     rule: Vec<toml::Table>,
     guard: Option<toml::Table>,
+    #[serde(default)]
+    chains: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +178,133 @@ fn amount(ctx: &Ctx<'_>, place: Option<String>, v: &toml::Value) -> Result<Decim
     Ok(d)
 }
 
+/// The TOML type a key must have.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Text, with an example.
+    Text(&'static str),
+    TextList,
+    WholeNumber,
+    Table,
+    TableList,
+}
+
+const TOP_KINDS: &[(&str, Kind)] = &[
+    ("default", Kind::Text("\"hold\"")),
+    ("lists", Kind::Table),
+    ("rule", Kind::TableList),
+    ("guard", Kind::Table),
+    ("chains", Kind::Table),
+];
+const RULE_KINDS: &[(&str, Kind)] = &[
+    ("name", Kind::Text("\"treasury payouts\"")),
+    ("action", Kind::Text("\"approve\"")),
+    ("chains", Kind::TextList),
+    ("from", Kind::TextList),
+    ("to", Kind::TextList),
+    ("window", Kind::Text("\"24h\"")),
+    ("max_count", Kind::WholeNumber),
+];
+const GUARD_KINDS: &[(&str, Kind)] = &[
+    ("window", Kind::Text("\"24h\"")),
+    ("max_approvals", Kind::WholeNumber),
+];
+
+/// What a TOML value is, in plain words.
+fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the text {s:?}"),
+        toml::Value::Integer(i) => format!("the number {i}"),
+        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Boolean(b) => format!("{b}"),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Array(_) => "a list".into(),
+        toml::Value::Table(_) => "a table".into(),
+    }
+}
+
+/// Checks the type of each key of `table` named in `kinds` before the typed read, so that a
+/// wrong type is reported in plain words with its key (serde would say `expected i64`).
+fn check_kinds(
+    ctx: &Ctx<'_>,
+    table: &toml::Table,
+    kinds: &[(&str, Kind)],
+    place: impl Fn(&str) -> Option<String>,
+) -> Result<(), PolicyError> {
+    for (key, kind) in kinds {
+        let Some(v) = table.get(*key) else { continue };
+        let wrong =
+            |want: &str| ctx.err(place(key), format!("must be {want}, not {}", describe(v)));
+        match (kind, v) {
+            (Kind::Text(_), toml::Value::String(_))
+            | (Kind::WholeNumber, toml::Value::Integer(_))
+            | (Kind::Table, toml::Value::Table(_)) => {}
+            (Kind::Text(example), _) => {
+                return Err(wrong(&format!("text in quotes, such as {key} = {example}")));
+            }
+            (Kind::WholeNumber, toml::Value::String(s)) => {
+                return Err(wrong(&format!(
+                    "a whole number without quotes, such as {key} = {}",
+                    s.trim()
+                )));
+            }
+            (Kind::WholeNumber, _) => return Err(wrong("a whole number, such as 50")),
+            (Kind::Table, _) => return Err(wrong(&format!("a table, such as [{key}]"))),
+            (Kind::TextList, toml::Value::Array(items)) => {
+                if let Some((i, item)) = items.iter().enumerate().find(|(_, i)| !i.is_str()) {
+                    return Err(ctx.err(
+                        place(key),
+                        format!(
+                            "entry {} must be text in quotes, such as \"195\", not {}",
+                            i + 1,
+                            describe(item)
+                        ),
+                    ));
+                }
+            }
+            (Kind::TextList, _) => {
+                return Err(wrong(
+                    "a list of texts in quotes, such as [\"56\", \"195\"]",
+                ));
+            }
+            (Kind::TableList, toml::Value::Array(items)) if items.iter().all(|i| i.is_table()) => {}
+            (Kind::TableList, _) => {
+                return Err(wrong(&format!("a list of tables, each written [[{key}]]")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The policy's `[chains]` table (`195 = "TRON"`) over the built-in names.
+fn chain_names(
+    ctx: &Ctx<'_>,
+    table: BTreeMap<String, toml::Value>,
+) -> Result<crate::display::ChainNames, PolicyError> {
+    let mut extra = Vec::new();
+    for (id, v) in table {
+        let place = Some(format!("[chains]: key `{id}`"));
+        if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ctx.err(place, "a chainId must not be empty or have spaces"));
+        }
+        match v.as_str().map(str::trim) {
+            Some(name) if !name.is_empty() && !name.chars().any(char::is_control) => {
+                extra.push((id, name.to_string()))
+            }
+            _ => {
+                return Err(ctx.err(
+                    place,
+                    format!(
+                        "must be the chain's name in quotes, such as \"TRON\", not {}",
+                        describe(&v)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(crate::display::ChainNames::with(extra))
+}
+
 /// Validates policy `text` read from `file`; `read_list` reads list files (relative to `file`).
 pub fn parse(
     text: &str,
@@ -183,6 +312,9 @@ pub fn parse(
     read_list: &dyn Fn(&Path) -> std::io::Result<String>,
 ) -> Result<Policy, PolicyError> {
     let ctx = Ctx { file };
+    let top: toml::Table = toml::from_str(text).map_err(|e| ctx.err(None, e.to_string()))?;
+    check_kinds(&ctx, &top, TOP_KINDS, |k| Some(format!("key `{k}`")))?;
+    // Read again from the text, not from `top`: the lists keep their positions (`Spanned`).
     let raw: RawPolicy = toml::from_str(text).map_err(|e| ctx.err(None, e.to_string()))?;
     let mut digest = Sha256::new();
     digest.update(text.as_bytes());
@@ -313,6 +445,7 @@ pub fn parse(
             .and_then(|n| n.as_str())
             .map(str::to_owned)
             .unwrap_or_else(|| format!("#{}", i + 1));
+        check_kinds(&ctx, &table, RULE_KINDS, |k| rule_place(&label, k))?;
         let r: RawRule = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| {
@@ -435,6 +568,9 @@ pub fn parse(
     let guard = match raw.guard {
         None => None,
         Some(t) => {
+            check_kinds(&ctx, &t, GUARD_KINDS, |k| {
+                Some(format!("[guard]: key `{k}`"))
+            })?;
             let g: RawGuard = toml::Value::Table(t)
                 .try_into()
                 .map_err(|e: toml::de::Error| {
@@ -459,7 +595,10 @@ pub fn parse(
         }
     };
 
+    let chains = chain_names(&ctx, raw.chains)?;
+
     Ok(Policy {
+        chains,
         source: file.to_owned(),
         default,
         rules,

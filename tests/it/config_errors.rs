@@ -9,12 +9,6 @@ use crate::support::*;
 /// A password canary: it must never be printed.
 const WRONG_PASSWORD: &str = "CANARY-wrong-pfx-password-41d7";
 
-fn edit(path: &Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.contains(from), "{from:?} not in config");
-    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
-}
-
 /// Runs `cosigner check` (at trace level, to catch secrets in logs) and returns (code, output).
 fn check(config: &Path) -> (Option<i32>, String) {
     let out = bin()

@@ -7,6 +7,7 @@ mod crash;
 mod cycle;
 mod daemon;
 mod files;
+mod first_hour;
 mod fuzz_regressions;
 mod network;
 mod operator;

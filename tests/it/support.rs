@@ -153,6 +153,8 @@ path = "ledger.db"
     );
     let p = dir.join("cosigner.toml");
     std::fs::write(&p, text).unwrap();
+    // It holds the API secret inline: `check` fails a config others can read.
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 
@@ -207,7 +209,17 @@ pub fn spawn_sandbox_with_secret(secret: &str) -> SandboxProcess {
 }
 
 fn spawn_sandbox_with(secret: &str, extra: &[&str]) -> SandboxProcess {
-    let listen: &[&str] = if extra.contains(&"--listen") {
+    let cert = fixture("merchant-cert.pem");
+    let mut args = vec!["--merchant-no", MERCHANT, "--api-key", API_KEY];
+    args.extend(["--api-secret", secret, "--cert", cert.to_str().unwrap()]);
+    args.extend(extra);
+    spawn_sandbox_args(&args)
+}
+
+/// Starts `cosigner sandbox` with exactly `args` (plus `--listen 127.0.0.1:0` unless given) and
+/// waits for its `listening on` line.
+pub fn spawn_sandbox_args(args: &[&str]) -> SandboxProcess {
+    let listen: &[&str] = if args.contains(&"--listen") {
         &[]
     } else {
         &["--listen", "127.0.0.1:0"]
@@ -215,10 +227,7 @@ fn spawn_sandbox_with(secret: &str, extra: &[&str]) -> SandboxProcess {
     let mut child = bin()
         .arg("sandbox")
         .args(listen)
-        .args(["--merchant-no", MERCHANT, "--api-key", API_KEY])
-        .args(["--api-secret", secret, "--cert"])
-        .arg(fixture("merchant-cert.pem"))
-        .args(extra)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -233,6 +242,13 @@ fn spawn_sandbox_with(secret: &str, extra: &[&str]) -> SandboxProcess {
         panic!("sandbox did not start: {line:?} {err}");
     };
     SandboxProcess { child, url }
+}
+
+/// Replaces the first `from` in the file at `path` with `to`; `from` must be there.
+pub fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
 
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.

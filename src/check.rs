@@ -1,0 +1,319 @@
+//! The checks of `cosigner check` that look past the configuration's syntax at what would fail
+//! once the daemon starts: placeholder credentials, secrets others can read, plain HTTP to a
+//! remote host, a listener address already taken, a ledger directory not there yet. Each
+//! finding names the key or file and says how to fix it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use secrecy::ExposeSecret;
+
+use crate::config::{Config, SecretOrigin};
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Works.
+    Ok,
+    /// Works, but deserves a look.
+    Warn,
+    /// Will fail, or is unsafe: `check` exits non-zero.
+    Fail,
+}
+
+/// One line of `cosigner check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Ok, warn or fail.
+    pub level: Level,
+    /// What was checked (`api secret`, `http.listen`, ...).
+    pub what: &'static str,
+    /// What was found, and the fix.
+    pub detail: String,
+}
+
+fn finding(level: Level, what: &'static str, detail: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        what,
+        detail: detail.into(),
+    }
+}
+
+/// The example configuration's merchant number (config/cosigner.example.toml, systemd/).
+const EXAMPLE_MERCHANT_NO: &str = "mer0000000000000001";
+
+fn is_placeholder(value: &str) -> bool {
+    // The example config's, and systemd/README.md's `printf '%s' 'YOUR-API-SECRET'`.
+    value.contains("REPLACE-WITH") || value == "YOUR-API-SECRET"
+}
+
+/// Values still as the shipped examples have them.
+pub fn placeholders(cfg: &Config) -> Vec<Finding> {
+    let c = &cfg.api.client;
+    let mut out = Vec::new();
+    if c.merchant_no == EXAMPLE_MERCHANT_NO {
+        out.push(finding(
+            Level::Fail,
+            "api.merchant_no",
+            format!(
+                "{EXAMPLE_MERCHANT_NO} is the example's: set your merchant number (merchant \
+                 console -> system settings)"
+            ),
+        ));
+    }
+    if is_placeholder(&c.api_key) {
+        out.push(finding(
+            Level::Fail,
+            "api.api_key",
+            "is still the example's placeholder: set the API key from the merchant console \
+             (ApiKey)",
+        ));
+    }
+    if is_placeholder(c.api_secret.expose_secret()) {
+        out.push(finding(
+            Level::Fail,
+            "api.api_secret",
+            "is still the example's placeholder: set the API secret shown with the API key \
+             (in api.api_secret_file or a systemd credential named api_secret, rather than inline)",
+        ));
+    }
+    out
+}
+
+/// The permission bits of `path`, when it can be read.
+fn mode(path: &Path) -> Option<u32> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+}
+
+/// Secret files others can read, and an inline secret in a config file others can read.
+pub fn secret_files(cfg: &Config, secret_from_env: bool) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let files = [
+        ("api secret", &cfg.api.secret_origin),
+        ("key password", &cfg.key.password_origin),
+    ];
+    for (what, origin) in files {
+        let (SecretOrigin::File(p) | SecretOrigin::Credential(p)) = origin else {
+            continue;
+        };
+        match mode(p) {
+            // The loader refuses such a file unless key.allow_insecure_permissions says so.
+            Some(m) if m & 0o077 != 0 => out.push(finding(
+                if cfg.key.source.allow_insecure_permissions {
+                    Level::Warn
+                } else {
+                    Level::Fail
+                },
+                what,
+                format!(
+                    "{} is readable by group or others (mode {m:04o}): chmod 600 {}",
+                    p.display(),
+                    p.display()
+                ),
+            )),
+            _ => out.push(finding(Level::Ok, what, format!("from {origin}"))),
+        }
+    }
+    if cfg.api.secret_origin == SecretOrigin::Inline {
+        if secret_from_env {
+            out.push(finding(
+                Level::Ok,
+                "api secret",
+                "inline, from the environment",
+            ));
+        } else {
+            match mode(&cfg.path) {
+                Some(m) if m & 0o007 != 0 => out.push(finding(
+                    Level::Fail,
+                    "api secret",
+                    format!(
+                        "written inline in {}, which others can read (mode {m:04o}): chmod 600 \
+                         {} (or 640 with the service's group), or move the secret to \
+                         api.api_secret_file or a systemd credential",
+                        cfg.path.display(),
+                        cfg.path.display()
+                    ),
+                )),
+                _ => out.push(finding(
+                    Level::Ok,
+                    "api secret",
+                    format!("inline in {} (not readable by others)", cfg.path.display()),
+                )),
+            }
+        }
+    }
+    out
+}
+
+/// Plain `http://` to anything but this host.
+pub fn transport(cfg: &Config) -> Option<Finding> {
+    let url = &cfg.api.client.base_url;
+    if url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str().unwrap_or("");
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        finding(
+            Level::Fail,
+            "api.base_url",
+            format!(
+                "{url} is plain http:// to a remote host: requests and their signatures would \
+                 travel unencrypted; use https://"
+            ),
+        )
+    })
+}
+
+/// Whether the daemon could bind `http.listen` now. `running_pid` is the pid holding the ledger
+/// (a daemon already running, which holds the address itself).
+pub fn listen(addr: SocketAddr, running_pid: Option<&str>) -> Finding {
+    if addr.port() == 0 {
+        return finding(Level::Ok, "http.listen", format!("{addr} (any free port)"));
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => finding(Level::Ok, "http.listen", format!("{addr} (free)")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match running_pid {
+            Some(pid) => finding(
+                Level::Warn,
+                "http.listen",
+                format!(
+                    "{addr} is in use, by the running cosigner (pid {}) that holds the ledger; \
+                     a second daemon could not start",
+                    if pid.is_empty() { "?" } else { pid }
+                ),
+            ),
+            None => finding(
+                Level::Fail,
+                "http.listen",
+                format!(
+                    "{addr} is already in use by another process (see `ss -ltnp 'sport = :{}'`): \
+                     stop it, or choose another http.listen",
+                    addr.port()
+                ),
+            ),
+        },
+        Err(e) => finding(
+            Level::Fail,
+            "http.listen",
+            format!(
+                "cannot listen on {addr}: {e}{}",
+                if addr.port() < 1024 {
+                    " (ports below 1024 need privileges the unit does not grant)"
+                } else if !is_local(addr.ip()) {
+                    " (is this address on one of this host's interfaces?)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+    }
+}
+
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || ip.is_unspecified()
+}
+
+/// Whether the ledger's directory exists and can be written. A missing `/var/lib/NAME` is what
+/// systemd's `StateDirectory=NAME` creates at start: a warning with the command that makes it
+/// now; any other missing directory will fail.
+pub fn ledger_dir(path: &Path) -> Finding {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let probe = dir.join(format!(".cosigner-check-{}", std::process::id()));
+            match std::fs::File::create(&probe) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&probe);
+                    finding(
+                        Level::Ok,
+                        "ledger",
+                        format!("{} (directory writable)", path.display()),
+                    )
+                }
+                Err(e) => finding(
+                    Level::Fail,
+                    "ledger",
+                    format!(
+                        "cannot write in {}: {e}: give the service user the directory \
+                         (chown) or set ledger.path",
+                        dir.display()
+                    ),
+                ),
+            }
+        }
+        Ok(_) => finding(
+            Level::Fail,
+            "ledger",
+            format!("{} is not a directory", dir.display()),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let state_dir = dir
+                .parent()
+                .filter(|p| *p == Path::new("/var/lib"))
+                .and(dir.file_name())
+                .map(|n| n.to_string_lossy().into_owned());
+            match state_dir {
+                Some(name) => finding(
+                    Level::Warn,
+                    "ledger",
+                    format!(
+                        "directory {} does not exist yet: the unit's StateDirectory={name} \
+                         creates it at start; to create it now (and run cosigner outside \
+                         systemd): sudo install -d -o cosigner -g cosigner -m 0700 {}",
+                        dir.display(),
+                        dir.display()
+                    ),
+                ),
+                None => finding(
+                    Level::Fail,
+                    "ledger",
+                    format!(
+                        "directory {} does not exist: create it (install -d -m 0700 {}, owned by \
+                         the user the daemon runs as) or set ledger.path",
+                        dir.display(),
+                        dir.display()
+                    ),
+                ),
+            }
+        }
+        Err(e) => finding(
+            Level::Fail,
+            "ledger",
+            format!("directory {}: {e}", dir.display()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_state_directory_is_a_warning_with_the_command_and_others_fail() {
+        let f = ledger_dir(Path::new("/var/lib/cosigner-never-made-x1/ledger.db"));
+        assert_eq!(f.level, Level::Warn, "{f:?}");
+        assert!(
+            f.detail.contains("StateDirectory=cosigner-never-made-x1")
+                && f.detail.contains(
+                    "sudo install -d -o cosigner -g cosigner -m 0700 /var/lib/cosigner-never-made-x1"
+                ),
+            "{f:?}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let f = ledger_dir(&d.path().join("nope/ledger.db"));
+        assert_eq!(f.level, Level::Fail, "{f:?}");
+        assert!(f.detail.contains("install -d -m 0700"), "{f:?}");
+    }
+}
