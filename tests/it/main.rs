@@ -1,6 +1,7 @@
 //! Integration tests: the real binary and the library against the built-in sandbox.
 
 mod client;
+mod attack9;
 mod clock;
 mod config_errors;
 mod crash;

@@ -1,0 +1,499 @@
+//! Review 9: attacks on "never approve what the policy in force forbids, never send two
+//! different decisions for one id". Each test is one attack; a failing test is a hole.
+
+use std::time::Duration;
+
+use cosigner::client::APPROVE;
+use cosigner::ledger::{DecisionRow, Status};
+use cosigner::policy::Action;
+use cosigner::poller::{Engine, PollSettings};
+use cosigner::sandbox::{Faults, Scenario};
+
+use crate::support::*;
+
+fn settings() -> PollSettings {
+    PollSettings {
+        page_size: 10,
+        max_in_flight: 4,
+        dry_run: false,
+        max_pages: 100,
+    }
+}
+
+fn scenario(items: Vec<String>) -> Scenario {
+    Scenario {
+        pending: items,
+        faults: Faults::default(),
+    }
+}
+
+fn rows(e: &Engine) -> Vec<DecisionRow> {
+    let mut r = e.ledger.lock().unwrap().list(10_000).unwrap();
+    r.reverse();
+    r
+}
+
+fn approve_requests(sb: &RunningSandbox) -> u64 {
+    sb.sandbox
+        .stats()
+        .requests
+        .get(APPROVE)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn approve_fails() -> Faults {
+    Faults {
+        error_rate: 1.0,
+        error_paths: vec![APPROVE.into()],
+        ..Faults::default()
+    }
+}
+
+const EVM_BLOCKED: &str = "0x000000000000000000000000000000000000dEaD";
+/// `BAD` (TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7) in TRON's hex form: the same account.
+const BAD_TRON_HEX: &str = "4111aadff433d1db4f33f03525a66853ce968fb339";
+
+/// Reject the blocked list, approve anything small: whatever slips past the reject rule is
+/// approved.
+fn blocklist_policy() -> String {
+    format!(
+        r#"default = "hold"
+[lists]
+blocked = ["{BAD}", "{EVM_BLOCKED}"]
+[[rule]]
+name = "blocked"
+action = "reject"
+to = ["@blocked"]
+[[rule]]
+name = "small"
+action = "approve"
+max_amount = "100"
+"#
+    )
+}
+
+fn approved_ids(sb: &RunningSandbox) -> Vec<u64> {
+    let mut v: Vec<u64> = sb
+        .sandbox
+        .decisions()
+        .iter()
+        .filter(|d| d.status == 1)
+        .map(|d| d.id)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+// ---- Input that is not one unambiguous transaction ----
+
+#[tokio::test]
+async fn an_item_with_a_duplicated_key_is_held_not_decided_on_its_last_value() {
+    // JSON with a key twice has no single meaning (first-wins and last-wins parsers both
+    // exist): "Doubt holds". Here the blocked destination comes first, an allowed one last;
+    // the amount likewise.
+    let dup_to = format!(
+        r#"{{"id":1,"fromAddress":"{HOT}","toAddress":"{BAD}","toAddress":"{STRANGER}","amount":"1","chainId":"195"}}"#
+    );
+    let dup_amount = format!(
+        r#"{{"id":2,"fromAddress":"{HOT}","toAddress":"{STRANGER}","amount":"5000","amount":"1","chainId":"195"}}"#
+    );
+    let sb = start_sandbox(scenario(vec![dup_to, dup_amount])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), settings());
+    e.cycle_once().await.unwrap();
+    let r = rows(&e);
+    for row in &r {
+        assert_eq!(
+            row.action,
+            Action::Hold,
+            "tx {} ({}) was decided {} by {}: {}",
+            row.tx_id,
+            row.tx_json,
+            row.action,
+            row.rule,
+            row.reason
+        );
+    }
+    assert_eq!(approved_ids(&sb), Vec::<u64>::new());
+}
+
+#[tokio::test]
+async fn an_evm_destination_written_without_0x_does_not_slip_past_the_blocklist() {
+    // The blocked EVM account, written as its 40 hex digits without the prefix: ASCII letters
+    // and digits only, so "canonical", and byte-compared (not EVM-compared) against the list.
+    let bare = &EVM_BLOCKED[2..];
+    let sb = start_sandbox(scenario(vec![
+        item(1, HOT, bare, "1", "1"),
+        item(2, HOT, &bare.to_ascii_lowercase(), "1", "56"),
+    ]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), settings());
+    e.cycle_once().await.unwrap();
+    let r = rows(&e);
+    assert!(
+        r.iter().all(|row| row.action != Action::Approve),
+        "the blocked account was approved: {:?}",
+        r.iter()
+            .map(|row| (row.tx_id, row.action, row.rule.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(approved_ids(&sb), Vec::<u64>::new());
+}
+
+#[tokio::test]
+async fn a_tron_destination_in_hex_form_does_not_slip_past_the_blocklist() {
+    // On TRON only `T…` addresses are base58-checked; the same account written in hex
+    // (41 + 20 bytes) is "canonical" and compares unequal to the blocked `T…` entry.
+    // Also as `0x` + the 20 account bytes, which is EVM form and EVM-compared.
+    let evm_form = format!("0x{}", &BAD_TRON_HEX[2..]);
+    let sb = start_sandbox(scenario(vec![
+        item(1, HOT, BAD_TRON_HEX, "1", "195"),
+        item(2, HOT, &evm_form, "1", "195"),
+    ]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), settings());
+    e.cycle_once().await.unwrap();
+    let approved: Vec<_> = rows(&e)
+        .into_iter()
+        .filter(|r| r.action == Action::Approve)
+        .map(|r| (r.tx_id, r.to, r.rule))
+        .collect();
+    assert!(
+        approved.is_empty(),
+        "the blocked account, written otherwise, was approved: {approved:?}"
+    );
+    assert_eq!(approved_ids(&sb), Vec::<u64>::new());
+}
+
+#[tokio::test]
+async fn amounts_that_cannot_be_compared_exactly_are_held() {
+    // Regression: precision and size limits of the decimal type must hold, never round.
+    let big = "7922816251426433759354395033.5"; // 29 significant digits
+    let tiny = "0.00000000000000000000000000001"; // 29 decimals
+    let round_up = "100.00000000000000000000000001"; // just above max_amount, 28 decimals
+    let round_up2 = "100.000000000000000000000000001"; // just above, 27+ digits after 100.
+    let sb = start_sandbox(scenario(vec![
+        item(1, HOT, STRANGER, big, "195"),
+        item(2, HOT, STRANGER, tiny, "195"),
+        item(3, HOT, STRANGER, round_up, "195"),
+        item(4, HOT, STRANGER, round_up2, "195"),
+    ]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), settings());
+    e.cycle_once().await.unwrap();
+    let r = rows(&e);
+    for row in &r {
+        assert_ne!(
+            row.action,
+            Action::Approve,
+            "tx {} amount {:?} approved by {}",
+            row.tx_id,
+            row.amount,
+            row.rule
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_with_other_fields() {
+    // README, "Doubt holds": an id listed twice with different fields is held, never approved.
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(approve_fails());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    e.cycle_once().await.unwrap();
+    assert_eq!(rows(&e)[0].status, Status::Failed);
+
+    // The listing now shows id 1 twice: as recorded, and to another destination.
+    sb.sandbox.add_unkeyed([item(1, HOT, STRANGER, "5000", "195")]);
+    sb.sandbox.set_faults(Faults::default());
+    let out = e.cycle_once().await.unwrap();
+    assert_eq!(
+        approved_ids(&sb),
+        Vec::<u64>::new(),
+        "the recorded approval went out although the listing showed id 1 with two contents: {out:?}"
+    );
+}
+
+// ---- Dry runs ----
+
+#[tokio::test]
+async fn a_dry_run_sends_nothing_not_even_a_recorded_approval() {
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(approve_fails());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let mut e = engine_for(dir.path(), &sb.url, &policy, settings());
+    e.cycle_once().await.unwrap();
+    assert_eq!(rows(&e)[0].status, Status::Failed);
+    let before = approve_requests(&sb);
+
+    // The operator now runs with --dry-run ("record decisions as dry runs and send nothing"),
+    // e.g. to try a candidate policy.
+    sb.sandbox.set_faults(Faults::default());
+    e.settings.dry_run = true;
+    let out = e.cycle_once().await.unwrap();
+    assert_eq!(
+        approve_requests(&sb),
+        before,
+        "a dry run sent an approve request: {out:?}; decisions at the server: {:?}",
+        sb.sandbox
+            .decisions()
+            .iter()
+            .map(|d| (d.id, d.status))
+            .collect::<Vec<_>>()
+    );
+}
+
+// ---- Window limits and re-sends ----
+
+fn wait_past(recorded_at_ms: i64, window: Duration) -> impl std::future::Future<Output = ()> {
+    let until = recorded_at_ms + window.as_millis() as i64 + 50;
+    wait_until("the window to pass", Duration::from_secs(30), move || async move {
+        cosigner::ledger::now_ms() > until
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_approval_resent_after_its_window_passed_is_counted_in_that_window() {
+    // max_count = 1 per 2 s. Approval 1 is recorded but the server is down. After the window has
+    // passed, the server is back and tx 2 appears: the re-check of 1 and the decision on 2 both
+    // see an empty window, and both go out within milliseconds.
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(approve_fails());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"2s\"\nmax_count = 1\n"
+    );
+    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    e.cycle_once().await.unwrap();
+    let first = rows(&e)[0].clone();
+    assert_eq!((first.action, first.status), (Action::Approve, Status::Failed));
+
+    wait_past(first.recorded_at_ms, Duration::from_secs(2)).await;
+    sb.sandbox.set_faults(Faults::default());
+    sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
+    let out = e.cycle_once().await.unwrap();
+    let d = sb.sandbox.decisions();
+    let span = d.iter().map(|x| x.at_ms).max().unwrap_or(0) - d.iter().map(|x| x.at_ms).min().unwrap_or(0);
+    assert!(
+        approved_ids(&sb).len() <= 1,
+        "rule t (max_count 1 per 2 s) had {:?} approved {} ms apart in one cycle: {out:?}",
+        approved_ids(&sb),
+        span
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_approval_resent_after_the_guard_window_passed_is_counted_by_the_guard() {
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(approve_fails());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n[guard]\nwindow = \"2s\"\nmax_approvals = 1\n"
+    );
+    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    e.cycle_once().await.unwrap();
+    let first = rows(&e)[0].clone();
+    assert_eq!(first.action, Action::Approve);
+
+    wait_past(first.recorded_at_ms, Duration::from_secs(2)).await;
+    sb.sandbox.set_faults(Faults::default());
+    sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
+    let out = e.cycle_once().await.unwrap();
+    assert!(
+        approved_ids(&sb).len() <= 1,
+        "the guard (1 approval per 2 s) let {:?} out in one cycle: {out:?}",
+        approved_ids(&sb)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_resent_under_another_rule_after_a_reload_counts_in_that_rules_window_later() {
+    // Old policy: rule "old" approves anything to TREASURY. Approvals 1 and 2 are recorded, the
+    // server is down. New policy: "old" only up to 1, and "capped" allows ONE approval per 24 h.
+    // Cycle A re-sends 1 under "capped" (2 waits: the window is full). Cycle B: the ledger still
+    // counts nothing for "capped", so 2 goes out too: two approvals on the authority of a rule
+    // that allows one.
+    let sb = start_sandbox(scenario(vec![
+        item(1, HOT, TREASURY, "5", "195"),
+        item(2, HOT, TREASURY, "6", "195"),
+    ]))
+    .await;
+    sb.sandbox.set_faults(approve_fails());
+    let dir = tempfile::tempdir().unwrap();
+    let old = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"old\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let e = engine_for(dir.path(), &sb.url, &old, settings());
+    e.cycle_once().await.unwrap();
+    assert!(rows(&e).iter().all(|r| r.action == Action::Approve));
+
+    let new = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"old\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nmax_amount = \"1\"\n[[rule]]\nname = \"capped\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"24h\"\nmax_count = 1\n"
+    );
+    std::fs::write(dir.path().join("policy.toml"), new).unwrap();
+    e.reload_policy("test").unwrap();
+    sb.sandbox.set_faults(Faults::default());
+    let a = e.cycle_once().await.unwrap();
+    let after_a = approved_ids(&sb);
+    let b = e.cycle_once().await.unwrap();
+    assert!(
+        approved_ids(&sb).len() <= 1,
+        "rule \"capped\" (max_count 1 per 24 h) let {:?} out (after cycle A: {after_a:?}); A {a:?}, B {b:?}",
+        approved_ids(&sb)
+    );
+}
+
+// ---- Clock ----
+
+fn faketime_available() -> bool {
+    std::process::Command::new("faketime")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_behind_the_servers_is_not_trusted_so_its_correction_cannot_empty_a_window() {
+    if !faketime_available() {
+        eprintln!("skipped: faketime is not installed");
+        return;
+    }
+    // Host clock 2 h behind the server's (the sandbox tolerates the skew). Rule: one approval
+    // per hour. The approval recorded with the slow clock is stamped 2 h in the past; once the
+    // clock is corrected, the window is already empty and a second approval goes out at once.
+    let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
+    let http = reqwest::Client::new();
+    let add = |id: u64| {
+        let items: Vec<serde_json::Value> =
+            vec![serde_json::from_str(&item(id, HOT, TREASURY, "1", "195")).unwrap()];
+        let http = http.clone();
+        let url = sandbox.url.clone();
+        async move {
+            http.post(format!("{url}/_sandbox/pending"))
+                .json(&items)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &sandbox.url);
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"1h\"\nmax_count = 1\n"),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap().to_string();
+    add(1).await;
+    let out = tokio::task::spawn_blocking({
+        let c = c.clone();
+        move || {
+            std::process::Command::new("faketime")
+                .args(["-f", "-2h", env!("CARGO_BIN_EXE_cosigner")])
+                .args(["run", "--once", "--config", &c])
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", all_output(&out));
+
+    // The clock corrected (real time).
+    add(2).await;
+    let out = run_bin(&["run", "--once", "--config", &c]).await;
+    assert!(out.status.success(), "{}", all_output(&out));
+    let decided: Vec<serde_json::Value> = http
+        .get(format!("{}/_sandbox/decisions", sandbox.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let approved: Vec<_> = decided.iter().filter(|d| d["status"] == 1).collect();
+    assert!(
+        approved.len() <= 1,
+        "rule t (max_count 1 per hour) had {} approvals go out within seconds: {decided:?}",
+        approved.len()
+    );
+}
+
+// ---- Legacy ledgers ----
+
+/// A ledger as the pre-fix daemon could leave it: id 1 rejected (to BAD; the request timed out,
+/// so it may well have reached the server), then approved with other content (to TREASURY),
+/// not confirmed either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_ledger_with_a_reject_and_an_approve_for_one_id_sends_neither_again() {
+    use cosigner::ledger::{NewDecision, Outcome};
+    use cosigner::signer::{Decision, Verdict, decision_text};
+    let approved_item = item(1, HOT, TREASURY, "5", "195");
+    let sb = start_sandbox(scenario(vec![approved_item.clone()])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let decision = |raw: &str, verdict: Verdict| {
+        let tx = cosigner::client::parse_pending_item(raw).unwrap();
+        let text = decision_text(&Decision {
+            id: tx.id,
+            from: tx.from.as_deref().unwrap(),
+            to: tx.to.as_deref().unwrap(),
+            value: tx.amount.as_deref().unwrap(),
+            chain_id: tx.chain_id.as_deref().unwrap(),
+            verdict,
+        });
+        let data = e.signer.sign(&text).unwrap();
+        let action = match verdict {
+            Verdict::Approve => Action::Approve,
+            Verdict::Reject => Action::Reject,
+        };
+        NewDecision {
+            amount: (action == Action::Approve).then(|| "5".parse().unwrap()),
+            tx,
+            action,
+            rule: "legacy".into(),
+            reason: "written by an earlier version".into(),
+            policy_sha256: "0".repeat(64),
+            dry_run: false,
+            signed_text: Some(text),
+            data: Some(data),
+        }
+    };
+    {
+        let mut l = e.ledger.lock().unwrap();
+        let seqs = l
+            .record_decisions(&[
+                decision(&item(1, HOT, BAD, "5", "195"), Verdict::Reject),
+                decision(&approved_item, Verdict::Approve),
+            ])
+            .unwrap();
+        l.record_outcomes(&[Outcome {
+            decision_seq: seqs[0],
+            ok: false,
+            message: Some("approve: timed out".into()),
+        }])
+        .unwrap();
+    }
+    let out = e.cycle_once().await.unwrap();
+    assert_eq!(
+        approved_ids(&sb),
+        Vec::<u64>::new(),
+        "id 1 has a recorded reject, yet its approval was sent: {out:?}"
+    );
+}
