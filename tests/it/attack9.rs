@@ -199,7 +199,8 @@ async fn amounts_that_cannot_be_compared_exactly_are_held() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_with_other_fields() {
+async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_with_other_fields()
+{
     // README, "Doubt holds": an id listed twice with different fields is held, never approved.
     let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
     sb.sandbox.set_faults(approve_fails());
@@ -212,7 +213,8 @@ async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_
     assert_eq!(rows(&e)[0].status, Status::Failed);
 
     // The listing now shows id 1 twice: as recorded, and to another destination.
-    sb.sandbox.add_unkeyed([item(1, HOT, STRANGER, "5000", "195")]);
+    sb.sandbox
+        .add_unkeyed([item(1, HOT, STRANGER, "5000", "195")]);
     sb.sandbox.set_faults(Faults::default());
     let out = e.cycle_once().await.unwrap();
     assert_eq!(
@@ -258,9 +260,11 @@ async fn a_dry_run_sends_nothing_not_even_a_recorded_approval() {
 
 fn wait_past(recorded_at_ms: i64, window: Duration) -> impl std::future::Future<Output = ()> {
     let until = recorded_at_ms + window.as_millis() as i64 + 50;
-    wait_until("the window to pass", Duration::from_secs(30), move || async move {
-        cosigner::ledger::now_ms() > until
-    })
+    wait_until(
+        "the window to pass",
+        Duration::from_secs(30),
+        move || async move { cosigner::ledger::now_ms() > until },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,14 +281,18 @@ async fn a_recorded_approval_resent_after_its_window_passed_is_counted_in_that_w
     let e = engine_for(dir.path(), &sb.url, &policy, settings());
     e.cycle_once().await.unwrap();
     let first = rows(&e)[0].clone();
-    assert_eq!((first.action, first.status), (Action::Approve, Status::Failed));
+    assert_eq!(
+        (first.action, first.status),
+        (Action::Approve, Status::Failed)
+    );
 
     wait_past(first.recorded_at_ms, Duration::from_secs(2)).await;
     sb.sandbox.set_faults(Faults::default());
     sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
     let out = e.cycle_once().await.unwrap();
     let d = sb.sandbox.decisions();
-    let span = d.iter().map(|x| x.at_ms).max().unwrap_or(0) - d.iter().map(|x| x.at_ms).min().unwrap_or(0);
+    let span =
+        d.iter().map(|x| x.at_ms).max().unwrap_or(0) - d.iter().map(|x| x.at_ms).min().unwrap_or(0);
     assert!(
         approved_ids(&sb).len() <= 1,
         "rule t (max_count 1 per 2 s) had {:?} approved {} ms apart in one cycle: {out:?}",
@@ -495,5 +503,202 @@ async fn a_legacy_ledger_with_a_reject_and_an_approve_for_one_id_sends_neither_a
         approved_ids(&sb),
         Vec::<u64>::new(),
         "id 1 has a recorded reject, yet its approval was sent: {out:?}"
+    );
+}
+
+// ---- Regressions (these held) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_on_top() {
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(approve_fails());
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    e.cycle_once().await.unwrap();
+    sb.sandbox.set_faults(Faults::default());
+    e.set_mode(cosigner::poller::Mode::Reject, "test").unwrap();
+    sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
+    e.cycle_once().await.unwrap();
+    let decided: Vec<(u64, u8)> = sb
+        .sandbox
+        .decisions()
+        .iter()
+        .map(|d| (d.id, d.status))
+        .collect();
+    assert_eq!(decided, vec![(2, 2)], "only the new one is rejected");
+    let r = rows(&e);
+    assert_eq!(
+        r.iter().filter(|r| r.tx_id == 1).count(),
+        1,
+        "no second record for 1"
+    );
+    e.set_mode(cosigner::poller::Mode::Normal, "test").unwrap();
+    e.cycle_once().await.unwrap();
+    let decided: Vec<(u64, u8)> = sb
+        .sandbox
+        .decisions()
+        .iter()
+        .map(|d| (d.id, d.status))
+        .collect();
+    assert_eq!(
+        decided,
+        vec![(2, 2), (1, 1)],
+        "resumed: the identical approval goes out"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_approval_does_not_carry_over_into_a_real_run_under_a_stricter_policy() {
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let loose = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let mut e = engine_for(dir.path(), &sb.url, &loose, settings());
+    e.settings.dry_run = true;
+    e.cycle_once().await.unwrap();
+    assert_eq!(approve_requests(&sb), 0);
+    std::fs::write(dir.path().join("policy.toml"), "default = \"hold\"\n").unwrap();
+    e.reload_policy("test").unwrap();
+    e.settings.dry_run = false;
+    e.cycle_once().await.unwrap();
+    assert_eq!(
+        approve_requests(&sb),
+        0,
+        "the dry-run approval was not sent"
+    );
+    let last = rows(&e).pop().unwrap();
+    assert_eq!((last.action, last.dry_run), (Action::Hold, false));
+}
+
+/// A TCP proxy to `upstream` that drops the `Date` header from every response (as some
+/// middleboxes do); returns its `http://` URL.
+async fn dateless_proxy(upstream: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let up = upstream.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let up = up.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&up).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let _ = sw.shutdown().await;
+                });
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let lower = text.to_ascii_lowercase();
+                    let out = match lower.find("\r\ndate:") {
+                        Some(i) => {
+                            let end = lower[i + 2..]
+                                .find("\r\n")
+                                .map_or(text.len(), |j| i + 2 + j);
+                            format!("{}{}", &text[..i], &text[end..])
+                        }
+                        None => text,
+                    };
+                    if cw.write_all(out.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_server_date_a_clock_hours_ahead_is_not_trusted_for_windows() {
+    if !faketime_available() {
+        eprintln!("skipped: faketime is not installed");
+        return;
+    }
+    // Host clock 2 h ahead; the responses carry no `Date`, so the skew is never measured: "Any
+    // doubt means no approval". With one approval per hour, the approval made an hour ago in
+    // real time looks 3 h old, and the second goes out.
+    let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
+    let proxy = dateless_proxy(sandbox.url.clone()).await;
+    let http = reqwest::Client::new();
+    let probe = http
+        .get(format!("{proxy}/_sandbox/decisions"))
+        .send()
+        .await
+        .unwrap();
+    assert!(probe.status().is_success() && probe.headers().get("date").is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &proxy);
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"1h\"\nmax_count = 1\n"),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap().to_string();
+    let add = |id: u64| {
+        let items: Vec<serde_json::Value> =
+            vec![serde_json::from_str(&item(id, HOT, TREASURY, "1", "195")).unwrap()];
+        let http = http.clone();
+        let url = sandbox.url.clone();
+        async move {
+            http.post(format!("{url}/_sandbox/pending"))
+                .json(&items)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    add(1).await;
+    let out = run_bin(&["run", "--once", "--config", &c]).await;
+    assert!(out.status.success(), "{}", all_output(&out));
+    add(2).await;
+    let out = tokio::task::spawn_blocking({
+        let c = c.clone();
+        move || {
+            std::process::Command::new("faketime")
+                .args(["-f", "+2h", env!("CARGO_BIN_EXE_cosigner")])
+                .args(["run", "--once", "--config", &c])
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", all_output(&out));
+    let decided: Vec<serde_json::Value> = http
+        .get(format!("{}/_sandbox/decisions", sandbox.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let approved: Vec<_> = decided
+        .iter()
+        .filter(|d| d["status"] == 1)
+        .map(|d| d["id"].clone())
+        .collect();
+    assert!(
+        approved.len() <= 1,
+        "rule t (max_count 1 per hour) let {approved:?} out, the second with the clock 2 h ahead \
+         and no Date to compare it with: {}",
+        all_output(&out)
     );
 }

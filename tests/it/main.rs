@@ -1,7 +1,7 @@
 //! Integration tests: the real binary and the library against the built-in sandbox.
 
-mod client;
 mod attack9;
+mod client;
 mod clock;
 mod config_errors;
 mod crash;
