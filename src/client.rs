@@ -258,15 +258,42 @@ impl Gate {
     }
 }
 
+/// Why the host clock cannot be trusted, as the server's `Date` headers show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockDoubt {
+    /// No response carried a `Date`.
+    Unknown,
+    /// More than the allowed skew off.
+    Off {
+        /// Ahead of the server (else behind).
+        ahead: bool,
+        /// By how many seconds.
+        seconds: u64,
+    },
+}
+
+impl std::fmt::Display for ClockDoubt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClockDoubt::Unknown => f.write_str("the server sent no Date to compare the clock with"),
+            ClockDoubt::Off { ahead, seconds } => write!(
+                f,
+                "the clock is {seconds} s {} the server's",
+                if *ahead { "ahead of" } else { "behind" }
+            ),
+        }
+    }
+}
+
 /// The 1BitPay API client. Cheap to share behind an `Arc`.
 pub struct Client {
     http: reqwest::Client,
     cfg: ClientConfig,
     limiter: DefaultDirectRateLimiter,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
-    /// How far this host's clock was ahead of the server's `Date` at the last response, in ms
-    /// (negative: behind); `i64::MIN` before any response.
-    last_skew_ms: std::sync::atomic::AtomicI64,
+    /// When the last response carrying a `Date` came, and how far this host's clock was then
+    /// ahead of the server's, in ms (negative: behind).
+    last_skew: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
 }
 
 impl fmt::Debug for Client {
@@ -301,17 +328,30 @@ impl Client {
             cfg,
             limiter,
             metrics: None,
-            last_skew_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            last_skew: std::sync::Mutex::new(None),
         })
     }
 
-    /// How far this host's clock ran ahead of the server's at the last response that carried a
-    /// `Date`, when that is more than `api.max_clock_skew`. `Date` has whole seconds, so the
-    /// skew is known to a second.
-    pub fn clock_ahead(&self) -> Option<Duration> {
-        let skew = self.last_skew_ms.load(std::sync::atomic::Ordering::Relaxed);
-        let ahead = Duration::from_millis(u64::try_from(skew).ok()?);
-        (ahead > self.cfg.max_clock_skew).then_some(ahead)
+    /// How far this host's clock is ahead of the server's (negative: behind), in ms, from the
+    /// last response that carried a `Date` and came after `since` (any, when `None`). `Date` has
+    /// whole seconds, so the skew is known to a second.
+    pub fn skew_since(&self, since: Option<std::time::Instant>) -> Option<i64> {
+        let last = *self.last_skew.lock().unwrap_or_else(|p| p.into_inner());
+        last.filter(|(at, _)| since.is_none_or(|s| *at >= s))
+            .map(|(_, skew)| skew)
+    }
+
+    /// Why this host's clock cannot be trusted for windows, judged by the last `Date` seen after
+    /// `since`: none seen, or more than `api.max_clock_skew` off either way.
+    pub fn clock_doubt(&self, since: Option<std::time::Instant>) -> Option<ClockDoubt> {
+        let Some(skew) = self.skew_since(since) else {
+            return Some(ClockDoubt::Unknown);
+        };
+        let off = Duration::from_millis(skew.unsigned_abs());
+        (off > self.cfg.max_clock_skew).then_some(ClockDoubt::Off {
+            ahead: skew > 0,
+            seconds: off.as_secs(),
+        })
     }
 
     fn note_server_date(&self, date: SystemTime) {
@@ -319,8 +359,8 @@ impl Client {
             Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
             Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
         };
-        self.last_skew_ms
-            .store(skew_ms, std::sync::atomic::Ordering::Relaxed);
+        *self.last_skew.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), skew_ms));
     }
 
     /// Observes every call's duration in `metrics`.

@@ -743,48 +743,121 @@ impl Ledger {
     }
 
     /// Window usage for `policy` as of `now_ms`: approvals recorded (sent or not yet, dry runs
-    /// excluded) inside each window.
+    /// excluded) inside each window, each counted once per window, at its record and at every
+    /// re-send (under the rule that approved the re-send): an approval is counted from the last
+    /// time it may have left.
     pub fn usage(&self, policy: &Policy, now_ms: i64) -> Result<Usage, LedgerError> {
         let mut usage = Usage::default();
+        for rule in &policy.rules {
+            if rule.limit.is_some() {
+                usage
+                    .rules
+                    .insert(rule.name.clone(), WindowUsage::default());
+            }
+        }
+        let Some(longest) = policy.longest_window() else {
+            return Ok(usage);
+        };
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let since = now_ms.saturating_sub(ms(longest));
+        // An amount that cannot be read back counts as the largest possible: over-counting is
+        // safe, under-counting is not.
+        let amount = |t: Option<&str>| {
+            t.and_then(|t| t.parse::<Decimal>().ok())
+                .unwrap_or(Decimal::MAX)
+        };
+        let mut seen: Vec<(u64, String, Decimal, i64)> = Vec::new();
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT amount_value FROM decisions WHERE action = 'approve' AND dry_run = 0
-                 AND rule = ?1 AND recorded_at_ms > ?2",
+                "SELECT seq, rule, amount_value, recorded_at_ms FROM decisions
+                 WHERE action = 'approve' AND dry_run = 0 AND recorded_at_ms > ?1",
             )
             .map_err(LedgerError::Read)?;
-        for rule in &policy.rules {
-            let Some(limit) = &rule.limit else { continue };
-            let since = now_ms - limit.window.as_millis() as i64;
-            let mut u = WindowUsage::default();
-            let rows = stmt
-                .query_map(params![rule.name, since], |r| r.get::<_, Option<String>>(0))
-                .map_err(LedgerError::Read)?;
-            for v in rows {
-                let v = v.map_err(LedgerError::Read)?;
-                // An amount that cannot be read back counts as the largest possible: over-counting
-                // is safe, under-counting is not.
-                let amount = v
-                    .as_deref()
-                    .and_then(|t| t.parse::<Decimal>().ok())
-                    .unwrap_or(Decimal::MAX);
-                u.total = u.total.checked_add(amount).unwrap_or(Decimal::MAX);
-                u.count += 1;
-            }
-            usage.rules.insert(rule.name.clone(), u);
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(LedgerError::Read)?;
+        for r in rows {
+            let (seq, rule, value, at) = r.map_err(LedgerError::Read)?;
+            seen.push((seq as u64, rule, amount(value.as_deref()), at));
         }
-        if let Some(g) = &policy.guard {
-            let since = now_ms - g.window.as_millis() as i64;
-            usage.guard_approvals = self
-                .conn
-                .query_row(
-                    "SELECT COUNT(*) FROM decisions WHERE action = 'approve' AND dry_run = 0 AND recorded_at_ms > ?1",
-                    [since],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(LedgerError::Read)? as u64;
+        for (detail, at) in self.events_since(RESEND_EVENT, since)? {
+            // A re-send event that cannot be read counts the largest amount under no rule but the
+            // guard's window: it can only make limits tighter.
+            match ResendRecord::from_detail(&detail) {
+                Some(r) => seen.push((r.seq, r.rule, r.amount, at)),
+                None => seen.push((u64::MAX, String::new(), Decimal::MAX, at)),
+            }
+        }
+        for (seq, rule, amount, at) in seen {
+            let in_rule = policy
+                .rules
+                .iter()
+                .find(|r| r.name == rule)
+                .and_then(|r| r.limit.as_ref())
+                .is_some_and(|l| at > now_ms.saturating_sub(ms(l.window)));
+            let in_guard = policy
+                .guard
+                .as_ref()
+                .is_some_and(|g| at > now_ms.saturating_sub(ms(g.window)));
+            if in_rule || in_guard {
+                usage.count_recorded(seq, amount, in_rule.then_some(rule.as_str()), in_guard);
+            }
         }
         Ok(usage)
+    }
+
+    /// The details and times of the events of `kind` recorded after `since_ms`.
+    fn events_since(&self, kind: &str, since_ms: i64) -> Result<Vec<(String, i64)>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT detail, recorded_at_ms FROM events WHERE kind = ?1 AND recorded_at_ms > ?2",
+            )
+            .map_err(LedgerError::Read)?;
+        let rows = stmt
+            .query_map(params![kind, since_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(LedgerError::Read)?;
+        rows.collect::<Result<_, _>>().map_err(LedgerError::Read)
+    }
+
+    /// Records that the approvals `resends` are about to be sent again, in one durable commit
+    /// before they leave.
+    pub fn record_resends(&mut self, resends: &[ResendRecord]) -> Result<(), LedgerError> {
+        if resends.is_empty() {
+            return Ok(());
+        }
+        let at = now_ms();
+        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
+        let (mut seq, mut head) = (self.head_seq, self.head_hash.clone());
+        for r in resends {
+            seq += 1;
+            let detail = r.to_detail();
+            let hash = chain_hash(
+                &head,
+                seq,
+                "event",
+                &event_fields(RESEND_EVENT, &detail, at),
+            );
+            tx.execute(
+                "INSERT INTO events (seq, kind, detail, recorded_at_ms, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![seq as i64, RESEND_EVENT, detail, at, head, hash],
+            )
+            .map_err(LedgerError::Write)?;
+            head = hash;
+        }
+        write_head(&tx, seq, &head)?;
+        tx.commit().map_err(LedgerError::Write)?;
+        self.head_seq = seq;
+        self.head_hash = head;
+        Ok(())
     }
 
     /// Records an operational event (mode change, policy load, order callback) in the chain.
@@ -1036,6 +1109,40 @@ impl Ledger {
         } else {
             self.conn.pragma_update(None, "query_only", true)
         }
+    }
+}
+
+/// The event kind that records an approval about to be sent again.
+pub const RESEND_EVENT: &str = "resend";
+
+/// An approval about to be sent again, and the rule that approves it now: its windows count it
+/// from this moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResendRecord {
+    /// The recorded decision.
+    pub seq: u64,
+    /// Its transaction.
+    pub tx_id: u64,
+    /// The rule of the policy in force that approves it now.
+    pub rule: String,
+    /// Its amount.
+    pub amount: Decimal,
+}
+
+impl ResendRecord {
+    fn to_detail(&self) -> String {
+        json!({"seq": self.seq, "tx_id": self.tx_id, "rule": self.rule, "amount": self.amount.to_string()})
+            .to_string()
+    }
+
+    fn from_detail(detail: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(detail).ok()?;
+        Some(Self {
+            seq: v.get("seq")?.as_u64()?,
+            tx_id: v.get("tx_id")?.as_u64()?,
+            rule: v.get("rule")?.as_str()?.to_string(),
+            amount: v.get("amount")?.as_str()?.parse().ok()?,
+        })
     }
 }
 

@@ -7,7 +7,6 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::client::PendingTx;
-use crate::client::types::parse_decimal;
 use crate::ledger::{DecisionRow, Status, TxState};
 use crate::policy::{Action, ClockCheck, Context, Evaluation, Policy, RULE_MALFORMED, Usage};
 
@@ -174,10 +173,12 @@ pub fn format_time(ms: i64) -> String {
 /// Decides what to do with `tx`, given what the ledger holds about its id. The rules, in order:
 ///
 /// 1. This very content has a recorded approve/reject (not a dry run): it is never decided
-///    again. Accepted by the server: nothing to do. A reject is re-sent identically (unless the
-///    kill switch holds everything). An approval is re-sent identically only if the mode is normal
-///    and the policy in force would approve the same content now (its own earlier approval not
-///    counted in the windows); otherwise it waits, and is never turned into another decision.
+///    again. Accepted by the server: nothing to do. While the listing shows the id twice with
+///    different fields, or the ledger (written before this rule) also holds a decision for other
+///    fields, it waits. A reject is re-sent identically (unless the kill switch holds
+///    everything). An approval is re-sent identically only if the mode is normal and the policy
+///    in force would approve the same content now (its own earlier approval not counted in the
+///    windows); otherwise it waits, and is never turned into another decision.
 /// 2. The id has a recorded approve/reject for other content: held, never signed again.
 /// 3. The listing showed the id twice with different fields: held.
 /// 4. The policy evaluates it (malformed input is held before any rule).
@@ -185,6 +186,29 @@ pub fn format_time(ms: i64) -> String {
 ///    into a reject.
 pub fn plan(tx: &PendingTx, state: &TxState, inp: &Inputs<'_>) -> Plan {
     if let Some(live) = &state.live {
+        if live.status == Status::Submitted {
+            return Plan::Done { seq: live.seq };
+        }
+        if inp.listed_twice {
+            return Plan::Wait {
+                seq: live.seq,
+                reason: "the listing shows this id twice with different fields: the recorded \
+                         decision waits"
+                    .into(),
+            };
+        }
+        if let Some(other) = &state.decided_other {
+            // Only a ledger written before one-decision-per-id holds both: send neither again.
+            return Plan::Wait {
+                seq: live.seq,
+                reason: format!(
+                    "this id also has a recorded {} for other fields (record {}): nothing more \
+                     is sent for it",
+                    other.action.as_str(),
+                    other.seq
+                ),
+            };
+        }
         return recorded(tx, live, inp);
     }
     if let Some(other) = &state.decided_other {
@@ -236,9 +260,6 @@ fn evaluate(tx: &PendingTx, inp: &Inputs<'_>, usage: &Usage) -> Evaluation {
 /// Rule 1: a recorded approve/reject for this very content.
 fn recorded(tx: &PendingTx, live: &DecisionRow, inp: &Inputs<'_>) -> Plan {
     let seq = live.seq;
-    if live.status == Status::Submitted {
-        return Plan::Done { seq };
-    }
     match live.action {
         Action::Reject if inp.mode == Mode::Hold => Plan::Wait {
             seq,
@@ -256,7 +277,7 @@ fn recorded(tx: &PendingTx, live: &DecisionRow, inp: &Inputs<'_>) -> Plan {
             ),
         },
         Action::Approve => {
-            let usage = without(inp, live);
+            let usage = inp.usage.without(live.seq);
             let now = evaluate(tx, inp, &usage);
             match (now.action, now.amount) {
                 (Action::Approve, Some(amount)) => Plan::Resend {
@@ -276,35 +297,4 @@ fn recorded(tx: &PendingTx, live: &DecisionRow, inp: &Inputs<'_>) -> Plan {
             }
         }
     }
-}
-
-/// Window usage without the recorded approval `live` itself, so that re-checking it does not
-/// count it twice. Its amount is read back from its text; one that cannot be read stays counted
-/// (over-counting is safe).
-fn without(inp: &Inputs<'_>, live: &DecisionRow) -> Usage {
-    let mut usage = inp.usage.clone();
-    let Some(amount) = live.amount.as_deref().and_then(parse_decimal) else {
-        return usage;
-    };
-    let inside = |window: std::time::Duration| {
-        live.recorded_at_ms > inp.now_ms - i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
-    };
-    let rule_window = inp
-        .policy
-        .rules
-        .iter()
-        .find(|r| r.name == live.rule)
-        .and_then(|r| r.limit.as_ref())
-        .map(|l| l.window);
-    if rule_window.is_some_and(inside)
-        && let Some(w) = usage.rules.get_mut(&live.rule)
-        && w.count > 0
-    {
-        w.count -= 1;
-        w.total = (w.total - amount).max(Decimal::ZERO);
-    }
-    if inp.policy.guard.as_ref().is_some_and(|g| inside(g.window)) {
-        usage.guard_approvals = usage.guard_approvals.saturating_sub(1);
-    }
-    usage
 }

@@ -164,6 +164,20 @@ pub struct Usage {
     pub rules: HashMap<String, WindowUsage>,
     /// All approvals within the guard's window.
     pub guard_approvals: u64,
+    /// Where each recorded approval (by ledger sequence number) is counted, so that one can be
+    /// taken out when it is checked again, and counted once however often it is re-sent.
+    pub counted: HashMap<u64, Counted>,
+}
+
+/// Where one recorded approval is counted.
+#[derive(Debug, Clone, Default)]
+pub struct Counted {
+    /// Its amount.
+    pub amount: Decimal,
+    /// The rules whose windows count it.
+    pub rules: Vec<String>,
+    /// Whether the guard's window counts it.
+    pub guard: bool,
 }
 
 impl Usage {
@@ -171,9 +185,52 @@ impl Usage {
     /// is read again).
     pub fn add_approval(&mut self, rule: &str, amount: Decimal) {
         let u = self.rules.entry(rule.to_string()).or_default();
-        u.total += amount;
+        u.total = u.total.checked_add(amount).unwrap_or(Decimal::MAX);
         u.count += 1;
         self.guard_approvals += 1;
+    }
+
+    /// Counts the recorded approval `seq` in `rule`'s window (when given) and the guard's (when
+    /// `guard`), unless it is counted there already.
+    pub fn count_recorded(&mut self, seq: u64, amount: Decimal, rule: Option<&str>, guard: bool) {
+        let c = self.counted.entry(seq).or_insert_with(|| Counted {
+            amount,
+            ..Counted::default()
+        });
+        if let Some(rule) = rule
+            && !c.rules.iter().any(|r| r == rule)
+        {
+            c.rules.push(rule.to_string());
+            let u = self.rules.entry(rule.to_string()).or_default();
+            u.total = u.total.checked_add(amount).unwrap_or(Decimal::MAX);
+            u.count += 1;
+        }
+        if guard && !c.guard {
+            c.guard = true;
+            self.guard_approvals += 1;
+        }
+    }
+
+    /// The usage without the recorded approval `seq` (to check it again without counting it
+    /// twice). Which approvals are counted where is not carried over.
+    pub fn without(&self, seq: u64) -> Usage {
+        let mut u = Usage {
+            rules: self.rules.clone(),
+            guard_approvals: self.guard_approvals,
+            counted: HashMap::new(),
+        };
+        if let Some(c) = self.counted.get(&seq) {
+            for r in &c.rules {
+                if let Some(w) = u.rules.get_mut(r) {
+                    w.count = w.count.saturating_sub(1);
+                    w.total = (w.total - c.amount).max(Decimal::ZERO);
+                }
+            }
+            if c.guard {
+                u.guard_approvals = u.guard_approvals.saturating_sub(1);
+            }
+        }
+        u
     }
 }
 
@@ -185,12 +242,9 @@ pub enum ClockCheck {
     Ok,
     /// The clock is behind the newest ledger record: windows could be counted twice.
     BehindLedger,
-    /// The clock is ahead of the server's `Date` by more than the allowed skew: windows could
-    /// look empty too early.
-    AheadOfServer {
-        /// By how much, in seconds.
-        seconds: u64,
-    },
+    /// The clock is off the server's `Date` by more than the allowed skew, or no `Date` came to
+    /// compare it with: windows could look empty too early now, or later.
+    OffServer(crate::client::ClockDoubt),
 }
 
 /// What the evaluation may rely on besides the transaction.
@@ -569,11 +623,11 @@ impl Policy {
                      approvals wait until it catches up"
                 );
                 rule = RULE_CLOCK.into();
-            } else if let ClockCheck::AheadOfServer { seconds } = ctx.clock {
+            } else if let ClockCheck::OffServer(doubt) = ctx.clock {
                 action = Action::Hold;
                 reason = format!(
-                    "{rule} would approve, but the clock is {seconds} s ahead of the server's; \
-                     approvals wait until it is set right (windows depend on it)"
+                    "{rule} would approve, but {doubt}; approvals wait until the clock can be \
+                     trusted (windows depend on it)"
                 );
                 rule = RULE_CLOCK.into();
             } else if let Some(g) = &self.guard

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, PendingTx};
-use crate::ledger::{DecisionRow, Ledger, LedgerError, NewDecision, Outcome, now_ms};
+use crate::ledger::{DecisionRow, Ledger, LedgerError, NewDecision, Outcome, ResendRecord, now_ms};
 use crate::metrics::Metrics;
 use crate::plan::{Inputs, Plan, plan};
 use crate::policy::{Action, ClockCheck, Policy, RULE_MALFORMED, Usage};
@@ -378,7 +378,7 @@ impl Engine {
             warn!(reason = %m.reason, item = %m.raw, "pending item cannot be identified; nothing can be done with it");
         }
         let (policy, generation) = self.policy_snapshot();
-        let (mut usage, clock) = self.prepare(&policy)?;
+        let (mut usage, clock) = self.prepare(&policy, started)?;
         let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
         let mut inflight: JoinSet<Option<Outcome>> = JoinSet::new();
         let mut outcomes = Vec::new();
@@ -467,7 +467,11 @@ impl Engine {
 
     /// Window usage and clock state at the start of a cycle (after the listing, whose answers
     /// carried the server's clock).
-    fn prepare(&self, policy: &Policy) -> Result<(Usage, ClockCheck), CycleError> {
+    fn prepare(
+        &self,
+        policy: &Policy,
+        since: std::time::Instant,
+    ) -> Result<(Usage, ClockCheck), CycleError> {
         let ledger = self.ledger();
         let now = now_ms();
         let newest = ledger.newest_record_ms().map_err(CycleError::Ledger)?;
@@ -480,15 +484,13 @@ impl Engine {
                 "the clock is behind the newest ledger record; approvals wait"
             );
             clock = ClockCheck::BehindLedger;
-        } else if let Some(ahead) = self.client.clock_ahead() {
+        } else if let Some(doubt) = self.client.clock_doubt(Some(since)) {
             warn!(
-                ahead_s = ahead.as_secs(),
+                doubt = %doubt,
                 allowed_s = self.client.config().max_clock_skew.as_secs(),
-                "the clock is ahead of the server's; approvals wait"
+                "the clock cannot be trusted against the server's; approvals wait"
             );
-            clock = ClockCheck::AheadOfServer {
-                seconds: ahead.as_secs(),
-            };
+            clock = ClockCheck::OffServer(doubt);
         }
         self.clock_behind
             .store(behind, std::sync::atomic::Ordering::Relaxed);
@@ -551,11 +553,8 @@ impl Engine {
                                 checked again next cycle"
                         .to_string());
                 }
-                if let Some(ahead) = client.clock_ahead() {
-                    return Err(format!(
-                        "the clock is {} s ahead of the server's",
-                        ahead.as_secs()
-                    ));
+                if let Some(doubt) = client.clock_doubt(None) {
+                    return Err(doubt.to_string());
                 }
             }
             Ok(())
@@ -640,6 +639,7 @@ impl Engine {
         let now = now_ms();
         let mut batch = Vec::new();
         let mut sends = Vec::new();
+        let mut resends = Vec::new();
         for tx in txs {
             let state = ledger.state(tx).map_err(CycleError::Ledger)?;
             let planned = plan(
@@ -669,13 +669,25 @@ impl Engine {
                     let Some(live) = state.live.as_ref() else {
                         continue;
                     };
+                    if self.settings.dry_run {
+                        info!(
+                            tx_id = tx.id,
+                            seq,
+                            "dry run: the recorded decision would be sent again; nothing is sent"
+                        );
+                        continue;
+                    }
                     if let Some(req) = resend_request(live) {
-                        if let Some((rule, amount)) = approval
-                            && rule != live.rule
-                        {
-                            // Counted under the rule that approves it now too: over-counting
-                            // within a cycle is safe.
-                            usage.add_approval(&rule, amount);
+                        if let Some((rule, amount)) = approval {
+                            // Counted from now, under the rule that approves it now, in this
+                            // cycle and (through the event recorded before it leaves) after.
+                            usage.count_recorded(seq, amount, Some(&rule), true);
+                            resends.push(ResendRecord {
+                                seq,
+                                tx_id: tx.id,
+                                rule,
+                                amount,
+                            });
                         }
                         out.resent += 1;
                         info!(
@@ -764,6 +776,10 @@ impl Engine {
             }
             batch.push(d);
         }
+        // Written before any of them leaves; if it cannot be, none does.
+        ledger
+            .record_resends(&resends)
+            .map_err(CycleError::Ledger)?;
         drop(ledger);
         self.sign_page(&mut batch, out);
         Ok((batch, sends))

@@ -95,17 +95,66 @@ pub fn parse_pending_item(raw: &str) -> PendingItem {
     }
 }
 
-fn parse_item(raw: &RawValue) -> PendingItem {
-    let fields: std::collections::BTreeMap<String, &RawValue> =
-        match serde_json::from_str(raw.get()) {
-            Ok(m) => m,
-            Err(_) => {
-                return Err(MalformedItem {
-                    raw: cut(raw.get()),
-                    reason: "item is not a JSON object".into(),
-                });
+/// An object's members in the order written, repeats kept (a map would keep one silently).
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
             }
-        };
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members<'a>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(kv) = map.next_entry::<String, &'de RawValue>()? {
+                    out.push(kv);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// The member names the daemon reads; a name equal to one of them but for case is refused too,
+/// as a case-insensitive parser on the server's side would read it.
+const ITEM_FIELDS: [&str; 5] = ["id", "fromAddress", "toAddress", "amount", "chainId"];
+
+fn parse_item(raw: &RawValue) -> PendingItem {
+    let members = match serde_json::from_str::<Members<'_>>(raw.get()) {
+        Ok(m) => m.0,
+        Err(_) => {
+            return Err(MalformedItem {
+                raw: cut(raw.get()),
+                reason: "item is not a JSON object".into(),
+            });
+        }
+    };
+    let mut fields: std::collections::BTreeMap<String, &RawValue> = Default::default();
+    // A member written twice, or a twin differing in case, has no single meaning: parsers
+    // disagree on which copy wins. Such an item is held (or, for the id, not acted on).
+    let mut twins: Vec<String> = Vec::new();
+    for (k, v) in members {
+        let twin = ITEM_FIELDS
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(&k))
+            .filter(|f| **f != k || fields.contains_key(k.as_str()));
+        if fields.contains_key(&k) || twin.is_some() {
+            twins.push(k.clone());
+        }
+        fields.entry(k).or_insert(v);
+    }
+    if twins.iter().any(|k| k.eq_ignore_ascii_case("id")) {
+        return Err(MalformedItem {
+            raw: cut(raw.get()),
+            reason: "the id is written twice".into(),
+        });
+    }
     let id = match fields.get("id") {
         None => {
             return Err(MalformedItem {
@@ -123,7 +172,10 @@ fn parse_item(raw: &RawValue) -> PendingItem {
             }
         },
     };
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = twins
+        .iter()
+        .map(|k| format!("member {k:?} is written twice (or in two cases)"))
+        .collect();
     let mut string_field = |name: &str| -> Option<String> {
         match fields.get(name) {
             None => {

@@ -59,6 +59,10 @@ pub fn address_problem(addr: &str, chain: Option<&str>) -> Option<String> {
             i + 1
         ));
     }
+    if chain == Some(TRON_CHAIN) && !addr.starts_with('T') {
+        // TRON also writes accounts in hex (`41…`, `0x…`); one account, one spelling.
+        return Some("is not a TRON address: on chain 195 an address is base58check `T…`".into());
+    }
     if addr.starts_with("0x") || addr.starts_with("0X") {
         if !is_evm_address(addr) {
             return Some(
@@ -68,8 +72,12 @@ pub fn address_problem(addr: &str, chain: Option<&str>) -> Option<String> {
         }
         return None;
     }
+    if addr.len() == 40 && addr.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Otherwise it would compare unequal to the same account written `0x…` in a list.
+        return Some("is 40 hex digits without `0x`: write an EVM address as `0x` + 40 hex".into());
+    }
     let tron_checked = match chain {
-        Some(c) => c == TRON_CHAIN && addr.starts_with('T'),
+        Some(c) => c == TRON_CHAIN,
         None => looks_like_tron(addr),
     };
     if tron_checked && !is_tron_address(addr) {
