@@ -298,7 +298,8 @@ struct Checked<'a> {
 /// A transaction that cannot be decided, and which address (if any) made it so.
 struct Malformed<'a> {
     reason: String,
-    address: Option<&'a str>,
+    /// The field and the address that is not canonical.
+    address: Option<(&'a str, &'a str)>,
 }
 
 impl From<String> for Malformed<'_> {
@@ -327,13 +328,13 @@ fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a
     if let Some(p) = chain_problem(chain) {
         return Err(format!("chainId {chain:?} {p}").into());
     }
-    let address = |name: &str, v: &'a Option<String>| -> Result<&'a str, Malformed<'a>> {
+    let address = |name: &'static str, v: &'a Option<String>| -> Result<&'a str, Malformed<'a>> {
         let a = field(v, name)?;
         match address_problem(a, Some(chain)) {
             None => Ok(a),
             Some(p) => Err(Malformed {
                 reason: format!("{name} {a:?} {p}"),
-                address: Some(a),
+                address: Some((name, a)),
             }),
         }
     };
@@ -553,8 +554,13 @@ impl Policy {
         let checked = match check_fields(tx, ctx.max_sign_len) {
             Ok(c) => c,
             Err(m) => {
-                let reason = match m.address.and_then(|a| self.lookalike(a)) {
-                    Some(like) => format!("{}; {like}", m.reason),
+                let like = m
+                    .address
+                    .and_then(|(field, a)| self.lookalike(a).map(|like| (field, a, like)));
+                let reason = match like {
+                    Some((field, a, like)) => {
+                        format!("{field} {a:?} is a look-alike, not an address: {like}")
+                    }
                     None => m.reason,
                 };
                 return Evaluation {
