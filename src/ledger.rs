@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::client::PendingTx;
 use crate::client::sign::hex;
-use crate::policy::{Action, Policy, Usage, WindowUsage};
+use crate::policy::{Action, Approval, Policy, Usage};
 
 /// Hash that precedes the first record.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -747,19 +747,10 @@ impl Ledger {
     /// re-send (under the rule that approved the re-send): an approval is counted from the last
     /// time it may have left.
     pub fn usage(&self, policy: &Policy, now_ms: i64) -> Result<Usage, LedgerError> {
-        let mut usage = Usage::default();
-        for rule in &policy.rules {
-            if rule.limit.is_some() {
-                usage
-                    .rules
-                    .insert(rule.name.clone(), WindowUsage::default());
-            }
-        }
         let Some(longest) = policy.longest_window() else {
-            return Ok(usage);
+            return Ok(Usage::at(policy, now_ms, std::iter::empty()));
         };
-        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let since = now_ms.saturating_sub(ms(longest));
+        let since = now_ms.saturating_sub(i64::try_from(longest.as_millis()).unwrap_or(i64::MAX));
         // An amount that cannot be read back counts as the largest possible: over-counting is
         // safe, under-counting is not.
         let amount = |t: Option<&str>| {
@@ -796,22 +787,16 @@ impl Ledger {
                 None => seen.push((u64::MAX, String::new(), Decimal::MAX, at)),
             }
         }
-        for (seq, rule, amount, at) in seen {
-            let in_rule = policy
-                .rules
-                .iter()
-                .find(|r| r.name == rule)
-                .and_then(|r| r.limit.as_ref())
-                .is_some_and(|l| at > now_ms.saturating_sub(ms(l.window)));
-            let in_guard = policy
-                .guard
-                .as_ref()
-                .is_some_and(|g| at > now_ms.saturating_sub(ms(g.window)));
-            if in_rule || in_guard {
-                usage.count_recorded(seq, amount, in_rule.then_some(rule.as_str()), in_guard);
-            }
-        }
-        Ok(usage)
+        Ok(Usage::at(
+            policy,
+            now_ms,
+            seen.iter().map(|(seq, rule, amount, at)| Approval {
+                key: *seq,
+                rule,
+                amount: *amount,
+                at_ms: *at,
+            }),
+        ))
     }
 
     /// The details and times of the events of `kind` recorded after `since_ms`.

@@ -169,6 +169,20 @@ pub struct Usage {
     pub counted: HashMap<u64, Counted>,
 }
 
+/// One approval as windows count it.
+#[derive(Debug, Clone, Copy)]
+pub struct Approval<'a> {
+    /// Which recorded approval (its ledger sequence number): it counts once per window however
+    /// many times it appears (record, re-sends).
+    pub key: u64,
+    /// The rule that approved it (at this time).
+    pub rule: &'a str,
+    /// Its amount.
+    pub amount: Decimal,
+    /// When (ms since the epoch).
+    pub at_ms: i64,
+}
+
 /// Where one recorded approval is counted.
 #[derive(Debug, Clone, Default)]
 pub struct Counted {
@@ -209,6 +223,42 @@ impl Usage {
             c.guard = true;
             self.guard_approvals += 1;
         }
+    }
+
+    /// Window usage for `policy` at `now_ms` from `approvals`: the one place windows are
+    /// computed (the ledger's usage and `policy replay` both come here). Each approval counts once
+    /// per window whose span holds any of its times (its record, its re-sends).
+    pub fn at<'a>(
+        policy: &Policy,
+        now_ms: i64,
+        approvals: impl IntoIterator<Item = Approval<'a>>,
+    ) -> Usage {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let inside = |window: Duration, at: i64| at > now_ms.saturating_sub(ms(window));
+        let mut usage = Usage::default();
+        for rule in &policy.rules {
+            if rule.limit.is_some() {
+                usage
+                    .rules
+                    .insert(rule.name.clone(), WindowUsage::default());
+            }
+        }
+        for a in approvals {
+            let in_rule = policy
+                .rules
+                .iter()
+                .find(|r| r.name == a.rule)
+                .and_then(|r| r.limit.as_ref())
+                .is_some_and(|l| inside(l.window, a.at_ms));
+            let in_guard = policy
+                .guard
+                .as_ref()
+                .is_some_and(|g| inside(g.window, a.at_ms));
+            if in_rule || in_guard {
+                usage.count_recorded(a.key, a.amount, in_rule.then_some(a.rule), in_guard);
+            }
+        }
+        usage
     }
 
     /// The usage without the recorded approval `seq` (to check it again without counting it

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::client::parse_pending_item;
 use crate::ledger::{DecisionRow, Ledger, LedgerError, TxState};
 use crate::plan::{Inputs, Mode, Plan, plan};
-use crate::policy::{Action, ClockCheck, Policy, Usage, WindowUsage};
+use crate::policy::{Action, Approval, ClockCheck, Policy, Usage};
 
 /// One decision that would change.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -36,29 +36,22 @@ pub struct Report {
     pub changes: Vec<Change>,
 }
 
-/// Usage of `policy`'s windows at `at_ms`, from the candidate's approvals so far.
+/// Usage of `policy`'s windows at `at_ms`, from the candidate's approvals up to then.
 fn usage_at(policy: &Policy, approvals: &[(i64, String, Decimal)], at_ms: i64) -> Usage {
-    let mut u = Usage::default();
-    for r in &policy.rules {
-        let Some(l) = &r.limit else { continue };
-        let since = at_ms - l.window.as_millis() as i64;
-        let mut w = WindowUsage::default();
-        for (t, rule, amount) in approvals {
-            if rule == &r.name && *t > since && *t <= at_ms {
-                w.total += *amount;
-                w.count += 1;
-            }
-        }
-        u.rules.insert(r.name.clone(), w);
-    }
-    if let Some(g) = &policy.guard {
-        let since = at_ms - g.window.as_millis() as i64;
-        u.guard_approvals = approvals
+    Usage::at(
+        policy,
+        at_ms,
+        approvals
             .iter()
-            .filter(|(t, _, _)| *t > since && *t <= at_ms)
-            .count() as u64;
-    }
-    u
+            .enumerate()
+            .filter(|(_, (t, _, _))| *t <= at_ms)
+            .map(|(i, (t, rule, amount))| Approval {
+                key: i as u64,
+                rule,
+                amount: *amount,
+                at_ms: *t,
+            }),
+    )
 }
 
 /// Replays the ledger under `policy`.
