@@ -91,14 +91,15 @@ fn main() {
             max_clock_skew: Duration::from_secs(300),
         })
         .expect("client");
-        let engine = Engine::new(
+        let engine = Engine::builder(
             Arc::new(client),
             signer.clone(),
             Arc::new(Mutex::new(Ledger::open(&dir.path().join("ledger.db")).expect("ledger"))),
             Arc::new(policy::load(&ppath).expect("policy")),
-            PollSettings { page_size: 100, max_in_flight: 4, dry_run: false, max_pages: 10_000 },
             Arc::new(Metrics::new().expect("metrics")),
-        );
+        )
+        .settings(PollSettings { page_size: 100, max_in_flight: 4, dry_run: false, max_pages: 10_000 })
+        .build();
         let t = Instant::now();
         let out = engine.cycle_once().await.expect("cycle");
         let took = t.elapsed();

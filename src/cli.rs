@@ -1063,7 +1063,7 @@ async fn run_command(a: RunArgs) -> CmdResult {
             .map_err(daemon_failure);
     }
     let parts = daemon::build(&cfg, opts, CancellationToken::new()).map_err(daemon_failure)?;
-    let dry_run = parts.engine.settings.dry_run;
+    let dry_run = parts.engine.dry_run();
     let out = parts
         .engine
         .cycle_once()

@@ -148,21 +148,16 @@ pub fn build(
     } else {
         None
     };
-    let mut engine = Engine::new(
-        client,
-        signer,
-        ledger.clone(),
-        policy,
-        PollSettings {
+    let engine = Engine::builder(client, signer, ledger.clone(), policy, metrics.clone())
+        .settings(PollSettings {
             page_size: cfg.poll.page_size,
             max_in_flight: cfg.api.max_in_flight,
             dry_run: opts.dry_run || cfg.policy.dry_run,
             max_pages: DEFAULT_MAX_PAGES,
-        },
-        metrics.clone(),
-    );
-    engine.shutdown = shutdown;
-    engine.events = opts.events;
+        })
+        .shutdown(shutdown)
+        .events(opts.events)
+        .build();
     let reload = opts.reload.unwrap_or_default();
     engine.restore_mode()?;
     engine.note_policy_loaded("start")?;
@@ -307,7 +302,7 @@ pub async fn run_with(
         policy = %parts.engine.policy().sha256,
         poll_interval = %humantime::format_duration(timings.poll_interval),
         collect_interval = %humantime::format_duration(timings.collect_interval),
-        dry_run = parts.engine.settings.dry_run,
+        dry_run = parts.engine.dry_run(),
         "cosigner running"
     );
     let tracker = TaskTracker::new();

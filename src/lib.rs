@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod collector;
 pub mod config;
+pub mod control;
 pub mod daemon;
 #[cfg(feature = "dev-tools")]
 pub mod demo;

@@ -2,8 +2,8 @@
 //! record the decisions durably, and only then send them; record what the server said.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, PendingTx};
+use crate::control::Control;
 use crate::ledger::{DecisionRow, Ledger, LedgerError, NewDecision, Outcome, ResendRecord, now_ms};
 use crate::metrics::Metrics;
 use crate::plan::{Inputs, Plan, plan};
@@ -73,7 +74,7 @@ pub enum CycleError {
     Ledger(#[source] LedgerError),
 }
 
-/// The long-lived pieces a cycle works with.
+/// The long-lived pieces a cycle works with; built with [`Engine::builder`].
 pub struct Engine {
     /// The API client.
     pub client: Arc<Client>,
@@ -81,25 +82,79 @@ pub struct Engine {
     pub signer: Arc<Signer>,
     /// The ledger (rusqlite is synchronous; calls are short).
     pub ledger: Arc<Mutex<Ledger>>,
-    /// The policy in force; a cycle evaluates on the snapshot it started with.
-    policy: RwLock<Arc<Policy>>,
-    /// Normal, hold-all or reject-all (the kill switch); shared with submission tasks.
-    mode: Arc<AtomicU8>,
+    /// The policy in force and the kill-switch mode; a cycle evaluates on the policy it started
+    /// with, and its submissions stop when either changes.
+    control: Arc<Control>,
     /// Cycle settings.
-    pub settings: PollSettings,
+    settings: PollSettings,
     /// Metrics to update.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the process is asked to stop: no new submissions start.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Receives every recorded decision (the demo prints them).
-    pub events: Option<mpsc::UnboundedSender<DecisionEvent>>,
+    events: Option<mpsc::UnboundedSender<DecisionEvent>>,
     /// Set by a cycle that found the clock behind the ledger.
-    pub clock_behind: AtomicBool,
-    /// Bumped each time a policy is put in force: an approval checked under an older policy is
-    /// not sent (it is checked again next cycle).
-    policy_generation: Arc<AtomicU64>,
-    /// Announces mode and policy changes to submissions waiting to retry.
-    changes: tokio::sync::watch::Sender<u64>,
+    clock_behind: AtomicBool,
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    client: Arc<Client>,
+    signer: Arc<Signer>,
+    ledger: Arc<Mutex<Ledger>>,
+    policy: Arc<Policy>,
+    metrics: Arc<Metrics>,
+    settings: PollSettings,
+    shutdown: CancellationToken,
+    events: Option<mpsc::UnboundedSender<DecisionEvent>>,
+}
+
+impl EngineBuilder {
+    /// Cycle settings (default: pages of 100, 4 in flight, not a dry run).
+    pub fn settings(mut self, settings: PollSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The token whose cancellation stops new submissions.
+    pub fn shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = token;
+        self
+    }
+
+    /// Where every recorded decision is sent (the demo prints them).
+    pub fn events(mut self, events: Option<mpsc::UnboundedSender<DecisionEvent>>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The engine, in normal mode with the policy in force.
+    pub fn build(self) -> Engine {
+        self.metrics.set_policy(&self.policy);
+        self.metrics.set_mode(Mode::Normal.as_str());
+        Engine {
+            client: self.client,
+            signer: self.signer,
+            ledger: self.ledger,
+            control: Arc::new(Control::new(self.policy)),
+            settings: self.settings,
+            metrics: self.metrics,
+            shutdown: self.shutdown,
+            events: self.events,
+            clock_behind: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Default for PollSettings {
+    fn default() -> Self {
+        Self {
+            page_size: 100,
+            max_in_flight: 4,
+            dry_run: false,
+            max_pages: DEFAULT_MAX_PAGES,
+        }
+    }
 }
 
 pub use crate::plan::{Mode, RULE_DECIDED, RULE_PAUSED};
@@ -140,61 +195,45 @@ struct Send {
 }
 
 impl Engine {
-    /// An engine with no shutdown requested and no event listener.
-    pub fn new(
+    /// A builder; everything not given has a default (see [`EngineBuilder`]).
+    pub fn builder(
         client: Arc<Client>,
         signer: Arc<Signer>,
         ledger: Arc<Mutex<Ledger>>,
         policy: Arc<Policy>,
-        settings: PollSettings,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        metrics.set_policy(&policy);
-        metrics.set_mode(Mode::Normal.as_str());
-        Self {
+    ) -> EngineBuilder {
+        EngineBuilder {
             client,
             signer,
             ledger,
-            policy: RwLock::new(policy),
-            mode: Arc::new(AtomicU8::new(Mode::Normal.to_u8())),
-            settings,
+            policy,
             metrics,
+            settings: PollSettings::default(),
             shutdown: CancellationToken::new(),
             events: None,
-            clock_behind: AtomicBool::new(false),
-            policy_generation: Arc::new(AtomicU64::new(0)),
-            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
-    fn announce_change(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    /// Whether decisions are recorded as dry runs and nothing is sent.
+    pub fn dry_run(&self) -> bool {
+        self.settings.dry_run
     }
 
-    /// The policy in force and its generation, read in an order that errs safe: a reload in
-    /// between makes the generation look old, never the policy.
-    fn policy_snapshot(&self) -> (Arc<Policy>, u64) {
-        let generation = self.policy_generation.load(Ordering::SeqCst);
-        (self.policy(), generation)
+    /// Whether the last cycle found the clock behind the newest ledger record.
+    pub fn clock_behind(&self) -> bool {
+        self.clock_behind.load(Ordering::Relaxed)
     }
 
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.control.policy()
     }
 
     /// Puts `policy` in force for the next cycle; a running cycle finishes on the old one.
     pub fn replace_policy(&self, policy: Arc<Policy>) {
         self.metrics.set_policy(&policy);
-        match self.policy.write() {
-            Ok(mut p) => *p = policy,
-            Err(poisoned) => *poisoned.into_inner() = policy,
-        }
-        self.policy_generation.fetch_add(1, Ordering::SeqCst);
-        self.announce_change();
+        self.control.put_policy(policy);
     }
 
     /// Reads the policy file again; a valid policy replaces the old one (a running cycle finishes
@@ -233,7 +272,7 @@ impl Engine {
 
     /// The kill-switch mode in force.
     pub fn mode(&self) -> Mode {
-        Mode::from_u8(self.mode.load(Ordering::SeqCst))
+        self.control.mode()
     }
 
     /// Records `mode` in the ledger, then puts it in force at once (for the page being decided
@@ -241,8 +280,7 @@ impl Engine {
     pub fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), LedgerError> {
         self.ledger()
             .record_event("mode", &mode.event_detail(actor))?;
-        self.mode.store(mode.to_u8(), Ordering::SeqCst);
-        self.announce_change();
+        self.control.put_mode(mode);
         self.metrics.set_mode(mode.as_str());
         warn!(mode = mode.as_str(), by = actor, "kill-switch mode changed");
         Ok(())
@@ -255,8 +293,7 @@ impl Engine {
             .latest_event("mode")?
             .and_then(|d| Mode::from_event_detail(&d))
             .unwrap_or(Mode::Normal);
-        self.mode.store(mode.to_u8(), Ordering::SeqCst);
-        self.announce_change();
+        self.control.put_mode(mode);
         self.metrics.set_mode(mode.as_str());
         if mode != Mode::Normal {
             warn!(
@@ -377,7 +414,7 @@ impl Engine {
         for m in &listing.malformed {
             warn!(reason = %m.reason, item = %m.raw, "pending item cannot be identified; nothing can be done with it");
         }
-        let (policy, generation) = self.policy_snapshot();
+        let (policy, generation) = self.control.snapshot();
         let (mut usage, clock) = self.prepare(&policy, started)?;
         let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
         let mut inflight: JoinSet<Option<Outcome>> = JoinSet::new();
@@ -535,20 +572,19 @@ impl Engine {
     /// The gate a submission asks before every attempt: shutdown, the kill switch, and for an
     /// approval the policy generation it was checked under and the server's clock.
     fn gate(&self, status: u8, generation: u64) -> Gate {
-        let mode = self.mode.clone();
+        let control = self.control.clone();
         let shutdown = self.shutdown.clone();
-        let policy_generation = self.policy_generation.clone();
         let client = self.client.clone();
         let permit = move || {
             if shutdown.is_cancelled() {
                 return Err("shutting down; it is sent after the restart".to_string());
             }
-            let mode = Mode::from_u8(mode.load(Ordering::SeqCst));
+            let mode = control.mode();
             if !mode.lets_out(status) {
                 return Err(format!("{}-all mode set by an operator", mode.as_str()));
             }
             if status == 1 {
-                if policy_generation.load(Ordering::SeqCst) != generation {
+                if control.generation() != generation {
                     return Err("the policy changed since this approval was checked; it is \
                                 checked again next cycle"
                         .to_string());
@@ -559,9 +595,7 @@ impl Engine {
             }
             Ok(())
         };
-        let mut rx = self.changes.subscribe();
-        rx.mark_unchanged();
-        Gate::new(permit, rx).with_cancel(self.shutdown.clone())
+        Gate::new(permit, self.control.subscribe()).with_cancel(self.shutdown.clone())
     }
 
     fn spawn_send(&self, set: &mut JoinSet<Option<Outcome>>, permits: &Arc<Semaphore>, s: Send) {

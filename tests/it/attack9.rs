@@ -234,7 +234,7 @@ async fn a_dry_run_sends_nothing_not_even_a_recorded_approval() {
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let mut e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, settings());
     e.cycle_once().await.unwrap();
     assert_eq!(rows(&e)[0].status, Status::Failed);
     let before = approve_requests(&sb);
@@ -242,7 +242,16 @@ async fn a_dry_run_sends_nothing_not_even_a_recorded_approval() {
     // The operator now runs with --dry-run ("record decisions as dry runs and send nothing"),
     // e.g. to try a candidate policy.
     sb.sandbox.set_faults(Faults::default());
-    e.settings.dry_run = true;
+    drop(e);
+    let e = engine_for(
+        dir.path(),
+        &sb.url,
+        &policy,
+        PollSettings {
+            dry_run: true,
+            ..settings()
+        },
+    );
     let out = e.cycle_once().await.unwrap();
     assert_eq!(
         approve_requests(&sb),
@@ -557,13 +566,20 @@ async fn a_dry_run_approval_does_not_carry_over_into_a_real_run_under_a_stricter
     let loose = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let mut e = engine_for(dir.path(), &sb.url, &loose, settings());
-    e.settings.dry_run = true;
+    let e = engine_for(
+        dir.path(),
+        &sb.url,
+        &loose,
+        PollSettings {
+            dry_run: true,
+            ..settings()
+        },
+    );
     e.cycle_once().await.unwrap();
     assert_eq!(approve_requests(&sb), 0);
-    std::fs::write(dir.path().join("policy.toml"), "default = \"hold\"\n").unwrap();
-    e.reload_policy("test").unwrap();
-    e.settings.dry_run = false;
+    // Restarted for real under a stricter policy.
+    drop(e);
+    let e = engine_for(dir.path(), &sb.url, "default = \"hold\"\n", settings());
     e.cycle_once().await.unwrap();
     assert_eq!(
         approve_requests(&sb),

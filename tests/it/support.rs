@@ -342,7 +342,7 @@ pub fn engine_with_client(
     if !pfx.exists() {
         key_copy(dir, "keytool-aes.pfx");
     }
-    cosigner::poller::Engine::new(
+    cosigner::poller::Engine::builder(
         Arc::new(cosigner::client::Client::new(client).unwrap()),
         Arc::new(
             cosigner::signer::Signer::load(&cosigner::signer::KeySource {
@@ -356,9 +356,10 @@ pub fn engine_with_client(
             cosigner::ledger::Ledger::open(&dir.join("ledger.db")).unwrap(),
         )),
         Arc::new(cosigner::policy::load(&ppath).unwrap()),
-        settings,
         Arc::new(cosigner::metrics::Metrics::new().unwrap()),
     )
+    .settings(settings)
+    .build()
 }
 
 /// Whether the `faketime` program (libfaketime) is installed. Without it a test says it is
