@@ -1,6 +1,7 @@
 //! Integration tests: the real binary and the library against the built-in sandbox.
 
 mod attack9;
+mod attack9b;
 mod client;
 mod clock;
 mod config_errors;

@@ -1,0 +1,364 @@
+//! Review 9, second round: attacks on the fixes of the first round and on what it did not try.
+//! Each test is one attack; a failing test is a hole.
+
+use std::time::Duration;
+
+use cosigner::client::APPROVE;
+use cosigner::ledger::DecisionRow;
+use cosigner::plan::Mode;
+use cosigner::policy::Action;
+use cosigner::poller::{Engine, PollSettings};
+use cosigner::sandbox::{Faults, Scenario};
+
+use crate::support::*;
+
+fn settings() -> PollSettings {
+    PollSettings {
+        page_size: 10,
+        max_in_flight: 4,
+        dry_run: false,
+        max_pages: 100,
+    }
+}
+
+fn scenario(items: Vec<String>) -> Scenario {
+    Scenario {
+        pending: items,
+        faults: Faults::default(),
+    }
+}
+
+fn rows(e: &Engine) -> Vec<DecisionRow> {
+    let mut r = e.ledger.lock().unwrap().list(10_000).unwrap();
+    r.reverse();
+    r
+}
+
+fn approve_requests(sb: &RunningSandbox) -> u64 {
+    sb.sandbox
+        .stats()
+        .requests
+        .get(APPROVE)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn approved_at_server(sb: &RunningSandbox) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = sb
+        .sandbox
+        .decisions()
+        .iter()
+        .filter(|d| d.status == 1)
+        .map(|d| (d.id, d.at_ms))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// `BAD` (TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7) in TRON's hex form: the same account.
+const BAD_TRON_HEX: &str = "4111aadff433d1db4f33f03525a66853ce968fb339";
+
+/// Reject what `blocked_entry` names, approve anything small: whatever slips past the reject
+/// rule is approved.
+fn blocklist_policy(blocked_entry: &str, reject_chains: &str) -> String {
+    format!(
+        r#"default = "hold"
+[lists]
+blocked = ["{blocked_entry}"]
+[[rule]]
+name = "blocked"
+action = "reject"
+to = ["@blocked"]
+{reject_chains}
+[[rule]]
+name = "small"
+action = "approve"
+max_amount = "100"
+"#
+    )
+}
+
+fn assert_nothing_approved(e: &Engine, sb: &RunningSandbox) {
+    let approved: Vec<_> = rows(e)
+        .into_iter()
+        .filter(|r| r.action == Action::Approve)
+        .map(|r| (r.tx_id, r.tx_json, r.rule))
+        .collect();
+    assert!(approved.is_empty(), "approved: {approved:?}");
+    assert_eq!(approved_at_server(sb), Vec::<(u64, u64)>::new());
+}
+
+// ---- Members a server-side parser reads as the same field ----
+
+async fn item_is_held(raw: String) {
+    let sb = start_sandbox(scenario(vec![raw.clone()])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(BAD, ""), settings());
+    e.cycle_once().await.unwrap();
+    for row in rows(&e) {
+        assert_eq!(
+            row.action,
+            Action::Hold,
+            "{raw} was decided {} by {} ({}); the twin member names the blocked {BAD}",
+            row.action,
+            row.rule,
+            row.reason
+        );
+    }
+    assert_nothing_approved(&e, &sb);
+}
+
+#[tokio::test]
+async fn a_member_name_written_with_an_escape_is_a_twin_and_held() {
+    // `to\u0041ddress` is `toAddress` once the JSON string is read: a twin, whatever the order.
+    item_is_held(format!(
+        r#"{{"id":1,"fromAddress":"{HOT}","to\u0041ddress":"{BAD}","toAddress":"{STRANGER}","amount":"1","chainId":"195"}}"#
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_twin_differing_by_a_unicode_case_fold_is_held() {
+    // U+017F LATIN SMALL LETTER LONG S upper-cases to `S`: Java's equalsIgnoreCase (and
+    // String.CASE_INSENSITIVE_ORDER, used by case-insensitive maps) reads `toAddreſs` as
+    // `toAddress`. The daemon compares case only in ASCII.
+    item_is_held(format!(
+        r#"{{"id":1,"fromAddress":"{HOT}","toAddress":"{STRANGER}","toAddre\u017fs":"{BAD}","amount":"1","chainId":"195"}}"#
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_twin_spelled_with_an_underscore_as_fastjson_matches_it_is_held() {
+    // fastjson's smart match (on by default in 1.x) ignores `_`, `-` and case: `to_address`
+    // fills `toAddress`, the later member winning.
+    item_is_held(format!(
+        r#"{{"id":1,"fromAddress":"{HOT}","toAddress":"{STRANGER}","to_address":"{BAD}","amount":"1","chainId":"195"}}"#
+    ))
+    .await;
+}
+
+// ---- Policy list entries in a form no transaction can have ----
+
+/// The policy either refuses to load, or still blocks `BAD` on TRON.
+async fn blocked_account_is_not_approved(policy: String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probe.toml");
+    std::fs::write(&path, &policy).unwrap();
+    if let Err(e) = cosigner::policy::load(&path) {
+        eprintln!("refused at load (fine): {e}");
+        return;
+    }
+    let sb = start_sandbox(scenario(vec![item(1, HOT, BAD, "1", "195")])).await;
+    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    e.cycle_once().await.unwrap();
+    assert_nothing_approved(&e, &sb);
+}
+
+#[tokio::test]
+async fn a_blocklist_entry_in_tron_hex_form_is_refused_or_still_blocks_the_account() {
+    // The first round refuses `41…` as a transaction's address on chain 195, so a list entry in
+    // that form (what TronWeb's toHex prints) can never match anything: the policy loads, the
+    // blocked account is approved by the next rule.
+    blocked_account_is_not_approved(blocklist_policy(BAD_TRON_HEX, "")).await;
+}
+
+#[tokio::test]
+async fn an_evm_form_entry_in_a_tron_only_reject_rule_is_refused_or_still_blocks_the_account() {
+    // A reject rule for chain 195 only, naming the TRON account as `0x` + its 20 bytes: on
+    // chain 195 only `T…` is accepted, so the entry is dead.
+    let evm_form = format!("0x{}", &BAD_TRON_HEX[2..]);
+    blocked_account_is_not_approved(blocklist_policy(&evm_form, "chains = [\"195\"]")).await;
+}
+
+// ---- Windows ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_that_left_on_a_late_retry_is_counted_from_when_it_left() {
+    // max_count 1 per 1.5 s. Approval 1 is recorded at t0; the server answers its first two
+    // attempts 503 (Retry-After 1 s), so it leaves on the third, at t0 + 2 s. Guarantee 5:
+    // "windows count an approval from the last moment it may have left"; but retries inside
+    // one submission record no `resend` event, so the next cycle counts it from t0, finds the
+    // window empty, and approval 2 leaves milliseconds after approval 1.
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        error_paths: vec![APPROVE.into()],
+        retry_after: Some(1),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"1500ms\"\nmax_count = 1\n"
+    );
+    let mut cfg = client_config(&sb.url);
+    cfg.max_retries = 2;
+    cfg.initial_backoff = Duration::from_secs(1);
+    cfg.max_backoff = Duration::from_secs(1);
+    let e = engine_with_client(dir.path(), cfg, &policy, settings());
+
+    // The server comes back after the second attempt failed.
+    let healer = {
+        let sb = sb.sandbox.clone();
+        tokio::spawn(async move {
+            wait_until("two approve attempts", Duration::from_secs(10), || {
+                let n = sb.stats().requests.get(APPROVE).copied().unwrap_or(0);
+                async move { n >= 2 }
+            })
+            .await;
+            sb.set_faults(Faults::default());
+        })
+    };
+    let a = e.cycle_once().await.unwrap();
+    healer.await.unwrap();
+    assert_eq!(approve_requests(&sb), 3, "{a:?}");
+    let recorded = rows(&e)[0].recorded_at_ms as u64;
+    let first = approved_at_server(&sb);
+    assert_eq!(
+        first.len(),
+        1,
+        "approval 1 left on its third attempt: {a:?}"
+    );
+    assert!(
+        first[0].1 >= recorded + 1500,
+        "approval 1 left {} ms after it was recorded; the attack needs > 1500",
+        first[0].1 - recorded
+    );
+
+    sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
+    let b = e.cycle_once().await.unwrap();
+    let both = approved_at_server(&sb);
+    let close = both.windows(2).any(|w| w[1].1.abs_diff(w[0].1) < 1500)
+        || (both.len() == 2 && both[0].1.abs_diff(both[1].1) < 1500);
+    assert!(
+        !close,
+        "rule t (max_count 1 per 1.5 s) had approvals leave {:?} (id, ms): {} ms apart; cycle B {b:?}",
+        both,
+        both.last().unwrap().1.abs_diff(both[0].1)
+    );
+}
+
+// ---- Kill switch ----
+
+#[tokio::test]
+async fn a_latest_mode_event_that_cannot_be_read_restores_hold_not_normal() {
+    // The operator paused (hold); the latest mode event is then one this version cannot read
+    // (written by another version, or a spelling it does not know). Fail closed: unknown state
+    // means no approval.
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    e.set_mode(Mode::Hold, "operator API").unwrap();
+    e.ledger
+        .lock()
+        .unwrap()
+        .record_event("mode", r#"{"mode":"Hold","by":"operator API"}"#)
+        .unwrap();
+    let restored = e.restore_mode().unwrap();
+    let out = e.cycle_once().await.unwrap();
+    assert_ne!(
+        restored,
+        Mode::Normal,
+        "a mode event that cannot be read restored normal mode; cycle: {out:?}"
+    );
+    assert_nothing_approved(&e, &sb);
+}
+
+// ---- An id listed twice ----
+
+#[tokio::test]
+async fn an_id_listed_twice_once_with_a_twin_member_is_held() {
+    // The listing shows id 1 twice: once plainly to STRANGER, once with `toAddress` written
+    // twice (STRANGER, then BAD). The daemon reads the second copy first-wins, so both copies
+    // look alike and the plain one is decided; a last-wins reader sees id 1 listed to two
+    // destinations ("an id listed twice with different fields: held").
+    let plain = item(1, HOT, STRANGER, "1", "195");
+    let twin = format!(
+        r#"{{"id":1,"fromAddress":"{HOT}","toAddress":"{STRANGER}","toAddress":"{BAD}","amount":"1","chainId":"195"}}"#
+    );
+    let sb = start_sandbox(scenario(vec![plain])).await;
+    sb.sandbox.add_unkeyed([twin]);
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(BAD, ""), settings());
+    let out = e.cycle_once().await.unwrap();
+    assert_eq!(out.listed, 1, "{out:?}");
+    assert_nothing_approved(&e, &sb);
+}
+
+// ---- Clock ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_window() {
+    if !faketime_or_skip() {
+        return;
+    }
+    // api.max_clock_skew is 5 min (default). Run 1: the clock is 290 s behind the server's
+    // (allowed), approval 1 is stamped 290 s early. Run 2, a second later: the clock is 290 s
+    // ahead (allowed). Rule t allows one approval per 9 min; run 2 sees approval 1 as 580 s
+    // old, out of the window, and approves 2 a second after 1.
+    let sandbox = spawn_sandbox(&["--max-skew", "1h"]);
+    let http = reqwest::Client::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &sandbox.url);
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"9m\"\nmax_count = 1\n"),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap().to_string();
+    let add = |id: u64| {
+        let items: Vec<serde_json::Value> =
+            vec![serde_json::from_str(&item(id, HOT, TREASURY, "1", "195")).unwrap()];
+        let http = http.clone();
+        let url = sandbox.url.clone();
+        async move {
+            http.post(format!("{url}/_sandbox/pending"))
+                .json(&items)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let run_at = |offset: &'static str| {
+        let c = c.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("faketime")
+                .args(["-f", offset, env!("CARGO_BIN_EXE_cosigner")])
+                .args(["run", "--once", "--config", &c])
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    add(1).await;
+    let one = run_at("-290s").await.unwrap();
+    assert!(one.status.success(), "{}", all_output(&one));
+    add(2).await;
+    let two = run_at("+290s").await.unwrap();
+    assert!(two.status.success(), "{}", all_output(&two));
+    let decided: Vec<serde_json::Value> = http
+        .get(format!("{}/_sandbox/decisions", sandbox.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let approved: Vec<_> = decided
+        .iter()
+        .filter(|d| d["status"] == 1)
+        .map(|d| (d["id"].clone(), d["at_ms"].clone()))
+        .collect();
+    assert_eq!(
+        approved.len(),
+        1,
+        "rule t (max_count 1 per 9 min) let {approved:?} (id, ms) out, each run within \
+         max_clock_skew of the server: run 1 {} run 2 {}",
+        all_output(&one),
+        all_output(&two)
+    );
+}
