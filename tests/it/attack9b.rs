@@ -362,3 +362,49 @@ async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_w
         all_output(&two)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_approval() {
+    // An approval is recorded and retrying (503, Retry-After 1 s). The disk then turns
+    // read-only, and the operator pauses. The pause cannot be recorded, so it is refused and
+    // the mode stays normal: the retry goes out. Engaging the kill switch is the safe
+    // direction; failing to record it must not leave approvals flowing.
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        error_paths: vec![APPROVE.into()],
+        retry_after: Some(1),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let mut cfg = client_config(&sb.url);
+    cfg.max_retries = 3;
+    cfg.initial_backoff = Duration::from_secs(1);
+    cfg.max_backoff = Duration::from_secs(1);
+    let e = engine_with_client(dir.path(), cfg, &policy, settings());
+    let operator = async {
+        wait_until("the first approve attempt", Duration::from_secs(10), || {
+            let n = approve_requests(&sb);
+            async move { n >= 1 }
+        })
+        .await;
+        e.ledger
+            .lock()
+            .unwrap()
+            .simulate_write_failure(false)
+            .unwrap();
+        let paused = e.set_mode(Mode::Hold, "operator API");
+        sb.sandbox.set_faults(Faults::default());
+        paused.map_err(|e| e.to_string())
+    };
+    let (out, paused) = tokio::join!(e.cycle_once(), operator);
+    assert_eq!(
+        approved_at_server(&sb),
+        Vec::<(u64, u64)>::new(),
+        "the approval went out after the operator paused (pause: {paused:?}, mode now {:?}); cycle {out:?}",
+        e.mode()
+    );
+}
