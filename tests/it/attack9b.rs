@@ -408,3 +408,51 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
         e.mode()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the_id_on_top() {
+    // Regression: the operator throws the kill switch to reject-all while a recorded approval
+    // sleeps in backoff. It must not go out, and the next cycle (reject-all) must not sign a
+    // reject for the same id either.
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        error_paths: vec![APPROVE.into()],
+        retry_after: Some(1),
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let mut cfg = client_config(&sb.url);
+    cfg.max_retries = 3;
+    cfg.initial_backoff = Duration::from_secs(1);
+    cfg.max_backoff = Duration::from_secs(1);
+    let e = engine_with_client(dir.path(), cfg, &policy, settings());
+    let operator = async {
+        wait_until("the first approve attempt", Duration::from_secs(10), || {
+            let n = approve_requests(&sb);
+            async move { n >= 1 }
+        })
+        .await;
+        e.set_mode(Mode::Reject, "operator API").unwrap();
+        sb.sandbox.set_faults(Faults::default());
+    };
+    let (a, ()) = tokio::join!(e.cycle_once(), operator);
+    let b = e.cycle_once().await.unwrap();
+    assert_eq!(
+        sb.sandbox
+            .decisions()
+            .iter()
+            .map(|d| (d.id, d.status))
+            .collect::<Vec<_>>(),
+        Vec::<(u64, u8)>::new(),
+        "cycle A {a:?}, cycle B {b:?}"
+    );
+    let recorded: Vec<_> = rows(&e)
+        .iter()
+        .map(|r| (r.tx_id, r.action))
+        .collect::<Vec<_>>();
+    assert_eq!(recorded, vec![(1, Action::Approve)], "one decision per id");
+}
