@@ -456,3 +456,84 @@ async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the
         .collect::<Vec<_>>();
     assert_eq!(recorded, vec![(1, Action::Approve)], "one decision per id");
 }
+
+/// A TCP proxy to `upstream` that rewrites the `Date` of every 503 answer to an hour ahead of
+/// the real time; returns its `http://` URL.
+async fn skewed_503_proxy(upstream: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let up = upstream.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let up = up.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&up).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let _ = sw.shutdown().await;
+                });
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let lower = text.to_ascii_lowercase();
+                    let out = match (lower.starts_with("http/1.1 503"), lower.find("\r\ndate:")) {
+                        (true, Some(i)) => {
+                            let end = lower[i + 2..]
+                                .find("\r\n")
+                                .map_or(text.len(), |j| i + 2 + j);
+                            let ahead = std::time::SystemTime::now() + Duration::from_secs(3600);
+                            format!(
+                                "{}\r\ndate: {}{}",
+                                &text[..i],
+                                httpdate::fmt_http_date(ahead),
+                                &text[end..]
+                            )
+                        }
+                        _ => text,
+                    };
+                    if cw.write_all(out.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_on_a_failed_answer_showing_the_clock_an_hour_off_stops_the_retries() {
+    // Regression: the listing's `Date` agrees with the clock, so the approval is decided and
+    // sent; its 503 answer carries a `Date` an hour ahead. Every later attempt is asked about
+    // the clock again and must not go out.
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    sb.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        error_paths: vec![APPROVE.into()],
+        ..Faults::default()
+    });
+    let proxy = skewed_503_proxy(sb.url.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
+    );
+    let e = engine_for(dir.path(), &proxy, &policy, settings());
+    let out = e.cycle_once().await.unwrap();
+    assert_eq!(
+        approve_requests(&sb),
+        1,
+        "attempts after a Date an hour off: {out:?}"
+    );
+}
