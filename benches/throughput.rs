@@ -88,7 +88,7 @@ fn main() {
             max_retries: 3,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
-            max_clock_skew: Duration::from_secs(300),
+            max_clock_skew: Duration::from_secs(30),
         })
         .expect("client");
         let engine = Engine::builder(

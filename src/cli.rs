@@ -1158,16 +1158,16 @@ fn policy_explain(config: ConfigArg, tx_json: &str) -> CmdResult {
     let mut state = crate::ledger::TxState::default();
     let (usage, clock, mode, source) = if cfg.ledger.path.exists() {
         let l = Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)?;
-        let u = l.usage(&p, now).map_err(Failure::runtime)?;
+        let slack = cfg.api.client.max_clock_skew.saturating_mul(2);
+        let u = l
+            .usage_with_slack(&p, now, slack)
+            .map_err(Failure::runtime)?;
         let behind = l
             .newest_record_ms()
             .map_err(Failure::runtime)?
             .is_some_and(|t| t > now);
-        let mode = l
-            .latest_event("mode")
-            .map_err(Failure::runtime)?
-            .and_then(|d| Mode::from_event_detail(&d))
-            .unwrap_or(Mode::Normal);
+        let mode = l.latest_event("mode").map_err(Failure::runtime)?;
+        let mode = Mode::from_latest_event(mode.as_deref());
         state = l.state(&tx).map_err(Failure::runtime)?;
         (
             u,

@@ -205,6 +205,9 @@ pub struct Gate {
     permit: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
     changes: tokio::sync::watch::Receiver<u64>,
     cancel: Option<tokio_util::sync::CancellationToken>,
+    /// Run once the permit is given, right before an attempt (with the number of attempts made
+    /// so far): what must be written down before it leaves.
+    before_attempt: Option<Box<dyn Fn(u32) -> Result<(), String> + Send + Sync>>,
 }
 
 impl Gate {
@@ -218,7 +221,17 @@ impl Gate {
             permit: Box::new(permit),
             changes,
             cancel: None,
+            before_attempt: None,
         }
+    }
+
+    /// Runs `f` right before every attempt, once it is permitted; an `Err` stops the request.
+    pub fn with_before_attempt(
+        mut self,
+        f: impl Fn(u32) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.before_attempt = Some(Box::new(f));
+        self
     }
 
     /// Also wakes from backoff sleeps when `token` is cancelled (`permit` then says no).
@@ -354,10 +367,17 @@ impl Client {
         })
     }
 
+    /// Notes how far this host's clock is off the server's by at least: `Date` has whole
+    /// seconds, so the server's time was somewhere in `[date, date + 1 s)` when it answered.
     fn note_server_date(&self, date: SystemTime) {
-        let skew_ms = match SystemTime::now().duration_since(date) {
-            Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
-            Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
+        let now = SystemTime::now();
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let skew_ms = match now.duration_since(date + Duration::from_secs(1)) {
+            Ok(ahead) => ms(ahead),
+            Err(_) => match date.duration_since(now) {
+                Ok(behind) => -ms(behind),
+                Err(_) => 0,
+            },
         };
         *self.last_skew.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), skew_ms));
@@ -549,6 +569,9 @@ impl Client {
             // Asked last thing before the request goes on the wire.
             if let Some(g) = gate.as_deref_mut() {
                 g.check().map_err(|r| stopped(attempts, r))?;
+                if let Some(f) = &g.before_attempt {
+                    f(attempts).map_err(|r| stopped(attempts, r))?;
+                }
             }
             attempts += 1;
             let err = match self.attempt(endpoint, body).await {

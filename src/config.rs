@@ -83,7 +83,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Default `api.max_retries`.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// Default `api.max_clock_skew`: how far ahead of the server's clock approvals still go out.
-pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// Default `api.max_in_flight`.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// Default `poll.interval`: the reference recommends polling every 2 minutes.

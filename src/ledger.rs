@@ -747,10 +747,22 @@ impl Ledger {
     /// re-send (under the rule that approved the re-send): an approval is counted from the last
     /// time it may have left.
     pub fn usage(&self, policy: &Policy, now_ms: i64) -> Result<Usage, LedgerError> {
+        self.usage_with_slack(policy, now_ms, std::time::Duration::ZERO)
+    }
+
+    /// [`Ledger::usage`] with each window reaching `slack` further back (see [`Usage::at`]).
+    pub fn usage_with_slack(
+        &self,
+        policy: &Policy,
+        now_ms: i64,
+        slack: std::time::Duration,
+    ) -> Result<Usage, LedgerError> {
         let Some(longest) = policy.longest_window() else {
-            return Ok(Usage::at(policy, now_ms, std::iter::empty()));
+            return Ok(Usage::at(policy, now_ms, slack, std::iter::empty()));
         };
-        let since = now_ms.saturating_sub(i64::try_from(longest.as_millis()).unwrap_or(i64::MAX));
+        let since = now_ms.saturating_sub(
+            i64::try_from(longest.saturating_add(slack).as_millis()).unwrap_or(i64::MAX),
+        );
         // An amount that cannot be read back counts as the largest possible: over-counting is
         // safe, under-counting is not.
         let amount = |t: Option<&str>| {
@@ -790,6 +802,7 @@ impl Ledger {
         Ok(Usage::at(
             policy,
             now_ms,
+            slack,
             seen.iter().map(|(seq, rule, amount, at)| Approval {
                 key: *seq,
                 rule,

@@ -711,11 +711,9 @@ fn set_mode(
                 }
             }
         };
-        s.engine.set_mode(mode, "operator API").map_err(|e| {
-            internal(format!(
-                "the mode could not be recorded, so it was not changed: {e}"
-            ))
-        })?;
+        s.engine
+            .set_mode(mode, "operator API")
+            .map_err(|e| internal(e.to_string()))?;
         Ok(axum::Json(json!({"object": "mode", "mode": mode.as_str()})).into_response())
     })()
     .unwrap_or_else(IntoResponse::into_response);

@@ -44,6 +44,15 @@ impl Mode {
         serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
     }
 
+    /// The mode the latest recorded mode event puts in force: normal when there is none, hold
+    /// when it cannot be read (a pause must not be lost to a spelling).
+    pub fn from_latest_event(detail: Option<&str>) -> Mode {
+        match detail {
+            None => Mode::Normal,
+            Some(d) => Mode::from_event_detail(d).unwrap_or(Mode::Hold),
+        }
+    }
+
     /// Reads back what [`Mode::event_detail`] wrote; `None` for anything else.
     pub fn from_event_detail(detail: &str) -> Option<Mode> {
         serde_json::from_str::<serde_json::Value>(detail)

@@ -228,13 +228,20 @@ impl Usage {
     /// Window usage for `policy` at `now_ms` from `approvals`: the one place windows are
     /// computed (the ledger's usage and `policy replay` both come here). Each approval counts once
     /// per window whose span holds any of its times (its record, its re-sends).
+    ///
+    /// Each window reaches `slack` further back than its length: twice the clock skew allowed
+    /// against the server, so that records stamped by a clock within the skew either way can
+    /// never fit an extra approval into a window.
     pub fn at<'a>(
         policy: &Policy,
         now_ms: i64,
+        slack: Duration,
         approvals: impl IntoIterator<Item = Approval<'a>>,
     ) -> Usage {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let inside = |window: Duration, at: i64| at > now_ms.saturating_sub(ms(window));
+        let inside = |window: Duration, at: i64| {
+            at > now_ms.saturating_sub(ms(window.saturating_add(slack)))
+        };
         let mut usage = Usage::default();
         for rule in &policy.rules {
             if rule.limit.is_some() {

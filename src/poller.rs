@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use rust_decimal::Decimal;
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -61,6 +62,29 @@ pub struct CycleOutcome {
     pub oldest_hold_ms: u64,
     /// Duration in milliseconds.
     pub duration_ms: u64,
+}
+
+/// How long after its record an approval's first attempt may leave without being recorded again.
+const LATE_SEND: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why a mode change was not (wholly) made.
+#[derive(Debug, thiserror::Error)]
+pub enum ModeError {
+    /// A resume that could not be recorded: the mode in force did not change.
+    #[error("the mode could not be recorded, so it was not changed: {0}")]
+    NotChanged(#[source] LedgerError),
+    /// A pause in force that could not be recorded.
+    #[error(
+        "{}-all mode is in force now, but could not be recorded in the ledger, so a restart would not keep it: {source}",
+        .mode.as_str()
+    )]
+    NotRecorded {
+        /// The mode in force.
+        mode: Mode,
+        /// Why it could not be recorded.
+        #[source]
+        source: LedgerError,
+    },
 }
 
 /// Why a cycle could not run.
@@ -192,6 +216,11 @@ struct Send {
     req: ApproveRequest,
     /// The policy generation the decision was checked under.
     generation: u64,
+    /// For an approval: the rule approving it and its amount, to count it in windows again when
+    /// it leaves late.
+    approval: Option<(String, Decimal)>,
+    /// When its record (or re-send event) was written.
+    counted_at: Instant,
 }
 
 impl Engine {
@@ -275,24 +304,38 @@ impl Engine {
         self.control.mode()
     }
 
-    /// Records `mode` in the ledger, then puts it in force at once (for the page being decided
-    /// and every approval not yet sent).
-    pub fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), LedgerError> {
-        self.ledger()
-            .record_event("mode", &mode.event_detail(actor))?;
+    /// Puts `mode` in force at once (for the page being decided and every attempt not yet on
+    /// the wire) and records it in the ledger. A pause takes effect even when it cannot be
+    /// recorded (the error says it would not survive a restart); a resume that cannot be
+    /// recorded is refused.
+    pub fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), ModeError> {
+        let detail = mode.event_detail(actor);
+        if mode == Mode::Normal {
+            self.ledger()
+                .record_event("mode", &detail)
+                .map_err(ModeError::NotChanged)?;
+        }
         self.control.put_mode(mode);
         self.metrics.set_mode(mode.as_str());
         warn!(mode = mode.as_str(), by = actor, "kill-switch mode changed");
+        if mode != Mode::Normal
+            && let Err(e) = self.ledger().record_event("mode", &detail)
+        {
+            tracing::error!(mode = mode.as_str(), error = %e, "the kill-switch mode is in force but could not be recorded; a restart would not keep it");
+            return Err(ModeError::NotRecorded { mode, source: e });
+        }
         Ok(())
     }
 
     /// Restores the mode recorded in the ledger (at start-up).
     pub fn restore_mode(&self) -> Result<Mode, LedgerError> {
-        let mode = self
-            .ledger()
-            .latest_event("mode")?
-            .and_then(|d| Mode::from_event_detail(&d))
-            .unwrap_or(Mode::Normal);
+        let mode = self.ledger().latest_event("mode")?;
+        if let Some(d) = &mode
+            && Mode::from_event_detail(d).is_none()
+        {
+            tracing::error!(event = %d, "the latest kill-switch event cannot be read; starting in hold-all mode");
+        }
+        let mode = Mode::from_latest_event(mode.as_deref());
         self.control.put_mode(mode);
         self.metrics.set_mode(mode.as_str());
         if mode != Mode::Normal {
@@ -330,8 +373,12 @@ impl Engine {
                     Ok(tx) => match seen.get(&tx.id) {
                         Some(&i) => {
                             let prev = &txs[i];
+                            // A copy with a problem (a member twice, say) may mean other fields
+                            // to another parser: that is a conflict too.
                             if (&prev.from, &prev.to, &prev.amount, &prev.chain_id)
                                 != (&tx.from, &tx.to, &tx.amount, &tx.chain_id)
+                                || !prev.problems.is_empty()
+                                || !tx.problems.is_empty()
                             {
                                 conflicting.insert(tx.id);
                             }
@@ -466,6 +513,8 @@ impl Engine {
                         seq: *seq,
                         req: approve_request(&d.tx, verdict.status(), data),
                         generation,
+                        approval: d.amount.map(|a| (d.rule.clone(), a)),
+                        counted_at: Instant::now(),
                     });
                 }
             }
@@ -532,7 +581,10 @@ impl Engine {
         }
         self.clock_behind
             .store(behind, std::sync::atomic::Ordering::Relaxed);
-        let usage = ledger.usage(policy, now).map_err(CycleError::Ledger)?;
+        let slack = self.client.config().max_clock_skew.saturating_mul(2);
+        let usage = ledger
+            .usage_with_slack(policy, now, slack)
+            .map_err(CycleError::Ledger)?;
         Ok((usage, clock))
     }
 
@@ -572,7 +624,8 @@ impl Engine {
 
     /// The gate a submission asks before every attempt: shutdown, the kill switch, and for an
     /// approval the policy generation it was checked under and the server's clock.
-    fn gate(&self, status: u8, generation: u64) -> Gate {
+    fn gate(&self, s: &Send) -> Gate {
+        let (status, generation) = (s.req.status, s.generation);
         let control = self.control.clone();
         let shutdown = self.shutdown.clone();
         let client = self.client.clone();
@@ -596,14 +649,37 @@ impl Engine {
             }
             Ok(())
         };
-        Gate::new(permit, self.control.subscribe()).with_cancel(self.shutdown.clone())
+        let gate = Gate::new(permit, self.control.subscribe()).with_cancel(self.shutdown.clone());
+        let Some((rule, amount)) = s.approval.clone() else {
+            return gate;
+        };
+        // An approval leaving later than its record (a retry, or a long wait for a slot) is
+        // written down again first, so that windows count it from when it may have left.
+        let ledger = self.ledger.clone();
+        let (seq, tx_id, counted_at) = (s.seq, s.req.id, s.counted_at);
+        gate.with_before_attempt(move |attempts| {
+            if attempts == 0 && counted_at.elapsed() < LATE_SEND {
+                return Ok(());
+            }
+            let record = ResendRecord {
+                seq,
+                tx_id,
+                rule: rule.clone(),
+                amount,
+            };
+            ledger
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record_resends(std::slice::from_ref(&record))
+                .map_err(|e| format!("cannot record the attempt, so it is not made: {e}"))
+        })
     }
 
     fn spawn_send(&self, set: &mut JoinSet<Option<Outcome>>, permits: &Arc<Semaphore>, s: Send) {
         let client = self.client.clone();
         let permits = permits.clone();
         let metrics = self.metrics.clone();
-        let mut gate = self.gate(s.req.status, s.generation);
+        let mut gate = self.gate(&s);
         set.spawn(async move {
             let _permit = permits.acquire_owned().await.ok()?;
             crate::failpoint::hit(crate::failpoint::BEFORE_REQUEST);
@@ -713,15 +789,15 @@ impl Engine {
                         continue;
                     }
                     if let Some(req) = resend_request(live) {
-                        if let Some((rule, amount)) = approval {
+                        if let Some((rule, amount)) = &approval {
                             // Counted from now, under the rule that approves it now, in this
                             // cycle and (through the event recorded before it leaves) after.
-                            usage.count_recorded(seq, amount, Some(&rule), true);
+                            usage.count_recorded(seq, *amount, Some(rule), true);
                             resends.push(ResendRecord {
                                 seq,
                                 tx_id: tx.id,
-                                rule,
-                                amount,
+                                rule: rule.clone(),
+                                amount: *amount,
                             });
                         }
                         out.resent += 1;
@@ -735,6 +811,8 @@ impl Engine {
                             seq,
                             req,
                             generation,
+                            approval,
+                            counted_at: Instant::now(),
                         });
                     }
                     continue;

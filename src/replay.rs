@@ -41,6 +41,7 @@ fn usage_at(policy: &Policy, approvals: &[(i64, String, Decimal)], at_ms: i64) -
     Usage::at(
         policy,
         at_ms,
+        std::time::Duration::ZERO,
         approvals
             .iter()
             .enumerate()

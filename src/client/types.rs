@@ -121,9 +121,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
     }
 }
 
-/// The member names the daemon reads; a name equal to one of them but for case is refused too,
-/// as a case-insensitive parser on the server's side would read it.
+/// The member names the daemon reads. A name that other parsers may take for one of them (equal
+/// but for case, Unicode case folding, `_` or `-`: Java's `equalsIgnoreCase`, fastjson's smart
+/// match) is refused too.
 const ITEM_FIELDS: [&str; 5] = ["id", "fromAddress", "toAddress", "amount", "chainId"];
+
+/// A member name as lenient parsers compare them: without `_` and `-`, case folded the way Java
+/// does (upper then lower, so `ſ` and `s`, `ı` and `i` meet).
+fn folded(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
 
 fn parse_item(raw: &RawValue) -> PendingItem {
     let members = match serde_json::from_str::<Members<'_>>(raw.get()) {
@@ -136,20 +147,20 @@ fn parse_item(raw: &RawValue) -> PendingItem {
         }
     };
     let mut fields: std::collections::BTreeMap<String, &RawValue> = Default::default();
-    // A member written twice, or a twin differing in case, has no single meaning: parsers
-    // disagree on which copy wins. Such an item is held (or, for the id, not acted on).
+    // A member written twice, or a twin another parser takes for it, has no single meaning:
+    // parsers disagree on which copy wins. Such an item is held (or, for the id, not acted on).
     let mut twins: Vec<String> = Vec::new();
     for (k, v) in members {
-        let twin = ITEM_FIELDS
+        let f = folded(&k);
+        let twin_of_field = ITEM_FIELDS
             .iter()
-            .find(|f| f.eq_ignore_ascii_case(&k))
-            .filter(|f| **f != k || fields.contains_key(k.as_str()));
-        if fields.contains_key(&k) || twin.is_some() {
+            .any(|name| folded(name) == f && *name != k);
+        if fields.contains_key(&k) || twin_of_field {
             twins.push(k.clone());
         }
         fields.entry(k).or_insert(v);
     }
-    if twins.iter().any(|k| k.eq_ignore_ascii_case("id")) {
+    if twins.iter().any(|k| folded(k) == "id") {
         return Err(MalformedItem {
             raw: cut(raw.get()),
             reason: "the id is written twice".into(),

@@ -59,6 +59,16 @@ pub fn address_problem(addr: &str, chain: Option<&str>) -> Option<String> {
             i + 1
         ));
     }
+    if chain.is_none()
+        && addr.len() == 42
+        && addr.starts_with("41")
+        && addr.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Some(
+            "is TRON's hex form, which transactions never use: write the base58check `T…` form"
+                .into(),
+        );
+    }
     if chain == Some(TRON_CHAIN) && !addr.starts_with('T') {
         // TRON also writes accounts in hex (`41…`, `0x…`); one account, one spelling.
         return Some("is not a TRON address: on chain 195 an address is base58check `T…`".into());

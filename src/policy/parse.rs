@@ -410,32 +410,60 @@ pub fn parse(
         lists.insert(name.clone(), Arc::new(set));
     }
 
-    let resolve =
-        |rule: &str, key: &str, items: &[String]| -> Result<AddressMatcher, PolicyError> {
-            if items.is_empty() {
-                return Err(ctx.err(
-                    rule_place(rule, key),
-                    "is empty (leave it out to match any address)",
-                ));
+    // An address a rule names must be able to match on one of the rule's chains (a `0x…` entry
+    // in a TRON-only rule never can), and a list it uses must hold at least one such address.
+    let usable = |addr: &str, chains: Option<&[String]>| -> Option<String> {
+        match chains {
+            None => address_problem(addr, None),
+            Some(cs) => {
+                let problems: Vec<String> = cs
+                    .iter()
+                    .filter_map(|c| address_problem(addr, Some(c)))
+                    .collect();
+                (problems.len() == cs.len())
+                    .then(|| problems.into_iter().next().unwrap_or_default())
+                    .map(|p| format!("{p} (the rule's chains: {})", cs.join(", ")))
             }
-            let mut set = AddressMatcher::default();
-            for item in items {
-                if let Some(list) = item.strip_prefix('@') {
-                    let l = lists.get(list).ok_or_else(|| {
-                        ctx.err(rule_place(rule, key), format!("unknown list @{list}"))
-                    })?;
-                    set.add_list(l.clone());
-                } else if let Some(problem) = address_problem(item, None) {
+        }
+    };
+    let resolve = |rule: &str,
+                   key: &str,
+                   items: &[String],
+                   chains: Option<&[String]>|
+     -> Result<AddressMatcher, PolicyError> {
+        if items.is_empty() {
+            return Err(ctx.err(
+                rule_place(rule, key),
+                "is empty (leave it out to match any address)",
+            ));
+        }
+        let mut set = AddressMatcher::default();
+        for item in items {
+            if let Some(list) = item.strip_prefix('@') {
+                let l = lists.get(list).ok_or_else(|| {
+                    ctx.err(rule_place(rule, key), format!("unknown list @{list}"))
+                })?;
+                if chains.is_some() && !l.iter().any(|a| usable(a, chains).is_none()) {
                     return Err(ctx.err(
                         rule_place(rule, key),
-                        format!("address {item:?} {problem}; it could never match a transaction"),
+                        format!(
+                            "no address of list @{list} can match on the rule's chains ({})",
+                            chains.unwrap_or_default().join(", ")
+                        ),
                     ));
-                } else {
-                    set.insert(item);
                 }
+                set.add_list(l.clone());
+            } else if let Some(problem) = usable(item, chains) {
+                return Err(ctx.err(
+                    rule_place(rule, key),
+                    format!("address {item:?} {problem}; it could never match a transaction"),
+                ));
+            } else {
+                set.insert(item);
             }
-            Ok(set)
-        };
+        }
+        Ok(set)
+    };
 
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(raw.rule.len());
@@ -490,11 +518,11 @@ pub fn parse(
         let from = r
             .from
             .as_deref()
-            .map(|f| resolve(&name, "from", f))
+            .map(|f| resolve(&name, "from", f, chains.as_deref()))
             .transpose()?;
         let to =
             r.to.as_deref()
-                .map(|t| resolve(&name, "to", t))
+                .map(|t| resolve(&name, "to", t, chains.as_deref()))
                 .transpose()?;
         let min_amount = r
             .min_amount

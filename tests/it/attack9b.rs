@@ -195,6 +195,9 @@ async fn an_approval_that_left_on_a_late_retry_is_counted_from_when_it_left() {
     cfg.max_retries = 2;
     cfg.initial_backoff = Duration::from_secs(1);
     cfg.max_backoff = Duration::from_secs(1);
+    // A tight clock (windows reach 0.2 s further back), so the window's slack does not hide the
+    // 2 s the approval spent retrying.
+    cfg.max_clock_skew = Duration::from_millis(100);
     let e = engine_with_client(dir.path(), cfg, &policy, settings());
 
     // The server comes back after the second attempt failed.
@@ -295,17 +298,17 @@ async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_w
     if !faketime_or_skip() {
         return;
     }
-    // api.max_clock_skew is 5 min (default). Run 1: the clock is 290 s behind the server's
-    // (allowed), approval 1 is stamped 290 s early. Run 2, a second later: the clock is 290 s
-    // ahead (allowed). Rule t allows one approval per 9 min; run 2 sees approval 1 as 580 s
-    // old, out of the window, and approves 2 a second after 1.
+    // api.max_clock_skew is 30 s (default). Run 1: the clock is 25 s behind the server's
+    // (allowed), approval 1 is stamped 25 s early. Run 2, a second later: the clock is 25 s
+    // ahead (allowed). Rule t allows one approval per 45 s; without the windows' slack, run 2
+    // would see approval 1 as 50 s old, out of the window, and approve 2 a second after 1.
     let sandbox = spawn_sandbox(&["--max-skew", "1h"]);
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
     std::fs::write(
         dir.path().join("policy.toml"),
-        format!("default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"9m\"\nmax_count = 1\n"),
+        format!("default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"45s\"\nmax_count = 1\n"),
     )
     .unwrap();
     let c = cfg.to_str().unwrap().to_string();
@@ -335,10 +338,10 @@ async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_w
         })
     };
     add(1).await;
-    let one = run_at("-290s").await.unwrap();
+    let one = run_at("-25s").await.unwrap();
     assert!(one.status.success(), "{}", all_output(&one));
     add(2).await;
-    let two = run_at("+290s").await.unwrap();
+    let two = run_at("+25s").await.unwrap();
     assert!(two.status.success(), "{}", all_output(&two));
     let decided: Vec<serde_json::Value> = http
         .get(format!("{}/_sandbox/decisions", sandbox.url))
@@ -356,7 +359,7 @@ async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_w
     assert_eq!(
         approved.len(),
         1,
-        "rule t (max_count 1 per 9 min) let {approved:?} (id, ms) out, each run within \
+        "rule t (max_count 1 per 45 s) let {approved:?} (id, ms) out, each run within \
          max_clock_skew of the server: run 1 {} run 2 {}",
         all_output(&one),
         all_output(&two)

@@ -117,7 +117,7 @@ pub fn client_config(url: &str) -> ClientConfig {
         max_retries: 3,
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(50),
-        max_clock_skew: Duration::from_secs(300),
+        max_clock_skew: Duration::from_secs(30),
     }
 }
 
