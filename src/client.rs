@@ -201,13 +201,16 @@ pub struct Reply {
 /// Asked before every attempt of a request, retries included, whether it may still go out: the
 /// kill switch, a policy reload or a shutdown must stop a request that is waiting to be retried,
 /// not only one that has not started.
+/// A check a [`Gate`] makes: `Err` says why the request must not go out.
+type GateCheck<A> = Box<dyn Fn(A) -> Result<(), String> + Send + Sync>;
+
 pub struct Gate {
-    permit: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    permit: GateCheck<()>,
     changes: tokio::sync::watch::Receiver<u64>,
     cancel: Option<tokio_util::sync::CancellationToken>,
     /// Run once the permit is given, right before an attempt (with the number of attempts made
     /// so far): what must be written down before it leaves.
-    before_attempt: Option<Box<dyn Fn(u32) -> Result<(), String> + Send + Sync>>,
+    before_attempt: Option<GateCheck<u32>>,
 }
 
 impl Gate {
@@ -218,7 +221,7 @@ impl Gate {
         changes: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
         Self {
-            permit: Box::new(permit),
+            permit: Box::new(move |()| permit()),
             changes,
             cancel: None,
             before_attempt: None,
@@ -243,7 +246,7 @@ impl Gate {
     /// Marks the changes seen so far, then asks: a change after this wakes [`Gate::sleep`].
     fn check(&mut self) -> Result<(), String> {
         self.changes.borrow_and_update();
-        (self.permit)()
+        (self.permit)(())
     }
 
     /// Sleeps `wait`, re-asking at every change; `Err` as soon as the answer is no.
@@ -254,7 +257,7 @@ impl Gate {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return Ok(()),
                 () = cancel.cancelled() => {
-                    (self.permit)()?;
+                    (self.permit)(())?;
                     tokio::time::sleep_until(deadline).await;
                     return Ok(());
                 }
@@ -264,7 +267,7 @@ impl Gate {
                         tokio::time::sleep_until(deadline).await;
                         return Ok(());
                     }
-                    (self.permit)()?;
+                    (self.permit)(())?;
                 }
             }
         }
