@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use axum::body::Bytes;
 use axum::extract::{MatchedPath, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -727,11 +728,12 @@ async fn reload(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError>
 }
 
 /// The mode `POST /v1/pause` asks for: `hold` unless the body says `{"mode": "reject"}`.
-fn requested_pause(body: &str) -> Result<Mode, ApiError> {
-    if body.trim().is_empty() {
+/// The body is read as bytes, so that even one that is not UTF-8 gets the QbitPay error object.
+fn requested_pause(body: &[u8]) -> Result<Mode, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Mode::Hold);
     }
-    let v: Value = serde_json::from_str(body).map_err(|e| bad_request(format!("body: {e}")))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| bad_request(format!("body: {e}")))?;
     match v.get("mode").and_then(|m| m.as_str()) {
         None | Some("hold") => Ok(Mode::Hold),
         Some("reject") => Ok(Mode::Reject),
@@ -750,7 +752,7 @@ fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"object": "mode", "mode": mode.as_str()})))
 }
 
-async fn pause(State(s): State<OperatorState>, body: String) -> Result<Json<Value>, ApiError> {
+async fn pause(State(s): State<OperatorState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     set_mode(&s, requested_pause(&body)?)
 }
 
@@ -847,12 +849,14 @@ fn verify_request_signature(
     Ok((fields, canonical))
 }
 
-async fn order_callback(State(s): State<OperatorState>, body: String) -> Response {
+async fn order_callback(State(s): State<OperatorState>, body: Bytes) -> Response {
     let Some(cb) = &s.callbacks else {
         return not_found().await.into_response();
     };
     let r = (|| {
-        let (fields, detail) = verify_request_signature(cb, &body)?;
+        let body = std::str::from_utf8(&body)
+            .map_err(|_| refuse(StatusCode::BAD_REQUEST, "body is not UTF-8"))?;
+        let (fields, detail) = verify_request_signature(cb, body)?;
         let unavailable = |m: &str| refuse(StatusCode::INTERNAL_SERVER_ERROR, m);
         let mut ledger = s
             .ledger
