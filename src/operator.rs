@@ -164,9 +164,9 @@ pub fn new_key() -> Result<(String, String), crate::random::RandomError> {
 /// What the C2C order callback needs.
 #[derive(Clone)]
 pub struct Callbacks {
-    /// The API secret the callback's `signature` is made with.
+    /// The API secret the callback's request signature (`signature`) is made with.
     pub api_secret: SecretString,
-    /// The canonical order of the signature string.
+    /// The canonical order of the string the request signature covers.
     pub sign_order: SignOrder,
 }
 
