@@ -60,6 +60,12 @@ impl Daemon {
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     }
 
+    /// A `/metrics` scrape, without a key.
+    async fn metrics(&self) -> String {
+        let r = self.http.get(format!("{}/metrics", self.base)).send();
+        r.await.unwrap().text().await.unwrap()
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, Some(KEY), None).await
     }
@@ -154,12 +160,7 @@ async fn every_operator_route_refuses_without_a_valid_key_and_answers_with_one()
     );
     let (code, _) = d.get("/healthz").await;
     assert_eq!(code, 200, "health needs no key");
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("cosigner_operator_requests_total{route=\"/v1/status\",status=\"401\"} 2"),
         "{metrics}"
@@ -339,12 +340,7 @@ async fn a_valid_policy_reload_takes_effect_and_an_invalid_one_keeps_the_old_pol
         || async { d.sandbox.sandbox.decisions().len() == 1 },
     )
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("cosigner_policy_reloads_total{outcome=\"ok\"} 1"),
         "{metrics}"
@@ -384,12 +380,7 @@ async fn pause_holds_everything_survives_a_restart_and_resume_lets_the_policy_de
         ),
         (Some("hold"), Some("(paused)"))
     );
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("cosigner_mode{mode=\"hold\"} 1"),
         "{metrics}"
@@ -400,13 +391,9 @@ async fn pause_holds_everything_survives_a_restart_and_resume_lets_the_policy_de
     let d = start(sb, dir, "").await;
     assert_eq!(d.get("/v1/status").await.1["mode"], "hold");
     let cycles = || async {
-        let m = reqwest::get(format!("{}/metrics", d.base))
+        d.metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        m.lines()
+            .lines()
             .find(|l| l.starts_with("cosigner_poll_runs_total{outcome=\"ok\"}"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
@@ -930,16 +917,9 @@ async fn a_callback_whose_values_re_cut_the_signed_string_or_whose_fields_differ
 
 /// The `cosigner_operator_requests_total` lines of a `/metrics` scrape.
 async fn operator_request_counts(d: &Daemon) -> Vec<String> {
-    let text = d
-        .http
-        .get(format!("{}/metrics", d.base))
-        .send()
+    d.metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("cosigner_operator_requests_total{"))
         .map(str::to_owned)
         .collect()
