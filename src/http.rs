@@ -5,17 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Router, middleware};
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::now_ms;
 use crate::metrics::Metrics;
+use crate::operator::{KeyCheck, require_key};
 
 /// How long one cycle may take before the scheduler counts as wedged.
 pub const SCHEDULER_BUDGET: Duration = Duration::from_secs(600);
@@ -100,25 +101,23 @@ pub struct HttpState {
     pub metrics_keys: Option<Arc<crate::operator::KeyStore>>,
 }
 
-/// The routes.
+/// The routes. With `http.metrics_auth`, `/metrics` sits behind the operator API's key check.
 pub fn router(state: HttpState) -> Router {
+    let mut metrics_route = get(metrics);
+    if let Some(keys) = &state.metrics_keys {
+        metrics_route = metrics_route.route_layer(middleware::from_fn_with_state(
+            KeyCheck::without_budget(keys.clone()),
+            require_key,
+        ));
+    }
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", metrics_route)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(store) = &s.metrics_keys
-        && let Err(m) = crate::operator::authenticate(store.current().as_deref(), &headers)
-    {
-        return (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"type": "authentication_error", "message": m})),
-        )
-            .into_response();
-    }
+async fn metrics(State(s): State<HttpState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -1,16 +1,19 @@
 //! The operator API, following the QbitPay conventions: HTTP Basic auth with an API key as the
 //! user name (only SHA-256 digests are stored), the QbitPay error object on every failure,
-//! cursor-paged lists. Also the C2C order callback that 1BitPay posts, verified by signature.
+//! cursor-paged lists; authentication and request counting are middleware. Also the C2C order
+//! callback that 1BitPay posts, verified by its request signature.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::Router;
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
 use base64::Engine as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use openssl::sha::sha256;
@@ -161,9 +164,9 @@ pub fn new_key() -> Result<(String, String), crate::random::RandomError> {
 /// What the C2C order callback needs.
 #[derive(Clone)]
 pub struct Callbacks {
-    /// The API secret the callback's `signature` is made with.
+    /// The API secret the callback's request signature (`signature`) is made with.
     pub api_secret: SecretString,
-    /// The canonical order of the signature string.
+    /// The canonical order of the string the request signature covers.
     pub sign_order: SignOrder,
 }
 
@@ -262,7 +265,10 @@ fn too_many() -> ApiError {
 
 /// Checks HTTP Basic auth with an API key as the user name (the password is ignored): `Ok` when
 /// `keys` accept it, else why not.
-pub fn authenticate(keys: Option<&ApiKeys>, headers: &HeaderMap) -> Result<(), &'static str> {
+pub(crate) fn authenticate(
+    keys: Option<&ApiKeys>,
+    headers: &HeaderMap,
+) -> Result<(), &'static str> {
     let Some(keys) = keys else {
         return Err("the operator API is off: set http.api_keys_file");
     };
@@ -289,14 +295,54 @@ pub fn authenticate(keys: Option<&ApiKeys>, headers: &HeaderMap) -> Result<(), &
     }
 }
 
-/// The checks every `/v1` route makes, in this order: `Host` names the listener; then the key
-/// (failures draw on their own budget, so a flood of them cannot lock an operator out); then the
-/// request budget of authenticated calls.
-fn guard(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> {
-    check_host(s.listen, headers)?;
-    let keys = s.keys.current();
-    if let Err(m) = authenticate(keys.as_deref(), headers) {
-        if s.unauthenticated.check().is_err() {
+// The operator API's checks are middleware, one per concern, applied per route group in
+// `router`. A request meets them in this order, and the first refusal answers:
+//   count_requests  (every answer of a matched route, refusals included)
+//   check_host      `Host` names the listener (no DNS rebinding)
+//   require_key     an accepted API key; failures draw on their own budget
+//   spend_budget    the request budget of authenticated calls
+//   refuse_cross_site  state-changing routes only: no foreign `Origin`, a JSON content type
+// The handlers behind them only do their job.
+
+/// What [`require_key`] checks a call against.
+#[derive(Clone)]
+pub(crate) struct KeyCheck {
+    keys: Arc<KeyStore>,
+    /// The budget failed attempts draw on: once it is spent they get 429 instead of 401, and
+    /// the budget of authenticated calls (which an operator's `cosigner pause` needs) is
+    /// untouched. `None`: every failure is a 401.
+    failures: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+impl KeyCheck {
+    /// Keys checked with no budget for failures (`/metrics`, which has no request budget).
+    pub(crate) fn without_budget(keys: Arc<KeyStore>) -> Self {
+        Self {
+            keys,
+            failures: None,
+        }
+    }
+}
+
+/// Refuses a call whose `Host` does not name the listener (see [`check_host_header`]).
+async fn check_host(
+    State(listen): State<Option<SocketAddr>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    check_host_header(listen, request.headers())?;
+    Ok(next.run(request).await)
+}
+
+/// Refuses a call without an accepted API key: 401, or 429 once the failure budget is spent.
+pub(crate) async fn require_key(
+    State(check): State<KeyCheck>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let keys = check.keys.current();
+    if let Err(m) = authenticate(keys.as_deref(), request.headers()) {
+        if check.failures.as_ref().is_some_and(|f| f.check().is_err()) {
             return Err(too_many());
         }
         return Err(error(
@@ -306,35 +352,42 @@ fn guard(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> {
             Value::Null,
         ));
     }
-    if s.limiter.check().is_err() {
-        return Err(too_many());
-    }
-    Ok(())
+    Ok(next.run(request).await)
 }
 
-/// What a state-changing route checks on top of [`guard`], so that no web page a browser on
-/// this host shows can make the call: a JSON content type (a cross-site form cannot send it
-/// without a CORS preflight, which is never granted), and no `Origin` but the listener's own.
-fn guard_change(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> {
-    guard(s, headers)?;
-    let forbidden = |m: String| {
-        error(
-            StatusCode::FORBIDDEN,
-            "invalid_request_error",
-            m,
-            Value::Null,
-        )
-    };
+/// Draws one call from the request budget of authenticated calls: 429 when it is spent.
+async fn spend_budget(
+    State(budget): State<Arc<DefaultDirectRateLimiter>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if budget.check().is_err() {
+        return Err(too_many());
+    }
+    Ok(next.run(request).await)
+}
+
+/// What a state-changing route checks once the caller is known, so that no web page a browser
+/// on this host shows can make the call: no `Origin` but the listener's own, and a JSON
+/// content type (a cross-site form cannot send it without a CORS preflight, which is never
+/// granted).
+async fn refuse_cross_site(request: Request, next: Next) -> Result<Response, ApiError> {
+    let headers = request.headers();
     if let Some(origin) = headers.get(header::ORIGIN) {
         let own = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(|h| format!("http://{h}"));
         if origin.to_str().ok() != own.as_deref() {
-            return Err(forbidden(format!(
-                "requests from another origin ({}) are refused",
-                String::from_utf8_lossy(origin.as_bytes())
-            )));
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                format!(
+                    "requests from another origin ({}) are refused",
+                    String::from_utf8_lossy(origin.as_bytes())
+                ),
+                Value::Null,
+            ));
         }
     }
     let json = headers
@@ -350,13 +403,33 @@ fn guard_change(s: &OperatorState, headers: &HeaderMap) -> Result<(), ApiError> 
             Value::Null,
         ));
     }
-    Ok(())
+    Ok(next.run(request).await)
+}
+
+/// Counts every answer of a matched route in `cosigner_operator_requests_total{route,status}`,
+/// labelled with the route's pattern (`/v1/decisions/{id}`), never the raw path, so that a
+/// caller cannot mint label values.
+async fn count_requests(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(String::new, |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics
+        .operator_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    response
 }
 
 /// `Host` must be the listener: its IP literal (any IP literal when it listens on all
 /// addresses) or `localhost` on loopback, with its port. A DNS name is what DNS rebinding
 /// would send, so none is accepted.
-fn check_host(listen: Option<SocketAddr>, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_host_header(listen: Option<SocketAddr>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(listen) = listen else {
         return Ok(());
     };
@@ -393,14 +466,6 @@ fn host_names_listener(host: &str, listen: SocketAddr) -> bool {
     }
 }
 
-fn counted(s: &OperatorState, route: &str, r: Response) -> Response {
-    s.metrics
-        .operator_requests
-        .with_label_values(&[route, r.status().as_str()])
-        .inc();
-    r
-}
-
 fn ms_to_rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
@@ -428,30 +493,49 @@ pub fn decision_json(r: &DecisionRow) -> Value {
     })
 }
 
-/// The routes: `/v1/*` and, when enabled, `/callbacks/order`.
+/// The routes: `/v1/*` and, when enabled, `/callbacks/order`, each group behind its checks.
 pub fn router(state: OperatorState) -> Router {
+    let key_check = KeyCheck {
+        keys: state.keys.clone(),
+        failures: Some(state.unauthenticated.clone()),
+    };
+    let changes = Router::new()
+        .route("/v1/policy/reload", post(reload))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
+        .route_layer(middleware::from_fn(refuse_cross_site));
+    // A route layer wraps the routes already there, so the layer added last runs first.
     let mut r = Router::new()
         .route("/v1/decisions", get(list_decisions))
         .route("/v1/decisions/{id}", get(get_decision))
         .route("/v1/status", get(status))
         .route("/v1/policy", get(policy))
-        .route("/v1/policy/reload", post(reload))
-        .route("/v1/pause", post(pause))
-        .route("/v1/resume", post(resume));
+        .merge(changes)
+        .route_layer(middleware::from_fn_with_state(
+            state.limiter.clone(),
+            spend_budget,
+        ))
+        .route_layer(middleware::from_fn_with_state(key_check, require_key))
+        .route_layer(middleware::from_fn_with_state(state.listen, check_host));
+    // The callback is authenticated by its request signature, not by an operator key.
     if state.callbacks.is_some() {
         r = r.route("/callbacks/order", post(order_callback));
     }
-    r.fallback(not_found).with_state(state)
+    r.route_layer(middleware::from_fn_with_state(
+        state.metrics.clone(),
+        count_requests,
+    ))
+    .fallback(not_found)
+    .with_state(state)
 }
 
-async fn not_found() -> Response {
+async fn not_found() -> ApiError {
     error(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         "no such route",
         Value::Null,
     )
-    .into_response()
 }
 
 fn parse_query(pairs: Vec<(String, String)>) -> Result<PageQuery, ApiError> {
@@ -495,237 +579,183 @@ fn parse_query(pairs: Vec<(String, String)>) -> Result<PageQuery, ApiError> {
 
 async fn list_decisions(
     State(s): State<OperatorState>,
-    headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Response {
-    let r = (|| {
-        guard(&s, &headers)?;
-        let q = parse_query(pairs)?;
-        let (rows, more) = s
-            .ledger
-            .lock()
-            .map_err(|_| internal("ledger unavailable"))?
-            .page(&q)
-            .map_err(|e| internal(e.to_string()))?;
-        Ok::<_, ApiError>(
-            axum::Json(json!({
-                "object": "list",
-                "url": "/v1/decisions",
-                "has_more": more,
-                "data": rows.iter().map(decision_json).collect::<Vec<_>>(),
-            }))
-            .into_response(),
-        )
-    })()
-    .unwrap_or_else(IntoResponse::into_response);
-    counted(&s, "/v1/decisions", r)
+) -> Result<Json<Value>, ApiError> {
+    let q = parse_query(pairs)?;
+    let (rows, more) = s
+        .ledger
+        .lock()
+        .map_err(|_| internal("ledger unavailable"))?
+        .page(&q)
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(Json(json!({
+        "object": "list",
+        "url": "/v1/decisions",
+        "has_more": more,
+        "data": rows.iter().map(decision_json).collect::<Vec<_>>(),
+    })))
 }
 
 async fn get_decision(
     State(s): State<OperatorState>,
-    headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
-) -> Response {
-    let r = (|| {
-        guard(&s, &headers)?;
-        // An id that is not a number names no decision either: 404, like any unknown id.
-        let no_such = || {
-            error(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                format!("no decision {id:?}"),
-                Value::Null,
-            )
-        };
-        let seq: u64 = id.parse().map_err(|_| no_such())?;
-        let row = s
-            .ledger
-            .lock()
-            .map_err(|_| internal("ledger unavailable"))?
-            .get(seq)
-            .map_err(|e| internal(e.to_string()))?;
-        row.map(|r| axum::Json(decision_json(&r)).into_response())
-            .ok_or_else(no_such)
-    })()
-    .unwrap_or_else(IntoResponse::into_response);
-    counted(&s, "/v1/decisions/{id}", r)
-}
-
-async fn status(State(s): State<OperatorState>, headers: HeaderMap) -> Response {
-    let r = (|| {
-        guard(&s, &headers)?;
-        let policy = s.engine.policy();
-        let ledger = s
-            .ledger
-            .lock()
-            .map_err(|_| internal("ledger unavailable"))?;
-        let usage = ledger
-            .usage(&policy, now_ms())
-            .map_err(|e| internal(e.to_string()))?;
-        let counts = ledger.counts().map_err(|e| internal(e.to_string()))?;
-        let dry_runs = ledger
-            .dry_run_counts()
-            .map_err(|e| internal(e.to_string()))?;
-        drop(ledger);
-        let windows: Vec<Value> = policy
-            .rules
-            .iter()
-            .filter_map(|r| {
-                let l = r.limit.as_ref()?;
-                let u = usage.rules.get(&r.name).copied().unwrap_or_default();
-                Some(json!({
-                    "rule": r.name,
-                    "window": crate::display::window(l.window),
-                    "used_total": u.total.to_string(),
-                    "max_total": l.max_total.map(|t| t.to_string()),
-                    "used_count": u.count,
-                    "max_count": l.max_count,
-                }))
-            })
-            .collect();
-        let last = s
-            .health
-            .last_poll_ok_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let ready = s.health.readiness();
-        Ok::<_, ApiError>(
-            axum::Json(json!({
-                "object": "status",
-                "mode": s.engine.mode().as_str(),
-                "policy": {"sha256": policy.sha256, "file": policy.source},
-                "ready": ready.is_ok(),
-                "not_ready_reason": ready.err(),
-                "last_successful_poll": (last > 0).then(|| ms_to_rfc3339(last)),
-                "decisions": counts,
-                "dry_run_decisions": dry_runs,
-                "guard": policy.guard.as_ref().map(|g| json!({
-                    "window": crate::display::window(g.window),
-                    "used": usage.guard_approvals,
-                    "max_approvals": g.max_approvals,
-                })),
-                "windows": windows,
-            }))
-            .into_response(),
+) -> Result<Json<Value>, ApiError> {
+    // An id that is not a number names no decision either: 404, like any unknown id.
+    let no_such = || {
+        error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("no decision {id:?}"),
+            Value::Null,
         )
-    })()
-    .unwrap_or_else(IntoResponse::into_response);
-    counted(&s, "/v1/status", r)
+    };
+    let seq: u64 = id.parse().map_err(|_| no_such())?;
+    let row = s
+        .ledger
+        .lock()
+        .map_err(|_| internal("ledger unavailable"))?
+        .get(seq)
+        .map_err(|e| internal(e.to_string()))?;
+    row.map(|r| Json(decision_json(&r))).ok_or_else(no_such)
 }
 
-async fn policy(State(s): State<OperatorState>, headers: HeaderMap) -> Response {
-    let r = guard(&s, &headers).map(|()| {
-        let p = s.engine.policy();
-        let rules: Vec<Value> = p
-            .rules
-            .iter()
-            .map(|r| {
-                json!({
-                    "name": r.name,
-                    "action": r.action,
-                    "chains": r.chains,
-                    "from_addresses": r.from.as_ref().map(|f| f.len()),
-                    "to_addresses": r.to.as_ref().map(|t| t.len()),
-                    "min_amount": r.min_amount.map(|a| a.to_string()),
-                    "max_amount": r.max_amount.map(|a| a.to_string()),
-                    "window": r.limit.as_ref().map(|l| crate::display::window(l.window)),
-                    "max_total": r.limit.as_ref().and_then(|l| l.max_total).map(|a| a.to_string()),
-                    "max_count": r.limit.as_ref().and_then(|l| l.max_count),
-                })
+async fn status(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError> {
+    let policy = s.engine.policy();
+    let ledger = s
+        .ledger
+        .lock()
+        .map_err(|_| internal("ledger unavailable"))?;
+    let usage = ledger
+        .usage(&policy, now_ms())
+        .map_err(|e| internal(e.to_string()))?;
+    let counts = ledger.counts().map_err(|e| internal(e.to_string()))?;
+    let dry_runs = ledger
+        .dry_run_counts()
+        .map_err(|e| internal(e.to_string()))?;
+    drop(ledger);
+    let windows: Vec<Value> = policy
+        .rules
+        .iter()
+        .filter_map(|r| {
+            let l = r.limit.as_ref()?;
+            let u = usage.rules.get(&r.name).copied().unwrap_or_default();
+            Some(json!({
+                "rule": r.name,
+                "window": crate::display::window(l.window),
+                "used_total": u.total.to_string(),
+                "max_total": l.max_total.map(|t| t.to_string()),
+                "used_count": u.count,
+                "max_count": l.max_count,
+            }))
+        })
+        .collect();
+    let last = s
+        .health
+        .last_poll_ok_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let ready = s.health.readiness();
+    Ok(Json(json!({
+        "object": "status",
+        "mode": s.engine.mode().as_str(),
+        "policy": {"sha256": policy.sha256, "file": policy.source},
+        "ready": ready.is_ok(),
+        "not_ready_reason": ready.err(),
+        "last_successful_poll": (last > 0).then(|| ms_to_rfc3339(last)),
+        "decisions": counts,
+        "dry_run_decisions": dry_runs,
+        "guard": policy.guard.as_ref().map(|g| json!({
+            "window": crate::display::window(g.window),
+            "used": usage.guard_approvals,
+            "max_approvals": g.max_approvals,
+        })),
+        "windows": windows,
+    })))
+}
+
+async fn policy(State(s): State<OperatorState>) -> Json<Value> {
+    let p = s.engine.policy();
+    let rules: Vec<Value> = p
+        .rules
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "action": r.action,
+                "chains": r.chains,
+                "from_addresses": r.from.as_ref().map(|f| f.len()),
+                "to_addresses": r.to.as_ref().map(|t| t.len()),
+                "min_amount": r.min_amount.map(|a| a.to_string()),
+                "max_amount": r.max_amount.map(|a| a.to_string()),
+                "window": r.limit.as_ref().map(|l| crate::display::window(l.window)),
+                "max_total": r.limit.as_ref().and_then(|l| l.max_total).map(|a| a.to_string()),
+                "max_count": r.limit.as_ref().and_then(|l| l.max_count),
             })
-            .collect();
-        axum::Json(json!({
-            "object": "policy",
-            "sha256": p.sha256,
-            "file": p.source,
-            "default": p.default,
-            "rules": rules,
-            "guard": p.guard.as_ref().map(|g| json!({"window": crate::display::window(g.window), "max_approvals": g.max_approvals})),
-            "warnings": p.warnings(),
-        }))
-        .into_response()
-    });
-    counted(
-        &s,
-        "/v1/policy",
-        r.unwrap_or_else(IntoResponse::into_response),
-    )
+        })
+        .collect();
+    Json(json!({
+        "object": "policy",
+        "sha256": p.sha256,
+        "file": p.source,
+        "default": p.default,
+        "rules": rules,
+        "guard": p.guard.as_ref().map(|g| json!({"window": crate::display::window(g.window), "max_approvals": g.max_approvals})),
+        "warnings": p.warnings(),
+    }))
 }
 
-async fn reload(State(s): State<OperatorState>, headers: HeaderMap) -> Response {
-    let r = guard_change(&s, &headers).map(|()| {
-        let previous = s.engine.policy().sha256.clone();
-        let keys = s.keys.reload("operator API");
-        match s.engine.reload_policy("operator API") {
-            Ok(p) => match keys {
-                Ok(n) => axum::Json(json!({
-                    "object": "policy_reload", "sha256": p.sha256, "previous": previous, "api_keys": n,
-                }))
-                .into_response(),
-                Err(e) => error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    format!("the policy was reloaded, but not the API keys: {e}"),
-                    json!({"sha256": p.sha256, "previous": previous, "api_keys_kept": true}),
-                )
-                .into_response(),
-            },
-            Err(e) => error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                e.to_string(),
-                json!({"kept": previous}),
-            )
-            .into_response(),
-        }
-    });
-    counted(
-        &s,
-        "/v1/policy/reload",
-        r.unwrap_or_else(IntoResponse::into_response),
-    )
+async fn reload(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError> {
+    let previous = s.engine.policy().sha256.clone();
+    let keys = s.keys.reload("operator API");
+    let p = s.engine.reload_policy("operator API").map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            e.to_string(),
+            json!({"kept": previous}),
+        )
+    })?;
+    match keys {
+        Ok(n) => Ok(Json(json!({
+            "object": "policy_reload", "sha256": p.sha256, "previous": previous, "api_keys": n,
+        }))),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("the policy was reloaded, but not the API keys: {e}"),
+            json!({"sha256": p.sha256, "previous": previous, "api_keys_kept": true}),
+        )),
+    }
 }
 
-fn set_mode(
-    s: &OperatorState,
-    headers: &HeaderMap,
-    body: &str,
-    route: &str,
-    resume: bool,
-) -> Response {
-    let r = (|| {
-        guard_change(s, headers)?;
-        let mode = if resume {
-            Mode::Normal
-        } else if body.trim().is_empty() {
-            Mode::Hold
-        } else {
-            let v: Value =
-                serde_json::from_str(body).map_err(|e| bad_request(format!("body: {e}")))?;
-            match v.get("mode").and_then(|m| m.as_str()) {
-                None | Some("hold") => Mode::Hold,
-                Some("reject") => Mode::Reject,
-                Some(other) => {
-                    return Err(bad_request(format!(
-                        "mode must be \"hold\" or \"reject\", not {other:?}"
-                    )));
-                }
-            }
-        };
-        s.engine
-            .set_mode(mode, "operator API")
-            .map_err(|e| internal(e.to_string()))?;
-        Ok(axum::Json(json!({"object": "mode", "mode": mode.as_str()})).into_response())
-    })()
-    .unwrap_or_else(IntoResponse::into_response);
-    counted(s, route, r)
+/// The mode `POST /v1/pause` asks for: `hold` unless the body says `{"mode": "reject"}`.
+/// The body is read as bytes, so that even one that is not UTF-8 gets the QbitPay error object.
+fn requested_pause(body: &[u8]) -> Result<Mode, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Mode::Hold);
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| bad_request(format!("body: {e}")))?;
+    match v.get("mode").and_then(|m| m.as_str()) {
+        None | Some("hold") => Ok(Mode::Hold),
+        Some("reject") => Ok(Mode::Reject),
+        Some(other) => Err(bad_request(format!(
+            "mode must be \"hold\" or \"reject\", not {other:?}"
+        ))),
+    }
 }
 
-async fn pause(State(s): State<OperatorState>, headers: HeaderMap, body: String) -> Response {
-    set_mode(&s, &headers, &body, "/v1/pause", false)
+fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError> {
+    s.engine
+        .set_mode(mode, "operator API")
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(Json(json!({"object": "mode", "mode": mode.as_str()})))
 }
 
-async fn resume(State(s): State<OperatorState>, headers: HeaderMap, body: String) -> Response {
-    set_mode(&s, &headers, &body, "/v1/resume", true)
+async fn pause(State(s): State<OperatorState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    set_mode(&s, requested_pause(&body)?)
+}
+
+async fn resume(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError> {
+    set_mode(&s, Mode::Normal)
 }
 
 /// The reference's success envelope.
@@ -770,62 +800,73 @@ fn check_callback_fields(fields: &serde_json::Map<String, Value>) -> Result<(), 
     Ok(())
 }
 
-async fn order_callback(State(s): State<OperatorState>, body: String) -> Response {
+/// A refused callback: its status code and the reference's envelope.
+type CallbackRefusal = (StatusCode, Value);
+
+fn refuse(status: StatusCode, message: &str) -> CallbackRefusal {
+    (status, envelope(i64::from(status.as_u16()), message))
+}
+
+/// Checks an order callback's request signature (the MD5 `signature` field over the other
+/// fields in canonical order plus the API secret, compared in constant time). Returns the
+/// fields and the canonical string, which is what the ledger records.
+fn verify_request_signature(
+    cb: &Callbacks,
+    body: &str,
+) -> Result<(serde_json::Map<String, Value>, String), CallbackRefusal> {
+    let fields: serde_json::Map<String, Value> = serde_json::from_str(body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("body is not a JSON object: {e}"),
+        )
+    })?;
+    let given = fields
+        .get("signature")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "signature is missing"))?
+        .to_ascii_lowercase();
+    check_callback_fields(&fields).map_err(|m| refuse(StatusCode::BAD_REQUEST, &m))?;
+    let params =
+        sign::body_params(body).map_err(|e| refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let canonical = sign::canonical_string(
+        params
+            .iter()
+            .filter(|(k, _)| k != "signature")
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+        cb.sign_order,
+    );
+    let expected = sign::sign(&canonical, cb.api_secret.expose_secret());
+    if expected.len() != given.len() || !openssl::memcmp::eq(expected.as_bytes(), given.as_bytes())
+    {
+        tracing::warn!("order callback refused: the request signature does not verify");
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "signature does not verify",
+        ));
+    }
+    Ok((fields, canonical))
+}
+
+async fn order_callback(State(s): State<OperatorState>, body: Bytes) -> Response {
     let Some(cb) = &s.callbacks else {
-        return not_found().await;
+        return not_found().await.into_response();
     };
     let r = (|| {
-        let fields: serde_json::Map<String, Value> = serde_json::from_str(&body).map_err(|e| {
-            (
-                StatusCode::BAD_REQUEST,
-                envelope(400, &format!("body is not a JSON object: {e}")),
-            )
-        })?;
-        let given = fields.get("signature").and_then(|v| v.as_str()).ok_or((
-            StatusCode::BAD_REQUEST,
-            envelope(400, "signature is missing"),
-        ))?;
-        check_callback_fields(&fields).map_err(|m| (StatusCode::BAD_REQUEST, envelope(400, &m)))?;
-        let params = sign::body_params(&body)
-            .map_err(|e| (StatusCode::BAD_REQUEST, envelope(400, &e.to_string())))?;
-        let canonical = sign::canonical_string(
-            params
-                .iter()
-                .filter(|(k, _)| k != "signature")
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-            cb.sign_order,
-        );
-        let expected = sign::sign(&canonical, cb.api_secret.expose_secret());
-        let given = given.to_ascii_lowercase();
-        if expected.len() != given.len()
-            || !openssl::memcmp::eq(expected.as_bytes(), given.as_bytes())
-        {
-            tracing::warn!("order callback refused: the signature does not verify");
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                envelope(401, "signature does not verify"),
-            ));
-        }
-        let detail = canonical;
-        let mut ledger = s.ledger.lock().map_err(|_| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                envelope(500, "ledger unavailable"),
-            )
-        })?;
-        let seen = ledger.has_event("order", &detail).map_err(|_| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                envelope(500, "ledger unavailable"),
-            )
-        })?;
+        let body = std::str::from_utf8(&body)
+            .map_err(|_| refuse(StatusCode::BAD_REQUEST, "body is not UTF-8"))?;
+        let (fields, detail) = verify_request_signature(cb, body)?;
+        let unavailable = |m: &str| refuse(StatusCode::INTERNAL_SERVER_ERROR, m);
+        let mut ledger = s
+            .ledger
+            .lock()
+            .map_err(|_| unavailable("ledger unavailable"))?;
+        let seen = ledger
+            .has_event("order", &detail)
+            .map_err(|_| unavailable("ledger unavailable"))?;
         if !seen {
-            ledger.record_event("order", &detail).map_err(|_| {
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    envelope(500, "cannot record"),
-                )
-            })?;
+            ledger
+                .record_event("order", &detail)
+                .map_err(|_| unavailable("cannot record"))?;
             tracing::info!(
                 order_no = fields
                     .get("orderNo")
@@ -840,10 +881,6 @@ async fn order_callback(State(s): State<OperatorState>, body: String) -> Respons
         }
         Ok((StatusCode::OK, envelope(200, "Success")))
     })();
-    let (status, body) = r.unwrap_or_else(|e| e);
-    counted(
-        &s,
-        "/callbacks/order",
-        (status, axum::Json(body)).into_response(),
-    )
+    let (status, body) = r.unwrap_or_else(|e: CallbackRefusal| e);
+    (status, Json(body)).into_response()
 }

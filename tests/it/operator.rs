@@ -60,6 +60,12 @@ impl Daemon {
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     }
 
+    /// A `/metrics` scrape, without a key.
+    async fn metrics(&self) -> String {
+        let r = self.http.get(format!("{}/metrics", self.base)).send();
+        r.await.unwrap().text().await.unwrap()
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, Some(KEY), None).await
     }
@@ -154,12 +160,7 @@ async fn every_operator_route_refuses_without_a_valid_key_and_answers_with_one()
     );
     let (code, _) = d.get("/healthz").await;
     assert_eq!(code, 200, "health needs no key");
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("cosigner_operator_requests_total{route=\"/v1/status\",status=\"401\"} 2"),
         "{metrics}"
@@ -339,12 +340,7 @@ async fn a_valid_policy_reload_takes_effect_and_an_invalid_one_keeps_the_old_pol
         || async { d.sandbox.sandbox.decisions().len() == 1 },
     )
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("cosigner_policy_reloads_total{outcome=\"ok\"} 1"),
         "{metrics}"
@@ -384,12 +380,7 @@ async fn pause_holds_everything_survives_a_restart_and_resume_lets_the_policy_de
         ),
         (Some("hold"), Some("(paused)"))
     );
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("cosigner_mode{mode=\"hold\"} 1"),
         "{metrics}"
@@ -400,13 +391,9 @@ async fn pause_holds_everything_survives_a_restart_and_resume_lets_the_policy_de
     let d = start(sb, dir, "").await;
     assert_eq!(d.get("/v1/status").await.1["mode"], "hold");
     let cycles = || async {
-        let m = reqwest::get(format!("{}/metrics", d.base))
+        d.metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        m.lines()
+            .lines()
             .find(|l| l.starts_with("cosigner_poll_runs_total{outcome=\"ok\"}"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
@@ -925,5 +912,160 @@ async fn a_callback_whose_values_re_cut_the_signed_string_or_whose_fields_differ
         1,
         "only the genuine one"
     );
+    drop(sb);
+}
+
+/// The `cosigner_operator_requests_total` lines of a `/metrics` scrape.
+async fn operator_request_counts(d: &Daemon) -> Vec<String> {
+    d.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("cosigner_operator_requests_total{"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_of_a_route_is_counted_under_its_pattern_refusals_included_and_unknown_paths_are_not()
+ {
+    let d = start_fresh(vec![], "[callbacks]\nenabled = true\n").await;
+    let port = d.base.rsplit(':').next().unwrap().to_string();
+    assert_eq!(d.get("/v1/decisions/abc").await.0, 404);
+    assert_eq!(d.get("/v1/decisions/999").await.0, 404);
+    assert_eq!(d.get("/v1/policy").await.0, 200);
+    let r = d
+        .http
+        .post(format!("{}/v1/pause", d.base))
+        .basic_auth(KEY, Some(""))
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = d
+        .http
+        .get(format!("{}/v1/status", d.base))
+        .basic_auth(KEY, Some(""))
+        .header("host", format!("rebind.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(d.callback(json!({})).await.0, 400);
+    let r = d
+        .http
+        .post(format!("{}/callbacks/order", d.base))
+        .header("content-type", "application/json")
+        .body(b"{\"orderNo\": \"\xff\"}".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 400, "the callback's own envelope: {body}");
+    assert_eq!(d.get("/v1/no-such-route").await.0, 404);
+    let counts = operator_request_counts(&d).await;
+    for line in [
+        "cosigner_operator_requests_total{route=\"/v1/decisions/{id}\",status=\"404\"} 2",
+        "cosigner_operator_requests_total{route=\"/v1/policy\",status=\"200\"} 1",
+        "cosigner_operator_requests_total{route=\"/v1/pause\",status=\"415\"} 1",
+        "cosigner_operator_requests_total{route=\"/v1/status\",status=\"403\"} 1",
+        "cosigner_operator_requests_total{route=\"/callbacks/order\",status=\"400\"} 2",
+    ] {
+        assert!(counts.iter().any(|l| l == line), "{line} in {counts:#?}");
+    }
+    assert_eq!(counts.len(), 5, "nothing else, no raw path: {counts:#?}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_is_checked_after_the_host_and_before_anything_the_request_carries() {
+    let d = start_fresh(vec![], "").await;
+    let port = d.base.rsplit(':').next().unwrap().to_string();
+    let pause = |key: Option<&str>, headers: &[(&str, &str)], body: Vec<u8>| {
+        let mut req = d.http.post(format!("{}/v1/pause", d.base)).body(body);
+        if let Some(k) = key {
+            req = req.basic_auth(k, Some(""));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let json_type = ("content-type", "application/json");
+    let rebind = format!("rebind.example:{port}");
+    let (code, body) = pause(None, &[json_type, ("host", rebind.as_str())], vec![]).await;
+    assert_eq!(code, 403, "the Host first: {body}");
+    for (headers, body) in [
+        (vec![("content-type", "text/plain")], b"{}".to_vec()),
+        (
+            vec![json_type, ("origin", "http://evil.example")],
+            b"{}".to_vec(),
+        ),
+        (vec![json_type], b"{\"mode\": \"reject\xff\"}".to_vec()),
+        (vec![json_type], b"{\"mode\": \"surprise\"}".to_vec()),
+    ] {
+        for key in [None, Some("wrong-key")] {
+            let (code, answer) = pause(key, &headers, body.clone()).await;
+            assert_eq!(
+                (code, answer["type"].as_str()),
+                (401, Some("authentication_error")),
+                "{headers:?} {key:?}: {answer}"
+            );
+        }
+    }
+    let (code, body) = pause(
+        Some(KEY),
+        &[json_type],
+        b"{\"mode\": \"reject\xff\"}".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (code, body["type"].as_str()),
+        (400, Some("invalid_request_error")),
+        "with the key, the body is read and refused: {body}"
+    );
+    let (_, status) = d.get("/v1/status").await;
+    assert_eq!(status["mode"], "normal", "no refused call changed the mode");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_metrics_scrapes_never_spend_the_budget_an_operator_needs() {
+    let d = start_fresh(vec![], "metrics_auth = true\n").await;
+    let (sb, dir) = d.stop().await;
+    let cfg = dir.path().join("cosigner.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "max_requests_per_second = 1000",
+        "max_requests_per_second = 2",
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let d = run_daemon(&cfg, timings(3_600_000, 3_600_000)).await;
+    let http = reqwest::Client::new();
+    for _ in 0..10 {
+        let r = http
+            .get(format!("{}/metrics", d.base))
+            .basic_auth("wrong-key", Some(""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["type"], "authentication_error", "{body}");
+    }
+    let r = http
+        .get(format!("{}/v1/status", d.base))
+        .basic_auth(KEY, Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    d.shutdown().await;
     drop(sb);
 }
