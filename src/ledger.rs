@@ -1199,3 +1199,6 @@ impl Ledger {
         rows.collect::<Result<_, _>>().map_err(LedgerError::Read)
     }
 }
+
+#[cfg(test)]
+mod tests;
