@@ -26,7 +26,12 @@ fn a_ledger_written_before_the_typed_records_verifies_unchanged() {
     let kinds: Vec<(&str, u64)> = report.by_kind.into_iter().collect();
     assert_eq!(
         kinds,
-        vec![("collect", 2), ("decision", 3), ("event", 3), ("outcome", 2)]
+        vec![
+            ("collect", 2),
+            ("decision", 3),
+            ("event", 3),
+            ("outcome", 2)
+        ]
     );
 }
 
@@ -68,7 +73,7 @@ fn a_ledger_written_before_the_typed_records_reads_back_every_field() {
     );
     assert_eq!(hold[0].status, Status::NotSent);
 
-    let dry = ledger.history(i64::MAX as u64).unwrap();
+    let dry = ledger.history(i64::MAX.unsigned_abs()).unwrap();
     assert_eq!((dry.len(), dry[0].seq, dry[0].dry_run), (1, 4, true));
 
     let listed: Vec<u64> = ledger.list(10).unwrap().iter().map(|r| r.seq).collect();
@@ -87,7 +92,9 @@ fn a_ledger_written_before_the_typed_records_reads_back_every_field() {
 fn a_ledger_written_before_the_typed_records_takes_new_records_and_still_verifies() {
     let (_dir, path) = v1_copy();
     let mut ledger = Ledger::open(&path).unwrap();
-    ledger.record_event("mode", "{\"mode\":\"paused\"}").unwrap();
+    ledger
+        .record_event("mode", "{\"mode\":\"paused\"}")
+        .unwrap();
     ledger
         .record_outcomes(&[Outcome {
             decision_seq: 2,
