@@ -216,57 +216,26 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
+/// The tables besides the chained records' (see [`schema`]) and the indexes.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS decisions (
-  seq INTEGER PRIMARY KEY,
-  tx_id INTEGER NOT NULL,
-  fingerprint TEXT NOT NULL,
-  tx_json TEXT NOT NULL,
-  from_addr TEXT, to_addr TEXT, amount TEXT, chain_id TEXT,
-  amount_value TEXT,
-  action TEXT NOT NULL,
-  rule TEXT NOT NULL,
-  reason TEXT NOT NULL,
-  policy_sha256 TEXT NOT NULL,
-  dry_run INTEGER NOT NULL,
-  signed_text TEXT,
-  data TEXT,
-  recorded_at_ms INTEGER NOT NULL,
-  prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
-);
 CREATE INDEX IF NOT EXISTS decisions_tx ON decisions(tx_id, seq);
 CREATE INDEX IF NOT EXISTS decisions_window ON decisions(action, dry_run, recorded_at_ms);
-CREATE TABLE IF NOT EXISTS outcomes (
-  seq INTEGER PRIMARY KEY,
-  decision_seq INTEGER NOT NULL,
-  status TEXT NOT NULL,
-  message TEXT,
-  recorded_at_ms INTEGER NOT NULL,
-  prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
-);
 CREATE INDEX IF NOT EXISTS outcomes_decision ON outcomes(decision_seq, seq);
-CREATE TABLE IF NOT EXISTS events (
-  seq INTEGER PRIMARY KEY,
-  kind TEXT NOT NULL,
-  detail TEXT NOT NULL,
-  recorded_at_ms INTEGER NOT NULL,
-  prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
-);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, seq);
-CREATE TABLE IF NOT EXISTS collects (
-  seq INTEGER PRIMARY KEY,
-  is_main INTEGER NOT NULL,
-  ok INTEGER NOT NULL,
-  message TEXT,
-  recorded_at_ms INTEGER NOT NULL,
-  prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
-);
 ";
+
+/// The whole schema: each chained table as its record declares it, then [`SCHEMA`].
+fn schema() -> String {
+    [
+        DecisionRecord::create_table(),
+        OutcomeRecord::create_table(),
+        EventRecord::create_table(),
+        CollectRecord::create_table(),
+        SCHEMA.to_string(),
+    ]
+    .concat()
+}
 
 /// Every chained table, for the head.
 const CHAINED: &str = "SELECT seq, hash FROM decisions UNION ALL SELECT seq, hash FROM outcomes
@@ -424,7 +393,7 @@ impl Ledger {
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute_batch(&schema()).map_err(open_err)?;
         let ledger = Self::finish_open(conn, path, Some(lock))?;
         if ledger.meta("schema_version").map_err(open_err)?.is_none() {
             ledger

@@ -15,8 +15,32 @@ use crate::policy::Action;
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A column's value: stored through `ToSql`/`FromSql`, hashed through `Serialize`.
-pub(crate) trait Column: ToSql + FromSql + Serialize {}
-impl<T: ToSql + FromSql + Serialize> Column for T {}
+pub(crate) trait Column: ToSql + FromSql + Serialize {
+    /// Its type and constraint in `CREATE TABLE`.
+    const SQL: &'static str;
+}
+
+impl Column for String {
+    const SQL: &'static str = "TEXT NOT NULL";
+}
+impl Column for Option<String> {
+    const SQL: &'static str = "TEXT";
+}
+impl Column for bool {
+    const SQL: &'static str = "INTEGER NOT NULL";
+}
+impl Column for Seq {
+    const SQL: &'static str = "INTEGER NOT NULL";
+}
+impl Column for TxId {
+    const SQL: &'static str = "INTEGER NOT NULL";
+}
+impl Column for Millis {
+    const SQL: &'static str = "INTEGER NOT NULL";
+}
+impl Column for Action {
+    const SQL: &'static str = "TEXT NOT NULL";
+}
 
 /// Something that walks a record's columns in order: to hash, bind, read or name them.
 pub(crate) trait Columns {
@@ -51,13 +75,36 @@ pub(crate) trait Record: Default {
 
     /// The column names, in order, each prefixed by `prefix` (`d.`), comma-separated.
     fn names(prefix: &str) -> String {
+        Self::declared()
+            .iter()
+            .map(|(c, _)| format!("{prefix}{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The number of columns.
+    fn count() -> usize {
+        Self::declared().len()
+    }
+
+    /// The table's `CREATE TABLE IF NOT EXISTS` statement.
+    fn create_table() -> String {
+        let columns: String = Self::declared()
+            .iter()
+            .map(|(name, sql)| format!("  {name} {sql},\n"))
+            .collect();
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  seq INTEGER PRIMARY KEY,\n{columns}  prev_hash TEXT NOT NULL,\n  hash TEXT NOT NULL\n);\n",
+            Self::TABLE
+        )
+    }
+
+    /// Every column's name and declaration, in order.
+    fn declared() -> Vec<(&'static str, &'static str)> {
         let mut n = Names(Vec::new());
         // Naming reads no value and cannot fail.
         let _ = Self::default().columns(&mut n);
-        n.0.iter()
-            .map(|c| format!("{prefix}{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        n.0
     }
 }
 
@@ -72,11 +119,11 @@ impl Columns for HashFields {
     }
 }
 
-struct Names(Vec<&'static str>);
+struct Names(Vec<(&'static str, &'static str)>);
 
 impl Columns for Names {
     fn column<T: Column>(&mut self, name: &'static str, _: &mut T) -> rusqlite::Result<()> {
-        self.0.push(name);
+        self.0.push((name, T::SQL));
         Ok(())
     }
 }
@@ -144,12 +191,12 @@ pub(crate) fn append<R: Record>(
         "INSERT INTO {} (seq, {}, prev_hash, hash) VALUES (?1, {}, ?{}, ?{})",
         R::TABLE,
         R::names(""),
-        (0..count::<R>())
+        (0..R::count())
             .map(|i| format!("?{}", i + 2))
             .collect::<Vec<_>>()
             .join(", "),
-        count::<R>() + 2,
-        count::<R>() + 3,
+        R::count() + 2,
+        R::count() + 3,
     );
     let mut stmt = tx.prepare_cached(&sql)?;
     let mut seqs = Vec::with_capacity(records.len());
@@ -164,20 +211,14 @@ pub(crate) fn append<R: Record>(
             stmt: &mut stmt,
             next: 2,
         })?;
-        stmt.raw_bind_parameter(count::<R>() + 2, &head.hash)?;
-        stmt.raw_bind_parameter(count::<R>() + 3, &hash)?;
+        stmt.raw_bind_parameter(R::count() + 2, &head.hash)?;
+        stmt.raw_bind_parameter(R::count() + 3, &hash)?;
         stmt.raw_execute()?;
         head.seq = seq;
         head.hash = hash;
         seqs.push(seq);
     }
     Ok(seqs)
-}
-
-fn count<R: Record>() -> usize {
-    let mut n = Names(Vec::new());
-    let _ = R::default().columns(&mut n);
-    n.0.len()
 }
 
 /// A record as stored, for `verify`.

@@ -374,3 +374,54 @@ fn an_edited_unreadable_column_is_reported_by_verify_as_an_edit() {
         report.problems
     );
 }
+
+/// Every table's columns (name, type, NOT NULL, primary key) and every index, as SQLite reports
+/// them.
+fn shape(path: &Path) -> Vec<String> {
+    let conn = Connection::open(path).unwrap();
+    let mut out = Vec::new();
+    let mut stmt = conn
+        .prepare("SELECT type, name, tbl_name FROM sqlite_master ORDER BY type, name")
+        .unwrap();
+    let objects: Vec<(String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (kind, name, table) in objects {
+        out.push(format!("{kind} {name} on {table}"));
+        let pragma = if kind == "table" {
+            format!("SELECT cid, name, type, \"notnull\", pk FROM pragma_table_info('{name}')")
+        } else {
+            format!("SELECT seqno, name, '', 0, 0 FROM pragma_index_info('{name}')")
+        };
+        let mut stmt = conn.prepare(&pragma).unwrap();
+        let cols = stmt
+            .query_map([], |r| {
+                Ok(format!(
+                    "  {} {} {} notnull={} pk={}",
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?
+                ))
+            })
+            .unwrap();
+        for c in cols {
+            out.push(c.unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_new_ledger_has_the_tables_columns_and_indexes_of_the_earlier_files() {
+    let (_old_dir, old) = v1_copy();
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("ledger.db");
+    drop(Ledger::open(&new).unwrap());
+    let (old, new) = (shape(&old), shape(&new));
+    assert!(old.len() > 50, "{old:#?}");
+    assert_eq!(new, old);
+}
