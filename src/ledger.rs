@@ -1,6 +1,8 @@
 //! The decision ledger: every decision and every submission outcome, in SQLite (WAL,
 //! `synchronous=FULL`), hash-chained so that an edited, removed or truncated record is detected.
-//! Only one process may write a ledger; window totals are computed from it.
+//! Only one process may write a ledger; window totals are computed from it. Each kind of record
+//! is a struct in [`record`] whose column list drives its hash input, INSERT, SELECT and table;
+//! [`sql`] holds the column types (sequence numbers, transaction ids, times).
 
 mod record;
 mod sql;
@@ -20,7 +22,7 @@ use record::{
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::json;
-use sql::{Millis, Seq, TxId, sql_count};
+use sql::{Millis, Sent, Seq, TxId, sql_count};
 
 use crate::client::PendingTx;
 use crate::client::sign::hex;
@@ -255,12 +257,11 @@ fn row_select() -> String {
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
     let seq: Seq = r.get(0)?;
     let d = DecisionRecord::from_row(r, 1)?;
-    let status: Option<String> = r.get("latest_status")?;
-    let status = match (d.action, d.dry_run, status.as_deref()) {
+    let status = match (d.action, d.dry_run, r.get("latest_status")?) {
         (Action::Hold, _, _) | (_, true, _) => Status::NotSent,
-        (_, _, Some("submitted")) => Status::Submitted,
-        (_, _, Some("failed")) => Status::Failed,
-        _ => Status::Recorded,
+        (_, _, Some(Sent::Submitted)) => Status::Submitted,
+        (_, _, Some(Sent::Failed)) => Status::Failed,
+        (_, _, None) => Status::Recorded,
     };
     Ok(DecisionRow {
         seq: seq.0,
@@ -502,7 +503,7 @@ impl Ledger {
             .iter()
             .map(|o| OutcomeRecord {
                 decision_seq: Seq(o.decision_seq),
-                status: if o.ok { "submitted" } else { "failed" }.to_string(),
+                status: if o.ok { Sent::Submitted } else { Sent::Failed },
                 message: o.message.clone(),
                 recorded_at_ms: at,
             })
@@ -699,12 +700,12 @@ impl Ledger {
 
     /// Records an operational event (mode change, policy load, order callback) in the chain.
     pub fn record_event(&mut self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
-        let seqs = self.append(&mut [EventRecord {
+        self.append(&mut [EventRecord {
             kind: kind.to_string(),
             detail: detail.to_string(),
             recorded_at_ms: Millis(now_ms()),
         }])?;
-        Ok(seqs.first().map_or(self.head.seq.0, |s| s.0))
+        Ok(self.head.seq.0)
     }
 
     /// The detail of the newest event of `kind`.

@@ -7,7 +7,7 @@ use rusqlite::{Connection, Row, Transaction};
 use serde::Serialize;
 use serde_json::json;
 
-use super::sql::{Millis, Seq, TxId};
+use super::sql::{Millis, Sent, Seq, TxId};
 use crate::client::sign::hex;
 use crate::policy::Action;
 
@@ -37,6 +37,9 @@ impl Column for TxId {
 }
 impl Column for Millis {
     const SQL: &'static str = "INTEGER NOT NULL";
+}
+impl Column for Sent {
+    const SQL: &'static str = "TEXT NOT NULL";
 }
 impl Column for Action {
     const SQL: &'static str = "TEXT NOT NULL";
@@ -331,8 +334,7 @@ impl Record for DecisionRecord {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct OutcomeRecord {
     pub(crate) decision_seq: Seq,
-    /// `submitted` or `failed`.
-    pub(crate) status: String,
+    pub(crate) status: Sent,
     pub(crate) message: Option<String>,
     pub(crate) recorded_at_ms: Millis,
 }

@@ -110,6 +110,46 @@ impl FromSql for Millis {
     }
 }
 
+/// What became of a sent decision, as an outcome records it. The default is only ever the
+/// blank a record is read into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Sent {
+    /// The server accepted it.
+    Submitted,
+    /// The server refused it or could not be reached.
+    #[default]
+    Failed,
+}
+
+impl Sent {
+    /// The text stored and hashed.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Sent::Submitted => "submitted",
+            Sent::Failed => "failed",
+        }
+    }
+}
+
+impl ToSql for Sent {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Sent {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value.as_str()? {
+            "submitted" => Ok(Sent::Submitted),
+            "failed" => Ok(Sent::Failed),
+            other => Err(FromSqlError::Other(
+                format!("{other:?} is not an outcome: submitted or failed").into(),
+            )),
+        }
+    }
+}
+
 /// A count or length as a SQL integer; anything beyond `i64::MAX` means "no limit".
 pub(crate) fn sql_count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -176,6 +216,20 @@ mod tests {
         // The form ledgers written before these types hold.
         assert_eq!(read::<TxId>(-1).unwrap(), TxId(u64::MAX));
         assert_eq!(TxId(u64::MAX).stored(), -1);
+    }
+
+    #[test]
+    fn an_outcome_status_reads_back_and_an_unknown_one_is_an_error() {
+        for s in [Sent::Submitted, Sent::Failed] {
+            assert_eq!(round_trip(s).unwrap(), s);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        let conn = Connection::open_in_memory().unwrap();
+        let err = conn
+            .query_row("SELECT 'Submitted'", [], |r| r.get::<_, Sent>(0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"Submitted\" is not an outcome"), "{err}");
     }
 
     #[test]

@@ -165,7 +165,7 @@ fn each_kind_of_record_hashes_byte_for_byte_as_before() {
 
     let mut outcome = record::OutcomeRecord {
         decision_seq: Seq(2),
-        status: "failed".into(),
+        status: sql::Sent::Failed,
         message: Some("approve: timed out".into()),
         recorded_at_ms: Millis(AT),
     };
