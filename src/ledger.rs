@@ -1,6 +1,11 @@
 //! The decision ledger: every decision and every submission outcome, in SQLite (WAL,
 //! `synchronous=FULL`), hash-chained so that an edited, removed or truncated record is detected.
-//! Only one process may write a ledger; window totals are computed from it.
+//! Only one process may write a ledger; window totals are computed from it. Each kind of record
+//! is a struct in [`record`] whose column list drives its hash input, INSERT, SELECT and table;
+//! [`sql`] holds the column types (sequence numbers, transaction ids, times).
+
+mod record;
+mod sql;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -10,16 +15,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openssl::sha::Sha256;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use record::{
+    CollectRecord, DecisionRecord, EventRecord, GENESIS, Head, OutcomeRecord, Record, Stored,
+};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::json;
+use sql::{Millis, Sent, Seq, TxId, sql_count};
 
 use crate::client::PendingTx;
 use crate::client::sign::hex;
 use crate::policy::{Action, Approval, Policy, Usage};
 
-/// Hash that precedes the first record.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const SCHEMA_VERSION: &str = "1";
 
 /// Why the ledger could not be used.
@@ -64,7 +72,7 @@ pub enum LedgerError {
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
@@ -197,8 +205,7 @@ pub struct VerifyReport {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
-    head_seq: u64,
-    head_hash: String,
+    head: Head,
     _lock: Option<File>,
 }
 
@@ -206,182 +213,107 @@ impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
             .field("path", &self.path)
-            .field("head_seq", &self.head_seq)
+            .field("head_seq", &self.head.seq.0)
             .finish_non_exhaustive()
     }
 }
 
+/// The tables besides the chained records' (see [`schema`]) and the indexes.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS decisions (
-  seq INTEGER PRIMARY KEY,
-  tx_id INTEGER NOT NULL,
-  fingerprint TEXT NOT NULL,
-  tx_json TEXT NOT NULL,
-  from_addr TEXT, to_addr TEXT, amount TEXT, chain_id TEXT,
-  amount_value TEXT,
-  action TEXT NOT NULL,
-  rule TEXT NOT NULL,
-  reason TEXT NOT NULL,
-  policy_sha256 TEXT NOT NULL,
-  dry_run INTEGER NOT NULL,
-  signed_text TEXT,
-  data TEXT,
-  recorded_at_ms INTEGER NOT NULL,
-  prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
-);
 CREATE INDEX IF NOT EXISTS decisions_tx ON decisions(tx_id, seq);
 CREATE INDEX IF NOT EXISTS decisions_window ON decisions(action, dry_run, recorded_at_ms);
-CREATE TABLE IF NOT EXISTS outcomes (
-  seq INTEGER PRIMARY KEY,
-  decision_seq INTEGER NOT NULL,
-  status TEXT NOT NULL,
-  message TEXT,
-  recorded_at_ms INTEGER NOT NULL,
-  prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
-);
 CREATE INDEX IF NOT EXISTS outcomes_decision ON outcomes(decision_seq, seq);
-CREATE TABLE IF NOT EXISTS events (
-  seq INTEGER PRIMARY KEY,
-  kind TEXT NOT NULL,
-  detail TEXT NOT NULL,
-  recorded_at_ms INTEGER NOT NULL,
-  prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
-);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, seq);
-CREATE TABLE IF NOT EXISTS collects (
-  seq INTEGER PRIMARY KEY,
-  is_main INTEGER NOT NULL,
-  ok INTEGER NOT NULL,
-  message TEXT,
-  recorded_at_ms INTEGER NOT NULL,
-  prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
-);
 ";
 
-/// One record of the chain as `verify` sees it: seq, kind, recomputed fields, stored previous
-/// hash, stored hash.
-type ChainedRecord = (u64, &'static str, serde_json::Value, String, String);
+/// The whole schema: each chained table as its record declares it, then [`SCHEMA`].
+fn schema() -> String {
+    [
+        DecisionRecord::create_table(),
+        OutcomeRecord::create_table(),
+        EventRecord::create_table(),
+        CollectRecord::create_table(),
+        SCHEMA.to_string(),
+    ]
+    .concat()
+}
 
-/// Every chained table, for the head and for `verify`.
+/// Every chained table, for the head.
 const CHAINED: &str = "SELECT seq, hash FROM decisions UNION ALL SELECT seq, hash FROM outcomes
   UNION ALL SELECT seq, hash FROM collects UNION ALL SELECT seq, hash FROM events";
 
-fn chain_hash(prev: &str, seq: u64, kind: &str, fields: &serde_json::Value) -> String {
-    let mut h = Sha256::new();
-    h.update(prev.as_bytes());
-    h.update(json!([seq, kind, fields]).to_string().as_bytes());
-    hex(&h.finish())
+/// A decision with its latest outcome's status and message, read by [`row`].
+fn row_select() -> String {
+    format!(
+        "SELECT d.seq, {},
+  (SELECT o.status FROM outcomes o WHERE o.decision_seq = d.seq ORDER BY o.seq DESC LIMIT 1) AS latest_status,
+  (SELECT o.message FROM outcomes o WHERE o.decision_seq = d.seq ORDER BY o.seq DESC LIMIT 1) AS latest_message
+  FROM decisions d",
+        DecisionRecord::names("d.")
+    )
 }
-
-#[allow(clippy::too_many_arguments)]
-fn decision_fields(
-    tx_id: u64,
-    fingerprint: &str,
-    tx_json: &str,
-    from: &Option<String>,
-    to: &Option<String>,
-    amount: &Option<String>,
-    chain: &Option<String>,
-    amount_value: &Option<String>,
-    action: &str,
-    rule: &str,
-    reason: &str,
-    policy: &str,
-    dry_run: bool,
-    signed_text: &Option<String>,
-    data: &Option<String>,
-    at: i64,
-) -> serde_json::Value {
-    json!([
-        tx_id,
-        fingerprint,
-        tx_json,
-        from,
-        to,
-        amount,
-        chain,
-        amount_value,
-        action,
-        rule,
-        reason,
-        policy,
-        dry_run,
-        signed_text,
-        data,
-        at
-    ])
-}
-
-fn outcome_fields(
-    decision_seq: u64,
-    status: &str,
-    message: &Option<String>,
-    at: i64,
-) -> serde_json::Value {
-    json!([decision_seq, status, message, at])
-}
-
-fn collect_fields(is_main: bool, ok: bool, message: &Option<String>, at: i64) -> serde_json::Value {
-    json!([is_main, ok, message, at])
-}
-
-fn event_fields(kind: &str, detail: &str, at: i64) -> serde_json::Value {
-    json!([kind, detail, at])
-}
-
-const ROW_SELECT: &str = "SELECT d.seq, d.tx_id, d.fingerprint, d.tx_json, d.from_addr, d.to_addr,
-  d.amount, d.chain_id, d.action, d.rule, d.reason, d.policy_sha256, d.dry_run, d.signed_text,
-  d.data, d.recorded_at_ms,
-  (SELECT o.status FROM outcomes o WHERE o.decision_seq = d.seq ORDER BY o.seq DESC LIMIT 1),
-  (SELECT o.message FROM outcomes o WHERE o.decision_seq = d.seq ORDER BY o.seq DESC LIMIT 1)
-  FROM decisions d";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
-    let action: String = r.get(8)?;
-    let action: Action = action.parse().map_err(|_| {
-        rusqlite::Error::InvalidColumnType(8, "action".into(), rusqlite::types::Type::Text)
-    })?;
-    let dry_run: bool = r.get(12)?;
-    let status: Option<String> = r.get(16)?;
-    let status = match (action, dry_run, status.as_deref()) {
+    let seq: Seq = r.get(0)?;
+    let d = DecisionRecord::from_row(r, 1)?;
+    let status = match (d.action, d.dry_run, r.get("latest_status")?) {
         (Action::Hold, _, _) | (_, true, _) => Status::NotSent,
-        (_, _, Some("submitted")) => Status::Submitted,
-        (_, _, Some("failed")) => Status::Failed,
-        _ => Status::Recorded,
+        (_, _, Some(Sent::Submitted)) => Status::Submitted,
+        (_, _, Some(Sent::Failed)) => Status::Failed,
+        (_, _, None) => Status::Recorded,
     };
     Ok(DecisionRow {
-        seq: r.get::<_, i64>(0)? as u64,
-        tx_id: r.get::<_, i64>(1)? as u64,
-        fingerprint: r.get(2)?,
-        tx_json: r.get(3)?,
-        from: r.get(4)?,
-        to: r.get(5)?,
-        amount: r.get(6)?,
-        chain_id: r.get(7)?,
-        action,
-        rule: r.get(9)?,
-        reason: r.get(10)?,
-        policy_sha256: r.get(11)?,
-        dry_run,
-        signed_text: r.get(13)?,
-        data: r.get(14)?,
-        recorded_at_ms: r.get(15)?,
+        seq: seq.0,
+        tx_id: d.tx_id.0,
+        fingerprint: d.fingerprint,
+        tx_json: d.tx_json,
+        from: d.from_addr,
+        to: d.to_addr,
+        amount: d.amount,
+        chain_id: d.chain_id,
+        action: d.action,
+        rule: d.rule,
+        reason: d.reason,
+        policy_sha256: d.policy_sha256,
+        dry_run: d.dry_run,
+        signed_text: d.signed_text,
+        data: d.data,
+        recorded_at_ms: d.recorded_at_ms.0,
         status,
-        status_message: r.get(17)?,
+        status_message: r.get("latest_message")?,
     })
+}
+
+impl DecisionRecord {
+    fn new(d: &NewDecision, at: Millis) -> Self {
+        Self {
+            tx_id: TxId(d.tx.id),
+            fingerprint: fingerprint(&d.tx),
+            tx_json: d.tx.raw.clone(),
+            from_addr: d.tx.from.clone(),
+            to_addr: d.tx.to.clone(),
+            amount: d.tx.amount.clone(),
+            chain_id: d.tx.chain_id.clone(),
+            amount_value: d.amount.map(|a| a.normalize().to_string()),
+            action: d.action,
+            rule: d.rule.clone(),
+            reason: d.reason.clone(),
+            policy_sha256: d.policy_sha256.clone(),
+            dry_run: d.dry_run,
+            signed_text: d.signed_text.clone(),
+            data: d.data.clone(),
+            recorded_at_ms: at,
+        }
+    }
 }
 
 /// Stores the chain head beside the records, in the same transaction, so that removing records
 /// from the end is detected.
-fn write_head(tx: &rusqlite::Transaction<'_>, seq: u64, hash: &str) -> Result<(), LedgerError> {
+fn write_head(tx: &rusqlite::Transaction<'_>, head: &Head) -> Result<(), LedgerError> {
     tx.execute(
         "INSERT INTO meta(key, value) VALUES ('head', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [format!("{seq}:{hash}")],
+        [format!("{}:{}", head.seq.0, head.hash)],
     )
     .map_err(LedgerError::Write)?;
     Ok(())
@@ -462,7 +394,7 @@ impl Ledger {
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute_batch(&schema()).map_err(open_err)?;
         let ledger = Self::finish_open(conn, path, Some(lock))?;
         if ledger.meta("schema_version").map_err(open_err)?.is_none() {
             ledger
@@ -500,7 +432,7 @@ impl Ledger {
             path: path.to_owned(),
             source: e,
         };
-        let head: Option<(i64, String)> = conn
+        let head: Option<(Seq, String)> = conn
             .query_row(
                 &format!("SELECT seq, hash FROM ({CHAINED}) ORDER BY seq DESC LIMIT 1"),
                 [],
@@ -508,14 +440,13 @@ impl Ledger {
             )
             .optional()
             .map_err(open_err)?;
-        let (head_seq, head_hash) = head
-            .map(|(s, h)| (s as u64, h))
-            .unwrap_or((0, GENESIS.to_string()));
+        let head = head
+            .map(|(seq, hash)| Head { seq, hash })
+            .unwrap_or_default();
         Ok(Self {
             conn,
             path: path.to_owned(),
-            head_seq,
-            head_hash,
+            head,
             _lock: lock,
         })
     }
@@ -541,77 +472,25 @@ impl Ledger {
         &self.path
     }
 
+    /// Appends `records` in one durable transaction; returns their sequence numbers. On `Err`
+    /// nothing was recorded.
+    fn append<R: Record>(&mut self, records: &mut [R]) -> Result<Vec<Seq>, LedgerError> {
+        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
+        let mut head = self.head.clone();
+        let seqs = record::append(&tx, &mut head, records).map_err(LedgerError::Write)?;
+        write_head(&tx, &head)?;
+        tx.commit().map_err(LedgerError::Write)?;
+        self.head = head;
+        Ok(seqs)
+    }
+
     /// Records decisions in one durable transaction; returns their sequence numbers. When this
     /// returns `Err`, nothing was recorded and nothing may be sent.
     pub fn record_decisions(&mut self, new: &[NewDecision]) -> Result<Vec<u64>, LedgerError> {
-        let at = now_ms();
-        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
-        let mut seq = self.head_seq;
-        let mut prev = self.head_hash.clone();
-        let mut seqs = Vec::with_capacity(new.len());
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO decisions (seq, tx_id, fingerprint, tx_json, from_addr, to_addr,
-                     amount, chain_id, amount_value, action, rule, reason, policy_sha256, dry_run,
-                     signed_text, data, recorded_at_ms, prev_hash, hash)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
-                )
-                .map_err(LedgerError::Write)?;
-            for d in new {
-                seq += 1;
-                let fp = fingerprint(&d.tx);
-                let amount_value = d.amount.map(|a| a.normalize().to_string());
-                let fields = decision_fields(
-                    d.tx.id,
-                    &fp,
-                    &d.tx.raw,
-                    &d.tx.from,
-                    &d.tx.to,
-                    &d.tx.amount,
-                    &d.tx.chain_id,
-                    &amount_value,
-                    d.action.as_str(),
-                    &d.rule,
-                    &d.reason,
-                    &d.policy_sha256,
-                    d.dry_run,
-                    &d.signed_text,
-                    &d.data,
-                    at,
-                );
-                let hash = chain_hash(&prev, seq, "decision", &fields);
-                stmt.execute(params![
-                    seq as i64,
-                    d.tx.id as i64,
-                    fp,
-                    d.tx.raw,
-                    d.tx.from,
-                    d.tx.to,
-                    d.tx.amount,
-                    d.tx.chain_id,
-                    amount_value,
-                    d.action.as_str(),
-                    d.rule,
-                    d.reason,
-                    d.policy_sha256,
-                    d.dry_run,
-                    d.signed_text,
-                    d.data,
-                    at,
-                    prev,
-                    hash
-                ])
-                .map_err(LedgerError::Write)?;
-                prev = hash;
-                seqs.push(seq);
-            }
-        }
-        write_head(&tx, seq, &prev)?;
-        tx.commit().map_err(LedgerError::Write)?;
-        self.head_seq = seq;
-        self.head_hash = prev;
-        Ok(seqs)
+        let at = Millis(now_ms());
+        let mut records: Vec<_> = new.iter().map(|d| DecisionRecord::new(d, at)).collect();
+        let seqs = self.append(&mut records)?;
+        Ok(seqs.into_iter().map(|s| s.0).collect())
     }
 
     /// Records submission outcomes in one transaction.
@@ -619,39 +498,17 @@ impl Ledger {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let at = now_ms();
-        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
-        let mut seq = self.head_seq;
-        let mut prev = self.head_hash.clone();
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO outcomes (seq, decision_seq, status, message, recorded_at_ms, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(LedgerError::Write)?;
-            for o in outcomes {
-                seq += 1;
-                let status = if o.ok { "submitted" } else { "failed" };
-                let fields = outcome_fields(o.decision_seq, status, &o.message, at);
-                let hash = chain_hash(&prev, seq, "outcome", &fields);
-                stmt.execute(params![
-                    seq as i64,
-                    o.decision_seq as i64,
-                    status,
-                    o.message,
-                    at,
-                    prev,
-                    hash
-                ])
-                .map_err(LedgerError::Write)?;
-                prev = hash;
-            }
-        }
-        write_head(&tx, seq, &prev)?;
-        tx.commit().map_err(LedgerError::Write)?;
-        self.head_seq = seq;
-        self.head_hash = prev;
+        let at = Millis(now_ms());
+        let mut records: Vec<_> = outcomes
+            .iter()
+            .map(|o| OutcomeRecord {
+                decision_seq: Seq(o.decision_seq),
+                status: if o.ok { Sent::Submitted } else { Sent::Failed },
+                message: o.message.clone(),
+                recorded_at_ms: at,
+            })
+            .collect();
+        self.append(&mut records)?;
         Ok(())
     }
 
@@ -659,17 +516,24 @@ impl Ledger {
     pub fn history(&self, tx_id: u64) -> Result<Vec<DecisionRow>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("{ROW_SELECT} WHERE d.tx_id = ?1 ORDER BY d.seq"))
+            .prepare_cached(&format!(
+                "{} WHERE d.tx_id = ?1 ORDER BY d.seq",
+                row_select()
+            ))
             .map_err(LedgerError::Read)?;
-        stmt.query_map([tx_id as i64], row)
+        stmt.query_map([TxId(tx_id)], row)
             .and_then(|rows| rows.collect())
             .map_err(LedgerError::Read)
     }
 
     /// One decision by sequence number.
     pub fn get(&self, seq: u64) -> Result<Option<DecisionRow>, LedgerError> {
+        // No record has a sequence number SQLite cannot hold.
+        let Ok(seq) = i64::try_from(seq) else {
+            return Ok(None);
+        };
         self.conn
-            .query_row(&format!("{ROW_SELECT} WHERE d.seq = ?1"), [seq as i64], row)
+            .query_row(&format!("{} WHERE d.seq = ?1", row_select()), [seq], row)
             .optional()
             .map_err(LedgerError::Read)
     }
@@ -678,9 +542,9 @@ impl Ledger {
     pub fn list(&self, limit: usize) -> Result<Vec<DecisionRow>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare_cached(&format!("{ROW_SELECT} ORDER BY d.seq DESC LIMIT ?1"))
+            .prepare_cached(&format!("{} ORDER BY d.seq DESC LIMIT ?1", row_select()))
             .map_err(LedgerError::Read)?;
-        stmt.query_map([limit as i64], row)
+        stmt.query_map([sql_count(limit)], row)
             .and_then(|rows| rows.collect())
             .map_err(LedgerError::Read)
     }
@@ -688,7 +552,7 @@ impl Ledger {
     /// One page of decisions, newest first, and whether more lie beyond it in the paging
     /// direction.
     pub fn page(&self, q: &PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
-        let mut sql = format!("{ROW_SELECT} WHERE 1=1");
+        let mut sql = format!("{} WHERE 1=1", row_select());
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(a) = q.action {
             sql.push_str(" AND d.action = ?");
@@ -700,16 +564,16 @@ impl Ledger {
         }
         if let Some(t) = q.tx_id {
             sql.push_str(" AND d.tx_id = ?");
-            args.push((t as i64).into());
+            args.push(TxId(t).stored().into());
         }
         let backwards = q.ending_before.is_some();
         if let Some(s) = q.starting_after {
             sql.push_str(" AND d.seq < ?");
-            args.push((s as i64).into());
+            args.push(Seq(s).bound().into());
         }
         if let Some(s) = q.ending_before {
             sql.push_str(" AND d.seq > ?");
-            args.push((s as i64).into());
+            args.push(Seq(s).bound().into());
         }
         sql.push_str(if backwards {
             " ORDER BY d.seq ASC"
@@ -717,7 +581,7 @@ impl Ledger {
             " ORDER BY d.seq DESC"
         });
         sql.push_str(" LIMIT ?");
-        args.push(((q.limit + 1) as i64).into());
+        args.push(sql_count(q.limit.saturating_add(1)).into());
         let mut stmt = self.conn.prepare(&sql).map_err(LedgerError::Read)?;
         let mut rows: Vec<DecisionRow> = stmt
             .query_map(rusqlite::params_from_iter(args), row)
@@ -778,18 +642,18 @@ impl Ledger {
             )
             .map_err(LedgerError::Read)?;
         let rows = stmt
-            .query_map([since], |r| {
+            .query_map([Millis(since)], |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
+                    r.get::<_, Seq>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
+                    r.get::<_, Millis>(3)?,
                 ))
             })
             .map_err(LedgerError::Read)?;
         for r in rows {
             let (seq, rule, value, at) = r.map_err(LedgerError::Read)?;
-            seen.push((seq as u64, rule, amount(value.as_deref()), at));
+            seen.push((seq.0, rule, amount(value.as_deref()), at.0));
         }
         for (detail, at) in self.events_since(RESEND_EVENT, since)? {
             // A re-send event that cannot be read counts the largest amount under no rule but the
@@ -821,7 +685,9 @@ impl Ledger {
             )
             .map_err(LedgerError::Read)?;
         let rows = stmt
-            .query_map(params![kind, since_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(params![kind, Millis(since_ms)], |r| {
+                Ok((r.get(0)?, r.get::<_, Millis>(1)?.0))
+            })
             .map_err(LedgerError::Read)?;
         rows.collect::<Result<_, _>>().map_err(LedgerError::Read)
     }
@@ -832,53 +698,27 @@ impl Ledger {
         if resends.is_empty() {
             return Ok(());
         }
-        let at = now_ms();
-        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
-        let (mut seq, mut head) = (self.head_seq, self.head_hash.clone());
-        for r in resends {
-            seq += 1;
-            let detail = r.to_detail();
-            let hash = chain_hash(
-                &head,
-                seq,
-                "event",
-                &event_fields(RESEND_EVENT, &detail, at),
-            );
-            tx.execute(
-                "INSERT INTO events (seq, kind, detail, recorded_at_ms, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6)",
-                params![seq as i64, RESEND_EVENT, detail, at, head, hash],
-            )
-            .map_err(LedgerError::Write)?;
-            head = hash;
-        }
-        write_head(&tx, seq, &head)?;
-        tx.commit().map_err(LedgerError::Write)?;
-        self.head_seq = seq;
-        self.head_hash = head;
+        let at = Millis(now_ms());
+        let mut records: Vec<_> = resends
+            .iter()
+            .map(|r| EventRecord {
+                kind: RESEND_EVENT.to_string(),
+                detail: r.to_detail(),
+                recorded_at_ms: at,
+            })
+            .collect();
+        self.append(&mut records)?;
         Ok(())
     }
 
     /// Records an operational event (mode change, policy load, order callback) in the chain.
     pub fn record_event(&mut self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
-        let at = now_ms();
-        let seq = self.head_seq + 1;
-        let hash = chain_hash(
-            &self.head_hash,
-            seq,
-            "event",
-            &event_fields(kind, detail, at),
-        );
-        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
-        tx.execute(
-            "INSERT INTO events (seq, kind, detail, recorded_at_ms, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6)",
-            params![seq as i64, kind, detail, at, self.head_hash, hash],
-        )
-        .map_err(LedgerError::Write)?;
-        write_head(&tx, seq, &hash)?;
-        tx.commit().map_err(LedgerError::Write)?;
-        self.head_seq = seq;
-        self.head_hash = hash;
-        Ok(seq)
+        self.append(&mut [EventRecord {
+            kind: kind.to_string(),
+            detail: detail.to_string(),
+            recorded_at_ms: Millis(now_ms()),
+        }])?;
+        Ok(self.head.seq.0)
     }
 
     /// The detail of the newest event of `kind`.
@@ -924,112 +764,22 @@ impl Ledger {
         ok: bool,
         message: Option<&str>,
     ) -> Result<(), LedgerError> {
-        let at = now_ms();
-        let seq = self.head_seq + 1;
-        let message = message.map(str::to_owned);
-        let hash = chain_hash(
-            &self.head_hash,
-            seq,
-            "collect",
-            &collect_fields(is_main, ok, &message, at),
-        );
-        let tx = self.conn.transaction().map_err(LedgerError::Write)?;
-        tx.execute(
-            "INSERT INTO collects (seq, is_main, ok, message, recorded_at_ms, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-            params![seq as i64, is_main, ok, message, at, self.head_hash, hash],
-        )
-        .map_err(LedgerError::Write)?;
-        write_head(&tx, seq, &hash)?;
-        tx.commit().map_err(LedgerError::Write)?;
-        self.head_seq = seq;
-        self.head_hash = hash;
+        self.append(&mut [CollectRecord {
+            is_main,
+            ok,
+            message: message.map(str::to_owned),
+            recorded_at_ms: Millis(now_ms()),
+        }])?;
         Ok(())
     }
 
-    /// Every chained record as (seq, kind, recomputed fields, stored prev, stored hash).
-    fn chained_records(&self) -> rusqlite::Result<Vec<ChainedRecord>> {
-        let mut all = Vec::new();
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, tx_id, fingerprint, tx_json, from_addr, to_addr, amount, chain_id, amount_value,
-             action, rule, reason, policy_sha256, dry_run, signed_text, data, recorded_at_ms, prev_hash, hash
-             FROM decisions",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let fields = decision_fields(
-                r.get::<_, i64>(1)? as u64,
-                &r.get::<_, String>(2)?,
-                &r.get::<_, String>(3)?,
-                &r.get(4)?,
-                &r.get(5)?,
-                &r.get(6)?,
-                &r.get(7)?,
-                &r.get(8)?,
-                &r.get::<_, String>(9)?,
-                &r.get::<_, String>(10)?,
-                &r.get::<_, String>(11)?,
-                &r.get::<_, String>(12)?,
-                r.get(13)?,
-                &r.get(14)?,
-                &r.get(15)?,
-                r.get(16)?,
-            );
-            all.push((
-                r.get::<_, i64>(0)? as u64,
-                "decision",
-                fields,
-                r.get(17)?,
-                r.get(18)?,
-            ));
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, decision_seq, status, message, recorded_at_ms, prev_hash, hash FROM outcomes",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let fields = outcome_fields(
-                r.get::<_, i64>(1)? as u64,
-                &r.get::<_, String>(2)?,
-                &r.get(3)?,
-                r.get(4)?,
-            );
-            all.push((
-                r.get::<_, i64>(0)? as u64,
-                "outcome",
-                fields,
-                r.get(5)?,
-                r.get(6)?,
-            ));
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, is_main, ok, message, recorded_at_ms, prev_hash, hash FROM collects",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let fields = collect_fields(r.get(1)?, r.get(2)?, &r.get(3)?, r.get(4)?);
-            all.push((
-                r.get::<_, i64>(0)? as u64,
-                "collect",
-                fields,
-                r.get(5)?,
-                r.get(6)?,
-            ));
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, kind, detail, recorded_at_ms, prev_hash, hash FROM events")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let fields = event_fields(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?, r.get(3)?);
-            all.push((
-                r.get::<_, i64>(0)? as u64,
-                "event",
-                fields,
-                r.get(4)?,
-                r.get(5)?,
-            ));
-        }
-        all.sort_by_key(|r| r.0);
+    /// Every chained record as stored, in chain order.
+    fn chained_records(&self) -> rusqlite::Result<Vec<Stored>> {
+        let mut all = record::stored::<DecisionRecord>(&self.conn)?;
+        all.extend(record::stored::<OutcomeRecord>(&self.conn)?);
+        all.extend(record::stored::<CollectRecord>(&self.conn)?);
+        all.extend(record::stored::<EventRecord>(&self.conn)?);
+        all.sort_by_key(|r| r.seq);
         Ok(all)
     }
 
@@ -1039,8 +789,16 @@ impl Ledger {
         let mut prev = GENESIS.to_string();
         let mut expected = 1u64;
         let records = self.chained_records().map_err(LedgerError::Read)?;
-        for (seq, kind, fields, stored_prev, stored_hash) in &records {
-            if *seq != expected {
+        for Stored {
+            seq,
+            kind,
+            fields,
+            prev_hash: stored_prev,
+            hash: stored_hash,
+        } in &records
+        {
+            let seq = seq.0;
+            if seq != expected {
                 problems.push(format!(
                     "records {expected} to {} are missing",
                     seq.saturating_sub(1)
@@ -1051,10 +809,15 @@ impl Ledger {
                     "record {seq}: does not follow the record before it"
                 ));
             }
-            if chain_hash(stored_prev, *seq, kind, fields) != *stored_hash {
-                problems.push(format!(
+            match fields {
+                Ok(fields)
+                    if record::chain_hash(stored_prev, Seq(seq), kind, fields) == *stored_hash => {}
+                Ok(_) => problems.push(format!(
                     "record {seq} ({kind}): content does not match its hash (edited)"
-                ));
+                )),
+                Err(e) => problems.push(format!(
+                    "record {seq} ({kind}): content cannot be read ({e}) (edited)"
+                )),
             }
             prev = stored_hash.clone();
             expected = seq + 1;
@@ -1080,10 +843,10 @@ impl Ledger {
         }
         let mut by_kind = std::collections::BTreeMap::new();
         for r in &records {
-            *by_kind.entry(r.1).or_insert(0) += 1;
+            *by_kind.entry(r.kind).or_insert(0) += 1;
         }
         Ok(VerifyReport {
-            records: records.len() as u64,
+            records: u64::try_from(records.len()).unwrap_or(u64::MAX),
             by_kind,
             problems,
         })
@@ -1206,9 +969,12 @@ impl Ledger {
             .map_err(LedgerError::Read)?;
         let rows = stmt
             .query_map([dry_run], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
             })
             .map_err(LedgerError::Read)?;
         rows.collect::<Result<_, _>>().map_err(LedgerError::Read)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,392 @@
+//! The four kinds of chained record (decision, outcome, collect, event): one struct each, whose
+//! column list, written once, drives its hash input, its INSERT and its SELECT.
+
+use openssl::sha::Sha256;
+use rusqlite::types::{FromSql, ToSql};
+use rusqlite::{Connection, Row, Transaction};
+use serde::Serialize;
+use serde_json::json;
+
+use super::sql::{Millis, Sent, Seq, TxId};
+use crate::client::sign::hex;
+use crate::policy::Action;
+
+/// Hash that precedes the first record.
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A column's value: stored through `ToSql`/`FromSql`, hashed through `Serialize`.
+pub(crate) trait Column: ToSql + FromSql + Serialize {
+    /// Its type and constraint in `CREATE TABLE`.
+    const SQL: &'static str;
+}
+
+impl Column for String {
+    const SQL: &'static str = "TEXT NOT NULL";
+}
+impl Column for Option<String> {
+    const SQL: &'static str = "TEXT";
+}
+impl Column for bool {
+    const SQL: &'static str = "INTEGER NOT NULL";
+}
+impl Column for Seq {
+    const SQL: &'static str = "INTEGER NOT NULL";
+}
+impl Column for TxId {
+    const SQL: &'static str = "INTEGER NOT NULL";
+}
+impl Column for Millis {
+    const SQL: &'static str = "INTEGER NOT NULL";
+}
+impl Column for Sent {
+    const SQL: &'static str = "TEXT NOT NULL";
+}
+impl Column for Action {
+    const SQL: &'static str = "TEXT NOT NULL";
+}
+
+/// Something that walks a record's columns in order: to hash, bind, read or name them.
+pub(crate) trait Columns {
+    /// One column, its name as in the table.
+    fn column<T: Column>(&mut self, name: &'static str, value: &mut T) -> rusqlite::Result<()>;
+}
+
+/// A kind of chained record. Besides its columns each table has `seq`, `prev_hash` and `hash`.
+pub(crate) trait Record: Default {
+    /// Its table.
+    const TABLE: &'static str;
+    /// Its kind in the hash input and in `verify`'s report.
+    const KIND: &'static str;
+
+    /// Hands every column to `c`, in the order of the hash input. The one list of the record's
+    /// fields; `&mut` so that the same list serves reading as well as writing.
+    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()>;
+
+    /// The hash input of the record's content.
+    fn hash_fields(&mut self) -> rusqlite::Result<serde_json::Value> {
+        let mut h = HashFields(Vec::new());
+        self.columns(&mut h)?;
+        Ok(serde_json::Value::Array(h.0))
+    }
+
+    /// Reads the record from `row`, whose columns from `first` on are [`Record::names`].
+    fn from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        let mut record = Self::default();
+        record.columns(&mut Reader { row, next: first })?;
+        Ok(record)
+    }
+
+    /// The column names, in order, each prefixed by `prefix` (`d.`), comma-separated.
+    fn names(prefix: &str) -> String {
+        Self::declared()
+            .iter()
+            .map(|(c, _)| format!("{prefix}{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The number of columns.
+    fn count() -> usize {
+        Self::declared().len()
+    }
+
+    /// The table's `CREATE TABLE IF NOT EXISTS` statement.
+    fn create_table() -> String {
+        let columns: String = Self::declared()
+            .iter()
+            .map(|(name, sql)| format!("  {name} {sql},\n"))
+            .collect();
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (\n  seq INTEGER PRIMARY KEY,\n{columns}  prev_hash TEXT NOT NULL,\n  hash TEXT NOT NULL\n);\n",
+            Self::TABLE
+        )
+    }
+
+    /// Every column's name and declaration, in order.
+    fn declared() -> Vec<(&'static str, &'static str)> {
+        let mut n = Names(Vec::new());
+        // Naming reads no value and cannot fail.
+        let _ = Self::default().columns(&mut n);
+        n.0
+    }
+}
+
+struct HashFields(Vec<serde_json::Value>);
+
+impl Columns for HashFields {
+    fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> rusqlite::Result<()> {
+        let v = serde_json::to_value(&*value)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        self.0.push(v);
+        Ok(())
+    }
+}
+
+struct Names(Vec<(&'static str, &'static str)>);
+
+impl Columns for Names {
+    fn column<T: Column>(&mut self, name: &'static str, _: &mut T) -> rusqlite::Result<()> {
+        self.0.push((name, T::SQL));
+        Ok(())
+    }
+}
+
+struct Reader<'a, 'r> {
+    row: &'a Row<'r>,
+    next: usize,
+}
+
+impl Columns for Reader<'_, '_> {
+    fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> rusqlite::Result<()> {
+        *value = self.row.get(self.next)?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+struct Binder<'a, 's> {
+    stmt: &'a mut rusqlite::CachedStatement<'s>,
+    next: usize,
+}
+
+impl Columns for Binder<'_, '_> {
+    fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> rusqlite::Result<()> {
+        self.stmt.raw_bind_parameter(self.next, &*value)?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// The hash of a record: SHA-256 over the previous hash and `[seq, kind, fields]` as JSON.
+pub(crate) fn chain_hash(prev: &str, seq: Seq, kind: &str, fields: &serde_json::Value) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(json!([seq, kind, fields]).to_string().as_bytes());
+    hex(&h.finish())
+}
+
+/// The newest record of the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// Its sequence number (0 before the first record).
+    pub(crate) seq: Seq,
+    /// Its hash ([`GENESIS`] before the first record).
+    pub(crate) hash: String,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Self {
+            seq: Seq(0),
+            hash: GENESIS.to_string(),
+        }
+    }
+}
+
+/// Appends `records` after `head` inside `tx`, moving `head` to the last; returns their sequence
+/// numbers.
+pub(crate) fn append<R: Record>(
+    tx: &Transaction<'_>,
+    head: &mut Head,
+    records: &mut [R],
+) -> rusqlite::Result<Vec<Seq>> {
+    let sql = format!(
+        "INSERT INTO {} (seq, {}, prev_hash, hash) VALUES (?1, {}, ?{}, ?{})",
+        R::TABLE,
+        R::names(""),
+        (0..R::count())
+            .map(|i| format!("?{}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", "),
+        R::count() + 2,
+        R::count() + 3,
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut seqs = Vec::with_capacity(records.len());
+    for r in records {
+        let seq = head
+            .seq
+            .next()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let hash = chain_hash(&head.hash, seq, R::KIND, &r.hash_fields()?);
+        stmt.raw_bind_parameter(1, seq)?;
+        r.columns(&mut Binder {
+            stmt: &mut stmt,
+            next: 2,
+        })?;
+        stmt.raw_bind_parameter(R::count() + 2, &head.hash)?;
+        stmt.raw_bind_parameter(R::count() + 3, &hash)?;
+        stmt.raw_execute()?;
+        head.seq = seq;
+        head.hash = hash;
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+/// A record as stored, for `verify`.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    /// Its sequence number.
+    pub(crate) seq: Seq,
+    /// Its kind.
+    pub(crate) kind: &'static str,
+    /// The hash input recomputed from its columns, or why they cannot be read.
+    pub(crate) fields: rusqlite::Result<serde_json::Value>,
+    /// The previous hash it stores.
+    pub(crate) prev_hash: String,
+    /// The hash it stores.
+    pub(crate) hash: String,
+}
+
+/// Every record of kind `R`, in no particular order.
+pub(crate) fn stored<R: Record>(conn: &Connection) -> rusqlite::Result<Vec<Stored>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT seq, prev_hash, hash, {} FROM {}",
+        R::names(""),
+        R::TABLE
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut all = Vec::new();
+    while let Some(r) = rows.next()? {
+        all.push(Stored {
+            seq: r.get(0)?,
+            kind: R::KIND,
+            fields: R::from_row(r, 3).and_then(|mut rec| rec.hash_fields()),
+            prev_hash: r.get(1)?,
+            hash: r.get(2)?,
+        });
+    }
+    Ok(all)
+}
+
+/// A decision about one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DecisionRecord {
+    pub(crate) tx_id: TxId,
+    pub(crate) fingerprint: String,
+    pub(crate) tx_json: String,
+    pub(crate) from_addr: Option<String>,
+    pub(crate) to_addr: Option<String>,
+    pub(crate) amount: Option<String>,
+    pub(crate) chain_id: Option<String>,
+    /// The approved amount, normalised, as counted in windows.
+    pub(crate) amount_value: Option<String>,
+    pub(crate) action: Action,
+    pub(crate) rule: String,
+    pub(crate) reason: String,
+    pub(crate) policy_sha256: String,
+    pub(crate) dry_run: bool,
+    pub(crate) signed_text: Option<String>,
+    pub(crate) data: Option<String>,
+    pub(crate) recorded_at_ms: Millis,
+}
+
+// By hand: `Action` has no default; a blank record is only ever a target to read into.
+impl Default for DecisionRecord {
+    fn default() -> Self {
+        Self {
+            tx_id: TxId::default(),
+            fingerprint: String::new(),
+            tx_json: String::new(),
+            from_addr: None,
+            to_addr: None,
+            amount: None,
+            chain_id: None,
+            amount_value: None,
+            action: Action::Hold,
+            rule: String::new(),
+            reason: String::new(),
+            policy_sha256: String::new(),
+            dry_run: false,
+            signed_text: None,
+            data: None,
+            recorded_at_ms: Millis::default(),
+        }
+    }
+}
+
+impl Record for DecisionRecord {
+    const TABLE: &'static str = "decisions";
+    const KIND: &'static str = "decision";
+
+    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()> {
+        c.column("tx_id", &mut self.tx_id)?;
+        c.column("fingerprint", &mut self.fingerprint)?;
+        c.column("tx_json", &mut self.tx_json)?;
+        c.column("from_addr", &mut self.from_addr)?;
+        c.column("to_addr", &mut self.to_addr)?;
+        c.column("amount", &mut self.amount)?;
+        c.column("chain_id", &mut self.chain_id)?;
+        c.column("amount_value", &mut self.amount_value)?;
+        c.column("action", &mut self.action)?;
+        c.column("rule", &mut self.rule)?;
+        c.column("reason", &mut self.reason)?;
+        c.column("policy_sha256", &mut self.policy_sha256)?;
+        c.column("dry_run", &mut self.dry_run)?;
+        c.column("signed_text", &mut self.signed_text)?;
+        c.column("data", &mut self.data)?;
+        c.column("recorded_at_ms", &mut self.recorded_at_ms)
+    }
+}
+
+/// A submission's result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct OutcomeRecord {
+    pub(crate) decision_seq: Seq,
+    pub(crate) status: Sent,
+    pub(crate) message: Option<String>,
+    pub(crate) recorded_at_ms: Millis,
+}
+
+impl Record for OutcomeRecord {
+    const TABLE: &'static str = "outcomes";
+    const KIND: &'static str = "outcome";
+
+    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()> {
+        c.column("decision_seq", &mut self.decision_seq)?;
+        c.column("status", &mut self.status)?;
+        c.column("message", &mut self.message)?;
+        c.column("recorded_at_ms", &mut self.recorded_at_ms)
+    }
+}
+
+/// A collection's result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct CollectRecord {
+    pub(crate) is_main: bool,
+    pub(crate) ok: bool,
+    pub(crate) message: Option<String>,
+    pub(crate) recorded_at_ms: Millis,
+}
+
+impl Record for CollectRecord {
+    const TABLE: &'static str = "collects";
+    const KIND: &'static str = "collect";
+
+    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()> {
+        c.column("is_main", &mut self.is_main)?;
+        c.column("ok", &mut self.ok)?;
+        c.column("message", &mut self.message)?;
+        c.column("recorded_at_ms", &mut self.recorded_at_ms)
+    }
+}
+
+/// An operational event (mode change, policy load, re-send).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct EventRecord {
+    pub(crate) kind: String,
+    pub(crate) detail: String,
+    pub(crate) recorded_at_ms: Millis,
+}
+
+impl Record for EventRecord {
+    const TABLE: &'static str = "events";
+    const KIND: &'static str = "event";
+
+    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()> {
+        c.column("kind", &mut self.kind)?;
+        c.column("detail", &mut self.detail)?;
+        c.column("recorded_at_ms", &mut self.recorded_at_ms)
+    }
+}

@@ -1,0 +1,427 @@
+//! Compatibility of the ledger format: a file written by the version before the typed records
+//! (`tests/fixtures/ledger-v1.db`) must still verify, read back and take new records.
+
+use super::*;
+
+/// Made by the ledger code as of commit 2481d0b: an event, three decisions (an approval, a hold
+/// with no text fields and an id above 2^53, a dry-run reject with id `i64::MAX`), two outcomes,
+/// two collections, a re-send event and another event. Ten records.
+const V1: &[u8] = include_bytes!("../../tests/fixtures/ledger-v1.db");
+
+/// The fixture copied into a fresh directory (SQLite writes `-wal`/`-shm` files beside it).
+fn v1_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    std::fs::write(&path, V1).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_ledger_written_before_the_typed_records_verifies_unchanged() {
+    let (_dir, path) = v1_copy();
+    let ledger = Ledger::open_read_only(&path).unwrap();
+    let report = ledger.verify().unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.records, 10);
+    let kinds: Vec<(&str, u64)> = report.by_kind.into_iter().collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("collect", 2),
+            ("decision", 3),
+            ("event", 3),
+            ("outcome", 2)
+        ]
+    );
+}
+
+#[test]
+fn a_ledger_written_before_the_typed_records_reads_back_every_field() {
+    let (_dir, path) = v1_copy();
+    let ledger = Ledger::open_read_only(&path).unwrap();
+    let approve = ledger.get(2).unwrap().unwrap();
+    assert_eq!(approve.tx_id, 7);
+    assert_eq!(
+        approve.fingerprint,
+        "293921cd467e23b79451ba331c6f2a8ae1454e71ba4e32bf3e138eca7dade495"
+    );
+    assert_eq!(approve.from.as_deref(), Some("0xA"));
+    assert_eq!(approve.to.as_deref(), Some("0xB"));
+    assert_eq!(approve.amount.as_deref(), Some("5.50"));
+    assert_eq!(approve.chain_id.as_deref(), Some("195"));
+    assert_eq!(approve.action, Action::Approve);
+    assert_eq!(approve.rule, "treasury");
+    assert!(!approve.dry_run);
+    assert_eq!(approve.signed_text.as_deref(), Some("7|0xA|0xB|5.50|195|1"));
+    assert_eq!(approve.data.as_deref(), Some("c2lnbmF0dXJl"));
+    assert_eq!(approve.recorded_at_ms, 1_795_446_105_020);
+    // Failed, then submitted: the latest outcome wins.
+    assert_eq!(approve.status, Status::Submitted);
+    assert_eq!(approve.status_message, None);
+
+    let hold = ledger.history(9_007_199_254_740_993).unwrap();
+    assert_eq!(hold.len(), 1);
+    assert_eq!(hold[0].seq, 3);
+    assert_eq!(hold[0].action, Action::Hold);
+    assert_eq!(
+        (hold[0].from.as_deref(), hold[0].amount.as_deref()),
+        (None, None)
+    );
+    assert_eq!(
+        hold[0].reason,
+        "no rule matched: \"toAddress\" is not text — ünïcode ✓"
+    );
+    assert_eq!(hold[0].status, Status::NotSent);
+
+    let dry = ledger.history(i64::MAX.unsigned_abs()).unwrap();
+    assert_eq!((dry.len(), dry[0].seq, dry[0].dry_run), (1, 4, true));
+
+    let listed: Vec<u64> = ledger.list(10).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(listed, vec![4, 3, 2]);
+    assert_eq!(ledger.newest_record_ms().unwrap(), Some(1_795_446_105_022));
+    assert_eq!(
+        ledger.latest_event("mode").unwrap().as_deref(),
+        Some("{\"mode\":\"normal\"}")
+    );
+    assert_eq!(ledger.list_events(RESEND_EVENT).unwrap().len(), 1);
+    assert_eq!(ledger.counts().unwrap().get("approve"), Some(&1));
+    assert_eq!(ledger.dry_run_counts().unwrap().get("reject"), Some(&1));
+}
+
+#[test]
+fn a_ledger_written_before_the_typed_records_takes_new_records_and_still_verifies() {
+    let (_dir, path) = v1_copy();
+    let mut ledger = Ledger::open(&path).unwrap();
+    ledger
+        .record_event("mode", "{\"mode\":\"paused\"}")
+        .unwrap();
+    ledger
+        .record_outcomes(&[Outcome {
+            decision_seq: 2,
+            ok: false,
+            message: Some("approve: HTTP 500".into()),
+        }])
+        .unwrap();
+    ledger.record_collect(true, false, Some("down")).unwrap();
+    let report = ledger.verify().unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.records, 13);
+    assert_eq!(ledger.get(2).unwrap().unwrap().status, Status::Failed);
+}
+
+/// The hash of every kind of record, computed by the typed records from the fixture's values,
+/// equals the hash the earlier code stored; and the hash input is the very text it hashed.
+#[test]
+fn each_kind_of_record_hashes_byte_for_byte_as_before() {
+    const AT: i64 = 1_795_446_105_020;
+    let mut event = record::EventRecord {
+        kind: "mode".into(),
+        detail: "{\"mode\":\"normal\"}".into(),
+        recorded_at_ms: Millis(AT - 1),
+    };
+    let fields = event.hash_fields().unwrap();
+    assert_eq!(
+        json!([Seq(1), "event", fields]).to_string(),
+        r#"[1,"event",["mode","{\"mode\":\"normal\"}",1795446105019]]"#
+    );
+    let event_hash = "dce6fbb87f8df49ed99001551c9a738d45967833f83ce4277906ecec2253c308";
+    assert_eq!(
+        record::chain_hash(GENESIS, Seq(1), "event", &fields),
+        event_hash
+    );
+
+    let mut decision = record::DecisionRecord {
+        tx_id: TxId(7),
+        fingerprint: "293921cd467e23b79451ba331c6f2a8ae1454e71ba4e32bf3e138eca7dade495".into(),
+        tx_json:
+            r#"{"id":7,"fromAddress":"0xA","toAddress":"0xB","amount":"5.50","chainId":"195"}"#
+                .into(),
+        from_addr: Some("0xA".into()),
+        to_addr: Some("0xB".into()),
+        amount: Some("5.50".into()),
+        chain_id: Some("195".into()),
+        amount_value: Some("5.5".into()),
+        action: Action::Approve,
+        rule: "treasury".into(),
+        reason: "to the treasury".into(),
+        policy_sha256: "ab".repeat(32),
+        dry_run: false,
+        signed_text: Some("7|0xA|0xB|5.50|195|1".into()),
+        data: Some("c2lnbmF0dXJl".into()),
+        recorded_at_ms: Millis(AT),
+    };
+    let fields = decision.hash_fields().unwrap();
+    assert_eq!(
+        json!([Seq(2), "decision", fields]).to_string(),
+        format!(
+            r#"[2,"decision",[7,"293921cd467e23b79451ba331c6f2a8ae1454e71ba4e32bf3e138eca7dade495","{{\"id\":7,\"fromAddress\":\"0xA\",\"toAddress\":\"0xB\",\"amount\":\"5.50\",\"chainId\":\"195\"}}","0xA","0xB","5.50","195","5.5","approve","treasury","to the treasury","{}",false,"7|0xA|0xB|5.50|195|1","c2lnbmF0dXJl",1795446105020]]"#,
+            "ab".repeat(32)
+        )
+    );
+    assert_eq!(
+        record::chain_hash(event_hash, Seq(2), "decision", &fields),
+        "401c48f6d1d475c163676eee3ec922399326af2a64d0f14713177318e7343ca2"
+    );
+
+    let mut outcome = record::OutcomeRecord {
+        decision_seq: Seq(2),
+        status: sql::Sent::Failed,
+        message: Some("approve: timed out".into()),
+        recorded_at_ms: Millis(AT),
+    };
+    let fields = outcome.hash_fields().unwrap();
+    assert_eq!(
+        fields.to_string(),
+        r#"[2,"failed","approve: timed out",1795446105020]"#
+    );
+    assert_eq!(
+        record::chain_hash(
+            "7c35303d490e2f6e18e3032e1274878b27f1ad7094747ce6a8e5cac5781ad106",
+            Seq(5),
+            "outcome",
+            &fields
+        ),
+        "2316ce329ba1bff641267541f46bba408aa7c397a3bf3dfb1781621181333b8b"
+    );
+
+    let mut collect = record::CollectRecord {
+        is_main: true,
+        ok: true,
+        message: None,
+        recorded_at_ms: Millis(AT + 1),
+    };
+    let fields = collect.hash_fields().unwrap();
+    assert_eq!(fields.to_string(), "[true,true,null,1795446105021]");
+    assert_eq!(
+        record::chain_hash(
+            "645fe1c3d6ad1f5b48775cd7ba73af96c2d1390a65d9a9e32fb86cda1a2fe017",
+            Seq(7),
+            "collect",
+            &fields
+        ),
+        "fcde05ccd607fee2bfbfd4f68e2955f4b95cab48fba280e5fdf6af45a6c9c4ad"
+    );
+}
+
+/// What the fixture's rows read back as through the typed records, field by field.
+#[test]
+fn the_typed_records_read_the_earlier_files_rows_back() {
+    let (_dir, path) = v1_copy();
+    let ledger = Ledger::open_read_only(&path).unwrap();
+    let all = ledger.chained_records().unwrap();
+    let seqs: Vec<(u64, &str)> = all.iter().map(|s| (s.seq.0, s.kind)).collect();
+    assert_eq!(
+        seqs,
+        vec![
+            (1, "event"),
+            (2, "decision"),
+            (3, "decision"),
+            (4, "decision"),
+            (5, "outcome"),
+            (6, "outcome"),
+            (7, "collect"),
+            (8, "collect"),
+            (9, "event"),
+            (10, "event")
+        ]
+    );
+    let fields = all[2].fields.as_ref().unwrap();
+    assert_eq!(fields[0], json!(9_007_199_254_740_993_u64));
+    assert_eq!(fields[3], serde_json::Value::Null);
+    assert_eq!(ledger.head, {
+        Head {
+            seq: Seq(10),
+            hash: "6c63356d4abdfc5dc7a044f3201eb979c64edbfe85ab52579c831433d0660ee6".into(),
+        }
+    });
+}
+
+fn tx(id: u64) -> PendingTx {
+    PendingTx {
+        id,
+        from: Some("0xA".into()),
+        to: Some("0xB".into()),
+        amount: Some("1".into()),
+        chain_id: Some("1".into()),
+        problems: vec![],
+        raw: format!("{{\"id\":{id}}}"),
+    }
+}
+
+fn hold(id: u64) -> NewDecision {
+    NewDecision {
+        tx: tx(id),
+        action: Action::Hold,
+        rule: "default".into(),
+        reason: "held".into(),
+        policy_sha256: "0".repeat(64),
+        dry_run: false,
+        amount: None,
+        signed_text: None,
+        data: None,
+    }
+}
+
+#[test]
+fn a_transaction_id_above_i64_max_is_recorded_found_and_verified_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let seqs = ledger
+        .record_decisions(&[hold(u64::MAX), hold(1 << 63), hold(5)])
+        .unwrap();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    let found = ledger.history(u64::MAX).unwrap();
+    assert_eq!(
+        (found.len(), found[0].tx_id, found[0].seq),
+        (1, u64::MAX, 1)
+    );
+    assert_eq!(ledger.history(1 << 63).unwrap()[0].seq, 2);
+    let page = ledger
+        .page(&PageQuery {
+            tx_id: Some(u64::MAX),
+            limit: 10,
+            ..PageQuery::default()
+        })
+        .unwrap();
+    assert_eq!(page.0.len(), 1);
+    assert!(ledger.verify().unwrap().problems.is_empty());
+}
+
+#[test]
+fn a_sequence_number_no_ledger_can_hold_finds_nothing_instead_of_a_wrapped_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    ledger.record_decisions(&[hold(1), hold(2)]).unwrap();
+    // u64::MAX wrapped to -1 and 2^64 - 1 wrapped would have matched nothing or the wrong row.
+    assert!(ledger.get(u64::MAX).unwrap().is_none());
+    assert!(ledger.get((1 << 63) + 1).unwrap().is_none());
+    let after = |s| {
+        ledger
+            .page(&PageQuery {
+                starting_after: Some(s),
+                limit: 10,
+                ..PageQuery::default()
+            })
+            .unwrap()
+            .0
+            .len()
+    };
+    // Everything lies before a cursor beyond every sequence number.
+    assert_eq!(after(u64::MAX), 2);
+    assert_eq!(after(2), 1);
+    let before = ledger
+        .page(&PageQuery {
+            ending_before: Some(u64::MAX),
+            limit: 10,
+            ..PageQuery::default()
+        })
+        .unwrap();
+    assert!(before.0.is_empty());
+}
+
+#[test]
+fn an_outcome_for_a_sequence_number_sqlite_cannot_hold_is_refused_and_nothing_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    ledger.record_decisions(&[hold(1)]).unwrap();
+    let err = ledger
+        .record_outcomes(&[
+            Outcome {
+                decision_seq: 1,
+                ok: true,
+                message: None,
+            },
+            Outcome {
+                decision_seq: u64::MAX,
+                ok: true,
+                message: None,
+            },
+        ])
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Write(_)), "{err}");
+    assert!(err.to_string().contains("out of range"), "{err}");
+    // Neither outcome was recorded, and the chain goes on from where it was.
+    assert_eq!(ledger.get(1).unwrap().unwrap().status, Status::NotSent);
+    assert_eq!(ledger.record_event("e", "x").unwrap(), 2);
+    let report = ledger.verify().unwrap();
+    assert_eq!((report.records, report.problems.len()), (2, 0));
+}
+
+#[test]
+fn an_edited_unreadable_column_is_reported_by_verify_as_an_edit() {
+    let (_dir, path) = v1_copy();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("UPDATE decisions SET action = 'approvee' WHERE seq = 3", [])
+        .unwrap();
+    conn.execute("UPDATE outcomes SET decision_seq = -2 WHERE seq = 5", [])
+        .unwrap();
+    drop(conn);
+    let ledger = Ledger::open_read_only(&path).unwrap();
+    let report = ledger.verify().unwrap();
+    assert_eq!(report.records, 10);
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(
+        report.problems[0].starts_with("record 3 (decision): content cannot be read")
+            && report.problems[0].contains("\"approvee\" is not an action")
+            && report.problems[0].ends_with("(edited)"),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report.problems[1].starts_with("record 5 (outcome): content cannot be read")
+            && report.problems[1].contains("sequence number -2 is out of range"),
+        "{:?}",
+        report.problems
+    );
+}
+
+/// Every table's columns (name, type, NOT NULL, primary key) and every index, as SQLite reports
+/// them.
+fn shape(path: &Path) -> Vec<String> {
+    let conn = Connection::open(path).unwrap();
+    let mut out = Vec::new();
+    let mut stmt = conn
+        .prepare("SELECT type, name, tbl_name FROM sqlite_master ORDER BY type, name")
+        .unwrap();
+    let objects: Vec<(String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (kind, name, table) in objects {
+        out.push(format!("{kind} {name} on {table}"));
+        let pragma = if kind == "table" {
+            format!("SELECT cid, name, type, \"notnull\", pk FROM pragma_table_info('{name}')")
+        } else {
+            format!("SELECT seqno, name, '', 0, 0 FROM pragma_index_info('{name}')")
+        };
+        let mut stmt = conn.prepare(&pragma).unwrap();
+        let cols = stmt
+            .query_map([], |r| {
+                Ok(format!(
+                    "  {} {} {} notnull={} pk={}",
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?
+                ))
+            })
+            .unwrap();
+        for c in cols {
+            out.push(c.unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_new_ledger_has_the_tables_columns_and_indexes_of_the_earlier_files() {
+    let (_old_dir, old) = v1_copy();
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("ledger.db");
+    drop(Ledger::open(&new).unwrap());
+    let (old, new) = (shape(&old), shape(&new));
+    assert!(old.len() > 50, "{old:#?}");
+    assert_eq!(new, old);
+}
