@@ -15,6 +15,7 @@ pub mod demo;
 pub mod display;
 pub mod failpoint;
 pub mod http;
+pub mod killswitch;
 pub mod ledger;
 pub mod metrics;
 pub mod operator;
