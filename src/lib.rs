@@ -13,6 +13,7 @@ pub mod daemon;
 #[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod display;
+pub mod explain;
 pub mod failpoint;
 pub mod http;
 pub mod killswitch;

@@ -7,9 +7,9 @@ use clap::Subcommand;
 
 use super::ledger::open_read_only;
 use super::{CmdResult, ConfigArg, Failure};
-use crate::ledger::Ledger;
-use crate::policy::{self, ClockCheck, Usage};
-use crate::poller::Mode;
+use crate::explain::{self, Explanation};
+use crate::plan::{Mode, Plan};
+use crate::policy;
 use crate::signer::Signer;
 
 /// `policy` subcommands.
@@ -119,56 +119,26 @@ fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
     let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
     let tx = crate::client::parse_pending_item(tx_json)
         .map_err(|m| Failure::usage(anyhow::anyhow!("--tx: {} ({})", m.reason, m.raw)))?;
-    let now = crate::ledger::now_ms();
-    let mut state = crate::ledger::TxState::default();
-    let (usage, clock, mode, source) = if cfg.ledger.path.exists() {
-        let l = Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)?;
-        let u = l.usage(&p, now).map_err(Failure::runtime)?;
-        let behind = l
-            .newest_record_ms()
-            .map_err(Failure::runtime)?
-            .is_some_and(|t| t > now);
-        let mode = l
-            .latest_event("mode")
-            .map_err(Failure::runtime)?
-            .and_then(|d| Mode::from_event_detail(&d))
-            .unwrap_or(Mode::Normal);
-        state = l.state(&tx).map_err(Failure::runtime)?;
-        (
-            u,
-            if behind {
-                ClockCheck::BehindLedger
-            } else {
-                ClockCheck::Ok
-            },
-            mode,
-            format!(
-                "window usage, mode and this id's records from {}",
-                cfg.ledger.path.display()
-            ),
-        )
-    } else {
-        (
-            Usage::default(),
-            ClockCheck::Ok,
-            Mode::Normal,
-            "no ledger yet: window usage is zero".to_string(),
-        )
-    };
-    let planned = crate::plan::plan(
+    let Explanation {
+        ledger,
+        mode,
+        state,
+        plan,
+    } = explain::explain(
+        &p,
+        &cfg.ledger.path,
+        signer.max_text_len(),
         &tx,
-        &state,
-        &crate::plan::Inputs {
-            policy: &p,
-            mode,
-            usage: &usage,
-            max_sign_len: signer.max_text_len(),
-            clock,
-            now_ms: now,
-            listed_twice: false,
-            trace: true,
-        },
-    );
+        crate::ledger::now_ms(),
+    )
+    .map_err(Failure::runtime)?;
+    let source = match ledger {
+        Some(path) => format!(
+            "window usage, mode and this id's records from {}",
+            path.display()
+        ),
+        None => "no ledger yet: window usage is zero".to_string(),
+    };
     println!(
         "policy {} (sha256 {}); {source}",
         cfg.policy.file.display(),
@@ -177,8 +147,8 @@ fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
     if mode != Mode::Normal {
         println!("mode {}: the kill switch is thrown", mode.as_str());
     }
-    match planned {
-        crate::plan::Plan::Decide(eval) => {
+    match plan {
+        Plan::Decide(eval) => {
             for (i, t) in eval.trace.iter().enumerate() {
                 let window = t
                     .window
@@ -194,17 +164,17 @@ fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
                 eval.action, eval.rule, eval.reason
             );
         }
-        crate::plan::Plan::Resend { seq, .. } => {
+        Plan::Resend { seq, .. } => {
             let action = state.live.as_ref().map_or("?", |l| l.action.as_str());
             println!(
                 "decision: {action}, already recorded (record {seq}, not yet confirmed) — sent \
                  again with its identical data"
             );
         }
-        crate::plan::Plan::Wait { seq, reason } => {
+        Plan::Wait { seq, reason } => {
             println!("decision: hold — record {seq} waits: {reason}");
         }
-        crate::plan::Plan::Done { seq } => {
+        Plan::Done { seq } => {
             let action = state.live.as_ref().map_or("?", |l| l.action.as_str());
             println!(
                 "decision: {action}, already accepted by the server (record {seq}) — nothing to send"

@@ -1,16 +1,20 @@
-//! The library functions behind `cosigner check` and `cosigner pause`/`resume`, driven directly:
-//! the findings the preflight check returns, and what switching the mode does with and without
-//! a running daemon.
+//! The library functions behind `cosigner check`, `policy explain` and `pause`/`resume`, driven
+//! directly: the findings the preflight check returns, the plan explain shows against what the
+//! ledger holds, and what switching the mode does with and without a running daemon.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use cosigner::check::{Finding, Level, preflight};
+use cosigner::client::parse_pending_item;
 use cosigner::config::{Config, Environment};
+use cosigner::explain::explain;
 use cosigner::killswitch::{SwitchError, Switched, switch};
 use cosigner::ledger::Ledger;
-use cosigner::plan::Mode;
+use cosigner::plan::{Mode, Plan};
+use cosigner::policy::Action;
+use cosigner::poller::PollSettings;
 use cosigner::sandbox::Scenario;
 use serde_json::Value;
 
@@ -256,4 +260,81 @@ async fn switching_while_the_daemon_runs_goes_through_its_operator_api_with_the_
         Some(Mode::Hold),
         "the daemon stored the mode it took"
     );
+}
+
+const TREASURY_POLICY: &str = "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\nwindow = \"24h\"\nmax_count = 5\n";
+
+fn explained(dir: &Path, tx: &str) -> cosigner::explain::Explanation {
+    let policy = cosigner::policy::load(&dir.join("policy.toml")).unwrap();
+    let tx = parse_pending_item(tx).unwrap();
+    let now = cosigner::ledger::now_ms();
+    // The longest text the fixtures' 2048-bit key signs; these transactions are far shorter.
+    explain(&policy, &dir.join("ledger.db"), 245, &tx, now).unwrap()
+}
+
+#[tokio::test]
+async fn explain_plans_from_the_ledger_what_the_daemon_did_and_reads_the_mode_it_recorded() {
+    let sb = start_sandbox(Scenario::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let approved = item(7, HOT, TREASURY, "5", "195");
+    std::fs::write(dir.path().join("policy.toml"), TREASURY_POLICY).unwrap();
+
+    // No ledger yet: zero usage, normal mode, and every rule traced.
+    let e = explained(dir.path(), &approved);
+    assert_eq!((e.ledger.as_deref(), e.mode), (None, Mode::Normal));
+    let Plan::Decide(eval) = &e.plan else {
+        panic!("{:?}", e.plan)
+    };
+    assert_eq!(
+        (eval.action, eval.rule.as_str()),
+        (Action::Approve, "treasury")
+    );
+    assert_eq!(eval.trace.len(), 1, "{eval:?}");
+    assert_eq!(eval.trace[0].window.map(|w| w.count), Some(0));
+    assert!(
+        !dir.path().join("ledger.db").exists(),
+        "explain creates nothing"
+    );
+
+    // The daemon approves it: explain now finds the accepted record and plans nothing new.
+    sb.sandbox.add_pending([approved.clone()]);
+    let engine = engine_for(
+        dir.path(),
+        &sb.url,
+        TREASURY_POLICY,
+        PollSettings {
+            page_size: 10,
+            max_in_flight: 4,
+            dry_run: false,
+            max_pages: 100,
+        },
+    );
+    engine.cycle_once().await.unwrap();
+    assert_eq!(sb.sandbox.decisions().len(), 1);
+    drop(engine);
+    let e = explained(dir.path(), &approved);
+    assert_eq!(
+        e.ledger.as_deref(),
+        Some(dir.path().join("ledger.db").as_path())
+    );
+    assert!(matches!(e.plan, Plan::Done { .. }), "{:?}", e.plan);
+    assert_eq!(
+        e.state.live.as_ref().map(|l| l.action),
+        Some(Action::Approve)
+    );
+    // Another id to the same address counts the approval in the window.
+    let e = explained(dir.path(), &item(8, HOT, TREASURY, "5", "195"));
+    let Plan::Decide(eval) = &e.plan else {
+        panic!("{:?}", e.plan)
+    };
+    assert_eq!(eval.trace[0].window.map(|w| w.count), Some(1), "{eval:?}");
+
+    // The kill switch recorded by `pause`: explain holds what the policy would approve.
+    let cfg = write_config(dir.path(), &sb.url);
+    std::fs::write(dir.path().join("policy.toml"), TREASURY_POLICY).unwrap();
+    let cfg = Config::load_with(&cfg, &Environment::default()).unwrap();
+    switch(&cfg, Mode::Hold, None).await.unwrap();
+    let e = explained(dir.path(), &item(9, HOT, TREASURY, "5", "195"));
+    assert_eq!(e.mode, Mode::Hold);
+    assert_eq!(e.plan.action(None), Action::Hold, "{:?}", e.plan);
 }
