@@ -495,6 +495,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_server_clock_more_than_ten_seconds_off_either_way_is_a_warning() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let f = clock(now + Duration::from_secs(10), now);
+        assert_eq!(
+            (f.level, f.detail.as_str()),
+            (Level::Ok, "server clock is 10s ahead of this host's")
+        );
+        let f = clock(now - Duration::from_secs(11), now);
+        assert_eq!(f.level, Level::Warn, "{f:?}");
+        assert!(
+            f.detail
+                .starts_with("server clock is 11s behind this host's: requests may be refused"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
     fn a_missing_state_directory_is_a_warning_with_the_command_and_others_fail() {
         let f = ledger_dir(Path::new("/var/lib/cosigner-never-made-x1/ledger.db"));
         assert_eq!(f.level, Level::Warn, "{f:?}");
