@@ -1,15 +1,19 @@
-//! The checks of `cosigner check` that look past the configuration's syntax at what would fail
-//! once the daemon starts: placeholder credentials, secrets others can read, plain HTTP to a
-//! remote host, a listener address already taken, a ledger directory not there yet. Each
-//! finding names the key or file and says how to fix it.
+//! The preflight check behind `cosigner check`: [`preflight`] loads the configuration, the key
+//! shard and the policy, and looks past their syntax at what would fail once the daemon starts
+//! (placeholder credentials, secrets others can read, plain HTTP to a remote host, a listener
+//! address already taken, a ledger directory not there yet), and with `online` makes one
+//! authenticated call. Each finding names the key or file and says how to fix it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use secrecy::ExposeSecret;
 
-use crate::config::{Config, SecretOrigin};
+use crate::client::{Client, ClientError};
+use crate::config::{self, Config, Environment, SecretOrigin};
+use crate::signer::Signer;
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,196 @@ fn finding(level: Level, what: &'static str, detail: impl Into<String>) -> Findi
         level,
         what,
         detail: detail.into(),
+    }
+}
+
+/// What [`preflight`] found, in the order it checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preflight {
+    /// The configuration file checked.
+    pub config: PathBuf,
+    /// Whether the configuration loaded; when it did not, `local` holds only why and nothing
+    /// else was checked.
+    pub config_loaded: bool,
+    /// Everything checked on this host: configuration, secrets, key, policy, ledger, listener.
+    pub local: Vec<Finding>,
+    /// The authenticated call and the server's clock (`online` only).
+    pub online: Vec<Finding>,
+}
+
+impl Preflight {
+    /// All findings, local ones first.
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.local.iter().chain(&self.online)
+    }
+
+    /// Whether something on this host will fail or is unsafe (a configuration problem).
+    pub fn local_failed(&self) -> bool {
+        self.local.iter().any(|f| f.level == Level::Fail)
+    }
+
+    /// Whether the online check failed (credentials, network, allow-list).
+    pub fn online_failed(&self) -> bool {
+        self.online.iter().any(|f| f.level == Level::Fail)
+    }
+}
+
+/// Largest server-clock difference the online check accepts without a warning.
+const CLOCK_WARN: Duration = Duration::from_secs(10);
+
+/// The whole preflight check of the configuration at `config_path`; with `online`, one
+/// authenticated call (pending, page size 1) tests the credentials, the IP allow-list and the
+/// clock. `env` is the environment the configuration is loaded with
+/// ([`Environment::from_process`] for the command). Creates nothing.
+pub async fn preflight(config_path: &Path, env: &Environment, online: bool) -> Preflight {
+    let mut out = Preflight {
+        config: config_path.to_owned(),
+        config_loaded: false,
+        local: Vec::new(),
+        online: Vec::new(),
+    };
+    let cfg = match Config::load_with(config_path, env) {
+        Ok(c) => c,
+        Err(e) => {
+            out.local
+                .push(finding(Level::Fail, "config", e.to_string()));
+            return out;
+        }
+    };
+    out.config_loaded = true;
+    out.local = local(&cfg, env);
+    if online {
+        out.online = self::online(&cfg).await;
+    }
+    out
+}
+
+/// The checks on this host of a loaded configuration.
+fn local(cfg: &Config, env: &Environment) -> Vec<Finding> {
+    let mut out = vec![finding(
+        Level::Ok,
+        "config",
+        format!(
+            "{} (merchant {}, {})",
+            cfg.path.display(),
+            cfg.api.client.merchant_no,
+            cfg.api.client.base_url
+        ),
+    )];
+    // The loader takes an inline secret from this variable too.
+    let secret_from_env = env
+        .overrides
+        .iter()
+        .any(|(name, _)| name == "COSIGNER_API__API_SECRET");
+    out.extend(placeholders(cfg));
+    out.extend(transport(cfg));
+    out.extend(secret_files(cfg, secret_from_env));
+    out.push(match Signer::load(&cfg.key.source) {
+        Ok(s) => finding(
+            Level::Ok,
+            "key",
+            format!(
+                "{} ({}-bit RSA, alias {}, certificate matches; password from {})",
+                cfg.key.source.pfx_file.display(),
+                s.bits(),
+                s.alias().unwrap_or("none"),
+                cfg.key.password_origin
+            ),
+        ),
+        Err(e) => finding(Level::Fail, "key", e.to_string()),
+    });
+    match crate::policy::load(&cfg.policy.file) {
+        Ok(p) => {
+            out.push(finding(
+                Level::Ok,
+                "policy",
+                format!(
+                    "{} ({} rules, default {}, sha256 {})",
+                    cfg.policy.file.display(),
+                    p.rules.len(),
+                    p.default,
+                    &p.sha256[..12]
+                ),
+            ));
+            out.extend(
+                p.warnings()
+                    .into_iter()
+                    .map(|w| finding(Level::Warn, "policy", w)),
+            );
+        }
+        Err(e) => out.push(finding(Level::Fail, "policy", e.to_string())),
+    }
+    out.push(ledger_dir(&cfg.ledger.path));
+    let running = crate::ledger::held_by(&cfg.ledger.path);
+    out.push(listen(cfg.http.listen, running.as_deref()));
+    if let Some(w) = config::listen_warning(cfg.http.listen) {
+        out.push(finding(Level::Warn, "http.listen", w));
+    }
+    out
+}
+
+/// One authenticated call, and the server's clock from its answer.
+async fn online(cfg: &Config) -> Vec<Finding> {
+    let client = match Client::new(cfg.api.client.clone()) {
+        Ok(c) => c,
+        Err(e) => return vec![finding(Level::Fail, "online", e.to_string())],
+    };
+    let (page, reply) = match client.pending_with_reply(1, 1).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            // An HTTP 401/403 carries its hint already (`ClientError`'s message): say it once.
+            let hint = match &e {
+                ClientError::Api { code: 401, .. } => {
+                    " — credentials refused: check api.merchant_no, api.api_key and api.api_secret, \
+                     and that the clock is right (a stale TimeStamp is refused too)"
+                }
+                ClientError::Api { code: 403, .. } => {
+                    " — forbidden: is this host's public IP on the API key's allow-list?"
+                }
+                ClientError::Network { .. } => " — check api.base_url, DNS and outbound firewall",
+                _ => "",
+            };
+            return vec![finding(Level::Fail, "online", format!("{e}{hint}"))];
+        }
+    };
+    let authenticated = finding(
+        Level::Ok,
+        "online",
+        format!(
+            "authenticated to {} as {}; {} transaction(s) pending",
+            cfg.api.client.base_url, cfg.api.client.merchant_no, page.total
+        ),
+    );
+    let clock = match reply.server_date {
+        Some(date) => clock(date, SystemTime::now()),
+        None => finding(
+            Level::Warn,
+            "clock",
+            "the server sent no Date header; skew not checked",
+        ),
+    };
+    vec![authenticated, clock]
+}
+
+/// The server's clock (`server`, from its Date header) against this host's (`now`).
+fn clock(server: SystemTime, now: SystemTime) -> Finding {
+    let (ahead, d) = match server.duration_since(now) {
+        Ok(d) => (true, d),
+        Err(e) => (false, e.duration()),
+    };
+    let msg = format!(
+        "server clock is {}s {} this host's",
+        d.as_secs(),
+        if ahead { "ahead of" } else { "behind" }
+    );
+    if d > CLOCK_WARN {
+        finding(
+            Level::Warn,
+            "clock",
+            format!("{msg}: requests may be refused as stale; check NTP"),
+        )
+    } else {
+        finding(Level::Ok, "clock", msg)
     }
 }
 
@@ -299,6 +493,23 @@ pub fn ledger_dir(path: &Path) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_clock_more_than_ten_seconds_off_either_way_is_a_warning() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let f = clock(now + Duration::from_secs(10), now);
+        assert_eq!(
+            (f.level, f.detail.as_str()),
+            (Level::Ok, "server clock is 10s ahead of this host's")
+        );
+        let f = clock(now - Duration::from_secs(11), now);
+        assert_eq!(f.level, Level::Warn, "{f:?}");
+        assert!(
+            f.detail
+                .starts_with("server clock is 11s behind this host's: requests may be refused"),
+            "{f:?}"
+        );
+    }
 
     #[test]
     fn a_missing_state_directory_is_a_warning_with_the_command_and_others_fail() {

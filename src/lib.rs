@@ -13,8 +13,10 @@ pub mod daemon;
 #[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod display;
+pub mod explain;
 pub mod failpoint;
 pub mod http;
+pub mod killswitch;
 pub mod ledger;
 pub mod metrics;
 pub mod operator;

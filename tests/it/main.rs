@@ -4,6 +4,7 @@ mod attack9;
 mod attack9b;
 mod client;
 mod clock;
+mod commands;
 mod config_errors;
 mod crash;
 mod cycle;

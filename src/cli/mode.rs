@@ -1,0 +1,85 @@
+//! `cosigner pause` and `resume`: the kill switch thrown or lifted through the library's
+//! [`crate::killswitch::switch`], and what it did printed.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CmdResult, ConfigArg, Failure};
+use crate::killswitch::{self, Switched};
+use crate::plan::Mode;
+
+/// Arguments of `pause` and `resume`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "With no daemon running, the mode is written to the ledger and applies when \
+it starts. With the daemon running, the call goes to its operator API on http.listen, with the key \
+from --api-key-file or $COSIGNER_API_KEY. Either way the mode is stored in the ledger, so a restart \
+keeps it."
+)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub target: ModeTarget,
+    /// Reject every well-formed transaction instead of holding it
+    #[arg(long)]
+    pub reject: bool,
+}
+
+/// Arguments of `resume`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "With no daemon running, normal mode is written to the ledger and applies when \
+it starts. With the daemon running, the call goes to its operator API on http.listen, with the key \
+from --api-key-file or $COSIGNER_API_KEY."
+)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub target: ModeTarget,
+}
+
+/// Where `pause` and `resume` apply: the configuration, and the operator API key used when the
+/// daemon is running.
+#[derive(Debug, Args)]
+pub struct ModeTarget {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// File holding an operator API key (else $COSIGNER_API_KEY); needed while the daemon runs
+    #[arg(long, value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+}
+
+/// Runs `pause`: hold, or reject with --reject.
+pub(crate) async fn pause(a: PauseArgs) -> CmdResult {
+    let mode = if a.reject { Mode::Reject } else { Mode::Hold };
+    set_mode(a.target, mode).await
+}
+
+/// Runs `resume`.
+pub(crate) async fn resume(a: ResumeArgs) -> CmdResult {
+    set_mode(a.target, Mode::Normal).await
+}
+
+async fn set_mode(a: ModeTarget, mode: Mode) -> CmdResult {
+    let cfg = a.config.load()?;
+    let switched = killswitch::switch(&cfg, mode, a.api_key_file.as_deref())
+        .await
+        .map_err(|e| {
+            if e.is_usage() {
+                Failure::usage(e)
+            } else {
+                Failure::runtime(e)
+            }
+        })?;
+    match switched {
+        Switched::Recorded { ledger } => println!(
+            "mode {} recorded in {}; it applies when the daemon starts",
+            mode.as_str(),
+            ledger.display()
+        ),
+        Switched::Live { addr } => println!(
+            "mode {} in force now (running daemon on {addr})",
+            mode.as_str()
+        ),
+    }
+    Ok(())
+}

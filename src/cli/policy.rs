@@ -1,0 +1,218 @@
+//! `cosigner policy check`, `explain` and `replay`: a policy summarised, one transaction's
+//! decision traced rule by rule, and the ledger's decisions re-made under a candidate policy.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+use super::ledger::open_read_only;
+use super::{CmdResult, ConfigArg, Failure};
+use crate::explain::{self, Explanation};
+use crate::plan::{Mode, Plan};
+use crate::policy;
+use crate::signer::Signer;
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file and summarise it (default: the configured policy.file).
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Policy file to check instead of the configured one
+        file: Option<PathBuf>,
+    },
+    /// Re-evaluate every transaction in the ledger under another policy and print what would
+    /// change, before switching it on.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The candidate policy
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+    },
+    /// Show each rule in order, whether it matched and why not, and the final decision.
+    #[command(after_help = "Example:\n  cosigner policy explain --tx \
+'{\"id\":1,\"fromAddress\":\"TGGh...\",\"toAddress\":\"TFMQ...\",\"amount\":\"4.1\",\"chainId\":\"195\"}'\n\n\
+Window usage is read from the ledger when it exists (read-only; safe beside a running daemon).")]
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A pending item as JSON, with the field names of the pending list
+        #[arg(long, value_name = "JSON")]
+        tx: String,
+    },
+}
+
+/// Runs a `policy` subcommand.
+pub(crate) fn run(command: PolicyCommand) -> CmdResult {
+    match command {
+        PolicyCommand::Check { config, file } => check(config, file),
+        PolicyCommand::Explain { config, tx } => explain(config, &tx),
+        PolicyCommand::Replay { config, policy } => replay(config, &policy),
+    }
+}
+
+/// A policy file, or exit 2 with what is wrong in it.
+fn load_policy(path: &Path) -> Result<policy::Policy, Failure> {
+    policy::load(path).map_err(Failure::usage)
+}
+
+fn check(config: ConfigArg, file: Option<PathBuf>) -> CmdResult {
+    let path = match file {
+        Some(f) => f,
+        None => config.load()?.policy.file,
+    };
+    let p = load_policy(&path)?;
+    println!("policy  {}", path.display());
+    println!("sha256  {}", p.sha256);
+    println!("default {}", p.default);
+    for (i, r) in p.rules.iter().enumerate() {
+        let mut conds = Vec::new();
+        if let Some(c) = &r.chains {
+            conds.push(format!("chains {}", c.join(",")));
+        }
+        if let Some(f) = &r.from {
+            conds.push(format!("from {} address(es)", f.len()));
+        }
+        if let Some(t) = &r.to {
+            conds.push(format!("to {} address(es)", t.len()));
+        }
+        if let Some(m) = r.min_amount {
+            conds.push(format!("amount >= {m}"));
+        }
+        if let Some(m) = r.max_amount {
+            conds.push(format!("amount <= {m}"));
+        }
+        if let Some(l) = &r.limit {
+            let w = crate::display::window(l.window);
+            if let Some(t) = l.max_total {
+                conds.push(format!("total <= {t} per {w}"));
+            }
+            if let Some(c) = l.max_count {
+                conds.push(format!("count <= {c} per {w}"));
+            }
+        }
+        let conds = if conds.is_empty() {
+            "any transaction".to_string()
+        } else {
+            conds.join("; ")
+        };
+        println!("rule {:>2} {:<8} {:?}: {conds}", i + 1, r.action, r.name);
+    }
+    if let Some(g) = &p.guard {
+        println!(
+            "guard   at most {} approvals per {}",
+            g.max_approvals,
+            crate::display::window(g.window)
+        );
+    }
+    for w in p.warnings() {
+        println!("warn    {w}");
+    }
+    Ok(())
+}
+
+fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
+    let cfg = config.load()?;
+    let p = load_policy(&cfg.policy.file)?;
+    let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
+    let tx = crate::client::parse_pending_item(tx_json)
+        .map_err(|m| Failure::usage(anyhow::anyhow!("--tx: {} ({})", m.reason, m.raw)))?;
+    let Explanation {
+        ledger,
+        mode,
+        state,
+        plan,
+    } = explain::explain(
+        &p,
+        &cfg.ledger.path,
+        signer.max_text_len(),
+        cfg.api.client.max_clock_skew,
+        &tx,
+        crate::ledger::now_ms(),
+    )
+    .map_err(Failure::runtime)?;
+    let source = match ledger {
+        Some(path) => format!(
+            "window usage, mode and this id's records from {}",
+            path.display()
+        ),
+        None => "no ledger yet: window usage is zero".to_string(),
+    };
+    println!(
+        "policy {} (sha256 {}); {source}",
+        cfg.policy.file.display(),
+        &p.sha256[..12]
+    );
+    if mode != Mode::Normal {
+        println!("mode {}: the kill switch is thrown", mode.as_str());
+    }
+    match plan {
+        Plan::Decide(eval) => {
+            for (i, t) in eval.trace.iter().enumerate() {
+                let window = t
+                    .window
+                    .map(|w| format!(" [window: {} approved, total {}]", w.count, w.total))
+                    .unwrap_or_default();
+                match &t.why_not {
+                    None => println!("rule {:>2} {:?}: matched{window}", i + 1, t.rule),
+                    Some(why) => println!("rule {:>2} {:?}: no — {why}{window}", i + 1, t.rule),
+                }
+            }
+            println!(
+                "decision: {} by {} — {}",
+                eval.action, eval.rule, eval.reason
+            );
+        }
+        Plan::Resend { seq, .. } => {
+            let action = state.live.as_ref().map_or("?", |l| l.action.as_str());
+            println!(
+                "decision: {action}, already recorded (record {seq}, not yet confirmed) — sent \
+                 again with its identical data"
+            );
+        }
+        Plan::Wait { seq, reason } => {
+            println!("decision: hold — record {seq} waits: {reason}");
+        }
+        Plan::Done { seq } => {
+            let action = state.live.as_ref().map_or("?", |l| l.action.as_str());
+            println!(
+                "decision: {action}, already accepted by the server (record {seq}) — nothing to send"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn replay(config: ConfigArg, candidate: &Path) -> CmdResult {
+    let cfg = config.load()?;
+    let new = load_policy(candidate)?;
+    let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
+    let ledger = open_read_only(&cfg)?;
+    let report =
+        crate::replay::replay(&ledger, &new, signer.max_text_len()).map_err(Failure::runtime)?;
+    println!(
+        "replayed {} transaction(s) from {} under {} (sha256 {})",
+        report.replayed,
+        cfg.ledger.path.display(),
+        candidate.display(),
+        &new.sha256[..12]
+    );
+    if report.changes.is_empty() {
+        println!("no decision would change");
+        return Ok(());
+    }
+    println!(
+        "{:>10}  {:<8}  {:<8}  {:<24}  REASON",
+        "TX", "OLD", "NEW", "RULE"
+    );
+    for c in &report.changes {
+        println!(
+            "{:>10}  {:<8}  {:<8}  {:<24}  {}",
+            c.tx_id, c.old, c.new, c.rule, c.reason
+        );
+    }
+    println!("{} decision(s) would change", report.changes.len());
+    Ok(())
+}
