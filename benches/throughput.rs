@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cosigner::client::{Client, ClientConfig, Lang, SignOrder};
+use cosigner::cycle::{Engine, PollSettings};
 use cosigner::ledger::Ledger;
 use cosigner::metrics::Metrics;
 use cosigner::policy;
-use cosigner::poller::{Engine, PollSettings};
 use cosigner::signer::{KeySource, Signer};
 use secrecy::SecretString;
 
@@ -55,7 +55,7 @@ fn main() {
     for _ in 0..ops {
         std::hint::black_box(signer.sign(text).expect("sign"));
     }
-    let rsa_per_sec = ops as f64 / t.elapsed().as_secs_f64();
+    let rsa_per_sec = f64::from(ops) / t.elapsed().as_secs_f64();
 
     let (mut sandbox, url) = support::spawn_sandbox("bench", "bench-secret");
 

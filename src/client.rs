@@ -81,7 +81,7 @@ pub struct ClientConfig {
     /// Longest wait between two attempts.
     pub max_backoff: Duration,
     /// How far this host's clock may run ahead of the server's `Date` before
-    /// [`Client::clock_ahead`] reports it.
+    /// [`Client::clock_doubt`] reports it.
     pub max_clock_skew: Duration,
 }
 
@@ -613,7 +613,7 @@ impl Client {
                 return Err(final_err);
             }
             let wait = self.backoff(attempts - 1, retry_after);
-            tracing::debug!(endpoint, attempt = attempts, wait_ms = wait.as_millis() as u64, error = %final_err, "retrying");
+            tracing::debug!(endpoint, attempt = attempts, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), error = %final_err, "retrying");
             match gate.as_deref_mut() {
                 Some(g) => g.sleep(wait).await.map_err(|r| stopped(attempts, r))?,
                 None => tokio::time::sleep(wait).await,

@@ -22,13 +22,17 @@ pub const CONFIG_ENV: &str = "COSIGNER_CONFIG";
 /// Prefix of per-key environment overrides (`COSIGNER_API__TIMEOUT=30s`).
 pub const ENV_PREFIX: &str = "COSIGNER_";
 /// `COSIGNER_` variables that are not key overrides: the config file, the operator API key of
-/// `pause`/`resume`, and the test and benchmark knobs.
+/// `pause`/`resume`, and (in a build with `dev-tools` only) the test and benchmark knobs.
 pub const ENV_NOT_KEYS: &[&str] = &[
     CONFIG_ENV,
     "COSIGNER_API_KEY",
+    #[cfg(feature = "dev-tools")]
     "COSIGNER_FAILPOINT",
+    #[cfg(feature = "dev-tools")]
     "COSIGNER_BENCH_TXS",
+    #[cfg(feature = "dev-tools")]
     "COSIGNER_CRASH_KILLS",
+    #[cfg(feature = "dev-tools")]
     "COSIGNER_IDLE_SECS",
 ];
 /// Every key of the configuration, for naming the nearest one to a mistyped variable.
@@ -1121,7 +1125,7 @@ pfx_file = "merchant.pfx"
             "info",
             "warn",
             "cosigner=debug,info",
-            "cosigner::poller=trace",
+            "cosigner::cycle=trace",
             "OFF",
         ] {
             assert!(valid_log_filter(ok), "{ok}");

@@ -15,12 +15,12 @@ use tracing::{error, info, warn};
 use crate::client::{Client, ClientError};
 use crate::collector::Collector;
 use crate::config::Config;
+use crate::cycle::{DEFAULT_MAX_PAGES, DecisionEvent, Engine, PollSettings};
 use crate::http::{self, Health, HttpState};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
 use crate::operator::{self, Callbacks, KeyStore, OperatorState};
 use crate::policy::{self, PolicyError};
-use crate::poller::{DEFAULT_MAX_PAGES, DecisionEvent, Engine, PollSettings};
 use crate::signer::{Signer, SignerError};
 use crate::systemd;
 

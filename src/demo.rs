@@ -20,11 +20,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Environment};
+use crate::cycle::DecisionEvent;
 use crate::daemon::{self, DaemonError, Options, Timings};
 use crate::display::{ChainNames, short_address};
 use crate::ledger::Ledger;
 use crate::policy::Action;
-use crate::poller::DecisionEvent;
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 
 const MERCHANT: &str = "merDEMO0000000000001";

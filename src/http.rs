@@ -47,7 +47,7 @@ impl Health {
     }
 
     fn elapsed_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Notes that the scheduler is alive: called at the start and at the end of every cycle,
@@ -63,7 +63,8 @@ impl Health {
         let age = self
             .elapsed_ms()
             .saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed));
-        age <= (self.poll_interval + SCHEDULER_BUDGET).as_millis() as u64
+        age <= u64::try_from((self.poll_interval + SCHEDULER_BUDGET).as_millis())
+            .unwrap_or(u64::MAX)
     }
 
     /// Notes a successful poll now.
@@ -77,7 +78,7 @@ impl Health {
         if last == 0 {
             return Err("no successful poll yet".into());
         }
-        let age = Duration::from_millis(now_ms().saturating_sub(last).max(0) as u64);
+        let age = Duration::from_millis(u64::try_from(now_ms().saturating_sub(last)).unwrap_or(0));
         let limit = self.poll_interval * 2;
         if age > limit {
             return Err(format!(

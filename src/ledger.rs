@@ -1,8 +1,8 @@
 //! The decision ledger: every decision and every submission outcome, in SQLite (WAL,
 //! `synchronous=FULL`), hash-chained so that an edited, removed or truncated record is detected.
 //! Only one process may write a ledger; window totals are computed from it. Each kind of record
-//! is a struct in [`record`] whose column list drives its hash input, INSERT, SELECT and table;
-//! [`sql`] holds the column types (sequence numbers, transaction ids, times).
+//! is a struct in `ledger/record.rs` whose column list drives its hash input, INSERT, SELECT and table;
+//! `ledger/sql.rs` holds the column types (sequence numbers, transaction ids, times).
 
 mod record;
 mod sql;
@@ -907,7 +907,7 @@ impl ResendRecord {
     }
 }
 
-/// Latest decision state of one transaction content, as the poller needs it.
+/// Latest decision state of one transaction content, as the cycle needs it.
 #[derive(Debug, Clone, Default)]
 pub struct TxState {
     /// The latest approve/reject that was (or is to be) sent, not a dry run.

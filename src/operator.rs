@@ -21,11 +21,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::client::sign::{self, SignOrder, hex};
+use crate::cycle::{Engine, Mode};
 use crate::http::Health;
 use crate::ledger::{DecisionRow, Ledger, PageQuery, now_ms};
 use crate::metrics::Metrics;
 use crate::policy::Action;
-use crate::poller::{Engine, Mode};
 
 /// Default operator API request budget per second.
 pub const DEFAULT_RATE: u32 = 20;
@@ -467,7 +467,8 @@ fn host_names_listener(host: &str, listen: SocketAddr) -> bool {
 }
 
 fn ms_to_rfc3339(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -554,7 +555,7 @@ fn parse_query(pairs: Vec<(String, String)>) -> Result<PageQuery, ApiError> {
                 if !(1..=100).contains(&n) {
                     return Err(bad_request("limit must be between 1 and 100"));
                 }
-                q.limit = n as usize;
+                q.limit = usize::try_from(n).unwrap_or(usize::MAX);
             }
             "starting_after" => q.starting_after = Some(num("starting_after")?),
             "ending_before" => q.ending_before = Some(num("ending_before")?),

@@ -39,7 +39,7 @@ impl Mode {
     }
 
     /// The ledger event that records this mode being put in force by `by`; read back by
-    /// [`crate::poller::Engine::restore_mode`].
+    /// [`crate::cycle::Engine::restore_mode`].
     pub fn event_detail(self, by: &str) -> String {
         serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
     }

@@ -259,10 +259,13 @@ impl Drop for InFlight {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 type Refusal = (StatusCode, i64, String);
@@ -464,14 +467,14 @@ impl Sandbox {
         }
         let ts_ms: u64 = ts.parse().unwrap_or(0);
         let now = now_ms();
-        let skew = self.cfg.max_skew.as_millis() as u64;
+        let skew = u64::try_from(self.cfg.max_skew.as_millis()).unwrap_or(u64::MAX);
         if ts_ms.abs_diff(now) > skew {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
                 401,
                 format!(
                     "stale TimeStamp: {} ms from the server clock",
-                    ts_ms as i128 - now as i128
+                    i128::from(ts_ms) - i128::from(now)
                 ),
             ));
         }
@@ -535,7 +538,7 @@ impl Sandbox {
         }
         let g = self.lock();
         let all: Vec<&String> = g.pending.values().chain(g.unkeyed.iter()).collect();
-        let mut start = ((r.page_num - 1) * r.page_size) as usize;
+        let mut start = usize::try_from((r.page_num - 1) * r.page_size).unwrap_or(usize::MAX);
         if g.faults.shift_pages && r.page_num > 1 {
             start -= 1;
         }
@@ -545,7 +548,7 @@ impl Sandbox {
         let items: Vec<&str> = all
             .iter()
             .skip(start)
-            .take(r.page_size as usize)
+            .take(usize::try_from(r.page_size).unwrap_or(usize::MAX))
             .map(|s| s.as_str())
             .collect();
         let total = g.faults.total_override.unwrap_or(all.len() as u64);

@@ -159,7 +159,7 @@ impl Signer {
         if meta.len() > MAX_PFX_BYTES {
             return Err(SignerError::TooLarge { path: path.clone() });
         }
-        let mut der = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+        let mut der = Zeroizing::new(Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0)));
         (&mut file)
             .take(MAX_PFX_BYTES + 1)
             .read_to_end(&mut der)

@@ -7,7 +7,13 @@ use std::time::Duration;
 
 /// Sends `state` to `$NOTIFY_SOCKET`; `Ok(false)` when not started by systemd with `Type=notify`.
 pub fn notify(state: &str) -> std::io::Result<bool> {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+    notify_to(std::env::var_os("NOTIFY_SOCKET").as_deref(), state)
+}
+
+/// Sends `state` to the notify socket at `path` (`@name` for an abstract one); `Ok(false)` when
+/// there is none.
+fn notify_to(path: Option<&std::ffi::OsStr>, state: &str) -> std::io::Result<bool> {
+    let Some(path) = path else {
         return Ok(false);
     };
     let sock = UnixDatagram::unbound()?;
@@ -49,14 +55,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let server = UnixDatagram::bind(&path).unwrap();
-        // SAFETY of the test: no other test reads NOTIFY_SOCKET.
-        unsafe { std::env::set_var("NOTIFY_SOCKET", &path) };
-        assert!(notify("READY=1").unwrap());
-        unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+        assert!(notify_to(Some(path.as_os_str()), "READY=1").unwrap());
         let mut buf = [0u8; 64];
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
-        assert!(!notify("READY=1").unwrap(), "no socket, no notification");
+        assert!(
+            !notify_to(None, "READY=1").unwrap(),
+            "no socket, no notification"
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub(crate) fn open_read_only(cfg: &Config) -> Result<Ledger, Failure> {
 }
 
 fn format_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
 }
 

@@ -106,7 +106,10 @@ fn looks_like_tron(addr: &str) -> bool {
 
 fn base58_digit(b: u8) -> Option<u8> {
     const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    ALPHABET.iter().position(|&a| a == b).map(|p| p as u8)
+    ALPHABET
+        .iter()
+        .position(|&a| a == b)
+        .and_then(|p| u8::try_from(p).ok())
 }
 
 /// Decodes base58 (Bitcoin alphabet) into bytes; `None` for a character outside it.

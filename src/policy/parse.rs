@@ -551,7 +551,7 @@ pub fn parse(
             Some(n) if n < 1 => {
                 return Err(ctx.err(rule_place(&name, "max_count"), "must be at least 1"));
             }
-            other => other.map(|n| n as u64),
+            other => other.and_then(|n| u64::try_from(n).ok()),
         };
         let limit = match (r.window, max_total.is_some() || max_count.is_some()) {
             (None, true) => {
@@ -618,7 +618,7 @@ pub fn parse(
             }
             Some(Guard {
                 window: duration(&ctx, Some("[guard]: key `window`".into()), &window)?,
-                max_approvals: max as u64,
+                max_approvals: u64::try_from(max).unwrap_or(0),
             })
         }
     };

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use cosigner::client::APPROVE;
+use cosigner::cycle::{Engine, PollSettings};
 use cosigner::ledger::{DecisionRow, Status};
 use cosigner::policy::Action;
-use cosigner::poller::{Engine, PollSettings};
 use cosigner::sandbox::{Faults, Scenario};
 
 use crate::support::*;
@@ -268,7 +268,7 @@ async fn a_dry_run_sends_nothing_not_even_a_recorded_approval() {
 // ---- Window limits and re-sends ----
 
 fn wait_past(recorded_at_ms: i64, window: Duration) -> impl std::future::Future<Output = ()> {
-    let until = recorded_at_ms + window.as_millis() as i64 + 50;
+    let until = recorded_at_ms + i64::try_from(window.as_millis()).unwrap() + 50;
     wait_until(
         "the window to pass",
         Duration::from_secs(30),
@@ -528,7 +528,7 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
     let e = engine_for(dir.path(), &sb.url, &policy, settings());
     e.cycle_once().await.unwrap();
     sb.sandbox.set_faults(Faults::default());
-    e.set_mode(cosigner::poller::Mode::Reject, "test").unwrap();
+    e.set_mode(cosigner::cycle::Mode::Reject, "test").unwrap();
     sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
     e.cycle_once().await.unwrap();
     let decided: Vec<(u64, u8)> = sb
@@ -544,7 +544,7 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
         1,
         "no second record for 1"
     );
-    e.set_mode(cosigner::poller::Mode::Normal, "test").unwrap();
+    e.set_mode(cosigner::cycle::Mode::Normal, "test").unwrap();
     e.cycle_once().await.unwrap();
     let decided: Vec<(u64, u8)> = sb
         .sandbox

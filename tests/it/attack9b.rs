@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use cosigner::client::APPROVE;
+use cosigner::cycle::{Engine, PollSettings};
 use cosigner::ledger::DecisionRow;
 use cosigner::plan::Mode;
 use cosigner::policy::Action;
-use cosigner::poller::{Engine, PollSettings};
 use cosigner::sandbox::{Faults, Scenario};
 
 use crate::support::*;
@@ -215,7 +215,7 @@ async fn an_approval_that_left_on_a_late_retry_is_counted_from_when_it_left() {
     let a = e.cycle_once().await.unwrap();
     healer.await.unwrap();
     assert_eq!(approve_requests(&sb), 3, "{a:?}");
-    let recorded = rows(&e)[0].recorded_at_ms as u64;
+    let recorded = u64::try_from(rows(&e)[0].recorded_at_ms).unwrap();
     let first = approved_at_server(&sb);
     assert_eq!(
         first.len(),

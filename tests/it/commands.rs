@@ -9,12 +9,12 @@ use std::time::Duration;
 use cosigner::check::{Finding, Level, preflight};
 use cosigner::client::parse_pending_item;
 use cosigner::config::{Config, Environment};
+use cosigner::cycle::PollSettings;
 use cosigner::explain::explain;
 use cosigner::killswitch::{SwitchError, Switched, switch};
 use cosigner::ledger::Ledger;
 use cosigner::plan::{Mode, Plan};
 use cosigner::policy::Action;
-use cosigner::poller::PollSettings;
 use cosigner::sandbox::Scenario;
 
 use crate::support::*;

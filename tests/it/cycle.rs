@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use cosigner::cycle::{CycleError, Engine, PollSettings};
 use cosigner::ledger::{Ledger, Status};
 use cosigner::policy::{self, Action};
-use cosigner::poller::{CycleError, Engine, PollSettings};
 use cosigner::sandbox::{Faults, Scenario};
 
 use crate::support::*;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cosigner::client::APPROVE;
+use cosigner::cycle::{Engine, Mode, PollSettings};
 use cosigner::ledger::Status;
 use cosigner::policy::{self, Action, ClockCheck, Context, Usage};
-use cosigner::poller::{Engine, Mode, PollSettings};
 use cosigner::sandbox::{Faults, Scenario};
 use proptest::prelude::*;
 use serde_json::Value;

@@ -449,8 +449,8 @@ mod adversarial {
     //! listings that never end. Zero approvals outside the policy, zero crashes, every case
     //! accounted for with a reason.
 
+    use cosigner::cycle::{Engine, PollSettings};
     use cosigner::policy::Action;
-    use cosigner::poller::{Engine, PollSettings};
     use cosigner::sandbox::{Faults, Scenario};
 
     use serde_json::{Value, json};

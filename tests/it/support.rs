@@ -323,8 +323,8 @@ pub fn engine_for(
     dir: &Path,
     url: &str,
     policy_text: &str,
-    settings: cosigner::poller::PollSettings,
-) -> cosigner::poller::Engine {
+    settings: cosigner::cycle::PollSettings,
+) -> cosigner::cycle::Engine {
     engine_with_client(dir, client_config(url), policy_text, settings)
 }
 
@@ -333,8 +333,8 @@ pub fn engine_with_client(
     dir: &Path,
     client: ClientConfig,
     policy_text: &str,
-    settings: cosigner::poller::PollSettings,
-) -> cosigner::poller::Engine {
+    settings: cosigner::cycle::PollSettings,
+) -> cosigner::cycle::Engine {
     use std::sync::{Arc, Mutex};
     let ppath = dir.join("policy.toml");
     std::fs::write(&ppath, policy_text).unwrap();
@@ -342,7 +342,7 @@ pub fn engine_with_client(
     if !pfx.exists() {
         key_copy(dir, "keytool-aes.pfx");
     }
-    cosigner::poller::Engine::builder(
+    cosigner::cycle::Engine::builder(
         Arc::new(cosigner::client::Client::new(client).unwrap()),
         Arc::new(
             cosigner::signer::Signer::load(&cosigner::signer::KeySource {

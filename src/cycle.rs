@@ -435,8 +435,8 @@ impl Engine {
             Ok(out) => {
                 m.poll_runs.with_label_values(&["ok"]).inc();
                 m.last_poll.set(now_ms() as f64 / 1000.0);
-                m.pending.set(out.listed as i64);
-                m.held.set(out.held as i64);
+                m.pending.set(i64::try_from(out.listed).unwrap_or(i64::MAX));
+                m.held.set(i64::try_from(out.held).unwrap_or(i64::MAX));
                 m.oldest_hold.set(out.oldest_hold_ms as f64 / 1000.0);
             }
             Err(e) => {
@@ -538,7 +538,7 @@ impl Engine {
         if let Some(e) = failure {
             return Err(e);
         }
-        out.duration_ms = started.elapsed().as_millis() as u64;
+        out.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         info!(
             listed = out.listed,
             decided = %out.decided.iter().map(|(a, n)| format!("{a}:{n}")).collect::<Vec<_>>().join(","),
@@ -655,7 +655,8 @@ impl Engine {
         };
         // An approval leaving later than its record (a retry, or a long wait for a slot) is
         // written down again first, so that windows count it from when it may have left.
-        let ledger = self.ledger.clone();
+        // Weak: a submission never keeps the ledger (and its lock) alive past the engine.
+        let ledger = Arc::downgrade(&self.ledger);
         let (seq, tx_id, counted_at) = (s.seq, s.req.id, s.counted_at);
         gate.with_before_attempt(move |attempts| {
             if attempts == 0 && counted_at.elapsed() < LATE_SEND {
@@ -668,6 +669,8 @@ impl Engine {
                 amount,
             };
             ledger
+                .upgrade()
+                .ok_or("the ledger is closed, so the attempt is not made")?
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .record_resends(std::slice::from_ref(&record))
@@ -868,7 +871,7 @@ impl Engine {
                 let since = state.first_hold_ms.unwrap_or(now);
                 out.oldest_hold_ms = out
                     .oldest_hold_ms
-                    .max(now.saturating_sub(since).max(0) as u64);
+                    .max(u64::try_from(now.saturating_sub(since)).unwrap_or(0));
             }
             if unchanged(state.last_unsent.as_ref(), &d) {
                 if d.action == Action::Hold {
