@@ -66,11 +66,13 @@ impl Preflight {
     }
 
     /// Whether something on this host will fail or is unsafe (a configuration problem).
+    #[must_use]
     pub fn local_failed(&self) -> bool {
         self.local.iter().any(|f| f.level == Level::Fail)
     }
 
     /// Whether the online check failed (credentials, network, allow-list).
+    #[must_use]
     pub fn online_failed(&self) -> bool {
         self.online.iter().any(|f| f.level == Level::Fail)
     }
@@ -244,6 +246,7 @@ fn is_placeholder(value: &str) -> bool {
 }
 
 /// Values still as the shipped examples have them.
+#[must_use]
 pub fn placeholders(cfg: &Config) -> Vec<Finding> {
     let c = &cfg.api.client;
     let mut out = Vec::new();
@@ -284,6 +287,7 @@ fn mode(path: &Path) -> Option<u32> {
 }
 
 /// Secret files others can read, and an inline secret in a config file others can read.
+#[must_use]
 pub fn secret_files(cfg: &Config, secret_from_env: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     let files = [
@@ -344,6 +348,7 @@ pub fn secret_files(cfg: &Config, secret_from_env: bool) -> Vec<Finding> {
 }
 
 /// Plain `http://` to anything but this host.
+#[must_use]
 pub fn transport(cfg: &Config) -> Option<Finding> {
     let url = &cfg.api.client.base_url;
     if url.scheme() != "http" {
@@ -369,6 +374,7 @@ pub fn transport(cfg: &Config) -> Option<Finding> {
 
 /// Whether the daemon could bind `http.listen` now. `running_pid` is the pid holding the ledger
 /// (a daemon already running, which holds the address itself).
+#[must_use]
 pub fn listen(addr: SocketAddr, running_pid: Option<&str>) -> Finding {
     if addr.port() == 0 {
         return finding(Level::Ok, "http.listen", format!("{addr} (any free port)"));
@@ -419,6 +425,7 @@ fn is_local(ip: IpAddr) -> bool {
 /// Whether the ledger's directory exists and can be written. A missing `/var/lib/NAME` is what
 /// systemd's `StateDirectory=NAME` creates at start: a warning with the command that makes it
 /// now; any other missing directory will fail.
+#[must_use]
 pub fn ledger_dir(path: &Path) -> Finding {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

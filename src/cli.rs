@@ -71,6 +71,7 @@ impl Failure {
     }
 
     /// The message for stderr: one sentence, then each cause not already said.
+    #[must_use]
     pub fn report(&self) -> String {
         let mut out = format!("error: {}", self.error);
         let mut said = self.error.to_string();
@@ -169,11 +170,13 @@ impl ConfigArg {
 
 impl Command {
     /// True when the command sets up logging from the configuration itself.
+    #[must_use]
     pub fn logs_from_config(&self) -> bool {
         matches!(self, Command::Run(_))
     }
 
     /// The log filter used when `RUST_LOG` is unset.
+    #[must_use]
     pub fn default_log_level(&self) -> &'static str {
         match self {
             #[cfg(feature = "dev-tools")]

@@ -45,6 +45,7 @@ pub enum Lang {
 
 impl Lang {
     /// The header value.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Lang::En => "en",
@@ -172,6 +173,7 @@ fn hint_for(status: u16, body: &str) -> String {
 
 impl ClientError {
     /// True when the error says the credentials or the source address were refused.
+    #[must_use]
     pub fn is_auth(&self) -> bool {
         matches!(
             self,
@@ -238,6 +240,7 @@ impl Gate {
     }
 
     /// Also wakes from backoff sleeps when `token` is cancelled (`permit` then says no).
+    #[must_use]
     pub fn with_cancel(mut self, token: tokio_util::sync::CancellationToken) -> Self {
         self.cancel = Some(token);
         self

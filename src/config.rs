@@ -133,6 +133,7 @@ pub enum ConfigError {
 }
 
 /// Which config file to load: the flag, then the environment, then the absolute default.
+#[must_use]
 pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_owned();
@@ -546,6 +547,7 @@ fn syntax_error(file: &str, text: &str, e: &toml::de::Error) -> String {
 }
 
 /// True for `localhost` and loopback IP literals (bracketed IPv6 included).
+#[must_use]
 pub fn is_loopback_host(host: &str) -> bool {
     let bare = host
         .strip_prefix('[')
@@ -559,6 +561,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// The warning for an `http.listen` reachable from other hosts, if it is one: the operator
 /// API and the metrics then face the network, guarded by keys alone.
+#[must_use]
 pub fn listen_warning(listen: SocketAddr) -> Option<String> {
     (!listen.ip().is_loopback()).then(|| {
         format!(

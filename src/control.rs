@@ -21,6 +21,7 @@ pub struct Control {
 
 impl Control {
     /// `policy` in force, in normal mode.
+    #[must_use]
     pub fn new(policy: Arc<Policy>) -> Self {
         Self {
             policy: RwLock::new(policy),

@@ -135,24 +135,28 @@ pub struct EngineBuilder {
 
 impl EngineBuilder {
     /// Cycle settings (default: pages of 100, 4 in flight, not a dry run).
+    #[must_use]
     pub fn settings(mut self, settings: PollSettings) -> Self {
         self.settings = settings;
         self
     }
 
     /// The token whose cancellation stops new submissions.
+    #[must_use]
     pub fn shutdown(mut self, token: CancellationToken) -> Self {
         self.shutdown = token;
         self
     }
 
     /// Where every recorded decision is sent (the demo prints them).
+    #[must_use]
     pub fn events(mut self, events: Option<mpsc::UnboundedSender<DecisionEvent>>) -> Self {
         self.events = events;
         self
     }
 
     /// The engine, in normal mode with the policy in force.
+    #[must_use]
     pub fn build(self) -> Engine {
         self.metrics.set_policy(&self.policy);
         self.metrics.set_mode(Mode::Normal.as_str());

@@ -65,6 +65,7 @@ pub enum DaemonError {
 
 impl DaemonError {
     /// True when the configuration (or a file it names) is at fault: exit code 2.
+    #[must_use]
     pub fn is_configuration(&self) -> bool {
         matches!(
             self,
@@ -197,6 +198,7 @@ pub struct Timings {
 
 impl Timings {
     /// The timings of a configuration.
+    #[must_use]
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             poll_interval: cfg.poll.interval,

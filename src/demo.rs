@@ -138,6 +138,7 @@ pub struct DemoOptions {
 /// How the operator can run this same binary again: `cosigner` when that is what `PATH` finds,
 /// `cargo run --release --` (or `cargo run --`) for a cargo build, as after the README's
 /// `cargo run --release -- demo`, else the binary's full path.
+#[must_use]
 pub fn self_command() -> String {
     let Some(exe) = std::env::current_exe()
         .ok()

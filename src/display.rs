@@ -46,6 +46,7 @@ impl ChainNames {
     }
 
     /// `195 (TRON)`, or the bare id when the chain has no name.
+    #[must_use]
     pub fn label(&self, chain_id: &str) -> String {
         match self.name(chain_id) {
             Some(n) => format!("{chain_id} ({n})"),
@@ -55,6 +56,7 @@ impl ChainNames {
 }
 
 /// The first 8 and last 6 characters of a long address (`TFMQrPdF…6xSopV`); short ones whole.
+#[must_use]
 pub fn short_address(addr: &str) -> String {
     let chars: Vec<char> = addr.chars().collect();
     if chars.len() <= 16 {
@@ -69,6 +71,7 @@ pub fn short_address(addr: &str) -> String {
 
 /// A window as a person writes it in a policy: `24h`, `90m`, `30s` (the largest unit that divides
 /// it evenly; hours rather than days, as the examples write `24h`).
+#[must_use]
 pub fn window(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 || !ms.is_multiple_of(1000) {
@@ -86,6 +89,7 @@ pub fn window(d: Duration) -> String {
 
 /// A log field value for text logs: as is when it is one plain word, else in double quotes with
 /// `"` and `\` escaped, so that `reason="no rule matched"` reads as one value.
+#[must_use]
 pub fn log_value(text: &str) -> String {
     let plain = !text.is_empty()
         && !text

@@ -37,6 +37,7 @@ pub struct Health {
 
 impl Health {
     /// A health state with no successful poll yet; the scheduler counts as alive from now.
+    #[must_use]
     pub fn new(poll_interval: Duration) -> Self {
         Self {
             last_poll_ok_ms: AtomicI64::new(0),

@@ -81,6 +81,7 @@ pub enum SwitchError {
 
 impl SwitchError {
     /// True for bad usage or configuration (exit 2); false for a failure while switching (exit 1).
+    #[must_use]
     pub fn is_usage(&self) -> bool {
         matches!(
             self,

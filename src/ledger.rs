@@ -69,6 +69,7 @@ pub enum LedgerError {
 }
 
 /// The milliseconds since the epoch of the wall clock.
+#[must_use]
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -77,6 +78,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// The identity of a transaction's content: SHA-256 over its id and the four signed fields.
+#[must_use]
 pub fn fingerprint(tx: &PendingTx) -> String {
     let text = json!([tx.id, tx.from, tx.to, tx.amount, tx.chain_id]).to_string();
     let mut h = Sha256::new();
@@ -321,6 +323,7 @@ fn write_head(tx: &rusqlite::Transaction<'_>, head: &Head) -> Result<(), LedgerE
 
 /// The pid of the process holding the ledger at `path` (a running daemon), if one does; for
 /// `cosigner check`. Creates nothing.
+#[must_use]
 pub fn held_by(path: &Path) -> Option<String> {
     let mut lock = std::fs::File::open(lock_path(path)).ok()?;
     if lock.try_lock_shared().is_ok() {

@@ -270,6 +270,7 @@ impl Metrics {
     }
 
     /// The registry in Prometheus text format.
+    #[must_use]
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -80,6 +80,7 @@ impl ApiKeys {
 
     /// Whether `key` is one of the accepted keys. Every stored digest is compared, each in
     /// constant time, so the answer's timing says nothing about how close a guess came.
+    #[must_use]
     pub fn accepts(&self, key: &str) -> bool {
         let d = sha256(key.as_bytes());
         let mut found = false;
@@ -90,11 +91,13 @@ impl ApiKeys {
     }
 
     /// Number of keys.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.digests.len()
     }
 
     /// Whether there are none.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.digests.is_empty()
     }
@@ -150,6 +153,7 @@ impl KeyStore {
 }
 
 /// Lowercase hex SHA-256 of a key: the line stored in the keys file.
+#[must_use]
 pub fn digest(key: &str) -> String {
     hex(&sha256(key.as_bytes()))
 }
@@ -196,6 +200,7 @@ pub struct OperatorState {
 
 impl OperatorState {
     /// A limiter of `per_second` requests.
+    #[must_use]
     pub fn limiter(per_second: u32) -> Arc<DefaultDirectRateLimiter> {
         let q = std::num::NonZeroU32::new(per_second.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         Arc::new(RateLimiter::direct(Quota::per_second(q)))
@@ -473,6 +478,7 @@ fn ms_to_rfc3339(ms: i64) -> String {
 }
 
 /// A decision as the API shows it.
+#[must_use]
 pub fn decision_json(r: &DecisionRow) -> Value {
     json!({
         "id": r.seq,

@@ -30,6 +30,7 @@ pub enum Mode {
 
 impl Mode {
     /// The name used in logs, metrics, the ledger and the API.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Normal => "normal",
@@ -40,12 +41,14 @@ impl Mode {
 
     /// The ledger event that records this mode being put in force by `by`; read back by
     /// [`crate::cycle::Engine::restore_mode`].
+    #[must_use]
     pub fn event_detail(self, by: &str) -> String {
         serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
     }
 
     /// The mode the latest recorded mode event puts in force: normal when there is none, hold
     /// when it cannot be read (a pause must not be lost to a spelling).
+    #[must_use]
     pub fn from_latest_event(detail: Option<&str>) -> Mode {
         match detail {
             None => Mode::Normal,
@@ -54,6 +57,7 @@ impl Mode {
     }
 
     /// Reads back what [`Mode::event_detail`] wrote; `None` for anything else.
+    #[must_use]
     pub fn from_event_detail(detail: &str) -> Option<Mode> {
         serde_json::from_str::<serde_json::Value>(detail)
             .ok()?
@@ -64,6 +68,7 @@ impl Mode {
     }
 
     /// Whether a request with `status` (1 approve, 2 reject) may go out in this mode.
+    #[must_use]
     pub fn lets_out(self, status: u8) -> bool {
         match self {
             Mode::Normal => true,
@@ -153,6 +158,7 @@ pub enum Plan {
 
 impl Plan {
     /// What the plan amounts to, for summaries: a `Wait` is a hold.
+    #[must_use]
     pub fn action(&self, recorded: Option<&DecisionRow>) -> Action {
         match self {
             Plan::Decide(e) => e.action,
@@ -173,6 +179,7 @@ fn held(rule: &str, reason: String) -> Evaluation {
 }
 
 /// When `ms` was, for reasons a person reads.
+#[must_use]
 pub fn format_time(ms: i64) -> String {
     let t =
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
@@ -193,6 +200,7 @@ pub fn format_time(ms: i64) -> String {
 /// 4. The policy evaluates it (malformed input is held before any rule).
 /// 5. The kill switch turns whatever the policy said (malformed holds excepted) into a hold, or
 ///    into a reject.
+#[must_use]
 pub fn plan(tx: &PendingTx, state: &TxState, inp: &Inputs<'_>) -> Plan {
     if let Some(live) = &state.live {
         if live.status == Status::Submitted {

@@ -49,6 +49,7 @@ pub enum Action {
 
 impl Action {
     /// The lowercase name used in logs, metrics and the ledger.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Approve => "approve",
@@ -58,6 +59,7 @@ impl Action {
     }
 
     /// The verdict to sign, for approve and reject.
+    #[must_use]
     pub fn verdict(self) -> Option<Verdict> {
         match self {
             Action::Approve => Some(Verdict::Approve),
@@ -270,6 +272,7 @@ impl Usage {
 
     /// The usage without the recorded approval `seq` (to check it again without counting it
     /// twice). Which approvals are counted where is not carried over.
+    #[must_use]
     pub fn without(&self, seq: u64) -> Usage {
         let mut u = Usage {
             rules: self.rules.clone(),
@@ -598,11 +601,13 @@ impl Rule {
 impl Policy {
     /// Decides what to do with `tx`, with the trace of every rule tried (for `policy explain`).
     /// Pure: the same inputs always give the same answer.
+    #[must_use]
     pub fn evaluate(&self, tx: &PendingTx, ctx: Context<'_>) -> Evaluation {
         self.evaluate_with(tx, ctx, true)
     }
 
     /// [`Policy::evaluate`] without the trace: what the cycle runs for every transaction.
+    #[must_use]
     pub fn decide(&self, tx: &PendingTx, ctx: Context<'_>) -> Evaluation {
         self.evaluate_with(tx, ctx, false)
     }
@@ -742,6 +747,7 @@ impl Policy {
     }
 
     /// The longest window any limit uses (what the ledger must look back over).
+    #[must_use]
     pub fn longest_window(&self) -> Option<Duration> {
         self.rules
             .iter()
@@ -751,6 +757,7 @@ impl Policy {
     }
 
     /// Warnings for `cosigner check` and `policy check`: allowed, but worth a second look.
+    #[must_use]
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if self.default == Action::Approve {

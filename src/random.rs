@@ -27,6 +27,7 @@ pub fn u64() -> Result<u64, RandomError> {
 
 /// A uniformly random fraction in `[0, 1)`, for jitter; 0 when the CSPRNG fails (jitter only
 /// spreads load: the nonce of the request that follows fails the call instead).
+#[must_use]
 pub fn unit_fraction() -> f64 {
     u64().map_or(0.0, |r| (r >> 11) as f64 / (1u64 << 53) as f64)
 }

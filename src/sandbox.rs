@@ -276,6 +276,7 @@ fn refuse(status: StatusCode, code: i64, reason: impl Into<String>) -> Refusal {
 
 impl Sandbox {
     /// A sandbox seeded with `scenario`.
+    #[must_use]
     pub fn new(cfg: SandboxConfig, scenario: Scenario) -> Self {
         let sb = Self {
             cfg: Arc::new(cfg),
@@ -321,11 +322,13 @@ impl Sandbox {
     }
 
     /// The current faults.
+    #[must_use]
     pub fn faults(&self) -> Faults {
         self.lock().faults.clone()
     }
 
     /// Items still pending, in the order they are served.
+    #[must_use]
     pub fn pending(&self) -> Vec<String> {
         let g = self.lock();
         g.pending
@@ -336,31 +339,37 @@ impl Sandbox {
     }
 
     /// Every accepted decision, in order of arrival.
+    #[must_use]
     pub fn decisions(&self) -> Vec<DecisionRecord> {
         self.lock().decisions.clone()
     }
 
     /// Every accepted collection.
+    #[must_use]
     pub fn collects(&self) -> Vec<CollectRecord> {
         self.lock().collects.clone()
     }
 
     /// Every approve/reject request that arrived, faulted and refused ones included.
+    #[must_use]
     pub fn attempts(&self) -> Vec<Attempt> {
         self.lock().attempts.clone()
     }
 
     /// Every refused request.
+    #[must_use]
     pub fn rejections(&self) -> Vec<Rejection> {
         self.lock().rejections.clone()
     }
 
     /// Every accepted C2C order body.
+    #[must_use]
     pub fn orders(&self) -> Vec<serde_json::Value> {
         self.lock().orders.clone()
     }
 
     /// Request and outcome counts.
+    #[must_use]
     pub fn stats(&self) -> Stats {
         let g = self.lock();
         Stats {

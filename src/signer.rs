@@ -97,6 +97,7 @@ impl fmt::Debug for KeySource {
 }
 
 /// The password 1BitPay sets on a downloaded key shard.
+#[must_use]
 pub fn default_password(merchant_no: &str) -> SecretString {
     SecretString::from(format!("1bitpay{merchant_no}"))
 }
@@ -133,6 +134,7 @@ fn ensure_legacy_provider() {
 
 /// The file's mode when group or others may access it (the key shard and the files holding
 /// secrets must be private to the service's user), else `None`.
+#[must_use]
 pub fn shared_mode(meta: &std::fs::Metadata) -> Option<u32> {
     let mode = meta.permissions().mode() & 0o7777;
     (mode & 0o077 != 0).then_some(mode)
@@ -215,21 +217,25 @@ impl Signer {
     }
 
     /// Size of the RSA modulus in bits.
+    #[must_use]
     pub fn bits(&self) -> u32 {
         self.rsa.size() * 8
     }
 
     /// Longest text, in bytes, that one signature can carry.
+    #[must_use]
     pub fn max_text_len(&self) -> usize {
         self.rsa.size() as usize - PKCS1_OVERHEAD
     }
 
     /// The friendly name stored with the key, if any.
+    #[must_use]
     pub fn alias(&self) -> Option<&str> {
         self.alias.as_deref()
     }
 
     /// The certificate's subject, one line.
+    #[must_use]
     pub fn subject(&self) -> String {
         self.cert
             .subject_name()
@@ -302,6 +308,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The protocol's number for this verdict.
+    #[must_use]
     pub fn status(self) -> u8 {
         match self {
             Verdict::Approve => 1,
@@ -310,6 +317,7 @@ impl Verdict {
     }
 
     /// The verdict for a protocol status number.
+    #[must_use]
     pub fn from_status(status: u64) -> Option<Self> {
         match status {
             1 => Some(Verdict::Approve),
@@ -337,6 +345,7 @@ fn json_str(s: &str) -> String {
 }
 
 /// The compact text signed for an approve/reject, keys in the order the server expects.
+#[must_use]
 pub fn decision_text(d: &Decision<'_>) -> String {
     format!(
         "{{\"id\":{},\"from\":{},\"to\":{},\"value\":{},\"chainId\":{},\"status\":{}}}",
@@ -351,6 +360,7 @@ pub fn decision_text(d: &Decision<'_>) -> String {
 
 /// The length in bytes of [`decision_text`]`(d)`, without building it when no field needs
 /// escaping (the policy checks every transaction's length against the key on its hot path).
+#[must_use]
 pub fn decision_text_len(d: &Decision<'_>) -> usize {
     let plain = |s: &str| {
         s.bytes()
@@ -379,6 +389,7 @@ pub fn decision_text_len(d: &Decision<'_>) -> usize {
 }
 
 /// The text signed for a collection: `{"isMain":1}` sweeps main coins, `{"isMain":0}` tokens.
+#[must_use]
 pub fn collect_text(is_main: bool) -> String {
     format!("{{\"isMain\":{}}}", u8::from(is_main))
 }
@@ -389,6 +400,7 @@ pub fn collect_text(is_main: bool) -> String {
 /// mentions `status` or holds a `\u` escape, as lenient parsers accept more than JSON. Used by
 /// `cosigner sign`, so that a hand-signed text cannot stand in for a decision the policy and the
 /// ledger never saw.
+#[must_use]
 pub fn looks_like_decision(text: &str) -> bool {
     fn normal(s: &str) -> String {
         s.chars()

@@ -30,6 +30,7 @@ fn notify_to(path: Option<&std::ffi::OsStr>, state: &str) -> std::io::Result<boo
 }
 
 /// How often to feed the watchdog: half of `$WATCHDOG_USEC`, when it is meant for this process.
+#[must_use]
 pub fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID")

@@ -31,6 +31,7 @@ impl std::str::FromStr for SignOrder {
 /// The text a JSON value contributes to the canonical string, or `None` when it is left out
 /// (null and the empty string). Strings go in verbatim, numbers as their JSON text, booleans as
 /// `true`/`false`; nested arrays and objects (never sent by this client) as compact JSON.
+#[must_use]
 pub fn param_text(raw: &RawValue) -> Option<String> {
     let text = raw.get().trim();
     match text.as_bytes().first() {
@@ -75,6 +76,7 @@ where
 }
 
 /// Lowercase hex MD5 of the canonical string followed directly by the API secret.
+#[must_use]
 pub fn sign(canonical: &str, secret: &str) -> String {
     let mut h = Md5::new();
     h.update(canonical.as_bytes());
@@ -83,6 +85,7 @@ pub fn sign(canonical: &str, secret: &str) -> String {
 }
 
 /// Lowercase hex of `bytes`.
+#[must_use]
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -371,6 +371,7 @@ pub struct BatchSold {
 
 /// Parses a plain decimal (digits, one optional point, optional leading minus) exactly.
 /// Exponents, `NaN`, hex and spaces are refused.
+#[must_use]
 pub fn parse_decimal(text: &str) -> Option<Decimal> {
     let body = text.strip_prefix('-').unwrap_or(text);
     let (int, frac) = body.split_once('.').unwrap_or((body, ""));

@@ -21,6 +21,7 @@ pub fn is_evm_address(s: &str) -> bool {
 }
 
 /// Why `chain` is not a canonical chain id (`^[1-9][0-9]*$`), or `None` when it is.
+#[must_use]
 pub fn chain_problem(chain: &str) -> Option<String> {
     if chain.is_empty() {
         return Some("is empty".into());
@@ -44,6 +45,7 @@ pub fn chain_problem(chain: &str) -> Option<String> {
 /// Why `addr` is not a canonical address, or `None` when it is. `chain` is the transaction's
 /// chain id when known (a `T…` address on TRON must pass base58check); `None` checks an address
 /// written in a policy, where a TRON-shaped entry must pass it too.
+#[must_use]
 pub fn address_problem(addr: &str, chain: Option<&str>) -> Option<String> {
     if addr.is_empty() {
         return Some("is empty".into());
@@ -136,6 +138,7 @@ fn base58_decode(s: &str) -> Option<Vec<u8>> {
 
 /// True for a TRON address: base58check of 21 bytes starting 0x41, with its 4-byte checksum
 /// (the first bytes of a double SHA-256).
+#[must_use]
 pub fn is_tron_address(addr: &str) -> bool {
     let Some(raw) = base58_decode(addr) else {
         return false;
@@ -148,6 +151,7 @@ pub fn is_tron_address(addr: &str) -> bool {
 }
 
 /// `U+200B ZERO WIDTH SPACE`, or for printable ASCII the character quoted (`'-'`).
+#[must_use]
 pub fn describe_char(c: char) -> String {
     if c.is_ascii_graphic() {
         return format!("{c:?}");
@@ -257,6 +261,7 @@ impl AddressSet {
     }
 
     /// Whether `addr` is in the set.
+    #[must_use]
     pub fn contains(&self, addr: &str) -> bool {
         if is_evm_address(addr) {
             self.contains_key(&addr.to_ascii_lowercase(), true)
@@ -276,6 +281,7 @@ impl AddressSet {
     }
 
     /// Number of distinct addresses.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.exact.len() + self.evm.len()
     }
@@ -286,6 +292,7 @@ impl AddressSet {
     }
 
     /// Whether the set is empty.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -311,11 +318,13 @@ impl AddressMatcher {
     }
 
     /// Whether `addr` is among the rule's addresses or in one of its lists.
+    #[must_use]
     pub fn contains(&self, addr: &str) -> bool {
         self.own.contains(addr) || self.lists.iter().any(|l| l.contains(addr))
     }
 
     /// The rule's own addresses (not those of its lists).
+    #[must_use]
     pub fn own(&self) -> &AddressSet {
         &self.own
     }
@@ -326,11 +335,13 @@ impl AddressMatcher {
     }
 
     /// Number of addresses (a list's addresses counted once per use).
+    #[must_use]
     pub fn len(&self) -> usize {
         self.own.len() + self.lists.iter().map(|l| l.len()).sum::<usize>()
     }
 
     /// Whether it holds no address.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
