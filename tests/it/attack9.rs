@@ -4,43 +4,12 @@
 use std::time::Duration;
 
 use cosigner::client::APPROVE;
-use cosigner::cycle::{Engine, PollSettings};
-use cosigner::ledger::{DecisionRow, Status};
+use cosigner::cycle::PollSettings;
+use cosigner::ledger::Status;
 use cosigner::policy::Action;
-use cosigner::sandbox::{Faults, Scenario};
+use cosigner::sandbox::Faults;
 
 use crate::support::*;
-
-fn settings() -> PollSettings {
-    PollSettings {
-        page_size: 10,
-        max_in_flight: 4,
-        dry_run: false,
-        max_pages: 100,
-    }
-}
-
-fn scenario(items: Vec<String>) -> Scenario {
-    Scenario {
-        pending: items,
-        faults: Faults::default(),
-    }
-}
-
-fn rows(e: &Engine) -> Vec<DecisionRow> {
-    let mut r = e.ledger.lock().unwrap().list(10_000).unwrap();
-    r.reverse();
-    r
-}
-
-fn approve_requests(sb: &RunningSandbox) -> u64 {
-    sb.sandbox
-        .stats()
-        .requests
-        .get(APPROVE)
-        .copied()
-        .unwrap_or(0)
-}
 
 fn approve_fails() -> Faults {
     Faults {
@@ -100,7 +69,7 @@ async fn an_item_with_a_duplicated_key_is_held_not_decided_on_its_last_value() {
     );
     let sb = start_sandbox(scenario(vec![dup_to, dup_amount])).await;
     let dir = tempfile::tempdir().unwrap();
-    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), settings());
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
     let r = rows(&e);
     for row in &r {
@@ -129,7 +98,7 @@ async fn an_evm_destination_written_without_0x_does_not_slip_past_the_blocklist(
     ]))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), settings());
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
     let r = rows(&e);
     assert!(
@@ -154,7 +123,7 @@ async fn a_tron_destination_in_hex_form_does_not_slip_past_the_blocklist() {
     ]))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), settings());
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
     let approved: Vec<_> = rows(&e)
         .into_iter()
@@ -183,7 +152,7 @@ async fn amounts_that_cannot_be_compared_exactly_are_held() {
     ]))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), settings());
+    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
     let r = rows(&e);
     for row in &r {
@@ -208,7 +177,7 @@ async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     assert_eq!(rows(&e)[0].status, Status::Failed);
 
@@ -234,7 +203,7 @@ async fn a_dry_run_sends_nothing_not_even_a_recorded_approval() {
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     assert_eq!(rows(&e)[0].status, Status::Failed);
     let before = approve_requests(&sb);
@@ -249,7 +218,7 @@ async fn a_dry_run_sends_nothing_not_even_a_recorded_approval() {
         &policy,
         PollSettings {
             dry_run: true,
-            ..settings()
+            ..small_pages()
         },
     );
     let out = e.cycle_once().await.unwrap();
@@ -287,7 +256,7 @@ async fn a_recorded_approval_resent_after_its_window_passed_is_counted_in_that_w
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"2s\"\nmax_count = 1\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     let first = rows(&e)[0].clone();
     assert_eq!(
@@ -318,7 +287,7 @@ async fn a_recorded_approval_resent_after_the_guard_window_passed_is_counted_by_
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n[guard]\nwindow = \"2s\"\nmax_approvals = 1\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     let first = rows(&e)[0].clone();
     assert_eq!(first.action, Action::Approve);
@@ -351,7 +320,7 @@ async fn an_approval_resent_under_another_rule_after_a_reload_counts_in_that_rul
     let old = format!(
         "default = \"hold\"\n[[rule]]\nname = \"old\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &old, settings());
+    let e = engine_for(dir.path(), &sb.url, &old, small_pages());
     e.cycle_once().await.unwrap();
     assert!(rows(&e).iter().all(|r| r.action == Action::Approve));
 
@@ -390,20 +359,7 @@ async fn a_clock_behind_the_servers_is_not_trusted_so_its_correction_cannot_empt
     // per hour. The approval recorded with the slow clock is stamped 2 h in the past; once the
     // clock is corrected, the window is already empty and a second approval goes out at once.
     let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
-    let http = reqwest::Client::new();
-    let add = |id: u64| {
-        let items: Vec<serde_json::Value> =
-            vec![serde_json::from_str(&item(id, HOT, TREASURY, "1", "195")).unwrap()];
-        let http = http.clone();
-        let url = sandbox.url.clone();
-        async move {
-            http.post(format!("{url}/_sandbox/pending"))
-                .json(&items)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let add = |id: u64| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
     std::fs::write(
@@ -413,34 +369,14 @@ async fn a_clock_behind_the_servers_is_not_trusted_so_its_correction_cannot_empt
     .unwrap();
     let c = cfg.to_str().unwrap().to_string();
     add(1).await;
-    let out = tokio::task::spawn_blocking({
-        let c = c.clone();
-        move || {
-            std::process::Command::new("faketime")
-                .args(["-f", "-2h", env!("CARGO_BIN_EXE_cosigner")])
-                .args(["run", "--once", "--config", &c])
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("RUST_LOG", "warn")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = run_once_at("-2h", &c).await;
     assert!(out.status.success(), "{}", all_output(&out));
 
     // The clock corrected (real time).
     add(2).await;
     let out = run_bin(&["run", "--once", "--config", &c]).await;
     assert!(out.status.success(), "{}", all_output(&out));
-    let decided: Vec<serde_json::Value> = http
-        .get(format!("{}/_sandbox/decisions", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decided: Vec<serde_json::Value> = sandbox_decisions(&sandbox.url).await;
     let approved: Vec<_> = decided.iter().filter(|d| d["status"] == 1).collect();
     assert!(
         approved.len() <= 1,
@@ -464,7 +400,7 @@ async fn a_legacy_ledger_with_a_reject_and_an_approve_for_one_id_sends_neither_a
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     let decision = |raw: &str, verdict: Verdict| {
         let tx = cosigner::client::parse_pending_item(raw).unwrap();
         let text = decision_text(&Decision {
@@ -525,7 +461,7 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     sb.sandbox.set_faults(Faults::default());
     e.set_mode(cosigner::cycle::Mode::Reject, "test").unwrap();
@@ -572,14 +508,14 @@ async fn a_dry_run_approval_does_not_carry_over_into_a_real_run_under_a_stricter
         &loose,
         PollSettings {
             dry_run: true,
-            ..settings()
+            ..small_pages()
         },
     );
     e.cycle_once().await.unwrap();
     assert_eq!(approve_requests(&sb), 0);
     // Restarted for real under a stricter policy.
     drop(e);
-    let e = engine_for(dir.path(), &sb.url, "default = \"hold\"\n", settings());
+    let e = engine_for(dir.path(), &sb.url, "default = \"hold\"\n", small_pages());
     e.cycle_once().await.unwrap();
     assert_eq!(
         approve_requests(&sb),
@@ -666,46 +602,14 @@ async fn without_a_server_date_a_clock_hours_ahead_is_not_trusted_for_windows() 
     )
     .unwrap();
     let c = cfg.to_str().unwrap().to_string();
-    let add = |id: u64| {
-        let items: Vec<serde_json::Value> =
-            vec![serde_json::from_str(&item(id, HOT, TREASURY, "1", "195")).unwrap()];
-        let http = http.clone();
-        let url = sandbox.url.clone();
-        async move {
-            http.post(format!("{url}/_sandbox/pending"))
-                .json(&items)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let add = |id: u64| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
     add(1).await;
     let out = run_bin(&["run", "--once", "--config", &c]).await;
     assert!(out.status.success(), "{}", all_output(&out));
     add(2).await;
-    let out = tokio::task::spawn_blocking({
-        let c = c.clone();
-        move || {
-            std::process::Command::new("faketime")
-                .args(["-f", "+2h", env!("CARGO_BIN_EXE_cosigner")])
-                .args(["run", "--once", "--config", &c])
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("RUST_LOG", "warn")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = run_once_at("+2h", &c).await;
     assert!(out.status.success(), "{}", all_output(&out));
-    let decided: Vec<serde_json::Value> = http
-        .get(format!("{}/_sandbox/decisions", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decided: Vec<serde_json::Value> = sandbox_decisions(&sandbox.url).await;
     let approved: Vec<_> = decided
         .iter()
         .filter(|d| d["status"] == 1)

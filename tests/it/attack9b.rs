@@ -4,44 +4,12 @@
 use std::time::Duration;
 
 use cosigner::client::APPROVE;
-use cosigner::cycle::{Engine, PollSettings};
-use cosigner::ledger::DecisionRow;
+use cosigner::cycle::Engine;
 use cosigner::plan::Mode;
 use cosigner::policy::Action;
-use cosigner::sandbox::{Faults, Scenario};
+use cosigner::sandbox::Faults;
 
 use crate::support::*;
-
-fn settings() -> PollSettings {
-    PollSettings {
-        page_size: 10,
-        max_in_flight: 4,
-        dry_run: false,
-        max_pages: 100,
-    }
-}
-
-fn scenario(items: Vec<String>) -> Scenario {
-    Scenario {
-        pending: items,
-        faults: Faults::default(),
-    }
-}
-
-fn rows(e: &Engine) -> Vec<DecisionRow> {
-    let mut r = e.ledger.lock().unwrap().list(10_000).unwrap();
-    r.reverse();
-    r
-}
-
-fn approve_requests(sb: &RunningSandbox) -> u64 {
-    sb.sandbox
-        .stats()
-        .requests
-        .get(APPROVE)
-        .copied()
-        .unwrap_or(0)
-}
 
 fn approved_at_server(sb: &RunningSandbox) -> Vec<(u64, u64)> {
     let mut v: Vec<(u64, u64)> = sb
@@ -93,7 +61,12 @@ fn assert_nothing_approved(e: &Engine, sb: &RunningSandbox) {
 async fn item_is_held(raw: String) {
     let sb = start_sandbox(scenario(vec![raw.clone()])).await;
     let dir = tempfile::tempdir().unwrap();
-    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(BAD, ""), settings());
+    let e = engine_for(
+        dir.path(),
+        &sb.url,
+        &blocklist_policy(BAD, ""),
+        small_pages(),
+    );
     e.cycle_once().await.unwrap();
     for row in rows(&e) {
         assert_eq!(
@@ -150,7 +123,7 @@ async fn blocked_account_is_not_approved(policy: String) {
         return;
     }
     let sb = start_sandbox(scenario(vec![item(1, HOT, BAD, "1", "195")])).await;
-    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     assert_nothing_approved(&e, &sb);
 }
@@ -198,7 +171,7 @@ async fn an_approval_that_left_on_a_late_retry_is_counted_from_when_it_left() {
     // A tight clock (windows reach 0.2 s further back), so the window's slack does not hide the
     // 2 s the approval spent retrying.
     cfg.max_clock_skew = Duration::from_millis(100);
-    let e = engine_with_client(dir.path(), cfg, &policy, settings());
+    let e = engine_with_client(dir.path(), cfg, &policy, small_pages());
 
     // The server comes back after the second attempt failed.
     let healer = {
@@ -253,7 +226,7 @@ async fn a_latest_mode_event_that_cannot_be_read_restores_hold_not_normal() {
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.set_mode(Mode::Hold, "operator API").unwrap();
     e.ledger
         .lock()
@@ -285,7 +258,12 @@ async fn an_id_listed_twice_once_with_a_twin_member_is_held() {
     let sb = start_sandbox(scenario(vec![plain])).await;
     sb.sandbox.add_unkeyed([twin]);
     let dir = tempfile::tempdir().unwrap();
-    let e = engine_for(dir.path(), &sb.url, &blocklist_policy(BAD, ""), settings());
+    let e = engine_for(
+        dir.path(),
+        &sb.url,
+        &blocklist_policy(BAD, ""),
+        small_pages(),
+    );
     let out = e.cycle_once().await.unwrap();
     assert_eq!(out.listed, 1, "{out:?}");
     assert_nothing_approved(&e, &sb);
@@ -303,7 +281,6 @@ async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_w
     // ahead (allowed). Rule t allows one approval per 45 s; without the windows' slack, run 2
     // would see approval 1 as 50 s old, out of the window, and approve 2 a second after 1.
     let sandbox = spawn_sandbox(&["--max-skew", "1h"]);
-    let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
     std::fs::write(
@@ -312,45 +289,14 @@ async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_w
     )
     .unwrap();
     let c = cfg.to_str().unwrap().to_string();
-    let add = |id: u64| {
-        let items: Vec<serde_json::Value> =
-            vec![serde_json::from_str(&item(id, HOT, TREASURY, "1", "195")).unwrap()];
-        let http = http.clone();
-        let url = sandbox.url.clone();
-        async move {
-            http.post(format!("{url}/_sandbox/pending"))
-                .json(&items)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    let run_at = |offset: &'static str| {
-        let c = c.clone();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new("faketime")
-                .args(["-f", offset, env!("CARGO_BIN_EXE_cosigner")])
-                .args(["run", "--once", "--config", &c])
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("RUST_LOG", "warn")
-                .output()
-                .unwrap()
-        })
-    };
+    let add = |id: u64| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
     add(1).await;
-    let one = run_at("-25s").await.unwrap();
+    let one = run_once_at("-25s", &c).await;
     assert!(one.status.success(), "{}", all_output(&one));
     add(2).await;
-    let two = run_at("+25s").await.unwrap();
+    let two = run_once_at("+25s", &c).await;
     assert!(two.status.success(), "{}", all_output(&two));
-    let decided: Vec<serde_json::Value> = http
-        .get(format!("{}/_sandbox/decisions", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decided: Vec<serde_json::Value> = sandbox_decisions(&sandbox.url).await;
     let approved: Vec<_> = decided
         .iter()
         .filter(|d| d["status"] == 1)
@@ -387,7 +333,7 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
     cfg.max_retries = 3;
     cfg.initial_backoff = Duration::from_secs(1);
     cfg.max_backoff = Duration::from_secs(1);
-    let e = engine_with_client(dir.path(), cfg, &policy, settings());
+    let e = engine_with_client(dir.path(), cfg, &policy, small_pages());
     let operator = async {
         wait_until("the first approve attempt", Duration::from_secs(10), || {
             let n = approve_requests(&sb);
@@ -432,7 +378,7 @@ async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the
     cfg.max_retries = 3;
     cfg.initial_backoff = Duration::from_secs(1);
     cfg.max_backoff = Duration::from_secs(1);
-    let e = engine_with_client(dir.path(), cfg, &policy, settings());
+    let e = engine_with_client(dir.path(), cfg, &policy, small_pages());
     let operator = async {
         wait_until("the first approve attempt", Duration::from_secs(10), || {
             let n = approve_requests(&sb);
@@ -532,7 +478,7 @@ async fn a_date_on_a_failed_answer_showing_the_clock_an_hour_off_stops_the_retri
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_for(dir.path(), &proxy, &policy, settings());
+    let e = engine_for(dir.path(), &proxy, &policy, small_pages());
     let out = e.cycle_once().await.unwrap();
     assert_eq!(
         approve_requests(&sb),

@@ -17,21 +17,12 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
     // The sandbox tolerates the skew, as if its own clock were off too: the daemon's clock check
     // is what is under test.
     let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
-    let http = reqwest::Client::new();
     let add = |ids: Vec<(u64, &'static str)>| {
-        let items: Vec<Value> = ids
+        let items = ids
             .into_iter()
-            .map(|(i, to)| serde_json::from_str(&item(i, HOT, to, "1", "195")).unwrap())
+            .map(|(i, to)| item(i, HOT, to, "1", "195"))
             .collect();
-        let http = http.clone();
-        let url = sandbox.url.clone();
-        async move {
-            http.post(format!("{url}/_sandbox/pending"))
-                .json(&items)
-                .send()
-                .await
-                .unwrap()
-        }
+        post_pending(&sandbox.url, items)
     };
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
@@ -51,27 +42,7 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
 
     // One hour in the past: the newest ledger record now lies in the future.
     add(vec![(4, TREASURY), (5, BAD)]).await;
-    let out = tokio::task::spawn_blocking({
-        let c = c.clone();
-        move || {
-            std::process::Command::new("faketime")
-                .args([
-                    "-f",
-                    "-1h",
-                    env!("CARGO_BIN_EXE_cosigner"),
-                    "run",
-                    "--once",
-                    "--config",
-                    &c,
-                ])
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("RUST_LOG", "warn")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = run_once_at("-1h", &c).await;
     let text = all_output(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("clock is behind"), "the log says why: {text}");
@@ -89,27 +60,13 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
         "rejections go on"
     );
     drop(ledger);
-    let approved_before: Vec<Value> = http
-        .get(format!("{}/_sandbox/decisions", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let approved_before: Vec<Value> = sandbox_decisions(&sandbox.url).await;
     assert!(!approved_before.iter().any(|d| d["id"] == 4));
 
     // The clock back to now: the held approval goes through.
     let out = run_bin(&["run", "--once", "--config", &c]).await;
     assert!(out.status.success(), "{}", all_output(&out));
-    let decided: Vec<Value> = http
-        .get(format!("{}/_sandbox/decisions", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decided: Vec<Value> = sandbox_decisions(&sandbox.url).await;
     assert!(
         decided.iter().any(|d| d["id"] == 4 && d["status"] == 1),
         "{decided:?}"
@@ -124,20 +81,7 @@ async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windo
     // The sandbox tolerates the skew (as a lenient server would): the daemon's own comparison
     // of its clock with the server's `Date` is what is under test.
     let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
-    let http = reqwest::Client::new();
-    let add = |id: u64| {
-        let items: Vec<Value> =
-            vec![serde_json::from_str(&item(id, HOT, TREASURY, "1", "195")).unwrap()];
-        let http = http.clone();
-        let url = sandbox.url.clone();
-        async move {
-            http.post(format!("{url}/_sandbox/pending"))
-                .json(&items)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
+    let add = |id: u64| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
     // One approval per hour: a clock two hours ahead would find the window empty.
@@ -152,27 +96,7 @@ async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windo
     assert!(out.status.success(), "{}", all_output(&out));
 
     add(2).await;
-    let out = tokio::task::spawn_blocking({
-        let c = c.clone();
-        move || {
-            std::process::Command::new("faketime")
-                .args([
-                    "-f",
-                    "+2h",
-                    env!("CARGO_BIN_EXE_cosigner"),
-                    "run",
-                    "--once",
-                    "--config",
-                    &c,
-                ])
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("RUST_LOG", "warn")
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = run_once_at("+2h", &c).await;
     let text = all_output(&out);
     assert!(out.status.success(), "{text}");
     assert!(
@@ -192,13 +116,6 @@ async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windo
         "{}",
         h2[0].reason
     );
-    let decided: Vec<Value> = http
-        .get(format!("{}/_sandbox/decisions", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decided: Vec<Value> = sandbox_decisions(&sandbox.url).await;
     assert_eq!(decided.len(), 1, "only the first approval: {decided:?}");
 }

@@ -38,19 +38,6 @@ fn engine(dir: &Path, url: &str, policy_text: &str, dry_run: bool) -> Engine {
     engine_for(dir, url, policy_text, settings)
 }
 
-fn scenario(items: Vec<String>) -> Scenario {
-    Scenario {
-        pending: items,
-        faults: Faults::default(),
-    }
-}
-
-fn rows(e: &Engine) -> Vec<cosigner::ledger::DecisionRow> {
-    let mut r = e.ledger.lock().unwrap().list(10_000).unwrap();
-    r.reverse();
-    r
-}
-
 #[tokio::test]
 async fn one_cycle_approves_rejects_and_holds_by_the_policy_and_the_sandbox_verifies_each() {
     let dir = tempfile::tempdir().unwrap();
@@ -381,14 +368,7 @@ async fn run_once_list_and_verify_work_from_the_command_line_and_tampering_is_de
         "{}",
         all_output(&out)
     );
-    let decided: Vec<serde_json::Value> = http
-        .get(format!("{}/_sandbox/decisions", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let decided: Vec<serde_json::Value> = sandbox_decisions(&sandbox.url).await;
     assert_eq!(decided.len(), 2);
 
     let out = run_bin(&["ledger", "list", "--config", c]).await;

@@ -6,36 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cosigner::client::APPROVE;
-use cosigner::cycle::{Engine, Mode, PollSettings};
+use cosigner::cycle::Mode;
 use cosigner::ledger::Status;
 use cosigner::policy::{self, Action, ClockCheck, Context, Usage};
-use cosigner::sandbox::{Faults, Scenario};
+use cosigner::sandbox::Faults;
 use proptest::prelude::*;
 use serde_json::Value;
 
 use crate::support::*;
-
-fn settings() -> PollSettings {
-    PollSettings {
-        page_size: 10,
-        max_in_flight: 4,
-        dry_run: false,
-        max_pages: 100,
-    }
-}
-
-fn scenario(items: Vec<String>) -> Scenario {
-    Scenario {
-        pending: items,
-        faults: Faults::default(),
-    }
-}
-
-fn rows(e: &Engine) -> Vec<cosigner::ledger::DecisionRow> {
-    let mut r = e.ledger.lock().unwrap().list(10_000).unwrap();
-    r.reverse();
-    r
-}
 
 const EVM_BLOCKED: &str = "0x000000000000000000000000000000000000dEaD";
 
@@ -93,7 +71,7 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
     items.push(item(33, HOT, STRANGER, "1", "195"));
     let sb = start_sandbox(scenario(items)).await;
     let dir = tempfile::tempdir().unwrap();
-    let e = engine_for(dir.path(), &sb.url, &disguise_policy(), settings());
+    let e = engine_for(dir.path(), &sb.url, &disguise_policy(), small_pages());
     e.cycle_once().await.unwrap();
 
     let mut decided: Vec<(u64, u8)> = sb
@@ -144,7 +122,7 @@ async fn a_lookalike_of_an_allow_listed_address_says_which_entry_it_imitates() {
     let p = format!(
         "default = \"hold\"\n[lists]\ntreasury = [\"{TREASURY}\"]\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"@treasury\"]\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &p, settings());
+    let e = engine_for(dir.path(), &sb.url, &p, small_pages());
     e.cycle_once().await.unwrap();
     let r = rows(&e).pop().unwrap();
     assert_eq!(r.action, Action::Hold);
@@ -165,7 +143,7 @@ async fn an_id_decided_once_and_listed_again_with_other_fields_is_held_and_never
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"blocked\"\naction = \"reject\"\nto = [\"{BAD}\"]\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_for(dir.path(), &sb.url, &policy, settings());
+    let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     assert_eq!(sb.sandbox.decisions()[0].status, 2, "42 rejected, accepted");
 
@@ -228,15 +206,6 @@ fn slow_retries(url: &str) -> cosigner::client::ClientConfig {
     c
 }
 
-fn approve_requests(sb: &RunningSandbox) -> u64 {
-    sb.sandbox
-        .stats()
-        .requests
-        .get(APPROVE)
-        .copied()
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
     let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
@@ -250,7 +219,7 @@ async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_with_client(dir.path(), slow_retries(&sb.url), &policy, settings());
+    let e = engine_with_client(dir.path(), slow_retries(&sb.url), &policy, small_pages());
 
     let (out, paused_at) = tokio::join!(e.cycle_once(), async {
         wait_until("the first attempt", Duration::from_secs(10), || async {
@@ -303,7 +272,7 @@ async fn a_policy_reload_stops_an_approval_waiting_to_retry() {
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
-    let e = engine_with_client(dir.path(), slow_retries(&sb.url), &policy, settings());
+    let e = engine_with_client(dir.path(), slow_retries(&sb.url), &policy, small_pages());
     let (out, ()) = tokio::join!(e.cycle_once(), async {
         wait_until("the first attempt", Duration::from_secs(10), || async {
             approve_requests(&sb) >= 1
@@ -431,7 +400,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let mut policy_text = model_policy(0);
     let mut mode = Mode::Normal;
-    let mut e = engine_for(dir.path(), &sb.url, &policy_text, settings());
+    let mut e = engine_for(dir.path(), &sb.url, &policy_text, small_pages());
     let mut sent = std::collections::HashMap::new();
     let mut seen = 0;
     for op in ops {
@@ -467,7 +436,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let _ = tokio::time::timeout(Duration::from_millis(ms), e.cycle_once()).await;
                 drop(e);
                 std::fs::write(dir.path().join("policy.toml"), &policy_text).unwrap();
-                e = engine_for(dir.path(), &sb.url, &policy_text, settings());
+                e = engine_for(dir.path(), &sb.url, &policy_text, small_pages());
                 prop_assert_eq!(e.restore_mode().unwrap(), mode, "the mode survives");
                 let _ = e.cycle_once().await;
             }

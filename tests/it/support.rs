@@ -378,3 +378,80 @@ pub fn faketime_or_skip() -> bool {
     }
     available
 }
+
+/// Cycle settings for in-process engines: small pages, so that paging is exercised.
+pub fn small_pages() -> cosigner::cycle::PollSettings {
+    cosigner::cycle::PollSettings {
+        page_size: 10,
+        max_in_flight: 4,
+        dry_run: false,
+        max_pages: 100,
+    }
+}
+
+/// A scenario of `items` with no faults.
+pub fn scenario(items: Vec<String>) -> Scenario {
+    Scenario {
+        pending: items,
+        faults: cosigner::sandbox::Faults::default(),
+    }
+}
+
+/// Every decision in `e`'s ledger, oldest first.
+pub fn rows(e: &cosigner::cycle::Engine) -> Vec<cosigner::ledger::DecisionRow> {
+    let mut r = e.ledger.lock().unwrap().list(10_000).unwrap();
+    r.reverse();
+    r
+}
+
+/// Approve/reject requests that reached the sandbox, faulted ones included.
+pub fn approve_requests(sb: &RunningSandbox) -> u64 {
+    sb.sandbox
+        .stats()
+        .requests
+        .get(cosigner::client::APPROVE)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// `cosigner run --once --config CFG` with the wall clock moved by `offset` (libfaketime, e.g.
+/// `"-1h"`, `"+25s"`; the monotonic clock is left alone), off the async runtime.
+pub async fn run_once_at(offset: &str, cfg: &str) -> Output {
+    let (offset, cfg) = (offset.to_string(), cfg.to_string());
+    tokio::task::spawn_blocking(move || {
+        Command::new("faketime")
+            .args(["-f", &offset, env!("CARGO_BIN_EXE_cosigner")])
+            .args(["run", "--once", "--config", &cfg])
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Adds pending items (their JSON texts) to the sandbox process at `url`.
+pub async fn post_pending(url: &str, items: Vec<String>) {
+    let items: Vec<serde_json::Value> = items
+        .iter()
+        .map(|i| serde_json::from_str(i).unwrap())
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("{url}/_sandbox/pending"))
+        .json(&items)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{r:?}");
+}
+
+/// The decisions the sandbox process at `url` accepted.
+pub async fn sandbox_decisions(url: &str) -> Vec<serde_json::Value> {
+    reqwest::get(format!("{url}/_sandbox/decisions"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
