@@ -529,51 +529,11 @@ async fn a_dry_run_approval_does_not_carry_over_into_a_real_run_under_a_stricter
 /// A TCP proxy to `upstream` that drops the `Date` header from every response (as some
 /// middleboxes do); returns its `http://` URL.
 async fn dateless_proxy(upstream: String) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let up = upstream.trim_start_matches("http://").to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let up = up.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&up).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                    let _ = sw.shutdown().await;
-                });
-                let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let lower = text.to_ascii_lowercase();
-                    let out = match lower.find("\r\ndate:") {
-                        Some(i) => {
-                            let end = lower[i + 2..]
-                                .find("\r\n")
-                                .map_or(text.len(), |j| i + 2 + j);
-                            format!("{}{}", &text[..i], &text[end..])
-                        }
-                        None => text,
-                    };
-                    if cw.write_all(out.as_bytes()).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    url
+    date_rewriting_proxy(upstream, |text, date| match date {
+        Some(r) => format!("{}{}", &text[..r.start], &text[r.end..]),
+        None => text.to_string(),
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

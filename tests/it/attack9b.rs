@@ -409,57 +409,19 @@ async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the
 /// A TCP proxy to `upstream` that rewrites the `Date` of every 503 answer to an hour ahead of
 /// the real time; returns its `http://` URL.
 async fn skewed_503_proxy(upstream: String) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let up = upstream.trim_start_matches("http://").to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let up = up.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&up).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                    let _ = sw.shutdown().await;
-                });
-                let mut buf = vec![0u8; 1 << 16];
-                loop {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let lower = text.to_ascii_lowercase();
-                    let out = match (lower.starts_with("http/1.1 503"), lower.find("\r\ndate:")) {
-                        (true, Some(i)) => {
-                            let end = lower[i + 2..]
-                                .find("\r\n")
-                                .map_or(text.len(), |j| i + 2 + j);
-                            let ahead = std::time::SystemTime::now() + Duration::from_secs(3600);
-                            format!(
-                                "{}\r\ndate: {}{}",
-                                &text[..i],
-                                httpdate::fmt_http_date(ahead),
-                                &text[end..]
-                            )
-                        }
-                        _ => text,
-                    };
-                    if cw.write_all(out.as_bytes()).await.is_err() {
-                        break;
-                    }
-                }
-            });
+    date_rewriting_proxy(upstream, |text, date| match date {
+        Some(r) if text.to_ascii_lowercase().starts_with("http/1.1 503") => {
+            let ahead = std::time::SystemTime::now() + Duration::from_secs(3600);
+            format!(
+                "{}\r\ndate: {}{}",
+                &text[..r.start],
+                httpdate::fmt_http_date(ahead),
+                &text[r.end..]
+            )
         }
-    });
-    url
+        _ => text.to_string(),
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -455,3 +455,58 @@ pub async fn sandbox_decisions(url: &str) -> Vec<serde_json::Value> {
         .await
         .unwrap()
 }
+
+/// A TCP proxy to `upstream` that passes requests through and rewrites each chunk of every
+/// answer with `rewrite(text, date_at)`, where `date_at` is the byte range of its `Date` header
+/// line (the `\r\n` before it included), if the chunk has one; returns its `http://` URL.
+pub async fn date_rewriting_proxy(
+    upstream: String,
+    rewrite: fn(&str, Option<std::ops::Range<usize>>) -> String,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let up = upstream.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let up = up.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&up).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    let _ = sw.shutdown().await;
+                });
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let lower = text.to_ascii_lowercase();
+                    let date_at = lower.find("\r\ndate:").map(|i| {
+                        let end = lower[i + 2..]
+                            .find("\r\n")
+                            .map_or(text.len(), |j| i + 2 + j);
+                        i..end
+                    });
+                    if cw
+                        .write_all(rewrite(&text, date_at).as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
