@@ -107,48 +107,67 @@ pub enum ClientError {
     /// The request never got an HTTP answer (connect, reset, timeout), after all retries.
     #[error("{endpoint}: no answer from the server after {attempts} attempt(s): {message}")]
     Network {
+        /// The API path called.
         endpoint: &'static str,
+        /// Attempts made.
         attempts: u32,
+        /// What the network layer said.
         message: String,
     },
     /// The server answered with an HTTP error status.
     #[error("{endpoint}: HTTP {status} after {attempts} attempt(s){}", hint_for(*.status, .body))]
     Http {
+        /// The API path called.
         endpoint: &'static str,
+        /// The HTTP status.
         status: u16,
+        /// Attempts made.
         attempts: u32,
+        /// The start of the answer's body.
         body: String,
     },
     /// The envelope's `code` was not 200.
     #[error("{endpoint}: the server refused the call with code {code}: {message}")]
     Api {
+        /// The API path called.
         endpoint: &'static str,
+        /// The envelope's `code`.
         code: i64,
+        /// The envelope's `message`.
         message: String,
     },
     /// The response body exceeded the configured cap.
     #[error("{endpoint}: response body larger than {limit} bytes")]
     BodyTooLarge {
+        /// The API path called.
         endpoint: &'static str,
+        /// The cap, in bytes.
         limit: usize,
     },
     /// The response was not the JSON the endpoint documents.
     #[error("{endpoint}: unexpected response: {detail}")]
     Decode {
+        /// The API path called.
         endpoint: &'static str,
+        /// What went wrong.
         detail: String,
     },
     /// The request could not be built.
     #[error("{endpoint}: cannot build the request: {detail}")]
     Request {
+        /// The API path called.
         endpoint: &'static str,
+        /// What went wrong.
         detail: String,
     },
     /// The caller's [`Gate`] stopped the request before an attempt went out.
     #[error("{endpoint}: not sent after {attempts} attempt(s): {reason}")]
     Stopped {
+        /// The API path called.
         endpoint: &'static str,
+        /// Attempts made.
         attempts: u32,
+        /// Why the gate said no.
         reason: String,
     },
 }
@@ -200,12 +219,12 @@ pub struct Reply {
     pub server_date: Option<SystemTime>,
 }
 
-/// Asked before every attempt of a request, retries included, whether it may still go out: the
-/// kill switch, a policy reload or a shutdown must stop a request that is waiting to be retried,
-/// not only one that has not started.
 /// A check a [`Gate`] makes: `Err` says why the request must not go out.
 type GateCheck<A> = Box<dyn Fn(A) -> Result<(), String> + Send + Sync>;
 
+/// Asked before every attempt of a request, retries included, whether it may still go out: the
+/// kill switch, a policy reload or a shutdown must stop a request that is waiting to be retried,
+/// not only one that has not started.
 pub struct Gate {
     permit: GateCheck<()>,
     changes: tokio::sync::watch::Receiver<u64>,

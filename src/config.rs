@@ -113,11 +113,16 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 pub enum ConfigError {
     /// No file at the path.
     #[error("config file {path} not found (give --config, or set {CONFIG_ENV})")]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file exists but cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// Syntax, type or unknown-key errors, as figment found them.
@@ -126,8 +131,11 @@ pub enum ConfigError {
     /// A value that parsed but is not acceptable.
     #[error("{origin}: key `{key}`: {message}")]
     Value {
+        /// The file, or the environment variable.
         origin: String,
+        /// The key, dotted (`api.timeout`).
         key: &'static str,
+        /// What is wrong with the value.
         message: String,
     },
 }

@@ -44,9 +44,13 @@ pub enum DaemonError {
         if *.more > 0 { format!(", and {} more", .more) } else { String::new() }
     )]
     BrokenLedger {
+        /// The file.
         path: std::path::PathBuf,
+        /// The first problem found.
         problem: String,
+        /// How many more problems there are.
         more: usize,
+        /// Which configuration file.
         config: std::path::PathBuf,
     },
     /// The HTTP client cannot be built.
@@ -58,7 +62,9 @@ pub enum DaemonError {
     /// The listener address cannot be bound.
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Listen {
+        /// The address.
         addr: std::net::SocketAddr,
+        /// The underlying error.
         source: std::io::Error,
     },
 }

@@ -78,7 +78,9 @@ pub enum DemoError {
     /// Files in the demo directory (one that appeared meanwhile is not overwritten either).
     #[error("demo files in {dir}: {source}")]
     Io {
+        /// The directory.
         dir: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// `--dir` names a directory that already holds files.
@@ -86,7 +88,10 @@ pub enum DemoError {
         "demo directory {dir} is not empty: the demo writes a key shard, a config and a ledger \
          there and never overwrites a file; give an empty or new directory"
     )]
-    NotEmpty { dir: PathBuf },
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// Making the throwaway key.
     #[error("cannot make the demo key: {0}")]
     Key(#[from] openssl::error::ErrorStack),

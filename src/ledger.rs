@@ -38,23 +38,34 @@ pub enum LedgerError {
         "ledger {path} is in use by another cosigner process{}; only one may use a ledger",
         .pid.as_deref().map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
-    Locked { path: PathBuf, pid: Option<String> },
+    Locked {
+        /// The file.
+        path: PathBuf,
+        /// The holder's process id, when it could be read.
+        pid: Option<String>,
+    },
     /// The database could not be opened or set up.
     #[error("cannot open ledger {path}: {source}")]
     Open {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         source: rusqlite::Error,
     },
     /// The database file could not be created.
     #[error("cannot create ledger {path}: {source}")]
     Create {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// The lock file could not be created.
     #[error("cannot create lock file {path}: {source}")]
     LockFile {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// A write did not reach the disk; nothing depending on it may be sent.
@@ -65,7 +76,12 @@ pub enum LedgerError {
     Read(rusqlite::Error),
     /// The file was written by a newer cosigner.
     #[error("ledger {path} has schema version {found}; this cosigner understands {SCHEMA_VERSION}")]
-    Schema { path: PathBuf, found: String },
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// What the file says.
+        found: String,
+    },
 }
 
 /// The milliseconds since the epoch of the wall clock.

@@ -44,6 +44,8 @@
 //!   [`policy::Usage::at`], fed by [`ledger::Ledger::usage_with_slack`].
 //! - The chain is intact: [`ledger::Ledger::verify`], run by the daemon at start.
 
+#![warn(missing_docs)]
+
 pub mod check;
 pub mod cli;
 pub mod client;

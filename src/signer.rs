@@ -31,7 +31,9 @@ pub enum SignerError {
     /// The key file could not be opened or read.
     #[error("cannot read key file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// The key file may be read by other users.
@@ -39,31 +41,61 @@ pub enum SignerError {
         "key file {path} has mode {mode:04o}: it must not be readable by group or others \
          (chmod 600 it, or set key.allow_insecure_permissions = true)"
     )]
-    InsecurePermissions { path: PathBuf, mode: u32 },
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The key file is larger than any PKCS#12 we expect.
     #[error("key file {path} is larger than {MAX_PFX_BYTES} bytes: not a PKCS#12 key shard")]
-    TooLarge { path: PathBuf },
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
     /// The bytes are not a PKCS#12 structure.
     #[error("key file {path} is not a PKCS#12 (.pfx) file or is corrupt")]
-    NotPkcs12 { path: PathBuf },
+    NotPkcs12 {
+        /// The file.
+        path: PathBuf,
+    },
     /// The MAC did not verify, which for a well-formed file means the password is wrong.
     #[error(
         "cannot open key file {path}: wrong password (the default is \"1bitpay\" followed by the \
          merchant number; set key.password_file if yours differs) or the file is damaged"
     )]
-    WrongPassword { path: PathBuf },
+    WrongPassword {
+        /// The file.
+        path: PathBuf,
+    },
     /// The PKCS#12 holds no private key.
     #[error("key file {path} holds no private key")]
-    NoKey { path: PathBuf },
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
     /// The PKCS#12 holds a key other than RSA.
     #[error("key file {path} holds a non-RSA key; 1BitPay key shards are RSA")]
-    NotRsa { path: PathBuf },
+    NotRsa {
+        /// The file.
+        path: PathBuf,
+    },
     /// The certificate in the file is not the certificate of its key.
     #[error("key file {path}: the certificate does not match the private key")]
-    CertificateMismatch { path: PathBuf },
+    CertificateMismatch {
+        /// The file.
+        path: PathBuf,
+    },
     /// The text does not fit in one RSA block.
     #[error("text to sign is {len} bytes; this {bits}-bit key signs at most {max} bytes")]
-    TextTooLong { len: usize, max: usize, bits: u32 },
+    TextTooLong {
+        /// Bytes of the text.
+        len: usize,
+        /// Most bytes the key can sign.
+        max: usize,
+        /// The key's size in bits.
+        bits: u32,
+    },
     /// The thread signing this text stopped before it finished.
     #[error("the signing thread stopped unexpectedly")]
     Interrupted,
@@ -330,12 +362,17 @@ impl Verdict {
 /// The fields of one approve/reject decision, as they go into the signed text and the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision<'a> {
+    /// The transaction id.
     pub id: u64,
+    /// `from`: the source address.
     pub from: &'a str,
+    /// `to`: the destination address.
     pub to: &'a str,
     /// The pending item's `amount` text, exactly as received.
     pub value: &'a str,
+    /// `chainId`: the chain.
     pub chain_id: &'a str,
+    /// Approve or reject.
     pub verdict: Verdict,
 }
 

@@ -14,6 +14,7 @@ use crate::client::{CreateOrder, SellOrder};
 #[derive(Debug, Args)]
 pub struct RateArgs {
     #[command(flatten)]
+    /// Which configuration file.
     pub config: ConfigArg,
     /// The crypto currency, e.g. USDT
     #[arg(long, value_name = "CODE")]
@@ -27,6 +28,7 @@ pub struct RateArgs {
 #[derive(Debug, Args)]
 pub struct OrderFileArgs {
     #[command(flatten)]
+    /// Which configuration file.
     pub config: ConfigArg,
     /// JSON file with the order(s), field names as in the 1BitPay reference; - for stdin
     #[arg(long, value_name = "FILE")]

@@ -12,6 +12,7 @@ use crate::config::{self, Environment};
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
+    /// Which configuration file.
     pub config: ConfigArg,
     /// Also make one authenticated call (pending, page size 1) to test credentials, the IP
     /// allow-list and the clock.

@@ -17,6 +17,7 @@ pub enum LedgerCommand {
     /// List recorded decisions, newest first.
     List {
         #[command(flatten)]
+        /// Which configuration file.
         config: ConfigArg,
         /// How many to show
         #[arg(long, default_value_t = 20)]
@@ -28,6 +29,7 @@ pub enum LedgerCommand {
     /// Check the hash chain: detects edited, removed or truncated records (exit 1 if broken).
     Verify {
         #[command(flatten)]
+        /// Which configuration file.
         config: ConfigArg,
     },
 }

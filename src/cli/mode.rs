@@ -19,6 +19,7 @@ keeps it."
 )]
 pub struct PauseArgs {
     #[command(flatten)]
+    /// Where the mode is switched: the ledger, or the running daemon's API.
     pub target: ModeTarget,
     /// Reject every well-formed transaction instead of holding it
     #[arg(long)]
@@ -34,6 +35,7 @@ from --api-key-file or $COSIGNER_API_KEY."
 )]
 pub struct ResumeArgs {
     #[command(flatten)]
+    /// Where the mode is switched: the ledger, or the running daemon's API.
     pub target: ModeTarget,
 }
 
@@ -42,6 +44,7 @@ pub struct ResumeArgs {
 #[derive(Debug, Args)]
 pub struct ModeTarget {
     #[command(flatten)]
+    /// Which configuration file.
     pub config: ConfigArg,
     /// File holding an operator API key (else $COSIGNER_API_KEY); needed while the daemon runs
     #[arg(long, value_name = "FILE")]

@@ -8,6 +8,7 @@ use super::{CmdResult, ConfigArg, Failure, client_for};
 #[derive(Debug, Args)]
 pub struct PendingArgs {
     #[command(flatten)]
+    /// Which configuration file.
     pub config: ConfigArg,
     /// Page number, from 1
     #[arg(long, default_value_t = 1)]

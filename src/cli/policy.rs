@@ -18,6 +18,7 @@ pub enum PolicyCommand {
     /// Validate a policy file and summarise it (default: the configured policy.file).
     Check {
         #[command(flatten)]
+        /// Which configuration file.
         config: ConfigArg,
         /// Policy file to check instead of the configured one
         file: Option<PathBuf>,
@@ -26,6 +27,7 @@ pub enum PolicyCommand {
     /// change, before switching it on.
     Replay {
         #[command(flatten)]
+        /// Which configuration file.
         config: ConfigArg,
         /// The candidate policy
         #[arg(long, value_name = "FILE")]
@@ -37,6 +39,7 @@ pub enum PolicyCommand {
 Window usage is read from the ledger when it exists (read-only; safe beside a running daemon).")]
     Explain {
         #[command(flatten)]
+        /// Which configuration file.
         config: ConfigArg,
         /// A pending item as JSON, with the field names of the pending list
         #[arg(long, value_name = "JSON")]

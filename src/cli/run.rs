@@ -12,6 +12,7 @@ use crate::daemon::{self, DaemonError};
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
+    /// Which configuration file.
     pub config: ConfigArg,
     /// Run one pending cycle and exit: 0 when it ran, 1 when it could not
     #[arg(long)]

@@ -240,7 +240,9 @@ fn parse_item(raw: &RawValue) -> PendingItem {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingRequest {
+    /// Page number, from 1 (`pageNum`).
     pub page_num: u32,
+    /// Items per page (`pageSize`).
     pub page_size: u32,
 }
 
@@ -248,12 +250,19 @@ pub struct PendingRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ApproveRequest {
+    /// The transaction id.
     pub id: u64,
+    /// `from`: the source address.
     pub from: String,
+    /// `to`: the destination address.
     pub to: String,
+    /// `value`: the amount exactly as listed.
     pub value: String,
+    /// `chainId`: the chain.
     pub chain_id: String,
+    /// `status`: 1 approve, 2 reject.
     pub status: u8,
+    /// `data`: base64 of the RSA private-key operation over the signed text.
     pub data: String,
 }
 
@@ -261,7 +270,9 @@ pub struct ApproveRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectRequest {
+    /// 1 sweeps main coins, 0 tokens (`isMain`).
     pub is_main: u8,
+    /// `data`: base64 of the RSA private-key operation over the signed text.
     pub data: String,
 }
 
@@ -269,7 +280,9 @@ pub struct CollectRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateRequest {
+    /// The crypto currency, e.g. USDT (`cryptoCurrency`).
     pub crypto_currency: String,
+    /// The fiat currency, e.g. CNY (`legalCurrency`).
     pub legal_currency: String,
 }
 
@@ -278,8 +291,10 @@ pub struct RateRequest {
 #[serde(rename_all = "camelCase")]
 pub struct Rate {
     #[serde(deserialize_with = "decimal_text")]
+    /// Price when the merchant buys (`buyRate`).
     pub buy_rate: Decimal,
     #[serde(deserialize_with = "decimal_text")]
+    /// Price when the merchant sells (`sellRate`).
     pub sell_rate: Decimal,
 }
 
@@ -287,12 +302,17 @@ pub struct Rate {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
+    /// The user's name (`userName`).
     pub user_name: String,
+    /// Phone country code (`areaCode`).
     pub area_code: String,
+    /// Phone number (`phone`).
     pub phone: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the user returns to (`syncUrl`).
     pub sync_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where 1BitPay sends the order's status (`asyncUrl`).
     pub async_url: Option<String>,
     #[serde(
         default,
@@ -300,23 +320,37 @@ pub struct CreateOrder {
         deserialize_with = "opt_decimal_text",
         serialize_with = "opt_decimal_string"
     )]
+    /// Amount in the crypto currency (`cryptoAmount`).
     pub crypto_amount: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Amount in the fiat currency (`legalAmount`).
     pub legal_amount: Option<u64>,
+    /// The crypto currency, e.g. USDT (`cryptoCurrency`).
     pub crypto_currency: String,
+    /// The fiat currency, e.g. CNY (`legalCurrency`).
     pub legal_currency: String,
+    /// Identity document type, as the reference numbers them (`idCardType`).
     pub id_card_type: u8,
+    /// Identity document number (`idCard`).
     pub id_card: String,
+    /// KYC level, as the reference numbers them (`kyc`).
     pub kyc: u8,
+    /// The merchant's own order number (`merchantOrderNo`).
     pub merchant_order_no: String,
+    /// Buy or sell, as the reference numbers them (`orderType`).
     pub order_type: u8,
+    /// Payment method, as the reference numbers them (`payWay`).
     pub pay_way: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bank name (`bank`).
     pub bank: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bank account number (`bankAccount`).
     pub bank_account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bank branch (`bankBranch`).
     pub bank_branch: Option<String>,
+    /// Whether the order page is the mobile one (`h5`).
     pub h5: bool,
 }
 
@@ -324,8 +358,11 @@ pub struct CreateOrder {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
+    /// The order page's address (`url`).
     pub url: String,
+    /// Whether the user is new to 1BitPay (`isNew`).
     pub is_new: bool,
+    /// 1BitPay's order number (`orderNo`).
     pub order_no: String,
 }
 
@@ -333,12 +370,17 @@ pub struct OrderCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SellOrder {
+    /// The user's name (`userName`).
     pub user_name: String,
+    /// Phone country code (`areaCode`).
     pub area_code: String,
+    /// Phone number (`phone`).
     pub phone: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the user returns to (`syncUrl`).
     pub sync_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where 1BitPay sends the order's status (`asyncUrl`).
     pub async_url: Option<String>,
     #[serde(
         default,
@@ -346,18 +388,29 @@ pub struct SellOrder {
         deserialize_with = "opt_decimal_text",
         serialize_with = "opt_decimal_string"
     )]
+    /// Amount in the crypto currency (`cryptoAmount`).
     pub crypto_amount: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Amount in the fiat currency (`legalAmount`).
     pub legal_amount: Option<u64>,
+    /// The crypto currency, e.g. USDT (`cryptoCurrency`).
     pub crypto_currency: String,
+    /// The fiat currency, e.g. CNY (`legalCurrency`).
     pub legal_currency: String,
+    /// Identity document type, as the reference numbers them (`idCardType`).
     pub id_card_type: u8,
+    /// Identity document number (`idCard`).
     pub id_card: String,
+    /// The merchant's own order number (`merchantOrderNo`).
     pub merchant_order_no: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Payment method, as the reference numbers them (`payWay`).
     pub pay_way: Option<u8>,
+    /// Bank name (`bank`).
     pub bank: String,
+    /// Bank account number (`bankAccount`).
     pub bank_account: String,
+    /// Bank branch (`bankBranch`).
     pub bank_branch: String,
 }
 
@@ -365,7 +418,9 @@ pub struct SellOrder {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchSold {
+    /// The batch number 1BitPay gave (`batchNo`).
     pub batch_no: String,
+    /// The merchant order numbers of the batch (`merchantOrderNos`).
     pub merchant_order_nos: Vec<String>,
 }
 
