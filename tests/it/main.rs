@@ -1,5 +1,6 @@
 //! Integration tests: the real binary and the library against the built-in sandbox.
 
+mod attack10;
 mod attack9;
 mod attack9b;
 mod client;
