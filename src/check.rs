@@ -164,12 +164,62 @@ fn local(cfg: &Config, env: &Environment) -> Vec<Finding> {
         Err(e) => out.push(finding(Level::Fail, "policy", e.to_string())),
     }
     out.push(ledger_dir(&cfg.ledger.path));
+    if let Some(f) = ledger_chain(cfg) {
+        out.push(f);
+    }
     let running = crate::ledger::held_by(&cfg.ledger.path);
     out.push(listen(cfg.http.listen, running.as_deref()));
     if let Some(w) = config::listen_warning(cfg.http.listen) {
         out.push(finding(Level::Warn, "http.listen", w));
     }
     out
+}
+
+/// An existing ledger opened read-only and its chain walked, as the daemon does at start: a
+/// ledger it would refuse fails here too. `None` before the first start (no ledger yet).
+fn ledger_chain(cfg: &Config) -> Option<Finding> {
+    let path = &cfg.ledger.path;
+    if !path.exists() {
+        return None;
+    }
+    let verify = format!(
+        "cosigner ledger verify --config {} shows where",
+        cfg.path.display()
+    );
+    let report = match crate::ledger::Ledger::open_read_only(path).and_then(|l| l.verify()) {
+        Ok(r) => r,
+        Err(e) => {
+            return Some(finding(
+                Level::Fail,
+                "ledger",
+                format!("{e}: the daemon would not start on it"),
+            ));
+        }
+    };
+    Some(match report.problems.first() {
+        None => finding(
+            Level::Ok,
+            "ledger",
+            format!(
+                "{}: hash chain intact ({} records)",
+                path.display(),
+                report.records
+            ),
+        ),
+        Some(problem) => finding(
+            Level::Fail,
+            "ledger",
+            format!(
+                "{}: the hash chain is broken ({problem}{}); the daemon refuses to start on it \
+                 ({verify})",
+                path.display(),
+                match report.problems.len() - 1 {
+                    0 => String::new(),
+                    n => format!(", and {n} more"),
+                }
+            ),
+        ),
+    })
 }
 
 /// One authenticated call, and the server's clock from its answer.

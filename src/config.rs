@@ -35,6 +35,22 @@ pub const ENV_NOT_KEYS: &[&str] = &[
     #[cfg(feature = "dev-tools")]
     "COSIGNER_IDLE_SECS",
 ];
+/// Keys whose value is text to be used exactly as written, also when it comes from the
+/// environment.
+const TEXT_KEYS: &[&str] = &[
+    "api.base_url",
+    "api.merchant_no",
+    "api.api_key",
+    "api.api_secret",
+    "api.api_secret_file",
+    "key.pfx_file",
+    "key.password_file",
+    "policy.file",
+    "ledger.path",
+    "http.listen",
+    "http.api_keys_file",
+];
+
 /// Every key of the configuration, for naming the nearest one to a mistyped variable.
 const KEYS: &[&str] = &[
     "api.base_url",
@@ -518,10 +534,16 @@ impl Config {
                 .trim_start_matches(ENV_PREFIX)
                 .to_ascii_lowercase()
                 .replace("__", ".");
-            // Values parse like TOML scalars: `5` is a number, `true` a bool, `30s` a string.
-            let value: figment::value::Value = value
-                .parse()
-                .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+            // Text keys (secrets, ids, paths, addresses) take the value exactly as given: as a
+            // TOML scalar, `0731` would lose its zero. Other values parse like TOML scalars: `5`
+            // is a number, `true` a bool, `30s` a string.
+            let value: figment::value::Value = if TEXT_KEYS.contains(&key.as_str()) {
+                figment::value::Value::from(value.clone())
+            } else {
+                value
+                    .parse()
+                    .unwrap_or_else(|_| figment::value::Value::from(value.clone()))
+            };
             figment = figment.merge(figment::providers::Serialized::global(&key, value));
         }
         let raw: RawConfig = figment

@@ -108,7 +108,7 @@ pub fn router(state: HttpState) -> Router {
     let mut metrics_route = get(metrics);
     if let Some(keys) = &state.metrics_keys {
         metrics_route = metrics_route.route_layer(middleware::from_fn_with_state(
-            KeyCheck::without_budget(keys.clone()),
+            KeyCheck::for_metrics(keys.clone()),
             require_key,
         ));
     }

@@ -802,9 +802,28 @@ impl Ledger {
         Ok(all)
     }
 
+    /// Triggers and views, which no cosigner writes: one could change rows as they are written
+    /// or read (hiding approvals from a window) without touching the chain.
+    fn foreign_objects(&self) -> Result<Vec<String>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT type, name FROM sqlite_schema WHERE type IN ('trigger', 'view')")
+            .map_err(LedgerError::Read)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(LedgerError::Read)?;
+        rows.map(|r| {
+            r.map(|(kind, name)| {
+                format!("the file holds a {kind} {name:?}, which no cosigner writes (edited)")
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(LedgerError::Read)
+    }
+
     /// Walks the whole chain and reports every break.
     pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let mut problems = Vec::new();
+        let mut problems = self.foreign_objects()?;
         let mut prev = GENESIS.to_string();
         let mut expected = 1u64;
         let records = self.chained_records().map_err(LedgerError::Read)?;

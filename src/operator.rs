@@ -30,23 +30,45 @@ use crate::policy::Action;
 /// Default operator API request budget per second.
 pub const DEFAULT_RATE: u32 = 20;
 
-/// The accepted API keys, as SHA-256 digests.
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every operator route, and `/metrics`.
+    Operator,
+    /// `/metrics` only: the key a scraper (often on another host) holds must not lift a pause.
+    Metrics,
+}
+
+/// The accepted API keys, as SHA-256 digests with their scope.
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
-    digests: Vec<[u8; 32]>,
+    digests: Vec<([u8; 32], Scope)>,
 }
 
 impl ApiKeys {
-    /// Reads a keys file: one lowercase hex SHA-256 per line, `#` comments, blank lines ignored.
+    /// Reads a keys file: one lowercase hex SHA-256 per line, optionally followed by the word
+    /// `metrics` for a key that may only scrape `/metrics`; `#` comments, blank lines ignored.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read API keys file {}: {e}", path.display()))?;
-        let mut digests: Vec<[u8; 32]> = Vec::new();
+        let mut digests: Vec<([u8; 32], Scope)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let l = line.split('#').next().unwrap_or("").trim();
             if l.is_empty() {
                 continue;
             }
+            let (l, scope) = match l.split_once(char::is_whitespace) {
+                None => (l, Scope::Operator),
+                Some((d, "metrics")) => (d, Scope::Metrics),
+                Some((_, other)) => {
+                    return Err(format!(
+                        "API keys file {} line {}: {:?} is not a scope; the only one is `metrics`",
+                        path.display(),
+                        i + 1,
+                        other.trim()
+                    ));
+                }
+            };
             if l.len() != 64
                 || !l
                     .bytes()
@@ -71,21 +93,23 @@ impl ApiKeys {
                 };
                 *byte = nibble(pair[0]) << 4 | nibble(pair[1]);
             }
-            if !digests.contains(&d) {
-                digests.push(d);
+            if !digests.contains(&(d, scope)) {
+                digests.push((d, scope));
             }
         }
         Ok(Self { digests })
     }
 
-    /// Whether `key` is one of the accepted keys. Every stored digest is compared, each in
-    /// constant time, so the answer's timing says nothing about how close a guess came.
+    /// Whether `key` is accepted for `scope` (an operator key is accepted for both). Every
+    /// stored digest is compared, each in constant time, so the answer's timing says nothing
+    /// about how close a guess came.
     #[must_use]
-    pub fn accepts(&self, key: &str) -> bool {
+    pub fn accepts(&self, key: &str, scope: Scope) -> bool {
         let d = sha256(key.as_bytes());
         let mut found = false;
-        for stored in &self.digests {
-            found |= openssl::memcmp::eq(stored, &d);
+        for (stored, s) in &self.digests {
+            let fits = *s == Scope::Operator || *s == scope;
+            found |= openssl::memcmp::eq(stored, &d) & fits;
         }
         found && !key.is_empty()
     }
@@ -272,6 +296,7 @@ fn too_many() -> ApiError {
 /// `keys` accept it, else why not.
 pub(crate) fn authenticate(
     keys: Option<&ApiKeys>,
+    scope: Scope,
     headers: &HeaderMap,
 ) -> Result<(), &'static str> {
     let Some(keys) = keys else {
@@ -295,7 +320,7 @@ pub(crate) fn authenticate(
         .as_deref()
         .map(|d| d.split_once(':').map_or(d, |(u, _)| u));
     match key {
-        Some(k) if keys.accepts(k) => Ok(()),
+        Some(k) if keys.accepts(k, scope) => Ok(()),
         _ => Err("invalid API key"),
     }
 }
@@ -313,6 +338,8 @@ pub(crate) fn authenticate(
 #[derive(Clone)]
 pub(crate) struct KeyCheck {
     keys: Arc<KeyStore>,
+    /// What the route needs a key to be allowed.
+    scope: Scope,
     /// The budget failed attempts draw on: once it is spent they get 429 instead of 401, and
     /// the budget of authenticated calls (which an operator's `cosigner pause` needs) is
     /// untouched. `None`: every failure is a 401.
@@ -320,10 +347,12 @@ pub(crate) struct KeyCheck {
 }
 
 impl KeyCheck {
-    /// Keys checked with no budget for failures (`/metrics`, which has no request budget).
-    pub(crate) fn without_budget(keys: Arc<KeyStore>) -> Self {
+    /// The check of `/metrics`: operator and `metrics` keys, no budget for failures (it has no
+    /// request budget).
+    pub(crate) fn for_metrics(keys: Arc<KeyStore>) -> Self {
         Self {
             keys,
+            scope: Scope::Metrics,
             failures: None,
         }
     }
@@ -346,7 +375,7 @@ pub(crate) async fn require_key(
     next: Next,
 ) -> Result<Response, ApiError> {
     let keys = check.keys.current();
-    if let Err(m) = authenticate(keys.as_deref(), request.headers()) {
+    if let Err(m) = authenticate(keys.as_deref(), check.scope, request.headers()) {
         if check.failures.as_ref().is_some_and(|f| f.check().is_err()) {
             return Err(too_many());
         }
@@ -504,12 +533,17 @@ pub fn decision_json(r: &DecisionRow) -> Value {
 pub fn router(state: OperatorState) -> Router {
     let key_check = KeyCheck {
         keys: state.keys.clone(),
+        scope: Scope::Operator,
         failures: Some(state.unauthenticated.clone()),
     };
     let changes = Router::new()
         .route("/v1/policy/reload", post(reload))
-        .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
+        .route_layer(middleware::from_fn(refuse_cross_site));
+    // The kill switch spends no budget: however busy other authenticated clients keep the API,
+    // an operator's pause is never answered 429.
+    let kill_switch = Router::new()
+        .route("/v1/pause", post(pause))
         .route_layer(middleware::from_fn(refuse_cross_site));
     // A route layer wraps the routes already there, so the layer added last runs first.
     let mut r = Router::new()
@@ -522,6 +556,7 @@ pub fn router(state: OperatorState) -> Router {
             state.limiter.clone(),
             spend_budget,
         ))
+        .merge(kill_switch)
         .route_layer(middleware::from_fn_with_state(key_check, require_key))
         .route_layer(middleware::from_fn_with_state(state.listen, check_host));
     // The callback is authenticated by its request signature, not by an operator key.
