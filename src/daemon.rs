@@ -125,24 +125,25 @@ pub fn build(
     opts: Options,
     shutdown: CancellationToken,
 ) -> Result<Parts, DaemonError> {
-    let signer = Arc::new(Signer::load(&cfg.key.source)?);
-    let policy = Arc::new(policy::load(&cfg.policy.file)?);
-    for w in policy.warnings() {
-        warn!(policy = %cfg.policy.file.display(), "{w}");
-    }
-    let ledger = Ledger::open(&cfg.ledger.path)?;
-    let report = ledger.verify()?;
-    if let Some(problem) = report.problems.first() {
-        return Err(DaemonError::BrokenLedger {
-            path: cfg.ledger.path.clone(),
-            problem: problem.clone(),
-            more: report.problems.len() - 1,
-            config: cfg.path.clone(),
-        });
-    }
+    // The HTTP client loads the system's CA certificates, twice (rust-openssl's default paths,
+    // then native-tls's probe): the slowest step of start-up with OpenSSL 3. It is built on a
+    // second thread while the key, the policy and the ledger load. Errors keep their order: key,
+    // policy, ledger, then client.
+    let (loaded, client) = std::thread::scope(|scope| {
+        let client = scope.spawn(|| Client::new(cfg.api.client.clone()));
+        let loaded = load_state(cfg);
+        (loaded, client.join())
+    });
+    let (signer, policy, ledger) = loaded?;
+    let client = client.unwrap_or_else(|_| {
+        Err(ClientError::Request {
+            endpoint: "client",
+            detail: "the thread building the HTTP client stopped".into(),
+        })
+    })?;
     let ledger = Arc::new(Mutex::new(ledger));
     let metrics = Arc::new(Metrics::new()?);
-    let client = Arc::new(Client::new(cfg.api.client.clone())?.with_metrics(metrics.clone()));
+    let client = Arc::new(client.with_metrics(metrics.clone()));
     let collector = if cfg.collect.enabled {
         Some(Arc::new(Collector::new(
             client.clone(),
@@ -185,6 +186,26 @@ pub fn build(
         }),
         reload,
     })
+}
+
+/// The key, the policy in force and the verified ledger: everything `build` reads from disk.
+fn load_state(cfg: &Config) -> Result<(Arc<Signer>, Arc<policy::Policy>, Ledger), DaemonError> {
+    let signer = Arc::new(Signer::load(&cfg.key.source)?);
+    let policy = Arc::new(policy::load(&cfg.policy.file)?);
+    for w in policy.warnings() {
+        warn!(policy = %cfg.policy.file.display(), "{w}");
+    }
+    let ledger = Ledger::open(&cfg.ledger.path)?;
+    let report = ledger.verify()?;
+    if let Some(problem) = report.problems.first() {
+        return Err(DaemonError::BrokenLedger {
+            path: cfg.ledger.path.clone(),
+            problem: problem.clone(),
+            more: report.problems.len() - 1,
+            config: cfg.path.clone(),
+        });
+    }
+    Ok((signer, policy, ledger))
 }
 
 /// Timings of a run.
