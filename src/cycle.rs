@@ -476,6 +476,15 @@ impl Engine {
                 info!("shutdown requested: no further transactions are decided this cycle");
                 break;
             }
+            // Planning runs at most two pages ahead of sending: an approval sent long after its
+            // record must be recorded again first (see `LATE_SEND`), and a record that old
+            // misstates when the decision was made.
+            while inflight.len() >= 2 * self.settings.page_size.max(1) as usize {
+                match inflight.join_next().await {
+                    Some(done) => outcomes.extend(done.ok().flatten()),
+                    None => break,
+                }
+            }
             let (mut batch, mut sends) = match self.decide(
                 &policy,
                 generation,
