@@ -373,7 +373,7 @@ impl Client {
     /// How far this host's clock is ahead of the server's (negative: behind), in ms, from the
     /// last response that carried a `Date` and came after `since` (any, when `None`). `Date` has
     /// whole seconds, so the skew is known to a second.
-    pub fn skew_since(&self, since: Option<std::time::Instant>) -> Option<i64> {
+    fn skew_since(&self, since: Option<std::time::Instant>) -> Option<i64> {
         let last = *self.last_skew.lock().unwrap_or_else(|p| p.into_inner());
         last.filter(|(at, _)| since.is_none_or(|s| *at >= s))
             .map(|(_, skew)| skew)

@@ -2,7 +2,6 @@
 //! record the decisions durably, and only then send them; record what the server said.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -117,8 +116,6 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Receives every recorded decision (the demo prints them).
     events: Option<mpsc::UnboundedSender<DecisionEvent>>,
-    /// Set by a cycle that found the clock behind the ledger.
-    clock_behind: AtomicBool,
 }
 
 /// Builds an [`Engine`].
@@ -169,7 +166,6 @@ impl EngineBuilder {
             metrics: self.metrics,
             shutdown: self.shutdown,
             events: self.events,
-            clock_behind: AtomicBool::new(false),
         }
     }
 }
@@ -249,16 +245,13 @@ impl Engine {
     }
 
     /// Whether decisions are recorded as dry runs and nothing is sent.
+    #[must_use]
     pub fn dry_run(&self) -> bool {
         self.settings.dry_run
     }
 
-    /// Whether the last cycle found the clock behind the newest ledger record.
-    pub fn clock_behind(&self) -> bool {
-        self.clock_behind.load(Ordering::Relaxed)
-    }
-
     /// The policy in force.
+    #[must_use]
     pub fn policy(&self) -> Arc<Policy> {
         self.control.policy()
     }
@@ -304,6 +297,7 @@ impl Engine {
     }
 
     /// The kill-switch mode in force.
+    #[must_use]
     pub fn mode(&self) -> Mode {
         self.control.mode()
     }
@@ -592,8 +586,6 @@ impl Engine {
             );
             clock = ClockCheck::OffServer(doubt);
         }
-        self.clock_behind
-            .store(behind, std::sync::atomic::Ordering::Relaxed);
         let slack = self.client.config().max_clock_skew.saturating_mul(2);
         let usage = ledger
             .usage_with_slack(policy, now, slack)

@@ -456,8 +456,8 @@ pub async fn sandbox_decisions(url: &str) -> Vec<serde_json::Value> {
         .unwrap()
 }
 
-/// A TCP proxy to `upstream` that passes requests through and rewrites each chunk of every
-/// answer with `rewrite(text, date_at)`, where `date_at` is the byte range of its `Date` header
+/// A TCP proxy to `upstream` that passes requests through and rewrites every answer (its headers
+/// gathered whole first) with `rewrite(text, date_at)`, where `date_at` is the byte range of its `Date` header
 /// line (the `\r\n` before it included), if the chunk has one; returns its `http://` URL.
 pub async fn date_rewriting_proxy(
     upstream: String,
@@ -484,12 +484,21 @@ pub async fn date_rewriting_proxy(
                     let _ = sw.shutdown().await;
                 });
                 let mut buf = vec![0u8; 1 << 16];
+                let mut pending: Vec<u8> = Vec::new();
                 loop {
                     let n = match sr.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    pending.extend_from_slice(&buf[..n]);
+                    // A response's headers may arrive in pieces: rewrite them whole.
+                    if pending.starts_with(b"HTTP/")
+                        && !pending.windows(4).any(|w| w == b"\r\n\r\n")
+                    {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&pending).into_owned();
+                    pending.clear();
                     let lower = text.to_ascii_lowercase();
                     let date_at = lower.find("\r\ndate:").map(|i| {
                         let end = lower[i + 2..]
