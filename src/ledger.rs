@@ -4,8 +4,11 @@
 //! is a struct in `ledger/record.rs` whose column list drives its hash input, INSERT, SELECT and table;
 //! `ledger/sql.rs` holds the column types (sequence numbers, transaction ids, times).
 
+mod backup;
 mod record;
 mod sql;
+
+pub use backup::BackupReport;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -74,6 +77,14 @@ pub enum LedgerError {
     /// A read failed.
     #[error("ledger read failed: {0}")]
     Read(rusqlite::Error),
+    /// The online copy could not be written.
+    #[error("cannot back up the ledger to {path}: {source}")]
+    Backup {
+        /// The copy.
+        path: PathBuf,
+        /// The underlying error.
+        source: rusqlite::Error,
+    },
     /// The file was written by a newer cosigner.
     #[error("ledger {path} has schema version {found}; this cosigner understands {SCHEMA_VERSION}")]
     Schema {

@@ -1,7 +1,7 @@
-//! `cosigner ledger list` and `ledger verify`: the recorded decisions as a table or JSON, and
-//! the hash chain checked.
+//! `cosigner ledger list`, `ledger verify` and `ledger backup`: the recorded decisions as a
+//! table or JSON, the hash chain checked, and a consistent online copy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -32,9 +32,17 @@ pub enum LedgerCommand {
         /// Which configuration file.
         config: ConfigArg,
     },
+    /// Copy the ledger to FILE while the daemon runs (one consistent snapshot), then verify the
+    /// copy's hash chain (exit 1 if broken).
+    Backup {
+        #[command(flatten)]
+        /// Which configuration file.
+        config: ConfigArg,
+        /// Where the copy goes; must not exist yet
+        file: PathBuf,
+    },
 }
 
-/// What `ledger list` and `ledger verify` say when the daemon has not run yet.
 /// Runs a `ledger` subcommand.
 pub(crate) fn run(command: LedgerCommand) -> CmdResult {
     match command {
@@ -44,6 +52,7 @@ pub(crate) fn run(command: LedgerCommand) -> CmdResult {
             json,
         } => list(config, limit, json),
         LedgerCommand::Verify { config } => verify(config),
+        LedgerCommand::Backup { config, file } => backup(config, &file),
     }
 }
 
@@ -161,6 +170,39 @@ fn verify(config: ConfigArg) -> CmdResult {
             ledger.path().display(),
             report.problems.len(),
             report.records
+        )))
+    }
+}
+
+fn backup(config: ConfigArg, file: &Path) -> CmdResult {
+    let cfg = config.load()?;
+    let ledger = open_read_only(&cfg)?;
+    if file.exists() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} already exists: `ledger backup` writes a new file and never overwrites one",
+            file.display()
+        )));
+    }
+    let report = ledger.backup_to(file).map_err(Failure::runtime)?;
+    if report.verify.problems.is_empty() {
+        println!(
+            "ledger {} backed up to {}: {} records, hash chain intact ({} bytes)",
+            ledger.path().display(),
+            file.display(),
+            report.verify.records,
+            report.bytes
+        );
+        Ok(())
+    } else {
+        for p in &report.verify.problems {
+            println!("FAIL  {p}");
+        }
+        Err(Failure::runtime(anyhow::anyhow!(
+            "ledger {} was copied to {}, but the copy's chain is broken ({} problem(s)): the \
+             ledger itself fails `cosigner ledger verify`",
+            ledger.path().display(),
+            file.display(),
+            report.verify.problems.len()
         )))
     }
 }

@@ -3,6 +3,7 @@
 mod attack10;
 mod attack9;
 mod attack9b;
+mod backup;
 mod client;
 mod clock;
 mod commands;
