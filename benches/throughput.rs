@@ -11,12 +11,12 @@
 //!
 //! `cargo bench --bench throughput` (set `COSIGNER_BENCH_TXS` to change the count).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cosigner::client::{Client, ClientConfig, Lang, SignOrder};
 use cosigner::cycle::{Engine, PollSettings};
-use cosigner::ledger::Ledger;
+use cosigner::ledger::{Ledger, LedgerHandle};
 use cosigner::metrics::Metrics;
 use cosigner::policy;
 use cosigner::signer::{KeySource, Signer};
@@ -119,7 +119,7 @@ fn main() {
         let engine = Engine::builder(
             Arc::new(client),
             signer.clone(),
-            Arc::new(Mutex::new(Ledger::open(&dir.path().join("ledger.db")).expect("ledger"))),
+            LedgerHandle::sqlite(Ledger::open(&dir.path().join("ledger.db")).expect("ledger")),
             Arc::new(policy::load(&ppath).expect("policy")),
             Arc::new(Metrics::new().expect("metrics")),
         )

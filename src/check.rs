@@ -255,7 +255,7 @@ async fn online(cfg: &Config) -> Vec<Finding> {
         ),
     );
     let clock = match reply.server_date {
-        Some(date) => clock(date, SystemTime::now()),
+        Some(date) => clock(date, crate::clock::Clock::system().now()),
         None => finding(
             Level::Warn,
             "clock",

@@ -6,7 +6,7 @@ pub mod types;
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::StatusCode;
@@ -15,6 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+
+use crate::clock::Clock;
 
 pub use sign::SignOrder;
 pub use types::*;
@@ -222,6 +224,12 @@ pub struct Reply {
 /// A check a [`Gate`] makes: `Err` says why the request must not go out.
 type GateCheck<A> = Box<dyn Fn(A) -> Result<(), String> + Send + Sync>;
 
+/// What a [`Gate`] writes down before an attempt (with the number of attempts made so far):
+/// `Err` says why the request must not go out.
+type BeforeAttempt = Box<
+    dyn Fn(u32) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
+
 /// Asked before every attempt of a request, retries included, whether it may still go out: the
 /// kill switch, a policy reload or a shutdown must stop a request that is waiting to be retried,
 /// not only one that has not started.
@@ -229,9 +237,9 @@ pub struct Gate {
     permit: GateCheck<()>,
     changes: tokio::sync::watch::Receiver<u64>,
     cancel: Option<tokio_util::sync::CancellationToken>,
-    /// Run once the permit is given, right before an attempt (with the number of attempts made
-    /// so far): what must be written down before it leaves.
-    before_attempt: Option<GateCheck<u32>>,
+    /// Run once the permit is given, right before an attempt: what must be written down before
+    /// it leaves.
+    before_attempt: Option<BeforeAttempt>,
 }
 
 impl Gate {
@@ -249,12 +257,15 @@ impl Gate {
         }
     }
 
-    /// Runs `f` right before every attempt, once it is permitted; an `Err` stops the request.
-    pub fn with_before_attempt(
-        mut self,
-        f: impl Fn(u32) -> Result<(), String> + Send + Sync + 'static,
-    ) -> Self {
-        self.before_attempt = Some(Box::new(f));
+    /// Runs `f` (given the number of attempts made so far) and awaits it right before every
+    /// attempt, once it is permitted; an `Err` stops the request. The permit is asked again
+    /// after it, so that the answer is the one in force when the request leaves.
+    pub fn with_before_attempt<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(u32) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.before_attempt = Some(Box::new(move |attempts| Box::pin(f(attempts))));
         self
     }
 
@@ -332,19 +343,14 @@ pub struct Client {
     /// When the last response carrying a `Date` came, and how far this host's clock was then
     /// ahead of the server's, in ms (negative: behind).
     last_skew: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+    /// The wall clock: request timestamps, and this host's time against the server's `Date`.
+    clock: Clock,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client").field("cfg", &self.cfg).finish()
     }
-}
-
-fn now_millis() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis()
 }
 
 impl Client {
@@ -367,6 +373,7 @@ impl Client {
             limiter,
             metrics: None,
             last_skew: std::sync::Mutex::new(None),
+            clock: Clock::system(),
         })
     }
 
@@ -395,7 +402,7 @@ impl Client {
     /// Notes how far this host's clock is off the server's by at least: `Date` has whole
     /// seconds, so the server's time was somewhere in `[date, date + 1 s)` when it answered.
     fn note_server_date(&self, date: SystemTime) {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let skew_ms = match now.duration_since(date + Duration::from_secs(1)) {
             Ok(ahead) => ms(ahead),
@@ -406,6 +413,13 @@ impl Client {
         };
         *self.last_skew.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), skew_ms));
+    }
+
+    /// Reads `clock` instead of the system clock (it should be the ledger's).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Observes every call's duration in `metrics`.
@@ -425,7 +439,7 @@ impl Client {
             endpoint,
             detail: e.to_string(),
         })?;
-        let ts = now_millis().to_string();
+        let ts = self.clock.now_ms().to_string();
         let public = [
             ("Nonce", nonce.as_str()),
             ("TimeStamp", ts.as_str()),
@@ -595,7 +609,9 @@ impl Client {
             if let Some(g) = gate.as_deref_mut() {
                 g.check().map_err(|r| stopped(attempts, r))?;
                 if let Some(f) = &g.before_attempt {
-                    f(attempts).map_err(|r| stopped(attempts, r))?;
+                    f(attempts).await.map_err(|r| stopped(attempts, r))?;
+                    // The write took time: what is in force may have changed meanwhile.
+                    g.check().map_err(|r| stopped(attempts, r))?;
                 }
             }
             attempts += 1;

@@ -1,13 +1,13 @@
 //! Collection: sweeps main coins (`isMain` 1) and tokens (`isMain` 0) on schedule, each result
 //! recorded in the ledger and counted.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
 use crate::client::Client;
-use crate::ledger::{Ledger, now_ms};
+use crate::ledger::LedgerHandle;
 use crate::metrics::Metrics;
 use crate::signer::{Signer, SignerError, collect_text};
 
@@ -36,7 +36,7 @@ pub struct CollectOutcome {
 /// Runs collections.
 pub struct Collector {
     client: Arc<Client>,
-    ledger: Arc<Mutex<Ledger>>,
+    ledger: LedgerHandle,
     metrics: Arc<Metrics>,
     kinds: Vec<Kind>,
 }
@@ -46,7 +46,7 @@ impl Collector {
     pub fn new(
         client: Arc<Client>,
         signer: &Signer,
-        ledger: Arc<Mutex<Ledger>>,
+        ledger: LedgerHandle,
         metrics: Arc<Metrics>,
         main: bool,
         tokens: bool,
@@ -87,9 +87,8 @@ impl Collector {
                 .inc();
             let recorded = self
                 .ledger
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record_collect(kind.is_main, result.is_ok(), message.as_deref());
+                .record_collect(kind.is_main, result.is_ok(), message.clone())
+                .await;
             if let Err(e) = recorded {
                 self.metrics.ledger_write_failures.inc();
                 warn!(kind = label, error = %e, "cannot record the collection result");
@@ -106,7 +105,9 @@ impl Collector {
             }
         }
         if out.failed.is_empty() && !out.ok.is_empty() {
-            self.metrics.last_collect.set(now_ms() as f64 / 1000.0);
+            self.metrics
+                .last_collect
+                .set(self.ledger.clock().now_ms() as f64 / 1000.0);
         }
         out
     }

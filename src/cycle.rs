@@ -2,7 +2,7 @@
 //! record the decisions durably, and only then send them; record what the server said.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rust_decimal::Decimal;
@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, PendingTx};
+use crate::clock::Clock;
 use crate::control::Control;
-use crate::ledger::{DecisionRow, Ledger, LedgerError, NewDecision, Outcome, ResendRecord, now_ms};
+use crate::ledger::{DecisionRow, LedgerError, LedgerHandle, NewDecision, Outcome, ResendRecord};
 use crate::metrics::Metrics;
 use crate::plan::{Inputs, Plan, plan};
 use crate::policy::{Action, ClockCheck, Policy, RULE_MALFORMED, Usage};
@@ -103,8 +104,14 @@ pub struct Engine {
     pub client: Arc<Client>,
     /// The key shard.
     pub signer: Arc<Signer>,
-    /// The ledger (rusqlite is synchronous; calls are short).
-    pub ledger: Arc<Mutex<Ledger>>,
+    /// The ledger.
+    ledger: LedgerHandle,
+    /// The ledger's clock: windows and the check against the newest record read the time the
+    /// records are written with.
+    clock: Clock,
+    /// Held for a whole cycle: only cycles record decisions, and never two at once (see
+    /// [`Engine::decide`]).
+    cycle_lock: tokio::sync::Mutex<()>,
     /// The policy in force and the kill-switch mode; a cycle evaluates on the policy it started
     /// with, and its submissions stop when either changes.
     control: Arc<Control>,
@@ -122,7 +129,7 @@ pub struct Engine {
 pub struct EngineBuilder {
     client: Arc<Client>,
     signer: Arc<Signer>,
-    ledger: Arc<Mutex<Ledger>>,
+    ledger: LedgerHandle,
     policy: Arc<Policy>,
     metrics: Arc<Metrics>,
     settings: PollSettings,
@@ -160,7 +167,9 @@ impl EngineBuilder {
         Engine {
             client: self.client,
             signer: self.signer,
+            clock: self.ledger.clock().clone(),
             ledger: self.ledger,
+            cycle_lock: tokio::sync::Mutex::new(()),
             control: Arc::new(Control::new(self.policy)),
             settings: self.settings,
             metrics: self.metrics,
@@ -224,11 +233,12 @@ struct Send {
 }
 
 impl Engine {
-    /// A builder; everything not given has a default (see [`EngineBuilder`]).
+    /// A builder; everything not given has a default (see [`EngineBuilder`]). The engine reads
+    /// the ledger's clock.
     pub fn builder(
         client: Arc<Client>,
         signer: Arc<Signer>,
-        ledger: Arc<Mutex<Ledger>>,
+        ledger: LedgerHandle,
         policy: Arc<Policy>,
         metrics: Arc<Metrics>,
     ) -> EngineBuilder {
@@ -242,6 +252,12 @@ impl Engine {
             shutdown: CancellationToken::new(),
             events: None,
         }
+    }
+
+    /// The ledger.
+    #[must_use]
+    pub fn ledger(&self) -> &LedgerHandle {
+        &self.ledger
     }
 
     /// Whether decisions are recorded as dry runs and nothing is sent.
@@ -264,14 +280,17 @@ impl Engine {
 
     /// Reads the policy file again; a valid policy replaces the old one (a running cycle finishes
     /// on the old one), an invalid one is refused and the old one kept.
-    pub fn reload_policy(&self, why: &str) -> Result<Arc<Policy>, crate::policy::PolicyError> {
+    pub async fn reload_policy(
+        &self,
+        why: &str,
+    ) -> Result<Arc<Policy>, crate::policy::PolicyError> {
         let current = self.policy();
         match crate::policy::load(&current.source) {
             Ok(p) => {
                 let p = Arc::new(p);
                 self.replace_policy(p.clone());
                 self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
-                if let Err(e) = self.note_policy_loaded(why) {
+                if let Err(e) = self.note_policy_loaded(why).await {
                     warn!(error = %e, "the policy change could not be recorded in the ledger");
                 }
                 info!(sha256 = %p.sha256, previous = %current.sha256, by = why, "policy reloaded");
@@ -289,11 +308,14 @@ impl Engine {
     }
 
     /// Records in the ledger which policy is in force from now on (`why`: start, reload).
-    pub fn note_policy_loaded(&self, why: &str) -> Result<(), LedgerError> {
+    pub async fn note_policy_loaded(&self, why: &str) -> Result<(), LedgerError> {
         let p = self.policy();
         let detail =
             serde_json::json!({"sha256": p.sha256, "file": p.source, "why": why}).to_string();
-        self.ledger().record_event("policy", &detail).map(|_| ())
+        self.ledger
+            .record_event("policy", &detail)
+            .await
+            .map(|_| ())
     }
 
     /// The kill-switch mode in force.
@@ -306,18 +328,19 @@ impl Engine {
     /// the wire) and records it in the ledger. A pause takes effect even when it cannot be
     /// recorded (the error says it would not survive a restart); a resume that cannot be
     /// recorded is refused.
-    pub fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), ModeError> {
+    pub async fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), ModeError> {
         let detail = mode.event_detail(actor);
         if mode == Mode::Normal {
-            self.ledger()
+            self.ledger
                 .record_event("mode", &detail)
+                .await
                 .map_err(ModeError::NotChanged)?;
         }
         self.control.put_mode(mode);
         self.metrics.set_mode(mode.as_str());
         warn!(mode = mode.as_str(), by = actor, "kill-switch mode changed");
         if mode != Mode::Normal
-            && let Err(e) = self.ledger().record_event("mode", &detail)
+            && let Err(e) = self.ledger.record_event("mode", &detail).await
         {
             tracing::error!(mode = mode.as_str(), error = %e, "the kill-switch mode is in force but could not be recorded; a restart would not keep it");
             return Err(ModeError::NotRecorded { mode, source: e });
@@ -326,8 +349,8 @@ impl Engine {
     }
 
     /// Restores the mode recorded in the ledger (at start-up).
-    pub fn restore_mode(&self) -> Result<Mode, LedgerError> {
-        let mode = self.ledger().latest_event("mode")?;
+    pub async fn restore_mode(&self) -> Result<Mode, LedgerError> {
+        let mode = self.ledger.latest_event("mode").await?;
         if let Some(d) = &mode
             && Mode::from_event_detail(d).is_none()
         {
@@ -343,10 +366,6 @@ impl Engine {
             );
         }
         Ok(mode)
-    }
-
-    fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reads every page, de-duplicating by id, stopping at `total` or when paging goes nowhere.
@@ -425,6 +444,7 @@ impl Engine {
     /// record what the server said. Stops starting submissions once shutdown is requested.
     #[instrument(skip_all, name = "cycle")]
     pub async fn cycle_once(&self) -> Result<CycleOutcome, CycleError> {
+        let _only_cycle = self.cycle_lock.lock().await;
         let started = Instant::now();
         let result = self.cycle_inner(started).await;
         let m = &self.metrics;
@@ -432,14 +452,17 @@ impl Engine {
         match &result {
             Ok(out) => {
                 m.poll_runs.with_label_values(&["ok"]).inc();
-                m.last_poll.set(now_ms() as f64 / 1000.0);
+                m.last_poll.set(self.clock.now_ms() as f64 / 1000.0);
                 m.pending.set(i64::try_from(out.listed).unwrap_or(i64::MAX));
                 m.held.set(i64::try_from(out.held).unwrap_or(i64::MAX));
                 m.oldest_hold.set(out.oldest_hold_ms as f64 / 1000.0);
             }
             Err(e) => {
                 m.poll_runs.with_label_values(&["error"]).inc();
-                if matches!(e, CycleError::Ledger(LedgerError::Write(_))) {
+                if matches!(
+                    e,
+                    CycleError::Ledger(LedgerError::Write(_) | LedgerError::Interrupted(_))
+                ) {
                     m.ledger_write_failures.inc();
                 }
             }
@@ -460,7 +483,7 @@ impl Engine {
             warn!(reason = %m.reason, item = %m.raw, "pending item cannot be identified; nothing can be done with it");
         }
         let (policy, generation) = self.control.snapshot();
-        let (mut usage, clock) = self.prepare(&policy, started)?;
+        let (mut usage, clock) = self.prepare(&policy, started).await?;
         let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
         let mut inflight: JoinSet<Option<Outcome>> = JoinSet::new();
         let mut outcomes = Vec::new();
@@ -479,15 +502,18 @@ impl Engine {
                     None => break,
                 }
             }
-            let (mut batch, mut sends) = match self.decide(
-                &policy,
-                generation,
-                clock,
-                chunk,
-                &listing.conflicting,
-                &mut usage,
-                &mut out,
-            ) {
+            let (mut batch, mut sends) = match self
+                .decide(
+                    &policy,
+                    generation,
+                    clock,
+                    chunk,
+                    &listing.conflicting,
+                    &mut usage,
+                    &mut out,
+                )
+                .await
+            {
                 Ok(v) => v,
                 Err(e) => {
                     failure = Some(e);
@@ -495,16 +521,12 @@ impl Engine {
                 }
             };
             self.sign_page(&mut batch, &mut out).await;
-            let seqs = if batch.is_empty() {
-                Vec::new()
-            } else {
-                match self.ledger().record_decisions(&batch) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot record decisions; sending nothing for them");
-                        failure = Some(CycleError::Ledger(e));
-                        break;
-                    }
+            let seqs = match self.ledger.record_decisions(batch.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record decisions; sending nothing for them");
+                    failure = Some(CycleError::Ledger(e));
+                    break;
                 }
             };
             if !seqs.is_empty() {
@@ -532,7 +554,7 @@ impl Engine {
                 outcomes.extend(done.ok().flatten());
             }
             if outcomes.len() >= self.settings.page_size as usize {
-                self.record_outcomes(&mut outcomes, &mut out);
+                self.record_outcomes(&mut outcomes, &mut out).await;
             }
             // Let submissions progress between pages on a single-threaded runtime too.
             tokio::task::yield_now().await;
@@ -540,7 +562,7 @@ impl Engine {
         while let Some(done) = inflight.join_next().await {
             outcomes.extend(done.ok().flatten());
         }
-        self.record_outcomes(&mut outcomes, &mut out);
+        self.record_outcomes(&mut outcomes, &mut out).await;
         self.metrics.set_window_usage(&policy, &usage);
         if let Some(e) = failure {
             return Err(e);
@@ -561,14 +583,17 @@ impl Engine {
 
     /// Window usage and clock state at the start of a cycle (after the listing, whose answers
     /// carried the server's clock).
-    fn prepare(
+    async fn prepare(
         &self,
-        policy: &Policy,
+        policy: &Arc<Policy>,
         since: std::time::Instant,
     ) -> Result<(Usage, ClockCheck), CycleError> {
-        let ledger = self.ledger();
-        let now = now_ms();
-        let newest = ledger.newest_record_ms().map_err(CycleError::Ledger)?;
+        let newest = self
+            .ledger
+            .newest_record_ms()
+            .await
+            .map_err(CycleError::Ledger)?;
+        let now = self.clock.now_ms();
         let behind = newest.is_some_and(|t| t > now);
         let mut clock = ClockCheck::Ok;
         if behind {
@@ -587,8 +612,10 @@ impl Engine {
             clock = ClockCheck::OffServer(doubt);
         }
         let slack = self.client.config().max_clock_skew.saturating_mul(2);
-        let usage = ledger
-            .usage_with_slack(policy, now, slack)
+        let usage = self
+            .ledger
+            .usage_with_slack(policy.clone(), now, slack)
+            .await
             .map_err(CycleError::Ledger)?;
         Ok((usage, clock))
     }
@@ -661,25 +688,28 @@ impl Engine {
         // An approval leaving later than its record (a retry, or a long wait for a slot) is
         // written down again first, so that windows count it from when it may have left.
         // Weak: a submission never keeps the ledger (and its lock) alive past the engine.
-        let ledger = Arc::downgrade(&self.ledger);
+        let ledger = self.ledger.downgrade();
         let (seq, tx_id, counted_at) = (s.seq, s.req.id, s.counted_at);
         gate.with_before_attempt(move |attempts| {
-            if attempts == 0 && counted_at.elapsed() < LATE_SEND {
-                return Ok(());
-            }
+            let on_time = attempts == 0 && counted_at.elapsed() < LATE_SEND;
+            let ledger = ledger.clone();
             let record = ResendRecord {
                 seq,
                 tx_id,
                 rule: rule.clone(),
                 amount,
             };
-            ledger
-                .upgrade()
-                .ok_or("the ledger is closed, so the attempt is not made")?
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record_resends(std::slice::from_ref(&record))
-                .map_err(|e| format!("cannot record the attempt, so it is not made: {e}"))
+            async move {
+                if on_time {
+                    return Ok(());
+                }
+                ledger
+                    .upgrade()
+                    .ok_or("the ledger is closed, so the attempt is not made")?
+                    .record_resends(vec![record])
+                    .await
+                    .map_err(|e| format!("cannot record the attempt, so it is not made: {e}"))
+            }
         })
     }
 
@@ -725,24 +755,30 @@ impl Engine {
 
     /// Records and clears `outcomes`. A failure here loses nothing: the decisions are durable
     /// and are re-sent, identically, next cycle.
-    fn record_outcomes(&self, outcomes: &mut Vec<Outcome>, out: &mut CycleOutcome) {
+    async fn record_outcomes(&self, outcomes: &mut Vec<Outcome>, out: &mut CycleOutcome) {
         if outcomes.is_empty() {
             return;
         }
         let ok = outcomes.iter().filter(|o| o.ok).count() as u64;
         out.submitted += ok;
         out.failed += outcomes.len() as u64 - ok;
-        if let Err(e) = self.ledger().record_outcomes(outcomes) {
+        if let Err(e) = self.ledger.record_outcomes(std::mem::take(outcomes)).await {
             self.metrics.ledger_write_failures.inc();
             tracing::error!(error = %e, "cannot record submission outcomes; they are re-sent next cycle");
         }
-        outcomes.clear();
     }
 
     /// Plans every transaction of one page (see [`crate::plan::plan`]); returns the new records
-    /// and the re-sends.
+    /// and the re-sends, having recorded the re-sends and the waits.
+    ///
+    /// The page's states are read in one ledger call, and its decisions recorded in another
+    /// after signing, with no lock held in between. That is enough for one decision per id:
+    /// decisions are recorded only by a cycle, never by two at once (`cycle_lock`, and one
+    /// process per ledger), and each id comes once in a listing; what else writes meanwhile
+    /// (the operator API's and the submissions' events, outcomes of earlier pages' sends, the
+    /// collector) never touches the decisions of this page's ids.
     #[allow(clippy::too_many_arguments)]
-    fn decide(
+    async fn decide(
         &self,
         policy: &Policy,
         generation: u64,
@@ -752,18 +788,22 @@ impl Engine {
         usage: &mut Usage,
         out: &mut CycleOutcome,
     ) -> Result<(Vec<NewDecision>, Vec<Send>), CycleError> {
-        let mut ledger = self.ledger();
+        let states = self
+            .ledger
+            .states(txs.to_vec())
+            .await
+            .map_err(CycleError::Ledger)?;
         let mode = self.mode();
         let max_sign_len = self.signer.max_text_len();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut batch = Vec::new();
         let mut sends = Vec::new();
         let mut resends = Vec::new();
-        for tx in txs {
-            let state = ledger.state(tx).map_err(CycleError::Ledger)?;
+        let mut waits = Vec::new();
+        for (tx, state) in txs.iter().zip(&states) {
             let planned = plan(
                 tx,
-                &state,
+                state,
                 &Inputs {
                     policy,
                     mode,
@@ -828,17 +868,10 @@ impl Engine {
                 Plan::Wait { seq, reason } => {
                     out.held += 1;
                     info!(tx_id = tx.id, seq, reason = %reason, "recorded decision not sent");
-                    let detail = serde_json::json!({"tx_id": tx.id, "seq": seq, "reason": reason})
-                        .to_string();
-                    // An event, never a new decision; once per reason.
-                    if !ledger
-                        .has_event("waiting", &detail)
-                        .map_err(CycleError::Ledger)?
-                    {
-                        ledger
-                            .record_event("waiting", &detail)
-                            .map_err(CycleError::Ledger)?;
-                    }
+                    waits.push(
+                        serde_json::json!({"tx_id": tx.id, "seq": seq, "reason": reason})
+                            .to_string(),
+                    );
                     continue;
                 }
             };
@@ -897,11 +930,18 @@ impl Engine {
             }
             batch.push(d);
         }
+        // A wait is an event, never a new decision; once per reason.
+        for detail in waits {
+            self.ledger
+                .record_event_once("waiting", &detail)
+                .await
+                .map_err(CycleError::Ledger)?;
+        }
         // Written before any of them leaves; if it cannot be, none does.
-        ledger
-            .record_resends(&resends)
+        self.ledger
+            .record_resends(resends)
+            .await
             .map_err(CycleError::Ledger)?;
-        drop(ledger);
         Ok((batch, sends))
     }
 

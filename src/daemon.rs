@@ -3,7 +3,7 @@
 //! health, and shuts down gracefully.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
@@ -13,11 +13,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::client::{Client, ClientError};
+use crate::clock::Clock;
 use crate::collector::Collector;
 use crate::config::Config;
 use crate::cycle::{DEFAULT_MAX_PAGES, DecisionEvent, Engine, PollSettings};
 use crate::http::{self, Health, HttpState};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, LedgerHandle};
 use crate::metrics::Metrics;
 use crate::operator::{self, Callbacks, KeyStore, OperatorState};
 use crate::policy::{self, PolicyError};
@@ -106,7 +107,7 @@ pub struct Parts {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The ledger both use.
-    pub ledger: Arc<Mutex<Ledger>>,
+    pub ledger: LedgerHandle,
     /// Operator API keys (none: the API refuses every call), re-read on reload.
     pub api_keys: Arc<KeyStore>,
     /// Operator API request budget per second.
@@ -119,8 +120,9 @@ pub struct Parts {
     pub reload: Arc<Notify>,
 }
 
-/// Loads the key, the policy and the ledger, and builds the engine and the collector.
-pub fn build(
+/// Loads the key, the policy and the ledger, and builds the engine and the collector; restores
+/// the recorded mode and records the policy in force.
+pub async fn build(
     cfg: &Config,
     opts: Options,
     shutdown: CancellationToken,
@@ -129,9 +131,10 @@ pub fn build(
     // then native-tls's probe): the slowest step of start-up with OpenSSL 3. It is built on a
     // second thread while the key, the policy and the ledger load. Errors keep their order: key,
     // policy, ledger, then client.
+    let clock = Clock::system();
     let (loaded, client) = std::thread::scope(|scope| {
         let client = scope.spawn(|| Client::new(cfg.api.client.clone()));
-        let loaded = load_state(cfg);
+        let loaded = load_state(cfg, &clock);
         (loaded, client.join())
     });
     let (signer, policy, ledger) = loaded?;
@@ -141,9 +144,9 @@ pub fn build(
             detail: "the thread building the HTTP client stopped".into(),
         })
     })?;
-    let ledger = Arc::new(Mutex::new(ledger));
+    let ledger = LedgerHandle::sqlite(ledger);
     let metrics = Arc::new(Metrics::new()?);
-    let client = Arc::new(client.with_metrics(metrics.clone()));
+    let client = Arc::new(client.with_metrics(metrics.clone()).with_clock(clock));
     let collector = if cfg.collect.enabled {
         Some(Arc::new(Collector::new(
             client.clone(),
@@ -167,8 +170,8 @@ pub fn build(
         .events(opts.events)
         .build();
     let reload = opts.reload.unwrap_or_default();
-    engine.restore_mode()?;
-    engine.note_policy_loaded("start")?;
+    engine.restore_mode().await?;
+    engine.note_policy_loaded("start").await?;
     Ok(Parts {
         engine: Arc::new(engine),
         collector,
@@ -189,13 +192,16 @@ pub fn build(
 }
 
 /// The key, the policy in force and the verified ledger: everything `build` reads from disk.
-fn load_state(cfg: &Config) -> Result<(Arc<Signer>, Arc<policy::Policy>, Ledger), DaemonError> {
+fn load_state(
+    cfg: &Config,
+    clock: &Clock,
+) -> Result<(Arc<Signer>, Arc<policy::Policy>, Ledger), DaemonError> {
     let signer = Arc::new(Signer::load(&cfg.key.source)?);
     let policy = Arc::new(policy::load(&cfg.policy.file)?);
     for w in policy.warnings() {
         warn!(policy = %cfg.policy.file.display(), "{w}");
     }
-    let ledger = Ledger::open(&cfg.ledger.path)?;
+    let ledger = Ledger::open(&cfg.ledger.path)?.with_clock(clock.clone());
     let report = ledger.verify()?;
     if let Some(problem) = report.problems.first() {
         return Err(DaemonError::BrokenLedger {
@@ -279,7 +285,7 @@ pub async fn run(
     if let Some(w) = crate::config::listen_warning(cfg.http.listen) {
         warn!("{w}");
     }
-    let parts = build(cfg, opts, shutdown.clone())?;
+    let parts = build(cfg, opts, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -308,7 +314,10 @@ pub async fn run_with(
 ) {
     let addr = listener.local_addr().ok();
     // Readiness follows the schedule actually in use.
-    let health = Arc::new(Health::new(timings.poll_interval));
+    let health = Arc::new(Health::new(
+        timings.poll_interval,
+        parts.ledger.clock().clone(),
+    ));
     let router = http::router(HttpState {
         metrics: parts.metrics.clone(),
         health: health.clone(),
@@ -382,7 +391,7 @@ pub async fn run_with(
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = reload.notified() => {
-                        let _ = engine.reload_policy("SIGHUP");
+                        let _ = engine.reload_policy("SIGHUP").await;
                         let _ = keys.reload("SIGHUP");
                     }
                 }
@@ -423,13 +432,8 @@ pub async fn run_with(
         _ = hard_stop.cancelled() => warn!("second stop signal: exiting at once"),
     }
     http_task.abort();
-    match parts.ledger.lock() {
-        Ok(l) => {
-            if let Err(e) = l.checkpoint() {
-                warn!(error = %e, "ledger checkpoint at exit failed; the WAL is replayed on the next open");
-            }
-        }
-        Err(_) => warn!("ledger lock poisoned at exit"),
+    if let Err(e) = parts.ledger.checkpoint().await {
+        warn!(error = %e, "ledger checkpoint at exit failed; the WAL is replayed on the next open");
     }
     info!("stopped");
 }

@@ -261,7 +261,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn print_event(out: &mut impl Write, e: &DecisionEvent, chains: &ChainNames) {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let now = humantime::format_rfc3339_seconds(crate::clock::Clock::system().now()).to_string();
     let time = now.get(11..19).unwrap_or(&now);
     let _ = writeln!(
         out,
@@ -288,7 +288,7 @@ pub async fn run(
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!(
             "cosigner-demo-{}-{}",
-            crate::ledger::now_ms(),
+            crate::clock::Clock::system().now_ms(),
             std::process::id()
         )),
     };
@@ -347,7 +347,8 @@ pub async fn run(
             reload: None,
         },
         shutdown.clone(),
-    )?;
+    )
+    .await?;
     let chains = parts.engine.policy().chains.clone();
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

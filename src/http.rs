@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ledger::now_ms;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::operator::{KeyCheck, require_key};
 
@@ -33,17 +33,21 @@ pub struct Health {
     started: Instant,
     /// When the scheduler last showed life (a cycle started or ended), in ms after `started`.
     heartbeat_ms: AtomicU64,
+    /// The wall clock of `last_poll_ok_ms`.
+    clock: Clock,
 }
 
 impl Health {
     /// A health state with no successful poll yet; the scheduler counts as alive from now.
+    /// Poll times are read from `clock`.
     #[must_use]
-    pub fn new(poll_interval: Duration) -> Self {
+    pub fn new(poll_interval: Duration, clock: Clock) -> Self {
         Self {
             last_poll_ok_ms: AtomicI64::new(0),
             poll_interval,
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
+            clock,
         }
     }
 
@@ -70,7 +74,8 @@ impl Health {
 
     /// Notes a successful poll now.
     pub fn poll_succeeded(&self) {
-        self.last_poll_ok_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_poll_ok_ms
+            .store(self.clock.now_ms(), Ordering::Relaxed);
     }
 
     /// `Ok` when ready, else why not.
@@ -79,7 +84,9 @@ impl Health {
         if last == 0 {
             return Err("no successful poll yet".into());
         }
-        let age = Duration::from_millis(u64::try_from(now_ms().saturating_sub(last)).unwrap_or(0));
+        let age = Duration::from_millis(
+            u64::try_from(self.clock.now_ms().saturating_sub(last)).unwrap_or(0),
+        );
         let limit = self.poll_interval * 2;
         if age > limit {
             return Err(format!(
@@ -162,7 +169,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_scheduler_stays_alive_while_it_beats_and_not_after() {
-        let h = Health::new(Duration::from_secs(120));
+        let h = Health::new(Duration::from_secs(120), Clock::system());
         let limit = Duration::from_secs(120) + SCHEDULER_BUDGET;
         for _ in 0..20 {
             tokio::time::advance(Duration::from_secs(120)).await;
@@ -173,5 +180,18 @@ mod tests {
         assert!(h.scheduler_alive(), "exactly at the limit");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!h.scheduler_alive(), "no beat for longer than the limit");
+    }
+
+    #[test]
+    fn readiness_lasts_two_poll_intervals_after_the_last_successful_poll() {
+        let (clock, hand) = Clock::manual(1_700_000_000_000);
+        let h = Health::new(Duration::from_secs(120), clock);
+        assert_eq!(h.readiness(), Err("no successful poll yet".to_string()));
+        h.poll_succeeded();
+        hand.advance(Duration::from_secs(240));
+        assert_eq!(h.readiness(), Ok(()), "exactly two intervals");
+        hand.advance(Duration::from_secs(1));
+        let why = h.readiness().unwrap_err();
+        assert!(why.contains("241s ago (limit 240s)"), "{why}");
     }
 }

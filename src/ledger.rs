@@ -2,19 +2,21 @@
 //! `synchronous=FULL`), hash-chained so that an edited, removed or truncated record is detected.
 //! Only one process may write a ledger; window totals are computed from it. Each kind of record
 //! is a struct in `ledger/record.rs` whose column list drives its hash input, INSERT, SELECT and table;
-//! `ledger/sql.rs` holds the column types (sequence numbers, transaction ids, times).
+//! `ledger/sql.rs` holds the column types (sequence numbers, transaction ids, times);
+//! `ledger/handle.rs` is the async face everything outside the ledger uses.
 
 mod backup;
+mod handle;
 mod record;
 mod sql;
 
 pub use backup::BackupReport;
+pub use handle::LedgerHandle;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openssl::sha::Sha256;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -29,6 +31,7 @@ use sql::{Millis, Sent, Seq, TxId, sql_count};
 
 use crate::client::PendingTx;
 use crate::client::sign::hex;
+use crate::clock::Clock;
 use crate::policy::{Action, Approval, Policy, Usage};
 
 const SCHEMA_VERSION: &str = "1";
@@ -85,6 +88,10 @@ pub enum LedgerError {
         /// The underlying error.
         source: rusqlite::Error,
     },
+    /// The call stopped before it finished (its thread panicked, or the runtime is shutting
+    /// down): whether a write reached the disk is unknown, so nothing depending on it is sent.
+    #[error("the ledger call did not finish: {0}")]
+    Interrupted(String),
     /// The file was written by a newer cosigner.
     #[error("ledger {path} has schema version {found}; this cosigner understands {SCHEMA_VERSION}")]
     Schema {
@@ -93,15 +100,6 @@ pub enum LedgerError {
         /// What the file says.
         found: String,
     },
-}
-
-/// The milliseconds since the epoch of the wall clock.
-#[must_use]
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The identity of a transaction's content: SHA-256 over its id and the four signed fields.
@@ -235,6 +233,8 @@ pub struct Ledger {
     conn: Connection,
     path: PathBuf,
     head: Head,
+    /// Times every record.
+    clock: Clock,
     _lock: Option<File>,
 }
 
@@ -477,6 +477,7 @@ impl Ledger {
             conn,
             path: path.to_owned(),
             head,
+            clock: Clock::system(),
             _lock: lock,
         })
     }
@@ -502,6 +503,19 @@ impl Ledger {
         &self.path
     }
 
+    /// Times records by `clock` instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock that times records.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Appends `records` in one durable transaction; returns their sequence numbers. On `Err`
     /// nothing was recorded.
     fn append<R: Record>(&mut self, records: &mut [R]) -> Result<Vec<Seq>, LedgerError> {
@@ -517,7 +531,7 @@ impl Ledger {
     /// Records decisions in one durable transaction; returns their sequence numbers. When this
     /// returns `Err`, nothing was recorded and nothing may be sent.
     pub fn record_decisions(&mut self, new: &[NewDecision]) -> Result<Vec<u64>, LedgerError> {
-        let at = Millis(now_ms());
+        let at = Millis(self.clock.now_ms());
         let mut records: Vec<_> = new.iter().map(|d| DecisionRecord::new(d, at)).collect();
         let seqs = self.append(&mut records)?;
         Ok(seqs.into_iter().map(|s| s.0).collect())
@@ -528,7 +542,7 @@ impl Ledger {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let at = Millis(now_ms());
+        let at = Millis(self.clock.now_ms());
         let mut records: Vec<_> = outcomes
             .iter()
             .map(|o| OutcomeRecord {
@@ -728,7 +742,7 @@ impl Ledger {
         if resends.is_empty() {
             return Ok(());
         }
-        let at = Millis(now_ms());
+        let at = Millis(self.clock.now_ms());
         let mut records: Vec<_> = resends
             .iter()
             .map(|r| EventRecord {
@@ -746,9 +760,22 @@ impl Ledger {
         self.append(&mut [EventRecord {
             kind: kind.to_string(),
             detail: detail.to_string(),
-            recorded_at_ms: Millis(now_ms()),
+            recorded_at_ms: Millis(self.clock.now_ms()),
         }])?;
         Ok(self.head.seq.0)
+    }
+
+    /// Records an event of `kind` with `detail` unless one with exactly that detail is
+    /// recorded already; returns its sequence number when it was recorded now.
+    pub fn record_event_once(
+        &mut self,
+        kind: &str,
+        detail: &str,
+    ) -> Result<Option<u64>, LedgerError> {
+        if self.has_event(kind, detail)? {
+            return Ok(None);
+        }
+        self.record_event(kind, detail).map(Some)
     }
 
     /// The detail of the newest event of `kind`.
@@ -798,7 +825,7 @@ impl Ledger {
             is_main,
             ok,
             message: message.map(str::to_owned),
-            recorded_at_ms: Millis(now_ms()),
+            recorded_at_ms: Millis(self.clock.now_ms()),
         }])?;
         Ok(())
     }
@@ -997,6 +1024,11 @@ impl Ledger {
         }
         st.other_contents = others.len();
         Ok(st)
+    }
+
+    /// The states of `txs`, in their order.
+    pub fn states(&self, txs: &[PendingTx]) -> Result<Vec<TxState>, LedgerError> {
+        txs.iter().map(|tx| self.state(tx)).collect()
     }
 
     /// Counts of real decisions (dry runs excluded) by action, for summaries.

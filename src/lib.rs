@@ -9,9 +9,9 @@
 //! |---|---|
 //! | decisions (pure, no I/O) | [`plan`] (what to do with one listed transaction: the one place every rule of the promise lives), [`policy`] (the merchant's rules, parsed and evaluated; canonical address forms in `policy::address`) |
 //! | what an operator steers | [`control`] (the policy in force and the kill-switch mode), [`killswitch`] (pause/resume from the command line), [`operator`] (the operator API) |
-//! | persistence | [`ledger`] (the hash-chained SQLite decision ledger: decisions, outcomes, events, collections) |
+//! | persistence | [`ledger`] (the hash-chained SQLite decision ledger: decisions, outcomes, events, collections), used through its async face [`ledger::LedgerHandle`] |
 //! | effects | [`cycle`] (one pending cycle: list → plan → record → sign → send → record outcomes), [`collector`] (sweeps), [`signer`] (the key shard: RSA `data`), [`client`] (the 1BitPay wire format and HTTP, with its MD5 request signature in `client::sign`) |
-//! | the process | [`daemon`] (scheduler, listeners, shutdown), [`http`] (metrics and health), [`metrics`], [`systemd`] (notify and watchdog), [`config`], [`cli`] (one file per command under `cli/`), [`check`] (the preflight check) |
+//! | the process | [`daemon`] (scheduler, listeners, shutdown), [`clock`] (the one wall clock, injected), [`http`] (metrics and health), [`metrics`], [`systemd`] (notify and watchdog), [`config`], [`cli`] (one file per command under `cli/`), [`check`] (the preflight check) |
 //! | reading the ledger | [`explain`] (`policy explain`), [`replay`] (`policy replay`), [`display`] (chain names, short addresses) |
 //! | development | `sandbox` (a strict local 1BitPay), `demo`, [`failpoint`], [`random`] (OpenSSL's CSPRNG, or an error) |
 //!
@@ -35,7 +35,9 @@
 //! - An approval leaves only if the policy and mode in force at that attempt allow it:
 //!   [`plan::plan`] (re-check before a re-send), `cycle::Engine::gate` (before every attempt),
 //!   [`control::Control`] (generation and change signal).
-//! - One id, one signed text, for ever: [`plan::plan`] with `ledger::TxState::decided_other`.
+//! - One id, one signed text, for ever: [`plan::plan`] with `ledger::TxState::decided_other`; only
+//!   a cycle records decisions, one cycle at a time (`cycle::Engine::decide` says why that
+//!   keeps a page's states true until its decisions are recorded).
 //! - Nothing leaves before it is recorded: [`cycle`] records a page (and its `resend` events)
 //!   before spawning its sends; a ledger error stops the page.
 //! - Doubt holds: canonical forms and malformed fields in [`policy`] (`check_fields`), member
@@ -49,6 +51,7 @@
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod collector;
 pub mod config;
 pub mod control;

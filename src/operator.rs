@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, Path as UrlPath, Query, Request, State};
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::client::sign::{self, SignOrder, hex};
 use crate::cycle::{Engine, Mode};
 use crate::http::Health;
-use crate::ledger::{DecisionRow, Ledger, PageQuery, now_ms};
+use crate::ledger::{DecisionRow, LedgerHandle, PageQuery};
 use crate::metrics::Metrics;
 use crate::policy::Action;
 
@@ -204,7 +204,7 @@ pub struct OperatorState {
     /// The engine (policy, mode).
     pub engine: Arc<Engine>,
     /// The ledger.
-    pub ledger: Arc<Mutex<Ledger>>,
+    pub ledger: LedgerHandle,
     /// Accepted keys; none when `http.api_keys_file` is not set (every route refuses).
     pub keys: Arc<KeyStore>,
     /// Request budget of authenticated calls.
@@ -626,9 +626,8 @@ async fn list_decisions(
     let q = parse_query(pairs)?;
     let (rows, more) = s
         .ledger
-        .lock()
-        .map_err(|_| internal("ledger unavailable"))?
-        .page(&q)
+        .page(q)
+        .await
         .map_err(|e| internal(e.to_string()))?;
     Ok(Json(json!({
         "object": "list",
@@ -654,27 +653,24 @@ async fn get_decision(
     let seq: u64 = id.parse().map_err(|_| no_such())?;
     let row = s
         .ledger
-        .lock()
-        .map_err(|_| internal("ledger unavailable"))?
         .get(seq)
+        .await
         .map_err(|e| internal(e.to_string()))?;
     row.map(|r| Json(decision_json(&r))).ok_or_else(no_such)
 }
 
 async fn status(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError> {
     let policy = s.engine.policy();
-    let ledger = s
-        .ledger
-        .lock()
-        .map_err(|_| internal("ledger unavailable"))?;
+    let ledger = &s.ledger;
     let usage = ledger
-        .usage(&policy, now_ms())
+        .usage(policy.clone(), ledger.clock().now_ms())
+        .await
         .map_err(|e| internal(e.to_string()))?;
-    let counts = ledger.counts().map_err(|e| internal(e.to_string()))?;
+    let counts = ledger.counts().await.map_err(|e| internal(e.to_string()))?;
     let dry_runs = ledger
         .dry_run_counts()
+        .await
         .map_err(|e| internal(e.to_string()))?;
-    drop(ledger);
     let windows: Vec<Value> = policy
         .rules
         .iter()
@@ -748,7 +744,7 @@ async fn policy(State(s): State<OperatorState>) -> Json<Value> {
 async fn reload(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError> {
     let previous = s.engine.policy().sha256.clone();
     let keys = s.keys.reload("operator API");
-    let p = s.engine.reload_policy("operator API").map_err(|e| {
+    let p = s.engine.reload_policy("operator API").await.map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -785,19 +781,20 @@ fn requested_pause(body: &[u8]) -> Result<Mode, ApiError> {
     }
 }
 
-fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError> {
+async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError> {
     s.engine
         .set_mode(mode, "operator API")
+        .await
         .map_err(|e| internal(e.to_string()))?;
     Ok(Json(json!({"object": "mode", "mode": mode.as_str()})))
 }
 
 async fn pause(State(s): State<OperatorState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    set_mode(&s, requested_pause(&body)?)
+    set_mode(&s, requested_pause(&body)?).await
 }
 
 async fn resume(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError> {
-    set_mode(&s, Mode::Normal)
+    set_mode(&s, Mode::Normal).await
 }
 
 /// The reference's success envelope.
@@ -893,22 +890,18 @@ async fn order_callback(State(s): State<OperatorState>, body: Bytes) -> Response
     let Some(cb) = &s.callbacks else {
         return not_found().await.into_response();
     };
-    let r = (|| {
+    let r = async {
         let body = std::str::from_utf8(&body)
             .map_err(|_| refuse(StatusCode::BAD_REQUEST, "body is not UTF-8"))?;
         let (fields, detail) = verify_request_signature(cb, body)?;
-        let unavailable = |m: &str| refuse(StatusCode::INTERNAL_SERVER_ERROR, m);
-        let mut ledger = s
+        // Checked and recorded in one ledger call: the same callback delivered twice at once is
+        // recorded once.
+        let recorded = s
             .ledger
-            .lock()
-            .map_err(|_| unavailable("ledger unavailable"))?;
-        let seen = ledger
-            .has_event("order", &detail)
-            .map_err(|_| unavailable("ledger unavailable"))?;
-        if !seen {
-            ledger
-                .record_event("order", &detail)
-                .map_err(|_| unavailable("cannot record"))?;
+            .record_event_once("order", &detail)
+            .await
+            .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "cannot record"))?;
+        if recorded.is_some() {
             tracing::info!(
                 order_no = fields
                     .get("orderNo")
@@ -922,7 +915,8 @@ async fn order_callback(State(s): State<OperatorState>, body: Bytes) -> Response
             );
         }
         Ok((StatusCode::OK, envelope(200, "Success")))
-    })();
+    }
+    .await;
     let (status, body) = r.unwrap_or_else(|e: CallbackRefusal| e);
     (status, Json(body)).into_response()
 }

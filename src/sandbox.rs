@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -258,14 +258,9 @@ impl Drop for InFlight {
     }
 }
 
+/// The server's own clock (the host's: the sandbox runs beside the daemon, not inside it).
 fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
+    u64::try_from(crate::clock::Clock::system().now_ms()).unwrap_or(0)
 }
 
 type Refusal = (StatusCode, i64, String);

@@ -133,7 +133,7 @@ fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
         signer.max_text_len(),
         cfg.api.client.max_clock_skew,
         &tx,
-        crate::ledger::now_ms(),
+        crate::clock::Clock::system().now_ms(),
     )
     .map_err(Failure::runtime)?;
     let source = match ledger {

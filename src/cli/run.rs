@@ -50,7 +50,9 @@ pub(crate) async fn run(a: RunArgs) -> CmdResult {
             .await
             .map_err(daemon_failure);
     }
-    let parts = daemon::build(&cfg, opts, CancellationToken::new()).map_err(daemon_failure)?;
+    let parts = daemon::build(&cfg, opts, CancellationToken::new())
+        .await
+        .map_err(daemon_failure)?;
     let dry_run = parts.engine.dry_run();
     let out = parts
         .engine

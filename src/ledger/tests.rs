@@ -236,7 +236,7 @@ fn the_typed_records_read_the_earlier_files_rows_back() {
     });
 }
 
-fn tx(id: u64) -> PendingTx {
+pub(super) fn tx(id: u64) -> PendingTx {
     PendingTx {
         id,
         from: Some("0xA".into()),
@@ -248,7 +248,7 @@ fn tx(id: u64) -> PendingTx {
     }
 }
 
-fn hold(id: u64) -> NewDecision {
+pub(super) fn hold(id: u64) -> NewDecision {
     NewDecision {
         tx: tx(id),
         action: Action::Hold,

@@ -42,18 +42,6 @@ max_amount = "100"
     )
 }
 
-fn approved_ids(sb: &RunningSandbox) -> Vec<u64> {
-    let mut v: Vec<u64> = sb
-        .sandbox
-        .decisions()
-        .iter()
-        .filter(|d| d.status == 1)
-        .map(|d| d.id)
-        .collect();
-    v.sort_unstable();
-    v
-}
-
 // ---- Input that is not one unambiguous transaction ----
 
 #[tokio::test]
@@ -71,7 +59,7 @@ async fn an_item_with_a_duplicated_key_is_held_not_decided_on_its_last_value() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
-    let r = rows(&e);
+    let r = rows(&e).await;
     for row in &r {
         assert_eq!(
             row.action,
@@ -100,7 +88,7 @@ async fn an_evm_destination_written_without_0x_does_not_slip_past_the_blocklist(
     let dir = tempfile::tempdir().unwrap();
     let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
-    let r = rows(&e);
+    let r = rows(&e).await;
     assert!(
         r.iter().all(|row| row.action != Action::Approve),
         "the blocked account was approved: {:?}",
@@ -126,6 +114,7 @@ async fn a_tron_destination_in_hex_form_does_not_slip_past_the_blocklist() {
     let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
     let approved: Vec<_> = rows(&e)
+        .await
         .into_iter()
         .filter(|r| r.action == Action::Approve)
         .map(|r| (r.tx_id, r.to, r.rule))
@@ -154,7 +143,7 @@ async fn amounts_that_cannot_be_compared_exactly_are_held() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
-    let r = rows(&e);
+    let r = rows(&e).await;
     for row in &r {
         assert_ne!(
             row.action,
@@ -179,7 +168,7 @@ async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_
     );
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
-    assert_eq!(rows(&e)[0].status, Status::Failed);
+    assert_eq!(rows(&e).await[0].status, Status::Failed);
 
     // The listing now shows id 1 twice: as recorded, and to another destination.
     sb.sandbox
@@ -205,7 +194,7 @@ async fn a_dry_run_sends_nothing_not_even_a_recorded_approval() {
     );
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
-    assert_eq!(rows(&e)[0].status, Status::Failed);
+    assert_eq!(rows(&e).await[0].status, Status::Failed);
     let before = approve_requests(&sb);
 
     // The operator now runs with --dry-run ("record decisions as dry runs and send nothing"),
@@ -241,7 +230,7 @@ fn wait_past(recorded_at_ms: i64, window: Duration) -> impl std::future::Future<
     wait_until(
         "the window to pass",
         Duration::from_secs(30),
-        move || async move { cosigner::ledger::now_ms() > until },
+        move || async move { cosigner::clock::Clock::system().now_ms() > until },
     )
 }
 
@@ -258,7 +247,7 @@ async fn a_recorded_approval_resent_after_its_window_passed_is_counted_in_that_w
     );
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
-    let first = rows(&e)[0].clone();
+    let first = rows(&e).await[0].clone();
     assert_eq!(
         (first.action, first.status),
         (Action::Approve, Status::Failed)
@@ -289,7 +278,7 @@ async fn a_recorded_approval_resent_after_the_guard_window_passed_is_counted_by_
     );
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
-    let first = rows(&e)[0].clone();
+    let first = rows(&e).await[0].clone();
     assert_eq!(first.action, Action::Approve);
 
     wait_past(first.recorded_at_ms, Duration::from_secs(2)).await;
@@ -322,13 +311,13 @@ async fn an_approval_resent_under_another_rule_after_a_reload_counts_in_that_rul
     );
     let e = engine_for(dir.path(), &sb.url, &old, small_pages());
     e.cycle_once().await.unwrap();
-    assert!(rows(&e).iter().all(|r| r.action == Action::Approve));
+    assert!(rows(&e).await.iter().all(|r| r.action == Action::Approve));
 
     let new = format!(
         "default = \"hold\"\n[[rule]]\nname = \"old\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nmax_amount = \"1\"\n[[rule]]\nname = \"capped\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"24h\"\nmax_count = 1\n"
     );
     std::fs::write(dir.path().join("policy.toml"), new).unwrap();
-    e.reload_policy("test").unwrap();
+    e.reload_policy("test").await.unwrap();
     sb.sandbox.set_faults(Faults::default());
     let a = e.cycle_once().await.unwrap();
     let after_a = approved_ids(&sb);
@@ -429,18 +418,20 @@ async fn a_legacy_ledger_with_a_reject_and_an_approve_for_one_id_sends_neither_a
         }
     };
     {
-        let mut l = e.ledger.lock().unwrap();
+        let l = e.ledger();
         let seqs = l
-            .record_decisions(&[
+            .record_decisions(vec![
                 decision(&item(1, HOT, BAD, "5", "195"), Verdict::Reject),
                 decision(&approved_item, Verdict::Approve),
             ])
+            .await
             .unwrap();
-        l.record_outcomes(&[Outcome {
+        l.record_outcomes(vec![Outcome {
             decision_seq: seqs[0],
             ok: false,
             message: Some("approve: timed out".into()),
         }])
+        .await
         .unwrap();
     }
     let out = e.cycle_once().await.unwrap();
@@ -464,7 +455,9 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     sb.sandbox.set_faults(Faults::default());
-    e.set_mode(cosigner::cycle::Mode::Reject, "test").unwrap();
+    e.set_mode(cosigner::cycle::Mode::Reject, "test")
+        .await
+        .unwrap();
     sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
     e.cycle_once().await.unwrap();
     let decided: Vec<(u64, u8)> = sb
@@ -474,13 +467,15 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
         .map(|d| (d.id, d.status))
         .collect();
     assert_eq!(decided, vec![(2, 2)], "only the new one is rejected");
-    let r = rows(&e);
+    let r = rows(&e).await;
     assert_eq!(
         r.iter().filter(|r| r.tx_id == 1).count(),
         1,
         "no second record for 1"
     );
-    e.set_mode(cosigner::cycle::Mode::Normal, "test").unwrap();
+    e.set_mode(cosigner::cycle::Mode::Normal, "test")
+        .await
+        .unwrap();
     e.cycle_once().await.unwrap();
     let decided: Vec<(u64, u8)> = sb
         .sandbox
@@ -522,7 +517,7 @@ async fn a_dry_run_approval_does_not_carry_over_into_a_real_run_under_a_stricter
         0,
         "the dry-run approval was not sent"
     );
-    let last = rows(&e).pop().unwrap();
+    let last = rows(&e).await.pop().unwrap();
     assert_eq!((last.action, last.dry_run), (Action::Hold, false));
 }
 

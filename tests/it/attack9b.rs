@@ -46,8 +46,9 @@ max_amount = "100"
     )
 }
 
-fn assert_nothing_approved(e: &Engine, sb: &RunningSandbox) {
+async fn assert_nothing_approved(e: &Engine, sb: &RunningSandbox) {
     let approved: Vec<_> = rows(e)
+        .await
         .into_iter()
         .filter(|r| r.action == Action::Approve)
         .map(|r| (r.tx_id, r.tx_json, r.rule))
@@ -68,7 +69,7 @@ async fn item_is_held(raw: String) {
         small_pages(),
     );
     e.cycle_once().await.unwrap();
-    for row in rows(&e) {
+    for row in rows(&e).await {
         assert_eq!(
             row.action,
             Action::Hold,
@@ -78,7 +79,7 @@ async fn item_is_held(raw: String) {
             row.reason
         );
     }
-    assert_nothing_approved(&e, &sb);
+    assert_nothing_approved(&e, &sb).await;
 }
 
 #[tokio::test]
@@ -125,7 +126,7 @@ async fn blocked_account_is_not_approved(policy: String) {
     let sb = start_sandbox(scenario(vec![item(1, HOT, BAD, "1", "195")])).await;
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
-    assert_nothing_approved(&e, &sb);
+    assert_nothing_approved(&e, &sb).await;
 }
 
 #[tokio::test]
@@ -188,7 +189,7 @@ async fn an_approval_that_left_on_a_late_retry_is_counted_from_when_it_left() {
     let a = e.cycle_once().await.unwrap();
     healer.await.unwrap();
     assert_eq!(approve_requests(&sb), 3, "{a:?}");
-    let recorded = u64::try_from(rows(&e)[0].recorded_at_ms).unwrap();
+    let recorded = u64::try_from(rows(&e).await[0].recorded_at_ms).unwrap();
     let first = approved_at_server(&sb);
     assert_eq!(
         first.len(),
@@ -227,20 +228,19 @@ async fn a_latest_mode_event_that_cannot_be_read_restores_hold_not_normal() {
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
-    e.set_mode(Mode::Hold, "operator API").unwrap();
-    e.ledger
-        .lock()
-        .unwrap()
+    e.set_mode(Mode::Hold, "operator API").await.unwrap();
+    e.ledger()
         .record_event("mode", r#"{"mode":"Hold","by":"operator API"}"#)
+        .await
         .unwrap();
-    let restored = e.restore_mode().unwrap();
+    let restored = e.restore_mode().await.unwrap();
     let out = e.cycle_once().await.unwrap();
     assert_ne!(
         restored,
         Mode::Normal,
         "a mode event that cannot be read restored normal mode; cycle: {out:?}"
     );
-    assert_nothing_approved(&e, &sb);
+    assert_nothing_approved(&e, &sb).await;
 }
 
 // ---- An id listed twice ----
@@ -266,7 +266,7 @@ async fn an_id_listed_twice_once_with_a_twin_member_is_held() {
     );
     let out = e.cycle_once().await.unwrap();
     assert_eq!(out.listed, 1, "{out:?}");
-    assert_nothing_approved(&e, &sb);
+    assert_nothing_approved(&e, &sb).await;
 }
 
 // ---- Clock ----
@@ -340,12 +340,8 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
             async move { n >= 1 }
         })
         .await;
-        e.ledger
-            .lock()
-            .unwrap()
-            .simulate_write_failure(false)
-            .unwrap();
-        let paused = e.set_mode(Mode::Hold, "operator API");
+        e.ledger().simulate_write_failure(false).await.unwrap();
+        let paused = e.set_mode(Mode::Hold, "operator API").await;
         sb.sandbox.set_faults(Faults::default());
         paused.map_err(|e| e.to_string())
     };
@@ -385,7 +381,7 @@ async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the
             async move { n >= 1 }
         })
         .await;
-        e.set_mode(Mode::Reject, "operator API").unwrap();
+        e.set_mode(Mode::Reject, "operator API").await.unwrap();
         sb.sandbox.set_faults(Faults::default());
     };
     let (a, ()) = tokio::join!(e.cycle_once(), operator);
@@ -400,6 +396,7 @@ async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the
         "cycle A {a:?}, cycle B {b:?}"
     );
     let recorded: Vec<_> = rows(&e)
+        .await
         .iter()
         .map(|r| (r.tx_id, r.action))
         .collect::<Vec<_>>();

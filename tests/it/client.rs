@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use cosigner::client::{ApproveRequest, Client, ClientError, CreateOrder, SellOrder, SignOrder};
+use cosigner::client::{
+    ApproveRequest, Client, ClientError, CreateOrder, Gate, SellOrder, SignOrder,
+};
 use cosigner::sandbox::{Faults, Scenario};
 use cosigner::signer::{Decision, KeySource, Signer, Verdict, collect_text, decision_text};
 use rust_decimal::Decimal;
@@ -118,6 +120,60 @@ async fn an_identical_resend_is_accepted_and_a_different_second_decision_is_refu
         .unwrap_err();
     assert!(matches!(err, ClientError::Api { code: 409, .. }), "{err}");
     assert_eq!(sb.sandbox.stats().conflicts, 1);
+}
+
+#[tokio::test]
+async fn a_pause_that_comes_while_the_attempt_is_being_written_down_stops_it_before_it_leaves() {
+    // The write before an attempt takes time (an fsync on the blocking pool): the gate is asked
+    // again after it, so what is in force when the request would leave decides.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(scenario(1)).await;
+    let client = Client::new(client_config(&sb.url)).unwrap();
+    let tx = client.pending(1, 5).await.unwrap().items.remove(0).unwrap();
+    let paused = Arc::new(AtomicBool::new(false));
+    let (_changes, rx) = tokio::sync::watch::channel(0u64);
+    let mut gate = Gate::new(
+        {
+            let paused = paused.clone();
+            move || {
+                if paused.load(Ordering::SeqCst) {
+                    Err("paused".into())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+        rx,
+    )
+    .with_before_attempt({
+        let paused = paused.clone();
+        move |_| {
+            let paused = paused.clone();
+            async move {
+                tokio::task::yield_now().await;
+                paused.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    });
+    let err = client
+        .approve_gated(
+            &approve_request(&signer, &tx, Verdict::Approve),
+            Some(&mut gate),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Stopped { attempts: 0, .. }),
+        "{err}"
+    );
+    assert!(
+        sb.sandbox.decisions().is_empty(),
+        "nothing reached the server"
+    );
 }
 
 #[tokio::test]

@@ -1,8 +1,12 @@
 //! The wall clock stepped backwards past the newest ledger record, or jumped ahead of the
 //! server's (libfaketime): no approvals until it is right; rejections and holds go on. Needs the
 //! `faketime` program (Debian package `faketime`, which `.ci/run` installs); without it the test
-//! says so and passes only outside CI.
+//! says so and passes only outside CI. The same promises with a clock injected in process
+//! (`Clock::manual`) run everywhere.
 
+use std::time::Duration;
+
+use cosigner::clock::Clock;
 use cosigner::ledger::Ledger;
 use cosigner::policy::Action;
 use serde_json::Value;
@@ -118,4 +122,92 @@ async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windo
     );
     let decided: Vec<Value> = sandbox_decisions(&sandbox.url).await;
     assert_eq!(decided.len(), 1, "only the first approval: {decided:?}");
+}
+
+// ---- The clock injected in process (no libfaketime) ----
+
+const ONE_PER_HOUR: &str = "default = \"hold\"\n[[rule]]\nname = \"bad\"\naction = \"reject\"\nto = [\"TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7\"]\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\nwindow = \"1h\"\nmax_count = 1\n";
+
+#[tokio::test]
+async fn with_an_injected_clock_a_window_frees_up_once_it_has_passed_and_not_before() {
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "1", "195")])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, hand) = Clock::manual(Clock::system().now_ms());
+    let e = engine_with_clock(
+        dir.path(),
+        client_config(&sb.url),
+        ONE_PER_HOUR,
+        small_pages(),
+        clock.clone(),
+    );
+    e.cycle_once().await.unwrap();
+    assert_eq!(approved_ids(&sb), vec![1]);
+
+    sb.sandbox.add_pending([item(2, HOT, TREASURY, "1", "195")]);
+    hand.advance(Duration::from_secs(59 * 60));
+    e.cycle_once().await.unwrap();
+    assert_eq!(
+        approved_ids(&sb),
+        vec![1],
+        "approval 1 still fills the window"
+    );
+    let held = e.ledger().history(2).await.unwrap();
+    assert_eq!(held[0].action, Action::Hold, "{:?}", held[0].reason);
+
+    // The window reaches back twice the allowed clock skew (30 s) further.
+    hand.advance(Duration::from_secs(60 + 60 + 1));
+    e.cycle_once().await.unwrap();
+    assert_eq!(approved_ids(&sb), vec![1, 2], "the window has passed");
+    let h = e.ledger().history(2).await.unwrap();
+    assert_eq!(
+        h.last().unwrap().recorded_at_ms,
+        clock.now_ms(),
+        "records carry the injected clock's time"
+    );
+}
+
+#[tokio::test]
+async fn with_an_injected_clock_stepped_back_behind_the_newest_record_nothing_is_approved() {
+    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "1", "195")])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let now = Clock::system().now_ms();
+    let (clock, hand) = Clock::manual(now);
+    let policy = ONE_PER_HOUR.replace("max_count = 1", "max_count = 100");
+    let e = engine_with_clock(
+        dir.path(),
+        client_config(&sb.url),
+        &policy,
+        small_pages(),
+        clock,
+    );
+    e.cycle_once().await.unwrap();
+    assert_eq!(approved_ids(&sb), vec![1]);
+
+    hand.set_ms(now - 3_600_000);
+    sb.sandbox.add_pending([
+        item(2, HOT, TREASURY, "1", "195"),
+        item(3, HOT, BAD, "1", "195"),
+    ]);
+    e.cycle_once().await.unwrap();
+    assert_eq!(approved_ids(&sb), vec![1], "nothing approved while behind");
+    let h2 = e.ledger().history(2).await.unwrap();
+    assert_eq!(
+        (h2[0].action, h2[0].rule.as_str()),
+        (Action::Hold, "(clock)"),
+        "{:?}",
+        h2[0].reason
+    );
+    assert_eq!(
+        e.ledger().history(3).await.unwrap()[0].action,
+        Action::Reject,
+        "rejections go on"
+    );
+
+    hand.set_ms(now + 1_000);
+    e.cycle_once().await.unwrap();
+    assert_eq!(
+        approved_ids(&sb),
+        vec![1, 2],
+        "approved once the clock is past"
+    );
 }

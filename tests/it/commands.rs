@@ -258,7 +258,7 @@ const TREASURY_POLICY: &str = "default = \"hold\"\n[[rule]]\nname = \"treasury\"
 fn explained(dir: &Path, tx: &str) -> cosigner::explain::Explanation {
     let policy = cosigner::policy::load(&dir.join("policy.toml")).unwrap();
     let tx = parse_pending_item(tx).unwrap();
-    let now = cosigner::ledger::now_ms();
+    let now = cosigner::clock::Clock::system().now_ms();
     // The longest text the fixtures' 2048-bit key signs; these transactions are far shorter.
     explain(
         &policy,

@@ -68,7 +68,7 @@ async fn one_cycle_approves_rejects_and_holds_by_the_policy_and_the_sandbox_veri
         sb.sandbox.rejections()
     );
 
-    let r = rows(&e);
+    let r = rows(&e).await;
     let by_tx = |id| r.iter().find(|x| x.tx_id == id).unwrap();
     assert_eq!(
         (by_tx(1).action, by_tx(1).status.clone()),
@@ -100,15 +100,7 @@ async fn one_cycle_approves_rejects_and_holds_by_the_policy_and_the_sandbox_veri
         text,
         r#"{"id":1,"from":"TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg","to":"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV","value":"4.1","chainId":"195","status":1}"#
     );
-    assert!(
-        e.ledger
-            .lock()
-            .unwrap()
-            .verify()
-            .unwrap()
-            .problems
-            .is_empty()
-    );
+    assert!(e.ledger().verify().await.unwrap().problems.is_empty());
 }
 
 #[tokio::test]
@@ -119,7 +111,7 @@ async fn holds_are_recorded_when_first_seen_and_when_their_reason_changes_not_ev
     e.cycle_once().await.unwrap();
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.held, out.holds_unchanged), (1, 1));
-    assert_eq!(rows(&e).len(), 1);
+    assert_eq!(rows(&e).await.len(), 1);
     // A policy that holds it for another reason: recorded again.
     e.replace_policy(Arc::new(
         policy::parse(
@@ -130,7 +122,7 @@ async fn holds_are_recorded_when_first_seen_and_when_their_reason_changes_not_ev
         .unwrap(),
     ));
     e.cycle_once().await.unwrap();
-    let r = rows(&e);
+    let r = rows(&e).await;
     assert_eq!(r.len(), 2);
     assert_eq!(r[1].rule, "x");
 }
@@ -150,7 +142,7 @@ async fn window_totals_survive_a_restart_between_cycles() {
     sb.sandbox.add_pending([item(3, HOT, TREASURY, "1", "195")]);
     let e = engine(dir.path(), &sb.url, POLICY, false);
     e.cycle_once().await.unwrap();
-    let last = rows(&e).pop().unwrap();
+    let last = rows(&e).await.pop().unwrap();
     assert_eq!(
         (last.tx_id, last.action, last.rule.as_str()),
         (3, Action::Hold, "(default)"),
@@ -188,7 +180,7 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
     });
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.submitted, out.failed), (0, 1));
-    let first = rows(&e).pop().unwrap();
+    let first = rows(&e).await.pop().unwrap();
     assert_eq!(
         (first.action, first.status.clone()),
         (Action::Approve, Status::Failed)
@@ -216,9 +208,9 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
         sb.sandbox.decisions().is_empty(),
         "nothing reached the server"
     );
-    let r = rows(&e);
+    let r = rows(&e).await;
     assert_eq!(r.len(), 1, "no second decision");
-    let waits = e.ledger.lock().unwrap().list_events("waiting").unwrap();
+    let waits = e.ledger().list_events("waiting").await.unwrap();
     assert_eq!(waits.len(), 1, "recorded once, not every cycle: {waits:?}");
     assert!(
         waits[0].contains("reject by (default)"),
@@ -235,7 +227,7 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
     assert_eq!(d.len(), 1);
     assert_eq!((d[0].id, d[0].status), (7, 1));
     assert_eq!(Some(d[0].data.clone()), first.data, "identical data");
-    let r = rows(&e);
+    let r = rows(&e).await;
     assert_eq!(r.len(), 1, "no second decision");
     assert_eq!(r[0].status, Status::Submitted);
 }
@@ -250,7 +242,7 @@ async fn nothing_is_decided_when_the_pending_list_cannot_be_read() {
     });
     let e = engine(dir.path(), &sb.url, POLICY, false);
     assert!(matches!(e.cycle_once().await, Err(CycleError::List(_))));
-    assert!(rows(&e).is_empty());
+    assert!(rows(&e).await.is_empty());
 }
 
 #[tokio::test]
@@ -269,11 +261,11 @@ async fn a_dry_run_records_decisions_and_sends_nothing() {
         sb.sandbox.stats().requests.get("/api/transaction/approve"),
         None
     );
-    let r = rows(&e);
+    let r = rows(&e).await;
     assert!(r.iter().all(|x| x.dry_run && x.status == Status::NotSent));
     e.cycle_once().await.unwrap();
     assert_eq!(
-        rows(&e).len(),
+        rows(&e).await.len(),
         2,
         "an unchanged dry run is not recorded again"
     );
@@ -294,11 +286,7 @@ async fn a_ledger_that_cannot_be_written_gives_zero_approvals() {
         ]))
         .await;
         let e = engine(dir.path(), &sb.url, POLICY, false);
-        e.ledger
-            .lock()
-            .unwrap()
-            .simulate_write_failure(full)
-            .unwrap();
+        e.ledger().simulate_write_failure(full).await.unwrap();
         let err = e.cycle_once().await.unwrap_err();
         assert!(matches!(err, CycleError::Ledger(_)), "{err}");
         assert!(sb.sandbox.decisions().is_empty(), "full={full}");
@@ -330,6 +318,42 @@ async fn overlapping_pages_are_deduplicated_and_every_transaction_decided_once()
     assert_eq!(sb.sandbox.stats().conflicts, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cycles_started_at_once_on_one_engine_decide_and_send_each_id_once() {
+    // The ledger is read and written in separate calls with no lock held between them: only one
+    // cycle at a time may plan and record, or both would find nothing recorded and decide twice.
+    let dir = tempfile::tempdir().unwrap();
+    let items = (1..=30)
+        .map(|i| item(i, HOT, TREASURY, "1", "195"))
+        .collect();
+    let sb = start_sandbox(scenario(items)).await;
+    let policy = "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\n";
+    let e = Arc::new(engine(dir.path(), &sb.url, policy, false));
+    let (a, b) = tokio::join!(
+        tokio::spawn({
+            let e = e.clone();
+            async move { e.cycle_once().await }
+        }),
+        tokio::spawn({
+            let e = e.clone();
+            async move { e.cycle_once().await }
+        })
+    );
+    let decided: u64 = [a, b]
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().decided.values().sum::<u64>())
+        .sum();
+    assert_eq!(decided, 30, "30 decisions between the two cycles");
+    let recorded = rows(&e).await;
+    assert_eq!(recorded.len(), 30, "one record per id");
+    assert_eq!(approved_ids(&sb), (1..=30).collect::<Vec<u64>>());
+    assert_eq!(
+        sb.sandbox.decisions().len(),
+        30,
+        "one request per id reached the server"
+    );
+}
+
 #[tokio::test]
 async fn the_same_id_with_different_fields_is_a_new_decision() {
     let dir = tempfile::tempdir().unwrap();
@@ -338,7 +362,7 @@ async fn the_same_id_with_different_fields_is_a_new_decision() {
     e.cycle_once().await.unwrap();
     sb.sandbox.add_pending([item(9, HOT, TREASURY, "1", "195")]);
     e.cycle_once().await.unwrap();
-    let r = rows(&e);
+    let r = rows(&e).await;
     assert_eq!(r.len(), 2);
     assert_ne!(r[0].fingerprint, r[1].fingerprint);
     assert_eq!(r[1].action, Action::Approve);

@@ -86,7 +86,7 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
         vec![(30, 2), (31, 2), (32, 2), (33, 1)],
         "only the canonical controls are decided: the blocked ones and BSC rejected, the stranger on TRON approved"
     );
-    for r in rows(&e).iter().filter(|r| r.tx_id < 30) {
+    for r in rows(&e).await.iter().filter(|r| r.tx_id < 30) {
         assert_eq!(
             (r.action, r.rule.as_str()),
             (Action::Hold, "(malformed)"),
@@ -95,7 +95,8 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
             r.reason
         );
     }
-    let reason = |id: u64| rows(&e).into_iter().find(|r| r.tx_id == id).unwrap().reason;
+    let all = rows(&e).await;
+    let reason = |id: u64| all.iter().find(|r| r.tx_id == id).unwrap().reason.clone();
     assert!(
         reason(12).contains("U+200B ZERO WIDTH SPACE at character 5"),
         "{}",
@@ -124,7 +125,7 @@ async fn a_lookalike_of_an_allow_listed_address_says_which_entry_it_imitates() {
     );
     let e = engine_for(dir.path(), &sb.url, &p, small_pages());
     e.cycle_once().await.unwrap();
-    let r = rows(&e).pop().unwrap();
+    let r = rows(&e).await.pop().unwrap();
     assert_eq!(r.action, Action::Hold);
     assert!(
         r.reason.contains(&format!(
@@ -160,7 +161,7 @@ async fn an_id_decided_once_and_listed_again_with_other_fields_is_held_and_never
         1,
         "one request ever left for 42: {attempts:?}"
     );
-    let r = rows(&e);
+    let r = rows(&e).await;
     assert_eq!(r.len(), 2, "the reject, and one hold (not one per cycle)");
     assert_eq!(
         (r[1].action, r[1].rule.as_str()),
@@ -226,7 +227,7 @@ async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
             approve_requests(&sb) >= 1
         })
         .await;
-        e.set_mode(Mode::Hold, "test").unwrap();
+        e.set_mode(Mode::Hold, "test").await.unwrap();
         Instant::now()
     });
     let stopped_after = paused_at.elapsed();
@@ -238,7 +239,7 @@ async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
     );
     assert_eq!(approve_requests(&sb), 1, "no attempt after the pause");
     assert_eq!(out.failed, 1);
-    let r = rows(&e);
+    let r = rows(&e).await;
     assert_eq!(r[0].status, Status::Failed);
     assert!(
         r[0].status_message
@@ -253,7 +254,7 @@ async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
     sb.sandbox.set_faults(Faults::default());
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.resent, approve_requests(&sb)), (0, 1));
-    e.set_mode(Mode::Normal, "test").unwrap();
+    e.set_mode(Mode::Normal, "test").await.unwrap();
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.resent, out.submitted), (1, 1));
     assert_eq!(Some(sb.sandbox.decisions()[0].data.clone()), r[0].data);
@@ -420,7 +421,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 e.replace_policy(Arc::new(p));
             }
             Op::Mode(m) => {
-                e.set_mode(m, "model").unwrap();
+                e.set_mode(m, "model").await.unwrap();
                 mode = m;
             }
             Op::ApproveFailures(rate) => sb.sandbox.set_faults(Faults {
@@ -437,7 +438,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 drop(e);
                 std::fs::write(dir.path().join("policy.toml"), &policy_text).unwrap();
                 e = engine_for(dir.path(), &sb.url, &policy_text, small_pages());
-                prop_assert_eq!(e.restore_mode().unwrap(), mode, "the mode survives");
+                prop_assert_eq!(e.restore_mode().await.unwrap(), mode, "the mode survives");
                 let _ = e.cycle_once().await;
             }
         }
@@ -450,7 +451,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
         0,
         "the server saw no second decision"
     );
-    let report = e.ledger.lock().unwrap().verify().unwrap();
+    let report = e.ledger().verify().await.unwrap();
     prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
     Ok(())
 }

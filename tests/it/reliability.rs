@@ -718,34 +718,26 @@ mod adversarial {
         let out = e.cycle_once().await.unwrap();
         assert_eq!(out.malformed_items, 8, "{out:?}");
 
-        let approved: Vec<u64> = sb
-            .sandbox
-            .decisions()
-            .iter()
-            .filter(|d| d.status == 1)
-            .map(|d| d.id)
-            .collect();
         let mut expected: Vec<u64> = controls.iter().map(|(id, _)| *id).collect();
         expected.sort_unstable();
-        let mut got = approved.clone();
-        got.sort_unstable();
         assert_eq!(
-            got, expected,
+            approved_ids(&sb),
+            expected,
             "only the well-formed, allow-listed controls are approved"
         );
         assert!(
             sb.sandbox.decisions().iter().all(|d| d.status == 1),
             "nothing malformed is rejected either"
         );
-        let ledger = e.ledger.lock().unwrap();
+        let ledger = e.ledger();
         for (id, _, why) in corpus.iter().filter(|(id, _, _)| id.is_some()) {
-            let h = ledger.history(id.unwrap()).unwrap();
+            let h = ledger.history(id.unwrap()).await.unwrap();
             assert_eq!(h.len(), 1, "{why}: one record");
             assert_eq!(h[0].action, Action::Hold, "{why}: held");
             assert!(!h[0].reason.is_empty(), "{why}: a reason");
         }
         // Number tokens are kept verbatim: 12.50 is signed as "12.50".
-        let ctl = ledger.history(102).unwrap();
+        let ctl = ledger.history(102).await.unwrap();
         assert!(
             ctl[0]
                 .signed_text
@@ -777,7 +769,7 @@ mod adversarial {
             "{:?}",
             sb.sandbox.decisions()
         );
-        let h = e.ledger.lock().unwrap().history(7).unwrap();
+        let h = e.ledger().history(7).await.unwrap();
         assert_eq!(h[0].action, Action::Hold);
         assert!(
             h[0].reason.contains("twice with different fields"),
@@ -827,14 +819,6 @@ mod adversarial {
         let out = e.cycle_once().await.unwrap();
         assert!(out.pages <= 3, "{out:?}");
         assert_eq!(sb.sandbox.stats().conflicts, 0);
-        assert!(
-            e.ledger
-                .lock()
-                .unwrap()
-                .verify()
-                .unwrap()
-                .problems
-                .is_empty()
-        );
+        assert!(e.ledger().verify().await.unwrap().problems.is_empty());
     }
 }

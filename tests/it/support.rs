@@ -304,8 +304,9 @@ pub async fn run_daemon(cfg_path: &Path, timings: cosigner::daemon::Timings) -> 
         cosigner::config::Config::load_with(cfg_path, &cosigner::config::Environment::default())
             .unwrap();
     let stop = CancellationToken::new();
-    let parts =
-        cosigner::daemon::build(&cfg, cosigner::daemon::Options::default(), stop.clone()).unwrap();
+    let parts = cosigner::daemon::build(&cfg, cosigner::daemon::Options::default(), stop.clone())
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(cosigner::daemon::run_with(
@@ -335,7 +336,25 @@ pub fn engine_with_client(
     policy_text: &str,
     settings: cosigner::cycle::PollSettings,
 ) -> cosigner::cycle::Engine {
-    use std::sync::{Arc, Mutex};
+    engine_with_clock(
+        dir,
+        client,
+        policy_text,
+        settings,
+        cosigner::clock::Clock::system(),
+    )
+}
+
+/// [`engine_with_client`] whose ledger (and so whose cycle) reads `clock`; the client, which
+/// the sandbox checks against its own clock, keeps the system's.
+pub fn engine_with_clock(
+    dir: &Path,
+    client: ClientConfig,
+    policy_text: &str,
+    settings: cosigner::cycle::PollSettings,
+    clock: cosigner::clock::Clock,
+) -> cosigner::cycle::Engine {
+    use std::sync::Arc;
     let ppath = dir.join("policy.toml");
     std::fs::write(&ppath, policy_text).unwrap();
     let pfx = dir.join("keytool-aes.pfx");
@@ -352,14 +371,32 @@ pub fn engine_with_client(
             })
             .unwrap(),
         ),
-        Arc::new(Mutex::new(
-            cosigner::ledger::Ledger::open(&dir.join("ledger.db")).unwrap(),
-        )),
+        cosigner::ledger::LedgerHandle::sqlite(
+            open_ledger(&dir.join("ledger.db")).with_clock(clock),
+        ),
         Arc::new(cosigner::policy::load(&ppath).unwrap()),
         Arc::new(cosigner::metrics::Metrics::new().unwrap()),
     )
     .settings(settings)
     .build()
+}
+
+/// Opens the ledger at `path` for writing. A test that drops an engine mid-cycle (a crash) and
+/// starts another at once may find the file still held for a moment: a ledger call already on
+/// the blocking pool finishes, and closes the file, after the engine is gone. So a held file is
+/// waited for, up to 10 s.
+pub fn open_ledger(path: &Path) -> cosigner::ledger::Ledger {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match cosigner::ledger::Ledger::open(path) {
+            Err(cosigner::ledger::LedgerError::Locked { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 /// Whether the `faketime` program (libfaketime) is installed. Without it a test says it is
@@ -398,10 +435,23 @@ pub fn scenario(items: Vec<String>) -> Scenario {
 }
 
 /// Every decision in `e`'s ledger, oldest first.
-pub fn rows(e: &cosigner::cycle::Engine) -> Vec<cosigner::ledger::DecisionRow> {
-    let mut r = e.ledger.lock().unwrap().list(10_000).unwrap();
+pub async fn rows(e: &cosigner::cycle::Engine) -> Vec<cosigner::ledger::DecisionRow> {
+    let mut r = e.ledger().list(10_000).await.unwrap();
     r.reverse();
     r
+}
+
+/// The ids the sandbox took an approval for, in order.
+pub fn approved_ids(sb: &RunningSandbox) -> Vec<u64> {
+    let mut v: Vec<u64> = sb
+        .sandbox
+        .decisions()
+        .iter()
+        .filter(|d| d.status == 1)
+        .map(|d| d.id)
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 /// Approve/reject requests that reached the sandbox, faulted ones included.

@@ -1,0 +1,399 @@
+//! The async face of the ledger: [`LedgerHandle`], which everything outside `ledger` (the cycle,
+//! the collector, the operator API, the daemon) uses instead of a locked [`Ledger`]. A SQLite
+//! call runs on tokio's blocking pool with the ledger's mutex held only inside it, so no lock is
+//! ever held across an `.await` and an fsync never stalls the runtime's threads. Each method is
+//! one `match` over the back ends: adding one is one arm per method.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use super::{
+    DecisionRow, Ledger, LedgerError, NewDecision, Outcome, PageQuery, ResendRecord, TxState,
+    VerifyReport,
+};
+use crate::client::PendingTx;
+use crate::clock::Clock;
+use crate::policy::{Policy, Usage};
+
+/// The ledger, shared: cheap to clone, every call `async`.
+#[derive(Clone)]
+pub struct LedgerHandle(Arc<Inner>);
+
+struct Inner {
+    backend: Backend,
+    /// The clock that times the records, so that the cycle reads the same time.
+    clock: Clock,
+    /// For logs and status: the file, or a URL without its password.
+    description: String,
+}
+
+/// Where the records live.
+enum Backend {
+    /// An embedded SQLite file; rusqlite is synchronous, so calls go to the blocking pool.
+    Sqlite(Arc<Mutex<Ledger>>),
+}
+
+/// A [`LedgerHandle`] that does not keep the ledger (and its lock) open.
+#[derive(Clone)]
+pub(crate) struct WeakLedgerHandle(Weak<Inner>);
+
+impl WeakLedgerHandle {
+    /// The handle, while anyone else still holds one.
+    pub(crate) fn upgrade(&self) -> Option<LedgerHandle> {
+        self.0.upgrade().map(LedgerHandle)
+    }
+}
+
+impl std::fmt::Debug for LedgerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LedgerHandle")
+            .field(&self.0.description)
+            .finish()
+    }
+}
+
+/// Runs `f` on the blocking pool with the ledger locked. A call whose thread stopped (a panic, a
+/// runtime shutting down) is an error: whether a write reached the disk is then unknown, and
+/// nothing depending on it may be sent.
+async fn blocking<T, F>(ledger: &Arc<Mutex<Ledger>>, f: F) -> Result<T, LedgerError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Ledger) -> Result<T, LedgerError> + Send + 'static,
+{
+    let ledger = ledger.clone();
+    tokio::task::spawn_blocking(move || {
+        // A panic inside a call cannot leave the ledger half-updated: the chain head in memory
+        // moves only after its transaction committed.
+        let mut l = ledger.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut l)
+    })
+    .await
+    .map_err(|e| LedgerError::Interrupted(e.to_string()))?
+}
+
+impl LedgerHandle {
+    /// A handle on an open SQLite ledger (timed by the ledger's clock).
+    #[must_use]
+    pub fn sqlite(ledger: Ledger) -> Self {
+        Self(Arc::new(Inner {
+            clock: ledger.clock().clone(),
+            description: ledger.path().display().to_string(),
+            backend: Backend::Sqlite(Arc::new(Mutex::new(ledger))),
+        }))
+    }
+
+    /// Where the ledger is, for logs and status (never a password).
+    #[must_use]
+    pub fn describe(&self) -> String {
+        self.0.description.clone()
+    }
+
+    /// The clock that times the records.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.0.clock
+    }
+
+    /// A handle that does not keep the ledger open.
+    pub(crate) fn downgrade(&self) -> WeakLedgerHandle {
+        WeakLedgerHandle(Arc::downgrade(&self.0))
+    }
+
+    /// Records decisions in one durable transaction; returns their sequence numbers. When this
+    /// returns `Err`, nothing was recorded and nothing may be sent.
+    pub async fn record_decisions(&self, new: Vec<NewDecision>) -> Result<Vec<u64>, LedgerError> {
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.record_decisions(&new)).await,
+        }
+    }
+
+    /// Records submission outcomes in one transaction.
+    pub async fn record_outcomes(&self, outcomes: Vec<Outcome>) -> Result<(), LedgerError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.record_outcomes(&outcomes)).await,
+        }
+    }
+
+    /// Records that the approvals `resends` are about to be sent again, in one durable commit
+    /// before they leave.
+    pub async fn record_resends(&self, resends: Vec<ResendRecord>) -> Result<(), LedgerError> {
+        if resends.is_empty() {
+            return Ok(());
+        }
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.record_resends(&resends)).await,
+        }
+    }
+
+    /// Records an operational event; returns its sequence number.
+    pub async fn record_event(&self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
+        let (kind, detail) = (kind.to_owned(), detail.to_owned());
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.record_event(&kind, &detail)).await,
+        }
+    }
+
+    /// Records an event unless one of `kind` with exactly `detail` is recorded already, in one
+    /// call (two callers racing with the same detail record it once); returns its sequence
+    /// number when it was recorded now.
+    pub async fn record_event_once(
+        &self,
+        kind: &str,
+        detail: &str,
+    ) -> Result<Option<u64>, LedgerError> {
+        let (kind, detail) = (kind.to_owned(), detail.to_owned());
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.record_event_once(&kind, &detail)).await,
+        }
+    }
+
+    /// Records one collection's result.
+    pub async fn record_collect(
+        &self,
+        is_main: bool,
+        ok: bool,
+        message: Option<String>,
+    ) -> Result<(), LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => {
+                blocking(l, move |l| {
+                    l.record_collect(is_main, ok, message.as_deref())
+                })
+                .await
+            }
+        }
+    }
+
+    /// The state of `tx`'s content in the ledger.
+    pub async fn state(&self, tx: PendingTx) -> Result<TxState, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.state(&tx)).await,
+        }
+    }
+
+    /// The states of `txs`, in their order, in one call (a page at a time).
+    pub async fn states(&self, txs: Vec<PendingTx>) -> Result<Vec<TxState>, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.states(&txs)).await,
+        }
+    }
+
+    /// Window usage for `policy` as of `now_ms` (see [`Ledger::usage`]).
+    pub async fn usage(&self, policy: Arc<Policy>, now_ms: i64) -> Result<Usage, LedgerError> {
+        self.usage_with_slack(policy, now_ms, Duration::ZERO).await
+    }
+
+    /// Window usage with each window reaching `slack` further back (see
+    /// [`Ledger::usage_with_slack`]).
+    pub async fn usage_with_slack(
+        &self,
+        policy: Arc<Policy>,
+        now_ms: i64,
+        slack: Duration,
+    ) -> Result<Usage, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => {
+                blocking(l, move |l| l.usage_with_slack(&policy, now_ms, slack)).await
+            }
+        }
+    }
+
+    /// Every decision about `tx_id`, oldest first.
+    pub async fn history(&self, tx_id: u64) -> Result<Vec<DecisionRow>, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.history(tx_id)).await,
+        }
+    }
+
+    /// One decision by sequence number.
+    pub async fn get(&self, seq: u64) -> Result<Option<DecisionRow>, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.get(seq)).await,
+        }
+    }
+
+    /// The newest decisions first.
+    pub async fn list(&self, limit: usize) -> Result<Vec<DecisionRow>, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.list(limit)).await,
+        }
+    }
+
+    /// One page of decisions and whether more lie beyond it (see [`Ledger::page`]).
+    pub async fn page(&self, q: PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.page(&q)).await,
+        }
+    }
+
+    /// The time of the newest record, if any.
+    pub async fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, |l| l.newest_record_ms()).await,
+        }
+    }
+
+    /// The detail of the newest event of `kind`.
+    pub async fn latest_event(&self, kind: &str) -> Result<Option<String>, LedgerError> {
+        let kind = kind.to_owned();
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.latest_event(&kind)).await,
+        }
+    }
+
+    /// The details of every event of `kind`, oldest first.
+    pub async fn list_events(&self, kind: &str) -> Result<Vec<String>, LedgerError> {
+        let kind = kind.to_owned();
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.list_events(&kind)).await,
+        }
+    }
+
+    /// Whether an event of `kind` with exactly `detail` is recorded.
+    pub async fn has_event(&self, kind: &str, detail: &str) -> Result<bool, LedgerError> {
+        let (kind, detail) = (kind.to_owned(), detail.to_owned());
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, move |l| l.has_event(&kind, &detail)).await,
+        }
+    }
+
+    /// Walks the whole chain and reports every break.
+    pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, |l| l.verify()).await,
+        }
+    }
+
+    /// Counts of real decisions (dry runs excluded) by action.
+    pub async fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, |l| l.counts()).await,
+        }
+    }
+
+    /// Counts of dry-run decisions by action.
+    pub async fn dry_run_counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, |l| l.dry_run_counts()).await,
+        }
+    }
+
+    /// Makes the ledger durable in its main form (at shutdown; SQLite folds its write-ahead
+    /// log into the file).
+    pub async fn checkpoint(&self) -> Result<(), LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => blocking(l, |l| l.checkpoint()).await,
+        }
+    }
+
+    /// Makes every later write fail the way a read-only (`full`: a full) filesystem does (tests
+    /// only).
+    #[cfg(feature = "dev-tools")]
+    #[doc(hidden)]
+    pub async fn simulate_write_failure(&self, full: bool) -> Result<(), LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => {
+                blocking(l, move |l| {
+                    l.simulate_write_failure(full).map_err(LedgerError::Write)
+                })
+                .await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::tests::{hold, tx};
+
+    #[tokio::test]
+    async fn records_are_timed_by_the_ledgers_clock_and_read_back_through_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, hand) = Clock::manual(1_700_000_000_000);
+        let h = LedgerHandle::sqlite(
+            Ledger::open(&dir.path().join("ledger.db"))
+                .unwrap()
+                .with_clock(clock),
+        );
+        assert_eq!(h.clock().now_ms(), 1_700_000_000_000);
+        let seqs = h.record_decisions(vec![hold(1), hold(2)]).await.unwrap();
+        assert_eq!(seqs, vec![1, 2]);
+        hand.advance(Duration::from_secs(5));
+        assert_eq!(h.record_event("mode", "x").await.unwrap(), 3);
+        assert_eq!(h.newest_record_ms().await.unwrap(), Some(1_700_000_005_000));
+        let states = h.states(vec![tx(2), tx(1), tx(3)]).await.unwrap();
+        assert_eq!(
+            states
+                .iter()
+                .map(|s| s.last_unsent.as_ref().map(|r| r.seq))
+                .collect::<Vec<_>>(),
+            vec![Some(2), Some(1), None]
+        );
+        assert_eq!(
+            h.history(1).await.unwrap()[0].recorded_at_ms,
+            1_700_000_000_000
+        );
+        assert!(h.verify().await.unwrap().problems.is_empty());
+        assert!(h.describe().ends_with("ledger.db"));
+    }
+
+    #[tokio::test]
+    async fn an_event_recorded_once_is_not_recorded_again_even_by_callers_racing() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = LedgerHandle::sqlite(Ledger::open(&dir.path().join("ledger.db")).unwrap());
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move { h.record_event_once("order", "same").await })
+            })
+            .collect();
+        let mut recorded = 0;
+        for c in calls {
+            if c.await.unwrap().unwrap().is_some() {
+                recorded += 1;
+            }
+        }
+        assert_eq!(recorded, 1);
+        assert_eq!(h.list_events("order").await.unwrap(), vec!["same"]);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_is_an_error_and_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = LedgerHandle::sqlite(Ledger::open(&dir.path().join("ledger.db")).unwrap());
+        h.record_decisions(vec![hold(1)]).await.unwrap();
+        {
+            let Backend::Sqlite(l) = &h.0.backend;
+            l.lock()
+                .unwrap()
+                .conn
+                .pragma_update(None, "query_only", true)
+                .unwrap();
+        }
+        let err = h.record_decisions(vec![hold(2)]).await.unwrap_err();
+        assert!(matches!(err, LedgerError::Write(_)), "{err}");
+        assert!(h.history(2).await.unwrap().is_empty());
+        assert!(h.verify().await.unwrap().problems.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_weak_handle_does_not_keep_the_ledger_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let h = LedgerHandle::sqlite(Ledger::open(&path).unwrap());
+        let weak = h.downgrade();
+        assert!(weak.upgrade().is_some());
+        drop(h);
+        assert!(weak.upgrade().is_none());
+        // The lock went with it: the file opens again.
+        drop(Ledger::open(&path).unwrap());
+    }
+}
