@@ -4,9 +4,13 @@
 //! is a struct in `ledger/record.rs` whose column list drives its hash input, INSERT, SELECT and table;
 //! `ledger/sql.rs` holds the column types (sequence numbers, transaction ids, times);
 //! `ledger/handle.rs` is the async face everything outside the ledger uses.
+//! `ledger/postgres.rs` is the same ledger in PostgreSQL, for an active/standby pair; the reading
+//! and checking below (`DecisionRow::from_parts`, `tx_state`, `usage_of`, `page_query`,
+//! `check_chain`) is shared by both back ends, so that they answer alike.
 
 mod backup;
 mod handle;
+pub mod postgres;
 mod record;
 mod sql;
 
@@ -99,6 +103,49 @@ pub enum LedgerError {
         path: PathBuf,
         /// What the file says.
         found: String,
+    },
+    /// Another instance took over the PostgreSQL ledger: the database refused this instance's
+    /// write, and nothing of it was recorded.
+    #[error(
+        "fenced: this cosigner's leader epoch {mine} is older than the ledger's epoch {current}; \
+         another instance leads, and nothing was recorded"
+    )]
+    Fenced {
+        /// The epoch this instance wrote with.
+        mine: i64,
+        /// The epoch the database holds.
+        current: i64,
+    },
+    /// The PostgreSQL ledger could not be reached, read or written; nothing depending on a
+    /// failed write may be sent.
+    #[error("ledger database: {what}: {source}")]
+    Database {
+        /// What was being done.
+        what: &'static str,
+        /// The driver's or the pool's error (never holding the password).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `[ledger] url` cannot be used.
+    #[error("[ledger] url: {reason}")]
+    DatabaseUrl {
+        /// Why, without the password.
+        reason: String,
+    },
+    /// The PostgreSQL ledger was set up by a newer cosigner.
+    #[error(
+        "the ledger database has schema version {found}; this cosigner understands up to {known}"
+    )]
+    DatabaseSchema {
+        /// What the database says.
+        found: i32,
+        /// The newest this cosigner knows.
+        known: i32,
+    },
+    /// A ledger could not be copied into PostgreSQL.
+    #[error("cannot copy the ledger: {reason}")]
+    Copy {
+        /// Why; nothing was copied.
+        reason: String,
     },
 }
 
@@ -249,7 +296,10 @@ impl std::fmt::Debug for Ledger {
 
 /// The tables besides the chained records' (see [`schema`]) and the indexes.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
+/// The indexes, the same in both back ends.
+const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS decisions_tx ON decisions(tx_id, seq);
 CREATE INDEX IF NOT EXISTS decisions_window ON decisions(action, dry_run, recorded_at_ms);
 CREATE INDEX IF NOT EXISTS outcomes_decision ON outcomes(decision_seq, seq);
@@ -264,9 +314,15 @@ fn schema() -> String {
         EventRecord::create_table(),
         CollectRecord::create_table(),
         SCHEMA.to_string(),
+        INDEXES.to_string(),
     ]
     .concat()
 }
+
+/// The time of the newest record, in either back end.
+const NEWEST_RECORD: &str = "SELECT MAX(t) FROM (SELECT MAX(recorded_at_ms) AS t FROM decisions
+  UNION ALL SELECT MAX(recorded_at_ms) FROM outcomes UNION ALL SELECT MAX(recorded_at_ms) FROM collects
+  UNION ALL SELECT MAX(recorded_at_ms) FROM events) AS newest";
 
 /// Every chained table, for the head.
 const CHAINED: &str = "SELECT seq, hash FROM decisions UNION ALL SELECT seq, hash FROM outcomes
@@ -284,37 +340,107 @@ fn row_select() -> String {
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
-    let seq: Seq = r.get(0)?;
-    let d = DecisionRecord::from_row(r, 1)?;
-    let status = match (d.action, d.dry_run, r.get("latest_status")?) {
-        (Action::Hold, _, _) | (_, true, _) => Status::NotSent,
-        (_, _, Some(Sent::Submitted)) => Status::Submitted,
-        (_, _, Some(Sent::Failed)) => Status::Failed,
-        (_, _, None) => Status::Recorded,
-    };
-    Ok(DecisionRow {
-        seq: seq.0,
-        tx_id: d.tx_id.0,
-        fingerprint: d.fingerprint,
-        tx_json: d.tx_json,
-        from: d.from_addr,
-        to: d.to_addr,
-        amount: d.amount,
-        chain_id: d.chain_id,
-        action: d.action,
-        rule: d.rule,
-        reason: d.reason,
-        policy_sha256: d.policy_sha256,
-        dry_run: d.dry_run,
-        signed_text: d.signed_text,
-        data: d.data,
-        recorded_at_ms: d.recorded_at_ms.0,
-        status,
-        status_message: r.get("latest_message")?,
-    })
+    Ok(DecisionRow::from_parts(
+        r.get(0)?,
+        DecisionRecord::from_row(r, 1)?,
+        r.get("latest_status")?,
+        r.get("latest_message")?,
+    ))
+}
+
+impl DecisionRow {
+    /// The row of decision `seq` whose latest outcome (if any) is `latest`, with `message`.
+    fn from_parts(
+        seq: Seq,
+        d: DecisionRecord,
+        latest: Option<Sent>,
+        message: Option<String>,
+    ) -> Self {
+        let status = match (d.action, d.dry_run, latest) {
+            (Action::Hold, _, _) | (_, true, _) => Status::NotSent,
+            (_, _, Some(Sent::Submitted)) => Status::Submitted,
+            (_, _, Some(Sent::Failed)) => Status::Failed,
+            (_, _, None) => Status::Recorded,
+        };
+        Self {
+            seq: seq.0,
+            tx_id: d.tx_id.0,
+            fingerprint: d.fingerprint,
+            tx_json: d.tx_json,
+            from: d.from_addr,
+            to: d.to_addr,
+            amount: d.amount,
+            chain_id: d.chain_id,
+            action: d.action,
+            rule: d.rule,
+            reason: d.reason,
+            policy_sha256: d.policy_sha256,
+            dry_run: d.dry_run,
+            signed_text: d.signed_text,
+            data: d.data,
+            recorded_at_ms: d.recorded_at_ms.0,
+            status,
+            status_message: message,
+        }
+    }
+}
+
+impl OutcomeRecord {
+    /// The records of `outcomes`, all at `at`.
+    fn all(outcomes: &[Outcome], at: Millis) -> Vec<Self> {
+        outcomes
+            .iter()
+            .map(|o| Self {
+                decision_seq: Seq(o.decision_seq),
+                status: if o.ok { Sent::Submitted } else { Sent::Failed },
+                message: o.message.clone(),
+                recorded_at_ms: at,
+            })
+            .collect()
+    }
+}
+
+impl EventRecord {
+    /// An event of `kind` at `at`.
+    fn at(kind: &str, detail: String, at: Millis) -> Self {
+        Self {
+            kind: kind.to_string(),
+            detail,
+            recorded_at_ms: at,
+        }
+    }
+
+    /// The `resend` events of `resends`, all at one moment.
+    fn resends(resends: &[ResendRecord], at: Millis) -> Vec<Self> {
+        resends
+            .iter()
+            .map(|r| Self {
+                kind: RESEND_EVENT.to_string(),
+                detail: r.to_detail(),
+                recorded_at_ms: at,
+            })
+            .collect()
+    }
+}
+
+impl CollectRecord {
+    /// One collection's result at `at`.
+    fn at(is_main: bool, ok: bool, message: Option<&str>, at: Millis) -> Self {
+        Self {
+            is_main,
+            ok,
+            message: message.map(str::to_owned),
+            recorded_at_ms: at,
+        }
+    }
 }
 
 impl DecisionRecord {
+    /// The records of `new`, all at one moment.
+    fn all(new: &[NewDecision], at: Millis) -> Vec<Self> {
+        new.iter().map(|d| Self::new(d, at)).collect()
+    }
+
     fn new(d: &NewDecision, at: Millis) -> Self {
         Self {
             tx_id: TxId(d.tx.id),
@@ -531,9 +657,7 @@ impl Ledger {
     /// Records decisions in one durable transaction; returns their sequence numbers. When this
     /// returns `Err`, nothing was recorded and nothing may be sent.
     pub fn record_decisions(&mut self, new: &[NewDecision]) -> Result<Vec<u64>, LedgerError> {
-        let at = Millis(self.clock.now_ms());
-        let mut records: Vec<_> = new.iter().map(|d| DecisionRecord::new(d, at)).collect();
-        let seqs = self.append(&mut records)?;
+        let seqs = self.append(&mut DecisionRecord::all(new, Millis(self.clock.now_ms())))?;
         Ok(seqs.into_iter().map(|s| s.0).collect())
     }
 
@@ -542,17 +666,10 @@ impl Ledger {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let at = Millis(self.clock.now_ms());
-        let mut records: Vec<_> = outcomes
-            .iter()
-            .map(|o| OutcomeRecord {
-                decision_seq: Seq(o.decision_seq),
-                status: if o.ok { Sent::Submitted } else { Sent::Failed },
-                message: o.message.clone(),
-                recorded_at_ms: at,
-            })
-            .collect();
-        self.append(&mut records)?;
+        self.append(&mut OutcomeRecord::all(
+            outcomes,
+            Millis(self.clock.now_ms()),
+        ))?;
         Ok(())
     }
 
@@ -596,57 +713,23 @@ impl Ledger {
     /// One page of decisions, newest first, and whether more lie beyond it in the paging
     /// direction.
     pub fn page(&self, q: &PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
-        let mut sql = format!("{} WHERE 1=1", row_select());
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(a) = q.action {
-            sql.push_str(" AND d.action = ?");
-            args.push(a.as_str().to_string().into());
-        }
-        if let Some(r) = &q.rule {
-            sql.push_str(" AND d.rule = ?");
-            args.push(r.clone().into());
-        }
-        if let Some(t) = q.tx_id {
-            sql.push_str(" AND d.tx_id = ?");
-            args.push(TxId(t).stored().into());
-        }
-        let backwards = q.ending_before.is_some();
-        if let Some(s) = q.starting_after {
-            sql.push_str(" AND d.seq < ?");
-            args.push(Seq(s).bound().into());
-        }
-        if let Some(s) = q.ending_before {
-            sql.push_str(" AND d.seq > ?");
-            args.push(Seq(s).bound().into());
-        }
-        sql.push_str(if backwards {
-            " ORDER BY d.seq ASC"
-        } else {
-            " ORDER BY d.seq DESC"
+        let (sql, args) = page_query(q, |n| format!("?{n}"));
+        let args = args.into_iter().map(|a| match a {
+            PageArg::Text(t) => rusqlite::types::Value::from(t),
+            PageArg::Int(i) => rusqlite::types::Value::from(i),
         });
-        sql.push_str(" LIMIT ?");
-        args.push(sql_count(q.limit.saturating_add(1)).into());
         let mut stmt = self.conn.prepare(&sql).map_err(LedgerError::Read)?;
-        let mut rows: Vec<DecisionRow> = stmt
+        let rows: Vec<DecisionRow> = stmt
             .query_map(rusqlite::params_from_iter(args), row)
             .and_then(|r| r.collect())
             .map_err(LedgerError::Read)?;
-        let more = rows.len() > q.limit;
-        rows.truncate(q.limit);
-        if backwards {
-            rows.reverse();
-        }
-        Ok((rows, more))
+        Ok(page_rows(q, rows))
     }
 
     /// The time of the newest record, if any.
     pub fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
         self.conn
-            .query_row(
-                "SELECT MAX(t) FROM (SELECT MAX(recorded_at_ms) AS t FROM decisions UNION ALL SELECT MAX(recorded_at_ms) FROM outcomes UNION ALL SELECT MAX(recorded_at_ms) FROM collects UNION ALL SELECT MAX(recorded_at_ms) FROM events)",
-                [],
-                |r| r.get(0),
-            )
+            .query_row(NEWEST_RECORD, [], |r| r.get(0))
             .map_err(LedgerError::Read)
     }
 
@@ -665,19 +748,9 @@ impl Ledger {
         now_ms: i64,
         slack: std::time::Duration,
     ) -> Result<Usage, LedgerError> {
-        let Some(longest) = policy.longest_window() else {
-            return Ok(Usage::at(policy, now_ms, slack, std::iter::empty()));
+        let Some(since) = window_start(policy, now_ms, slack) else {
+            return Ok(usage_of(policy, now_ms, slack, Vec::new(), Vec::new()));
         };
-        let since = now_ms.saturating_sub(
-            i64::try_from(longest.saturating_add(slack).as_millis()).unwrap_or(i64::MAX),
-        );
-        // An amount that cannot be read back counts as the largest possible: over-counting is
-        // safe, under-counting is not.
-        let amount = |t: Option<&str>| {
-            t.and_then(|t| t.parse::<Decimal>().ok())
-                .unwrap_or(Decimal::MAX)
-        };
-        let mut seen: Vec<(u64, String, Decimal, i64)> = Vec::new();
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -685,39 +758,19 @@ impl Ledger {
                  WHERE action = 'approve' AND dry_run = 0 AND recorded_at_ms > ?1",
             )
             .map_err(LedgerError::Read)?;
-        let rows = stmt
+        let approvals = stmt
             .query_map([Millis(since)], |r| {
-                Ok((
-                    r.get::<_, Seq>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Millis>(3)?,
-                ))
+                Ok(WindowApproval {
+                    seq: r.get(0)?,
+                    rule: r.get(1)?,
+                    amount_value: r.get(2)?,
+                    at: r.get(3)?,
+                })
             })
+            .and_then(|rows| rows.collect())
             .map_err(LedgerError::Read)?;
-        for r in rows {
-            let (seq, rule, value, at) = r.map_err(LedgerError::Read)?;
-            seen.push((seq.0, rule, amount(value.as_deref()), at.0));
-        }
-        for (detail, at) in self.events_since(RESEND_EVENT, since)? {
-            // A re-send event that cannot be read counts the largest amount under no rule but the
-            // guard's window: it can only make limits tighter.
-            match ResendRecord::from_detail(&detail) {
-                Some(r) => seen.push((r.seq, r.rule, r.amount, at)),
-                None => seen.push((u64::MAX, String::new(), Decimal::MAX, at)),
-            }
-        }
-        Ok(Usage::at(
-            policy,
-            now_ms,
-            slack,
-            seen.iter().map(|(seq, rule, amount, at)| Approval {
-                key: *seq,
-                rule,
-                amount: *amount,
-                at_ms: *at,
-            }),
-        ))
+        let resends = self.events_since(RESEND_EVENT, since)?;
+        Ok(usage_of(policy, now_ms, slack, approvals, resends))
     }
 
     /// The details and times of the events of `kind` recorded after `since_ms`.
@@ -742,26 +795,20 @@ impl Ledger {
         if resends.is_empty() {
             return Ok(());
         }
-        let at = Millis(self.clock.now_ms());
-        let mut records: Vec<_> = resends
-            .iter()
-            .map(|r| EventRecord {
-                kind: RESEND_EVENT.to_string(),
-                detail: r.to_detail(),
-                recorded_at_ms: at,
-            })
-            .collect();
-        self.append(&mut records)?;
+        self.append(&mut EventRecord::resends(
+            resends,
+            Millis(self.clock.now_ms()),
+        ))?;
         Ok(())
     }
 
     /// Records an operational event (mode change, policy load, order callback) in the chain.
     pub fn record_event(&mut self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
-        self.append(&mut [EventRecord {
-            kind: kind.to_string(),
-            detail: detail.to_string(),
-            recorded_at_ms: Millis(self.clock.now_ms()),
-        }])?;
+        self.append(&mut [EventRecord::at(
+            kind,
+            detail.to_string(),
+            Millis(self.clock.now_ms()),
+        )])?;
         Ok(self.head.seq.0)
     }
 
@@ -821,12 +868,12 @@ impl Ledger {
         ok: bool,
         message: Option<&str>,
     ) -> Result<(), LedgerError> {
-        self.append(&mut [CollectRecord {
+        self.append(&mut [CollectRecord::at(
             is_main,
             ok,
-            message: message.map(str::to_owned),
-            recorded_at_ms: Millis(self.clock.now_ms()),
-        }])?;
+            message,
+            Millis(self.clock.now_ms()),
+        )])?;
         Ok(())
     }
 
@@ -861,71 +908,10 @@ impl Ledger {
 
     /// Walks the whole chain and reports every break.
     pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let mut problems = self.foreign_objects()?;
-        let mut prev = GENESIS.to_string();
-        let mut expected = 1u64;
+        let foreign = self.foreign_objects()?;
         let records = self.chained_records().map_err(LedgerError::Read)?;
-        for Stored {
-            seq,
-            kind,
-            fields,
-            prev_hash: stored_prev,
-            hash: stored_hash,
-        } in &records
-        {
-            let seq = seq.0;
-            if seq != expected {
-                problems.push(format!(
-                    "records {expected} to {} are missing",
-                    seq.saturating_sub(1)
-                ));
-            }
-            if *stored_prev != prev {
-                problems.push(format!(
-                    "record {seq}: does not follow the record before it"
-                ));
-            }
-            match fields {
-                Ok(fields)
-                    if record::chain_hash(stored_prev, Seq(seq), kind, fields) == *stored_hash => {}
-                Ok(_) => problems.push(format!(
-                    "record {seq} ({kind}): content does not match its hash (edited)"
-                )),
-                Err(e) => problems.push(format!(
-                    "record {seq} ({kind}): content cannot be read ({e}) (edited)"
-                )),
-            }
-            prev = stored_hash.clone();
-            expected = seq + 1;
-        }
-        match self.meta("head").map_err(LedgerError::Read)? {
-            Some(h) => {
-                let want = format!("{}:{}", expected - 1, prev);
-                if h != want {
-                    problems.push(format!(
-                        "the ledger ends at record {} but its head says {}: records were removed from the end",
-                        expected - 1,
-                        h.split(':').next().unwrap_or("?")
-                    ));
-                }
-            }
-            // Every write stores the head with its records: without it, records cut from the
-            // end could not be noticed.
-            None if !records.is_empty() => problems.push(format!(
-                "the chain head is missing while {} records exist (removed): records cut from the end could not be detected",
-                records.len()
-            )),
-            None => {}
-        }
-        let mut by_kind = std::collections::BTreeMap::new();
-        for r in &records {
-            *by_kind.entry(r.kind).or_insert(0) += 1;
-        }
-        Ok(VerifyReport {
-            records: u64::try_from(records.len()).unwrap_or(u64::MAX),
-            by_kind,
-            problems,
-        })
+        let head = self.meta("head").map_err(LedgerError::Read)?;
+        Ok(check_chain(foreign, &records, head.as_deref()))
     }
 
     /// Folds the write-ahead log into the database file (at shutdown).
@@ -1002,28 +988,7 @@ pub struct TxState {
 impl Ledger {
     /// The state of `tx`'s content in the ledger.
     pub fn state(&self, tx: &PendingTx) -> Result<TxState, LedgerError> {
-        let fp = fingerprint(tx);
-        let mut st = TxState::default();
-        let mut others = std::collections::HashSet::new();
-        for row in self.history(tx.id)? {
-            if row.fingerprint != fp {
-                others.insert(row.fingerprint.clone());
-                if row.action != Action::Hold && !row.dry_run {
-                    st.decided_other = Some(row);
-                }
-                continue;
-            }
-            if row.action == Action::Hold && st.first_hold_ms.is_none() {
-                st.first_hold_ms = Some(row.recorded_at_ms);
-            }
-            if row.action != Action::Hold && !row.dry_run {
-                st.live = Some(row);
-            } else {
-                st.last_unsent = Some(row);
-            }
-        }
-        st.other_contents = others.len();
-        Ok(st)
+        Ok(tx_state(tx, self.history(tx.id)?))
     }
 
     /// The states of `txs`, in their order.
@@ -1055,6 +1020,219 @@ impl Ledger {
             .map_err(LedgerError::Read)?;
         rows.collect::<Result<_, _>>().map_err(LedgerError::Read)
     }
+}
+
+/// A value bound in [`page_query`]'s SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PageArg {
+    Text(String),
+    Int(i64),
+}
+
+/// The SQL of one page of decisions (one more than `q.limit`, to tell whether more lie beyond)
+/// and its arguments, with `placeholder(n)` for the n-th argument (`?n` in SQLite, `$n` in
+/// PostgreSQL). Rows come newest first, or oldest first when paging backwards
+/// (`ending_before`): [`page_rows`] puts them in order.
+fn page_query(q: &PageQuery, placeholder: fn(usize) -> String) -> (String, Vec<PageArg>) {
+    let mut sql = format!("{} WHERE 1=1", row_select());
+    let mut args = Vec::new();
+    let mut push = |sql: &mut String, clause: &str, arg: PageArg| {
+        args.push(arg);
+        sql.push_str(clause);
+        sql.push_str(&placeholder(args.len()));
+    };
+    if let Some(a) = q.action {
+        push(
+            &mut sql,
+            " AND d.action = ",
+            PageArg::Text(a.as_str().to_string()),
+        );
+    }
+    if let Some(r) = &q.rule {
+        push(&mut sql, " AND d.rule = ", PageArg::Text(r.clone()));
+    }
+    if let Some(t) = q.tx_id {
+        push(&mut sql, " AND d.tx_id = ", PageArg::Int(TxId(t).stored()));
+    }
+    if let Some(s) = q.starting_after {
+        push(&mut sql, " AND d.seq < ", PageArg::Int(Seq(s).bound()));
+    }
+    if let Some(s) = q.ending_before {
+        push(&mut sql, " AND d.seq > ", PageArg::Int(Seq(s).bound()));
+    }
+    sql.push_str(if q.ending_before.is_some() {
+        " ORDER BY d.seq ASC"
+    } else {
+        " ORDER BY d.seq DESC"
+    });
+    push(
+        &mut sql,
+        " LIMIT ",
+        PageArg::Int(sql_count(q.limit.saturating_add(1))),
+    );
+    (sql, args)
+}
+
+/// The page out of the rows [`page_query`] selected, newest first, and whether more lie beyond
+/// it in the paging direction.
+fn page_rows(q: &PageQuery, mut rows: Vec<DecisionRow>) -> (Vec<DecisionRow>, bool) {
+    let more = rows.len() > q.limit;
+    rows.truncate(q.limit);
+    if q.ending_before.is_some() {
+        rows.reverse();
+    }
+    (rows, more)
+}
+
+/// The time the longest window of `policy`, reaching `slack` further back, starts at; `None`
+/// when the policy has no window.
+fn window_start(policy: &Policy, now_ms: i64, slack: std::time::Duration) -> Option<i64> {
+    let longest = policy.longest_window()?;
+    Some(now_ms.saturating_sub(
+        i64::try_from(longest.saturating_add(slack).as_millis()).unwrap_or(i64::MAX),
+    ))
+}
+
+/// A live approval recorded inside the longest window.
+struct WindowApproval {
+    seq: Seq,
+    rule: String,
+    amount_value: Option<String>,
+    at: Millis,
+}
+
+/// Window usage from the approvals and the `resend` events (detail, time) recorded since
+/// [`window_start`]: each approval counted from its record and from every re-send.
+fn usage_of(
+    policy: &Policy,
+    now_ms: i64,
+    slack: std::time::Duration,
+    approvals: Vec<WindowApproval>,
+    resends: Vec<(String, i64)>,
+) -> Usage {
+    // An amount that cannot be read back counts as the largest possible: over-counting is
+    // safe, under-counting is not.
+    let amount = |t: Option<&str>| {
+        t.and_then(|t| t.parse::<Decimal>().ok())
+            .unwrap_or(Decimal::MAX)
+    };
+    let mut seen: Vec<(u64, String, Decimal, i64)> = approvals
+        .into_iter()
+        .map(|a| (a.seq.0, a.rule, amount(a.amount_value.as_deref()), a.at.0))
+        .collect();
+    for (detail, at) in resends {
+        // A re-send event that cannot be read counts the largest amount under no rule but the
+        // guard's window: it can only make limits tighter.
+        match ResendRecord::from_detail(&detail) {
+            Some(r) => seen.push((r.seq, r.rule, r.amount, at)),
+            None => seen.push((u64::MAX, String::new(), Decimal::MAX, at)),
+        }
+    }
+    Usage::at(
+        policy,
+        now_ms,
+        slack,
+        seen.iter().map(|(seq, rule, amount, at)| Approval {
+            key: *seq,
+            rule,
+            amount: *amount,
+            at_ms: *at,
+        }),
+    )
+}
+
+/// The verify report of the chained `records` (in chain order) whose stored head is `head`
+/// (`seq:hash`), adding to the `problems` already found.
+fn check_chain(mut problems: Vec<String>, records: &[Stored], head: Option<&str>) -> VerifyReport {
+    let mut prev = GENESIS.to_string();
+    let mut expected = 1u64;
+    for Stored {
+        seq,
+        kind,
+        fields,
+        prev_hash: stored_prev,
+        hash: stored_hash,
+    } in records
+    {
+        let seq = seq.0;
+        if seq != expected {
+            problems.push(format!(
+                "records {expected} to {} are missing",
+                seq.saturating_sub(1)
+            ));
+        }
+        if *stored_prev != prev {
+            problems.push(format!(
+                "record {seq}: does not follow the record before it"
+            ));
+        }
+        match fields {
+            Ok(fields)
+                if record::chain_hash(stored_prev, Seq(seq), kind, fields) == *stored_hash => {}
+            Ok(_) => problems.push(format!(
+                "record {seq} ({kind}): content does not match its hash (edited)"
+            )),
+            Err(e) => problems.push(format!(
+                "record {seq} ({kind}): content cannot be read ({e}) (edited)"
+            )),
+        }
+        prev = stored_hash.clone();
+        expected = seq + 1;
+    }
+    match head {
+        Some(h) => {
+            let want = format!("{}:{}", expected - 1, prev);
+            if h != want {
+                problems.push(format!(
+                    "the ledger ends at record {} but its head says {}: records were removed from the end",
+                    expected - 1,
+                    h.split(':').next().unwrap_or("?")
+                ));
+            }
+        }
+        // Every write stores the head with its records: without it, records cut from the
+        // end could not be noticed.
+        None if !records.is_empty() => problems.push(format!(
+            "the chain head is missing while {} records exist (removed): records cut from the end could not be detected",
+            records.len()
+        )),
+        None => {}
+    }
+    let mut by_kind = std::collections::BTreeMap::new();
+    for r in records {
+        *by_kind.entry(r.kind).or_insert(0) += 1;
+    }
+    VerifyReport {
+        records: u64::try_from(records.len()).unwrap_or(u64::MAX),
+        by_kind,
+        problems,
+    }
+}
+
+/// The state of `tx`'s content from every decision about its id (`history`, oldest first).
+fn tx_state(tx: &PendingTx, history: Vec<DecisionRow>) -> TxState {
+    let fp = fingerprint(tx);
+    let mut st = TxState::default();
+    let mut others = std::collections::HashSet::new();
+    for row in history {
+        if row.fingerprint != fp {
+            others.insert(row.fingerprint.clone());
+            if row.action != Action::Hold && !row.dry_run {
+                st.decided_other = Some(row);
+            }
+            continue;
+        }
+        if row.action == Action::Hold && st.first_hold_ms.is_none() {
+            st.first_hold_ms = Some(row.recorded_at_ms);
+        }
+        if row.action != Action::Hold && !row.dry_run {
+            st.live = Some(row);
+        } else {
+            st.last_unsent = Some(row);
+        }
+    }
+    st.other_contents = others.len();
+    st
 }
 
 #[cfg(test)]

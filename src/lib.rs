@@ -9,7 +9,7 @@
 //! |---|---|
 //! | decisions (pure, no I/O) | [`plan`] (what to do with one listed transaction: the one place every rule of the promise lives), [`policy`] (the merchant's rules, parsed and evaluated; canonical address forms in `policy::address`) |
 //! | what an operator steers | [`control`] (the policy in force and the kill-switch mode), [`killswitch`] (pause/resume from the command line), [`operator`] (the operator API) |
-//! | persistence | [`ledger`] (the hash-chained SQLite decision ledger: decisions, outcomes, events, collections), used through its async face [`ledger::LedgerHandle`] |
+//! | persistence | [`ledger`] (the hash-chained decision ledger: decisions, outcomes, events, collections; SQLite, or PostgreSQL in `ledger::postgres`), used through its async face [`ledger::LedgerHandle`]; [`leader`] (which of a pair sharing a PostgreSQL ledger leads, and its fencing epoch) |
 //! | effects | [`cycle`] (one pending cycle: list → plan → record → sign → send → record outcomes), [`collector`] (sweeps), [`signer`] (the key shard: RSA `data`), [`client`] (the 1BitPay wire format and HTTP, with its MD5 request signature in `client::sign`) |
 //! | the process | [`daemon`] (scheduler, listeners, shutdown), [`clock`] (the one wall clock, injected), [`http`] (metrics and health), [`metrics`], [`systemd`] (notify and watchdog), [`config`], [`cli`] (one file per command under `cli/`), [`check`] (the preflight check) |
 //! | reading the ledger | [`explain`] (`policy explain`), [`replay`] (`policy replay`), [`display`] (chain names, short addresses) |
@@ -64,6 +64,7 @@ pub mod explain;
 pub mod failpoint;
 pub mod http;
 pub mod killswitch;
+pub mod leader;
 pub mod ledger;
 pub mod metrics;
 pub mod operator;

@@ -1,11 +1,15 @@
 //! The four kinds of chained record (decision, outcome, collect, event): one struct each, whose
-//! column list, written once, drives its hash input, its INSERT and its SELECT.
+//! column list, written once, drives its hash input, its INSERT and its SELECT, and its table,
+//! in SQLite and (through `ledger/postgres.rs`) in PostgreSQL alike.
+
+use std::convert::Infallible;
 
 use openssl::sha::Sha256;
 use rusqlite::types::{FromSql, ToSql};
 use rusqlite::{Connection, Row, Transaction};
 use serde::Serialize;
 use serde_json::json;
+use tokio_postgres::types as pg;
 
 use super::sql::{Millis, Sent, Seq, TxId};
 use crate::client::sign::hex;
@@ -14,45 +18,71 @@ use crate::policy::Action;
 /// Hash that precedes the first record.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// A column's value: stored through `ToSql`/`FromSql`, hashed through `Serialize`.
-pub(crate) trait Column: ToSql + FromSql + Serialize {
-    /// Its type and constraint in `CREATE TABLE`.
+/// A column's value: stored through `ToSql`/`FromSql` (rusqlite's for SQLite, `postgres-types`'
+/// for PostgreSQL), hashed through `Serialize`: the hash input never depends on the back end.
+pub(crate) trait Column:
+    ToSql + FromSql + pg::ToSql + for<'a> pg::FromSql<'a> + Serialize + Clone + Send + Sync + 'static
+{
+    /// Its type and constraint in SQLite's `CREATE TABLE`.
     const SQL: &'static str;
+    /// Its type and constraint in PostgreSQL's `CREATE TABLE`.
+    const PG: &'static str;
 }
 
 impl Column for String {
     const SQL: &'static str = "TEXT NOT NULL";
+    const PG: &'static str = "TEXT NOT NULL";
 }
 impl Column for Option<String> {
     const SQL: &'static str = "TEXT";
+    const PG: &'static str = "TEXT";
 }
 impl Column for bool {
     const SQL: &'static str = "INTEGER NOT NULL";
+    const PG: &'static str = "BOOLEAN NOT NULL";
 }
 impl Column for Seq {
     const SQL: &'static str = "INTEGER NOT NULL";
+    const PG: &'static str = "BIGINT NOT NULL";
 }
 impl Column for TxId {
     const SQL: &'static str = "INTEGER NOT NULL";
+    const PG: &'static str = "BIGINT NOT NULL";
 }
 impl Column for Millis {
     const SQL: &'static str = "INTEGER NOT NULL";
+    const PG: &'static str = "BIGINT NOT NULL";
 }
 impl Column for Sent {
     const SQL: &'static str = "TEXT NOT NULL";
+    const PG: &'static str = "TEXT NOT NULL";
 }
 impl Column for Action {
     const SQL: &'static str = "TEXT NOT NULL";
+    const PG: &'static str = "TEXT NOT NULL";
 }
 
 /// Something that walks a record's columns in order: to hash, bind, read or name them.
 pub(crate) trait Columns {
+    /// What can go wrong with one column (reading it from a row, say).
+    type Error;
     /// One column, its name as in the table.
-    fn column<T: Column>(&mut self, name: &'static str, value: &mut T) -> rusqlite::Result<()>;
+    fn column<T: Column>(&mut self, name: &'static str, value: &mut T) -> Result<(), Self::Error>;
+}
+
+/// A column's name and its declarations in each back end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Declared {
+    /// Its name in the table.
+    pub(crate) name: &'static str,
+    /// Its type and constraint in SQLite.
+    pub(crate) sqlite: &'static str,
+    /// Its type and constraint in PostgreSQL.
+    pub(crate) pg: &'static str,
 }
 
 /// A kind of chained record. Besides its columns each table has `seq`, `prev_hash` and `hash`.
-pub(crate) trait Record: Default {
+pub(crate) trait Record: Default + Clone {
     /// Its table.
     const TABLE: &'static str;
     /// Its kind in the hash input and in `verify`'s report.
@@ -60,10 +90,10 @@ pub(crate) trait Record: Default {
 
     /// Hands every column to `c`, in the order of the hash input. The one list of the record's
     /// fields; `&mut` so that the same list serves reading as well as writing.
-    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()>;
+    fn columns<C: Columns>(&mut self, c: &mut C) -> Result<(), C::Error>;
 
     /// The hash input of the record's content.
-    fn hash_fields(&mut self) -> rusqlite::Result<serde_json::Value> {
+    fn hash_fields(&mut self) -> Result<serde_json::Value, serde_json::Error> {
         let mut h = HashFields(Vec::new());
         self.columns(&mut h)?;
         Ok(serde_json::Value::Array(h.0))
@@ -80,7 +110,7 @@ pub(crate) trait Record: Default {
     fn names(prefix: &str) -> String {
         Self::declared()
             .iter()
-            .map(|(c, _)| format!("{prefix}{c}"))
+            .map(|c| format!("{prefix}{}", c.name))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -94,7 +124,7 @@ pub(crate) trait Record: Default {
     fn create_table() -> String {
         let columns: String = Self::declared()
             .iter()
-            .map(|(name, sql)| format!("  {name} {sql},\n"))
+            .map(|c| format!("  {} {},\n", c.name, c.sqlite))
             .collect();
         format!(
             "CREATE TABLE IF NOT EXISTS {} (\n  seq INTEGER PRIMARY KEY,\n{columns}  prev_hash TEXT NOT NULL,\n  hash TEXT NOT NULL\n);\n",
@@ -102,31 +132,35 @@ pub(crate) trait Record: Default {
         )
     }
 
-    /// Every column's name and declaration, in order.
-    fn declared() -> Vec<(&'static str, &'static str)> {
+    /// Every column's name and declarations, in order.
+    fn declared() -> Vec<Declared> {
         let mut n = Names(Vec::new());
-        // Naming reads no value and cannot fail.
-        let _ = Self::default().columns(&mut n);
-        n.0
+        match Self::default().columns(&mut n) {
+            Ok(()) => n.0,
+        }
     }
 }
 
 struct HashFields(Vec<serde_json::Value>);
 
 impl Columns for HashFields {
-    fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> rusqlite::Result<()> {
-        let v = serde_json::to_value(&*value)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        self.0.push(v);
+    type Error = serde_json::Error;
+    fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> Result<(), Self::Error> {
+        self.0.push(serde_json::to_value(&*value)?);
         Ok(())
     }
 }
 
-struct Names(Vec<(&'static str, &'static str)>);
+struct Names(Vec<Declared>);
 
 impl Columns for Names {
-    fn column<T: Column>(&mut self, name: &'static str, _: &mut T) -> rusqlite::Result<()> {
-        self.0.push((name, T::SQL));
+    type Error = Infallible;
+    fn column<T: Column>(&mut self, name: &'static str, _: &mut T) -> Result<(), Infallible> {
+        self.0.push(Declared {
+            name,
+            sqlite: T::SQL,
+            pg: T::PG,
+        });
         Ok(())
     }
 }
@@ -137,6 +171,7 @@ struct Reader<'a, 'r> {
 }
 
 impl Columns for Reader<'_, '_> {
+    type Error = rusqlite::Error;
     fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> rusqlite::Result<()> {
         *value = self.row.get(self.next)?;
         self.next += 1;
@@ -150,6 +185,7 @@ struct Binder<'a, 's> {
 }
 
 impl Columns for Binder<'_, '_> {
+    type Error = rusqlite::Error;
     fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> rusqlite::Result<()> {
         self.stmt.raw_bind_parameter(self.next, &*value)?;
         self.next += 1;
@@ -208,7 +244,10 @@ pub(crate) fn append<R: Record>(
             .seq
             .next()
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let hash = chain_hash(&head.hash, seq, R::KIND, &r.hash_fields()?);
+        let fields = r
+            .hash_fields()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let hash = chain_hash(&head.hash, seq, R::KIND, &fields);
         stmt.raw_bind_parameter(1, seq)?;
         r.columns(&mut Binder {
             stmt: &mut stmt,
@@ -232,32 +271,66 @@ pub(crate) struct Stored {
     /// Its kind.
     pub(crate) kind: &'static str,
     /// The hash input recomputed from its columns, or why they cannot be read.
-    pub(crate) fields: rusqlite::Result<serde_json::Value>,
+    pub(crate) fields: Result<serde_json::Value, String>,
     /// The previous hash it stores.
     pub(crate) prev_hash: String,
     /// The hash it stores.
     pub(crate) hash: String,
 }
 
-/// Every record of kind `R`, in no particular order.
-pub(crate) fn stored<R: Record>(conn: &Connection) -> rusqlite::Result<Vec<Stored>> {
-    let mut stmt = conn.prepare(&format!(
+/// A record with its place in the chain, read whole (to copy a ledger).
+#[derive(Debug, Clone)]
+pub(crate) struct Chained<R> {
+    /// Its sequence number.
+    pub(crate) seq: Seq,
+    /// Its content.
+    pub(crate) record: R,
+    /// The previous hash it stores.
+    pub(crate) prev_hash: String,
+    /// The hash it stores.
+    pub(crate) hash: String,
+}
+
+/// Every record of kind `R` as `SELECT seq, prev_hash, hash, <columns>`, in either back end.
+pub(crate) fn select_all<R: Record>() -> String {
+    format!(
         "SELECT seq, prev_hash, hash, {} FROM {}",
         R::names(""),
         R::TABLE
-    ))?;
+    )
+}
+
+/// Every record of kind `R`, in no particular order.
+pub(crate) fn stored<R: Record>(conn: &Connection) -> rusqlite::Result<Vec<Stored>> {
+    let mut stmt = conn.prepare(&select_all::<R>())?;
     let mut rows = stmt.query([])?;
     let mut all = Vec::new();
     while let Some(r) = rows.next()? {
         all.push(Stored {
             seq: r.get(0)?,
             kind: R::KIND,
-            fields: R::from_row(r, 3).and_then(|mut rec| rec.hash_fields()),
+            fields: R::from_row(r, 3)
+                .map_err(|e| e.to_string())
+                .and_then(|mut rec| rec.hash_fields().map_err(|e| e.to_string())),
             prev_hash: r.get(1)?,
             hash: r.get(2)?,
         });
     }
     Ok(all)
+}
+
+/// Every record of kind `R` whole, in chain order; an unreadable column is an error.
+pub(crate) fn chained<R: Record>(conn: &Connection) -> rusqlite::Result<Vec<Chained<R>>> {
+    let mut stmt = conn.prepare(&format!("{} ORDER BY seq", select_all::<R>()))?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Chained {
+            seq: r.get(0)?,
+            record: R::from_row(r, 3)?,
+            prev_hash: r.get(1)?,
+            hash: r.get(2)?,
+        })
+    })?;
+    rows.collect()
 }
 
 /// A decision about one transaction.
@@ -310,7 +383,7 @@ impl Record for DecisionRecord {
     const TABLE: &'static str = "decisions";
     const KIND: &'static str = "decision";
 
-    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()> {
+    fn columns<C: Columns>(&mut self, c: &mut C) -> Result<(), C::Error> {
         c.column("tx_id", &mut self.tx_id)?;
         c.column("fingerprint", &mut self.fingerprint)?;
         c.column("tx_json", &mut self.tx_json)?;
@@ -343,7 +416,7 @@ impl Record for OutcomeRecord {
     const TABLE: &'static str = "outcomes";
     const KIND: &'static str = "outcome";
 
-    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()> {
+    fn columns<C: Columns>(&mut self, c: &mut C) -> Result<(), C::Error> {
         c.column("decision_seq", &mut self.decision_seq)?;
         c.column("status", &mut self.status)?;
         c.column("message", &mut self.message)?;
@@ -364,7 +437,7 @@ impl Record for CollectRecord {
     const TABLE: &'static str = "collects";
     const KIND: &'static str = "collect";
 
-    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()> {
+    fn columns<C: Columns>(&mut self, c: &mut C) -> Result<(), C::Error> {
         c.column("is_main", &mut self.is_main)?;
         c.column("ok", &mut self.ok)?;
         c.column("message", &mut self.message)?;
@@ -384,7 +457,7 @@ impl Record for EventRecord {
     const TABLE: &'static str = "events";
     const KIND: &'static str = "event";
 
-    fn columns<C: Columns>(&mut self, c: &mut C) -> rusqlite::Result<()> {
+    fn columns<C: Columns>(&mut self, c: &mut C) -> Result<(), C::Error> {
         c.column("kind", &mut self.kind)?;
         c.column("detail", &mut self.detail)?;
         c.column("recorded_at_ms", &mut self.recorded_at_ms)

@@ -1,8 +1,11 @@
-//! The ledger's column types: sequence numbers, transaction ids and times as SQLite integers,
-//! converted with checks instead of `as` casts.
+//! The ledger's column types: sequence numbers, transaction ids and times as SQLite integers
+//! (PostgreSQL `bigint`s), converted with checks instead of `as` casts. Each type converts the
+//! same way to and from both back ends, so a record reads back as itself from either.
 
+use bytes::BytesMut;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::Serialize;
+use tokio_postgres::types::{self as pg, IsNull, Type, to_sql_checked};
 
 use crate::policy::Action;
 
@@ -138,17 +141,100 @@ impl ToSql for Sent {
     }
 }
 
-impl FromSql for Sent {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        match value.as_str()? {
+impl Sent {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
             "submitted" => Ok(Sent::Submitted),
             "failed" => Ok(Sent::Failed),
-            other => Err(FromSqlError::Other(
-                format!("{other:?} is not an outcome: submitted or failed").into(),
-            )),
+            other => Err(format!("{other:?} is not an outcome: submitted or failed")),
         }
     }
 }
+
+impl FromSql for Sent {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        Sent::parse(value.as_str()?).map_err(|e| FromSqlError::Other(e.into()))
+    }
+}
+
+/// The error a PostgreSQL conversion reports.
+type PgResult<T> = Result<T, Box<dyn std::error::Error + Sync + Send>>;
+
+/// PostgreSQL conversions for a column type stored as a `bigint` (through `$to`) or as text
+/// (through `&str`), with the same checks as the SQLite ones.
+macro_rules! pg_column {
+    ($t:ty, bigint, $to:expr, $from:expr) => {
+        impl pg::ToSql for $t {
+            fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> PgResult<IsNull> {
+                let v: i64 = $to(self)?;
+                pg::ToSql::to_sql(&v, ty, out)
+            }
+            fn accepts(ty: &Type) -> bool {
+                <i64 as pg::ToSql>::accepts(ty)
+            }
+            to_sql_checked!();
+        }
+        impl<'a> pg::FromSql<'a> for $t {
+            fn from_sql(ty: &Type, raw: &'a [u8]) -> PgResult<Self> {
+                $from(<i64 as pg::FromSql>::from_sql(ty, raw)?)
+            }
+            fn accepts(ty: &Type) -> bool {
+                <i64 as pg::FromSql>::accepts(ty)
+            }
+        }
+    };
+    ($t:ty, text, $from:expr) => {
+        impl pg::ToSql for $t {
+            fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> PgResult<IsNull> {
+                pg::ToSql::to_sql(&self.as_str(), ty, out)
+            }
+            fn accepts(ty: &Type) -> bool {
+                <&str as pg::ToSql>::accepts(ty)
+            }
+            to_sql_checked!();
+        }
+        impl<'a> pg::FromSql<'a> for $t {
+            fn from_sql(ty: &Type, raw: &'a [u8]) -> PgResult<Self> {
+                $from(<&str as pg::FromSql>::from_sql(ty, raw)?)
+            }
+            fn accepts(ty: &Type) -> bool {
+                <&str as pg::FromSql>::accepts(ty)
+            }
+        }
+    };
+}
+
+pg_column!(
+    Seq,
+    bigint,
+    |s: &Seq| s.checked(),
+    |v: i64| -> PgResult<Seq> {
+        let seq = u64::try_from(v).map(Seq).map_err(|_| RangeError {
+            what: "sequence number",
+            value: i128::from(v),
+        })?;
+        seq.checked()?;
+        Ok(seq)
+    }
+);
+pg_column!(
+    TxId,
+    bigint,
+    |t: &TxId| -> PgResult<i64> { Ok(t.stored()) },
+    |v: i64| -> PgResult<TxId> { Ok(TxId(u64::from_ne_bytes(v.to_ne_bytes()))) }
+);
+pg_column!(
+    Millis,
+    bigint,
+    |m: &Millis| -> PgResult<i64> { Ok(m.0) },
+    |v: i64| -> PgResult<Millis> { Ok(Millis(v)) }
+);
+pg_column!(Sent, text, |v: &str| -> PgResult<Sent> {
+    Ok(Sent::parse(v)?)
+});
+pg_column!(Action, text, |v: &str| -> PgResult<Action> {
+    Ok(v.parse::<Action>()?)
+});
 
 /// A count or length as a SQL integer; anything beyond `i64::MAX` means "no limit".
 pub(crate) fn sql_count(n: usize) -> i64 {

@@ -1,0 +1,271 @@
+//! Leadership of an active/standby pair over the PostgreSQL ledger: the instance holding a
+//! PostgreSQL advisory lock on a dedicated connection leads, at an epoch the database increments
+//! on each takeover (and with which the ledger fences every write, see `ledger/postgres.rs`).
+//!
+//! The leader confirms its epoch every 500 ms; any error, a 2 s timeout or a newer epoch makes it
+//! a standby at once. The server ends a session that sends nothing for 5 s, and so frees the
+//! lock of a frozen or vanished leader, which by then has stopped counting itself current:
+//! [`Leadership::is_current`] is true only within 2 s of a confirmation, by the monotonic clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::ledger::LedgerError;
+use crate::ledger::postgres::PgTarget;
+
+/// The advisory lock whose holder leads ("cosigner" in ASCII).
+const LEADER_LOCK: i64 = 0x636f_7369_676e_6572;
+/// How often the leader confirms its epoch.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long a confirmation may take before the leader steps down.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after its last confirmation the leader still counts itself current.
+const CURRENT_FOR: Duration = Duration::from_secs(2);
+/// How often a standby tries to take the lead.
+const RETRY: Duration = Duration::from_secs(1);
+/// The session settings of the lock connection. The server closes a session idle for 5 s (a
+/// frozen or vanished leader), freeing its lock: longer than [`CURRENT_FOR`], so the old leader
+/// has stopped counting itself current before anyone can take over; its keepalives notice a
+/// host that vanished mid-query.
+const SESSION: &str = "SET idle_session_timeout = '5s';
+SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3;";
+
+/// This instance's part in the pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Another instance leads, or none can be confirmed: decide and send nothing.
+    Standby {
+        /// The name the database gives the leader, when known.
+        leader: Option<String>,
+    },
+    /// This instance leads, at this epoch.
+    Leader {
+        /// The epoch its ledger writes carry.
+        epoch: i64,
+    },
+}
+
+/// Taking and holding the lead; dropping it gives the lead up.
+#[derive(Debug)]
+pub struct Leadership {
+    role: watch::Receiver<Role>,
+    confirmed: Arc<Mutex<Option<(i64, Instant)>>>,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl Leadership {
+    /// Starts contending for the lead of the ledger at `target` under `name` (shown to the
+    /// others as the leader's name). Starts as a standby.
+    #[must_use]
+    pub fn start(target: PgTarget, name: String) -> Self {
+        let (tx, role) = watch::channel(Role::Standby { leader: None });
+        let confirmed = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(contend(target, name, tx, Arc::clone(&confirmed)));
+        Self {
+            role,
+            confirmed,
+            _task: AbortOnDropHandle::new(task),
+        }
+    }
+
+    /// The role as last published.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role.borrow().clone()
+    }
+
+    /// A receiver of every change of role from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<Role> {
+        let mut r = self.role.clone();
+        r.mark_unchanged();
+        r
+    }
+
+    /// The epoch, only while this instance leads and confirmed it less than 2 s ago (so that a
+    /// process resumed after a pause sends nothing until it has checked again).
+    #[must_use]
+    pub fn is_current(&self) -> Option<i64> {
+        let (epoch, at) = (*self.confirmed.lock().ok()?)?;
+        let leads = *self.role.borrow() == Role::Leader { epoch };
+        (leads && at.elapsed() < CURRENT_FOR).then_some(epoch)
+    }
+}
+
+/// Marks the lead lost: no longer current, then a standby.
+fn step_down(tx: &watch::Sender<Role>, confirmed: &Mutex<Option<(i64, Instant)>>) {
+    if let Ok(mut c) = confirmed.lock() {
+        *c = None;
+    }
+    tx.send_if_modified(|r| {
+        let changed = matches!(r, Role::Leader { .. });
+        if changed {
+            *r = Role::Standby { leader: None };
+        }
+        changed
+    });
+}
+
+/// Publishes a standby role naming `leader`, if it changed.
+fn standby(tx: &watch::Sender<Role>, leader: Option<String>) {
+    let new = Role::Standby { leader };
+    tx.send_if_modified(|r| {
+        let changed = *r != new;
+        if changed {
+            *r = new.clone();
+        }
+        changed
+    });
+}
+
+/// What one attempt at the lead found.
+enum Attempt {
+    /// Took it, at this epoch.
+    Took(i64),
+    /// Another holds it; the database names this leader.
+    Held(Option<String>),
+}
+
+async fn try_lead(client: &tokio_postgres::Client, name: &str) -> Result<Attempt, LedgerError> {
+    let what = "take the lead";
+    let db = |e| LedgerError::Database {
+        what,
+        source: Box::new(e),
+    };
+    let got: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)?;
+    if !got {
+        let holder = client
+            .query_opt("SELECT holder FROM cosigner_leader WHERE id = 1", &[])
+            .await
+            .map_err(db)?
+            .and_then(|r| r.try_get(0).ok());
+        return Ok(Attempt::Held(holder));
+    }
+    // One statement, one transaction: the epoch moves on exactly when the lead changes hands.
+    let epoch: i64 = client
+        .query_one(
+            "UPDATE cosigner_leader SET epoch = epoch + 1, holder = $1, since = now() WHERE id = 1 RETURNING epoch",
+            &[&name],
+        )
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)?;
+    Ok(Attempt::Took(epoch))
+}
+
+/// Confirms `epoch` on the lock connection every [`HEARTBEAT`] until that fails; returns why.
+async fn hold(
+    client: &tokio_postgres::Client,
+    epoch: i64,
+    confirmed: &Mutex<Option<(i64, Instant)>>,
+) -> String {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // The time the question left: the answer says nothing of any earlier moment.
+        let asked = Instant::now();
+        let beat = tokio::time::timeout(
+            HEARTBEAT_TIMEOUT,
+            client.query_one("SELECT epoch FROM cosigner_leader WHERE id = 1", &[]),
+        )
+        .await;
+        match beat {
+            Ok(Ok(row)) => match row.try_get::<_, i64>(0) {
+                Ok(e) if e == epoch => {
+                    if let Ok(mut c) = confirmed.lock() {
+                        *c = Some((epoch, asked));
+                    }
+                }
+                Ok(e) => return format!("the database holds a newer epoch {e}"),
+                Err(e) => return format!("the epoch cannot be read: {e}"),
+            },
+            Ok(Err(e)) => return format!("the lock connection failed: {e}"),
+            Err(_) => {
+                return format!(
+                    "the database did not answer within {} s",
+                    HEARTBEAT_TIMEOUT.as_secs()
+                );
+            }
+        }
+    }
+}
+
+async fn contend(
+    target: PgTarget,
+    name: String,
+    tx: watch::Sender<Role>,
+    confirmed: Arc<Mutex<Option<(i64, Instant)>>>,
+) {
+    let application_name = format!("cosigner leader {name}");
+    loop {
+        let client = match tokio::time::timeout(
+            HEARTBEAT_TIMEOUT * 5,
+            target.connect(&application_name),
+        )
+        .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot reach the ledger database to contend for the lead");
+                standby(&tx, None);
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("connecting to the ledger database timed out");
+                standby(&tx, None);
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        if let Err(e) = client.batch_execute(SESSION).await {
+            tracing::warn!(error = %e, "cannot set up the lock connection");
+            standby(&tx, None);
+            tokio::time::sleep(RETRY).await;
+            continue;
+        }
+        // Attempts on this connection until it fails or the lead is lost; a new connection
+        // then, so that a lock it may still hold is released with the old one.
+        loop {
+            match tokio::time::timeout(HEARTBEAT_TIMEOUT, try_lead(&client, &name)).await {
+                Ok(Ok(Attempt::Took(epoch))) => {
+                    if let Ok(mut c) = confirmed.lock() {
+                        *c = Some((epoch, Instant::now()));
+                    }
+                    tx.send_replace(Role::Leader { epoch });
+                    tracing::info!(epoch, name = %name, "leading");
+                    let why = hold(&client, epoch, &confirmed).await;
+                    step_down(&tx, &confirmed);
+                    tracing::warn!(epoch, reason = %why, "lead lost: standing by");
+                    break;
+                }
+                Ok(Ok(Attempt::Held(leader))) => {
+                    standby(&tx, leader);
+                    tokio::time::sleep(RETRY).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot contend for the lead");
+                    standby(&tx, None);
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!("contending for the lead timed out");
+                    standby(&tx, None);
+                    break;
+                }
+            }
+        }
+        drop(client);
+        tokio::time::sleep(RETRY).await;
+    }
+}

@@ -1,0 +1,1149 @@
+//! The decision ledger in PostgreSQL, for an active/standby pair sharing one durable ledger: the
+//! same records, hash chain and answers as the SQLite [`Ledger`], plus fencing: every chained row
+//! carries the writer's leader epoch, and a trigger refuses, in the writing transaction, a row
+//! whose epoch is older than the one in `cosigner_leader` (see `leader.rs`).
+//!
+//! Appends serialise on the `cosigner_head` row (`FOR UPDATE`), which also stores the chain head
+//! so that records cut from the end are detected. The schema is applied by versioned steps under
+//! an advisory lock. The password reaches only the driver: [`PgTarget::describe`] and every
+//! error leave it out.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use postgres_openssl::MakeTlsConnector;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, Row};
+
+use super::record::{
+    self, Chained, CollectRecord, Column, Columns, DecisionRecord, EventRecord, GENESIS, Head,
+    OutcomeRecord, Record, Stored,
+};
+use super::sql::{Millis, Sent, Seq, TxId, sql_count};
+use super::{
+    DecisionRow, INDEXES, Ledger, LedgerError, NewDecision, Outcome, PageArg, PageQuery,
+    RESEND_EVENT, ResendRecord, TxState, VerifyReport, WindowApproval, check_chain, page_query,
+    page_rows, row_select, tx_state, usage_of, window_start,
+};
+use crate::client::PendingTx;
+use crate::clock::Clock;
+use crate::policy::{Policy, Usage};
+
+/// The schema steps this cosigner knows; `cosigner_schema` holds how many were applied.
+const SCHEMA_STEPS: i32 = 1;
+
+/// The advisory lock (transaction scope) under which the schema is applied.
+const MIGRATION_LOCK: i64 = 0x636f_7369_676e_6d67; // "cosignmg"
+
+/// The SQLSTATE the fencing trigger raises.
+const FENCED: &str = "CS409";
+
+/// The chained tables, each with its fencing trigger.
+const CHAINED_TABLES: [&str; 4] = ["decisions", "outcomes", "collects", "events"];
+
+/// The fencing trigger's function; `verify` reports a ledger whose function was replaced.
+const FENCE_FUNCTION: &str = "
+DECLARE
+  current bigint;
+BEGIN
+  -- FOR SHARE: a takeover (which updates this row) waits for this transaction, and this
+  -- transaction waits for a takeover in progress and then sees its epoch.
+  SELECT epoch INTO current FROM cosigner_leader WHERE id = 1 FOR SHARE;
+  IF current IS NULL THEN
+    RAISE EXCEPTION 'cosigner_leader has no row: refusing every write';
+  END IF;
+  IF NEW.epoch < current THEN
+    RAISE EXCEPTION 'fenced: epoch % is older than the leader epoch %', NEW.epoch, current
+      USING ERRCODE = 'CS409', DETAIL = NEW.epoch::text || ' ' || current::text;
+  END IF;
+  RETURN NEW;
+END;
+";
+
+/// The table of record `R` in PostgreSQL: its columns as [`Record::declared`] and the epoch.
+fn create_table<R: Record>() -> String {
+    let columns: String = R::declared()
+        .iter()
+        .map(|c| format!("  {} {},\n", c.name, c.pg))
+        .collect();
+    format!(
+        "CREATE TABLE {} (\n  seq BIGINT PRIMARY KEY,\n{columns}  prev_hash TEXT NOT NULL,\n  hash TEXT NOT NULL,\n  epoch BIGINT NOT NULL\n);\n",
+        R::TABLE
+    )
+}
+
+/// Schema step 1, the whole schema of version 1. A later change to a record's columns must come
+/// as a new step (an `ALTER TABLE`), never as an edit of this one: databases already at
+/// step 1 do not run it again.
+fn step_1() -> String {
+    let mut sql = String::from(
+        "CREATE TABLE cosigner_leader (id integer PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL, holder text, since timestamptz);
+INSERT INTO cosigner_leader (id, epoch) VALUES (1, 0);
+CREATE TABLE cosigner_head (id integer PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, hash text NOT NULL);\n",
+    );
+    sql.push_str(&format!(
+        "INSERT INTO cosigner_head (id, seq, hash) VALUES (1, 0, '{GENESIS}');\n"
+    ));
+    for table in [
+        create_table::<DecisionRecord>(),
+        create_table::<OutcomeRecord>(),
+        create_table::<EventRecord>(),
+        create_table::<CollectRecord>(),
+    ] {
+        sql.push_str(&table);
+    }
+    sql.push_str(INDEXES);
+    sql.push_str(&format!(
+        "\nCREATE FUNCTION cosigner_fence() RETURNS trigger LANGUAGE plpgsql AS $fence${FENCE_FUNCTION}$fence$;\n"
+    ));
+    for table in CHAINED_TABLES {
+        sql.push_str(&format!(
+            "CREATE TRIGGER {table}_fence BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION cosigner_fence();\n"
+        ));
+    }
+    sql
+}
+
+/// How TLS to the database is used (`sslmode`, as libpq reads it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    Disable,
+    /// TLS when the server offers it, unverified.
+    Prefer,
+    /// TLS, unverified (verified against `sslrootcert` when one is given, as libpq does).
+    Require,
+    /// TLS, the certificate chain verified, not the host name.
+    VerifyCa,
+    /// TLS, the chain and the host name verified.
+    VerifyFull,
+}
+
+impl Tls {
+    fn name(self) -> &'static str {
+        match self {
+            Tls::Disable => "disable",
+            Tls::Prefer => "prefer",
+            Tls::Require => "require",
+            Tls::VerifyCa => "verify-ca",
+            Tls::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Where the PostgreSQL ledger is and how to reach it: the parsed `[ledger] url`, the password,
+/// and the TLS set-up (the system OpenSSL, its trust store unless `sslrootcert` names one).
+#[derive(Clone)]
+pub struct PgTarget {
+    config: tokio_postgres::Config,
+    tls: MakeTlsConnector,
+    described: String,
+}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("url", &self.described)
+            .finish_non_exhaustive()
+    }
+}
+
+fn url_error(reason: impl Into<String>) -> LedgerError {
+    LedgerError::DatabaseUrl {
+        reason: reason.into(),
+    }
+}
+
+impl PgTarget {
+    /// Parses `url` (`postgres://user@host:port/db?sslmode=verify-full&sslrootcert=/path`);
+    /// `password`, when given, replaces any in the URL. Errors name the part at fault and
+    /// never hold the password.
+    pub fn parse(url: &str, password: Option<SecretString>) -> Result<Self, LedgerError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(url_error(
+                "must start with postgres:// (postgres://user@host:port/database)",
+            ));
+        }
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut tls = Tls::Prefer;
+        let mut rootcert: Option<PathBuf> = None;
+        let mut rest = Vec::new();
+        for param in query.split('&').filter(|p| !p.is_empty()) {
+            match param.split_once('=').unwrap_or((param, "")) {
+                ("sslmode", mode) => {
+                    tls = match mode {
+                        "disable" => Tls::Disable,
+                        "prefer" => Tls::Prefer,
+                        "require" => Tls::Require,
+                        "verify-ca" => Tls::VerifyCa,
+                        "verify-full" => Tls::VerifyFull,
+                        other => {
+                            return Err(url_error(format!(
+                                "sslmode {other:?} is not one of disable, prefer, require, verify-ca, verify-full"
+                            )));
+                        }
+                    }
+                }
+                ("sslrootcert", path) if !path.is_empty() => rootcert = Some(PathBuf::from(path)),
+                _ => rest.push(param),
+            }
+        }
+        let rebuilt = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut config: tokio_postgres::Config = rebuilt
+            .parse()
+            .map_err(|e: tokio_postgres::Error| url_error(e.to_string()))?;
+        if let Some(p) = password {
+            config.password(p.expose_secret());
+        }
+        if config.get_user().is_none() {
+            return Err(url_error(
+                "names no user (postgres://user@host:port/database)",
+            ));
+        }
+        if tls == Tls::Require && rootcert.is_some() {
+            tls = Tls::VerifyCa;
+        }
+        config.ssl_mode(match tls {
+            Tls::Disable => SslMode::Disable,
+            Tls::Prefer => SslMode::Prefer,
+            Tls::Require | Tls::VerifyCa | Tls::VerifyFull => SslMode::Require,
+        });
+        if config.get_application_name().is_none() {
+            config.application_name("cosigner");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        // A vanished database host is noticed by the kernel within about 11 s, not hours.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3);
+        // Every commit is durable before it is acknowledged, whatever the server's default.
+        let options = match config.get_options() {
+            Some(o) => format!("{o} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_string(),
+        };
+        config.options(options);
+        let tls_connector = Self::tls(tls, rootcert.as_ref())?;
+        let described = describe(&config, tls);
+        Ok(Self {
+            config,
+            tls: tls_connector,
+            described,
+        })
+    }
+
+    fn tls(tls: Tls, rootcert: Option<&PathBuf>) -> Result<MakeTlsConnector, LedgerError> {
+        let tls_error = |e: openssl::error::ErrorStack| url_error(format!("TLS set-up: {e}"));
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls_error)?;
+        if let Some(path) = rootcert {
+            builder.set_ca_file(path).map_err(|e| {
+                url_error(format!(
+                    "sslrootcert {}: cannot be read as PEM certificates: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        if matches!(tls, Tls::Disable | Tls::Prefer | Tls::Require) {
+            builder.set_verify(SslVerifyMode::NONE);
+        }
+        let mut connector = MakeTlsConnector::new(builder.build());
+        if tls == Tls::VerifyCa {
+            connector.set_callback(|c, _| {
+                c.set_verify_hostname(false);
+                Ok(())
+            });
+        }
+        Ok(connector)
+    }
+
+    /// The URL without the password, for logs and status.
+    #[must_use]
+    pub fn describe(&self) -> &str {
+        &self.described
+    }
+
+    /// A dedicated connection (not from the pool) named `application_name`, driven by a task of
+    /// its own that ends when the returned client is dropped or the server closes it.
+    pub(crate) async fn connect(
+        &self,
+        application_name: &str,
+    ) -> Result<tokio_postgres::Client, LedgerError> {
+        let mut config = self.config.clone();
+        config.application_name(application_name);
+        let (client, connection) = config
+            .connect(self.tls.clone())
+            .await
+            .map_err(db("connect"))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "ledger database connection ended");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// `postgres://user@host:port,host:port/database?sslmode=...`, without the password.
+fn describe(config: &tokio_postgres::Config, tls: Tls) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            match ports.get(i).or(ports.first()) {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}?sslmode={}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or(""),
+        tls.name()
+    )
+}
+
+/// A driver or pool error with its causes spelled out: the driver's own text names only the
+/// kind ("db error"), its causes say what happened. Neither ever holds the password.
+#[derive(Debug)]
+struct Failure(String);
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// `e` and each of its causes, joined by `: ` (a cause its parent already quotes only once).
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let t = cause.to_string();
+        if !text.ends_with(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        next = cause.source();
+    }
+    text.replace('\n', "; ")
+}
+
+/// Maps a driver error to [`LedgerError::Database`] naming `what` was being done.
+fn db<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> LedgerError {
+    move |e| LedgerError::Database {
+        what,
+        source: Box::new(Failure(chain_text(&e))),
+    }
+}
+
+/// Maps a write's error: the fencing trigger's to [`LedgerError::Fenced`], others as [`db`].
+fn write_error(what: &'static str, mine: i64) -> impl FnOnce(tokio_postgres::Error) -> LedgerError {
+    move |e| {
+        if e.code().map(|c| c.code()) == Some(FENCED) {
+            let current = e
+                .as_db_error()
+                .and_then(|d| d.detail())
+                .and_then(|d| d.split_once(' '))
+                .and_then(|(_, c)| c.parse().ok());
+            if let Some(current) = current {
+                return LedgerError::Fenced { mine, current };
+            }
+        }
+        db(what)(e)
+    }
+}
+
+/// Binds a record's columns as PostgreSQL parameters.
+struct Params(Vec<Box<dyn ToSql + Sync + Send>>);
+
+impl Columns for Params {
+    type Error = Infallible;
+    fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> Result<(), Infallible> {
+        self.0.push(Box::new(value.clone()));
+        Ok(())
+    }
+}
+
+/// Reads a record's columns from a PostgreSQL row.
+struct Reader<'a> {
+    row: &'a Row,
+    next: usize,
+}
+
+impl Columns for Reader<'_> {
+    type Error = tokio_postgres::Error;
+    fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> Result<(), Self::Error> {
+        *value = self.row.try_get(self.next)?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// Reads record `R` from `row`, whose columns from `first` on are [`Record::names`].
+fn from_row<R: Record>(row: &Row, first: usize) -> Result<R, tokio_postgres::Error> {
+    let mut record = R::default();
+    record.columns(&mut Reader { row, next: first })?;
+    Ok(record)
+}
+
+fn decision_row(r: &Row) -> Result<DecisionRow, tokio_postgres::Error> {
+    Ok(DecisionRow::from_parts(
+        r.try_get(0)?,
+        from_row::<DecisionRecord>(r, 1)?,
+        r.try_get::<_, Option<Sent>>("latest_status")?,
+        r.try_get("latest_message")?,
+    ))
+}
+
+fn params(p: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    p.iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// Rows per INSERT statement: far below PostgreSQL's 65,535 parameters.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Inserts `rows` (records with their place in the chain) of kind `R` at `epoch`.
+async fn insert<R: Record, C: GenericClient + Sync>(
+    c: &C,
+    rows: &mut [Chained<R>],
+    epoch: i64,
+) -> Result<(), LedgerError> {
+    let width = R::count() + 4;
+    for chunk in rows.chunks_mut(ROWS_PER_INSERT) {
+        let mut values = Vec::with_capacity(chunk.len());
+        let mut bound = Params(Vec::with_capacity(chunk.len() * width));
+        for row in chunk.iter_mut() {
+            let first = bound.0.len();
+            values.push(format!(
+                "({})",
+                (first + 1..=first + width)
+                    .map(|n| format!("${n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            bound.0.push(Box::new(row.seq));
+            match row.record.columns(&mut bound) {
+                Ok(()) => {}
+            }
+            bound.0.push(Box::new(row.prev_hash.clone()));
+            bound.0.push(Box::new(row.hash.clone()));
+            bound.0.push(Box::new(epoch));
+        }
+        let sql = format!(
+            "INSERT INTO {} (seq, {}, prev_hash, hash, epoch) VALUES {}",
+            R::TABLE,
+            R::names(""),
+            values.join(", ")
+        );
+        c.execute(sql.as_str(), &params(&bound.0))
+            .await
+            .map_err(write_error("record", epoch))?;
+    }
+    Ok(())
+}
+
+/// The chain head, locked until the end of the transaction `c` is in.
+async fn lock_head<C: GenericClient + Sync>(c: &C) -> Result<Head, LedgerError> {
+    let row = c
+        .query_opt(
+            "SELECT seq, hash FROM cosigner_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await
+        .map_err(db("lock the chain head"))?
+        .ok_or_else(|| LedgerError::Database {
+            what: "lock the chain head",
+            source: "cosigner_head has no row: the ledger database was edited".into(),
+        })?;
+    head_from(&row)
+}
+
+/// The chain head in `row` (`seq, hash`); seq 0 is the head of an empty ledger.
+fn head_from(row: &Row) -> Result<Head, LedgerError> {
+    let what = "read the chain head";
+    let seq: i64 = row.try_get(0).map_err(db(what))?;
+    Ok(Head {
+        seq: Seq(u64::try_from(seq).map_err(db(what))?),
+        hash: row.try_get(1).map_err(db(what))?,
+    })
+}
+
+/// Chains `records` after `head`, moving `head` to the last.
+fn chain<R: Record>(head: &mut Head, records: &mut [R]) -> Result<Vec<Chained<R>>, LedgerError> {
+    let mut out = Vec::with_capacity(records.len());
+    for r in records.iter_mut() {
+        let seq = head.seq.next().map_err(db("number a record"))?;
+        let fields = r.hash_fields().map_err(db("hash a record"))?;
+        let hash = record::chain_hash(&head.hash, seq, R::KIND, &fields);
+        out.push(Chained {
+            seq,
+            record: r.clone(),
+            prev_hash: head.hash.clone(),
+            hash: hash.clone(),
+        });
+        head.seq = seq;
+        head.hash = hash;
+    }
+    Ok(out)
+}
+
+async fn set_head<C: GenericClient + Sync>(c: &C, head: &Head) -> Result<(), LedgerError> {
+    c.execute(
+        "UPDATE cosigner_head SET seq = $1, hash = $2 WHERE id = 1",
+        &[&head.seq, &head.hash],
+    )
+    .await
+    .map_err(db("move the chain head"))?;
+    Ok(())
+}
+
+/// Every record of kind `R` as stored, for `verify`.
+async fn stored<R: Record, C: GenericClient + Sync>(c: &C) -> Result<Vec<Stored>, LedgerError> {
+    let rows = c
+        .query(record::select_all::<R>().as_str(), &[])
+        .await
+        .map_err(db("read the chain"))?;
+    rows.iter()
+        .map(|r| {
+            Ok(Stored {
+                seq: r.try_get(0).map_err(db("read the chain"))?,
+                kind: R::KIND,
+                fields: from_row::<R>(r, 3)
+                    .map_err(|e| chain_text(&e))
+                    .and_then(|mut rec| rec.hash_fields().map_err(|e| e.to_string())),
+                prev_hash: r.try_get(1).map_err(db("read the chain"))?,
+                hash: r.try_get(2).map_err(db("read the chain"))?,
+            })
+        })
+        .collect()
+}
+
+/// Triggers, rules, row-level security and a replaced fencing function, none of which a
+/// cosigner writes: each could change or hide rows as they are written or read.
+async fn foreign_objects<C: GenericClient + Sync>(c: &C) -> Result<Vec<String>, LedgerError> {
+    let what = "look for objects no cosigner writes";
+    let tables: Vec<String> = CHAINED_TABLES.iter().map(|t| (*t).to_string()).collect();
+    let mut problems = Vec::new();
+    for r in c
+        .query(
+            "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+             WHERE NOT t.tgisinternal AND c.relname = ANY($1) AND c.relnamespace = to_regnamespace(current_schema())
+             ORDER BY c.relname, t.tgname",
+            &[&tables],
+        )
+        .await
+        .map_err(db(what))?
+    {
+        let (name, table): (String, String) = (r.get(0), r.get(1));
+        if name != format!("{table}_fence") {
+            problems.push(format!(
+                "the database holds a trigger {name:?} on {table}, which no cosigner writes (edited)"
+            ));
+        }
+    }
+    for r in c
+        .query(
+            "SELECT rulename, tablename FROM pg_rules WHERE schemaname = current_schema() AND tablename = ANY($1)
+             UNION ALL SELECT policyname, tablename FROM pg_policies WHERE schemaname = current_schema() AND tablename = ANY($1)
+             UNION ALL SELECT 'row level security', relname FROM pg_class WHERE relrowsecurity AND relname = ANY($1)
+               AND relnamespace = to_regnamespace(current_schema())",
+            &[&tables],
+        )
+        .await
+        .map_err(db(what))?
+    {
+        let (name, table): (String, String) = (r.get(0), r.get(1));
+        problems.push(format!(
+            "the database holds a rule or policy {name:?} on {table}, which no cosigner writes (edited)"
+        ));
+    }
+    let body: Option<String> = c
+        .query_opt(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'cosigner_fence' AND pronamespace = to_regnamespace(current_schema())",
+            &[],
+        )
+        .await
+        .map_err(db(what))?
+        .map(|r| r.get(0));
+    if body.as_deref() != Some(FENCE_FUNCTION) {
+        problems.push(
+            "the fencing function cosigner_fence is missing or was replaced (edited)".to_string(),
+        );
+    }
+    Ok(problems)
+}
+
+/// Walks the whole chain as `c` sees it.
+async fn verify_on<C: GenericClient + Sync>(c: &C) -> Result<VerifyReport, LedgerError> {
+    let foreign = foreign_objects(c).await?;
+    let mut records = stored::<DecisionRecord, _>(c).await?;
+    records.extend(stored::<OutcomeRecord, _>(c).await?);
+    records.extend(stored::<CollectRecord, _>(c).await?);
+    records.extend(stored::<EventRecord, _>(c).await?);
+    records.sort_by_key(|r| r.seq);
+    let head = c
+        .query_opt("SELECT seq, hash FROM cosigner_head WHERE id = 1", &[])
+        .await
+        .map_err(db("read the chain head"))?;
+    let head = match head {
+        // The head of an empty ledger: with records present it says nothing of them.
+        Some(r) => Some(head_from(&r)?).filter(|h| h.seq.0 != 0),
+        None => None,
+    }
+    .map(|h| format!("{}:{}", h.seq.0, h.hash));
+    Ok(check_chain(foreign, &records, head.as_deref()))
+}
+
+/// A ledger's every record read whole from SQLite, with its head, checked before it is copied:
+/// what [`PgLedger::import`] writes.
+pub struct LedgerExport {
+    decisions: Vec<Chained<DecisionRecord>>,
+    outcomes: Vec<Chained<OutcomeRecord>>,
+    collects: Vec<Chained<CollectRecord>>,
+    events: Vec<Chained<EventRecord>>,
+    head: Head,
+    report: VerifyReport,
+}
+
+impl std::fmt::Debug for LedgerExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerExport")
+            .field("records", &self.report.records)
+            .field("head_seq", &self.head.seq.0)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LedgerExport {
+    /// What `verify` said of the source.
+    #[must_use]
+    pub fn report(&self) -> &VerifyReport {
+        &self.report
+    }
+}
+
+impl Ledger {
+    /// Reads every record to copy the ledger elsewhere; refuses a ledger whose chain does not
+    /// verify (a copy must not launder an edit).
+    pub fn export(&self) -> Result<LedgerExport, LedgerError> {
+        let report = self.verify()?;
+        if let Some(first) = report.problems.first() {
+            return Err(LedgerError::Copy {
+                reason: format!(
+                    "{} does not verify ({} problems; the first: {first})",
+                    self.path().display(),
+                    report.problems.len()
+                ),
+            });
+        }
+        let read = |e| LedgerError::Read(e);
+        Ok(LedgerExport {
+            decisions: record::chained(&self.conn).map_err(read)?,
+            outcomes: record::chained(&self.conn).map_err(read)?,
+            collects: record::chained(&self.conn).map_err(read)?,
+            events: record::chained(&self.conn).map_err(read)?,
+            head: self.head.clone(),
+            report,
+        })
+    }
+}
+
+/// The decision ledger in PostgreSQL. Cheap to share (`Arc`): every method takes `&self`, and
+/// appends serialise in the database.
+pub struct PgLedger {
+    pool: Pool,
+    target: PgTarget,
+    epoch: AtomicI64,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLedger")
+            .field("url", &self.target.described)
+            .field("epoch", &self.epoch.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgLedger {
+    /// Connects to the ledger at `url` (see [`PgTarget::parse`]) and brings its schema up to
+    /// date. Writes carry epoch 0 until [`PgLedger::set_epoch`].
+    pub async fn connect(url: &str, password: Option<SecretString>) -> Result<Self, LedgerError> {
+        Self::open(PgTarget::parse(url, password)?).await
+    }
+
+    /// Connects to `target` and brings its schema up to date.
+    pub async fn open(target: PgTarget) -> Result<Self, LedgerError> {
+        let manager = Manager::from_config(
+            target.config.clone(),
+            target.tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(4)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(15)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(db("set up the connection pool"))?;
+        let ledger = Self {
+            pool,
+            target,
+            epoch: AtomicI64::new(0),
+            clock: Clock::system(),
+        };
+        ledger.migrate().await?;
+        Ok(ledger)
+    }
+
+    /// Times records by `clock` instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock that times records.
+    #[must_use]
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Where the ledger is.
+    #[must_use]
+    pub fn target(&self) -> &PgTarget {
+        &self.target
+    }
+
+    /// The URL without the password.
+    #[must_use]
+    pub fn describe(&self) -> &str {
+        self.target.describe()
+    }
+
+    /// The leader epoch every later write carries (from [`crate::leader::Role::Leader`]); the
+    /// database refuses the writes once a newer epoch exists.
+    pub fn set_epoch(&self, epoch: i64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// The epoch writes carry.
+    #[must_use]
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.clock.now_ms())
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
+        self.pool
+            .get()
+            .await
+            .map_err(db("take a connection from the pool"))
+    }
+
+    async fn migrate(&self) -> Result<(), LedgerError> {
+        let what = "bring the schema up to date";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db(what))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(db(what))?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS cosigner_schema (version integer NOT NULL)")
+            .await
+            .map_err(db(what))?;
+        let found: Option<i32> = tx
+            .query_one("SELECT max(version) FROM cosigner_schema", &[])
+            .await
+            .map_err(db(what))?
+            .get(0);
+        let found = found.unwrap_or(0);
+        if found > SCHEMA_STEPS {
+            return Err(LedgerError::DatabaseSchema {
+                found,
+                known: SCHEMA_STEPS,
+            });
+        }
+        let steps = [step_1()];
+        for (version, step) in (1..).zip(steps.iter()).skip_while(|(v, _)| *v <= found) {
+            tx.batch_execute(step).await.map_err(db(what))?;
+            tx.execute(
+                "INSERT INTO cosigner_schema (version) VALUES ($1)",
+                &[&version],
+            )
+            .await
+            .map_err(db(what))?;
+            tracing::info!(version, url = %self.describe(), "ledger schema step applied");
+        }
+        tx.commit().await.map_err(db(what))
+    }
+
+    /// Appends `records` in one transaction at this instance's epoch; returns their sequence
+    /// numbers. On `Err` nothing may be sent; when the commit's answer was lost the records may
+    /// be there, and are then found (and re-sent identically) by the next cycle.
+    async fn append<R: Record>(&self, records: &mut [R]) -> Result<Vec<Seq>, LedgerError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let epoch = self.epoch();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db("begin a write"))?;
+        let mut head = lock_head(&*tx).await?;
+        let mut rows = chain(&mut head, records)?;
+        insert(&*tx, &mut rows, epoch).await?;
+        set_head(&*tx, &head).await?;
+        tx.commit()
+            .await
+            .map_err(write_error("commit a write", epoch))?;
+        Ok(rows.into_iter().map(|r| r.seq).collect())
+    }
+
+    /// Records decisions in one transaction; returns their sequence numbers. When this returns
+    /// `Err`, nothing may be sent.
+    pub async fn record_decisions(&self, new: &[NewDecision]) -> Result<Vec<u64>, LedgerError> {
+        let seqs = self
+            .append(&mut DecisionRecord::all(new, self.now()))
+            .await?;
+        Ok(seqs.into_iter().map(|s| s.0).collect())
+    }
+
+    /// Records submission outcomes in one transaction.
+    pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<(), LedgerError> {
+        self.append(&mut OutcomeRecord::all(outcomes, self.now()))
+            .await?;
+        Ok(())
+    }
+
+    /// Records that the approvals `resends` are about to be sent again, before they leave.
+    pub async fn record_resends(&self, resends: &[ResendRecord]) -> Result<(), LedgerError> {
+        self.append(&mut EventRecord::resends(resends, self.now()))
+            .await?;
+        Ok(())
+    }
+
+    /// Records an operational event; returns its sequence number.
+    pub async fn record_event(&self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
+        let seqs = self
+            .append(&mut [EventRecord::at(kind, detail.to_string(), self.now())])
+            .await?;
+        Ok(seqs.last().map_or(0, |s| s.0))
+    }
+
+    /// Records one collection's result.
+    pub async fn record_collect(
+        &self,
+        is_main: bool,
+        ok: bool,
+        message: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        self.append(&mut [CollectRecord::at(is_main, ok, message, self.now())])
+            .await?;
+        Ok(())
+    }
+
+    async fn decisions(
+        &self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<DecisionRow>, LedgerError> {
+        let rows = self
+            .client()
+            .await?
+            .query(sql, args)
+            .await
+            .map_err(db("read decisions"))?;
+        rows.iter()
+            .map(decision_row)
+            .collect::<Result<_, _>>()
+            .map_err(db("read decisions"))
+    }
+
+    /// Every decision about `tx_id`, oldest first.
+    pub async fn history(&self, tx_id: u64) -> Result<Vec<DecisionRow>, LedgerError> {
+        self.decisions(
+            &format!("{} WHERE d.tx_id = $1 ORDER BY d.seq", row_select()),
+            &[&TxId(tx_id)],
+        )
+        .await
+    }
+
+    /// One decision by sequence number.
+    pub async fn get(&self, seq: u64) -> Result<Option<DecisionRow>, LedgerError> {
+        // No record has a sequence number a bigint cannot hold.
+        let Ok(seq) = i64::try_from(seq) else {
+            return Ok(None);
+        };
+        let rows = self
+            .decisions(&format!("{} WHERE d.seq = $1", row_select()), &[&seq])
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// The newest decisions first.
+    pub async fn list(&self, limit: usize) -> Result<Vec<DecisionRow>, LedgerError> {
+        self.decisions(
+            &format!("{} ORDER BY d.seq DESC LIMIT $1", row_select()),
+            &[&sql_count(limit)],
+        )
+        .await
+    }
+
+    /// One page of decisions, newest first, and whether more lie beyond it in the paging
+    /// direction.
+    pub async fn page(&self, q: &PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
+        let (sql, args) = page_query(q, |n| format!("${n}"));
+        let args: Vec<Box<dyn ToSql + Sync + Send>> = args
+            .into_iter()
+            .map(|a| -> Box<dyn ToSql + Sync + Send> {
+                match a {
+                    PageArg::Text(t) => Box::new(t),
+                    PageArg::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let rows = self.decisions(&sql, &params(&args)).await?;
+        Ok(page_rows(q, rows))
+    }
+
+    /// The time of the newest record, if any.
+    pub async fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(super::NEWEST_RECORD, &[])
+            .await
+            .map_err(db("read the newest record"))?;
+        row.try_get(0).map_err(db("read the newest record"))
+    }
+
+    /// [`Ledger::usage_with_slack`]: window usage as of `now_ms`, windows reaching `slack`
+    /// further back.
+    pub async fn usage_with_slack(
+        &self,
+        policy: &Policy,
+        now_ms: i64,
+        slack: Duration,
+    ) -> Result<Usage, LedgerError> {
+        let Some(since) = window_start(policy, now_ms, slack) else {
+            return Ok(usage_of(policy, now_ms, slack, Vec::new(), Vec::new()));
+        };
+        let what = "read the window totals";
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, rule, amount_value, recorded_at_ms FROM decisions
+                 WHERE action = 'approve' AND dry_run = false AND recorded_at_ms > $1",
+                &[&Millis(since)],
+            )
+            .await
+            .map_err(db(what))?;
+        let approvals = rows
+            .iter()
+            .map(|r| {
+                Ok(WindowApproval {
+                    seq: r.try_get(0)?,
+                    rule: r.try_get(1)?,
+                    amount_value: r.try_get(2)?,
+                    at: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(db(what))?;
+        let rows = client
+            .query(
+                "SELECT detail, recorded_at_ms FROM events WHERE kind = $1 AND recorded_at_ms > $2",
+                &[&RESEND_EVENT, &Millis(since)],
+            )
+            .await
+            .map_err(db(what))?;
+        let resends = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<_, Millis>(1)?.0)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(db(what))?;
+        Ok(usage_of(policy, now_ms, slack, approvals, resends))
+    }
+
+    /// [`PgLedger::usage_with_slack`] with no slack.
+    pub async fn usage(&self, policy: &Policy, now_ms: i64) -> Result<Usage, LedgerError> {
+        self.usage_with_slack(policy, now_ms, Duration::ZERO).await
+    }
+
+    async fn event_details(
+        &self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<String>, LedgerError> {
+        let rows = self
+            .client()
+            .await?
+            .query(sql, args)
+            .await
+            .map_err(db("read events"))?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(db("read events"))
+    }
+
+    /// The detail of the newest event of `kind`.
+    pub async fn latest_event(&self, kind: &str) -> Result<Option<String>, LedgerError> {
+        let details = self
+            .event_details(
+                "SELECT detail FROM events WHERE kind = $1 ORDER BY seq DESC LIMIT 1",
+                &[&kind],
+            )
+            .await?;
+        Ok(details.into_iter().next())
+    }
+
+    /// The details of every event of `kind`, oldest first.
+    pub async fn list_events(&self, kind: &str) -> Result<Vec<String>, LedgerError> {
+        self.event_details(
+            "SELECT detail FROM events WHERE kind = $1 ORDER BY seq",
+            &[&kind],
+        )
+        .await
+    }
+
+    /// Whether an event of `kind` with exactly `detail` is recorded.
+    pub async fn has_event(&self, kind: &str, detail: &str) -> Result<bool, LedgerError> {
+        let found = self
+            .event_details(
+                "SELECT detail FROM events WHERE kind = $1 AND detail = $2 LIMIT 1",
+                &[&kind, &detail],
+            )
+            .await?;
+        Ok(!found.is_empty())
+    }
+
+    /// The state of `tx`'s content in the ledger.
+    pub async fn state(&self, tx: &PendingTx) -> Result<TxState, LedgerError> {
+        Ok(tx_state(tx, self.history(tx.id).await?))
+    }
+
+    /// Walks the whole chain and reports every break, and every object in the database that
+    /// could change or hide rows.
+    pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
+        let client = self.client().await?;
+        verify_on(&**client).await
+    }
+
+    /// Counts of real decisions (dry runs excluded) by action.
+    pub async fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+        self.counts_of(false).await
+    }
+
+    /// Counts of dry-run decisions by action.
+    pub async fn dry_run_counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+        self.counts_of(true).await
+    }
+
+    async fn counts_of(&self, dry_run: bool) -> Result<HashMap<String, u64>, LedgerError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT action, COUNT(*) FROM decisions WHERE dry_run = $1 GROUP BY action",
+                &[&dry_run],
+            )
+            .await
+            .map_err(db("count decisions"))?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get(1)?;
+                Ok((r.try_get(0)?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(db("count decisions"))
+    }
+
+    /// Copies `export` (an SQLite ledger's records) into this ledger, which must hold no
+    /// records: every record keeps its sequence number and hash. The copy is verified inside
+    /// the copying transaction and committed only if it verifies exactly as the source did;
+    /// returns that report.
+    pub async fn import(&self, export: &LedgerExport) -> Result<VerifyReport, LedgerError> {
+        let what = "copy the ledger";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db(what))?;
+        let head = lock_head(&*tx).await?;
+        let held: i64 = tx
+            .query_one(
+                "SELECT (SELECT count(*) FROM decisions) + (SELECT count(*) FROM outcomes)
+                 + (SELECT count(*) FROM collects) + (SELECT count(*) FROM events)",
+                &[],
+            )
+            .await
+            .map_err(db(what))?
+            .get(0);
+        if head.seq.0 != 0 || held != 0 {
+            return Err(LedgerError::Copy {
+                reason: format!(
+                    "{} already holds {held} records (up to record {}): a ledger is copied only into an empty one",
+                    self.describe(),
+                    head.seq.0
+                ),
+            });
+        }
+        let epoch: i64 = tx
+            .query_one(
+                "SELECT epoch FROM cosigner_leader WHERE id = 1 FOR SHARE",
+                &[],
+            )
+            .await
+            .map_err(db(what))?
+            .get(0);
+        insert(&*tx, &mut export.decisions.clone(), epoch).await?;
+        insert(&*tx, &mut export.outcomes.clone(), epoch).await?;
+        insert(&*tx, &mut export.collects.clone(), epoch).await?;
+        insert(&*tx, &mut export.events.clone(), epoch).await?;
+        set_head(&*tx, &export.head).await?;
+        let report = verify_on(&*tx).await?;
+        if !report.problems.is_empty()
+            || report.records != export.report.records
+            || report.by_kind != export.report.by_kind
+        {
+            return Err(LedgerError::Copy {
+                reason: format!(
+                    "the copy does not verify as the source does ({} records, {:?}; problems: {:?}); nothing was copied",
+                    report.records, report.by_kind, report.problems
+                ),
+            });
+        }
+        tx.commit().await.map_err(db(what))?;
+        tracing::info!(records = report.records, url = %self.describe(), "ledger copied");
+        Ok(report)
+    }
+}
