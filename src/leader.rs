@@ -237,10 +237,11 @@ async fn contend(
         // Attempts on this connection until it fails or the lead is lost; a new connection
         // then, so that a lock it may still hold is released with the old one.
         loop {
+            let asked = Instant::now();
             match tokio::time::timeout(HEARTBEAT_TIMEOUT, try_lead(&client, &name)).await {
                 Ok(Ok(Attempt::Took(epoch))) => {
                     if let Ok(mut c) = confirmed.lock() {
-                        *c = Some((epoch, Instant::now()));
+                        *c = Some((epoch, asked));
                     }
                     tx.send_replace(Role::Leader { epoch });
                     tracing::info!(epoch, name = %name, "leading");

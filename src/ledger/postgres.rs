@@ -23,8 +23,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use super::record::{
-    self, Chained, CollectRecord, Column, Columns, DecisionRecord, EventRecord, GENESIS, Head,
-    OutcomeRecord, Record, Stored,
+    self, Chained, CollectRecord, Column, Columns, DecisionRecord, Dialect, EventRecord, GENESIS,
+    Head, OutcomeRecord, Record, Stored,
 };
 use super::sql::{Millis, Sent, Seq, TxId, sql_count};
 use super::{
@@ -67,18 +67,6 @@ BEGIN
 END;
 ";
 
-/// The table of record `R` in PostgreSQL: its columns as [`Record::declared`] and the epoch.
-fn create_table<R: Record>() -> String {
-    let columns: String = R::declared()
-        .iter()
-        .map(|c| format!("  {} {},\n", c.name, c.pg))
-        .collect();
-    format!(
-        "CREATE TABLE {} (\n  seq BIGINT PRIMARY KEY,\n{columns}  prev_hash TEXT NOT NULL,\n  hash TEXT NOT NULL,\n  epoch BIGINT NOT NULL\n);\n",
-        R::TABLE
-    )
-}
-
 /// Schema step 1, the whole schema of version 1. A later change to a record's columns must come
 /// as a new step (an `ALTER TABLE`), never as an edit of this one: databases already at
 /// step 1 do not run it again.
@@ -92,10 +80,10 @@ CREATE TABLE cosigner_head (id integer PRIMARY KEY CHECK (id = 1), seq bigint NO
         "INSERT INTO cosigner_head (id, seq, hash) VALUES (1, 0, '{GENESIS}');\n"
     ));
     for table in [
-        create_table::<DecisionRecord>(),
-        create_table::<OutcomeRecord>(),
-        create_table::<EventRecord>(),
-        create_table::<CollectRecord>(),
+        DecisionRecord::create_table_in(Dialect::Postgres),
+        OutcomeRecord::create_table_in(Dialect::Postgres),
+        EventRecord::create_table_in(Dialect::Postgres),
+        CollectRecord::create_table_in(Dialect::Postgres),
     ] {
         sql.push_str(&table);
     }
@@ -873,21 +861,33 @@ impl PgLedger {
         Ok(())
     }
 
-    async fn decisions(
+    /// The rows of `sql` with `args`, each read by `read`.
+    async fn query_map<T>(
         &self,
+        what: &'static str,
         sql: &str,
         args: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<DecisionRow>, LedgerError> {
+        read: impl Fn(&Row) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<Vec<T>, LedgerError> {
         let rows = self
             .client()
             .await?
             .query(sql, args)
             .await
-            .map_err(db("read decisions"))?;
+            .map_err(db(what))?;
         rows.iter()
-            .map(decision_row)
+            .map(read)
             .collect::<Result<_, _>>()
-            .map_err(db("read decisions"))
+            .map_err(db(what))
+    }
+
+    async fn decisions(
+        &self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<DecisionRow>, LedgerError> {
+        self.query_map("read decisions", sql, args, decision_row)
+            .await
     }
 
     /// Every decision about `tx_id`, oldest first.
@@ -960,39 +960,30 @@ impl PgLedger {
             return Ok(usage_of(policy, now_ms, slack, Vec::new(), Vec::new()));
         };
         let what = "read the window totals";
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let approvals = self
+            .query_map(
+                what,
                 "SELECT seq, rule, amount_value, recorded_at_ms FROM decisions
                  WHERE action = 'approve' AND dry_run = false AND recorded_at_ms > $1",
                 &[&Millis(since)],
+                |r| {
+                    Ok(WindowApproval {
+                        seq: r.try_get(0)?,
+                        rule: r.try_get(1)?,
+                        amount_value: r.try_get(2)?,
+                        at: r.try_get(3)?,
+                    })
+                },
             )
-            .await
-            .map_err(db(what))?;
-        let approvals = rows
-            .iter()
-            .map(|r| {
-                Ok(WindowApproval {
-                    seq: r.try_get(0)?,
-                    rule: r.try_get(1)?,
-                    amount_value: r.try_get(2)?,
-                    at: r.try_get(3)?,
-                })
-            })
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(db(what))?;
-        let rows = client
-            .query(
+            .await?;
+        let resends = self
+            .query_map(
+                what,
                 "SELECT detail, recorded_at_ms FROM events WHERE kind = $1 AND recorded_at_ms > $2",
                 &[&RESEND_EVENT, &Millis(since)],
+                |r| Ok((r.try_get(0)?, r.try_get::<_, Millis>(1)?.0)),
             )
-            .await
-            .map_err(db(what))?;
-        let resends = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get::<_, Millis>(1)?.0)))
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(db(what))?;
+            .await?;
         Ok(usage_of(policy, now_ms, slack, approvals, resends))
     }
 
@@ -1006,16 +997,8 @@ impl PgLedger {
         sql: &str,
         args: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<String>, LedgerError> {
-        let rows = self
-            .client()
-            .await?
-            .query(sql, args)
+        self.query_map("read events", sql, args, |r| r.try_get(0))
             .await
-            .map_err(db("read events"))?;
-        rows.iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()
-            .map_err(db("read events"))
     }
 
     /// The detail of the newest event of `kind`.
@@ -1072,22 +1055,18 @@ impl PgLedger {
     }
 
     async fn counts_of(&self, dry_run: bool) -> Result<HashMap<String, u64>, LedgerError> {
-        let rows = self
-            .client()
-            .await?
-            .query(
+        let counts = self
+            .query_map(
+                "count decisions",
                 "SELECT action, COUNT(*) FROM decisions WHERE dry_run = $1 GROUP BY action",
                 &[&dry_run],
+                |r| {
+                    let n: i64 = r.try_get(1)?;
+                    Ok((r.try_get(0)?, u64::try_from(n).unwrap_or(0)))
+                },
             )
-            .await
-            .map_err(db("count decisions"))?;
-        rows.iter()
-            .map(|r| {
-                let n: i64 = r.try_get(1)?;
-                Ok((r.try_get(0)?, u64::try_from(n).unwrap_or(0)))
-            })
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(db("count decisions"))
+            .await?;
+        Ok(counts.into_iter().collect())
     }
 
     /// Copies `export` (an SQLite ledger's records) into this ledger, which must hold no

@@ -162,154 +162,49 @@ impl Backend {
         ];
         let slack = Duration::from_secs(60);
         let usage_times = [now, now + 3_600_000, now + 7_200_000, now - 1];
+        // One list of questions for both back ends: `$($aw)*` is `.await` for PostgreSQL.
+        macro_rules! ask {
+            ($l:expr, $($aw:tt)*) => {{
+                let l = $l;
+                for &id in ids {
+                    out.insert(format!("history {id}"), rows(&l.history(id) $($aw)* .unwrap()).into());
+                }
+                for seq in (0..=20).chain([u64::MAX]) {
+                    out.insert(format!("get {seq}"), l.get(seq) $($aw)* .unwrap().as_ref().map(row).into());
+                }
+                out.insert("list 3".into(), rows(&l.list(3) $($aw)* .unwrap()).into());
+                out.insert("list all".into(), rows(&l.list(100) $($aw)* .unwrap()).into());
+                for (i, q) in queries.iter().enumerate() {
+                    let (p, more) = l.page(q) $($aw)* .unwrap();
+                    out.insert(format!("page {i}"), serde_json::json!([rows(&p), more]));
+                }
+                for t in [tx(1, "0xB", "5"), tx(2, "0xB", "6"), tx(2, "0xC", "6"), tx(9, "0xB", "1")] {
+                    out.insert(format!("state {} {:?}", t.id, t.to), state(&l.state(&t) $($aw)* .unwrap()));
+                }
+                for at in usage_times {
+                    let u = l.usage_with_slack(policy, at, slack) $($aw)* .unwrap();
+                    out.insert(format!("usage {}", at - now), usage(&u));
+                    let u = l.usage(policy, at) $($aw)* .unwrap();
+                    out.insert(format!("usage no slack {}", at - now), usage(&u));
+                }
+                out.insert("newest".into(), newest(l.newest_record_ms() $($aw)* .unwrap(), times));
+                out.insert("latest mode".into(), l.latest_event("mode") $($aw)* .unwrap().into());
+                out.insert("latest none".into(), l.latest_event("none") $($aw)* .unwrap().into());
+                out.insert("modes".into(), l.list_events("mode") $($aw)* .unwrap().into());
+                out.insert("resends".into(), l.list_events(RESEND_EVENT) $($aw)* .unwrap().into());
+                let has = l.has_event("mode", "{\"mode\":\"paused\"}") $($aw)* .unwrap();
+                out.insert("has paused".into(), has.into());
+                let has = l.has_event("mode", "{\"mode\":\"other\"}") $($aw)* .unwrap();
+                out.insert("has other".into(), has.into());
+                out.insert("counts".into(), sorted(l.counts() $($aw)* .unwrap()));
+                out.insert("dry run counts".into(), sorted(l.dry_run_counts() $($aw)* .unwrap()));
+                let report = l.verify() $($aw)* .unwrap();
+                out.insert("verify".into(), serde_json::to_value(report).unwrap());
+            }};
+        }
         match self {
-            Backend::Sqlite(l) => {
-                for &id in ids {
-                    out.insert(
-                        format!("history {id}"),
-                        rows(&l.history(id).unwrap()).into(),
-                    );
-                }
-                for seq in (0..=20).chain([u64::MAX]) {
-                    out.insert(
-                        format!("get {seq}"),
-                        l.get(seq).unwrap().as_ref().map(row).into(),
-                    );
-                }
-                out.insert("list 3".into(), rows(&l.list(3).unwrap()).into());
-                out.insert("list all".into(), rows(&l.list(100).unwrap()).into());
-                for (i, q) in queries.iter().enumerate() {
-                    let (p, more) = l.page(q).unwrap();
-                    out.insert(format!("page {i}"), serde_json::json!([rows(&p), more]));
-                }
-                for t in [
-                    tx(1, "0xB", "5"),
-                    tx(2, "0xB", "6"),
-                    tx(2, "0xC", "6"),
-                    tx(9, "0xB", "1"),
-                ] {
-                    out.insert(
-                        format!("state {} {:?}", t.id, t.to),
-                        state(&l.state(&t).unwrap()),
-                    );
-                }
-                for at in usage_times {
-                    out.insert(
-                        format!("usage {}", at - now),
-                        usage(&l.usage_with_slack(policy, at, slack).unwrap()),
-                    );
-                    out.insert(
-                        format!("usage no slack {}", at - now),
-                        usage(&l.usage(policy, at).unwrap()),
-                    );
-                }
-                out.insert(
-                    "newest".into(),
-                    newest(l.newest_record_ms().unwrap(), times),
-                );
-                out.insert("latest mode".into(), l.latest_event("mode").unwrap().into());
-                out.insert("latest none".into(), l.latest_event("none").unwrap().into());
-                out.insert("modes".into(), l.list_events("mode").unwrap().into());
-                out.insert(
-                    "resends".into(),
-                    l.list_events(RESEND_EVENT).unwrap().into(),
-                );
-                out.insert(
-                    "has paused".into(),
-                    l.has_event("mode", "{\"mode\":\"paused\"}").unwrap().into(),
-                );
-                out.insert(
-                    "has other".into(),
-                    l.has_event("mode", "{\"mode\":\"other\"}").unwrap().into(),
-                );
-                out.insert("counts".into(), sorted(l.counts().unwrap()));
-                out.insert("dry run counts".into(), sorted(l.dry_run_counts().unwrap()));
-                out.insert(
-                    "verify".into(),
-                    serde_json::to_value(l.verify().unwrap()).unwrap(),
-                );
-            }
-            Backend::Pg(l) => {
-                for &id in ids {
-                    out.insert(
-                        format!("history {id}"),
-                        rows(&l.history(id).await.unwrap()).into(),
-                    );
-                }
-                for seq in (0..=20).chain([u64::MAX]) {
-                    out.insert(
-                        format!("get {seq}"),
-                        l.get(seq).await.unwrap().as_ref().map(row).into(),
-                    );
-                }
-                out.insert("list 3".into(), rows(&l.list(3).await.unwrap()).into());
-                out.insert("list all".into(), rows(&l.list(100).await.unwrap()).into());
-                for (i, q) in queries.iter().enumerate() {
-                    let (p, more) = l.page(q).await.unwrap();
-                    out.insert(format!("page {i}"), serde_json::json!([rows(&p), more]));
-                }
-                for t in [
-                    tx(1, "0xB", "5"),
-                    tx(2, "0xB", "6"),
-                    tx(2, "0xC", "6"),
-                    tx(9, "0xB", "1"),
-                ] {
-                    out.insert(
-                        format!("state {} {:?}", t.id, t.to),
-                        state(&l.state(&t).await.unwrap()),
-                    );
-                }
-                for at in usage_times {
-                    out.insert(
-                        format!("usage {}", at - now),
-                        usage(&l.usage_with_slack(policy, at, slack).await.unwrap()),
-                    );
-                    out.insert(
-                        format!("usage no slack {}", at - now),
-                        usage(&l.usage(policy, at).await.unwrap()),
-                    );
-                }
-                out.insert(
-                    "newest".into(),
-                    newest(l.newest_record_ms().await.unwrap(), times),
-                );
-                out.insert(
-                    "latest mode".into(),
-                    l.latest_event("mode").await.unwrap().into(),
-                );
-                out.insert(
-                    "latest none".into(),
-                    l.latest_event("none").await.unwrap().into(),
-                );
-                out.insert("modes".into(), l.list_events("mode").await.unwrap().into());
-                out.insert(
-                    "resends".into(),
-                    l.list_events(RESEND_EVENT).await.unwrap().into(),
-                );
-                out.insert(
-                    "has paused".into(),
-                    l.has_event("mode", "{\"mode\":\"paused\"}")
-                        .await
-                        .unwrap()
-                        .into(),
-                );
-                out.insert(
-                    "has other".into(),
-                    l.has_event("mode", "{\"mode\":\"other\"}")
-                        .await
-                        .unwrap()
-                        .into(),
-                );
-                out.insert("counts".into(), sorted(l.counts().await.unwrap()));
-                out.insert(
-                    "dry run counts".into(),
-                    sorted(l.dry_run_counts().await.unwrap()),
-                );
-                out.insert(
-                    "verify".into(),
-                    serde_json::to_value(l.verify().await.unwrap()).unwrap(),
-                );
-            }
+            Backend::Sqlite(l) => ask!(l,),
+            Backend::Pg(l) => ask!(l, .await),
         }
         Value::Object(out)
     }
@@ -614,7 +509,7 @@ async fn an_edit_made_in_the_postgresql_database_is_found_by_verify() {
 }
 
 #[tokio::test]
-async fn the_password_reaches_neither_descriptions_nor_errors_and_a_bad_url_names_the_key() {
+async fn the_password_reaches_neither_the_description_nor_the_error_of_a_refused_connection() {
     let Some(pg) = Pg::start() else { return };
     let l = pg.ledger().await;
     let secret = pg.password_text();
@@ -647,7 +542,23 @@ async fn the_password_reaches_neither_descriptions_nor_errors_and_a_bad_url_name
         .to_string();
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!err.contains(wrong) && !err.contains(secret), "{err}");
+}
 
+#[test]
+fn a_bad_ledger_url_is_refused_naming_the_key_and_a_good_one_is_described_without_its_password() {
+    let secret = "s3cret-in-the-url-41";
+    let target = PgTarget::parse(
+        &format!(
+            "postgresql://ops:{secret}@db1:6432,db2/ledger?sslmode=verify-full&application_name=x"
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        target.describe(),
+        "postgres://ops@db1:6432,db2:5432/ledger?sslmode=verify-full"
+    );
+    assert!(!format!("{target:?}").contains(secret));
     for (url, want) in [
         (
             "mysql://x@h/db",
@@ -670,6 +581,39 @@ async fn the_password_reaches_neither_descriptions_nor_errors_and_a_bad_url_name
         assert!(err.starts_with(want), "{url}: {err}");
         assert!(!err.contains(secret), "{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_from_many_connections_at_once_make_one_unbroken_chain() {
+    let Some(pg) = Pg::start() else { return };
+    let ledgers = [
+        std::sync::Arc::new(pg.ledger().await),
+        std::sync::Arc::new(pg.ledger().await),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40u64 {
+        let l = std::sync::Arc::clone(&ledgers[usize::from(i % 2 == 0)]);
+        tasks.spawn(async move {
+            if i % 4 == 0 {
+                l.record_decisions(&[
+                    decision(tx(i, "0xB", "1"), Action::Approve, "open", false),
+                    decision(tx(i + 1000, "0xB", "1"), Action::Hold, "default", false),
+                ])
+                .await
+                .unwrap()
+            } else {
+                vec![l.record_event("tick", &i.to_string()).await.unwrap()]
+            }
+        });
+    }
+    let mut seqs: Vec<u64> = tasks.join_all().await.into_iter().flatten().collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    let report = ledgers[0].verify().await.unwrap();
+    assert_eq!(
+        (report.records, report.problems),
+        (50, Vec::<String>::new())
+    );
 }
 
 #[tokio::test]
