@@ -6,7 +6,8 @@ use std::hint::black_box;
 use std::path::Path;
 
 use cosigner::client::parse_pending_item;
-use cosigner::policy::{self, ClockCheck, Context, Usage, WindowUsage};
+use cosigner::domain::ClockCheck;
+use cosigner::policy::{self, Context, Usage, WindowUsage};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rust_decimal::Decimal;
 

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::clock::Clock;
+use crate::domain::ClockDoubt;
 
 pub use sign::SignOrder;
 pub use types::*;
@@ -303,33 +304,6 @@ impl Gate {
                     (self.permit)(())?;
                 }
             }
-        }
-    }
-}
-
-/// Why the host clock cannot be trusted, as the server's `Date` headers show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClockDoubt {
-    /// No response carried a `Date`.
-    Unknown,
-    /// More than the allowed skew off.
-    Off {
-        /// Ahead of the server (else behind).
-        ahead: bool,
-        /// By how many seconds.
-        seconds: u64,
-    },
-}
-
-impl std::fmt::Display for ClockDoubt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClockDoubt::Unknown => f.write_str("the server sent no Date to compare the clock with"),
-            ClockDoubt::Off { ahead, seconds } => write!(
-                f,
-                "the clock is {seconds} s {} the server's",
-                if *ahead { "ahead of" } else { "behind" }
-            ),
         }
     }
 }

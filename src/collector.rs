@@ -7,9 +7,10 @@ use serde::Serialize;
 use tracing::{info, instrument, warn};
 
 use crate::client::Client;
+use crate::domain::collect_text;
 use crate::ledger::LedgerHandle;
 use crate::metrics::Metrics;
-use crate::signer::{Signer, SignerError, collect_text};
+use crate::signer::{Signer, SignerError};
 
 /// One sweep kind, with its signed `data` (deterministic, so computed once).
 #[derive(Debug, Clone)]

@@ -12,14 +12,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, PendingTx};
+use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem};
 use crate::clock::Clock;
 use crate::control::Control;
+use crate::domain::{Action, ClockCheck, Decision, Withdrawal, decision_text};
 use crate::ledger::{DecisionRow, LedgerError, LedgerHandle, NewDecision, Outcome, ResendRecord};
 use crate::metrics::Metrics;
 use crate::plan::{Inputs, Plan, plan};
-use crate::policy::{Action, ClockCheck, Policy, RULE_MALFORMED, Usage};
-use crate::signer::{Decision, Signer, decision_text};
+use crate::policy::{Policy, RULE_MALFORMED, Usage};
+use crate::signer::Signer;
 
 /// Settings of the cycle.
 #[derive(Debug, Clone)]
@@ -214,7 +215,7 @@ pub struct DecisionEvent {
 }
 
 struct Listing {
-    txs: Vec<PendingTx>,
+    txs: Vec<Withdrawal>,
     conflicting: HashSet<u64>,
     malformed: Vec<MalformedItem>,
     pages: u32,
@@ -372,7 +373,7 @@ impl Engine {
     async fn list_all(&self) -> Result<Listing, CycleError> {
         let size = self.settings.page_size;
         let mut seen: HashMap<u64, usize> = HashMap::new();
-        let mut txs: Vec<PendingTx> = Vec::new();
+        let mut txs: Vec<Withdrawal> = Vec::new();
         let mut conflicting = HashSet::new();
         let mut malformed = Vec::new();
         let mut page = 1u32;
@@ -783,7 +784,7 @@ impl Engine {
         policy: &Policy,
         generation: u64,
         clock: ClockCheck,
-        txs: &[PendingTx],
+        txs: &[Withdrawal],
         conflicting: &HashSet<u64>,
         usage: &mut Usage,
         out: &mut CycleOutcome,
@@ -1035,7 +1036,7 @@ fn unchanged(last: Option<&DecisionRow>, d: &NewDecision) -> bool {
         && last.reason == d.reason
 }
 
-fn approve_request(tx: &PendingTx, status: u8, data: &str) -> ApproveRequest {
+fn approve_request(tx: &Withdrawal, status: u8, data: &str) -> ApproveRequest {
     ApproveRequest {
         id: tx.id,
         from: tx.from.clone().unwrap_or_default(),

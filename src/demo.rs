@@ -23,8 +23,8 @@ use crate::config::{Config, Environment};
 use crate::cycle::DecisionEvent;
 use crate::daemon::{self, DaemonError, Options, Timings};
 use crate::display::{ChainNames, short_address};
+use crate::domain::Action;
 use crate::ledger::Ledger;
-use crate::policy::Action;
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 
 const MERCHANT: &str = "merDEMO0000000000001";

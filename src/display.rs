@@ -1,5 +1,5 @@
-//! How values are shown to a person: chain names, shortened addresses, windows as written, and
-//! log field values without Rust `Debug` syntax.
+//! How values are shown to a person: chain names, shortened addresses, windows as written,
+//! log field values without Rust `Debug` syntax, and digests as lowercase hex.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -111,6 +111,18 @@ pub fn log_value(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Lowercase hex of `bytes`.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
 }
 
 #[cfg(test)]

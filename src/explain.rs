@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::client::PendingTx;
+use crate::domain::{ClockCheck, Withdrawal};
 use crate::ledger::{Ledger, LedgerError, TxState};
 use crate::plan::{Inputs, Mode, Plan, plan};
-use crate::policy::{ClockCheck, Policy, Usage};
+use crate::policy::{Policy, Usage};
 
 /// How the daemon would handle one transaction now.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ pub fn explain(
     ledger_path: &Path,
     max_sign_len: usize,
     max_clock_skew: std::time::Duration,
-    tx: &PendingTx,
+    tx: &Withdrawal,
     now_ms: i64,
 ) -> Result<Explanation, LedgerError> {
     let mut state = TxState::default();

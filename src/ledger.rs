@@ -33,10 +33,10 @@ use serde::Serialize;
 use serde_json::json;
 use sql::{Millis, Sent, Seq, TxId, sql_count};
 
-use crate::client::PendingTx;
-use crate::client::sign::hex;
 use crate::clock::Clock;
-use crate::policy::{Action, Approval, Policy, Usage};
+use crate::display::hex;
+use crate::domain::{Action, Withdrawal};
+use crate::policy::{Approval, Policy, Usage};
 
 const SCHEMA_VERSION: &str = "1";
 
@@ -151,7 +151,7 @@ pub enum LedgerError {
 
 /// The identity of a transaction's content: SHA-256 over its id and the four signed fields.
 #[must_use]
-pub fn fingerprint(tx: &PendingTx) -> String {
+pub fn fingerprint(tx: &Withdrawal) -> String {
     let text = json!([tx.id, tx.from, tx.to, tx.amount, tx.chain_id]).to_string();
     let mut h = Sha256::new();
     h.update(text.as_bytes());
@@ -162,7 +162,7 @@ pub fn fingerprint(tx: &PendingTx) -> String {
 #[derive(Debug, Clone)]
 pub struct NewDecision {
     /// The transaction as received.
-    pub tx: PendingTx,
+    pub tx: Withdrawal,
     /// What was decided.
     pub action: Action,
     /// The deciding rule or pseudo-rule.
@@ -987,12 +987,12 @@ pub struct TxState {
 
 impl Ledger {
     /// The state of `tx`'s content in the ledger.
-    pub fn state(&self, tx: &PendingTx) -> Result<TxState, LedgerError> {
+    pub fn state(&self, tx: &Withdrawal) -> Result<TxState, LedgerError> {
         Ok(tx_state(tx, self.history(tx.id)?))
     }
 
     /// The states of `txs`, in their order.
-    pub fn states(&self, txs: &[PendingTx]) -> Result<Vec<TxState>, LedgerError> {
+    pub fn states(&self, txs: &[Withdrawal]) -> Result<Vec<TxState>, LedgerError> {
         txs.iter().map(|tx| self.state(tx)).collect()
     }
 
@@ -1210,7 +1210,7 @@ fn check_chain(mut problems: Vec<String>, records: &[Stored], head: Option<&str>
 }
 
 /// The state of `tx`'s content from every decision about its id (`history`, oldest first).
-fn tx_state(tx: &PendingTx, history: Vec<DecisionRow>) -> TxState {
+fn tx_state(tx: &Withdrawal, history: Vec<DecisionRow>) -> TxState {
     let fp = fingerprint(tx);
     let mut st = TxState::default();
     let mut others = std::collections::HashSet::new();

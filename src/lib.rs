@@ -60,6 +60,7 @@ pub mod daemon;
 #[cfg(feature = "dev-tools")]
 pub mod demo;
 pub mod display;
+pub mod domain;
 pub mod explain;
 pub mod failpoint;
 pub mod http;

@@ -20,12 +20,13 @@ use openssl::sha::sha256;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::client::sign::{self, SignOrder, hex};
+use crate::client::sign::{self, SignOrder};
 use crate::cycle::{Engine, Mode};
+use crate::display::hex;
+use crate::domain::Action;
 use crate::http::Health;
 use crate::ledger::{DecisionRow, LedgerHandle, PageQuery};
 use crate::metrics::Metrics;
-use crate::policy::Action;
 
 /// Default operator API request budget per second.
 pub const DEFAULT_RATE: u32 = 20;

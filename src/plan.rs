@@ -6,9 +6,9 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::client::PendingTx;
+use crate::domain::{Action, ClockCheck, Withdrawal};
 use crate::ledger::{DecisionRow, Status, TxState};
-use crate::policy::{Action, ClockCheck, Context, Evaluation, Policy, RULE_MALFORMED, Usage};
+use crate::policy::{Context, Evaluation, Policy, RULE_MALFORMED, Usage};
 
 /// Pseudo-rule recorded when the kill switch decided.
 pub const RULE_PAUSED: &str = "(paused)";
@@ -201,7 +201,7 @@ pub fn format_time(ms: i64) -> String {
 /// 5. The kill switch turns whatever the policy said (malformed holds excepted) into a hold, or
 ///    into a reject.
 #[must_use]
-pub fn plan(tx: &PendingTx, state: &TxState, inp: &Inputs<'_>) -> Plan {
+pub fn plan(tx: &Withdrawal, state: &TxState, inp: &Inputs<'_>) -> Plan {
     if let Some(live) = &state.live {
         if live.status == Status::Submitted {
             return Plan::Done { seq: live.seq };
@@ -261,7 +261,7 @@ pub fn plan(tx: &PendingTx, state: &TxState, inp: &Inputs<'_>) -> Plan {
     Plan::Decide(eval)
 }
 
-fn evaluate(tx: &PendingTx, inp: &Inputs<'_>, usage: &Usage) -> Evaluation {
+fn evaluate(tx: &Withdrawal, inp: &Inputs<'_>, usage: &Usage) -> Evaluation {
     let ctx = Context {
         usage,
         max_sign_len: inp.max_sign_len,
@@ -275,7 +275,7 @@ fn evaluate(tx: &PendingTx, inp: &Inputs<'_>, usage: &Usage) -> Evaluation {
 }
 
 /// Rule 1: a recorded approve/reject for this very content.
-fn recorded(tx: &PendingTx, live: &DecisionRow, inp: &Inputs<'_>) -> Plan {
+fn recorded(tx: &Withdrawal, live: &DecisionRow, inp: &Inputs<'_>) -> Plan {
     let seq = live.seq;
     match live.action {
         Action::Reject if inp.mode == Mode::Hold => Plan::Wait {

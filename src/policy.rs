@@ -5,13 +5,12 @@ mod address;
 mod parse;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use address::{
     AddressMatcher, AddressSet, TRON_CHAIN, address_problem, chain_problem, describe_char,
@@ -19,9 +18,9 @@ pub use address::{
 };
 pub use parse::{PolicyError, load, parse};
 
-use crate::client::PendingTx;
-use crate::client::types::parse_decimal;
-use crate::signer::{Decision, Verdict, decision_text_len};
+use crate::domain::{
+    Action, ClockCheck, Decision, Verdict, Withdrawal, decision_text_len, parse_decimal,
+};
 
 /// Longest amount text considered; anything longer is held as malformed.
 pub const MAX_AMOUNT_TEXT: usize = 64;
@@ -34,61 +33,6 @@ pub const RULE_MALFORMED: &str = "(malformed)";
 pub const RULE_GUARD: &str = "(guard)";
 /// Pseudo-rule recorded when the clock is behind the ledger and an approval waits.
 pub const RULE_CLOCK: &str = "(clock)";
-
-/// What to do with a transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Sign with status 1.
-    Approve,
-    /// Sign with status 2.
-    Reject,
-    /// Send nothing; leave it pending for a person and look again next cycle.
-    Hold,
-}
-
-impl Action {
-    /// The lowercase name used in logs, metrics and the ledger.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Approve => "approve",
-            Action::Reject => "reject",
-            Action::Hold => "hold",
-        }
-    }
-
-    /// The verdict to sign, for approve and reject.
-    #[must_use]
-    pub fn verdict(self) -> Option<Verdict> {
-        match self {
-            Action::Approve => Some(Verdict::Approve),
-            Action::Reject => Some(Verdict::Reject),
-            Action::Hold => None,
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `pad` so that table columns (`{:<8}`) line up.
-        f.pad(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Action {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "approve" => Ok(Action::Approve),
-            "reject" => Ok(Action::Reject),
-            "hold" => Ok(Action::Hold),
-            other => Err(format!(
-                "{other:?} is not an action: write approve, reject or hold"
-            )),
-        }
-    }
-}
 
 /// A rolling-window limit on what one approve rule may approve.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,19 +238,6 @@ impl Usage {
     }
 }
 
-/// What is known about the wall clock that window arithmetic relies on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ClockCheck {
-    /// Nothing wrong is known.
-    #[default]
-    Ok,
-    /// The clock is behind the newest ledger record: windows could be counted twice.
-    BehindLedger,
-    /// The clock is off the server's `Date` by more than the allowed skew, or no `Date` came to
-    /// compare it with: windows could look empty too early now, or later.
-    OffServer(crate::client::ClockDoubt),
-}
-
 /// What the evaluation may rely on besides the transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -373,7 +304,7 @@ impl From<String> for Malformed<'_> {
 
 /// Checks the fields every decision depends on, canonical forms included; `Err` is the reason to
 /// hold.
-fn check_fields<'a>(tx: &'a PendingTx, max_sign_len: usize) -> Result<Checked<'a>, Malformed<'a>> {
+fn check_fields<'a>(tx: &'a Withdrawal, max_sign_len: usize) -> Result<Checked<'a>, Malformed<'a>> {
     if !tx.problems.is_empty() {
         return Err(tx.problems.join("; ").into());
     }
@@ -602,17 +533,17 @@ impl Policy {
     /// Decides what to do with `tx`, with the trace of every rule tried (for `policy explain`).
     /// Pure: the same inputs always give the same answer.
     #[must_use]
-    pub fn evaluate(&self, tx: &PendingTx, ctx: Context<'_>) -> Evaluation {
+    pub fn evaluate(&self, tx: &Withdrawal, ctx: Context<'_>) -> Evaluation {
         self.evaluate_with(tx, ctx, true)
     }
 
     /// [`Policy::evaluate`] without the trace: what the cycle runs for every transaction.
     #[must_use]
-    pub fn decide(&self, tx: &PendingTx, ctx: Context<'_>) -> Evaluation {
+    pub fn decide(&self, tx: &Withdrawal, ctx: Context<'_>) -> Evaluation {
         self.evaluate_with(tx, ctx, false)
     }
 
-    fn evaluate_with(&self, tx: &PendingTx, ctx: Context<'_>, traced: bool) -> Evaluation {
+    fn evaluate_with(&self, tx: &Withdrawal, ctx: Context<'_>, traced: bool) -> Evaluation {
         let checked = match check_fields(tx, ctx.max_sign_len) {
             Ok(c) => c,
             Err(m) => {

@@ -8,9 +8,10 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 use crate::client::parse_pending_item;
+use crate::domain::{Action, ClockCheck};
 use crate::ledger::{DecisionRow, Ledger, LedgerError, TxState};
 use crate::plan::{Inputs, Mode, Plan, plan};
-use crate::policy::{Action, Approval, ClockCheck, Policy, Usage};
+use crate::policy::{Approval, Policy, Usage};
 
 /// One decision that would change.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

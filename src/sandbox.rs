@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::sign::{self, SignOrder};
 use crate::client::{self as api, parse_pending_item};
-use crate::signer::{Decision, Verdict, collect_text, decision_text, recover_text};
+use crate::domain::{Decision, Verdict, collect_text, decision_text};
+use crate::signer::recover_text;
 
 /// Largest clock difference accepted on `TimeStamp` by default.
 pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(300);

@@ -79,7 +79,7 @@ pub(crate) fn run(a: SignArgs) -> CmdResult {
             t
         }
     };
-    if signer::looks_like_decision(&text) && !a.bypass_policy {
+    if crate::domain::looks_like_decision(&text) && !a.bypass_policy {
         return Err(Failure::usage(anyhow::anyhow!(
             "the text is shaped like an approve/reject decision (it has a `status` field): its \
              signature would decide a withdrawal without the policy or the ledger. The daemon \

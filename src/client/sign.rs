@@ -4,6 +4,8 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::display::hex;
+
 /// How parameter names are ordered in the canonical string.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -82,18 +84,6 @@ pub fn sign(canonical: &str, secret: &str) -> String {
     h.update(canonical.as_bytes());
     h.update(secret.as_bytes());
     hex(&h.finalize())
-}
-
-/// Lowercase hex of `bytes`.
-#[must_use]
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 /// The body's top-level fields with their canonical texts. A body that is not a JSON object

@@ -5,6 +5,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use crate::domain::{Withdrawal, parse_decimal};
+
 /// One page of `/api/transaction/pending`.
 #[derive(Debug, Clone)]
 pub struct PendingPage {
@@ -14,28 +16,8 @@ pub struct PendingPage {
     pub items: Vec<PendingItem>,
 }
 
-/// A pending item: a transaction with a usable id, or an item that cannot even be identified.
-pub type PendingItem = Result<PendingTx, MalformedItem>;
-
-/// A pending transaction as received. Fields are kept as text, unjudged: the policy decides
-/// what a missing or odd field means (it holds such a transaction).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingTx {
-    /// The transaction id.
-    pub id: u64,
-    /// `fromAddress`, when it was a JSON string.
-    pub from: Option<String>,
-    /// `toAddress`, when it was a JSON string.
-    pub to: Option<String>,
-    /// `amount` exactly as received: the string's content, or a number token's text.
-    pub amount: Option<String>,
-    /// `chainId`, when it was a JSON string.
-    pub chain_id: Option<String>,
-    /// What was wrong with the item's fields, one phrase each (empty when nothing).
-    pub problems: Vec<String>,
-    /// The item's JSON text as received.
-    pub raw: String,
-}
+/// A pending item: a withdrawal with a usable id, or an item that cannot even be identified.
+pub type PendingItem = Result<Withdrawal, MalformedItem>;
 
 /// A list item without a usable id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +207,7 @@ fn parse_item(raw: &RawValue) -> PendingItem {
             }
         }
     };
-    Ok(PendingTx {
+    Ok(Withdrawal {
         id,
         from,
         to,
@@ -424,22 +406,6 @@ pub struct BatchSold {
     pub merchant_order_nos: Vec<String>,
 }
 
-/// Parses a plain decimal (digits, one optional point, optional leading minus) exactly.
-/// Exponents, `NaN`, hex and spaces are refused.
-#[must_use]
-pub fn parse_decimal(text: &str) -> Option<Decimal> {
-    let body = text.strip_prefix('-').unwrap_or(text);
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    let plain = !int.is_empty()
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && (!body.contains('.') || !frac.is_empty())
-        && frac.bytes().all(|b| b.is_ascii_digit());
-    if !plain {
-        return None;
-    }
-    Decimal::from_str_exact(text).ok()
-}
-
 /// Deserializes a decimal from a JSON string or number token, without passing through `f64`.
 fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
     let raw: &RawValue = Deserialize::deserialize(d)?;
@@ -504,13 +470,5 @@ mod tests {
     fn a_page_without_total_is_an_error() {
         assert!(parse_pending_page(r#"{"list":[]}"#).is_err());
         assert!(parse_pending_page(r#"{"total":-1,"list":[]}"#).is_err());
-    }
-
-    #[test]
-    fn plain_decimals_parse_and_other_notations_do_not() {
-        assert_eq!(parse_decimal("6.47"), Some(Decimal::new(647, 2)));
-        for bad in ["1e3", "NaN", "", "0x10", " 1", "1.", ".5", "+1", "1_0"] {
-            assert_eq!(parse_decimal(bad), None, "{bad}");
-        }
     }
 }

@@ -12,8 +12,8 @@ use super::{
     DecisionRow, Ledger, LedgerError, NewDecision, Outcome, PageQuery, ResendRecord, TxState,
     VerifyReport,
 };
-use crate::client::PendingTx;
 use crate::clock::Clock;
+use crate::domain::Withdrawal;
 use crate::policy::{Policy, Usage};
 
 /// The ledger, shared: cheap to clone, every call `async`.
@@ -172,14 +172,14 @@ impl LedgerHandle {
     }
 
     /// The state of `tx`'s content in the ledger.
-    pub async fn state(&self, tx: PendingTx) -> Result<TxState, LedgerError> {
+    pub async fn state(&self, tx: Withdrawal) -> Result<TxState, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.state(&tx)).await,
         }
     }
 
     /// The states of `txs`, in their order, in one call (a page at a time).
-    pub async fn states(&self, txs: Vec<PendingTx>) -> Result<Vec<TxState>, LedgerError> {
+    pub async fn states(&self, txs: Vec<Withdrawal>) -> Result<Vec<TxState>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.states(&txs)).await,
         }

@@ -32,8 +32,8 @@ use super::{
     RESEND_EVENT, ResendRecord, TxState, VerifyReport, WindowApproval, check_chain, page_query,
     page_rows, row_select, tx_state, usage_of, window_start,
 };
-use crate::client::PendingTx;
 use crate::clock::Clock;
+use crate::domain::Withdrawal;
 use crate::policy::{Policy, Usage};
 
 /// The schema steps this cosigner knows; `cosigner_schema` holds how many were applied.
@@ -1033,7 +1033,7 @@ impl PgLedger {
     }
 
     /// The state of `tx`'s content in the ledger.
-    pub async fn state(&self, tx: &PendingTx) -> Result<TxState, LedgerError> {
+    pub async fn state(&self, tx: &Withdrawal) -> Result<TxState, LedgerError> {
         Ok(tx_state(tx, self.history(tx.id).await?))
     }
 

@@ -12,8 +12,8 @@ use serde_json::json;
 use tokio_postgres::types as pg;
 
 use super::sql::{Millis, Sent, Seq, TxId};
-use crate::client::sign::hex;
-use crate::policy::Action;
+use crate::display::hex;
+use crate::domain::Action;
 
 /// Hash that precedes the first record.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

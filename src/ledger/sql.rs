@@ -7,7 +7,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use serde::Serialize;
 use tokio_postgres::types::{self as pg, IsNull, Type, to_sql_checked};
 
-use crate::policy::Action;
+use crate::domain::Action;
 
 /// A value that does not fit the column it is written to or read from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -252,7 +252,7 @@ impl FromSql for Action {
         value
             .as_str()?
             .parse()
-            .map_err(|e: String| FromSqlError::Other(e.into()))
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
     }
 }
 

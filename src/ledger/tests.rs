@@ -236,8 +236,8 @@ fn the_typed_records_read_the_earlier_files_rows_back() {
     });
 }
 
-pub(super) fn tx(id: u64) -> PendingTx {
-    PendingTx {
+pub(super) fn tx(id: u64) -> Withdrawal {
+    Withdrawal {
         id,
         from: Some("0xA".into()),
         to: Some("0xB".into()),

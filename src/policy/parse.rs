@@ -14,8 +14,8 @@ use super::{
     Action, AddressMatcher, AddressSet, Guard, Policy, Rule, WindowLimit, address_problem,
     chain_problem,
 };
-use crate::client::sign::hex;
-use crate::client::types::parse_decimal;
+use crate::display::hex;
+use crate::domain::{UnknownAction, parse_decimal};
 
 /// A policy that cannot be used, and where the problem is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -323,7 +323,7 @@ pub fn parse(
         None => Action::Hold,
         Some(s) => s
             .parse()
-            .map_err(|m: String| ctx.err(Some("key `default`".into()), m))?,
+            .map_err(|e: UnknownAction| ctx.err(Some("key `default`".into()), e.to_string()))?,
     };
 
     let dir = file.parent().unwrap_or(Path::new("."));
@@ -497,7 +497,7 @@ pub fn parse(
             .as_deref()
             .ok_or_else(|| ctx.err(rule_place(&name, "action"), "is required"))?
             .parse()
-            .map_err(|m: String| ctx.err(rule_place(&name, "action"), m))?;
+            .map_err(|e: UnknownAction| ctx.err(rule_place(&name, "action"), e.to_string()))?;
         let chains = match r.chains {
             Some(c) if c.is_empty() => {
                 return Err(ctx.err(

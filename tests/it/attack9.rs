@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use cosigner::client::APPROVE;
 use cosigner::cycle::PollSettings;
+use cosigner::domain::Action;
 use cosigner::ledger::Status;
-use cosigner::policy::Action;
 use cosigner::sandbox::Faults;
 
 use crate::support::*;
@@ -381,8 +381,8 @@ async fn a_clock_behind_the_servers_is_not_trusted_so_its_correction_cannot_empt
 /// not confirmed either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_ledger_with_a_reject_and_an_approve_for_one_id_sends_neither_again() {
+    use cosigner::domain::{Decision, Verdict, decision_text};
     use cosigner::ledger::{NewDecision, Outcome};
-    use cosigner::signer::{Decision, Verdict, decision_text};
     let approved_item = item(1, HOT, TREASURY, "5", "195");
     let sb = start_sandbox(scenario(vec![approved_item.clone()])).await;
     let dir = tempfile::tempdir().unwrap();

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use cosigner::client::APPROVE;
 use cosigner::cycle::Engine;
+use cosigner::domain::Action;
 use cosigner::plan::Mode;
-use cosigner::policy::Action;
 use cosigner::sandbox::Faults;
 
 use crate::support::*;

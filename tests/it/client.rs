@@ -6,8 +6,9 @@ use std::time::Duration;
 use cosigner::client::{
     ApproveRequest, Client, ClientError, CreateOrder, Gate, SellOrder, SignOrder,
 };
+use cosigner::domain::{Decision, Verdict, Withdrawal, collect_text, decision_text};
 use cosigner::sandbox::{Faults, Scenario};
-use cosigner::signer::{Decision, KeySource, Signer, Verdict, collect_text, decision_text};
+use cosigner::signer::{KeySource, Signer};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 
@@ -34,11 +35,7 @@ fn scenario(n: u64) -> Scenario {
     }
 }
 
-fn approve_request(
-    signer: &Signer,
-    tx: &cosigner::client::PendingTx,
-    verdict: Verdict,
-) -> ApproveRequest {
+fn approve_request(signer: &Signer, tx: &Withdrawal, verdict: Verdict) -> ApproveRequest {
     let d = Decision {
         id: tx.id,
         from: tx.from.as_deref().unwrap(),

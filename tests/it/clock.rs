@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use cosigner::clock::Clock;
+use cosigner::domain::Action;
 use cosigner::ledger::Ledger;
-use cosigner::policy::Action;
 use serde_json::Value;
 
 use crate::support::*;

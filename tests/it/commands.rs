@@ -10,11 +10,11 @@ use cosigner::check::{Finding, Level, preflight};
 use cosigner::client::parse_pending_item;
 use cosigner::config::{Config, Environment};
 use cosigner::cycle::PollSettings;
+use cosigner::domain::Action;
 use cosigner::explain::explain;
 use cosigner::killswitch::{SwitchError, Switched, switch};
 use cosigner::ledger::Ledger;
 use cosigner::plan::{Mode, Plan};
-use cosigner::policy::Action;
 use cosigner::sandbox::Scenario;
 
 use crate::support::*;

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use cosigner::domain::Action;
 use cosigner::ledger::Ledger;
-use cosigner::policy::Action;
 use serde_json::Value;
 
 use crate::support::*;

@@ -5,8 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cosigner::cycle::{CycleError, Engine, PollSettings};
+use cosigner::domain::Action;
 use cosigner::ledger::{Ledger, Status};
-use cosigner::policy::{self, Action};
+use cosigner::policy;
 use cosigner::sandbox::{Faults, Scenario};
 
 use crate::support::*;

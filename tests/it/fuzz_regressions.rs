@@ -42,7 +42,7 @@ fn kept_pending_list_inputs_are_handled() {
             {
                 for item in page.items.into_iter().flatten() {
                     if let Some(a) = &item.amount {
-                        let _ = cosigner::client::types::parse_decimal(a);
+                        let _ = cosigner::domain::parse_decimal(a);
                     }
                     let _ = cosigner::ledger::fingerprint(&item);
                 }

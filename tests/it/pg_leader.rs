@@ -5,17 +5,17 @@
 
 use std::time::{Duration, Instant};
 
-use cosigner::client::PendingTx;
+use cosigner::domain::Action;
+use cosigner::domain::Withdrawal;
 use cosigner::leader::{Leadership, Role};
 use cosigner::ledger::{LedgerError, NewDecision, Outcome};
-use cosigner::policy::Action;
 
 use crate::pg::Pg;
 use crate::support::wait_until;
 
 fn hold(id: u64) -> NewDecision {
     NewDecision {
-        tx: PendingTx {
+        tx: Withdrawal {
             id,
             from: Some("0xA".into()),
             to: Some("0xB".into()),

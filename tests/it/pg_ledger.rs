@@ -5,19 +5,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cosigner::client::PendingTx;
+use cosigner::domain::Action;
+use cosigner::domain::Withdrawal;
 use cosigner::ledger::postgres::{PgLedger, PgTarget};
 use cosigner::ledger::{
     Ledger, LedgerError, NewDecision, Outcome, PageQuery, RESEND_EVENT, ResendRecord, TxState,
 };
-use cosigner::policy::{Action, Policy, Usage};
+use cosigner::policy::{Policy, Usage};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::pg::Pg;
 
-fn tx(id: u64, to: &str, amount: &str) -> PendingTx {
-    PendingTx {
+fn tx(id: u64, to: &str, amount: &str) -> Withdrawal {
+    Withdrawal {
         id,
         from: Some("0xA".into()),
         to: Some(to.into()),
@@ -28,7 +29,7 @@ fn tx(id: u64, to: &str, amount: &str) -> PendingTx {
     }
 }
 
-fn decision(tx: PendingTx, action: Action, rule: &str, dry_run: bool) -> NewDecision {
+fn decision(tx: Withdrawal, action: Action, rule: &str, dry_run: bool) -> NewDecision {
     let amount = (action == Action::Approve)
         .then(|| tx.amount.as_deref().and_then(|a| a.parse::<Decimal>().ok()))
         .flatten();

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use cosigner::client::{PendingTx, parse_pending_item};
-use cosigner::policy::{self, Action, ClockCheck, Context, Policy, Usage, WindowUsage};
+use cosigner::client::parse_pending_item;
+use cosigner::domain::{Action, ClockCheck, Withdrawal};
+use cosigner::policy::{self, Context, Policy, Usage, WindowUsage};
 use rust_decimal::Decimal;
 
 const TREASURY_TRON: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
@@ -48,7 +49,7 @@ pub fn parse(text: &str) -> Result<Policy, policy::PolicyError> {
     })
 }
 
-pub fn tx(id: u64, to: &str, amount: &str, chain: &str) -> PendingTx {
+pub fn tx(id: u64, to: &str, amount: &str, chain: &str) -> Withdrawal {
     parse_pending_item(
         &serde_json::json!({"id": id, "fromAddress": HOT, "toAddress": to, "amount": amount, "chainId": chain})
             .to_string(),
@@ -56,7 +57,7 @@ pub fn tx(id: u64, to: &str, amount: &str, chain: &str) -> PendingTx {
     .unwrap()
 }
 
-fn eval(p: &Policy, t: &PendingTx, usage: &Usage) -> (Action, String) {
+fn eval(p: &Policy, t: &Withdrawal, usage: &Usage) -> (Action, String) {
     let e = p.evaluate(
         t,
         Context {

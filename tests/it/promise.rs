@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use cosigner::client::APPROVE;
 use cosigner::cycle::Mode;
+use cosigner::domain::{Action, ClockCheck};
 use cosigner::ledger::Status;
-use cosigner::policy::{self, Action, ClockCheck, Context, Usage};
+use cosigner::policy::{self, Context, Usage};
 use cosigner::sandbox::Faults;
 use proptest::prelude::*;
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! Property tests: the amount parser, address matching, and policy monotonicity.
 
-use cosigner::client::types::parse_decimal;
-use cosigner::policy::{Action, AddressSet, ClockCheck, Context, Policy, Usage, WindowUsage};
+use cosigner::domain::{Action, ClockCheck, parse_decimal};
+use cosigner::policy::{AddressSet, Context, Policy, Usage, WindowUsage};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 

@@ -450,7 +450,7 @@ mod adversarial {
     //! accounted for with a reason.
 
     use cosigner::cycle::{Engine, PollSettings};
-    use cosigner::policy::Action;
+    use cosigner::domain::Action;
     use cosigner::sandbox::{Faults, Scenario};
 
     use serde_json::{Value, json};

@@ -1,0 +1,26 @@
+//! The domain core: what the daemon decides about and what it signs, with no dependency on any
+//! other module of the crate (only on `rust_decimal`, `serde` and `serde_json`). Every other
+//! module speaks these types: the client converts the wire format into them at the edge, the
+//! policy and the plan decide on them, the ledger records them.
+//!
+//! - [`Withdrawal`] and [`TxId`]: a pending withdrawal as listed, fields unjudged;
+//! - [`Action`] and [`Verdict`]: what is decided, and what is signed;
+//! - [`Decision`], [`decision_text`], [`collect_text`]: the exact texts the key shard signs;
+//! - [`parse_decimal`]: exact amounts (never `f64`);
+//! - [`ClockCheck`] and [`ClockDoubt`]: what is known about the clock windows rely on.
+//!
+//! Window usage has one implementation too, [`crate::policy::Usage::at`]: it needs the policy's
+//! windows, so it lives with the policy.
+
+mod amount;
+mod clock;
+mod decision;
+mod withdrawal;
+
+pub use amount::parse_decimal;
+pub use clock::{ClockCheck, ClockDoubt};
+pub use decision::{
+    Action, Decision, UnknownAction, Verdict, collect_text, decision_text, decision_text_len,
+    looks_like_decision,
+};
+pub use withdrawal::{TxId, Withdrawal};
