@@ -163,7 +163,8 @@ impl EngineBuilder {
     /// The engine, in normal mode with the policy in force.
     #[must_use]
     pub fn build(self) -> Engine {
-        self.metrics.set_policy(&self.policy);
+        self.metrics
+            .set_policy(&self.policy.sha256, self.policy.limited_rules());
         self.metrics.set_mode(Mode::Normal.as_str());
         Engine {
             client: self.client,
@@ -275,7 +276,8 @@ impl Engine {
 
     /// Puts `policy` in force for the next cycle; a running cycle finishes on the old one.
     pub fn replace_policy(&self, policy: Arc<Policy>) {
-        self.metrics.set_policy(&policy);
+        self.metrics
+            .set_policy(&policy.sha256, policy.limited_rules());
         self.control.put_policy(policy);
     }
 
@@ -564,7 +566,7 @@ impl Engine {
             outcomes.extend(done.ok().flatten());
         }
         self.record_outcomes(&mut outcomes, &mut out).await;
-        self.metrics.set_window_usage(&policy, &usage);
+        self.metrics.set_window_usage(policy.window_used(&usage));
         if let Some(e) = failure {
             return Err(e);
         }

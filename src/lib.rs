@@ -63,6 +63,7 @@ pub mod display;
 pub mod domain;
 pub mod explain;
 pub mod failpoint;
+pub mod health;
 pub mod http;
 pub mod killswitch;
 pub mod leader;

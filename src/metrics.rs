@@ -1,5 +1,6 @@
 //! Prometheus metrics: what the daemon did, how long it took, and how close each rule is to its
-//! window limit. No label takes unbounded values (no transaction ids, no addresses).
+//! window limit. No label takes unbounded values (no transaction ids, no addresses). Takes
+//! numbers and labels only: it depends on no other module of the crate.
 
 use std::time::Duration;
 
@@ -7,8 +8,6 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry, TextEncoder,
 };
-
-use crate::policy::{Policy, Usage};
 
 /// The daemon's metrics and the registry they are exposed from.
 #[derive(Clone)]
@@ -220,17 +219,14 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Marks `policy` as the one in force.
-    pub fn set_policy(&self, policy: &Policy) {
+    /// Marks the policy with digest `sha256` as the one in force, its `limited_rules` (the
+    /// rules with a window limit) at zero use.
+    pub fn set_policy<'a>(&self, sha256: &str, limited_rules: impl IntoIterator<Item = &'a str>) {
         self.policy_info.reset();
-        self.policy_info
-            .with_label_values(&[&policy.sha256])
-            .set(1.0);
+        self.policy_info.with_label_values(&[sha256]).set(1.0);
         self.window_used.reset();
-        for r in &policy.rules {
-            if r.limit.is_some() {
-                self.window_used.with_label_values(&[&r.name]).set(0.0);
-            }
+        for rule in limited_rules {
+            self.window_used.with_label_values(&[rule]).set(0.0);
         }
     }
 
@@ -243,22 +239,11 @@ impl Metrics {
         }
     }
 
-    /// Updates `cosigner_window_used_ratio` from the usage a cycle ended with.
-    pub fn set_window_usage(&self, policy: &Policy, usage: &Usage) {
-        for r in &policy.rules {
-            let Some(limit) = &r.limit else { continue };
-            let used = usage.rules.get(&r.name).copied().unwrap_or_default();
-            let mut ratio: f64 = 0.0;
-            if let Some(max) = limit.max_total
-                && !max.is_zero()
-            {
-                let q = used.total / max;
-                ratio = ratio.max(q.to_string().parse().unwrap_or(1.0));
-            }
-            if let Some(max) = limit.max_count {
-                ratio = ratio.max(used.count as f64 / max as f64);
-            }
-            self.window_used.with_label_values(&[&r.name]).set(ratio);
+    /// Updates `cosigner_window_used_ratio`: each rule's share of its window limit used, as a
+    /// cycle ended.
+    pub fn set_window_usage<'a>(&self, ratios: impl IntoIterator<Item = (&'a str, f64)>) {
+        for (rule, ratio) in ratios {
+            self.window_used.with_label_values(&[rule]).set(ratio);
         }
     }
 

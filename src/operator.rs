@@ -24,7 +24,7 @@ use crate::client::sign::{self, SignOrder};
 use crate::cycle::{Engine, Mode};
 use crate::display::hex;
 use crate::domain::Action;
-use crate::http::Health;
+use crate::health::Health;
 use crate::ledger::{DecisionRow, LedgerHandle, PageQuery};
 use crate::metrics::Metrics;
 

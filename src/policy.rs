@@ -687,6 +687,34 @@ impl Policy {
             .max()
     }
 
+    /// The names of the rules with a window limit.
+    pub fn limited_rules(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .filter(|r| r.limit.is_some())
+            .map(|r| r.name.as_str())
+    }
+
+    /// Each limited rule's share of its window limit that `usage` uses (the larger of total and
+    /// count), for the `cosigner_window_used_ratio` gauge. A gauge, not money: `f64` is fine.
+    pub fn window_used<'a>(&'a self, usage: &'a Usage) -> impl Iterator<Item = (&'a str, f64)> {
+        self.rules.iter().filter_map(move |r| {
+            let limit = r.limit.as_ref()?;
+            let used = usage.rules.get(&r.name).copied().unwrap_or_default();
+            let mut ratio: f64 = 0.0;
+            if let Some(max) = limit.max_total
+                && !max.is_zero()
+            {
+                let q = used.total / max;
+                ratio = ratio.max(q.to_string().parse().unwrap_or(1.0));
+            }
+            if let Some(max) = limit.max_count {
+                ratio = ratio.max(used.count as f64 / max as f64);
+            }
+            Some((r.name.as_str(), ratio))
+        })
+    }
+
     /// Warnings for `cosigner check` and `policy check`: allowed, but worth a second look.
     #[must_use]
     pub fn warnings(&self) -> Vec<String> {

@@ -1,0 +1,146 @@
+//! Readiness and liveness: when the last poll succeeded, and whether the scheduler still shows
+//! life. Shared by the health routes (`http`), the operator API's status and the watchdog.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+
+/// How long one cycle may take before the scheduler counts as wedged.
+pub const SCHEDULER_BUDGET: Duration = Duration::from_secs(600);
+
+/// What readiness is judged on.
+#[derive(Debug)]
+pub struct Health {
+    /// When the last cycle ran to the end (ms since the epoch; 0 = never).
+    pub last_poll_ok_ms: AtomicI64,
+    /// The poll interval: ready while the last success is at most two intervals old.
+    pub poll_interval: Duration,
+    /// The monotonic origin of `heartbeat_ms`: a wall clock stepped by NTP must not make a
+    /// healthy scheduler look wedged, or a wedged one alive.
+    started: Instant,
+    /// When the scheduler last showed life (a cycle started or ended), in ms after `started`.
+    heartbeat_ms: AtomicU64,
+    /// The wall clock of `last_poll_ok_ms`.
+    clock: Clock,
+}
+
+impl Health {
+    /// A health state with no successful poll yet; the scheduler counts as alive from now.
+    /// Poll times are read from `clock`.
+    #[must_use]
+    pub fn new(poll_interval: Duration, clock: Clock) -> Self {
+        Self {
+            last_poll_ok_ms: AtomicI64::new(0),
+            poll_interval,
+            started: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes that the scheduler is alive: called at the start and at the end of every cycle,
+    /// failed ones included (a restart does not fix an upstream outage).
+    pub fn beat(&self) {
+        self.heartbeat_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
+    }
+
+    /// True while the scheduler shows life: a beat within one interval plus a generous cycle
+    /// budget. The systemd watchdog is fed only then, so a wedged daemon gets restarted.
+    pub fn scheduler_alive(&self) -> bool {
+        let age = self
+            .elapsed_ms()
+            .saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed));
+        age <= u64::try_from((self.poll_interval + SCHEDULER_BUDGET).as_millis())
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Notes a successful poll now.
+    pub fn poll_succeeded(&self) {
+        self.last_poll_ok_ms
+            .store(self.clock.now_ms(), Ordering::Relaxed);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        let last = self.last_poll_ok_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return Err(NotReady::NeverPolled);
+        }
+        let age = Duration::from_millis(
+            u64::try_from(self.clock.now_ms().saturating_sub(last)).unwrap_or(0),
+        );
+        let limit = self.poll_interval * 2;
+        if age > limit {
+            return Err(NotReady::PollTooOld {
+                age_secs: age.as_secs(),
+                limit_secs: limit.as_secs(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why the daemon is not ready. Serialized as its message (the operator API's
+/// `not_ready_reason`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// No cycle has run to the end yet.
+    #[error("no successful poll yet")]
+    NeverPolled,
+    /// The last cycle that ran to the end is older than two poll intervals.
+    #[error("last successful poll {age_secs}s ago (limit {limit_secs}s)")]
+    PollTooOld {
+        /// Seconds since it ended.
+        age_secs: u64,
+        /// Two poll intervals, in seconds.
+        limit_secs: u64,
+    },
+}
+
+impl serde::Serialize for NotReady {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_scheduler_stays_alive_while_it_beats_and_not_after() {
+        let h = Health::new(Duration::from_secs(120), Clock::system());
+        let limit = Duration::from_secs(120) + SCHEDULER_BUDGET;
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(120)).await;
+            h.beat();
+            assert!(h.scheduler_alive());
+        }
+        tokio::time::advance(limit).await;
+        assert!(h.scheduler_alive(), "exactly at the limit");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!h.scheduler_alive(), "no beat for longer than the limit");
+    }
+
+    #[test]
+    fn readiness_lasts_two_poll_intervals_after_the_last_successful_poll() {
+        let (clock, hand) = Clock::manual(1_700_000_000_000);
+        let h = Health::new(Duration::from_secs(120), clock);
+        assert_eq!(h.readiness(), Err(NotReady::NeverPolled));
+        assert_eq!(NotReady::NeverPolled.to_string(), "no successful poll yet");
+        h.poll_succeeded();
+        hand.advance(Duration::from_secs(240));
+        assert_eq!(h.readiness(), Ok(()), "exactly two intervals");
+        hand.advance(Duration::from_secs(1));
+        let why = h.readiness().unwrap_err().to_string();
+        assert!(why.contains("241s ago (limit 240s)"), "{why}");
+    }
+}
