@@ -171,7 +171,7 @@ pub enum ClientError {
         /// Attempts made.
         attempts: u32,
         /// Why the gate said no.
-        reason: String,
+        reason: Refusal,
     },
 }
 
@@ -222,13 +222,32 @@ pub struct Reply {
     pub server_date: Option<SystemTime>,
 }
 
+/// Why a [`Gate`] stopped a request: a sentence for the log and the outcome record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(String);
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        Self(reason.to_owned())
+    }
+}
+
 /// A check a [`Gate`] makes: `Err` says why the request must not go out.
-type GateCheck<A> = Box<dyn Fn(A) -> Result<(), String> + Send + Sync>;
+type GateCheck<A> = Box<dyn Fn(A) -> Result<(), Refusal> + Send + Sync>;
 
 /// What a [`Gate`] writes down before an attempt (with the number of attempts made so far):
 /// `Err` says why the request must not go out.
 type BeforeAttempt = Box<
-    dyn Fn(u32) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+    dyn Fn(u32) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send>>
+        + Send
+        + Sync,
 >;
 
 /// Asked before every attempt of a request, retries included, whether it may still go out: the
@@ -247,7 +266,7 @@ impl Gate {
     /// A gate that asks `permit` (an `Err` says why not) and is woken from backoff sleeps by any
     /// change sent on `changes`.
     pub fn new(
-        permit: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+        permit: impl Fn() -> Result<(), Refusal> + Send + Sync + 'static,
         changes: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
         Self {
@@ -264,7 +283,7 @@ impl Gate {
     pub fn with_before_attempt<F, Fut>(mut self, f: F) -> Self
     where
         F: Fn(u32) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        Fut: Future<Output = Result<(), Refusal>> + Send + 'static,
     {
         self.before_attempt = Some(Box::new(move |attempts| Box::pin(f(attempts))));
         self
@@ -278,13 +297,13 @@ impl Gate {
     }
 
     /// Marks the changes seen so far, then asks: a change after this wakes [`Gate::sleep`].
-    fn check(&mut self) -> Result<(), String> {
+    fn check(&mut self) -> Result<(), Refusal> {
         self.changes.borrow_and_update();
         (self.permit)(())
     }
 
     /// Sleeps `wait`, re-asking at every change; `Err` as soon as the answer is no.
-    async fn sleep(&mut self, wait: Duration) -> Result<(), String> {
+    async fn sleep(&mut self, wait: Duration) -> Result<(), Refusal> {
         let deadline = tokio::time::Instant::now() + wait;
         let cancel = self.cancel.clone().unwrap_or_default();
         loop {
@@ -675,9 +694,9 @@ impl Client {
             endpoint: PENDING,
             detail: "no data in the envelope".into(),
         })?;
-        let page = parse_pending_page(data).map_err(|detail| ClientError::Decode {
+        let page = parse_pending_page(data).map_err(|e| ClientError::Decode {
             endpoint: PENDING,
-            detail,
+            detail: e.to_string(),
         })?;
         Ok((page, reply))
     }

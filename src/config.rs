@@ -711,12 +711,12 @@ impl Validator<'_> {
         p: &Path,
         allow_insecure: bool,
     ) -> Result<SecretString, ConfigError> {
-        read_secret_file(p, !allow_insecure).map_err(|m| self.err(key, m))
+        read_secret_file(p, !allow_insecure).map_err(|e| self.err(key, e.to_string()))
     }
 
     /// A secret from `$CREDENTIALS_DIRECTORY`: systemd already makes it private to the service.
     fn read_credential(&self, key: &'static str, p: &Path) -> Result<SecretString, ConfigError> {
-        read_secret_file(p, false).map_err(|m| self.err(key, m))
+        read_secret_file(p, false).map_err(|e| self.err(key, e.to_string()))
     }
 
     fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
@@ -948,7 +948,8 @@ impl Validator<'_> {
         let api_keys_file = raw.http.api_keys_file.map(|p| self.resolve(p));
         let api_keys = match &api_keys_file {
             Some(p) => Some(
-                crate::operator::ApiKeys::load(p).map_err(|m| self.err("http.api_keys_file", m))?,
+                crate::operator::ApiKeys::load(p)
+                    .map_err(|e| self.err("http.api_keys_file", e.to_string()))?,
             ),
             None => None,
         };
@@ -1023,24 +1024,60 @@ fn valid_log_filter(filter: &str) -> bool {
 /// newline is dropped, as `echo` and systemd credentials leave one; an empty file is an error.
 /// With `private`, a file group or others may read is refused as the key file is (checked on
 /// the opened file). The error names the file, never its content.
-pub fn read_secret_file(path: &Path, private: bool) -> Result<SecretString, String> {
-    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+pub fn read_secret_file(path: &Path, private: bool) -> Result<SecretString, SecretFileError> {
+    let cannot = |source: std::io::Error| SecretFileError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(cannot)?;
     if private && let Some(mode) = crate::signer::shared_mode(&file.metadata().map_err(cannot)?) {
-        return Err(format!(
-            "{} has mode {mode:04o}: a file holding a secret must not be readable by group or \
-             others (chmod 600 it, or set key.allow_insecure_permissions = true)",
-            path.display()
-        ));
+        return Err(SecretFileError::Shared {
+            path: path.to_owned(),
+            mode,
+        });
     }
     let mut text = String::new();
     std::io::Read::read_to_string(&mut file, &mut text).map_err(cannot)?;
     let trimmed = text.strip_suffix('\n').unwrap_or(&text);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
     if trimmed.is_empty() {
-        return Err(format!("{} is empty", path.display()));
+        return Err(SecretFileError::Empty {
+            path: path.to_owned(),
+        });
     }
     Ok(SecretString::from(trimmed.to_owned()))
+}
+
+/// A file that should hold one secret and does not; the message names the file, never its
+/// content.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Group or others may read it.
+    #[error(
+        "{} has mode {mode:04o}: a file holding a secret must not be readable by group or \
+         others (chmod 600 it, or set key.allow_insecure_permissions = true)",
+        .path.display()
+    )]
+    Shared {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It holds nothing.
+    #[error("{} is empty", .path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 fn nonempty(s: Option<String>) -> Option<String> {

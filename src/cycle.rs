@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem};
+use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, Refusal};
 use crate::clock::Clock;
 use crate::control::Control;
 use crate::domain::{Action, ClockCheck, Decision, Withdrawal, decision_text};
@@ -664,22 +664,22 @@ impl Engine {
         let control = self.control.clone();
         let shutdown = self.shutdown.clone();
         let client = self.client.clone();
-        let permit = move || {
+        let permit = move || -> Result<(), Refusal> {
             if shutdown.is_cancelled() {
-                return Err("shutting down; it is sent after the restart".to_string());
+                return Err("shutting down; it is sent after the restart".into());
             }
             let mode = control.mode();
             if !mode.lets_out(status) {
-                return Err(format!("{}-all mode set by an operator", mode.as_str()));
+                return Err(format!("{}-all mode set by an operator", mode.as_str()).into());
             }
             if status == 1 {
                 if control.generation() != generation {
                     return Err("the policy changed since this approval was checked; it is \
                                 checked again next cycle"
-                        .to_string());
+                        .into());
                 }
                 if let Some(doubt) = client.clock_doubt(None) {
-                    return Err(doubt.to_string());
+                    return Err(doubt.to_string().into());
                 }
             }
             Ok(())
@@ -711,7 +711,9 @@ impl Engine {
                     .ok_or("the ledger is closed, so the attempt is not made")?
                     .record_resends(vec![record])
                     .await
-                    .map_err(|e| format!("cannot record the attempt, so it is not made: {e}"))
+                    .map_err(|e| {
+                        Refusal::from(format!("cannot record the attempt, so it is not made: {e}"))
+                    })
             }
         })
     }

@@ -43,8 +43,8 @@ pub enum SwitchError {
     #[error(transparent)]
     Record(LedgerError),
     /// The operator API key file could not be read (the message names the file).
-    #[error("{0}")]
-    KeyFile(String),
+    #[error(transparent)]
+    KeyFile(config::SecretFileError),
     /// The daemon runs and no operator API key was given.
     #[error(
         "the daemon is running: give an operator API key with --api-key-file or {API_KEY_ENV} \

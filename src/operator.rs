@@ -40,6 +40,41 @@ pub enum Scope {
     Metrics,
 }
 
+/// A keys file that cannot be used; the message names the file and the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiKeysError {
+    /// The file cannot be read.
+    #[error("cannot read API keys file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A word after the digest that is not a scope.
+    #[error("API keys file {} line {line}: {word:?} is not a scope; the only one is `metrics`", .path.display())]
+    Scope {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// The word.
+        word: String,
+    },
+    /// A line that is not a digest.
+    #[error(
+        "API keys file {} line {line}: expected a lowercase hex SHA-256 (64 characters); \
+         `cosigner apikey new` prints one",
+        .path.display()
+    )]
+    Digest {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+    },
+}
+
 /// The accepted API keys, as SHA-256 digests with their scope.
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
@@ -49,9 +84,11 @@ pub struct ApiKeys {
 impl ApiKeys {
     /// Reads a keys file: one lowercase hex SHA-256 per line, optionally followed by the word
     /// `metrics` for a key that may only scrape `/metrics`; `#` comments, blank lines ignored.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read API keys file {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, ApiKeysError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ApiKeysError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut digests: Vec<([u8; 32], Scope)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let l = line.split('#').next().unwrap_or("").trim();
@@ -62,12 +99,11 @@ impl ApiKeys {
                 None => (l, Scope::Operator),
                 Some((d, "metrics")) => (d, Scope::Metrics),
                 Some((_, other)) => {
-                    return Err(format!(
-                        "API keys file {} line {}: {:?} is not a scope; the only one is `metrics`",
-                        path.display(),
-                        i + 1,
-                        other.trim()
-                    ));
+                    return Err(ApiKeysError::Scope {
+                        path: path.to_owned(),
+                        line: i + 1,
+                        word: other.trim().to_owned(),
+                    });
                 }
             };
             if l.len() != 64
@@ -75,12 +111,10 @@ impl ApiKeys {
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             {
-                return Err(format!(
-                    "API keys file {} line {}: expected a lowercase hex SHA-256 (64 characters); \
-                     `cosigner apikey new` prints one",
-                    path.display(),
-                    i + 1
-                ));
+                return Err(ApiKeysError::Digest {
+                    path: path.to_owned(),
+                    line: i + 1,
+                });
             }
             // 64 lowercase hex digits, checked above.
             let mut d = [0u8; 32];
@@ -155,7 +189,7 @@ impl KeyStore {
     }
 
     /// Reads the file again; returns how many keys are now in force (`None` without a file).
-    pub fn reload(&self, why: &str) -> Result<Option<usize>, String> {
+    pub fn reload(&self, why: &str) -> Result<Option<usize>, ApiKeysError> {
         let Some(file) = &self.file else {
             return Ok(None);
         };
@@ -816,28 +850,45 @@ const CALLBACK_FIELDS: [&str; 5] = [
 /// re-cut it into other fields under the same signature, and an extra or empty field changes
 /// what was signed. So the field set is exact, and every value a non-empty string or a number
 /// without either character.
-fn check_callback_fields(fields: &serde_json::Map<String, Value>) -> Result<(), String> {
+fn check_callback_fields(
+    fields: &serde_json::Map<String, Value>,
+) -> Result<(), CallbackFieldError> {
     if let Some(extra) = fields
         .keys()
         .find(|k| *k != "signature" && !CALLBACK_FIELDS.contains(&k.as_str()))
     {
-        return Err(format!("unexpected field {extra:?}"));
+        return Err(CallbackFieldError::Unexpected(extra.clone()));
     }
     for name in CALLBACK_FIELDS {
         let text = match fields.get(name) {
-            None | Some(Value::Null) => return Err(format!("{name} is missing")),
+            None | Some(Value::Null) => return Err(CallbackFieldError::Missing(name)),
             Some(Value::String(t)) => t.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            Some(_) => return Err(format!("{name} must be a string or a number")),
+            Some(_) => return Err(CallbackFieldError::Type(name)),
         };
         if text.is_empty() {
-            return Err(format!("{name} is empty"));
+            return Err(CallbackFieldError::Empty(name));
         }
         if text.contains(['&', '=']) {
-            return Err(format!("{name} must not contain '&' or '='"));
+            return Err(CallbackFieldError::Separator(name));
         }
     }
     Ok(())
+}
+
+/// Why a callback's field set is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum CallbackFieldError {
+    #[error("unexpected field {0:?}")]
+    Unexpected(String),
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("{0} must be a string or a number")]
+    Type(&'static str),
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    #[error("{0} must not contain '&' or '='")]
+    Separator(&'static str),
 }
 
 /// A refused callback: its status code and the reference's envelope.
@@ -865,7 +916,7 @@ fn verify_request_signature(
         .and_then(|v| v.as_str())
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "signature is missing"))?
         .to_ascii_lowercase();
-    check_callback_fields(&fields).map_err(|m| refuse(StatusCode::BAD_REQUEST, &m))?;
+    check_callback_fields(&fields).map_err(|e| refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
     let params =
         sign::body_params(body).map_err(|e| refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
     let canonical = sign::canonical_string(

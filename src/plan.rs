@@ -95,14 +95,19 @@ impl Mode {
     }
 }
 
+/// A word that is not a kill-switch mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {0:?}")]
+pub struct UnknownMode(pub String);
+
 impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Self, UnknownMode> {
         match s {
             "normal" => Ok(Mode::Normal),
             "hold" => Ok(Mode::Hold),
             "reject" => Ok(Mode::Reject),
-            other => Err(format!("unknown mode {other:?}")),
+            other => Err(UnknownMode(other.to_owned())),
         }
     }
 }

@@ -308,10 +308,10 @@ fn check_fields<'a>(tx: &'a Withdrawal, max_sign_len: usize) -> Result<Checked<'
     if !tx.problems.is_empty() {
         return Err(tx.problems.join("; ").into());
     }
-    let field = |v: &'a Option<String>, name: &str| -> Result<&'a str, String> {
+    let field = |v: &'a Option<String>, name: &str| -> Result<&'a str, Malformed<'a>> {
         match v.as_deref() {
-            None => Err(format!("{name} is missing")),
-            Some("") => Err(format!("{name} is empty")),
+            None => Err(format!("{name} is missing").into()),
+            Some("") => Err(format!("{name} is empty").into()),
             Some(s) => Ok(s),
         }
     };

@@ -4,7 +4,7 @@
 //! against it; faults (5xx, latency, malformed bodies, shifting pages) can be switched on.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -114,25 +114,51 @@ struct TomlScenario {
     faults: Faults,
 }
 
+/// A scenario file that cannot be used; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file cannot be read.
+    #[error("cannot read scenario {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a scenario.
+    #[error("scenario {}: {message}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
 impl Scenario {
     /// Reads a scenario file: JSON when it ends in `.json` (exact number tokens kept), else TOML.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read scenario {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
         if path.extension().is_some_and(|e| e == "json") {
-            let s: JsonScenario = serde_json::from_str(&text)
-                .map_err(|e| format!("scenario {}: {e}", path.display()))?;
+            let s: JsonScenario =
+                serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
             Ok(Self {
                 pending: s.pending.into_iter().map(|r| r.get().to_string()).collect(),
                 faults: s.faults,
             })
         } else {
-            let s: TomlScenario =
-                toml::from_str(&text).map_err(|e| format!("scenario {}: {e}", path.display()))?;
+            let s: TomlScenario = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
             let pending = s
                 .pending
                 .into_iter()
-                .map(|t| serde_json::to_string(&t).map_err(|e| e.to_string()))
+                .map(|t| serde_json::to_string(&t).map_err(|e| invalid(e.to_string())))
                 .collect::<Result<_, _>>()?;
             Ok(Self {
                 pending,
@@ -585,8 +611,8 @@ impl Sandbox {
             serde_json::from_str(body).map_err(|e| bad(format!("invalid approve body: {e}")))?;
         let verdict =
             Verdict::from_status(r.status).ok_or_else(|| bad("status must be 1 or 2".into()))?;
-        let recovered =
-            recover_text(&self.cfg.cert, &r.data).map_err(|m| refuse(StatusCode::OK, 401, m))?;
+        let recovered = recover_text(&self.cfg.cert, &r.data)
+            .map_err(|e| refuse(StatusCode::OK, 401, e.to_string()))?;
         let (from, to, value, chain) = (
             r.from.unwrap_or_default(),
             r.to.unwrap_or_default(),
@@ -674,8 +700,8 @@ impl Sandbox {
         if r.is_main > 1 {
             return Err(refuse(StatusCode::OK, 400, "isMain must be 0 or 1"));
         }
-        let recovered =
-            recover_text(&self.cfg.cert, &r.data).map_err(|m| refuse(StatusCode::OK, 401, m))?;
+        let recovered = recover_text(&self.cfg.cert, &r.data)
+            .map_err(|e| refuse(StatusCode::OK, 401, e.to_string()))?;
         let expected = collect_text(r.is_main == 1);
         if recovered != expected {
             return Err(refuse(

@@ -305,26 +305,50 @@ impl Signer {
     }
 }
 
+/// Why a `data` field does not carry a text signed by a certificate's key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecoverError {
+    /// Not base64.
+    #[error("data is not base64: {0}")]
+    NotBase64(String),
+    /// The certificate's key is not RSA.
+    #[error("certificate holds no RSA key")]
+    NotRsa,
+    /// Not one RSA block of the key's size.
+    #[error("data is {len} bytes; a signature of this key is {size}")]
+    Length {
+        /// Bytes of `data`, decoded.
+        len: usize,
+        /// Bytes of one signature of the key.
+        size: u32,
+    },
+    /// The key did not make it.
+    #[error("data was not made by the key of this certificate")]
+    OtherKey,
+    /// The text it carries is not UTF-8.
+    #[error("signed text is not UTF-8")]
+    NotUtf8,
+}
+
 /// Checks `data` against a certificate and returns the text it carries (what the server does).
-pub fn recover_text(cert: &X509, data: &str) -> Result<String, String> {
+pub fn recover_text(cert: &X509, data: &str) -> Result<String, RecoverError> {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(data)
-        .map_err(|e| format!("data is not base64: {e}"))?;
+        .map_err(|e| RecoverError::NotBase64(e.to_string()))?;
     let rsa = cert
         .public_key()
         .and_then(|k| k.rsa())
-        .map_err(|_| "certificate holds no RSA key".to_string())?;
+        .map_err(|_| RecoverError::NotRsa)?;
     if raw.len() != rsa.size() as usize {
-        return Err(format!(
-            "data is {} bytes; a signature of this key is {}",
-            raw.len(),
-            rsa.size()
-        ));
+        return Err(RecoverError::Length {
+            len: raw.len(),
+            size: rsa.size(),
+        });
     }
     let mut out = vec![0u8; rsa.size() as usize];
     let n = rsa
         .public_decrypt(&raw, &mut out, Padding::PKCS1)
-        .map_err(|_| "data was not made by the key of this certificate".to_string())?;
+        .map_err(|_| RecoverError::OtherKey)?;
     out.truncate(n);
-    String::from_utf8(out).map_err(|_| "signed text is not UTF-8".to_string())
+    String::from_utf8(out).map_err(|_| RecoverError::NotUtf8)
 }

@@ -119,5 +119,5 @@ pub(crate) fn key_source(
 /// A secret from a file named on the command line; `private` refuses one group or others may
 /// read, as the key file is refused.
 pub(crate) fn read_password(path: &Path, private: bool) -> Result<SecretString, Failure> {
-    config::read_secret_file(path, private).map_err(|m| Failure::usage(anyhow::anyhow!(m)))
+    config::read_secret_file(path, private).map_err(Failure::usage)
 }

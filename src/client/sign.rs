@@ -17,15 +17,18 @@ pub enum SignOrder {
     Ascii,
 }
 
+/// A word that is not a sign order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sign order {0:?}: expected \"case-insensitive\" or \"ascii\"")]
+pub struct UnknownSignOrder(pub String);
+
 impl std::str::FromStr for SignOrder {
-    type Err = String;
+    type Err = UnknownSignOrder;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "case-insensitive" => Ok(Self::CaseInsensitive),
             "ascii" => Ok(Self::Ascii),
-            other => Err(format!(
-                "unknown sign order {other:?}: expected \"case-insensitive\" or \"ascii\""
-            )),
+            other => Err(UnknownSignOrder(other.to_owned())),
         }
     }
 }

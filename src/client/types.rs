@@ -36,19 +36,36 @@ struct RawPage<'a> {
     list: Option<Vec<&'a RawValue>>,
 }
 
+/// Why the `data` of a pending response is not a page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    /// Not a JSON object with the page's members.
+    #[error("pending data is not an object with total and list: {0}")]
+    Shape(String),
+    /// `total` is missing.
+    #[error("pending data has no total")]
+    NoTotal,
+    /// `total` is not a whole number (its text, cut).
+    #[error("pending total {0} is not a whole number")]
+    Total(String),
+    /// `list` is missing.
+    #[error("pending data has no list")]
+    NoList,
+}
+
 /// Parses the `data` of a pending response. The page's own shape must be right (an error
 /// otherwise); each item is judged separately.
-pub fn parse_pending_page(data: &str) -> Result<PendingPage, String> {
-    let page: RawPage<'_> = serde_json::from_str(data)
-        .map_err(|e| format!("pending data is not an object with total and list: {e}"))?;
+pub fn parse_pending_page(data: &str) -> Result<PendingPage, PageError> {
+    let page: RawPage<'_> =
+        serde_json::from_str(data).map_err(|e| PageError::Shape(e.to_string()))?;
     let total = match page.total {
         Some(t) => t
             .get()
             .parse::<u64>()
-            .map_err(|_| format!("pending total {} is not a whole number", cut(t.get())))?,
-        None => return Err("pending data has no total".into()),
+            .map_err(|_| PageError::Total(cut(t.get())))?,
+        None => return Err(PageError::NoTotal),
     };
-    let list = page.list.ok_or("pending data has no list")?;
+    let list = page.list.ok_or(PageError::NoList)?;
     Ok(PendingPage {
         total,
         items: list.into_iter().map(parse_item).collect(),
