@@ -719,41 +719,26 @@ impl Validator<'_> {
         read_secret_file(p, false).map_err(|e| self.err(key, e.to_string()))
     }
 
+    /// The whole configuration, one section after the other (the first error wins).
     fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
-        let api = raw.api;
-        // No default: a forgotten key must not send real approvals to the sandbox, or the
-        // reverse.
-        let base = api.base_url.ok_or_else(|| {
-            self.err(
-                "api.base_url",
-                "is required (production: https://api.1bitpay.io)",
-            )
-        })?;
-        let mut base_url = reqwest::Url::parse(&base)
-            .map_err(|e| self.err("api.base_url", format!("{base:?} is not a URL: {e}")))?;
-        if !matches!(base_url.scheme(), "http" | "https") || base_url.host_str().is_none() {
-            return Err(self.err(
-                "api.base_url",
-                format!("{base:?} must be an http:// or https:// URL with a host"),
-            ));
-        }
-        if base_url.scheme() == "http" && !base_url.host_str().is_some_and(is_loopback_host) {
-            return Err(self.err(
-                "api.base_url",
-                format!(
-                    "{base:?} is plain http:// to another host: requests and approvals would \
-                     cross the network unencrypted; use https:// (http:// is for a loopback \
-                     host such as the sandbox)"
-                ),
-            ));
-        }
-        if base_url.query().is_some() || base_url.fragment().is_some() {
-            return Err(self.err("api.base_url", "must not have a query or fragment"));
-        }
-        if !base_url.path().ends_with('/') {
-            let p = format!("{}/", base_url.path());
-            base_url.set_path(&p);
-        }
+        let api = self.api(raw.api, raw.key.allow_insecure_permissions)?;
+        let key = self.key(raw.key, &api.client.merchant_no)?;
+        Ok(Config {
+            path: path.to_owned(),
+            key,
+            api,
+            poll: self.poll(raw.poll)?,
+            collect: self.collect(raw.collect)?,
+            policy: self.policy(raw.policy),
+            ledger: self.ledger(raw.ledger),
+            http: self.http(raw.http, raw.callbacks)?,
+            log: self.log(raw.log)?,
+        })
+    }
+
+    /// `[api]`; `allow_insecure` is `key.allow_insecure_permissions` (for `api.api_secret_file`).
+    fn api(&self, api: RawApi, allow_insecure: bool) -> Result<ApiConfig, ConfigError> {
+        let base_url = self.base_url(api.base_url)?;
         let merchant_no = nonempty(api.merchant_no).ok_or_else(|| {
             self.err(
                 "api.merchant_no",
@@ -775,46 +760,8 @@ impl Validator<'_> {
                 "must not contain spaces or control characters",
             ));
         }
-        let (api_secret, secret_origin) = match (api.api_secret, api.api_secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(self.err(
-                    "api.api_secret",
-                    "give either api.api_secret or api.api_secret_file, not both",
-                ));
-            }
-            (Some(s), None) => {
-                if secrecy::ExposeSecret::expose_secret(&s).is_empty() {
-                    return Err(self.err("api.api_secret", "is empty"));
-                }
-                (s, SecretOrigin::Inline)
-            }
-            (None, Some(f)) => {
-                let f = self.resolve(f);
-                (
-                    self.read_secret_file(
-                        "api.api_secret_file",
-                        &f,
-                        raw.key.allow_insecure_permissions,
-                    )?,
-                    SecretOrigin::File(f),
-                )
-            }
-            (None, None) => match self.credential(CRED_API_SECRET) {
-                Some(p) => (
-                    self.read_credential("api.api_secret", &p)?,
-                    SecretOrigin::Credential(p),
-                ),
-                None => {
-                    return Err(self.err(
-                        "api.api_secret",
-                        format!(
-                            "is required: set api.api_secret, api.api_secret_file, or a systemd \
-                             credential named {CRED_API_SECRET}"
-                        ),
-                    ));
-                }
-            },
-        };
+        let (api_secret, secret_origin) =
+            self.api_secret(api.api_secret, api.api_secret_file, allow_insecure)?;
         let timeout = api.timeout.unwrap_or(DEFAULT_TIMEOUT);
         if timeout.is_zero() {
             return Err(self.err("api.timeout", "must be more than zero"));
@@ -852,8 +799,98 @@ impl Validator<'_> {
             max_backoff: Duration::from_secs(5),
             max_clock_skew,
         };
+        Ok(ApiConfig {
+            client,
+            max_in_flight,
+            secret_origin,
+        })
+    }
 
-        let key = raw.key;
+    /// `api.base_url`: an https:// URL (http:// to a loopback host only), as a directory.
+    fn base_url(&self, base_url: Option<String>) -> Result<reqwest::Url, ConfigError> {
+        // No default: a forgotten key must not send real approvals to the sandbox, or the
+        // reverse.
+        let base = base_url.ok_or_else(|| {
+            self.err(
+                "api.base_url",
+                "is required (production: https://api.1bitpay.io)",
+            )
+        })?;
+        let mut url = reqwest::Url::parse(&base)
+            .map_err(|e| self.err("api.base_url", format!("{base:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(self.err(
+                "api.base_url",
+                format!("{base:?} must be an http:// or https:// URL with a host"),
+            ));
+        }
+        if url.scheme() == "http" && !url.host_str().is_some_and(is_loopback_host) {
+            return Err(self.err(
+                "api.base_url",
+                format!(
+                    "{base:?} is plain http:// to another host: requests and approvals would \
+                     cross the network unencrypted; use https:// (http:// is for a loopback \
+                     host such as the sandbox)"
+                ),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(self.err("api.base_url", "must not have a query or fragment"));
+        }
+        if !url.path().ends_with('/') {
+            let p = format!("{}/", url.path());
+            url.set_path(&p);
+        }
+        Ok(url)
+    }
+
+    /// The API secret: inline, from `api.api_secret_file`, or from a systemd credential.
+    fn api_secret(
+        &self,
+        inline: Option<SecretString>,
+        file: Option<PathBuf>,
+        allow_insecure: bool,
+    ) -> Result<(SecretString, SecretOrigin), ConfigError> {
+        Ok(match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "api.api_secret",
+                    "give either api.api_secret or api.api_secret_file, not both",
+                ));
+            }
+            (Some(s), None) => {
+                if secrecy::ExposeSecret::expose_secret(&s).is_empty() {
+                    return Err(self.err("api.api_secret", "is empty"));
+                }
+                (s, SecretOrigin::Inline)
+            }
+            (None, Some(f)) => {
+                let f = self.resolve(f);
+                (
+                    self.read_secret_file("api.api_secret_file", &f, allow_insecure)?,
+                    SecretOrigin::File(f),
+                )
+            }
+            (None, None) => match self.credential(CRED_API_SECRET) {
+                Some(p) => (
+                    self.read_credential("api.api_secret", &p)?,
+                    SecretOrigin::Credential(p),
+                ),
+                None => {
+                    return Err(self.err(
+                        "api.api_secret",
+                        format!(
+                            "is required: set api.api_secret, api.api_secret_file, or a systemd \
+                             credential named {CRED_API_SECRET}"
+                        ),
+                    ));
+                }
+            },
+        })
+    }
+
+    /// `[key]`; without a password, the default one of `merchant_no`.
+    fn key(&self, key: RawKey, merchant_no: &str) -> Result<KeyConfig, ConfigError> {
         let pfx_file = match key.pfx_file {
             Some(p) => self.resolve(p),
             None => self.credential(CRED_PFX).ok_or_else(|| {
@@ -876,18 +913,26 @@ impl Validator<'_> {
                     self.read_credential("key.password_file", &p)?,
                     SecretOrigin::Credential(p),
                 ),
-                None => (default_password(&merchant_no), SecretOrigin::Default),
+                None => (default_password(merchant_no), SecretOrigin::Default),
             },
         };
+        Ok(KeyConfig {
+            source: KeySource {
+                pfx_file,
+                password,
+                allow_insecure_permissions: key.allow_insecure_permissions,
+            },
+            password_origin,
+        })
+    }
 
+    /// `[poll]`.
+    fn poll(&self, raw: RawPoll) -> Result<PollConfig, ConfigError> {
         let poll = PollConfig {
-            interval: raw.poll.interval.unwrap_or(DEFAULT_POLL_INTERVAL),
-            page_size: raw.poll.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
-            jitter: raw.poll.jitter.unwrap_or(DEFAULT_JITTER),
-            shutdown_timeout: raw
-                .poll
-                .shutdown_timeout
-                .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            interval: raw.interval.unwrap_or(DEFAULT_POLL_INTERVAL),
+            page_size: raw.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+            jitter: raw.jitter.unwrap_or(DEFAULT_JITTER),
+            shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         };
         if poll.jitter >= poll.interval {
             return Err(self.err("poll.jitter", "must be shorter than poll.interval"));
@@ -901,12 +946,17 @@ impl Validator<'_> {
                 format!("must be between 1 and {MAX_PAGE_SIZE}"),
             ));
         }
+        Ok(poll)
+    }
+
+    /// `[collect]`.
+    fn collect(&self, raw: RawCollect) -> Result<CollectConfig, ConfigError> {
         let collect = CollectConfig {
-            enabled: raw.collect.enabled.unwrap_or(true),
-            interval: raw.collect.interval.unwrap_or(DEFAULT_COLLECT_INTERVAL),
-            jitter: raw.collect.jitter.unwrap_or(DEFAULT_JITTER),
-            main: raw.collect.main.unwrap_or(true),
-            tokens: raw.collect.tokens.unwrap_or(true),
+            enabled: raw.enabled.unwrap_or(true),
+            interval: raw.interval.unwrap_or(DEFAULT_COLLECT_INTERVAL),
+            jitter: raw.jitter.unwrap_or(DEFAULT_JITTER),
+            main: raw.main.unwrap_or(true),
+            tokens: raw.tokens.unwrap_or(true),
         };
         if collect.interval < Duration::from_secs(1) {
             return Err(self.err("collect.interval", "must be at least 1s"));
@@ -920,32 +970,37 @@ impl Validator<'_> {
                 "collection is enabled but both collect.main and collect.tokens are false",
             ));
         }
-        let policy = PolicyConfig {
-            file: self.resolve(
-                raw.policy
-                    .file
-                    .unwrap_or_else(|| PathBuf::from("policy.toml")),
-            ),
-            dry_run: raw.policy.dry_run,
-        };
-        let ledger = LedgerConfig {
+        Ok(collect)
+    }
+
+    /// `[policy]`.
+    fn policy(&self, raw: RawPolicy) -> PolicyConfig {
+        PolicyConfig {
+            file: self.resolve(raw.file.unwrap_or_else(|| PathBuf::from("policy.toml"))),
+            dry_run: raw.dry_run,
+        }
+    }
+
+    /// `[ledger]`.
+    fn ledger(&self, raw: RawLedger) -> LedgerConfig {
+        LedgerConfig {
             path: self.resolve(
-                raw.ledger
-                    .path
+                raw.path
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH)),
             ),
-        };
-        let listen_text = raw
-            .http
-            .listen
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        }
+    }
+
+    /// `[http]`, with `[callbacks]` (served on the same listener).
+    fn http(&self, raw: RawHttp, callbacks: RawCallbacks) -> Result<HttpConfig, ConfigError> {
+        let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
             self.err(
                 "http.listen",
                 format!("{listen_text:?} is not an address such as 127.0.0.1:9184"),
             )
         })?;
-        let api_keys_file = raw.http.api_keys_file.map(|p| self.resolve(p));
+        let api_keys_file = raw.api_keys_file.map(|p| self.resolve(p));
         let api_keys = match &api_keys_file {
             Some(p) => Some(
                 crate::operator::ApiKeys::load(p)
@@ -953,57 +1008,40 @@ impl Validator<'_> {
             ),
             None => None,
         };
-        if raw.http.metrics_auth && api_keys.is_none() {
+        if raw.metrics_auth && api_keys.is_none() {
             return Err(self.err(
                 "http.metrics_auth",
                 "needs http.api_keys_file: the keys /metrics would accept",
             ));
         }
         let operator_rps = raw
-            .http
             .max_requests_per_second
             .unwrap_or(crate::operator::DEFAULT_RATE);
         if operator_rps == 0 {
             return Err(self.err("http.max_requests_per_second", "must be at least 1"));
         }
-        let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+        Ok(HttpConfig {
+            listen,
+            api_keys,
+            api_keys_file,
+            max_requests_per_second: operator_rps,
+            callbacks: callbacks.enabled,
+            metrics_auth: raw.metrics_auth,
+        })
+    }
+
+    /// `[log]`.
+    fn log(&self, raw: RawLog) -> Result<LogConfig, ConfigError> {
+        let level = raw.level.unwrap_or_else(|| "info".to_string());
         if !valid_log_filter(&level) || tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(self.err(
                 "log.level",
                 format!("{level:?} is not a level (error, warn, info, debug, trace) or filter"),
             ));
         }
-        Ok(Config {
-            path: path.to_owned(),
-            api: ApiConfig {
-                client,
-                max_in_flight,
-                secret_origin,
-            },
-            key: KeyConfig {
-                source: KeySource {
-                    pfx_file,
-                    password,
-                    allow_insecure_permissions: key.allow_insecure_permissions,
-                },
-                password_origin,
-            },
-            poll,
-            collect,
-            policy,
-            ledger,
-            http: HttpConfig {
-                listen,
-                api_keys,
-                api_keys_file,
-                max_requests_per_second: operator_rps,
-                callbacks: raw.callbacks.enabled,
-                metrics_auth: raw.http.metrics_auth,
-            },
-            log: LogConfig {
-                format: raw.log.format.unwrap_or_default(),
-                level,
-            },
+        Ok(LogConfig {
+            format: raw.format.unwrap_or_default(),
+            level,
         })
     }
 }
