@@ -306,6 +306,8 @@ fn chain_names(
 }
 
 /// Validates policy `text` read from `file`; `read_list` reads list files (relative to `file`).
+/// Each section has its own validator; the first error wins, in the order of the file's parts:
+/// `default`, `[lists]`, each `[[rule]]`, `[guard]`, `[chains]`.
 pub fn parse(
     text: &str,
     file: &Path,
@@ -318,41 +320,58 @@ pub fn parse(
     let raw: RawPolicy = toml::from_str(text).map_err(|e| ctx.err(None, e.to_string()))?;
     let mut digest = Sha256::new();
     digest.update(text.as_bytes());
+    let default = default_action(&ctx, raw.default.as_deref())?;
+    let lists = address_lists(&ctx, text, &raw.lists, read_list, &mut digest)?;
+    let addresses = Addresses {
+        ctx: &ctx,
+        lists: &lists,
+    };
+    let mut names = HashSet::new();
+    let mut rules = Vec::with_capacity(raw.rule.len());
+    for (i, table) in raw.rule.into_iter().enumerate() {
+        rules.push(rule(&ctx, i, table, &mut names, &addresses)?);
+    }
+    let guard = raw.guard.map(|t| guard(&ctx, t)).transpose()?;
+    let chains = chain_names(&ctx, raw.chains)?;
+    Ok(Policy {
+        chains,
+        source: file.to_owned(),
+        default,
+        rules,
+        guard,
+        lists,
+        sha256: hex(&digest.finish()),
+    })
+}
 
-    let default = match raw.default.as_deref() {
-        None => Action::Hold,
+/// `default`: what happens when no rule matches (hold when not written).
+fn default_action(ctx: &Ctx<'_>, text: Option<&str>) -> Result<Action, PolicyError> {
+    match text {
+        None => Ok(Action::Hold),
         Some(s) => s
             .parse()
-            .map_err(|e: UnknownAction| ctx.err(Some("key `default`".into()), e.to_string()))?,
-    };
+            .map_err(|e: UnknownAction| ctx.err(Some("key `default`".into()), e.to_string())),
+    }
+}
 
-    let dir = file.parent().unwrap_or(Path::new("."));
+/// `[lists]`: each named list, inline or from a file (whose text goes into `digest`).
+fn address_lists(
+    ctx: &Ctx<'_>,
+    text: &str,
+    raw: &BTreeMap<String, toml::Spanned<toml::Value>>,
+    read_list: &dyn Fn(&Path) -> std::io::Result<String>,
+    digest: &mut Sha256,
+) -> Result<BTreeMap<String, Arc<AddressSet>>, PolicyError> {
+    let dir = ctx.file.parent().unwrap_or(Path::new("."));
     let entry_lines = toml::from_str::<ListLines>(text).unwrap_or_default();
     let mut lists: BTreeMap<String, Arc<AddressSet>> = BTreeMap::new();
-    for (name, spanned) in &raw.lists {
+    for (name, spanned) in raw {
         let place = Some(format!("list {name:?}"));
         // Each entry with where it was written, for errors.
         let entries: Vec<(String, String)> = match spanned.get_ref() {
             toml::Value::Array(items) => {
                 let lines = entry_lines.lists.get(name).map(|l| l.0.as_slice());
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| {
-                        let at = match lines.and_then(|l| l.get(i)) {
-                            Some(&off) => format!("line {}", line_of(text, off)),
-                            None => format!("entry {}", i + 1),
-                        };
-                        item.as_str()
-                            .map(|a| (a.to_owned(), at.clone()))
-                            .ok_or_else(|| {
-                                ctx.err(
-                                    place.clone(),
-                                    format!("{at}: entry {item} is not a string"),
-                                )
-                            })
-                    })
-                    .collect::<Result<_, _>>()?
+                inline_entries(ctx, text, place.clone(), items, lines)?
             }
             toml::Value::Table(t) => {
                 let f = match (t.get("file").and_then(|f| f.as_str()), t.len()) {
@@ -375,17 +394,7 @@ pub fn parse(
                 digest.update(name.as_bytes());
                 digest.update(b"\0");
                 digest.update(content.as_bytes());
-                content
-                    .lines()
-                    .enumerate()
-                    .map(|(i, l)| {
-                        (
-                            l.split('#').next().unwrap_or("").trim().to_owned(),
-                            format!("{} line {}", path.display(), i + 1),
-                        )
-                    })
-                    .filter(|(l, _)| !l.is_empty())
-                    .collect()
+                file_entries(&path, &content)
             }
             _ => {
                 return Err(ctx.err(
@@ -409,10 +418,61 @@ pub fn parse(
         }
         lists.insert(name.clone(), Arc::new(set));
     }
+    Ok(lists)
+}
 
-    // An address a rule names must be able to match on one of the rule's chains (a `0x…` entry
-    // in a TRON-only rule never can), and a list it uses must hold at least one such address.
-    let usable = |addr: &str, chains: Option<&[String]>| -> Option<String> {
+/// The entries of an inline list, each with its line (or its position when the line is not
+/// known).
+fn inline_entries(
+    ctx: &Ctx<'_>,
+    text: &str,
+    place: Option<String>,
+    items: &[toml::Value],
+    lines: Option<&[usize]>,
+) -> Result<Vec<(String, String)>, PolicyError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = match lines.and_then(|l| l.get(i)) {
+                Some(&off) => format!("line {}", line_of(text, off)),
+                None => format!("entry {}", i + 1),
+            };
+            item.as_str()
+                .map(|a| (a.to_owned(), at.clone()))
+                .ok_or_else(|| {
+                    ctx.err(place.clone(), format!("{at}: entry {item} is not a string"))
+                })
+        })
+        .collect()
+}
+
+/// The entries of a list file (one address a line, `#` comments), each with its file and line.
+fn file_entries(path: &Path, content: &str) -> Vec<(String, String)> {
+    content
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            (
+                l.split('#').next().unwrap_or("").trim().to_owned(),
+                format!("{} line {}", path.display(), i + 1),
+            )
+        })
+        .filter(|(l, _)| !l.is_empty())
+        .collect()
+}
+
+/// What a rule's `from` and `to` may name: addresses, and `@lists` of the policy.
+struct Addresses<'a> {
+    ctx: &'a Ctx<'a>,
+    lists: &'a BTreeMap<String, Arc<AddressSet>>,
+}
+
+impl Addresses<'_> {
+    /// Why `addr` can never match on any of `chains` (any chain when `None`), if it cannot. An
+    /// address a rule names must be able to match on one of the rule's chains (a `0x…` entry in
+    /// a TRON-only rule never can), and a list it uses must hold at least one such address.
+    fn unusable(addr: &str, chains: Option<&[String]>) -> Option<String> {
         match chains {
             None => address_problem(addr, None),
             Some(cs) => {
@@ -425,12 +485,17 @@ pub fn parse(
                     .map(|p| format!("{p} (the rule's chains: {})", cs.join(", ")))
             }
         }
-    };
-    let resolve = |rule: &str,
-                   key: &str,
-                   items: &[String],
-                   chains: Option<&[String]>|
-     -> Result<AddressMatcher, PolicyError> {
+    }
+
+    /// The matcher of rule `rule`'s key `key` (`from` or `to`) with `items`.
+    fn matcher(
+        &self,
+        rule: &str,
+        key: &str,
+        items: &[String],
+        chains: Option<&[String]>,
+    ) -> Result<AddressMatcher, PolicyError> {
+        let ctx = self.ctx;
         if items.is_empty() {
             return Err(ctx.err(
                 rule_place(rule, key),
@@ -440,10 +505,10 @@ pub fn parse(
         let mut set = AddressMatcher::default();
         for item in items {
             if let Some(list) = item.strip_prefix('@') {
-                let l = lists.get(list).ok_or_else(|| {
+                let l = self.lists.get(list).ok_or_else(|| {
                     ctx.err(rule_place(rule, key), format!("unknown list @{list}"))
                 })?;
-                if chains.is_some() && !l.iter().any(|a| usable(a, chains).is_none()) {
+                if chains.is_some() && !l.iter().any(|a| Self::unusable(a, chains).is_none()) {
                     return Err(ctx.err(
                         rule_place(rule, key),
                         format!(
@@ -453,7 +518,7 @@ pub fn parse(
                     ));
                 }
                 set.add_list(l.clone());
-            } else if let Some(problem) = usable(item, chains) {
+            } else if let Some(problem) = Self::unusable(item, chains) {
                 return Err(ctx.err(
                     rule_place(rule, key),
                     format!("address {item:?} {problem}; it could never match a transaction"),
@@ -463,175 +528,186 @@ pub fn parse(
             }
         }
         Ok(set)
-    };
-
-    let mut names = HashSet::new();
-    let mut rules = Vec::with_capacity(raw.rule.len());
-    for (i, table) in raw.rule.into_iter().enumerate() {
-        let label = table
-            .get("name")
-            .and_then(|n| n.as_str())
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("#{}", i + 1));
-        check_kinds(&ctx, &table, RULE_KINDS, |k| rule_place(&label, k))?;
-        let r: RawRule = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                ctx.err(Some(format!("rule {label:?}")), e.message().to_string())
-            })?;
-        let name = r
-            .name
-            .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| ctx.err(Some(format!("rule {label}: key `name`")), "is required"))?;
-        if name.starts_with('(') {
-            return Err(ctx.err(
-                rule_place(&name, "name"),
-                "must not start with '(' (reserved)",
-            ));
-        }
-        if !names.insert(name.clone()) {
-            return Err(ctx.err(rule_place(&name, "name"), "is used by an earlier rule"));
-        }
-        let action: Action = r
-            .action
-            .as_deref()
-            .ok_or_else(|| ctx.err(rule_place(&name, "action"), "is required"))?
-            .parse()
-            .map_err(|e: UnknownAction| ctx.err(rule_place(&name, "action"), e.to_string()))?;
-        let chains = match r.chains {
-            Some(c) if c.is_empty() => {
-                return Err(ctx.err(
-                    rule_place(&name, "chains"),
-                    "is empty (leave it out to match any chain)",
-                ));
-            }
-            other => other,
-        };
-        for c in chains.iter().flatten() {
-            if let Some(problem) = chain_problem(c) {
-                return Err(ctx.err(
-                    rule_place(&name, "chains"),
-                    format!("chain id {c:?} {problem}; it could never match a transaction"),
-                ));
-            }
-        }
-        let from = r
-            .from
-            .as_deref()
-            .map(|f| resolve(&name, "from", f, chains.as_deref()))
-            .transpose()?;
-        let to =
-            r.to.as_deref()
-                .map(|t| resolve(&name, "to", t, chains.as_deref()))
-                .transpose()?;
-        let min_amount = r
-            .min_amount
-            .as_ref()
-            .map(|v| amount(&ctx, rule_place(&name, "min_amount"), v))
-            .transpose()?;
-        let max_amount = r
-            .max_amount
-            .as_ref()
-            .map(|v| amount(&ctx, rule_place(&name, "max_amount"), v))
-            .transpose()?;
-        if let (Some(lo), Some(hi)) = (min_amount, max_amount)
-            && lo > hi
-        {
-            return Err(ctx.err(
-                rule_place(&name, "min_amount"),
-                format!("{lo} is above max_amount {hi}"),
-            ));
-        }
-        let max_total = r
-            .max_total
-            .as_ref()
-            .map(|v| amount(&ctx, rule_place(&name, "max_total"), v))
-            .transpose()?;
-        let max_count = match r.max_count {
-            Some(n) if n < 1 => {
-                return Err(ctx.err(rule_place(&name, "max_count"), "must be at least 1"));
-            }
-            other => other.and_then(|n| u64::try_from(n).ok()),
-        };
-        let limit = match (r.window, max_total.is_some() || max_count.is_some()) {
-            (None, true) => {
-                let key = if max_total.is_some() {
-                    "max_total"
-                } else {
-                    "max_count"
-                };
-                return Err(ctx.err(rule_place(&name, key), "needs a `window` to count over"));
-            }
-            (Some(_), false) => {
-                return Err(ctx.err(
-                    rule_place(&name, "window"),
-                    "is set but neither max_total nor max_count is",
-                ));
-            }
-            (Some(w), true) => Some(WindowLimit {
-                window: duration(&ctx, rule_place(&name, "window"), &w)?,
-                max_total,
-                max_count,
-            }),
-            (None, false) => None,
-        };
-        if limit.is_some() && action != Action::Approve {
-            return Err(ctx.err(
-                rule_place(&name, "window"),
-                "window limits count approvals: only approve rules may have them",
-            ));
-        }
-        rules.push(Rule {
-            name,
-            action,
-            chains,
-            from,
-            to,
-            min_amount,
-            max_amount,
-            limit,
-        });
     }
+}
 
-    let guard = match raw.guard {
-        None => None,
-        Some(t) => {
-            check_kinds(&ctx, &t, GUARD_KINDS, |k| {
-                Some(format!("[guard]: key `{k}`"))
-            })?;
-            let g: RawGuard = toml::Value::Table(t)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    ctx.err(Some("[guard]".into()), e.message().to_string())
-                })?;
-            let window = g
-                .window
-                .ok_or_else(|| ctx.err(Some("[guard]: key `window`".into()), "is required"))?;
-            let max = g.max_approvals.ok_or_else(|| {
-                ctx.err(Some("[guard]: key `max_approvals`".into()), "is required")
-            })?;
-            if max < 0 {
-                return Err(ctx.err(
-                    Some("[guard]: key `max_approvals`".into()),
-                    "must not be negative",
-                ));
-            }
-            Some(Guard {
-                window: duration(&ctx, Some("[guard]: key `window`".into()), &window)?,
-                max_approvals: u64::try_from(max).unwrap_or(0),
-            })
-        }
-    };
-
-    let chains = chain_names(&ctx, raw.chains)?;
-
-    Ok(Policy {
+/// One `[[rule]]` (the `i`th, from 0); `names` are those of the rules before it.
+fn rule(
+    ctx: &Ctx<'_>,
+    i: usize,
+    table: toml::Table,
+    names: &mut HashSet<String>,
+    addresses: &Addresses<'_>,
+) -> Result<Rule, PolicyError> {
+    let label = table
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("#{}", i + 1));
+    check_kinds(ctx, &table, RULE_KINDS, |k| rule_place(&label, k))?;
+    let r: RawRule = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            ctx.err(Some(format!("rule {label:?}")), e.message().to_string())
+        })?;
+    let name = r
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ctx.err(Some(format!("rule {label}: key `name`")), "is required"))?;
+    if name.starts_with('(') {
+        return Err(ctx.err(
+            rule_place(&name, "name"),
+            "must not start with '(' (reserved)",
+        ));
+    }
+    if !names.insert(name.clone()) {
+        return Err(ctx.err(rule_place(&name, "name"), "is used by an earlier rule"));
+    }
+    let action: Action = r
+        .action
+        .as_deref()
+        .ok_or_else(|| ctx.err(rule_place(&name, "action"), "is required"))?
+        .parse()
+        .map_err(|e: UnknownAction| ctx.err(rule_place(&name, "action"), e.to_string()))?;
+    let chains = rule_chains(ctx, &name, r.chains)?;
+    let from = r
+        .from
+        .as_deref()
+        .map(|f| addresses.matcher(&name, "from", f, chains.as_deref()))
+        .transpose()?;
+    let to =
+        r.to.as_deref()
+            .map(|t| addresses.matcher(&name, "to", t, chains.as_deref()))
+            .transpose()?;
+    let (min_amount, max_amount) =
+        amount_range(ctx, &name, r.min_amount.as_ref(), r.max_amount.as_ref())?;
+    let limit = window_limit(ctx, &name, r.window, r.max_total.as_ref(), r.max_count)?;
+    if limit.is_some() && action != Action::Approve {
+        return Err(ctx.err(
+            rule_place(&name, "window"),
+            "window limits count approvals: only approve rules may have them",
+        ));
+    }
+    Ok(Rule {
+        name,
+        action,
         chains,
-        source: file.to_owned(),
-        default,
-        rules,
-        guard,
-        lists,
-        sha256: hex(&digest.finish()),
+        from,
+        to,
+        min_amount,
+        max_amount,
+        limit,
+    })
+}
+
+/// A rule's `chains`: left out (any chain) or chain ids that can occur.
+fn rule_chains(
+    ctx: &Ctx<'_>,
+    name: &str,
+    chains: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, PolicyError> {
+    if chains.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ctx.err(
+            rule_place(name, "chains"),
+            "is empty (leave it out to match any chain)",
+        ));
+    }
+    for c in chains.iter().flatten() {
+        if let Some(problem) = chain_problem(c) {
+            return Err(ctx.err(
+                rule_place(name, "chains"),
+                format!("chain id {c:?} {problem}; it could never match a transaction"),
+            ));
+        }
+    }
+    Ok(chains)
+}
+
+/// A rule's `min_amount` and `max_amount`, in that order.
+fn amount_range(
+    ctx: &Ctx<'_>,
+    name: &str,
+    min: Option<&toml::Value>,
+    max: Option<&toml::Value>,
+) -> Result<(Option<Decimal>, Option<Decimal>), PolicyError> {
+    let min = min
+        .map(|v| amount(ctx, rule_place(name, "min_amount"), v))
+        .transpose()?;
+    let max = max
+        .map(|v| amount(ctx, rule_place(name, "max_amount"), v))
+        .transpose()?;
+    if let (Some(lo), Some(hi)) = (min, max)
+        && lo > hi
+    {
+        return Err(ctx.err(
+            rule_place(name, "min_amount"),
+            format!("{lo} is above max_amount {hi}"),
+        ));
+    }
+    Ok((min, max))
+}
+
+/// A rule's `window` with its `max_total` and `max_count`: all or nothing.
+fn window_limit(
+    ctx: &Ctx<'_>,
+    name: &str,
+    window: Option<String>,
+    max_total: Option<&toml::Value>,
+    max_count: Option<i64>,
+) -> Result<Option<WindowLimit>, PolicyError> {
+    let max_total = max_total
+        .map(|v| amount(ctx, rule_place(name, "max_total"), v))
+        .transpose()?;
+    let max_count = match max_count {
+        Some(n) if n < 1 => {
+            return Err(ctx.err(rule_place(name, "max_count"), "must be at least 1"));
+        }
+        other => other.and_then(|n| u64::try_from(n).ok()),
+    };
+    match (window, max_total.is_some() || max_count.is_some()) {
+        (None, true) => {
+            let key = if max_total.is_some() {
+                "max_total"
+            } else {
+                "max_count"
+            };
+            Err(ctx.err(rule_place(name, key), "needs a `window` to count over"))
+        }
+        (Some(_), false) => Err(ctx.err(
+            rule_place(name, "window"),
+            "is set but neither max_total nor max_count is",
+        )),
+        (Some(w), true) => Ok(Some(WindowLimit {
+            window: duration(ctx, rule_place(name, "window"), &w)?,
+            max_total,
+            max_count,
+        })),
+        (None, false) => Ok(None),
+    }
+}
+
+/// `[guard]`: the cap over all approvals.
+fn guard(ctx: &Ctx<'_>, table: toml::Table) -> Result<Guard, PolicyError> {
+    check_kinds(ctx, &table, GUARD_KINDS, |k| {
+        Some(format!("[guard]: key `{k}`"))
+    })?;
+    let g: RawGuard = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ctx.err(Some("[guard]".into()), e.message().to_string()))?;
+    let window = g
+        .window
+        .ok_or_else(|| ctx.err(Some("[guard]: key `window`".into()), "is required"))?;
+    let max = g
+        .max_approvals
+        .ok_or_else(|| ctx.err(Some("[guard]: key `max_approvals`".into()), "is required"))?;
+    if max < 0 {
+        return Err(ctx.err(
+            Some("[guard]: key `max_approvals`".into()),
+            "must not be negative",
+        ));
+    }
+    Ok(Guard {
+        window: duration(ctx, Some("[guard]: key `window`".into()), &window)?,
+        max_approvals: u64::try_from(max).unwrap_or(0),
     })
 }
