@@ -84,7 +84,7 @@ const CLOCK_WARN: Duration = Duration::from_secs(10);
 /// The whole preflight check of the configuration at `config_path`; with `online`, one
 /// authenticated call (pending, page size 1) tests the credentials, the IP allow-list and the
 /// clock. `env` is the environment the configuration is loaded with
-/// ([`Environment::from_process`] for the command). Creates nothing.
+/// (`Environment::from_process` for the command). Creates nothing.
 pub async fn preflight(config_path: &Path, env: &Environment, online: bool) -> Preflight {
     let mut out = Preflight {
         config: config_path.to_owned(),

@@ -85,7 +85,7 @@ pub struct ClientConfig {
     /// Longest wait between two attempts.
     pub max_backoff: Duration,
     /// How far this host's clock may run ahead of the server's `Date` before
-    /// [`Client::clock_doubt`] reports it.
+    /// `Client::clock_doubt` reports it.
     pub max_clock_skew: Duration,
 }
 
@@ -163,7 +163,7 @@ pub enum ClientError {
         /// What went wrong.
         detail: String,
     },
-    /// The caller's [`Gate`] stopped the request before an attempt went out.
+    /// The caller's `Gate` stopped the request before an attempt went out.
     #[error("{endpoint}: not sent after {attempts} attempt(s): {reason}")]
     Stopped {
         /// The API path called.
@@ -222,7 +222,7 @@ pub struct Reply {
     pub server_date: Option<SystemTime>,
 }
 
-/// Why a [`Gate`] stopped a request: a sentence for the log and the outcome record.
+/// Why a `Gate` stopped a request: a sentence for the log and the outcome record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Refusal(String);

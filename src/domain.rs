@@ -9,7 +9,7 @@
 //! - [`parse_decimal`]: exact amounts (never `f64`);
 //! - [`ClockCheck`] and [`ClockDoubt`]: what is known about the clock windows rely on.
 //!
-//! Window usage has one implementation too, [`crate::policy::Usage::at`]: it needs the policy's
+//! Window usage has one implementation too, `policy::Usage::at`: it needs the policy's
 //! windows, so it lives with the policy.
 
 mod amount;

@@ -1,26 +1,58 @@
 //! cosigner: a policy-driven co-signer for 1BitPay MPC withdrawals. The binary (`main.rs`) is a
 //! thin shell over this library, so that every piece can be driven directly by tests. The
 //! `dev-tools` feature (on by default, off in the production build) adds the sandbox, the demo,
-//! the fail points and the test hooks.
+//! the fail points and the test hooks. The library exports what the binary, the benches and the
+//! tests use; everything else is `pub(crate)`, and `unreachable_pub` keeps it so.
 //!
 //! # Map
 //!
 //! | layer | modules |
 //! |---|---|
-//! | decisions (pure, no I/O) | [`plan`] (what to do with one listed transaction: the one place every rule of the promise lives), [`policy`] (the merchant's rules, parsed and evaluated; canonical address forms in `policy::address`) |
-//! | what an operator steers | [`control`] (the policy in force and the kill-switch mode), [`killswitch`] (pause/resume from the command line), [`operator`] (the operator API) |
-//! | persistence | [`ledger`] (the hash-chained decision ledger: decisions, outcomes, events, collections; SQLite, or PostgreSQL in `ledger::postgres`), used through its async face [`ledger::LedgerHandle`]; [`leader`] (which of a pair sharing a PostgreSQL ledger leads, and its fencing epoch) |
-//! | effects | [`cycle`] (one pending cycle: list → plan → record → sign → send → record outcomes), [`collector`] (sweeps), [`signer`] (the key shard: RSA `data`), [`client`] (the 1BitPay wire format and HTTP, with its MD5 request signature in `client::sign`) |
-//! | the process | [`daemon`] (scheduler, listeners, shutdown), [`clock`] (the one wall clock, injected), [`http`] (metrics and health), [`metrics`], [`systemd`] (notify and watchdog), [`config`], [`cli`] (one file per command under `cli/`), [`check`] (the preflight check) |
-//! | reading the ledger | [`explain`] (`policy explain`), [`replay`] (`policy replay`), [`display`] (chain names, short addresses) |
-//! | development | `sandbox` (a strict local 1BitPay), `demo`, [`failpoint`], [`random`] (OpenSSL's CSPRNG, or an error) |
+//! | the domain core (no dependency on any other module) | [`domain`] (a [`domain::Withdrawal`] as listed, its [`domain::TxId`], [`domain::Action`] and [`domain::Verdict`], the exact texts the key shard signs, exact amounts, what is known about the clock) |
+//! | decisions (pure, no I/O) | [`plan`] (what to do with one listed transaction: the one place every rule of the promise lives), [`policy`] (the merchant's rules, parsed and evaluated, and window usage; canonical address forms in `policy::address`) |
+//! | what an operator steers | `control` (the policy in force and the kill-switch mode), [`killswitch`] (pause/resume from the command line), [`operator`] (the operator API) |
+//! | persistence | [`ledger`] (the hash-chained decision ledger: decisions, outcomes, events, collections; SQLite, or PostgreSQL in `ledger::postgres`), used through its async face `ledger::LedgerHandle`; [`leader`] (which of a pair sharing a PostgreSQL ledger leads, and its fencing epoch) |
+//! | effects | [`cycle`] (one pending cycle: list → plan → record → sign → send → record outcomes), `collector` (sweeps), [`signer`] (the key shard: RSA `data`), [`client`] (the 1BitPay wire format and HTTP, with its MD5 request signature in `client::sign`; it turns the wire into domain types at the edge) |
+//! | the process | [`daemon`] (scheduler, listeners, shutdown), [`clock`] (the one wall clock, injected), `http` (metrics and health routes), `health` (readiness and liveness), [`metrics`] (numbers and labels only), [`systemd`] (notify and watchdog), [`config`], [`cli`] (one file per command under `cli/`), [`check`] (the preflight check) |
+//! | reading the ledger | [`explain`] (`policy explain`), `replay` (`policy replay`), `display` (chain names, short addresses, hex) |
+//! | development | [`sandbox`] (a strict local 1BitPay), `demo`, `failpoint`, `random` (OpenSSL's CSPRNG, or an error) |
+//!
+//! # Who uses whom
+//!
+//! Each module uses only modules listed before it (a module's own submodules aside), so there
+//! is no cycle:
+//!
+//! ```text
+//! domain, display, metrics, random, signer, systemd      (nothing)
+//! policy      domain display
+//! client      domain display metrics random
+//! failpoint   random
+//! ledger      domain display policy
+//! sandbox     domain client signer
+//! plan        domain ledger policy
+//! health      ledger
+//! control     plan policy
+//! explain     domain ledger plan policy
+//! replay      domain client ledger plan policy
+//! collector   domain client ledger metrics signer
+//! cycle       domain client control failpoint ledger metrics plan policy signer
+//! operator    domain client cycle display health ledger metrics plan random
+//! http        health metrics operator
+//! config      client operator signer
+//! check       client config ledger policy signer
+//! killswitch  config ledger plan
+//! daemon      client collector config cycle health http ledger metrics operator policy
+//!             random signer systemd
+//! demo        domain config cycle daemon display ledger random sandbox
+//! cli         (the commands: any of the above)
+//! ```
 //!
 //! # One cycle
 //!
 //! [`cycle::Engine::cycle_once`] reads every page of the pending list (de-duplicating by id,
 //! marking ids listed twice with different fields), then page by page:
 //!
-//! 1. **plan**: [`plan::plan`] decides each transaction from the policy in force, the mode, the
+//! 1. **plan**: `plan::plan` decides each transaction from the policy in force, the mode, the
 //!    window usage and what the ledger holds for its id: a new decision, a re-send of the
 //!    recorded one, a wait, or nothing;
 //! 2. **record**: the page's new decisions are committed to the ledger in one durable
@@ -33,17 +65,18 @@
 //! # Invariants, and where each is enforced
 //!
 //! - An approval leaves only if the policy and mode in force at that attempt allow it:
-//!   [`plan::plan`] (re-check before a re-send), `cycle::Engine::gate` (before every attempt),
-//!   [`control::Control`] (generation and change signal).
-//! - One id, one signed text, for ever: [`plan::plan`] with `ledger::TxState::decided_other`; only
+//!   `plan::plan` (re-check before a re-send), `cycle::Engine::gate` (before every attempt),
+//!   `control::Control` (generation and change signal).
+//! - One id, one signed text, for ever: `plan::plan` with `ledger::TxState::decided_other`; only
 //!   a cycle records decisions, one cycle at a time (`cycle::Engine::decide` says why that
 //!   keeps a page's states true until its decisions are recorded).
 //! - Nothing leaves before it is recorded: [`cycle`] records a page (and its `resend` events)
 //!   before spawning its sends; a ledger error stops the page.
 //! - Doubt holds: canonical forms and malformed fields in [`policy`] (`check_fields`), member
 //!   twins in `client::types`, the clock in `cycle::Engine::prepare` and the gate.
-//! - Windows count each approval once, from the last moment it may have left:
-//!   [`policy::Usage::at`], fed by [`ledger::Ledger::usage_with_slack`].
+//! - Windows count each approval once, from the last moment it may have left: one
+//!   implementation, `policy::Usage::at`, fed by `ledger::Ledger::usage_with_slack` (the daemon,
+//!   `policy explain`) and by `replay` (`policy replay`); metrics only read its result.
 //! - The chain is intact: [`ledger::Ledger::verify`], run by the daemon at start.
 
 #![warn(missing_docs)]

@@ -1,6 +1,6 @@
 //! The one place a listed transaction's fate is decided: the kill switch, one decision per id for
 //! ever, the re-check before a recorded approval is sent again, malformed input, and the policy.
-//! Pure: the cycle, `policy explain` and `policy replay` all call [`plan`], so what explain says
+//! Pure: the cycle, `policy explain` and `policy replay` all call `plan`, so what explain says
 //! is what the daemon does.
 
 use rust_decimal::Decimal;
@@ -56,7 +56,7 @@ impl Mode {
         }
     }
 
-    /// Reads back what [`Mode::event_detail`] wrote; `None` for anything else.
+    /// Reads back what `Mode::event_detail` wrote; `None` for anything else.
     #[must_use]
     pub fn from_event_detail(detail: &str) -> Option<Mode> {
         serde_json::from_str::<serde_json::Value>(detail)
