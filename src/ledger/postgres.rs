@@ -524,8 +524,8 @@ async fn stored<R: Record, C: GenericClient + Sync>(c: &C) -> Result<Vec<Stored>
                 seq: r.try_get(0).map_err(db("read the chain"))?,
                 kind: R::KIND,
                 fields: from_row::<R>(r, 3)
-                    .map_err(|e| chain_text(&e))
-                    .and_then(|mut rec| rec.hash_fields().map_err(|e| e.to_string())),
+                    .map_err(|e| record::Unreadable::Postgres(chain_text(&e)))
+                    .and_then(|mut rec| rec.hash_fields().map_err(record::Unreadable::from)),
                 prev_hash: r.try_get(1).map_err(db("read the chain"))?,
                 hash: r.try_get(2).map_err(db("read the chain"))?,
             })

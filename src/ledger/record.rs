@@ -294,11 +294,26 @@ pub(crate) struct Stored {
     /// Its kind.
     pub(crate) kind: &'static str,
     /// The hash input recomputed from its columns, or why they cannot be read.
-    pub(crate) fields: Result<serde_json::Value, String>,
+    pub(crate) fields: Result<serde_json::Value, Unreadable>,
     /// The previous hash it stores.
     pub(crate) prev_hash: String,
     /// The hash it stores.
     pub(crate) hash: String,
+}
+
+/// Why a stored record's columns cannot be read back into its hash input (an edit `verify`
+/// reports).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unreadable {
+    /// SQLite refused a column's value.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused a column's value (the error with its causes).
+    #[error("{0}")]
+    Postgres(String),
+    /// The values do not make a hash input.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
 }
 
 /// A record with its place in the chain, read whole (to copy a ledger).
@@ -333,8 +348,8 @@ pub(crate) fn stored<R: Record>(conn: &Connection) -> rusqlite::Result<Vec<Store
             seq: r.get(0)?,
             kind: R::KIND,
             fields: R::from_row(r, 3)
-                .map_err(|e| e.to_string())
-                .and_then(|mut rec| rec.hash_fields().map_err(|e| e.to_string())),
+                .map_err(Unreadable::from)
+                .and_then(|mut rec| rec.hash_fields().map_err(Unreadable::from)),
             prev_hash: r.get(1)?,
             hash: r.get(2)?,
         });

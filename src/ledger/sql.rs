@@ -141,19 +141,24 @@ impl ToSql for Sent {
     }
 }
 
+/// A stored outcome status that is neither `submitted` nor `failed`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an outcome: submitted or failed")]
+pub(crate) struct UnknownOutcome(String);
+
 impl Sent {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, UnknownOutcome> {
         match text {
             "submitted" => Ok(Sent::Submitted),
             "failed" => Ok(Sent::Failed),
-            other => Err(format!("{other:?} is not an outcome: submitted or failed")),
+            other => Err(UnknownOutcome(other.to_owned())),
         }
     }
 }
 
 impl FromSql for Sent {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        Sent::parse(value.as_str()?).map_err(|e| FromSqlError::Other(e.into()))
+        Sent::parse(value.as_str()?).map_err(|e| FromSqlError::Other(Box::new(e)))
     }
 }
 
