@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// Merchant number of the fixtures.
-pub const MERCHANT: &str = "mer0test0vector0001";
+pub(crate) const MERCHANT: &str = "mer0test0vector0001";
 
 /// `tests/fixtures`.
-pub fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// Copies the fixture key shard into `dir` with mode 0600 and returns its path.
-pub fn key_copy(dir: &Path) -> PathBuf {
+pub(crate) fn key_copy(dir: &Path) -> PathBuf {
     let pfx = dir.join("key.pfx");
     std::fs::copy(fixtures().join("keytool-aes.pfx"), &pfx).expect("copy the key");
     std::fs::set_permissions(&pfx, std::fs::Permissions::from_mode(0o600)).expect("chmod the key");
@@ -22,7 +22,7 @@ pub fn key_copy(dir: &Path) -> PathBuf {
 }
 
 /// Starts `cosigner sandbox` on a free port with `api_key`/`api_secret`; returns it and its URL.
-pub fn spawn_sandbox(api_key: &str, api_secret: &str) -> (Child, String) {
+pub(crate) fn spawn_sandbox(api_key: &str, api_secret: &str) -> (Child, String) {
     let mut sandbox = Command::new(env!("CARGO_BIN_EXE_cosigner"))
         .args([
             "sandbox",

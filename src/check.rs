@@ -49,7 +49,7 @@ fn finding(level: Level, what: &'static str, detail: impl Into<String>) -> Findi
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preflight {
     /// The configuration file checked.
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Whether the configuration loaded; when it did not, `local` holds only why and nothing
     /// else was checked.
     pub config_loaded: bool,
@@ -297,7 +297,7 @@ fn is_placeholder(value: &str) -> bool {
 
 /// Values still as the shipped examples have them.
 #[must_use]
-pub fn placeholders(cfg: &Config) -> Vec<Finding> {
+pub(crate) fn placeholders(cfg: &Config) -> Vec<Finding> {
     let c = &cfg.api.client;
     let mut out = Vec::new();
     if c.merchant_no == EXAMPLE_MERCHANT_NO {
@@ -338,7 +338,7 @@ fn mode(path: &Path) -> Option<u32> {
 
 /// Secret files others can read, and an inline secret in a config file others can read.
 #[must_use]
-pub fn secret_files(cfg: &Config, secret_from_env: bool) -> Vec<Finding> {
+pub(crate) fn secret_files(cfg: &Config, secret_from_env: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     let files = [
         ("api secret", &cfg.api.secret_origin),
@@ -399,7 +399,7 @@ pub fn secret_files(cfg: &Config, secret_from_env: bool) -> Vec<Finding> {
 
 /// Plain `http://` to anything but this host.
 #[must_use]
-pub fn transport(cfg: &Config) -> Option<Finding> {
+pub(crate) fn transport(cfg: &Config) -> Option<Finding> {
     let url = &cfg.api.client.base_url;
     if url.scheme() != "http" {
         return None;
@@ -425,7 +425,7 @@ pub fn transport(cfg: &Config) -> Option<Finding> {
 /// Whether the daemon could bind `http.listen` now. `running_pid` is the pid holding the ledger
 /// (a daemon already running, which holds the address itself).
 #[must_use]
-pub fn listen(addr: SocketAddr, running_pid: Option<&str>) -> Finding {
+pub(crate) fn listen(addr: SocketAddr, running_pid: Option<&str>) -> Finding {
     if addr.port() == 0 {
         return finding(Level::Ok, "http.listen", format!("{addr} (any free port)"));
     }
@@ -476,7 +476,7 @@ fn is_local(ip: IpAddr) -> bool {
 /// systemd's `StateDirectory=NAME` creates at start: a warning with the command that makes it
 /// now; any other missing directory will fail.
 #[must_use]
-pub fn ledger_dir(path: &Path) -> Finding {
+pub(crate) fn ledger_dir(path: &Path) -> Finding {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

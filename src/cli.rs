@@ -25,24 +25,24 @@ mod sandbox;
 mod sign;
 mod signals;
 
-pub use apikey::{ApikeyCommand, DEFAULT_API_KEYS_FILE};
-pub use c2c::{OrderFileArgs, RateArgs};
-pub use check::CheckArgs;
+pub(crate) use apikey::ApikeyCommand;
+pub(crate) use c2c::{OrderFileArgs, RateArgs};
+pub(crate) use check::CheckArgs;
 #[cfg(feature = "dev-tools")]
-pub use demo::DemoArgs;
-pub use ledger::LedgerCommand;
-pub use mode::{ModeTarget, PauseArgs, ResumeArgs};
-pub use pending::PendingArgs;
-pub use policy::PolicyCommand;
-pub use run::RunArgs;
+pub(crate) use demo::DemoArgs;
+pub(crate) use ledger::LedgerCommand;
+pub(crate) use mode::{PauseArgs, ResumeArgs};
+pub(crate) use pending::PendingArgs;
+pub(crate) use policy::PolicyCommand;
+pub(crate) use run::RunArgs;
 #[cfg(feature = "dev-tools")]
-pub use sandbox::SandboxArgs;
-pub use sign::SignArgs;
+pub(crate) use sandbox::SandboxArgs;
+pub(crate) use sign::SignArgs;
 
 /// Exit code of a runtime failure.
-pub const EXIT_RUNTIME: u8 = 1;
+pub(crate) const EXIT_RUNTIME: u8 = 1;
 /// Exit code of bad usage or configuration.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// A command's failure: what to print and which exit code to use.
 #[derive(Debug)]
@@ -50,12 +50,12 @@ pub struct Failure {
     /// 1 (runtime) or 2 (usage or configuration).
     pub code: u8,
     /// The error and its causes.
-    pub error: anyhow::Error,
+    pub(crate) error: anyhow::Error,
 }
 
 impl Failure {
     /// Bad usage or configuration (exit 2).
-    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Self {
         Self {
             code: EXIT_USAGE,
             error: error.into(),
@@ -63,7 +63,7 @@ impl Failure {
     }
 
     /// A failure while doing the work (exit 1).
-    pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn runtime(error: impl Into<anyhow::Error>) -> Self {
         Self {
             code: EXIT_RUNTIME,
             error: error.into(),
@@ -158,7 +158,7 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
 pub struct ConfigArg {
     /// Configuration file [default: $COSIGNER_CONFIG, else /etc/cosigner/cosigner.toml]
     #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }
 
 impl ConfigArg {

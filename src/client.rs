@@ -27,13 +27,13 @@ pub const PENDING: &str = "/api/transaction/pending";
 /// Path of approve/reject.
 pub const APPROVE: &str = "/api/transaction/approve";
 /// Path of collection.
-pub const COLLECT: &str = "/api/transaction/assets/collect";
+pub(crate) const COLLECT: &str = "/api/transaction/assets/collect";
 /// Path of the C2C rate.
-pub const RATE: &str = "/api/otc/rate";
+pub(crate) const RATE: &str = "/api/otc/rate";
 /// Path of C2C order creation.
-pub const CREATE_ORDER: &str = "/api/otc/create";
+pub(crate) const CREATE_ORDER: &str = "/api/otc/create";
 /// Path of the C2C batch sell.
-pub const BATCH_SELL: &str = "/api/otc/batch/sell";
+pub(crate) const BATCH_SELL: &str = "/api/otc/batch/sell";
 
 /// The response language the server is asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -49,7 +49,7 @@ pub enum Lang {
 impl Lang {
     /// The header value.
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Lang::En => "en",
             Lang::Zh => "zh",
@@ -215,11 +215,11 @@ impl ClientError {
 
 /// A successful call: the envelope's `data` text, and the server's `Date` header.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// `data` as raw JSON (`None` when absent or null).
-    pub data: Option<String>,
+    pub(crate) data: Option<String>,
     /// The response `Date`, for clock-skew checks.
-    pub server_date: Option<SystemTime>,
+    pub(crate) server_date: Option<SystemTime>,
 }
 
 /// Why a `Gate` stopped a request: a sentence for the log and the outcome record.
@@ -291,7 +291,7 @@ impl Gate {
 
     /// Also wakes from backoff sleeps when `token` is cancelled (`permit` then says no).
     #[must_use]
-    pub fn with_cancel(mut self, token: tokio_util::sync::CancellationToken) -> Self {
+    pub(crate) fn with_cancel(mut self, token: tokio_util::sync::CancellationToken) -> Self {
         self.cancel = Some(token);
         self
     }
@@ -381,7 +381,7 @@ impl Client {
 
     /// Why this host's clock cannot be trusted for windows, judged by the last `Date` seen after
     /// `since`: none seen, or more than `api.max_clock_skew` off either way.
-    pub fn clock_doubt(&self, since: Option<std::time::Instant>) -> Option<ClockDoubt> {
+    pub(crate) fn clock_doubt(&self, since: Option<std::time::Instant>) -> Option<ClockDoubt> {
         let Some(skew) = self.skew_since(since) else {
             return Some(ClockDoubt::Unknown);
         };
@@ -410,19 +410,19 @@ impl Client {
 
     /// Reads `clock` instead of the system clock (it should be the ledger's).
     #[must_use]
-    pub fn with_clock(mut self, clock: Clock) -> Self {
+    pub(crate) fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }
 
     /// Observes every call's duration in `metrics`.
-    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+    pub(crate) fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
 
     /// The configuration this client was built with.
-    pub fn config(&self) -> &ClientConfig {
+    pub(crate) fn config(&self) -> &ClientConfig {
         &self.cfg
     }
 
@@ -564,7 +564,11 @@ impl Client {
 
     /// Sends `body` (already JSON) to `endpoint` with retries, and returns the envelope's data.
     #[tracing::instrument(skip_all, fields(endpoint))]
-    pub async fn call_raw(&self, endpoint: &'static str, body: &str) -> Result<Reply, ClientError> {
+    pub(crate) async fn call_raw(
+        &self,
+        endpoint: &'static str,
+        body: &str,
+    ) -> Result<Reply, ClientError> {
         self.call_gated(endpoint, body, None).await
     }
 
@@ -653,7 +657,7 @@ impl Client {
     }
 
     /// Serializes `body`, calls `endpoint`, and decodes `data` as `T`.
-    pub async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+    pub(crate) async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         endpoint: &'static str,
         body: &B,
@@ -676,7 +680,7 @@ impl Client {
     }
 
     /// One page of pending transactions, with the reply's metadata (server clock).
-    pub async fn pending_with_reply(
+    pub(crate) async fn pending_with_reply(
         &self,
         page_num: u32,
         page_size: u32,

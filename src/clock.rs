@@ -55,7 +55,7 @@ impl Clock {
 
     /// The time as a `SystemTime`.
     #[must_use]
-    pub fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         match &self.source {
             Source::System => SystemTime::now(),
             Source::Manual(at) => {

@@ -27,15 +27,15 @@ impl Kind {
 
 /// What one collection run did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct CollectOutcome {
+pub(crate) struct CollectOutcome {
     /// Kinds the server accepted (`main`, `tokens`).
-    pub ok: Vec<&'static str>,
+    pub(crate) ok: Vec<&'static str>,
     /// Kinds that failed, with the error.
-    pub failed: Vec<(&'static str, String)>,
+    pub(crate) failed: Vec<(&'static str, String)>,
 }
 
 /// Runs collections.
-pub struct Collector {
+pub(crate) struct Collector {
     client: Arc<Client>,
     ledger: LedgerHandle,
     metrics: Arc<Metrics>,
@@ -44,7 +44,7 @@ pub struct Collector {
 
 impl Collector {
     /// A collector for the kinds enabled (`main`, `tokens`); signs their texts once.
-    pub fn new(
+    pub(crate) fn new(
         client: Arc<Client>,
         signer: &Signer,
         ledger: LedgerHandle,
@@ -71,7 +71,7 @@ impl Collector {
 
     /// Calls collect once per enabled kind.
     #[instrument(skip_all, name = "collect")]
-    pub async fn collect_once(&self) -> CollectOutcome {
+    pub(crate) async fn collect_once(&self) -> CollectOutcome {
         let mut out = CollectOutcome::default();
         for kind in &self.kinds {
             let label = kind.label();

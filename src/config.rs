@@ -16,14 +16,14 @@ use crate::client::{ClientConfig, Lang, SignOrder};
 use crate::signer::{KeySource, default_password};
 
 /// Where the config is looked for when neither `--config` nor `COSIGNER_CONFIG` names it.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/cosigner/cosigner.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/cosigner/cosigner.toml";
 /// Environment variable naming the config file.
-pub const CONFIG_ENV: &str = "COSIGNER_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "COSIGNER_CONFIG";
 /// Prefix of per-key environment overrides (`COSIGNER_API__TIMEOUT=30s`).
-pub const ENV_PREFIX: &str = "COSIGNER_";
+pub(crate) const ENV_PREFIX: &str = "COSIGNER_";
 /// `COSIGNER_` variables that are not key overrides: the config file, the operator API key of
 /// `pause`/`resume`, and (in a build with `dev-tools` only) the test and benchmark knobs.
-pub const ENV_NOT_KEYS: &[&str] = &[
+pub(crate) const ENV_NOT_KEYS: &[&str] = &[
     CONFIG_ENV,
     "COSIGNER_API_KEY",
     #[cfg(feature = "dev-tools")]
@@ -88,41 +88,41 @@ const KEYS: &[&str] = &[
     "log.level",
 ];
 /// Credential names looked up in `$CREDENTIALS_DIRECTORY` when a secret is not configured.
-pub const CRED_API_SECRET: &str = "api_secret";
+pub(crate) const CRED_API_SECRET: &str = "api_secret";
 /// Credential name of the PKCS#12 file.
-pub const CRED_PFX: &str = "merchant.pfx";
+pub(crate) const CRED_PFX: &str = "merchant.pfx";
 /// Credential name of the PKCS#12 password.
-pub const CRED_PFX_PASSWORD: &str = "pfx_password";
+pub(crate) const CRED_PFX_PASSWORD: &str = "pfx_password";
 
 /// Default `api.timeout`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default `api.max_requests_per_second`.
-pub const DEFAULT_MAX_RPS: u32 = 5;
+pub(crate) const DEFAULT_MAX_RPS: u32 = 5;
 /// Default `api.max_response_bytes` (1 MiB).
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Default `api.max_retries`.
-pub const DEFAULT_MAX_RETRIES: u32 = 3;
+pub(crate) const DEFAULT_MAX_RETRIES: u32 = 3;
 /// Default `api.max_clock_skew`: how far ahead of the server's clock approvals still go out.
-pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// Default `api.max_in_flight`.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// Default `poll.interval`: the reference recommends polling every 2 minutes.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(120);
 /// Default `poll.page_size`.
-pub const DEFAULT_PAGE_SIZE: u32 = 20;
+pub(crate) const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Default `collect.interval`: the reference recommends collecting every 5 minutes.
-pub const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(300);
 /// Default `poll.jitter` and `collect.jitter`: a small random delay so that restarts do not
 /// align every request of the fleet on the same second.
-pub const DEFAULT_JITTER: Duration = Duration::from_millis(500);
+pub(crate) const DEFAULT_JITTER: Duration = Duration::from_millis(500);
 /// Default `poll.shutdown_timeout`.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `ledger.path`.
-pub const DEFAULT_LEDGER_PATH: &str = "/var/lib/cosigner/ledger.db";
+pub(crate) const DEFAULT_LEDGER_PATH: &str = "/var/lib/cosigner/ledger.db";
 /// Default `http.listen`.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9184";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:9184";
 /// Largest `poll.page_size` accepted.
-pub const MAX_PAGE_SIZE: u32 = 500;
+pub(crate) const MAX_PAGE_SIZE: u32 = 500;
 
 /// A configuration problem. Each message names the file (or variable) and the key.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +158,7 @@ pub enum ConfigError {
 
 /// Which config file to load: the flag, then the environment, then the absolute default.
 #[must_use]
-pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+pub(crate) fn resolve_path(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_owned();
     }
@@ -331,7 +331,7 @@ pub enum LogFormat {
 
 /// Where a secret was found, for `cosigner check` (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretOrigin {
+pub(crate) enum SecretOrigin {
     /// Written in the config file (or an environment override).
     Inline,
     /// Read from a file named by a `*_file` key.
@@ -359,9 +359,9 @@ pub struct ApiConfig {
     /// The client settings, secret included.
     pub client: ClientConfig,
     /// Approve/reject requests in flight at once.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// Where the API secret came from.
-    pub secret_origin: SecretOrigin,
+    pub(crate) secret_origin: SecretOrigin,
 }
 
 /// `[key]`: the key shard.
@@ -370,7 +370,7 @@ pub struct KeyConfig {
     /// How to open the PKCS#12.
     pub source: KeySource,
     /// Where the password came from.
-    pub password_origin: SecretOrigin,
+    pub(crate) password_origin: SecretOrigin,
 }
 
 /// `[poll]`: the pending cycle.
@@ -379,35 +379,35 @@ pub struct PollConfig {
     /// Time between cycles.
     pub interval: Duration,
     /// Items asked per page.
-    pub page_size: u32,
+    pub(crate) page_size: u32,
     /// Up to this much random delay before each cycle.
-    pub jitter: Duration,
+    pub(crate) jitter: Duration,
     /// How long in-flight submissions may take to finish after a stop signal.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
 }
 
 /// `[collect]`: the sweep.
 #[derive(Debug, Clone)]
 pub struct CollectConfig {
     /// Whether the daemon collects at all.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Time between sweeps.
     pub interval: Duration,
     /// Up to this much random delay before each sweep.
-    pub jitter: Duration,
+    pub(crate) jitter: Duration,
     /// Sweep main coins (`isMain` 1).
-    pub main: bool,
+    pub(crate) main: bool,
     /// Sweep tokens (`isMain` 0).
-    pub tokens: bool,
+    pub(crate) tokens: bool,
 }
 
 /// `[policy]`.
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
     /// The policy file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Record decisions as dry runs and send nothing.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 /// `[ledger]`.
@@ -427,20 +427,20 @@ pub struct HttpConfig {
     /// Where the keys came from.
     pub api_keys_file: Option<PathBuf>,
     /// Operator API request budget.
-    pub max_requests_per_second: u32,
+    pub(crate) max_requests_per_second: u32,
     /// Serve `POST /callbacks/order`.
-    pub callbacks: bool,
+    pub(crate) callbacks: bool,
     /// `/metrics` needs an operator API key too.
-    pub metrics_auth: bool,
+    pub(crate) metrics_auth: bool,
 }
 
 /// `[log]`.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     /// Text or JSON lines.
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
     /// A tracing filter such as `info` or `cosigner=debug`; `RUST_LOG` overrides it.
-    pub level: String,
+    pub(crate) level: String,
 }
 
 /// The validated configuration.
@@ -477,7 +477,7 @@ pub struct Environment {
 
 impl Environment {
     /// The process environment.
-    pub fn from_process() -> Self {
+    pub(crate) fn from_process() -> Self {
         Self {
             overrides: std::env::vars()
                 .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_NOT_KEYS.contains(&k.as_str()))
@@ -491,7 +491,7 @@ impl Environment {
 
 impl Config {
     /// Loads and validates the file at `path` with the process environment.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::load_with(path, &Environment::from_process())
     }
 
@@ -578,7 +578,7 @@ fn syntax_error(file: &str, text: &str, e: &toml::de::Error) -> String {
 
 /// True for `localhost` and loopback IP literals (bracketed IPv6 included).
 #[must_use]
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -592,7 +592,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 /// The warning for an `http.listen` reachable from other hosts, if it is one: the operator
 /// API and the metrics then face the network, guarded by keys alone.
 #[must_use]
-pub fn listen_warning(listen: SocketAddr) -> Option<String> {
+pub(crate) fn listen_warning(listen: SocketAddr) -> Option<String> {
     (!listen.ip().is_loopback()).then(|| {
         format!(
             "http.listen {listen} is reachable from other hosts: the operator API and the \
@@ -1062,7 +1062,10 @@ fn valid_log_filter(filter: &str) -> bool {
 /// newline is dropped, as `echo` and systemd credentials leave one; an empty file is an error.
 /// With `private`, a file group or others may read is refused as the key file is (checked on
 /// the opened file). The error names the file, never its content.
-pub fn read_secret_file(path: &Path, private: bool) -> Result<SecretString, SecretFileError> {
+pub(crate) fn read_secret_file(
+    path: &Path,
+    private: bool,
+) -> Result<SecretString, SecretFileError> {
     let cannot = |source: std::io::Error| SecretFileError::Read {
         path: path.to_owned(),
         source,

@@ -10,7 +10,7 @@ use crate::policy::Policy;
 
 /// The policy in force and the mode, shared by the cycle, its submissions and the operator API.
 #[derive(Debug)]
-pub struct Control {
+pub(crate) struct Control {
     policy: RwLock<Arc<Policy>>,
     /// Bumped each time a policy is put in force.
     generation: AtomicU64,
@@ -22,7 +22,7 @@ pub struct Control {
 impl Control {
     /// `policy` in force, in normal mode.
     #[must_use]
-    pub fn new(policy: Arc<Policy>) -> Self {
+    pub(crate) fn new(policy: Arc<Policy>) -> Self {
         Self {
             policy: RwLock::new(policy),
             generation: AtomicU64::new(0),
@@ -32,7 +32,7 @@ impl Control {
     }
 
     /// The policy in force.
-    pub fn policy(&self) -> Arc<Policy> {
+    pub(crate) fn policy(&self) -> Arc<Policy> {
         self.policy
             .read()
             .map(|p| p.clone())
@@ -41,18 +41,18 @@ impl Control {
 
     /// The policy in force and its generation, read in an order that errs safe: a reload in
     /// between makes the generation look old, never the policy.
-    pub fn snapshot(&self) -> (Arc<Policy>, u64) {
+    pub(crate) fn snapshot(&self) -> (Arc<Policy>, u64) {
         let generation = self.generation();
         (self.policy(), generation)
     }
 
     /// The generation of the policy in force.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
     /// Puts `policy` in force.
-    pub fn put_policy(&self, policy: Arc<Policy>) {
+    pub(crate) fn put_policy(&self, policy: Arc<Policy>) {
         match self.policy.write() {
             Ok(mut p) => *p = policy,
             Err(poisoned) => *poisoned.into_inner() = policy,
@@ -62,18 +62,18 @@ impl Control {
     }
 
     /// The mode in force.
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         Mode::from_u8(self.mode.load(Ordering::SeqCst))
     }
 
     /// Puts `mode` in force.
-    pub fn put_mode(&self, mode: Mode) {
+    pub(crate) fn put_mode(&self, mode: Mode) {
         self.mode.store(mode.to_u8(), Ordering::SeqCst);
         self.announce();
     }
 
     /// A receiver that sees every change made after this call.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         let mut rx = self.changes.subscribe();
         rx.mark_unchanged();
         rx

@@ -36,7 +36,7 @@ pub struct PollSettings {
 }
 
 /// Default cap on pages per cycle.
-pub const DEFAULT_MAX_PAGES: u32 = 1000;
+pub(crate) const DEFAULT_MAX_PAGES: u32 = 1000;
 
 /// What one cycle did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -60,9 +60,9 @@ pub struct CycleOutcome {
     /// Pages read.
     pub pages: u32,
     /// How long the longest-held listed transaction has been held, in milliseconds.
-    pub oldest_hold_ms: u64,
+    pub(crate) oldest_hold_ms: u64,
     /// Duration in milliseconds.
-    pub duration_ms: u64,
+    pub(crate) duration_ms: u64,
 }
 
 /// How long after its record an approval's first attempt may leave without being recorded again.
@@ -102,7 +102,7 @@ pub enum CycleError {
 /// The long-lived pieces a cycle works with; built with [`Engine::builder`].
 pub struct Engine {
     /// The API client.
-    pub client: Arc<Client>,
+    pub(crate) client: Arc<Client>,
     /// The key shard.
     pub signer: Arc<Signer>,
     /// The ledger.
@@ -148,14 +148,14 @@ impl EngineBuilder {
 
     /// The token whose cancellation stops new submissions.
     #[must_use]
-    pub fn shutdown(mut self, token: CancellationToken) -> Self {
+    pub(crate) fn shutdown(mut self, token: CancellationToken) -> Self {
         self.shutdown = token;
         self
     }
 
     /// Where every recorded decision is sent (the demo prints them).
     #[must_use]
-    pub fn events(mut self, events: Option<mpsc::UnboundedSender<DecisionEvent>>) -> Self {
+    pub(crate) fn events(mut self, events: Option<mpsc::UnboundedSender<DecisionEvent>>) -> Self {
         self.events = events;
         self
     }
@@ -192,27 +192,27 @@ impl Default for PollSettings {
     }
 }
 
-pub use crate::plan::{Mode, RULE_DECIDED, RULE_PAUSED};
+use crate::plan::{Mode, RULE_DECIDED};
 
 /// A recorded decision, as the demo shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct DecisionEvent {
+pub(crate) struct DecisionEvent {
     /// Transaction id.
-    pub tx_id: u64,
+    pub(crate) tx_id: u64,
     /// `chainId`.
-    pub chain: Option<String>,
+    pub(crate) chain: Option<String>,
     /// Destination.
-    pub to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Amount text.
-    pub amount: Option<String>,
+    pub(crate) amount: Option<String>,
     /// What was decided.
-    pub action: Action,
+    pub(crate) action: Action,
     /// By which rule.
-    pub rule: String,
+    pub(crate) rule: String,
     /// Why.
-    pub reason: String,
+    pub(crate) reason: String,
     /// Recorded only.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 struct Listing {
@@ -264,7 +264,7 @@ impl Engine {
 
     /// Whether decisions are recorded as dry runs and nothing is sent.
     #[must_use]
-    pub fn dry_run(&self) -> bool {
+    pub(crate) fn dry_run(&self) -> bool {
         self.settings.dry_run
     }
 
@@ -311,7 +311,7 @@ impl Engine {
     }
 
     /// Records in the ledger which policy is in force from now on (`why`: start, reload).
-    pub async fn note_policy_loaded(&self, why: &str) -> Result<(), LedgerError> {
+    pub(crate) async fn note_policy_loaded(&self, why: &str) -> Result<(), LedgerError> {
         let p = self.policy();
         let detail =
             serde_json::json!({"sha256": p.sha256, "file": p.source, "why": why}).to_string();
@@ -815,7 +815,6 @@ impl Engine {
                     usage,
                     max_sign_len,
                     clock,
-                    now_ms: now,
                     listed_twice: conflicting.contains(&tx.id),
                     trace: false,
                 },

@@ -74,7 +74,7 @@ pub enum DaemonError {
 impl DaemonError {
     /// True when the configuration (or a file it names) is at fault: exit code 2.
     #[must_use]
-    pub fn is_configuration(&self) -> bool {
+    pub(crate) fn is_configuration(&self) -> bool {
         matches!(
             self,
             DaemonError::Key(_)
@@ -92,33 +92,33 @@ impl DaemonError {
 #[derive(Debug, Default)]
 pub struct Options {
     /// Record decisions as dry runs and send nothing.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Receives every recorded decision.
-    pub events: Option<mpsc::UnboundedSender<DecisionEvent>>,
+    pub(crate) events: Option<mpsc::UnboundedSender<DecisionEvent>>,
     /// Notified to reload the policy (SIGHUP).
-    pub reload: Option<Arc<Notify>>,
+    pub(crate) reload: Option<Arc<Notify>>,
 }
 
 /// The pieces a run is made of, built and checked before anything runs.
 pub struct Parts {
     /// The pending cycle.
-    pub engine: Arc<Engine>,
+    pub(crate) engine: Arc<Engine>,
     /// The collection, when enabled.
-    pub collector: Option<Arc<Collector>>,
+    pub(crate) collector: Option<Arc<Collector>>,
     /// Metrics.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The ledger both use.
-    pub ledger: LedgerHandle,
+    pub(crate) ledger: LedgerHandle,
     /// Operator API keys (none: the API refuses every call), re-read on reload.
-    pub api_keys: Arc<KeyStore>,
+    pub(crate) api_keys: Arc<KeyStore>,
     /// Operator API request budget per second.
-    pub operator_rate: u32,
+    pub(crate) operator_rate: u32,
     /// `/metrics` needs an operator API key.
-    pub metrics_auth: bool,
+    pub(crate) metrics_auth: bool,
     /// The order callback, when enabled.
-    pub callbacks: Option<Callbacks>,
+    pub(crate) callbacks: Option<Callbacks>,
     /// Reload requests.
-    pub reload: Arc<Notify>,
+    pub(crate) reload: Arc<Notify>,
 }
 
 /// Loads the key, the policy and the ledger, and builds the engine and the collector; restores
@@ -233,7 +233,7 @@ pub struct Timings {
 impl Timings {
     /// The timings of a configuration.
     #[must_use]
-    pub fn from_config(cfg: &Config) -> Self {
+    pub(crate) fn from_config(cfg: &Config) -> Self {
         Self {
             poll_interval: cfg.poll.interval,
             poll_jitter: cfg.poll.jitter,
@@ -277,7 +277,7 @@ pub async fn periodic<F, Fut>(
 }
 
 /// Builds everything from `cfg`, binds `http.listen`, and runs until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     cfg: &Config,
     opts: Options,
     shutdown: CancellationToken,

@@ -74,7 +74,7 @@ max_approvals = 50
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     /// Files in the demo directory (one that appeared meanwhile is not overwritten either).
     #[error("demo files in {dir}: {source}")]
     Io {
@@ -108,43 +108,41 @@ pub enum DemoError {
 
 /// What the demo did, for its summary (and its test).
 #[derive(Debug, Clone, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Decisions printed, by action.
-    pub approved: u64,
+    pub(crate) approved: u64,
     /// Rejections.
-    pub rejected: u64,
+    pub(crate) rejected: u64,
     /// Holds.
-    pub held: u64,
+    pub(crate) held: u64,
     /// Decisions the sandbox accepted with verified `data`.
-    pub accepted_by_server: usize,
+    pub(crate) accepted_by_server: usize,
     /// Requests the sandbox refused.
-    pub refused_by_server: usize,
+    pub(crate) refused_by_server: usize,
     /// Collections the sandbox accepted.
-    pub collections: usize,
+    pub(crate) collections: usize,
     /// Whether `ledger verify` passed.
-    pub ledger_intact: bool,
-    /// Where the files are.
-    pub dir: PathBuf,
+    pub(crate) ledger_intact: bool,
 }
 
 /// Demo settings.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// Stop by itself after this long (else at Ctrl-C).
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Directory for the config, key and ledger (a fresh one under the temp dir when `None`).
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Pending cycle interval.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// Keep the files of a fresh temporary directory at exit (a `dir` given is always kept).
-    pub keep: bool,
+    pub(crate) keep: bool,
 }
 
 /// How the operator can run this same binary again: `cosigner` when that is what `PATH` finds,
 /// `cargo run --release --` (or `cargo run --`) for a cargo build, as after the README's
 /// `cargo run --release -- demo`, else the binary's full path.
 #[must_use]
-pub fn self_command() -> String {
+pub(crate) fn self_command() -> String {
     let Some(exe) = std::env::current_exe()
         .ok()
         .and_then(|p| p.canonicalize().ok())
@@ -278,7 +276,7 @@ fn print_event(out: &mut impl Write, e: &DecisionEvent, chains: &ChainNames) {
 }
 
 /// Runs the demo until `stop` (or the duration), printing to `out`.
-pub async fn run(
+pub(crate) async fn run(
     opts: DemoOptions,
     stop: CancellationToken,
     hard_stop: CancellationToken,
@@ -419,10 +417,7 @@ pub async fn run(
         })
     };
 
-    let mut summary = Summary {
-        dir: dir.clone(),
-        ..Default::default()
-    };
+    let mut summary = Summary::default();
     let deadline = async {
         match opts.duration {
             Some(d) => tokio::time::sleep(d).await,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Chain names known without a `[chains]` table in the policy (chainId → name).
-pub const DEFAULT_CHAINS: &[(&str, &str)] = &[
+pub(crate) const DEFAULT_CHAINS: &[(&str, &str)] = &[
     ("1", "Ethereum"),
     ("10", "Optimism"),
     ("56", "BSC"),
@@ -34,14 +34,14 @@ impl Default for ChainNames {
 
 impl ChainNames {
     /// The built-in names plus `extra` (which wins on the same id).
-    pub fn with(extra: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub(crate) fn with(extra: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut names = Self::default();
         names.0.extend(extra);
         names
     }
 
     /// The name of `chain_id`, when known.
-    pub fn name(&self, chain_id: &str) -> Option<&str> {
+    pub(crate) fn name(&self, chain_id: &str) -> Option<&str> {
         self.0.get(chain_id).map(String::as_str)
     }
 
@@ -57,7 +57,7 @@ impl ChainNames {
 
 /// The first 8 and last 6 characters of a long address (`TFMQrPdF…6xSopV`); short ones whole.
 #[must_use]
-pub fn short_address(addr: &str) -> String {
+pub(crate) fn short_address(addr: &str) -> String {
     let chars: Vec<char> = addr.chars().collect();
     if chars.len() <= 16 {
         return addr.to_string();
@@ -72,7 +72,7 @@ pub fn short_address(addr: &str) -> String {
 /// A window as a person writes it in a policy: `24h`, `90m`, `30s` (the largest unit that divides
 /// it evenly; hours rather than days, as the examples write `24h`).
 #[must_use]
-pub fn window(d: Duration) -> String {
+pub(crate) fn window(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 || !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
@@ -90,7 +90,7 @@ pub fn window(d: Duration) -> String {
 /// A log field value for text logs: as is when it is one plain word, else in double quotes with
 /// `"` and `\` escaped, so that `reason="no rule matched"` reads as one value.
 #[must_use]
-pub fn log_value(text: &str) -> String {
+pub(crate) fn log_value(text: &str) -> String {
     let plain = !text.is_empty()
         && !text
             .chars()
@@ -115,7 +115,7 @@ pub fn log_value(text: &str) -> String {
 
 /// Lowercase hex of `bytes`.
 #[must_use]
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -19,8 +19,6 @@ mod withdrawal;
 
 pub use amount::parse_decimal;
 pub use clock::{ClockCheck, ClockDoubt};
-pub use decision::{
-    Action, Decision, UnknownAction, Verdict, collect_text, decision_text, decision_text_len,
-    looks_like_decision,
-};
+pub use decision::{Action, Decision, UnknownAction, Verdict, collect_text, decision_text};
+pub(crate) use decision::{decision_text_len, looks_like_decision};
 pub use withdrawal::{TxId, Withdrawal};

@@ -61,7 +61,6 @@ pub fn explain(
             usage: &usage,
             max_sign_len,
             clock,
-            now_ms,
             listed_twice: false,
             trace: true,
         },

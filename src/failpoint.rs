@@ -4,15 +4,15 @@
 //! `dev-tools` (the production build) compile every point to nothing.
 
 /// After decisions are durably recorded, before any of them is sent.
-pub const AFTER_RECORD: &str = "after-record";
+pub(crate) const AFTER_RECORD: &str = "after-record";
 /// Right before an approve/reject request leaves.
-pub const BEFORE_REQUEST: &str = "before-request";
+pub(crate) const BEFORE_REQUEST: &str = "before-request";
 /// After the server answered, before the outcome is recorded.
-pub const AFTER_REQUEST: &str = "after-request";
+pub(crate) const AFTER_REQUEST: &str = "after-request";
 
 /// Aborts the process here if `COSIGNER_FAILPOINT` says so (debug builds with `dev-tools` only).
 #[inline]
-pub fn hit(name: &str) {
+pub(crate) fn hit(name: &str) {
     #[cfg(all(debug_assertions, feature = "dev-tools"))]
     {
         let Ok(spec) = std::env::var("COSIGNER_FAILPOINT") else {

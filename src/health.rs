@@ -9,15 +9,15 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 
 /// How long one cycle may take before the scheduler counts as wedged.
-pub const SCHEDULER_BUDGET: Duration = Duration::from_secs(600);
+pub(crate) const SCHEDULER_BUDGET: Duration = Duration::from_secs(600);
 
 /// What readiness is judged on.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     /// When the last cycle ran to the end (ms since the epoch; 0 = never).
-    pub last_poll_ok_ms: AtomicI64,
+    pub(crate) last_poll_ok_ms: AtomicI64,
     /// The poll interval: ready while the last success is at most two intervals old.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// The monotonic origin of `heartbeat_ms`: a wall clock stepped by NTP must not make a
     /// healthy scheduler look wedged, or a wedged one alive.
     started: Instant,
@@ -31,7 +31,7 @@ impl Health {
     /// A health state with no successful poll yet; the scheduler counts as alive from now.
     /// Poll times are read from `clock`.
     #[must_use]
-    pub fn new(poll_interval: Duration, clock: Clock) -> Self {
+    pub(crate) fn new(poll_interval: Duration, clock: Clock) -> Self {
         Self {
             last_poll_ok_ms: AtomicI64::new(0),
             poll_interval,
@@ -47,14 +47,14 @@ impl Health {
 
     /// Notes that the scheduler is alive: called at the start and at the end of every cycle,
     /// failed ones included (a restart does not fix an upstream outage).
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.heartbeat_ms
             .store(self.elapsed_ms(), Ordering::Relaxed);
     }
 
     /// True while the scheduler shows life: a beat within one interval plus a generous cycle
     /// budget. The systemd watchdog is fed only then, so a wedged daemon gets restarted.
-    pub fn scheduler_alive(&self) -> bool {
+    pub(crate) fn scheduler_alive(&self) -> bool {
         let age = self
             .elapsed_ms()
             .saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed));
@@ -63,13 +63,13 @@ impl Health {
     }
 
     /// Notes a successful poll now.
-    pub fn poll_succeeded(&self) {
+    pub(crate) fn poll_succeeded(&self) {
         self.last_poll_ok_ms
             .store(self.clock.now_ms(), Ordering::Relaxed);
     }
 
     /// `Ok` when ready, else why not.
-    pub fn readiness(&self) -> Result<(), NotReady> {
+    pub(crate) fn readiness(&self) -> Result<(), NotReady> {
         let last = self.last_poll_ok_ms.load(Ordering::Relaxed);
         if last == 0 {
             return Err(NotReady::NeverPolled);
@@ -91,7 +91,7 @@ impl Health {
 /// Why the daemon is not ready. Serialized as its message (the operator API's
 /// `not_ready_reason`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NotReady {
+pub(crate) enum NotReady {
     /// No cycle has run to the end yet.
     #[error("no successful poll yet")]
     NeverPolled,

@@ -17,17 +17,17 @@ use crate::operator::{KeyCheck, require_key};
 
 /// Shared state of the routes.
 #[derive(Clone)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     /// Metrics to render.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Readiness.
-    pub health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
     /// When set (`http.metrics_auth`), `/metrics` needs one of these operator API keys.
-    pub metrics_keys: Option<Arc<crate::operator::KeyStore>>,
+    pub(crate) metrics_keys: Option<Arc<crate::operator::KeyStore>>,
 }
 
 /// The routes. With `http.metrics_auth`, `/metrics` sits behind the operator API's key check.
-pub fn router(state: HttpState) -> Router {
+pub(crate) fn router(state: HttpState) -> Router {
     let mut metrics_route = get(metrics);
     if let Some(keys) = &state.metrics_keys {
         metrics_route = metrics_route.route_layer(middleware::from_fn_with_state(
@@ -69,7 +69,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,

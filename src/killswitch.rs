@@ -15,7 +15,7 @@ use crate::plan::Mode;
 const RECORDED_BY: &str = "cosigner cli";
 
 /// The environment variable holding an operator API key when no key file is given.
-pub const API_KEY_ENV: &str = "COSIGNER_API_KEY";
+pub(crate) const API_KEY_ENV: &str = "COSIGNER_API_KEY";
 
 /// What [`switch`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,6 @@ pub mod postgres;
 mod record;
 mod sql;
 
-pub use backup::BackupReport;
 pub use handle::LedgerHandle;
 
 use std::collections::HashMap;
@@ -199,7 +198,7 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionRow {
     /// Position in the ledger.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// Transaction id.
     pub tx_id: u64,
     /// Content fingerprint.
@@ -207,13 +206,13 @@ pub struct DecisionRow {
     /// The item's JSON as received.
     pub tx_json: String,
     /// `fromAddress`.
-    pub from: Option<String>,
+    pub(crate) from: Option<String>,
     /// `toAddress`.
     pub to: Option<String>,
     /// `amount` text.
     pub amount: Option<String>,
     /// `chainId`.
-    pub chain_id: Option<String>,
+    pub(crate) chain_id: Option<String>,
     /// approve, reject or hold.
     pub action: Action,
     /// Deciding rule.
@@ -270,7 +269,7 @@ pub struct VerifyReport {
     /// Records checked.
     pub records: u64,
     /// Of those, how many of each kind (`decision`, `outcome`, `collect`, `event`).
-    pub by_kind: std::collections::BTreeMap<&'static str, u64>,
+    pub(crate) by_kind: std::collections::BTreeMap<&'static str, u64>,
     /// Problems found; empty means the chain is intact.
     pub problems: Vec<String>,
 }
@@ -477,7 +476,7 @@ fn write_head(tx: &rusqlite::Transaction<'_>, head: &Head) -> Result<(), LedgerE
 /// The pid of the process holding the ledger at `path` (a running daemon), if one does; for
 /// `cosigner check`. Creates nothing.
 #[must_use]
-pub fn held_by(path: &Path) -> Option<String> {
+pub(crate) fn held_by(path: &Path) -> Option<String> {
     let mut lock = std::fs::File::open(lock_path(path)).ok()?;
     if lock.try_lock_shared().is_ok() {
         return None;
@@ -625,7 +624,7 @@ impl Ledger {
     }
 
     /// The ledger file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -638,7 +637,7 @@ impl Ledger {
 
     /// The clock that times records.
     #[must_use]
-    pub fn clock(&self) -> &Clock {
+    pub(crate) fn clock(&self) -> &Clock {
         &self.clock
     }
 
@@ -741,7 +740,7 @@ impl Ledger {
         self.usage_with_slack(policy, now_ms, std::time::Duration::ZERO)
     }
 
-    /// [`Ledger::usage`] with each window reaching `slack` further back (see [`Usage::at`]).
+    /// [`Ledger::usage`] with each window reaching `slack` further back (see `Usage::at`).
     pub fn usage_with_slack(
         &self,
         policy: &Policy,
@@ -814,7 +813,7 @@ impl Ledger {
 
     /// Records an event of `kind` with `detail` unless one with exactly that detail is
     /// recorded already; returns its sequence number when it was recorded now.
-    pub fn record_event_once(
+    pub(crate) fn record_event_once(
         &mut self,
         kind: &str,
         detail: &str,
@@ -915,7 +914,7 @@ impl Ledger {
     }
 
     /// Folds the write-ahead log into the database file (at shutdown).
-    pub fn checkpoint(&self) -> Result<(), LedgerError> {
+    pub(crate) fn checkpoint(&self) -> Result<(), LedgerError> {
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(LedgerError::Write)
@@ -924,7 +923,7 @@ impl Ledger {
     /// Makes every later write fail the way a read-only or full filesystem does (tests only).
     #[cfg(feature = "dev-tools")]
     #[doc(hidden)]
-    pub fn simulate_write_failure(&self, full: bool) -> rusqlite::Result<()> {
+    pub(crate) fn simulate_write_failure(&self, full: bool) -> rusqlite::Result<()> {
         if full {
             let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
             self.conn
@@ -992,7 +991,7 @@ impl Ledger {
     }
 
     /// The states of `txs`, in their order.
-    pub fn states(&self, txs: &[Withdrawal]) -> Result<Vec<TxState>, LedgerError> {
+    pub(crate) fn states(&self, txs: &[Withdrawal]) -> Result<Vec<TxState>, LedgerError> {
         txs.iter().map(|tx| self.state(tx)).collect()
     }
 

@@ -23,27 +23,28 @@
 //! is no cycle:
 //!
 //! ```text
-//! domain, display, metrics, random, signer, systemd      (nothing)
+//! domain, display, metrics, random, signer, systemd, clock   (nothing)
 //! policy      domain display
-//! client      domain display metrics random
+//! client      domain display metrics random clock
 //! failpoint   random
-//! ledger      domain display policy
-//! sandbox     domain client signer
+//! ledger      domain display policy clock
+//! leader      ledger
+//! sandbox     domain client signer clock
 //! plan        domain ledger policy
-//! health      ledger
+//! health      clock
 //! control     plan policy
 //! explain     domain ledger plan policy
 //! replay      domain client ledger plan policy
 //! collector   domain client ledger metrics signer
-//! cycle       domain client control failpoint ledger metrics plan policy signer
+//! cycle       domain client clock control failpoint ledger metrics plan policy signer
 //! operator    domain client cycle display health ledger metrics plan random
 //! http        health metrics operator
 //! config      client operator signer
-//! check       client config ledger policy signer
+//! check       client clock config ledger policy signer
 //! killswitch  config ledger plan
-//! daemon      client collector config cycle health http ledger metrics operator policy
+//! daemon      client clock collector config cycle health http ledger metrics operator policy
 //!             random signer systemd
-//! demo        domain config cycle daemon display ledger random sandbox
+//! demo        domain clock config cycle daemon display ledger random sandbox
 //! cli         (the commands: any of the above)
 //! ```
 //!
@@ -85,19 +86,19 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod clock;
-pub mod collector;
+mod collector;
 pub mod config;
-pub mod control;
+mod control;
 pub mod cycle;
 pub mod daemon;
 #[cfg(feature = "dev-tools")]
-pub mod demo;
-pub mod display;
+mod demo;
+mod display;
 pub mod domain;
 pub mod explain;
-pub mod failpoint;
-pub mod health;
-pub mod http;
+mod failpoint;
+mod health;
+mod http;
 pub mod killswitch;
 pub mod leader;
 pub mod ledger;
@@ -105,8 +106,8 @@ pub mod metrics;
 pub mod operator;
 pub mod plan;
 pub mod policy;
-pub mod random;
-pub mod replay;
+mod random;
+mod replay;
 #[cfg(feature = "dev-tools")]
 pub mod sandbox;
 pub mod signer;

@@ -20,39 +20,39 @@ pub struct Metrics {
     /// `cosigner_api_request_duration_seconds{endpoint}`.
     pub api_duration: HistogramVec,
     /// `cosigner_pending_transactions`.
-    pub pending: IntGauge,
+    pub(crate) pending: IntGauge,
     /// `cosigner_held_transactions`.
-    pub held: IntGauge,
+    pub(crate) held: IntGauge,
     /// `cosigner_poll_duration_seconds`.
-    pub poll_duration: Histogram,
+    pub(crate) poll_duration: Histogram,
     /// `cosigner_poll_runs_total{outcome}`.
     pub poll_runs: IntCounterVec,
     /// `cosigner_last_successful_poll_timestamp_seconds`.
-    pub last_poll: Gauge,
+    pub(crate) last_poll: Gauge,
     /// `cosigner_last_successful_collect_timestamp_seconds`.
-    pub last_collect: Gauge,
+    pub(crate) last_collect: Gauge,
     /// `cosigner_collect_runs_total{kind,outcome}`.
     pub collect_runs: IntCounterVec,
     /// `cosigner_window_used_ratio{rule}`.
     pub window_used: GaugeVec,
     /// `cosigner_ledger_write_failures_total`.
-    pub ledger_write_failures: IntCounter,
+    pub(crate) ledger_write_failures: IntCounter,
     /// `cosigner_malformed_items_total`.
-    pub malformed_items: IntCounter,
+    pub(crate) malformed_items: IntCounter,
     /// `cosigner_id_reuse_total`.
-    pub id_reuse: IntCounter,
+    pub(crate) id_reuse: IntCounter,
     /// `cosigner_policy_info{sha256}`.
-    pub policy_info: GaugeVec,
+    pub(crate) policy_info: GaugeVec,
     /// `cosigner_build_info{version}`.
-    pub build_info: GaugeVec,
+    pub(crate) build_info: GaugeVec,
     /// `cosigner_mode{mode}`: 1 for the kill-switch mode in force.
-    pub mode: GaugeVec,
+    pub(crate) mode: GaugeVec,
     /// `cosigner_policy_reloads_total{outcome}`.
-    pub policy_reloads: IntCounterVec,
+    pub(crate) policy_reloads: IntCounterVec,
     /// `cosigner_oldest_hold_seconds`.
-    pub oldest_hold: Gauge,
+    pub(crate) oldest_hold: Gauge,
     /// `cosigner_operator_requests_total{route,status}`.
-    pub operator_requests: IntCounterVec,
+    pub(crate) operator_requests: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -221,7 +221,11 @@ impl Metrics {
 
     /// Marks the policy with digest `sha256` as the one in force, its `limited_rules` (the
     /// rules with a window limit) at zero use.
-    pub fn set_policy<'a>(&self, sha256: &str, limited_rules: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn set_policy<'a>(
+        &self,
+        sha256: &str,
+        limited_rules: impl IntoIterator<Item = &'a str>,
+    ) {
         self.policy_info.reset();
         self.policy_info.with_label_values(&[sha256]).set(1.0);
         self.window_used.reset();
@@ -241,14 +245,14 @@ impl Metrics {
 
     /// Updates `cosigner_window_used_ratio`: each rule's share of its window limit used, as a
     /// cycle ended.
-    pub fn set_window_usage<'a>(&self, ratios: impl IntoIterator<Item = (&'a str, f64)>) {
+    pub(crate) fn set_window_usage<'a>(&self, ratios: impl IntoIterator<Item = (&'a str, f64)>) {
         for (rule, ratio) in ratios {
             self.window_used.with_label_values(&[rule]).set(ratio);
         }
     }
 
     /// Observes one API call.
-    pub fn observe_api(&self, endpoint: &str, took: Duration) {
+    pub(crate) fn observe_api(&self, endpoint: &str, took: Duration) {
         self.api_duration
             .with_label_values(&[endpoint])
             .observe(took.as_secs_f64());

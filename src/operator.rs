@@ -21,19 +21,20 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::client::sign::{self, SignOrder};
-use crate::cycle::{Engine, Mode};
+use crate::cycle::Engine;
 use crate::display::hex;
 use crate::domain::Action;
 use crate::health::Health;
 use crate::ledger::{DecisionRow, LedgerHandle, PageQuery};
 use crate::metrics::Metrics;
+use crate::plan::Mode;
 
 /// Default operator API request budget per second.
-pub const DEFAULT_RATE: u32 = 20;
+pub(crate) const DEFAULT_RATE: u32 = 20;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Every operator route, and `/metrics`.
     Operator,
     /// `/metrics` only: the key a scraper (often on another host) holds must not lift a pause.
@@ -42,7 +43,7 @@ pub enum Scope {
 
 /// A keys file that cannot be used; the message names the file and the line.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiKeysError {
+pub(crate) enum ApiKeysError {
     /// The file cannot be read.
     #[error("cannot read API keys file {}: {source}", .path.display())]
     Read {
@@ -84,7 +85,7 @@ pub struct ApiKeys {
 impl ApiKeys {
     /// Reads a keys file: one lowercase hex SHA-256 per line, optionally followed by the word
     /// `metrics` for a key that may only scrape `/metrics`; `#` comments, blank lines ignored.
-    pub fn load(path: &Path) -> Result<Self, ApiKeysError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ApiKeysError> {
         let text = std::fs::read_to_string(path).map_err(|source| ApiKeysError::Read {
             path: path.to_owned(),
             source,
@@ -139,7 +140,7 @@ impl ApiKeys {
     /// stored digest is compared, each in constant time, so the answer's timing says nothing
     /// about how close a guess came.
     #[must_use]
-    pub fn accepts(&self, key: &str, scope: Scope) -> bool {
+    pub(crate) fn accepts(&self, key: &str, scope: Scope) -> bool {
         let d = sha256(key.as_bytes());
         let mut found = false;
         for (stored, s) in &self.digests {
@@ -166,14 +167,14 @@ impl ApiKeys {
 /// `POST /v1/policy/reload`), so that a key added with `cosigner apikey new` works without a
 /// restart. An invalid file is refused and the keys in force are kept.
 #[derive(Debug, Default)]
-pub struct KeyStore {
+pub(crate) struct KeyStore {
     file: Option<PathBuf>,
     keys: RwLock<Option<Arc<ApiKeys>>>,
 }
 
 impl KeyStore {
     /// Keys loaded from `file` (`None`: the API refuses every call).
-    pub fn new(file: Option<PathBuf>, keys: Option<ApiKeys>) -> Self {
+    pub(crate) fn new(file: Option<PathBuf>, keys: Option<ApiKeys>) -> Self {
         Self {
             file,
             keys: RwLock::new(keys.map(Arc::new)),
@@ -181,7 +182,7 @@ impl KeyStore {
     }
 
     /// The keys in force.
-    pub fn current(&self) -> Option<Arc<ApiKeys>> {
+    pub(crate) fn current(&self) -> Option<Arc<ApiKeys>> {
         match self.keys.read() {
             Ok(k) => k.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -189,7 +190,7 @@ impl KeyStore {
     }
 
     /// Reads the file again; returns how many keys are now in force (`None` without a file).
-    pub fn reload(&self, why: &str) -> Result<Option<usize>, ApiKeysError> {
+    pub(crate) fn reload(&self, why: &str) -> Result<Option<usize>, ApiKeysError> {
         let Some(file) = &self.file else {
             return Ok(None);
         };
@@ -218,7 +219,7 @@ pub fn digest(key: &str) -> String {
 }
 
 /// A fresh API key (`cos_` + 64 hex digits from OpenSSL's CSPRNG) and its keys-file line.
-pub fn new_key() -> Result<(String, String), crate::random::RandomError> {
+pub(crate) fn new_key() -> Result<(String, String), crate::random::RandomError> {
     let key = format!("cos_{}", hex(&crate::random::bytes::<32>()?));
     let line = digest(&key);
     Ok((key, line))
@@ -226,41 +227,41 @@ pub fn new_key() -> Result<(String, String), crate::random::RandomError> {
 
 /// What the C2C order callback needs.
 #[derive(Clone)]
-pub struct Callbacks {
+pub(crate) struct Callbacks {
     /// The API secret the callback's request signature (`signature`) is made with.
-    pub api_secret: SecretString,
+    pub(crate) api_secret: SecretString,
     /// The canonical order of the string the request signature covers.
-    pub sign_order: SignOrder,
+    pub(crate) sign_order: SignOrder,
 }
 
 /// Shared state of the operator routes.
 #[derive(Clone)]
-pub struct OperatorState {
+pub(crate) struct OperatorState {
     /// The engine (policy, mode).
-    pub engine: Arc<Engine>,
+    pub(crate) engine: Arc<Engine>,
     /// The ledger.
-    pub ledger: LedgerHandle,
+    pub(crate) ledger: LedgerHandle,
     /// Accepted keys; none when `http.api_keys_file` is not set (every route refuses).
-    pub keys: Arc<KeyStore>,
+    pub(crate) keys: Arc<KeyStore>,
     /// Request budget of authenticated calls.
-    pub limiter: Arc<DefaultDirectRateLimiter>,
+    pub(crate) limiter: Arc<DefaultDirectRateLimiter>,
     /// A separate budget for failed authentications, so that a flood of them never uses up the
     /// budget an operator's `cosigner pause` needs.
-    pub unauthenticated: Arc<DefaultDirectRateLimiter>,
+    pub(crate) unauthenticated: Arc<DefaultDirectRateLimiter>,
     /// The listener's address: `Host` must name it (no DNS rebinding from a browser).
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
     /// Readiness, for `/v1/status`.
-    pub health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
     /// Metrics.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The order callback, when enabled.
-    pub callbacks: Option<Callbacks>,
+    pub(crate) callbacks: Option<Callbacks>,
 }
 
 impl OperatorState {
     /// A limiter of `per_second` requests.
     #[must_use]
-    pub fn limiter(per_second: u32) -> Arc<DefaultDirectRateLimiter> {
+    pub(crate) fn limiter(per_second: u32) -> Arc<DefaultDirectRateLimiter> {
         let q = std::num::NonZeroU32::new(per_second.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         Arc::new(RateLimiter::direct(Quota::per_second(q)))
     }
@@ -268,7 +269,7 @@ impl OperatorState {
 
 /// A failed operator call: rendered as the QbitPay error object with its status code.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
@@ -543,7 +544,7 @@ fn ms_to_rfc3339(ms: i64) -> String {
 
 /// A decision as the API shows it.
 #[must_use]
-pub fn decision_json(r: &DecisionRow) -> Value {
+pub(crate) fn decision_json(r: &DecisionRow) -> Value {
     json!({
         "id": r.seq,
         "object": "decision",
@@ -565,7 +566,7 @@ pub fn decision_json(r: &DecisionRow) -> Value {
 }
 
 /// The routes: `/v1/*` and, when enabled, `/callbacks/order`, each group behind its checks.
-pub fn router(state: OperatorState) -> Router {
+pub(crate) fn router(state: OperatorState) -> Router {
     let key_check = KeyCheck {
         keys: state.keys.clone(),
         scope: Scope::Operator,

@@ -11,10 +11,10 @@ use crate::ledger::{DecisionRow, Status, TxState};
 use crate::policy::{Context, Evaluation, Policy, RULE_MALFORMED, Usage};
 
 /// Pseudo-rule recorded when the kill switch decided.
-pub const RULE_PAUSED: &str = "(paused)";
+pub(crate) const RULE_PAUSED: &str = "(paused)";
 /// Pseudo-rule recorded when an id that was already approved or rejected is listed again with
 /// other fields.
-pub const RULE_DECIDED: &str = "(decided)";
+pub(crate) const RULE_DECIDED: &str = "(decided)";
 
 /// The kill switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -31,7 +31,7 @@ pub enum Mode {
 impl Mode {
     /// The name used in logs, metrics, the ledger and the API.
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Normal => "normal",
             Mode::Hold => "hold",
@@ -42,14 +42,14 @@ impl Mode {
     /// The ledger event that records this mode being put in force by `by`; read back by
     /// [`crate::cycle::Engine::restore_mode`].
     #[must_use]
-    pub fn event_detail(self, by: &str) -> String {
+    pub(crate) fn event_detail(self, by: &str) -> String {
         serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
     }
 
     /// The mode the latest recorded mode event puts in force: normal when there is none, hold
     /// when it cannot be read (a pause must not be lost to a spelling).
     #[must_use]
-    pub fn from_latest_event(detail: Option<&str>) -> Mode {
+    pub(crate) fn from_latest_event(detail: Option<&str>) -> Mode {
         match detail {
             None => Mode::Normal,
             Some(d) => Mode::from_event_detail(d).unwrap_or(Mode::Hold),
@@ -69,7 +69,7 @@ impl Mode {
 
     /// Whether a request with `status` (1 approve, 2 reject) may go out in this mode.
     #[must_use]
-    pub fn lets_out(self, status: u8) -> bool {
+    pub(crate) fn lets_out(self, status: u8) -> bool {
         match self {
             Mode::Normal => true,
             Mode::Reject => status == 2,
@@ -98,7 +98,7 @@ impl Mode {
 /// A word that is not a kill-switch mode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown mode {0:?}")]
-pub struct UnknownMode(pub String);
+pub struct UnknownMode(pub(crate) String);
 
 impl std::str::FromStr for Mode {
     type Err = UnknownMode;
@@ -114,23 +114,21 @@ impl std::str::FromStr for Mode {
 
 /// Everything besides the transaction and its recorded state that a plan depends on.
 #[derive(Debug, Clone, Copy)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// The policy in force.
-    pub policy: &'a Policy,
+    pub(crate) policy: &'a Policy,
     /// The kill-switch mode in force.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Window usage, recorded approvals included.
-    pub usage: &'a Usage,
+    pub(crate) usage: &'a Usage,
     /// Longest text the key can sign.
-    pub max_sign_len: usize,
+    pub(crate) max_sign_len: usize,
     /// Whether the wall clock can be trusted for windows.
-    pub clock: ClockCheck,
-    /// Now, in ms since the epoch (to tell whether a recorded approval is inside a window).
-    pub now_ms: i64,
+    pub(crate) clock: ClockCheck,
     /// The listing showed this id twice with different fields.
-    pub listed_twice: bool,
+    pub(crate) listed_twice: bool,
     /// Keep every rule's trace in the evaluation (for `policy explain`; the cycle does not).
-    pub trace: bool,
+    pub(crate) trace: bool,
 }
 
 /// What to do about one listed transaction.
@@ -185,7 +183,7 @@ fn held(rule: &str, reason: String) -> Evaluation {
 
 /// When `ms` was, for reasons a person reads.
 #[must_use]
-pub fn format_time(ms: i64) -> String {
+pub(crate) fn format_time(ms: i64) -> String {
     let t =
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
@@ -206,7 +204,7 @@ pub fn format_time(ms: i64) -> String {
 /// 5. The kill switch turns whatever the policy said (malformed holds excepted) into a hold, or
 ///    into a reject.
 #[must_use]
-pub fn plan(tx: &Withdrawal, state: &TxState, inp: &Inputs<'_>) -> Plan {
+pub(crate) fn plan(tx: &Withdrawal, state: &TxState, inp: &Inputs<'_>) -> Plan {
     if let Some(live) = &state.live {
         if live.status == Status::Submitted {
             return Plan::Done { seq: live.seq };

@@ -12,10 +12,8 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-pub use address::{
-    AddressMatcher, AddressSet, TRON_CHAIN, address_problem, chain_problem, describe_char,
-    is_evm_address, is_tron_address,
-};
+pub use address::{AddressMatcher, AddressSet};
+use address::{address_problem, chain_problem, describe_char, is_evm_address};
 pub use parse::{PolicyError, load, parse};
 
 use crate::domain::{
@@ -23,26 +21,26 @@ use crate::domain::{
 };
 
 /// Longest amount text considered; anything longer is held as malformed.
-pub const MAX_AMOUNT_TEXT: usize = 64;
+pub(crate) const MAX_AMOUNT_TEXT: usize = 64;
 
 /// Pseudo-rule recorded when no rule matched.
-pub const RULE_DEFAULT: &str = "(default)";
+pub(crate) const RULE_DEFAULT: &str = "(default)";
 /// Pseudo-rule recorded when the transaction itself is malformed.
-pub const RULE_MALFORMED: &str = "(malformed)";
+pub(crate) const RULE_MALFORMED: &str = "(malformed)";
 /// Pseudo-rule recorded when the guard cap turned an approval into a hold.
-pub const RULE_GUARD: &str = "(guard)";
+pub(crate) const RULE_GUARD: &str = "(guard)";
 /// Pseudo-rule recorded when the clock is behind the ledger and an approval waits.
-pub const RULE_CLOCK: &str = "(clock)";
+pub(crate) const RULE_CLOCK: &str = "(clock)";
 
 /// A rolling-window limit on what one approve rule may approve.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WindowLimit {
+pub(crate) struct WindowLimit {
     /// Length of the rolling window.
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// Largest sum of amounts approved by the rule in the window, this one included.
-    pub max_total: Option<Decimal>,
+    pub(crate) max_total: Option<Decimal>,
     /// Largest number of approvals by the rule in the window, this one included.
-    pub max_count: Option<u64>,
+    pub(crate) max_count: Option<u64>,
 }
 
 /// One rule; all its present conditions must hold for it to decide.
@@ -51,35 +49,35 @@ pub struct Rule {
     /// Unique name, shown in logs, metrics and the ledger.
     pub name: String,
     /// What the rule decides.
-    pub action: Action,
+    pub(crate) action: Action,
     /// `chainId` values it applies to; any chain when `None`.
-    pub chains: Option<Vec<String>>,
+    pub(crate) chains: Option<Vec<String>>,
     /// Source addresses it applies to.
-    pub from: Option<AddressMatcher>,
+    pub(crate) from: Option<AddressMatcher>,
     /// Destination addresses it applies to.
-    pub to: Option<AddressMatcher>,
+    pub(crate) to: Option<AddressMatcher>,
     /// Smallest amount, inclusive.
-    pub min_amount: Option<Decimal>,
+    pub(crate) min_amount: Option<Decimal>,
     /// Largest amount, inclusive.
-    pub max_amount: Option<Decimal>,
+    pub(crate) max_amount: Option<Decimal>,
     /// Rolling-window limits.
-    pub limit: Option<WindowLimit>,
+    pub(crate) limit: Option<WindowLimit>,
 }
 
 /// A cap over all approvals, whatever rule: beyond it, hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guard {
     /// Length of the rolling window.
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// Most approvals in the window, this one included.
-    pub max_approvals: u64,
+    pub(crate) max_approvals: u64,
 }
 
 /// A validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Where it was read from.
-    pub source: PathBuf,
+    pub(crate) source: PathBuf,
     /// What happens when no rule matches.
     pub default: Action,
     /// Rules in file order.
@@ -117,16 +115,16 @@ pub struct Usage {
 
 /// One approval as windows count it.
 #[derive(Debug, Clone, Copy)]
-pub struct Approval<'a> {
+pub(crate) struct Approval<'a> {
     /// Which recorded approval (its ledger sequence number): it counts once per window however
     /// many times it appears (record, re-sends).
-    pub key: u64,
+    pub(crate) key: u64,
     /// The rule that approved it (at this time).
-    pub rule: &'a str,
+    pub(crate) rule: &'a str,
     /// Its amount.
-    pub amount: Decimal,
+    pub(crate) amount: Decimal,
     /// When (ms since the epoch).
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
 }
 
 /// Where one recorded approval is counted.
@@ -152,7 +150,13 @@ impl Usage {
 
     /// Counts the recorded approval `seq` in `rule`'s window (when given) and the guard's (when
     /// `guard`), unless it is counted there already.
-    pub fn count_recorded(&mut self, seq: u64, amount: Decimal, rule: Option<&str>, guard: bool) {
+    pub(crate) fn count_recorded(
+        &mut self,
+        seq: u64,
+        amount: Decimal,
+        rule: Option<&str>,
+        guard: bool,
+    ) {
         let c = self.counted.entry(seq).or_insert_with(|| Counted {
             amount,
             ..Counted::default()
@@ -178,7 +182,7 @@ impl Usage {
     /// Each window reaches `slack` further back than its length: twice the clock skew allowed
     /// against the server, so that records stamped by a clock within the skew either way can
     /// never fit an extra approval into a window.
-    pub fn at<'a>(
+    pub(crate) fn at<'a>(
         policy: &Policy,
         now_ms: i64,
         slack: Duration,
@@ -217,7 +221,7 @@ impl Usage {
     /// The usage without the recorded approval `seq` (to check it again without counting it
     /// twice). Which approvals are counted where is not carried over.
     #[must_use]
-    pub fn without(&self, seq: u64) -> Usage {
+    pub(crate) fn without(&self, seq: u64) -> Usage {
         let mut u = Usage {
             rules: self.rules.clone(),
             guard_approvals: self.guard_approvals,
@@ -253,9 +257,9 @@ pub struct Context<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleTrace {
     /// The rule's name.
-    pub rule: String,
+    pub(crate) rule: String,
     /// Whether every condition held.
-    pub matched: bool,
+    pub(crate) matched: bool,
     /// The first condition that failed.
     pub why_not: Option<String>,
     /// Window usage the rule saw, when it has a limit.
@@ -679,7 +683,7 @@ impl Policy {
 
     /// The longest window any limit uses (what the ledger must look back over).
     #[must_use]
-    pub fn longest_window(&self) -> Option<Duration> {
+    pub(crate) fn longest_window(&self) -> Option<Duration> {
         self.rules
             .iter()
             .filter_map(|r| r.limit.as_ref().map(|l| l.window))
@@ -688,7 +692,7 @@ impl Policy {
     }
 
     /// The names of the rules with a window limit.
-    pub fn limited_rules(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn limited_rules(&self) -> impl Iterator<Item = &str> {
         self.rules
             .iter()
             .filter(|r| r.limit.is_some())
@@ -697,7 +701,10 @@ impl Policy {
 
     /// Each limited rule's share of its window limit that `usage` uses (the larger of total and
     /// count), for the `cosigner_window_used_ratio` gauge. A gauge, not money: `f64` is fine.
-    pub fn window_used<'a>(&'a self, usage: &'a Usage) -> impl Iterator<Item = (&'a str, f64)> {
+    pub(crate) fn window_used<'a>(
+        &'a self,
+        usage: &'a Usage,
+    ) -> impl Iterator<Item = (&'a str, f64)> {
         self.rules.iter().filter_map(move |r| {
             let limit = r.limit.as_ref()?;
             let used = usage.rules.get(&r.name).copied().unwrap_or_default();

@@ -4,10 +4,10 @@
 /// OpenSSL's CSPRNG could not produce bytes.
 #[derive(Debug, thiserror::Error)]
 #[error("OpenSSL's random number generator failed: {0}")]
-pub struct RandomError(#[from] openssl::error::ErrorStack);
+pub(crate) struct RandomError(#[from] openssl::error::ErrorStack);
 
 /// `N` random bytes from OpenSSL's CSPRNG.
-pub fn bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+pub(crate) fn bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     bytes_from(openssl::rand::rand_bytes)
 }
 
@@ -21,21 +21,21 @@ fn bytes_from<const N: usize>(
 }
 
 /// A random number from OpenSSL's CSPRNG.
-pub fn u64() -> Result<u64, RandomError> {
+pub(crate) fn u64() -> Result<u64, RandomError> {
     bytes::<8>().map(u64::from_le_bytes)
 }
 
 /// A uniformly random fraction in `[0, 1)`, for jitter; 0 when the CSPRNG fails (jitter only
 /// spreads load: the nonce of the request that follows fails the call instead).
 #[must_use]
-pub fn unit_fraction() -> f64 {
+pub(crate) fn unit_fraction() -> f64 {
     u64().map_or(0.0, |r| (r >> 11) as f64 / (1u64 << 53) as f64)
 }
 
 const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A fresh 16-character alphanumeric nonce.
-pub fn nonce() -> Result<String, RandomError> {
+pub(crate) fn nonce() -> Result<String, RandomError> {
     Ok(nonce_from(bytes::<16>()?))
 }
 

@@ -15,26 +15,26 @@ use crate::policy::{Approval, Policy, Usage};
 
 /// One decision that would change.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     /// Transaction id.
-    pub tx_id: u64,
+    pub(crate) tx_id: u64,
     /// What was decided.
-    pub old: Action,
+    pub(crate) old: Action,
     /// What the candidate decides.
-    pub new: Action,
+    pub(crate) new: Action,
     /// The candidate's deciding rule.
-    pub rule: String,
+    pub(crate) rule: String,
     /// The candidate's reason.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// The replay's result.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Transactions (distinct contents) re-evaluated.
-    pub replayed: usize,
+    pub(crate) replayed: usize,
     /// Those whose action would differ.
-    pub changes: Vec<Change>,
+    pub(crate) changes: Vec<Change>,
 }
 
 /// Usage of `policy`'s windows at `at_ms`, from the candidate's approvals up to then.
@@ -57,7 +57,7 @@ fn usage_at(policy: &Policy, approvals: &[(i64, String, Decimal)], at_ms: i64) -
 }
 
 /// Replays the ledger under `policy`.
-pub fn replay(
+pub(crate) fn replay(
     ledger: &Ledger,
     policy: &Policy,
     max_sign_len: usize,
@@ -98,7 +98,6 @@ pub fn replay(
                 usage: &usage,
                 max_sign_len,
                 clock: ClockCheck::Ok,
-                now_ms: row.recorded_at_ms,
                 listed_twice: false,
                 trace: false,
             },

@@ -77,11 +77,11 @@ mod duration_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(serde::de::Error::custom)
     }
@@ -116,7 +116,7 @@ struct TomlScenario {
 
 /// A scenario file that cannot be used; the message names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
+pub(crate) enum ScenarioError {
     /// The file cannot be read.
     #[error("cannot read scenario {}: {source}", .path.display())]
     Read {
@@ -137,7 +137,7 @@ pub enum ScenarioError {
 
 impl Scenario {
     /// Reads a scenario file: JSON when it ends in `.json` (exact number tokens kept), else TOML.
-    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
             path: path.to_owned(),
             source,
@@ -189,7 +189,7 @@ pub struct DecisionRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Attempt {
     /// Milliseconds since the epoch of its arrival.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     /// The request body as received.
     pub body: String,
 }
@@ -207,11 +207,11 @@ pub struct CollectRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Rejection {
     /// Path called.
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// Envelope code answered.
-    pub code: i64,
+    pub(crate) code: i64,
     /// Why.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Default)]
@@ -260,13 +260,13 @@ pub struct Stats {
     /// API requests per path, faulted ones included.
     pub requests: BTreeMap<String, u64>,
     /// Transactions still pending.
-    pub pending: usize,
+    pub(crate) pending: usize,
     /// Distinct transactions decided.
-    pub decided: usize,
+    pub(crate) decided: usize,
     /// Attempts to decide a transaction a second, different way.
     pub conflicts: u64,
     /// Refused requests.
-    pub rejections: usize,
+    pub(crate) rejections: usize,
     /// Most requests to one path the sandbox was answering at the same moment.
     pub max_in_flight: BTreeMap<String, u64>,
 }
@@ -345,13 +345,13 @@ impl Sandbox {
 
     /// The current faults.
     #[must_use]
-    pub fn faults(&self) -> Faults {
+    pub(crate) fn faults(&self) -> Faults {
         self.lock().faults.clone()
     }
 
     /// Items still pending, in the order they are served.
     #[must_use]
-    pub fn pending(&self) -> Vec<String> {
+    pub(crate) fn pending(&self) -> Vec<String> {
         let g = self.lock();
         g.pending
             .values()
@@ -405,7 +405,7 @@ impl Sandbox {
     }
 
     /// The HTTP routes: the 1BitPay API plus `/_sandbox/*` admin routes.
-    pub fn router(&self) -> Router {
+    pub(crate) fn router(&self) -> Router {
         let apis = [
             api::PENDING,
             api::APPROVE,

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 /// The alias the 1BitPay merchant console gives the key inside the PKCS#12.
-pub const KEY_ALIAS: &str = "1BitPay";
+pub(crate) const KEY_ALIAS: &str = "1BitPay";
 
 /// Bytes of PKCS#1 v1.5 padding: a text may be at most `modulus bytes - 11` long.
 const PKCS1_OVERHEAD: usize = 11;
@@ -130,7 +130,7 @@ impl fmt::Debug for KeySource {
 
 /// The password 1BitPay sets on a downloaded key shard.
 #[must_use]
-pub fn default_password(merchant_no: &str) -> SecretString {
+pub(crate) fn default_password(merchant_no: &str) -> SecretString {
     SecretString::from(format!("1bitpay{merchant_no}"))
 }
 
@@ -167,7 +167,7 @@ fn ensure_legacy_provider() {
 /// The file's mode when group or others may access it (the key shard and the files holding
 /// secrets must be private to the service's user), else `None`.
 #[must_use]
-pub fn shared_mode(meta: &std::fs::Metadata) -> Option<u32> {
+pub(crate) fn shared_mode(meta: &std::fs::Metadata) -> Option<u32> {
     let mode = meta.permissions().mode() & 0o7777;
     (mode & 0o077 != 0).then_some(mode)
 }
@@ -205,7 +205,7 @@ impl Signer {
     }
 
     /// Loads a key from PKCS#12 bytes; `path` only names the file in errors.
-    pub fn from_pkcs12(
+    pub(crate) fn from_pkcs12(
         der: &[u8],
         password: &SecretString,
         path: &Path,
@@ -250,7 +250,7 @@ impl Signer {
 
     /// Size of the RSA modulus in bits.
     #[must_use]
-    pub fn bits(&self) -> u32 {
+    pub(crate) fn bits(&self) -> u32 {
         self.rsa.size() * 8
     }
 
@@ -262,13 +262,13 @@ impl Signer {
 
     /// The friendly name stored with the key, if any.
     #[must_use]
-    pub fn alias(&self) -> Option<&str> {
+    pub(crate) fn alias(&self) -> Option<&str> {
         self.alias.as_deref()
     }
 
     /// The certificate's subject, one line.
     #[must_use]
-    pub fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         self.cert
             .subject_name()
             .entries()
@@ -282,7 +282,8 @@ impl Signer {
     }
 
     /// The certificate, PEM-encoded: what the server verifies `data` with.
-    pub fn certificate_pem(&self) -> Result<Vec<u8>, SignerError> {
+    #[cfg(feature = "dev-tools")]
+    pub(crate) fn certificate_pem(&self) -> Result<Vec<u8>, SignerError> {
         Ok(self.cert.to_pem()?)
     }
 

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 /// Sends `state` to `$NOTIFY_SOCKET`; `Ok(false)` when not started by systemd with `Type=notify`.
-pub fn notify(state: &str) -> std::io::Result<bool> {
+pub(crate) fn notify(state: &str) -> std::io::Result<bool> {
     notify_to(std::env::var_os("NOTIFY_SOCKET").as_deref(), state)
 }
 
@@ -31,7 +31,7 @@ fn notify_to(path: Option<&std::ffi::OsStr>, state: &str) -> std::io::Result<boo
 
 /// How often to feed the watchdog: half of `$WATCHDOG_USEC`, when it is meant for this process.
 #[must_use]
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID")
         && pid.parse::<u32>().ok() != Some(std::process::id())

@@ -23,7 +23,7 @@ pub enum ApikeyCommand {
 }
 
 /// `http.api_keys_file` of the systemd set-up (systemd/cosigner.toml).
-pub const DEFAULT_API_KEYS_FILE: &str = "/etc/cosigner/api-keys";
+pub(crate) const DEFAULT_API_KEYS_FILE: &str = "/etc/cosigner/api-keys";
 
 /// Runs an `apikey` subcommand.
 pub(crate) fn run(command: ApikeyCommand) -> CmdResult {

@@ -15,13 +15,13 @@ use crate::client::{CreateOrder, SellOrder};
 pub struct RateArgs {
     #[command(flatten)]
     /// Which configuration file.
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     /// The crypto currency, e.g. USDT
     #[arg(long, value_name = "CODE")]
-    pub crypto: String,
+    pub(crate) crypto: String,
     /// The fiat currency, e.g. CNY
     #[arg(long, value_name = "CODE")]
-    pub legal: String,
+    pub(crate) legal: String,
 }
 
 /// Arguments of `create-order` and `batch-sell`.
@@ -29,10 +29,10 @@ pub struct RateArgs {
 pub struct OrderFileArgs {
     #[command(flatten)]
     /// Which configuration file.
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     /// JSON file with the order(s), field names as in the 1BitPay reference; - for stdin
     #[arg(long, value_name = "FILE")]
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
 }
 
 /// Runs `rate`.

@@ -13,11 +13,11 @@ use crate::config::{self, Environment};
 pub struct CheckArgs {
     #[command(flatten)]
     /// Which configuration file.
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     /// Also make one authenticated call (pending, page size 1) to test credentials, the IP
     /// allow-list and the clock.
     #[arg(long)]
-    pub online: bool,
+    pub(crate) online: bool,
 }
 
 /// Runs `check`.

@@ -21,16 +21,16 @@ unless --keep is given; a --dir is always kept, so you can run `cosigner ledger 
 pub struct DemoArgs {
     /// Stop by itself after this long, e.g. 30s (default: run until Ctrl-C)
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Directory for the demo's files (default: a new one under the temp directory)
     #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Time between pending cycles
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// Keep the temporary directory (config, key, ledger) at exit
     #[arg(long)]
-    pub keep: bool,
+    pub(crate) keep: bool,
 }
 
 /// Runs `demo`: exit 1 when the ledger did not verify or the server refused a decision.

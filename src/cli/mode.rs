@@ -20,10 +20,10 @@ keeps it."
 pub struct PauseArgs {
     #[command(flatten)]
     /// Where the mode is switched: the ledger, or the running daemon's API.
-    pub target: ModeTarget,
+    pub(crate) target: ModeTarget,
     /// Reject every well-formed transaction instead of holding it
     #[arg(long)]
-    pub reject: bool,
+    pub(crate) reject: bool,
 }
 
 /// Arguments of `resume`.
@@ -36,19 +36,19 @@ from --api-key-file or $COSIGNER_API_KEY."
 pub struct ResumeArgs {
     #[command(flatten)]
     /// Where the mode is switched: the ledger, or the running daemon's API.
-    pub target: ModeTarget,
+    pub(crate) target: ModeTarget,
 }
 
 /// Where `pause` and `resume` apply: the configuration, and the operator API key used when the
 /// daemon is running.
 #[derive(Debug, Args)]
-pub struct ModeTarget {
+pub(crate) struct ModeTarget {
     #[command(flatten)]
     /// Which configuration file.
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     /// File holding an operator API key (else $COSIGNER_API_KEY); needed while the daemon runs
     #[arg(long, value_name = "FILE")]
-    pub api_key_file: Option<PathBuf>,
+    pub(crate) api_key_file: Option<PathBuf>,
 }
 
 /// Runs `pause`: hold, or reject with --reject.

@@ -9,13 +9,13 @@ use super::{CmdResult, ConfigArg, Failure, client_for};
 pub struct PendingArgs {
     #[command(flatten)]
     /// Which configuration file.
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     /// Page number, from 1
     #[arg(long, default_value_t = 1)]
-    pub page: u32,
+    pub(crate) page: u32,
     /// Items per page [default: poll.page_size]
     #[arg(long)]
-    pub page_size: Option<u32>,
+    pub(crate) page_size: Option<u32>,
 }
 
 /// Runs `pending`.

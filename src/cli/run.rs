@@ -13,13 +13,13 @@ use crate::daemon::{self, DaemonError};
 pub struct RunArgs {
     #[command(flatten)]
     /// Which configuration file.
-    pub config: ConfigArg,
+    pub(crate) config: ConfigArg,
     /// Run one pending cycle and exit: 0 when it ran, 1 when it could not
     #[arg(long)]
-    pub once: bool,
+    pub(crate) once: bool,
     /// Record decisions as dry runs and send nothing
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 }
 
 /// A daemon error that names the configuration exits 2, any other 1.

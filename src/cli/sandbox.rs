@@ -30,7 +30,7 @@ GET/PUT /_sandbox/faults."
 pub struct SandboxArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: std::net::SocketAddr,
+    pub(crate) listen: std::net::SocketAddr,
     /// Merchant certificate (PEM) that `data` is verified with
     #[arg(
         long,
@@ -38,19 +38,19 @@ pub struct SandboxArgs {
         required_unless_present = "pfx",
         conflicts_with = "pfx"
     )]
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     /// The merchant's PKCS#12 key shard: its certificate verifies `data` (instead of --cert)
     #[arg(long, value_name = "FILE")]
-    pub pfx: Option<PathBuf>,
+    pub(crate) pfx: Option<PathBuf>,
     /// File holding the PKCS#12 password, when it is not "1bitpay" + --merchant-no
     #[arg(long, value_name = "FILE", requires = "pfx")]
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
     /// Merchant number to accept (and, with --pfx, the default key password's suffix)
     #[arg(long, value_name = "M")]
-    pub merchant_no: String,
+    pub(crate) merchant_no: String,
     /// API key to accept
     #[arg(long, value_name = "K")]
-    pub api_key: String,
+    pub(crate) api_key: String,
     /// API secret to check `Sign` with
     #[arg(
         long,
@@ -58,19 +58,19 @@ pub struct SandboxArgs {
         required_unless_present = "api_secret_file",
         conflicts_with = "api_secret_file"
     )]
-    pub api_secret: Option<String>,
+    pub(crate) api_secret: Option<String>,
     /// File holding the API secret
     #[arg(long, value_name = "FILE")]
-    pub api_secret_file: Option<PathBuf>,
+    pub(crate) api_secret_file: Option<PathBuf>,
     /// Scenario file (TOML, or JSON when it ends in .json): pending items and faults
     #[arg(long, value_name = "FILE")]
-    pub scenario: Option<PathBuf>,
+    pub(crate) scenario: Option<PathBuf>,
     /// Canonical order the sandbox expects for `Sign`: case-insensitive or ascii
     #[arg(long, default_value = "case-insensitive")]
-    pub sign_order: crate::client::SignOrder,
+    pub(crate) sign_order: crate::client::SignOrder,
     /// Largest accepted clock difference of `TimeStamp`
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub max_skew: Duration,
+    pub(crate) max_skew: Duration,
 }
 
 /// Runs `sandbox` until a stop signal.

@@ -22,25 +22,25 @@ byte; from standard input, one trailing newline is dropped."
 pub struct SignArgs {
     /// Configuration file to take the key from [default: $COSIGNER_CONFIG, else /etc/cosigner/cosigner.toml]
     #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["pfx", "merchant_no", "password_file"])]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// PKCS#12 key file, instead of a configuration
     #[arg(long, value_name = "FILE")]
-    pub pfx: Option<PathBuf>,
+    pub(crate) pfx: Option<PathBuf>,
     /// Merchant number; the default key password is "1bitpay" followed by it
     #[arg(long, value_name = "M", requires = "pfx")]
-    pub merchant_no: Option<String>,
+    pub(crate) merchant_no: Option<String>,
     /// File holding the key password, when it is not the default
     #[arg(long, value_name = "FILE", requires = "pfx")]
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
     /// Accept a key file that group or others can read
     #[arg(long)]
-    pub allow_insecure_permissions: bool,
+    pub(crate) allow_insecure_permissions: bool,
     /// Sign a text shaped like an approve/reject decision (one with a `status` field): such a
     /// signature approves or rejects a withdrawal without the policy or the ledger
     #[arg(long = "i-know-this-bypasses-the-policy")]
-    pub bypass_policy: bool,
+    pub(crate) bypass_policy: bool,
     /// The text to sign; read from standard input when absent
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
 }
 
 /// Runs `sign`: refuses a text shaped like a decision unless told it bypasses the policy.

@@ -20,7 +20,7 @@ pub enum SignOrder {
 /// A word that is not a sign order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown sign order {0:?}: expected \"case-insensitive\" or \"ascii\"")]
-pub struct UnknownSignOrder(pub String);
+pub struct UnknownSignOrder(pub(crate) String);
 
 impl std::str::FromStr for SignOrder {
     type Err = UnknownSignOrder;
@@ -37,7 +37,7 @@ impl std::str::FromStr for SignOrder {
 /// (null and the empty string). Strings go in verbatim, numbers as their JSON text, booleans as
 /// `true`/`false`; nested arrays and objects (never sent by this client) as compact JSON.
 #[must_use]
-pub fn param_text(raw: &RawValue) -> Option<String> {
+pub(crate) fn param_text(raw: &RawValue) -> Option<String> {
     let text = raw.get().trim();
     match text.as_bytes().first() {
         None => None,

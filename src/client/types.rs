@@ -17,15 +17,15 @@ pub struct PendingPage {
 }
 
 /// A pending item: a withdrawal with a usable id, or an item that cannot even be identified.
-pub type PendingItem = Result<Withdrawal, MalformedItem>;
+pub(crate) type PendingItem = Result<Withdrawal, MalformedItem>;
 
 /// A list item without a usable id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MalformedItem {
     /// The item's JSON text (cut to 200 bytes).
-    pub raw: String,
+    pub(crate) raw: String,
     /// Why it could not be used.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Deserialize)]
@@ -238,11 +238,11 @@ fn parse_item(raw: &RawValue) -> PendingItem {
 /// Body of `/api/transaction/pending`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PendingRequest {
+pub(crate) struct PendingRequest {
     /// Page number, from 1 (`pageNum`).
-    pub page_num: u32,
+    pub(crate) page_num: u32,
     /// Items per page (`pageSize`).
-    pub page_size: u32,
+    pub(crate) page_size: u32,
 }
 
 /// Body of `/api/transaction/approve`: the six signed fields plus `data`.
@@ -268,21 +268,21 @@ pub struct ApproveRequest {
 /// Body of `/api/transaction/assets/collect`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct CollectRequest {
+pub(crate) struct CollectRequest {
     /// 1 sweeps main coins, 0 tokens (`isMain`).
-    pub is_main: u8,
+    pub(crate) is_main: u8,
     /// `data`: base64 of the RSA private-key operation over the signed text.
-    pub data: String,
+    pub(crate) data: String,
 }
 
 /// Body of `/api/otc/rate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RateRequest {
+pub(crate) struct RateRequest {
     /// The crypto currency, e.g. USDT (`cryptoCurrency`).
-    pub crypto_currency: String,
+    pub(crate) crypto_currency: String,
     /// The fiat currency, e.g. CNY (`legalCurrency`).
-    pub legal_currency: String,
+    pub(crate) legal_currency: String,
 }
 
 /// `data` of `/api/otc/rate`.
@@ -302,17 +302,17 @@ pub struct Rate {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrder {
     /// The user's name (`userName`).
-    pub user_name: String,
+    pub(crate) user_name: String,
     /// Phone country code (`areaCode`).
-    pub area_code: String,
+    pub(crate) area_code: String,
     /// Phone number (`phone`).
-    pub phone: String,
+    pub(crate) phone: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Where the user returns to (`syncUrl`).
-    pub sync_url: Option<String>,
+    pub(crate) sync_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Where 1BitPay sends the order's status (`asyncUrl`).
-    pub async_url: Option<String>,
+    pub(crate) async_url: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
@@ -320,37 +320,37 @@ pub struct CreateOrder {
         serialize_with = "opt_decimal_string"
     )]
     /// Amount in the crypto currency (`cryptoAmount`).
-    pub crypto_amount: Option<Decimal>,
+    pub(crate) crypto_amount: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Amount in the fiat currency (`legalAmount`).
-    pub legal_amount: Option<u64>,
+    pub(crate) legal_amount: Option<u64>,
     /// The crypto currency, e.g. USDT (`cryptoCurrency`).
-    pub crypto_currency: String,
+    pub(crate) crypto_currency: String,
     /// The fiat currency, e.g. CNY (`legalCurrency`).
-    pub legal_currency: String,
+    pub(crate) legal_currency: String,
     /// Identity document type, as the reference numbers them (`idCardType`).
-    pub id_card_type: u8,
+    pub(crate) id_card_type: u8,
     /// Identity document number (`idCard`).
-    pub id_card: String,
+    pub(crate) id_card: String,
     /// KYC level, as the reference numbers them (`kyc`).
-    pub kyc: u8,
+    pub(crate) kyc: u8,
     /// The merchant's own order number (`merchantOrderNo`).
-    pub merchant_order_no: String,
+    pub(crate) merchant_order_no: String,
     /// Buy or sell, as the reference numbers them (`orderType`).
-    pub order_type: u8,
+    pub(crate) order_type: u8,
     /// Payment method, as the reference numbers them (`payWay`).
-    pub pay_way: u8,
+    pub(crate) pay_way: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Bank name (`bank`).
-    pub bank: Option<String>,
+    pub(crate) bank: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Bank account number (`bankAccount`).
-    pub bank_account: Option<String>,
+    pub(crate) bank_account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Bank branch (`bankBranch`).
-    pub bank_branch: Option<String>,
+    pub(crate) bank_branch: Option<String>,
     /// Whether the order page is the mobile one (`h5`).
-    pub h5: bool,
+    pub(crate) h5: bool,
 }
 
 /// `data` of `/api/otc/create`.
@@ -358,7 +358,7 @@ pub struct CreateOrder {
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
     /// The order page's address (`url`).
-    pub url: String,
+    pub(crate) url: String,
     /// Whether the user is new to 1BitPay (`isNew`).
     pub is_new: bool,
     /// 1BitPay's order number (`orderNo`).
@@ -418,7 +418,7 @@ pub struct SellOrder {
 #[serde(rename_all = "camelCase")]
 pub struct BatchSold {
     /// The batch number 1BitPay gave (`batchNo`).
-    pub batch_no: String,
+    pub(crate) batch_no: String,
     /// The merchant order numbers of the batch (`merchantOrderNos`).
     pub merchant_order_nos: Vec<String>,
 }

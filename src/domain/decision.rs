@@ -30,7 +30,7 @@ impl Action {
 
     /// The verdict to sign, for approve and reject.
     #[must_use]
-    pub fn verdict(self) -> Option<Verdict> {
+    pub(crate) fn verdict(self) -> Option<Verdict> {
         match self {
             Action::Approve => Some(Verdict::Approve),
             Action::Reject => Some(Verdict::Reject),
@@ -49,7 +49,7 @@ impl fmt::Display for Action {
 /// A word that is not an action (in a policy file, a ledger row or a request).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not an action: write approve, reject or hold")]
-pub struct UnknownAction(pub String);
+pub struct UnknownAction(pub(crate) String);
 
 impl std::str::FromStr for Action {
     type Err = UnknownAction;
@@ -83,8 +83,9 @@ impl Verdict {
     }
 
     /// The verdict for a protocol status number.
+    #[cfg(feature = "dev-tools")]
     #[must_use]
-    pub fn from_status(status: u64) -> Option<Self> {
+    pub(crate) fn from_status(status: u64) -> Option<Self> {
         match status {
             1 => Some(Verdict::Approve),
             2 => Some(Verdict::Reject),
@@ -132,7 +133,7 @@ pub fn decision_text(d: &Decision<'_>) -> String {
 /// The length in bytes of [`decision_text`]`(d)`, without building it when no field needs
 /// escaping (the policy checks every transaction's length against the key on its hot path).
 #[must_use]
-pub fn decision_text_len(d: &Decision<'_>) -> usize {
+pub(crate) fn decision_text_len(d: &Decision<'_>) -> usize {
     let plain = |s: &str| {
         s.bytes()
             .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
@@ -172,7 +173,7 @@ pub fn collect_text(is_main: bool) -> String {
 /// `cosigner sign`, so that a hand-signed text cannot stand in for a decision the policy and the
 /// ledger never saw.
 #[must_use]
-pub fn looks_like_decision(text: &str) -> bool {
+pub(crate) fn looks_like_decision(text: &str) -> bool {
     fn normal(s: &str) -> String {
         s.chars()
             .filter(|c| *c != '_' && *c != '-')

@@ -7,11 +7,11 @@ use super::{Ledger, LedgerError, VerifyReport};
 
 /// What `ledger backup` made.
 #[derive(Debug, Clone)]
-pub struct BackupReport {
+pub(crate) struct BackupReport {
     /// The copy's chain, walked after it was written.
-    pub verify: VerifyReport,
+    pub(crate) verify: VerifyReport,
     /// The copy's size in bytes.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 impl Ledger {
@@ -20,7 +20,7 @@ impl Ledger {
     /// `VACUUM INTO` reads inside one read transaction, so under WAL the copy is one consistent
     /// snapshot even while the daemon keeps writing; it needs no lock and blocks no writer. The
     /// file is created 0600 first because it holds every signed text the ledger does.
-    pub fn backup_to(&self, dest: &Path) -> Result<BackupReport, LedgerError> {
+    pub(crate) fn backup_to(&self, dest: &Path) -> Result<BackupReport, LedgerError> {
         use std::os::unix::fs::OpenOptionsExt;
         let fail = |source| LedgerError::Backup {
             path: dest.to_owned(),

@@ -85,13 +85,17 @@ impl LedgerHandle {
 
     /// Where the ledger is, for logs and status (never a password).
     #[must_use]
-    pub fn describe(&self) -> String {
+    #[allow(
+        dead_code,
+        reason = "the agreed LedgerHandle interface (HA design); the PostgreSQL back end uses it"
+    )]
+    pub(crate) fn describe(&self) -> String {
         self.0.description.clone()
     }
 
     /// The clock that times the records.
     #[must_use]
-    pub fn clock(&self) -> &Clock {
+    pub(crate) fn clock(&self) -> &Clock {
         &self.0.clock
     }
 
@@ -123,7 +127,10 @@ impl LedgerHandle {
 
     /// Records that the approvals `resends` are about to be sent again, in one durable commit
     /// before they leave.
-    pub async fn record_resends(&self, resends: Vec<ResendRecord>) -> Result<(), LedgerError> {
+    pub(crate) async fn record_resends(
+        &self,
+        resends: Vec<ResendRecord>,
+    ) -> Result<(), LedgerError> {
         if resends.is_empty() {
             return Ok(());
         }
@@ -143,7 +150,7 @@ impl LedgerHandle {
     /// Records an event unless one of `kind` with exactly `detail` is recorded already, in one
     /// call (two callers racing with the same detail record it once); returns its sequence
     /// number when it was recorded now.
-    pub async fn record_event_once(
+    pub(crate) async fn record_event_once(
         &self,
         kind: &str,
         detail: &str,
@@ -155,7 +162,7 @@ impl LedgerHandle {
     }
 
     /// Records one collection's result.
-    pub async fn record_collect(
+    pub(crate) async fn record_collect(
         &self,
         is_main: bool,
         ok: bool,
@@ -172,27 +179,35 @@ impl LedgerHandle {
     }
 
     /// The state of `tx`'s content in the ledger.
-    pub async fn state(&self, tx: Withdrawal) -> Result<TxState, LedgerError> {
+    #[allow(
+        dead_code,
+        reason = "the agreed LedgerHandle interface (HA design); the PostgreSQL back end uses it"
+    )]
+    pub(crate) async fn state(&self, tx: Withdrawal) -> Result<TxState, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.state(&tx)).await,
         }
     }
 
     /// The states of `txs`, in their order, in one call (a page at a time).
-    pub async fn states(&self, txs: Vec<Withdrawal>) -> Result<Vec<TxState>, LedgerError> {
+    pub(crate) async fn states(&self, txs: Vec<Withdrawal>) -> Result<Vec<TxState>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.states(&txs)).await,
         }
     }
 
     /// Window usage for `policy` as of `now_ms` (see [`Ledger::usage`]).
-    pub async fn usage(&self, policy: Arc<Policy>, now_ms: i64) -> Result<Usage, LedgerError> {
+    pub(crate) async fn usage(
+        &self,
+        policy: Arc<Policy>,
+        now_ms: i64,
+    ) -> Result<Usage, LedgerError> {
         self.usage_with_slack(policy, now_ms, Duration::ZERO).await
     }
 
     /// Window usage with each window reaching `slack` further back (see
     /// [`Ledger::usage_with_slack`]).
-    pub async fn usage_with_slack(
+    pub(crate) async fn usage_with_slack(
         &self,
         policy: Arc<Policy>,
         now_ms: i64,
@@ -213,7 +228,7 @@ impl LedgerHandle {
     }
 
     /// One decision by sequence number.
-    pub async fn get(&self, seq: u64) -> Result<Option<DecisionRow>, LedgerError> {
+    pub(crate) async fn get(&self, seq: u64) -> Result<Option<DecisionRow>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.get(seq)).await,
         }
@@ -227,21 +242,21 @@ impl LedgerHandle {
     }
 
     /// One page of decisions and whether more lie beyond it (see [`Ledger::page`]).
-    pub async fn page(&self, q: PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
+    pub(crate) async fn page(&self, q: PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.page(&q)).await,
         }
     }
 
     /// The time of the newest record, if any.
-    pub async fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
+    pub(crate) async fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.newest_record_ms()).await,
         }
     }
 
     /// The detail of the newest event of `kind`.
-    pub async fn latest_event(&self, kind: &str) -> Result<Option<String>, LedgerError> {
+    pub(crate) async fn latest_event(&self, kind: &str) -> Result<Option<String>, LedgerError> {
         let kind = kind.to_owned();
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.latest_event(&kind)).await,
@@ -257,7 +272,11 @@ impl LedgerHandle {
     }
 
     /// Whether an event of `kind` with exactly `detail` is recorded.
-    pub async fn has_event(&self, kind: &str, detail: &str) -> Result<bool, LedgerError> {
+    #[allow(
+        dead_code,
+        reason = "the agreed LedgerHandle interface (HA design); the PostgreSQL back end uses it"
+    )]
+    pub(crate) async fn has_event(&self, kind: &str, detail: &str) -> Result<bool, LedgerError> {
         let (kind, detail) = (kind.to_owned(), detail.to_owned());
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.has_event(&kind, &detail)).await,
@@ -272,14 +291,14 @@ impl LedgerHandle {
     }
 
     /// Counts of real decisions (dry runs excluded) by action.
-    pub async fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+    pub(crate) async fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.counts()).await,
         }
     }
 
     /// Counts of dry-run decisions by action.
-    pub async fn dry_run_counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+    pub(crate) async fn dry_run_counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.dry_run_counts()).await,
         }
@@ -287,7 +306,7 @@ impl LedgerHandle {
 
     /// Makes the ledger durable in its main form (at shutdown; SQLite folds its write-ahead
     /// log into the file).
-    pub async fn checkpoint(&self) -> Result<(), LedgerError> {
+    pub(crate) async fn checkpoint(&self) -> Result<(), LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.checkpoint()).await,
         }

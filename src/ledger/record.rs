@@ -389,7 +389,7 @@ pub(crate) struct DecisionRecord {
     pub(crate) policy_sha256: String,
     pub(crate) dry_run: bool,
     pub(crate) signed_text: Option<String>,
-    pub(crate) data: Option<String>,
+    pub data: Option<String>,
     pub(crate) recorded_at_ms: Millis,
 }
 
@@ -465,7 +465,7 @@ impl Record for OutcomeRecord {
 /// A collection's result.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct CollectRecord {
-    pub(crate) is_main: bool,
+    pub is_main: bool,
     pub(crate) ok: bool,
     pub(crate) message: Option<String>,
     pub(crate) recorded_at_ms: Millis,

@@ -10,19 +10,19 @@ use std::sync::Arc;
 use openssl::sha::sha256;
 
 /// The chain id of TRON, whose `T…` addresses carry a base58check checksum.
-pub const TRON_CHAIN: &str = "195";
+pub(crate) const TRON_CHAIN: &str = "195";
 
 /// Longest chain id accepted (a `u64` has 20 digits).
 const MAX_CHAIN_DIGITS: usize = 20;
 
 /// True for `0x` followed by exactly 40 ASCII hex digits.
-pub fn is_evm_address(s: &str) -> bool {
+pub(crate) fn is_evm_address(s: &str) -> bool {
     s.len() == 42 && s.starts_with("0x") && s.as_bytes()[2..].iter().all(u8::is_ascii_hexdigit)
 }
 
 /// Why `chain` is not a canonical chain id (`^[1-9][0-9]*$`), or `None` when it is.
 #[must_use]
-pub fn chain_problem(chain: &str) -> Option<String> {
+pub(crate) fn chain_problem(chain: &str) -> Option<String> {
     if chain.is_empty() {
         return Some("is empty".into());
     }
@@ -46,7 +46,7 @@ pub fn chain_problem(chain: &str) -> Option<String> {
 /// chain id when known (a `T…` address on TRON must pass base58check); `None` checks an address
 /// written in a policy, where a TRON-shaped entry must pass it too.
 #[must_use]
-pub fn address_problem(addr: &str, chain: Option<&str>) -> Option<String> {
+pub(crate) fn address_problem(addr: &str, chain: Option<&str>) -> Option<String> {
     if addr.is_empty() {
         return Some("is empty".into());
     }
@@ -139,7 +139,7 @@ fn base58_decode(s: &str) -> Option<Vec<u8>> {
 /// True for a TRON address: base58check of 21 bytes starting 0x41, with its 4-byte checksum
 /// (the first bytes of a double SHA-256).
 #[must_use]
-pub fn is_tron_address(addr: &str) -> bool {
+pub(crate) fn is_tron_address(addr: &str) -> bool {
     let Some(raw) = base58_decode(addr) else {
         return false;
     };
@@ -152,7 +152,7 @@ pub fn is_tron_address(addr: &str) -> bool {
 
 /// `U+200B ZERO WIDTH SPACE`, or for printable ASCII the character quoted (`'-'`).
 #[must_use]
-pub fn describe_char(c: char) -> String {
+pub(crate) fn describe_char(c: char) -> String {
     if c.is_ascii_graphic() {
         return format!("{c:?}");
     }
@@ -224,7 +224,7 @@ fn char_name(c: char) -> Option<&'static str> {
 
 /// Where `addr` (not canonical) differs from an `entry` of the same length only in characters
 /// that are not ASCII: the first such position (1-based) and character. That is a look-alike.
-pub fn lookalike_of(addr: &str, entry: &str) -> Option<(usize, char)> {
+pub(crate) fn lookalike_of(addr: &str, entry: &str) -> Option<(usize, char)> {
     if addr.chars().count() != entry.chars().count() {
         return None;
     }
@@ -282,19 +282,13 @@ impl AddressSet {
 
     /// Number of distinct addresses.
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.exact.len() + self.evm.len()
     }
 
     /// Every address (EVM ones lowercased), in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
         self.exact.iter().chain(self.evm.iter()).map(String::as_str)
-    }
-
-    /// Whether the set is empty.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -308,24 +302,18 @@ pub struct AddressMatcher {
 
 impl AddressMatcher {
     /// Adds one address of the rule's own.
-    pub fn insert(&mut self, addr: &str) {
+    pub(crate) fn insert(&mut self, addr: &str) {
         self.own.insert(addr);
     }
 
     /// Adds a shared list.
-    pub fn add_list(&mut self, list: Arc<AddressSet>) {
+    pub(crate) fn add_list(&mut self, list: Arc<AddressSet>) {
         self.lists.push(list);
-    }
-
-    /// Whether `addr` is among the rule's addresses or in one of its lists.
-    #[must_use]
-    pub fn contains(&self, addr: &str) -> bool {
-        self.own.contains(addr) || self.lists.iter().any(|l| l.contains(addr))
     }
 
     /// The rule's own addresses (not those of its lists).
     #[must_use]
-    pub fn own(&self) -> &AddressSet {
+    pub(crate) fn own(&self) -> &AddressSet {
         &self.own
     }
 
@@ -336,14 +324,8 @@ impl AddressMatcher {
 
     /// Number of addresses (a list's addresses counted once per use).
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.own.len() + self.lists.iter().map(|l| l.len()).sum::<usize>()
-    }
-
-    /// Whether it holds no address.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

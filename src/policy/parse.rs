@@ -22,11 +22,11 @@ use crate::domain::{UnknownAction, parse_decimal};
 #[error("policy file {}: {}{}", .file.display(), .place.as_deref().map(|p| format!("{p}: ")).unwrap_or_default(), .message)]
 pub struct PolicyError {
     /// The policy file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// `rule "name": key `max_amount`` or similar, when the problem has a place.
-    pub place: Option<String>,
+    pub(crate) place: Option<String>,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 #[derive(Deserialize)]

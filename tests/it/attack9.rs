@@ -455,7 +455,7 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     sb.sandbox.set_faults(Faults::default());
-    e.set_mode(cosigner::cycle::Mode::Reject, "test")
+    e.set_mode(cosigner::plan::Mode::Reject, "test")
         .await
         .unwrap();
     sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
@@ -473,7 +473,7 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
         1,
         "no second record for 1"
     );
-    e.set_mode(cosigner::cycle::Mode::Normal, "test")
+    e.set_mode(cosigner::plan::Mode::Normal, "test")
         .await
         .unwrap();
     e.cycle_once().await.unwrap();

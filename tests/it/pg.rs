@@ -16,7 +16,7 @@ use secrecy::SecretString;
 const PASSWORD: &str = "pg-test-pw-5b1e0c";
 
 /// One running PostgreSQL server.
-pub struct Pg {
+pub(crate) struct Pg {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
@@ -76,13 +76,13 @@ fn free_port() -> u16 {
 impl Pg {
     /// Starts a server, or returns `None` after saying why when PostgreSQL is not installed
     /// (outside CI only: in CI a missing PostgreSQL fails the test).
-    pub fn start() -> Option<Pg> {
+    pub(crate) fn start() -> Option<Pg> {
         Self::start_with(|_| {})
     }
 
     /// Starts a server after `prepare` has had the data directory (to add files such as a
     /// certificate), with `-c ssl=on` when it wrote `server.crt`.
-    pub fn start_with(prepare: impl FnOnce(&Path)) -> Option<Pg> {
+    pub(crate) fn start_with(prepare: impl FnOnce(&Path)) -> Option<Pg> {
         let Some(bin) = pg_bin() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -205,12 +205,12 @@ impl Pg {
     }
 
     /// The port the server listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// The URL of database `db` on this server, as the superuser, without the password.
-    pub fn url(&self, db: &str, sslmode: &str) -> String {
+    pub(crate) fn url(&self, db: &str, sslmode: &str) -> String {
         format!(
             "postgres://postgres@127.0.0.1:{}/{db}?sslmode={sslmode}",
             self.port
@@ -218,17 +218,17 @@ impl Pg {
     }
 
     /// The superuser's password.
-    pub fn password(&self) -> SecretString {
+    pub(crate) fn password(&self) -> SecretString {
         SecretString::from(PASSWORD)
     }
 
     /// The superuser's password as text (to look for it where it must not be).
-    pub fn password_text(&self) -> &'static str {
+    pub(crate) fn password_text(&self) -> &'static str {
         PASSWORD
     }
 
     /// A new database `name`.
-    pub async fn create_db(&self, name: &str) {
+    pub(crate) async fn create_db(&self, name: &str) {
         self.admin("postgres")
             .await
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -237,7 +237,7 @@ impl Pg {
     }
 
     /// A ledger in the database `postgres`, without TLS.
-    pub async fn ledger(&self) -> PgLedger {
+    pub(crate) async fn ledger(&self) -> PgLedger {
         PgLedger::connect(&self.url("postgres", "disable"), Some(self.password()))
             .await
             .unwrap()
@@ -245,7 +245,7 @@ impl Pg {
 
     /// A superuser connection to database `db`, for what the cosigner never does (edits,
     /// killing connections).
-    pub async fn admin(&self, db: &str) -> tokio_postgres::Client {
+    pub(crate) async fn admin(&self, db: &str) -> tokio_postgres::Client {
         let mut config = tokio_postgres::Config::new();
         config
             .host("127.0.0.1")

@@ -12,7 +12,7 @@ const TREASURY_EVM: &str = "0x8617E340B3D01FA5F11F306F4090FD50E238070D";
 const HOT: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
 const BAD: &str = "TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7";
 
-pub const EXAMPLE: &str = r#"
+pub(crate) const EXAMPLE: &str = r#"
 default = "hold"
 
 [lists]
@@ -40,7 +40,7 @@ window = "1h"
 max_approvals = 100
 "#;
 
-pub fn parse(text: &str) -> Result<Policy, policy::PolicyError> {
+pub(crate) fn parse(text: &str) -> Result<Policy, policy::PolicyError> {
     policy::parse(text, Path::new("/etc/cosigner/policy.toml"), &|p: &Path| {
         Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -49,7 +49,7 @@ pub fn parse(text: &str) -> Result<Policy, policy::PolicyError> {
     })
 }
 
-pub fn tx(id: u64, to: &str, amount: &str, chain: &str) -> Withdrawal {
+pub(crate) fn tx(id: u64, to: &str, amount: &str, chain: &str) -> Withdrawal {
     parse_pending_item(
         &serde_json::json!({"id": id, "fromAddress": HOT, "toAddress": to, "amount": amount, "chainId": chain})
             .to_string(),

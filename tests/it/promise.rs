@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cosigner::client::APPROVE;
-use cosigner::cycle::Mode;
 use cosigner::domain::{Action, ClockCheck};
 use cosigner::ledger::Status;
+use cosigner::plan::Mode;
 use cosigner::policy::{self, Context, Usage};
 use cosigner::sandbox::Faults;
 use proptest::prelude::*;

@@ -15,32 +15,32 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 /// The hot wallet withdrawals come from.
-pub const HOT: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
+pub(crate) const HOT: &str = "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg";
 /// A treasury address the test policies allow.
-pub const TREASURY: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
+pub(crate) const TREASURY: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
 /// A blocked address the test policies reject.
-pub const BAD: &str = "TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7";
+pub(crate) const BAD: &str = "TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7";
 /// An address no rule mentions.
-pub const STRANGER: &str = "TStrg5jgAgn9jVXqdagAmBka4A2u7n1ZXs";
+pub(crate) const STRANGER: &str = "TStrg5jgAgn9jVXqdagAmBka4A2u7n1ZXs";
 
 /// Merchant number of the test vectors.
-pub const MERCHANT: &str = "mer0test0vector0001";
+pub(crate) const MERCHANT: &str = "mer0test0vector0001";
 /// PKCS#12 password of the test vectors.
-pub const PFX_PASSWORD: &str = "1bitpaymer0test0vector0001";
+pub(crate) const PFX_PASSWORD: &str = "1bitpaymer0test0vector0001";
 /// API key the sandbox accepts.
-pub const API_KEY: &str = "apikey0test";
+pub(crate) const API_KEY: &str = "apikey0test";
 /// API secret: a unique canary, so tests can prove it never leaks.
-pub const API_SECRET: &str = "CANARY-secret-7c1f93ab55";
+pub(crate) const API_SECRET: &str = "CANARY-secret-7c1f93ab55";
 
 /// Path of a file in `tests/fixtures`.
-pub fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }
 
 /// Copies a fixture key file into `dir` with mode 0600 (git keeps it 0644).
-pub fn key_copy(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn key_copy(dir: &Path, name: &str) -> PathBuf {
     let dst = dir.join(name);
     std::fs::copy(fixture(name), &dst).unwrap();
     std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -48,18 +48,18 @@ pub fn key_copy(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Writes a file holding a secret, readable by its owner only (as secret files must be).
-pub fn write_private(path: &Path, text: &str) {
+pub(crate) fn write_private(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// The merchant certificate of the fixtures.
-pub fn cert() -> openssl::x509::X509 {
+pub(crate) fn cert() -> openssl::x509::X509 {
     openssl::x509::X509::from_pem(&std::fs::read(fixture("merchant-cert.pem")).unwrap()).unwrap()
 }
 
 /// The sandbox settings matching the fixtures.
-pub fn sandbox_config() -> SandboxConfig {
+pub(crate) fn sandbox_config() -> SandboxConfig {
     SandboxConfig {
         merchant_no: MERCHANT.into(),
         api_key: API_KEY.into(),
@@ -71,7 +71,7 @@ pub fn sandbox_config() -> SandboxConfig {
 }
 
 /// An in-process sandbox on a free loopback port; cancel the token to stop it.
-pub struct RunningSandbox {
+pub(crate) struct RunningSandbox {
     pub sandbox: Sandbox,
     pub url: String,
     pub stop: CancellationToken,
@@ -84,12 +84,12 @@ impl Drop for RunningSandbox {
 }
 
 /// Starts a sandbox with `scenario` (and the default fixture credentials).
-pub async fn start_sandbox(scenario: Scenario) -> RunningSandbox {
+pub(crate) async fn start_sandbox(scenario: Scenario) -> RunningSandbox {
     start_sandbox_with(sandbox_config(), scenario).await
 }
 
 /// Starts a sandbox with explicit settings.
-pub async fn start_sandbox_with(cfg: SandboxConfig, scenario: Scenario) -> RunningSandbox {
+pub(crate) async fn start_sandbox_with(cfg: SandboxConfig, scenario: Scenario) -> RunningSandbox {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let sb = Sandbox::new(cfg, scenario);
@@ -103,7 +103,7 @@ pub async fn start_sandbox_with(cfg: SandboxConfig, scenario: Scenario) -> Runni
 }
 
 /// Client settings for `url` with the fixture credentials and fast retries.
-pub fn client_config(url: &str) -> ClientConfig {
+pub(crate) fn client_config(url: &str) -> ClientConfig {
     ClientConfig {
         base_url: reqwest::Url::parse(&format!("{url}/")).unwrap(),
         merchant_no: MERCHANT.into(),
@@ -122,14 +122,14 @@ pub fn client_config(url: &str) -> ClientConfig {
 }
 
 /// A pending item's JSON text.
-pub fn item(id: u64, from: &str, to: &str, amount: &str, chain: &str) -> String {
+pub(crate) fn item(id: u64, from: &str, to: &str, amount: &str, chain: &str) -> String {
     serde_json::json!({"id": id, "fromAddress": from, "toAddress": to, "amount": amount, "chainId": chain})
         .to_string()
 }
 
 /// Writes a complete config into `dir` pointing at `base_url`, with `extra` TOML appended to the
 /// sections by key replacement; returns its path. The key file is copied beside it.
-pub fn write_config(dir: &Path, base_url: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, base_url: &str) -> PathBuf {
     key_copy(dir, "keytool-aes.pfx");
     std::fs::write(dir.join("policy.toml"), "default = \"hold\"\n").unwrap();
     let text = format!(
@@ -159,7 +159,7 @@ path = "ledger.db"
 }
 
 /// The real binary.
-pub fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cosigner"));
     c.env_remove("COSIGNER_CONFIG")
         .env_remove("CREDENTIALS_DIRECTORY")
@@ -168,7 +168,7 @@ pub fn bin() -> Command {
 }
 
 /// Runs the binary with `args` off the async runtime, and returns its output.
-pub async fn run_bin(args: &[&str]) -> Output {
+pub(crate) async fn run_bin(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || bin().args(&args).output().unwrap())
         .await
@@ -176,7 +176,7 @@ pub async fn run_bin(args: &[&str]) -> Output {
 }
 
 /// stdout and stderr together, for assertions.
-pub fn all_output(o: &Output) -> String {
+pub(crate) fn all_output(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -185,7 +185,7 @@ pub fn all_output(o: &Output) -> String {
 }
 
 /// A sandbox run as a separate process (`cosigner sandbox`), killed on drop.
-pub struct SandboxProcess {
+pub(crate) struct SandboxProcess {
     pub child: Child,
     pub url: String,
 }
@@ -199,12 +199,12 @@ impl Drop for SandboxProcess {
 
 /// Starts `cosigner sandbox` (on port 0 unless `extra` has `--listen`) and waits for its
 /// `listening on` line.
-pub fn spawn_sandbox(extra: &[&str]) -> SandboxProcess {
+pub(crate) fn spawn_sandbox(extra: &[&str]) -> SandboxProcess {
     spawn_sandbox_with(API_SECRET, extra)
 }
 
 /// Starts `cosigner sandbox` with a given API secret.
-pub fn spawn_sandbox_with_secret(secret: &str) -> SandboxProcess {
+pub(crate) fn spawn_sandbox_with_secret(secret: &str) -> SandboxProcess {
     spawn_sandbox_with(secret, &[])
 }
 
@@ -218,7 +218,7 @@ fn spawn_sandbox_with(secret: &str, extra: &[&str]) -> SandboxProcess {
 
 /// Starts `cosigner sandbox` with exactly `args` (plus `--listen 127.0.0.1:0` unless given) and
 /// waits for its `listening on` line.
-pub fn spawn_sandbox_args(args: &[&str]) -> SandboxProcess {
+pub(crate) fn spawn_sandbox_args(args: &[&str]) -> SandboxProcess {
     let listen: &[&str] = if args.contains(&"--listen") {
         &[]
     } else {
@@ -245,14 +245,14 @@ pub fn spawn_sandbox_args(args: &[&str]) -> SandboxProcess {
 }
 
 /// Replaces the first `from` in the file at `path` with `to`; `from` must be there.
-pub fn edit(path: &Path, from: &str, to: &str) {
+pub(crate) fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{from:?} not in {}", path.display());
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
 
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -270,7 +270,7 @@ where
 }
 
 /// Short, jitter-free timings for in-process daemons.
-pub fn timings(poll_ms: u64, collect_ms: u64) -> cosigner::daemon::Timings {
+pub(crate) fn timings(poll_ms: u64, collect_ms: u64) -> cosigner::daemon::Timings {
     cosigner::daemon::Timings {
         poll_interval: Duration::from_millis(poll_ms),
         poll_jitter: Duration::ZERO,
@@ -281,7 +281,7 @@ pub fn timings(poll_ms: u64, collect_ms: u64) -> cosigner::daemon::Timings {
 }
 
 /// A daemon running in this process on a free loopback port.
-pub struct InProcessDaemon {
+pub(crate) struct InProcessDaemon {
     /// `http://127.0.0.1:PORT` of its listener.
     pub base: String,
     /// Cancel to stop it.
@@ -292,14 +292,17 @@ pub struct InProcessDaemon {
 
 impl InProcessDaemon {
     /// Stops it and waits for it to finish.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.stop.cancel();
         self.task.await.unwrap();
     }
 }
 
 /// Loads `cfg_path` and runs the daemon it describes with `timings`.
-pub async fn run_daemon(cfg_path: &Path, timings: cosigner::daemon::Timings) -> InProcessDaemon {
+pub(crate) async fn run_daemon(
+    cfg_path: &Path,
+    timings: cosigner::daemon::Timings,
+) -> InProcessDaemon {
     let cfg =
         cosigner::config::Config::load_with(cfg_path, &cosigner::config::Environment::default())
             .unwrap();
@@ -320,7 +323,7 @@ pub async fn run_daemon(cfg_path: &Path, timings: cosigner::daemon::Timings) -> 
 }
 
 /// An engine over `dir` (key, policy written from `policy_text`, ledger) talking to `url`.
-pub fn engine_for(
+pub(crate) fn engine_for(
     dir: &Path,
     url: &str,
     policy_text: &str,
@@ -330,7 +333,7 @@ pub fn engine_for(
 }
 
 /// [`engine_for`] with client settings of the test's own.
-pub fn engine_with_client(
+pub(crate) fn engine_with_client(
     dir: &Path,
     client: ClientConfig,
     policy_text: &str,
@@ -347,7 +350,7 @@ pub fn engine_with_client(
 
 /// [`engine_with_client`] whose ledger (and so whose cycle) reads `clock`; the client, which
 /// the sandbox checks against its own clock, keeps the system's.
-pub fn engine_with_clock(
+pub(crate) fn engine_with_clock(
     dir: &Path,
     client: ClientConfig,
     policy_text: &str,
@@ -385,7 +388,7 @@ pub fn engine_with_clock(
 /// starts another at once may find the file still held for a moment: a ledger call already on
 /// the blocking pool finishes, and closes the file, after the engine is gone. So a held file is
 /// waited for, up to 10 s.
-pub fn open_ledger(path: &Path) -> cosigner::ledger::Ledger {
+pub(crate) fn open_ledger(path: &Path) -> cosigner::ledger::Ledger {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         match cosigner::ledger::Ledger::open(path) {
@@ -401,7 +404,7 @@ pub fn open_ledger(path: &Path) -> cosigner::ledger::Ledger {
 
 /// Whether the `faketime` program (libfaketime) is installed. Without it a test says it is
 /// skipped, which is allowed outside CI only (CI installs it).
-pub fn faketime_or_skip() -> bool {
+pub(crate) fn faketime_or_skip() -> bool {
     let available = Command::new("faketime")
         .arg("--version")
         .output()
@@ -417,7 +420,7 @@ pub fn faketime_or_skip() -> bool {
 }
 
 /// Cycle settings for in-process engines: small pages, so that paging is exercised.
-pub fn small_pages() -> cosigner::cycle::PollSettings {
+pub(crate) fn small_pages() -> cosigner::cycle::PollSettings {
     cosigner::cycle::PollSettings {
         page_size: 10,
         max_in_flight: 4,
@@ -427,7 +430,7 @@ pub fn small_pages() -> cosigner::cycle::PollSettings {
 }
 
 /// A scenario of `items` with no faults.
-pub fn scenario(items: Vec<String>) -> Scenario {
+pub(crate) fn scenario(items: Vec<String>) -> Scenario {
     Scenario {
         pending: items,
         faults: cosigner::sandbox::Faults::default(),
@@ -435,14 +438,14 @@ pub fn scenario(items: Vec<String>) -> Scenario {
 }
 
 /// Every decision in `e`'s ledger, oldest first.
-pub async fn rows(e: &cosigner::cycle::Engine) -> Vec<cosigner::ledger::DecisionRow> {
+pub(crate) async fn rows(e: &cosigner::cycle::Engine) -> Vec<cosigner::ledger::DecisionRow> {
     let mut r = e.ledger().list(10_000).await.unwrap();
     r.reverse();
     r
 }
 
 /// The ids the sandbox took an approval for, in order.
-pub fn approved_ids(sb: &RunningSandbox) -> Vec<u64> {
+pub(crate) fn approved_ids(sb: &RunningSandbox) -> Vec<u64> {
     let mut v: Vec<u64> = sb
         .sandbox
         .decisions()
@@ -455,7 +458,7 @@ pub fn approved_ids(sb: &RunningSandbox) -> Vec<u64> {
 }
 
 /// Approve/reject requests that reached the sandbox, faulted ones included.
-pub fn approve_requests(sb: &RunningSandbox) -> u64 {
+pub(crate) fn approve_requests(sb: &RunningSandbox) -> u64 {
     sb.sandbox
         .stats()
         .requests
@@ -466,7 +469,7 @@ pub fn approve_requests(sb: &RunningSandbox) -> u64 {
 
 /// `cosigner run --once --config CFG` with the wall clock moved by `offset` (libfaketime, e.g.
 /// `"-1h"`, `"+25s"`; the monotonic clock is left alone), off the async runtime.
-pub async fn run_once_at(offset: &str, cfg: &str) -> Output {
+pub(crate) async fn run_once_at(offset: &str, cfg: &str) -> Output {
     let (offset, cfg) = (offset.to_string(), cfg.to_string());
     tokio::task::spawn_blocking(move || {
         Command::new("faketime")
@@ -482,7 +485,7 @@ pub async fn run_once_at(offset: &str, cfg: &str) -> Output {
 }
 
 /// Adds pending items (their JSON texts) to the sandbox process at `url`.
-pub async fn post_pending(url: &str, items: Vec<String>) {
+pub(crate) async fn post_pending(url: &str, items: Vec<String>) {
     let items: Vec<serde_json::Value> = items
         .iter()
         .map(|i| serde_json::from_str(i).unwrap())
@@ -497,7 +500,7 @@ pub async fn post_pending(url: &str, items: Vec<String>) {
 }
 
 /// The decisions the sandbox process at `url` accepted.
-pub async fn sandbox_decisions(url: &str) -> Vec<serde_json::Value> {
+pub(crate) async fn sandbox_decisions(url: &str) -> Vec<serde_json::Value> {
     reqwest::get(format!("{url}/_sandbox/decisions"))
         .await
         .unwrap()
@@ -509,7 +512,7 @@ pub async fn sandbox_decisions(url: &str) -> Vec<serde_json::Value> {
 /// A TCP proxy to `upstream` that passes requests through and rewrites every answer (its headers
 /// gathered whole first) with `rewrite(text, date_at)`, where `date_at` is the byte range of its `Date` header
 /// line (the `\r\n` before it included), if the chunk has one; returns its `http://` URL.
-pub async fn date_rewriting_proxy(
+pub(crate) async fn date_rewriting_proxy(
     upstream: String,
     rewrite: fn(&str, Option<std::ops::Range<usize>>) -> String,
 ) -> String {
