@@ -549,7 +549,10 @@ impl Ledger {
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
-        conn.execute_batch(&schema()).map_err(open_err)?;
+        // One transaction: a daemon killed while creating the ledger leaves all of it or none,
+        // never tables that a reader would find half made.
+        conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{}\nCOMMIT;", schema()))
+            .map_err(open_err)?;
         let ledger = Self::finish_open(conn, path, Some(lock))?;
         if ledger.meta("schema_version").map_err(open_err)?.is_none() {
             ledger
@@ -577,6 +580,18 @@ impl Ledger {
         .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
+        let objects: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(open_err)?;
+        // A file with nothing in it yet: the daemon created it and was stopped before its
+        // first commit. It holds no records; read it as the empty ledger it is.
+        let conn = if objects == 0 {
+            let empty = Connection::open_in_memory().map_err(open_err)?;
+            empty.execute_batch(&schema()).map_err(open_err)?;
+            empty
+        } else {
+            conn
+        };
         let ledger = Self::finish_open(conn, path, None)?;
         ledger.check_schema()?;
         Ok(ledger)

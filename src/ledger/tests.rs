@@ -425,3 +425,21 @@ fn a_new_ledger_has_the_tables_columns_and_indexes_of_the_earlier_files() {
     assert!(old.len() > 50, "{old:#?}");
     assert_eq!(new, old);
 }
+
+#[test]
+fn a_ledger_file_created_but_never_written_reads_as_an_empty_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    // What a daemon killed between creating the file and its first commit leaves.
+    std::fs::write(&path, b"").unwrap();
+    let l = Ledger::open_read_only(&path).unwrap();
+    let report = l.verify().unwrap();
+    assert_eq!(report.records, 0);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(l.list(10).unwrap().is_empty());
+    // The reader created nothing: the file is still empty, and a writer sets it up as new.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    let mut w = Ledger::open(&path).unwrap();
+    w.record_event("test", "first").unwrap();
+    assert!(w.verify().unwrap().problems.is_empty());
+}
