@@ -1,7 +1,7 @@
 //! The 1BitPay API client: signed requests, envelope handling, timeouts, capped bodies, bounded
 //! retries with backoff and jitter, and an outbound rate limit.
 
-pub mod sign;
+pub mod signature;
 pub mod types;
 
 use std::fmt;
@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use crate::clock::Clock;
 use crate::domain::ClockDoubt;
 
-pub use sign::SignOrder;
+pub use signature::SignOrder;
 pub use types::*;
 
 /// Path of the pending list.
@@ -441,18 +441,19 @@ impl Client {
             ("Lang", self.cfg.lang.as_str()),
             ("ApiKey", self.cfg.api_key.as_str()),
         ];
-        let body_fields = sign::body_params(body).map_err(|e| ClientError::Request {
+        let body_fields = signature::body_params(body).map_err(|e| ClientError::Request {
             endpoint,
             detail: e.to_string(),
         })?;
-        let canonical = sign::canonical_string(
+        let canonical = signature::canonical_string(
             public
                 .iter()
                 .copied()
                 .chain(body_fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             self.cfg.sign_order,
         );
-        let signature = sign::sign(&canonical, self.cfg.api_secret.expose_secret());
+        let signature =
+            signature::request_signature(&canonical, self.cfg.api_secret.expose_secret());
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in public

@@ -20,7 +20,7 @@ use openssl::sha::sha256;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::client::sign::{self, SignOrder};
+use crate::client::signature::{self, SignOrder};
 use crate::cycle::Engine;
 use crate::display::hex;
 use crate::domain::Action;
@@ -918,16 +918,16 @@ fn verify_request_signature(
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "signature is missing"))?
         .to_ascii_lowercase();
     check_callback_fields(&fields).map_err(|e| refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
-    let params =
-        sign::body_params(body).map_err(|e| refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
-    let canonical = sign::canonical_string(
+    let params = signature::body_params(body)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let canonical = signature::canonical_string(
         params
             .iter()
             .filter(|(k, _)| k != "signature")
             .map(|(k, v)| (k.as_str(), v.as_str())),
         cb.sign_order,
     );
-    let expected = sign::sign(&canonical, cb.api_secret.expose_secret());
+    let expected = signature::request_signature(&canonical, cb.api_secret.expose_secret());
     if expected.len() != given.len() || !openssl::memcmp::eq(expected.as_bytes(), given.as_bytes())
     {
         tracing::warn!("order callback refused: the request signature does not verify");

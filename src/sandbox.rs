@@ -20,7 +20,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::sign::{self, SignOrder};
+use crate::client::signature::{self, SignOrder};
 use crate::client::{self as api, parse_pending_item};
 use crate::domain::{Decision, Verdict, collect_text, decision_text};
 use crate::signer::recover_text;
@@ -509,7 +509,7 @@ impl Sandbox {
                 ),
             ));
         }
-        let fields = sign::body_params(body).map_err(|e| {
+        let fields = signature::body_params(body).map_err(|e| {
             refuse(
                 StatusCode::BAD_REQUEST,
                 400,
@@ -524,14 +524,14 @@ impl Sandbox {
             ("Lang", lang.as_str()),
             ("ApiKey", key.as_str()),
         ];
-        let canonical = sign::canonical_string(
+        let canonical = signature::canonical_string(
             public
                 .iter()
                 .copied()
                 .chain(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             self.cfg.sign_order,
         );
-        let want = sign::sign(&canonical, self.cfg.api_secret.expose_secret());
+        let want = signature::request_signature(&canonical, self.cfg.api_secret.expose_secret());
         if want != given {
             return Err(refuse(StatusCode::UNAUTHORIZED, 401, "Sign does not match"));
         }

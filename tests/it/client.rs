@@ -300,12 +300,12 @@ async fn a_wrong_secret_or_other_sign_order_is_refused_as_unauthorized() {
 
 #[tokio::test]
 async fn the_sandbox_refuses_a_reused_nonce_and_a_stale_timestamp() {
-    use cosigner::client::sign;
+    use cosigner::client::signature;
     let sb = start_sandbox(Scenario::default()).await;
     let http = reqwest::Client::new();
     let body = r#"{"cryptoCurrency":"USDT","legalCurrency":"CNY"}"#;
     let send = |nonce: &'static str, ts: String| {
-        let canonical = sign::canonical_string(
+        let canonical = signature::canonical_string(
             [
                 ("Nonce", nonce),
                 ("TimeStamp", ts.as_str()),
@@ -326,7 +326,7 @@ async fn the_sandbox_refuses_a_reused_nonce_and_a_stale_timestamp() {
             .header("SignType", "1")
             .header("Lang", "en")
             .header("ApiKey", API_KEY)
-            .header("Sign", sign::sign(&canonical, API_SECRET))
+            .header("Sign", signature::request_signature(&canonical, API_SECRET))
             .body(body)
             .send()
     };

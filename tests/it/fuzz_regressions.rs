@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use cosigner::client::sign::{SignOrder, body_params, canonical_string};
+use cosigner::client::signature::{SignOrder, body_params, canonical_string};
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

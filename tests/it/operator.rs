@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cosigner::client::sign::{self, SignOrder};
+use cosigner::client::signature::{self, SignOrder};
 use cosigner::sandbox::{Faults, Scenario};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -561,13 +561,13 @@ async fn sighup_reloads_the_policy_and_the_pause_command_reaches_a_running_daemo
 
 fn signed_callback(fields: Value, secret: &str) -> Value {
     let body = fields.to_string();
-    let params = sign::body_params(&body).unwrap();
-    let canonical = sign::canonical_string(
+    let params = signature::body_params(&body).unwrap();
+    let canonical = signature::canonical_string(
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         SignOrder::CaseInsensitive,
     );
     let mut v = fields;
-    v["signature"] = Value::String(sign::sign(&canonical, secret));
+    v["signature"] = Value::String(signature::request_signature(&canonical, secret));
     v
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::Stdio;
 
-use cosigner::client::sign::{SignOrder, canonical_string, sign};
+use cosigner::client::signature::{SignOrder, canonical_string, request_signature};
 use cosigner::signer::{KeySource, Signer, SignerError, recover_text};
 use secrecy::SecretString;
 
@@ -97,7 +97,7 @@ fn the_request_sign_vector_of_the_reference_is_reproduced() {
     );
     assert_eq!(canonical, case["canonical"].as_str().unwrap());
     assert_eq!(
-        sign(&canonical, case["apiSecret"].as_str().unwrap()),
+        request_signature(&canonical, case["apiSecret"].as_str().unwrap()),
         case["sign"].as_str().unwrap()
     );
 }

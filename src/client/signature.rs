@@ -1,4 +1,5 @@
-//! The `Sign` header: canonical `key=value&...` string over headers and body, MD5 with the secret.
+//! The request signature (the `Sign` header): canonical `key=value&...` string over headers and
+//! body, MD5 with the secret. Not the RSA signing of decisions, which is `signer`'s.
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -82,7 +83,7 @@ where
 
 /// Lowercase hex MD5 of the canonical string followed directly by the API secret.
 #[must_use]
-pub fn sign(canonical: &str, secret: &str) -> String {
+pub fn request_signature(canonical: &str, secret: &str) -> String {
     let mut h = Md5::new();
     h.update(canonical.as_bytes());
     h.update(secret.as_bytes());
