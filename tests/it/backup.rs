@@ -12,15 +12,10 @@ const POLICY: &str = "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction 
 async fn a_backup_taken_while_a_writer_holds_the_ledger_is_a_private_verified_copy_of_every_record()
 {
     let sandbox = spawn_sandbox(&[]);
-    let http = reqwest::Client::new();
-    let items: Vec<serde_json::Value> = (1..=3)
-        .map(|i| serde_json::from_str(&item(i, HOT, TREASURY, &format!("{i}"), "195")).unwrap())
+    let items = (1..=3)
+        .map(|i| item(i, HOT, TREASURY, &format!("{i}"), "195"))
         .collect();
-    http.post(format!("{}/_sandbox/pending", sandbox.url))
-        .json(&items)
-        .send()
-        .await
-        .unwrap();
+    post_pending(&sandbox.url, items).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
     std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
