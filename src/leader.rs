@@ -53,6 +53,11 @@ pub enum Role {
 pub struct Leadership {
     role: watch::Receiver<Role>,
     confirmed: Arc<Mutex<Option<(i64, Instant)>>>,
+    /// Tells the contending task to give the lead up (see [`Leadership::stand_down`]).
+    give_up: Arc<watch::Sender<u64>>,
+    /// The sender, so that [`Leadership::stand_down`] publishes the standby role at once.
+    tx: Arc<watch::Sender<Role>>,
+    name: String,
     _task: AbortOnDropHandle<()>,
 }
 
@@ -62,13 +67,38 @@ impl Leadership {
     #[must_use]
     pub fn start(target: PgTarget, name: String) -> Self {
         let (tx, role) = watch::channel(Role::Standby { leader: None });
+        let tx = Arc::new(tx);
         let confirmed = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(contend(target, name, tx, Arc::clone(&confirmed)));
+        let give_up = Arc::new(watch::Sender::new(0));
+        let task = tokio::spawn(contend(
+            target,
+            name.clone(),
+            Arc::clone(&tx),
+            Arc::clone(&confirmed),
+            Arc::clone(&give_up),
+        ));
         Self {
             role,
             confirmed,
+            give_up,
+            tx,
+            name,
             _task: AbortOnDropHandle::new(task),
         }
+    }
+
+    /// This instance's name, as the database shows it when it leads.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Gives the lead up at once (a write was refused as fenced: another instance took over):
+    /// no longer current, a standby now; the lock connection is closed and contention starts
+    /// again on a new one.
+    pub fn stand_down(&self) {
+        step_down(&self.tx, &self.confirmed);
+        self.give_up.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The role as last published.
@@ -167,11 +197,20 @@ async fn hold(
     client: &tokio_postgres::Client,
     epoch: i64,
     confirmed: &Mutex<Option<(i64, Instant)>>,
+    give_up: &watch::Sender<u64>,
 ) -> String {
+    // Only a stand-down asked for from now on counts.
+    let mut give_up = give_up.subscribe();
+    give_up.mark_unchanged();
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = give_up.changed() => {
+                return "a write was refused as fenced: another instance took over".to_string();
+            }
+        }
         // The time the question left: the answer says nothing of any earlier moment.
         let asked = Instant::now();
         let beat = tokio::time::timeout(
@@ -203,8 +242,9 @@ async fn hold(
 async fn contend(
     target: PgTarget,
     name: String,
-    tx: watch::Sender<Role>,
+    tx: Arc<watch::Sender<Role>>,
     confirmed: Arc<Mutex<Option<(i64, Instant)>>>,
+    give_up: Arc<watch::Sender<u64>>,
 ) {
     let application_name = format!("cosigner leader {name}");
     loop {
@@ -245,7 +285,7 @@ async fn contend(
                     }
                     tx.send_replace(Role::Leader { epoch });
                     tracing::info!(epoch, name = %name, "leading");
-                    let why = hold(&client, epoch, &confirmed).await;
+                    let why = hold(&client, epoch, &confirmed, &give_up).await;
                     step_down(&tx, &confirmed);
                     tracing::warn!(epoch, reason = %why, "lead lost: standing by");
                     break;

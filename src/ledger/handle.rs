@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use super::postgres::PgLedger;
 use super::{
     DecisionRow, Ledger, LedgerError, NewDecision, Outcome, PageQuery, ResendRecord, TxState,
     VerifyReport,
@@ -26,13 +27,20 @@ struct Inner {
     clock: Clock,
     /// For logs and status: the file, or a URL without its password.
     description: String,
+    /// Told of every write the database refused as fenced (the daemon stands down).
+    on_fenced: std::sync::OnceLock<OnFenced>,
 }
 
 /// Where the records live.
 enum Backend {
     /// An embedded SQLite file; rusqlite is synchronous, so calls go to the blocking pool.
     Sqlite(Arc<Mutex<Ledger>>),
+    /// A PostgreSQL database shared by a pair; the driver is async.
+    Postgres(Arc<PgLedger>),
 }
+
+/// Called with `(mine, current)` when the database refuses a write as fenced.
+type OnFenced = Box<dyn Fn(i64, i64) + Send + Sync>;
 
 /// A [`LedgerHandle`] that does not keep the ledger (and its lock) open.
 #[derive(Clone)]
@@ -80,7 +88,53 @@ impl LedgerHandle {
             clock: ledger.clock().clone(),
             description: ledger.path().display().to_string(),
             backend: Backend::Sqlite(Arc::new(Mutex::new(ledger))),
+            on_fenced: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// A handle on a PostgreSQL ledger (timed by the ledger's clock).
+    #[must_use]
+    pub fn postgres(ledger: Arc<PgLedger>) -> Self {
+        Self(Arc::new(Inner {
+            clock: ledger.clock().clone(),
+            description: ledger.describe().to_string(),
+            backend: Backend::Postgres(ledger),
+            on_fenced: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The PostgreSQL ledger behind this handle, if that is the back end.
+    #[must_use]
+    pub(crate) fn postgres_ledger(&self) -> Option<&Arc<PgLedger>> {
+        match &self.0.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`, for status.
+    #[must_use]
+    pub(crate) fn backend_name(&self) -> &'static str {
+        match &self.0.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Calls `f(mine, current)` on every write the database refuses as fenced, before the error
+    /// reaches the writer. Set once; a second call is ignored.
+    pub(crate) fn on_fenced(&self, f: impl Fn(i64, i64) + Send + Sync + 'static) {
+        let _ = self.0.on_fenced.set(Box::new(f));
+    }
+
+    /// Passes a write's result through, telling `on_fenced` of a fenced one.
+    fn written<T>(&self, r: Result<T, LedgerError>) -> Result<T, LedgerError> {
+        if let Err(LedgerError::Fenced { mine, current }) = &r
+            && let Some(f) = self.0.on_fenced.get()
+        {
+            f(*mine, *current);
+        }
+        r
     }
 
     /// Where the ledger is, for logs and status (never a password).
@@ -112,6 +166,7 @@ impl LedgerHandle {
         }
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_decisions(&new)).await,
+            Backend::Postgres(p) => self.written(p.record_decisions(&new).await),
         }
     }
 
@@ -122,6 +177,7 @@ impl LedgerHandle {
         }
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_outcomes(&outcomes)).await,
+            Backend::Postgres(p) => self.written(p.record_outcomes(&outcomes).await),
         }
     }
 
@@ -136,6 +192,7 @@ impl LedgerHandle {
         }
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_resends(&resends)).await,
+            Backend::Postgres(p) => self.written(p.record_resends(&resends).await),
         }
     }
 
@@ -144,6 +201,7 @@ impl LedgerHandle {
         let (kind, detail) = (kind.to_owned(), detail.to_owned());
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_event(&kind, &detail)).await,
+            Backend::Postgres(p) => self.written(p.record_event(&kind, &detail).await),
         }
     }
 
@@ -158,6 +216,7 @@ impl LedgerHandle {
         let (kind, detail) = (kind.to_owned(), detail.to_owned());
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_event_once(&kind, &detail)).await,
+            Backend::Postgres(p) => self.written(p.record_event_once(&kind, &detail).await),
         }
     }
 
@@ -175,6 +234,9 @@ impl LedgerHandle {
                 })
                 .await
             }
+            Backend::Postgres(p) => {
+                self.written(p.record_collect(is_main, ok, message.as_deref()).await)
+            }
         }
     }
 
@@ -186,6 +248,7 @@ impl LedgerHandle {
     pub(crate) async fn state(&self, tx: Withdrawal) -> Result<TxState, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.state(&tx)).await,
+            Backend::Postgres(p) => p.state(&tx).await,
         }
     }
 
@@ -193,6 +256,7 @@ impl LedgerHandle {
     pub(crate) async fn states(&self, txs: Vec<Withdrawal>) -> Result<Vec<TxState>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.states(&txs)).await,
+            Backend::Postgres(p) => p.states(&txs).await,
         }
     }
 
@@ -217,6 +281,7 @@ impl LedgerHandle {
             Backend::Sqlite(l) => {
                 blocking(l, move |l| l.usage_with_slack(&policy, now_ms, slack)).await
             }
+            Backend::Postgres(p) => p.usage_with_slack(&policy, now_ms, slack).await,
         }
     }
 
@@ -224,6 +289,7 @@ impl LedgerHandle {
     pub async fn history(&self, tx_id: u64) -> Result<Vec<DecisionRow>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.history(tx_id)).await,
+            Backend::Postgres(p) => p.history(tx_id).await,
         }
     }
 
@@ -231,6 +297,7 @@ impl LedgerHandle {
     pub(crate) async fn get(&self, seq: u64) -> Result<Option<DecisionRow>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.get(seq)).await,
+            Backend::Postgres(p) => p.get(seq).await,
         }
     }
 
@@ -238,6 +305,7 @@ impl LedgerHandle {
     pub async fn list(&self, limit: usize) -> Result<Vec<DecisionRow>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.list(limit)).await,
+            Backend::Postgres(p) => p.list(limit).await,
         }
     }
 
@@ -245,6 +313,7 @@ impl LedgerHandle {
     pub(crate) async fn page(&self, q: PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.page(&q)).await,
+            Backend::Postgres(p) => p.page(&q).await,
         }
     }
 
@@ -252,6 +321,7 @@ impl LedgerHandle {
     pub(crate) async fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.newest_record_ms()).await,
+            Backend::Postgres(p) => p.newest_record_ms().await,
         }
     }
 
@@ -260,6 +330,7 @@ impl LedgerHandle {
         let kind = kind.to_owned();
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.latest_event(&kind)).await,
+            Backend::Postgres(p) => p.latest_event(&kind).await,
         }
     }
 
@@ -268,6 +339,7 @@ impl LedgerHandle {
         let kind = kind.to_owned();
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.list_events(&kind)).await,
+            Backend::Postgres(p) => p.list_events(&kind).await,
         }
     }
 
@@ -280,6 +352,7 @@ impl LedgerHandle {
         let (kind, detail) = (kind.to_owned(), detail.to_owned());
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.has_event(&kind, &detail)).await,
+            Backend::Postgres(p) => p.has_event(&kind, &detail).await,
         }
     }
 
@@ -287,6 +360,7 @@ impl LedgerHandle {
     pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.verify()).await,
+            Backend::Postgres(p) => p.verify().await,
         }
     }
 
@@ -294,6 +368,7 @@ impl LedgerHandle {
     pub(crate) async fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.counts()).await,
+            Backend::Postgres(p) => p.counts().await,
         }
     }
 
@@ -301,6 +376,7 @@ impl LedgerHandle {
     pub(crate) async fn dry_run_counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.dry_run_counts()).await,
+            Backend::Postgres(p) => p.dry_run_counts().await,
         }
     }
 
@@ -309,6 +385,8 @@ impl LedgerHandle {
     pub(crate) async fn checkpoint(&self) -> Result<(), LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.checkpoint()).await,
+            // Every PostgreSQL commit is durable when acknowledged (synchronous_commit = on).
+            Backend::Postgres(_) => Ok(()),
         }
     }
 
@@ -324,6 +402,9 @@ impl LedgerHandle {
                 })
                 .await
             }
+            Backend::Postgres(_) => Err(LedgerError::Interrupted(
+                "simulated write failures are for the SQLite ledger".into(),
+            )),
         }
     }
 }
@@ -390,7 +471,9 @@ mod tests {
         let h = LedgerHandle::sqlite(Ledger::open(&dir.path().join("ledger.db")).unwrap());
         h.record_decisions(vec![hold(1)]).await.unwrap();
         {
-            let Backend::Sqlite(l) = &h.0.backend;
+            let Backend::Sqlite(l) = &h.0.backend else {
+                unreachable!("an SQLite handle")
+            };
             l.lock()
                 .unwrap()
                 .conn

@@ -1049,6 +1049,63 @@ impl PgLedger {
         Ok(tx_state(tx, self.history(tx.id).await?))
     }
 
+    /// The states of `txs`, in their order, from one query (a page at a time).
+    pub async fn states(&self, txs: &[Withdrawal]) -> Result<Vec<TxState>, LedgerError> {
+        if txs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = txs.iter().map(|t| TxId(t.id).stored()).collect();
+        let rows = self
+            .decisions(
+                &format!("{} WHERE d.tx_id = ANY($1) ORDER BY d.seq", row_select()),
+                &[&ids],
+            )
+            .await?;
+        let mut by_id: HashMap<u64, Vec<DecisionRow>> = HashMap::new();
+        for r in rows {
+            by_id.entry(r.tx_id).or_default().push(r);
+        }
+        Ok(txs
+            .iter()
+            .map(|tx| tx_state(tx, by_id.get(&tx.id).cloned().unwrap_or_default()))
+            .collect())
+    }
+
+    /// Records an event unless one of `kind` with exactly `detail` is recorded already; the
+    /// check and the write are one transaction under the chain head's lock, so two callers
+    /// racing (in this process or another) record it once. Returns its sequence number when it
+    /// was recorded now.
+    pub async fn record_event_once(
+        &self,
+        kind: &str,
+        detail: &str,
+    ) -> Result<Option<u64>, LedgerError> {
+        let epoch = self.epoch();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db("begin a write"))?;
+        let mut head = lock_head(&*tx).await?;
+        let found = tx
+            .query_opt(
+                "SELECT 1 FROM events WHERE kind = $1 AND detail = $2 LIMIT 1",
+                &[&kind, &detail],
+            )
+            .await
+            .map_err(db("read events"))?;
+        if found.is_some() {
+            return Ok(None);
+        }
+        let mut rows = chain(
+            &mut head,
+            &mut [EventRecord::at(kind, detail.to_string(), self.now())],
+        )?;
+        insert(&*tx, &mut rows, epoch).await?;
+        set_head(&*tx, &head).await?;
+        tx.commit()
+            .await
+            .map_err(write_error("commit a write", epoch))?;
+        Ok(rows.last().map(|r| r.seq.0))
+    }
+
     /// Walks the whole chain and reports every break, and every object in the database that
     /// could change or hide rows.
     pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
