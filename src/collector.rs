@@ -40,6 +40,8 @@ pub(crate) struct Collector {
     ledger: LedgerHandle,
     metrics: Arc<Metrics>,
     kinds: Vec<Kind>,
+    /// In a pair: the lead, asked before every sweep.
+    lead: Option<crate::leader::Lead>,
 }
 
 impl Collector {
@@ -66,7 +68,15 @@ impl Collector {
             ledger,
             metrics,
             kinds,
+            lead: None,
         })
+    }
+
+    /// In a pair: sweep only while `lead` says this instance leads.
+    #[must_use]
+    pub(crate) fn with_lead(mut self, lead: Option<crate::leader::Lead>) -> Self {
+        self.lead = lead;
+        self
     }
 
     /// Calls collect once per enabled kind.
@@ -75,6 +85,12 @@ impl Collector {
         let mut out = CollectOutcome::default();
         for kind in &self.kinds {
             let label = kind.label();
+            if let Some(lead) = &self.lead
+                && let Err(e) = lead.current()
+            {
+                info!(kind = label, reason = %e, "not leading: no collection");
+                break;
+            }
             let result = self.client.collect(kind.is_main, &kind.data).await;
             let message = result.as_ref().err().map(|e| e.to_string());
             let outcome = if result.is_ok() { "ok" } else { "error" };

@@ -47,6 +47,9 @@ const TEXT_KEYS: &[&str] = &[
     "key.password_file",
     "policy.file",
     "ledger.path",
+    "ledger.url",
+    "ledger.password_file",
+    "ledger.name",
     "http.listen",
     "http.api_keys_file",
 ];
@@ -80,6 +83,9 @@ const KEYS: &[&str] = &[
     "policy.file",
     "policy.dry_run",
     "ledger.path",
+    "ledger.url",
+    "ledger.password_file",
+    "ledger.name",
     "http.listen",
     "http.api_keys_file",
     "http.max_requests_per_second",
@@ -93,6 +99,8 @@ pub(crate) const CRED_API_SECRET: &str = "api_secret";
 pub(crate) const CRED_PFX: &str = "merchant.pfx";
 /// Credential name of the PKCS#12 password.
 pub(crate) const CRED_PFX_PASSWORD: &str = "pfx_password";
+/// Credential name of the PostgreSQL ledger's password.
+pub(crate) const CRED_PG_PASSWORD: &str = "pg_password";
 
 /// Default `api.timeout`.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -292,6 +300,9 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawLedger {
     path: Option<PathBuf>,
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -413,8 +424,19 @@ pub struct PolicyConfig {
 /// `[ledger]`.
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {
-    /// The SQLite database holding every decision.
+    /// The SQLite database holding every decision (unused when `postgres` is set).
     pub path: PathBuf,
+    /// `ledger.url`: a PostgreSQL ledger shared by a pair instead of the SQLite file.
+    pub postgres: Option<PostgresLedger>,
+}
+
+/// `ledger.url` with its password and this instance's name.
+#[derive(Debug, Clone)]
+pub struct PostgresLedger {
+    /// Where the database is, how to reach it, and the password (never shown).
+    pub target: crate::ledger::postgres::PgTarget,
+    /// This instance's name, shown to the others as the leader's (`ledger.name`).
+    pub name: String,
 }
 
 /// `[http]`.
@@ -464,6 +486,16 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[log]`.
     pub log: LogConfig,
+}
+
+/// This host's name (the default `ledger.name`); `cosigner` when it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cosigner".to_string())
 }
 
 /// Reads the environment the loader consults; a struct so tests need not touch process state.
@@ -722,6 +754,7 @@ impl Validator<'_> {
     /// The whole configuration, one section after the other (the first error wins).
     fn validate(self, raw: RawConfig, path: &Path) -> Result<Config, ConfigError> {
         let api = self.api(raw.api, raw.key.allow_insecure_permissions)?;
+        let allow_insecure = raw.key.allow_insecure_permissions;
         let key = self.key(raw.key, &api.client.merchant_no)?;
         Ok(Config {
             path: path.to_owned(),
@@ -730,7 +763,7 @@ impl Validator<'_> {
             poll: self.poll(raw.poll)?,
             collect: self.collect(raw.collect)?,
             policy: self.policy(raw.policy),
-            ledger: self.ledger(raw.ledger),
+            ledger: self.ledger(raw.ledger, allow_insecure)?,
             http: self.http(raw.http, raw.callbacks)?,
             log: self.log(raw.log)?,
         })
@@ -981,14 +1014,70 @@ impl Validator<'_> {
         }
     }
 
-    /// `[ledger]`.
-    fn ledger(&self, raw: RawLedger) -> LedgerConfig {
-        LedgerConfig {
-            path: self.resolve(
-                raw.path
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH)),
-            ),
+    /// `[ledger]`: `path` (SQLite, the default) or `url` (PostgreSQL), never both; the URL
+    /// parsed and its password read now, so that a bad one stops the load. `allow_insecure`
+    /// is `key.allow_insecure_permissions` (for `ledger.password_file`).
+    fn ledger(&self, raw: RawLedger, allow_insecure: bool) -> Result<LedgerConfig, ConfigError> {
+        let url = nonempty(raw.url);
+        if url.is_some() && raw.path.is_some() {
+            return Err(self.err(
+                "ledger.url",
+                "cannot be set together with ledger.path: use path for an SQLite file on this \
+                 host, or url for a PostgreSQL ledger shared by a pair",
+            ));
         }
+        let path = self.resolve(
+            raw.path
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH)),
+        );
+        let Some(url) = url else {
+            if raw.password_file.is_some() {
+                return Err(self.err(
+                    "ledger.password_file",
+                    "is for a PostgreSQL ledger: set ledger.url too, or remove it",
+                ));
+            }
+            if raw.name.is_some() {
+                return Err(self.err(
+                    "ledger.name",
+                    "names an instance of a pair sharing a PostgreSQL ledger: set ledger.url \
+                     too, or remove it",
+                ));
+            }
+            return Ok(LedgerConfig {
+                path,
+                postgres: None,
+            });
+        };
+        let password = match raw.password_file {
+            Some(p) => {
+                let p = self.resolve(p);
+                Some(self.read_secret_file("ledger.password_file", &p, allow_insecure)?)
+            }
+            None => match self.credential(CRED_PG_PASSWORD) {
+                Some(p) => Some(self.read_credential("ledger.password_file", &p)?),
+                None => None,
+            },
+        };
+        let target = crate::ledger::postgres::PgTarget::parse(&url, password)
+            .map_err(|e| match e {
+                crate::ledger::LedgerError::DatabaseUrl { reason } => self.err("ledger.url", reason),
+                other => self.err("ledger.url", other.to_string()),
+            })?;
+        let name = match nonempty(raw.name) {
+            Some(n) => n,
+            None => host_name(),
+        };
+        if name.len() > 63 || name.chars().any(|c| c.is_control()) {
+            return Err(self.err(
+                "ledger.name",
+                "must be at most 63 characters, without control characters",
+            ));
+        }
+        Ok(LedgerConfig {
+            path,
+            postgres: Some(PostgresLedger { target, name }),
+        })
     }
 
     /// `[http]`, with `[callbacks]` (served on the same listener).

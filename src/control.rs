@@ -79,6 +79,11 @@ impl Control {
         rx
     }
 
+    /// Wakes every waiting submission to ask its gate again, changing nothing.
+    pub(crate) fn wake(&self) {
+        self.announce();
+    }
+
     fn announce(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }

@@ -16,6 +16,7 @@ use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, Re
 use crate::clock::Clock;
 use crate::control::Control;
 use crate::domain::{Action, ClockCheck, Decision, Withdrawal, decision_text};
+use crate::leader::{Lead, NotLeading};
 use crate::ledger::{DecisionRow, LedgerError, LedgerHandle, NewDecision, Outcome, ResendRecord};
 use crate::metrics::Metrics;
 use crate::plan::{Inputs, Plan, plan};
@@ -97,6 +98,9 @@ pub enum CycleError {
     /// The ledger failed; nothing was sent.
     #[error("ledger failure, nothing sent: {0}")]
     Ledger(#[source] LedgerError),
+    /// This instance of a pair does not lead (now): it decides and sends nothing.
+    #[error("not leading, nothing decided: {0}")]
+    NotLeading(#[source] NotLeading),
 }
 
 /// The long-lived pieces a cycle works with; built with [`Engine::builder`].
@@ -124,6 +128,8 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Receives every recorded decision (the demo prints them).
     events: Option<mpsc::UnboundedSender<DecisionEvent>>,
+    /// In a pair: the lead, asked before every decision page and every attempt.
+    lead: Option<Lead>,
 }
 
 /// Builds an [`Engine`].
@@ -136,9 +142,17 @@ pub struct EngineBuilder {
     settings: PollSettings,
     shutdown: CancellationToken,
     events: Option<mpsc::UnboundedSender<DecisionEvent>>,
+    lead: Option<Lead>,
 }
 
 impl EngineBuilder {
+    /// In a pair: decide and send only while `lead` says this instance leads.
+    #[must_use]
+    pub(crate) fn lead(mut self, lead: Option<Lead>) -> Self {
+        self.lead = lead;
+        self
+    }
+
     /// Cycle settings (default: pages of 100, 4 in flight, not a dry run).
     #[must_use]
     pub fn settings(mut self, settings: PollSettings) -> Self {
@@ -177,6 +191,7 @@ impl EngineBuilder {
             metrics: self.metrics,
             shutdown: self.shutdown,
             events: self.events,
+            lead: self.lead,
         }
     }
 }
@@ -253,7 +268,22 @@ impl Engine {
             settings: PollSettings::default(),
             shutdown: CancellationToken::new(),
             events: None,
+            lead: None,
         }
+    }
+
+    /// `Ok` unless this instance is part of a pair and does not lead (now).
+    pub(crate) fn leading(&self) -> Result<(), NotLeading> {
+        match &self.lead {
+            Some(lead) => lead.current().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Wakes every submission waiting to retry, so that it asks its gate again at once (the
+    /// lead changed).
+    pub(crate) fn wake_submissions(&self) {
+        self.control.wake();
     }
 
     /// The ledger.
@@ -312,6 +342,11 @@ impl Engine {
 
     /// Records in the ledger which policy is in force from now on (`why`: start, reload).
     pub(crate) async fn note_policy_loaded(&self, why: &str) -> Result<(), LedgerError> {
+        if let Err(e) = self.leading() {
+            // Only the leader writes; a takeover records the policy it decides under.
+            tracing::debug!(reason = %e, "the policy in force is recorded when this instance leads");
+            return Ok(());
+        }
         let p = self.policy();
         let detail =
             serde_json::json!({"sha256": p.sha256, "file": p.source, "why": why}).to_string();
@@ -462,10 +497,9 @@ impl Engine {
             }
             Err(e) => {
                 m.poll_runs.with_label_values(&["error"]).inc();
-                if matches!(
-                    e,
-                    CycleError::Ledger(LedgerError::Write(_) | LedgerError::Interrupted(_))
-                ) {
+                if let CycleError::Ledger(e) = e
+                    && e.is_write_failure()
+                {
                     m.ledger_write_failures.inc();
                 }
             }
@@ -474,6 +508,7 @@ impl Engine {
     }
 
     async fn cycle_inner(&self, started: Instant) -> Result<CycleOutcome, CycleError> {
+        self.leading().map_err(CycleError::NotLeading)?;
         let listing = self.list_all().await?;
         let mut out = CycleOutcome {
             listed: listing.txs.len() as u64,
@@ -494,6 +529,11 @@ impl Engine {
         for chunk in listing.txs.chunks(self.settings.page_size.max(1) as usize) {
             if self.shutdown.is_cancelled() {
                 info!("shutdown requested: no further transactions are decided this cycle");
+                break;
+            }
+            if let Err(e) = self.leading() {
+                warn!(reason = %e, "the lead is lost: no further transactions are decided this cycle");
+                failure = Some(CycleError::NotLeading(e));
                 break;
             }
             // Planning runs at most two pages ahead of sending: an approval sent long after its
@@ -664,9 +704,17 @@ impl Engine {
         let control = self.control.clone();
         let shutdown = self.shutdown.clone();
         let client = self.client.clone();
+        let lead = self.lead.clone();
         let permit = move || -> Result<(), Refusal> {
             if shutdown.is_cancelled() {
                 return Err("shutting down; it is sent after the restart".into());
+            }
+            // In a pair, only the confirmed leader sends, at the epoch its ledger writes with:
+            // whoever leads next re-sends this record's identical data.
+            if let Some(lead) = &lead
+                && let Err(e) = lead.current()
+            {
+                return Err(format!("{e}; the leader sends it").into());
             }
             let mode = control.mode();
             if !mode.lets_out(status) {

@@ -15,10 +15,12 @@ use tracing::{error, info, warn};
 use crate::client::{Client, ClientError};
 use crate::clock::Clock;
 use crate::collector::Collector;
-use crate::config::Config;
+use crate::config::{Config, PostgresLedger};
 use crate::cycle::{DEFAULT_MAX_PAGES, DecisionEvent, Engine, PollSettings};
 use crate::health::Health;
 use crate::http::{self, HttpState};
+use crate::leader::{Lead, Leadership, Role};
+use crate::ledger::postgres::PgLedger;
 use crate::ledger::{Ledger, LedgerError, LedgerHandle};
 use crate::metrics::Metrics;
 use crate::operator::{self, Callbacks, KeyStore, OperatorState};
@@ -41,13 +43,13 @@ pub enum DaemonError {
     /// The ledger's hash chain does not verify: the daemon does not add to a chain whose
     /// history is in doubt.
     #[error(
-        "ledger {path} fails its chain check ({problem}{}); `cosigner ledger verify --config \
+        "ledger {location} fails its chain check ({problem}{}); `cosigner ledger verify --config \
          {config}` shows every break; the daemon does not run on a broken ledger",
         if *.more > 0 { format!(", and {} more", .more) } else { String::new() }
     )]
     BrokenLedger {
-        /// The file.
-        path: std::path::PathBuf,
+        /// The file, or the database's URL without its password.
+        location: String,
         /// The first problem found.
         problem: String,
         /// How many more problems there are.
@@ -61,6 +63,13 @@ pub enum DaemonError {
     /// The metrics registry cannot be built.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// `run --once` in a pair could not take the lead.
+    #[error(
+        "this instance did not get the lead of the PostgreSQL ledger within 15 s ({}); only the \
+         leader decides",
+        .0.as_deref().map_or_else(|| "no leader is confirmed".to_string(), |l| format!("{l} leads"))
+    )]
+    NotLeading(Option<String>),
     /// The listener address cannot be bound.
     #[error("cannot listen on {addr} (http.listen): {source}")]
     Listen {
@@ -119,6 +128,38 @@ pub struct Parts {
     pub(crate) callbacks: Option<Callbacks>,
     /// Reload requests.
     pub(crate) reload: Arc<Notify>,
+    /// In a pair sharing a PostgreSQL ledger: the lead, which decides when cycles run.
+    pub(crate) lead: Option<Lead>,
+}
+
+impl Parts {
+    /// In a pair, waits up to `within` for this instance to take the lead and takes over (the
+    /// ledger's epoch, mode and policy record) as the daemon does; a single instance is ready
+    /// at once. For `run --once`.
+    pub(crate) async fn lead_once(&self, within: Duration) -> Result<(), DaemonError> {
+        let Some(lead) = &self.lead else {
+            return Ok(());
+        };
+        let mut roles = lead.subscribe();
+        let waited = tokio::time::timeout(within, async {
+            loop {
+                if let Role::Leader { epoch } = *roles.borrow_and_update() {
+                    return Some(epoch);
+                }
+                if roles.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Some(epoch)) => {
+                take_over(&self.engine, lead, epoch).await;
+                Ok(())
+            }
+            _ => Err(DaemonError::NotLeading(lead.leader_name())),
+        }
+    }
 }
 
 /// Loads the key, the policy and the ledger, and builds the engine and the collector; restores
@@ -145,8 +186,19 @@ pub async fn build(
             detail: "the thread building the HTTP client stopped".into(),
         })
     })?;
-    let ledger = LedgerHandle::sqlite(ledger);
     let metrics = Arc::new(Metrics::new()?);
+    let (ledger, lead) = match (ledger, &cfg.ledger.postgres) {
+        (Some(sqlite), _) => {
+            // A single instance always decides.
+            metrics.leader.set(1);
+            (LedgerHandle::sqlite(sqlite), None)
+        }
+        (None, Some(pg)) => {
+            let (ledger, lead) = open_pair(cfg, pg, &clock, &metrics).await?;
+            (ledger, Some(lead))
+        }
+        (None, None) => unreachable_ledger()?,
+    };
     let client = Arc::new(client.with_metrics(metrics.clone()).with_clock(clock));
     let collector = if cfg.collect.enabled {
         Some(Arc::new(Collector::new(
@@ -156,7 +208,8 @@ pub async fn build(
             metrics.clone(),
             cfg.collect.main,
             cfg.collect.tokens,
-        )?))
+        )?
+        .with_lead(lead.clone())))
     } else {
         None
     };
@@ -169,6 +222,7 @@ pub async fn build(
         })
         .shutdown(shutdown)
         .events(opts.events)
+        .lead(lead.clone())
         .build();
     let reload = opts.reload.unwrap_or_default();
     engine.restore_mode().await?;
@@ -189,30 +243,97 @@ pub async fn build(
             sign_order: cfg.api.client.sign_order,
         }),
         reload,
+        lead,
     })
 }
 
-/// The key, the policy in force and the verified ledger: everything `build` reads from disk.
-fn load_state(
+/// `build` with neither ledger: cannot happen (the configuration names one), and is an error
+/// rather than a panic if it does.
+fn unreachable_ledger<T>() -> Result<T, DaemonError> {
+    Err(DaemonError::Ledger(LedgerError::Interrupted(
+        "the configuration names no ledger".into(),
+    )))
+}
+
+/// Connects to the PostgreSQL ledger of a pair, verifies its chain as the SQLite one is, and
+/// starts contending for the lead; a write the database fences counts and stands this
+/// instance down at once.
+async fn open_pair(
     cfg: &Config,
+    pg: &PostgresLedger,
     clock: &Clock,
-) -> Result<(Arc<Signer>, Arc<policy::Policy>, Ledger), DaemonError> {
-    let signer = Arc::new(Signer::load(&cfg.key.source)?);
-    let policy = Arc::new(policy::load(&cfg.policy.file)?);
-    for w in policy.warnings() {
-        warn!(policy = %cfg.policy.file.display(), "{w}");
-    }
-    let ledger = Ledger::open(&cfg.ledger.path)?.with_clock(clock.clone());
-    let report = ledger.verify()?;
+    metrics: &Arc<Metrics>,
+) -> Result<(LedgerHandle, Lead), DaemonError> {
+    let ledger = Arc::new(
+        PgLedger::open(pg.target.clone())
+            .await?
+            .with_clock(clock.clone()),
+    );
+    let report = ledger.verify().await?;
     if let Some(problem) = report.problems.first() {
         return Err(DaemonError::BrokenLedger {
-            path: cfg.ledger.path.clone(),
+            location: ledger.describe().to_string(),
             problem: problem.clone(),
             more: report.problems.len() - 1,
             config: cfg.path.clone(),
         });
     }
-    Ok((signer, policy, ledger))
+    let leadership = Arc::new(Leadership::start(pg.target.clone(), pg.name.clone()));
+    let lead = Lead::new(leadership, ledger.clone());
+    let handle = LedgerHandle::postgres(ledger);
+    {
+        let (metrics, lead) = (metrics.clone(), lead.clone());
+        handle.on_fenced(move |mine, current| {
+            metrics.fenced.inc();
+            metrics.ledger_write_failures.inc();
+            warn!(mine, current, "the database refused a write: another instance leads; standing down");
+            lead.stand_down();
+        });
+    }
+    info!(ledger = %handle.describe(), name = %pg.name, "PostgreSQL ledger open; contending for the lead");
+    Ok((handle, lead))
+}
+
+/// What a new leader does before its first cycle: its writes carry `epoch`, and it takes the
+/// mode and records the policy as the shared ledger holds them now (the old leader may have
+/// changed the mode).
+async fn take_over(engine: &Engine, lead: &Lead, epoch: i64) {
+    lead.set_epoch(epoch);
+    engine.wake_submissions();
+    if let Err(e) = engine.restore_mode().await {
+        warn!(error = %e, "cannot read the recorded mode at takeover; the cycle's ledger reads fail too");
+    }
+    if let Err(e) = engine.note_policy_loaded("takeover").await {
+        warn!(error = %e, "the policy in force could not be recorded at takeover");
+    }
+}
+
+/// The key, the policy in force and the verified ledger: everything `build` reads from disk.
+/// The SQLite ledger is `None` when the configuration names a PostgreSQL one (opened by
+/// `build`, on the runtime).
+fn load_state(
+    cfg: &Config,
+    clock: &Clock,
+) -> Result<(Arc<Signer>, Arc<policy::Policy>, Option<Ledger>), DaemonError> {
+    let signer = Arc::new(Signer::load(&cfg.key.source)?);
+    let policy = Arc::new(policy::load(&cfg.policy.file)?);
+    for w in policy.warnings() {
+        warn!(policy = %cfg.policy.file.display(), "{w}");
+    }
+    if cfg.ledger.postgres.is_some() {
+        return Ok((signer, policy, None));
+    }
+    let ledger = Ledger::open(&cfg.ledger.path)?.with_clock(clock.clone());
+    let report = ledger.verify()?;
+    if let Some(problem) = report.problems.first() {
+        return Err(DaemonError::BrokenLedger {
+            location: cfg.ledger.path.display().to_string(),
+            problem: problem.clone(),
+            more: report.problems.len() - 1,
+            config: cfg.path.clone(),
+        });
+    }
+    Ok((signer, policy, Some(ledger)))
 }
 
 /// Timings of a run.
@@ -334,6 +455,7 @@ pub async fn run_with(
         health: health.clone(),
         metrics: parts.metrics.clone(),
         callbacks: parts.callbacks.clone(),
+        lead: parts.lead.clone(),
     }));
     let http_task = tokio::spawn(http::serve(listener, router, shutdown.clone()));
     info!(
@@ -345,41 +467,18 @@ pub async fn run_with(
         "cosigner running"
     );
     let tracker = TaskTracker::new();
-    {
-        let engine = parts.engine.clone();
-        let health = health.clone();
-        tracker.spawn(periodic(
-            timings.poll_interval,
-            timings.poll_jitter,
-            shutdown.clone(),
-            move || {
-                let engine = engine.clone();
-                let health = health.clone();
-                async move {
-                    // Beats on both sides of every cycle, failed ones too: the watchdog is for a
-                    // wedged scheduler, and a restart does not fix an upstream outage.
-                    health.beat();
-                    match engine.cycle_once().await {
-                        Ok(_) => health.poll_succeeded(),
-                        Err(e) => error!(error = %e, "cycle failed; the next one runs on schedule"),
-                    }
-                    health.beat();
-                }
-            },
-        ));
-    }
-    if let Some(collector) = parts.collector.clone() {
-        tracker.spawn(periodic(
-            timings.collect_interval,
-            timings.collect_jitter,
-            shutdown.clone(),
-            move || {
-                let collector = collector.clone();
-                async move {
-                    collector.collect_once().await;
-                }
-            },
-        ));
+    let work = Work {
+        engine: parts.engine.clone(),
+        collector: parts.collector.clone(),
+        health: health.clone(),
+        metrics: parts.metrics.clone(),
+        timings: timings.clone(),
+    };
+    match parts.lead.clone() {
+        None => work.spawn(&shutdown, &tracker),
+        Some(lead) => {
+            tracker.spawn(follow_lead(lead, work, shutdown.clone()));
+        }
     }
     tracker.close();
     {
@@ -437,4 +536,112 @@ pub async fn run_with(
         warn!(error = %e, "ledger checkpoint at exit failed; the WAL is replayed on the next open");
     }
     info!("stopped");
+}
+
+/// How often a standby shows life to the watchdog (it runs no cycles, and is healthy).
+const STANDBY_BEAT: Duration = Duration::from_secs(1);
+
+/// The periodic work only the deciding instance does: pending cycles and collections.
+struct Work {
+    engine: Arc<Engine>,
+    collector: Option<Arc<Collector>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    timings: Timings,
+}
+
+impl Work {
+    /// Runs the cycles and the collections on their intervals until `stop`, in `tracker`.
+    fn spawn(&self, stop: &CancellationToken, tracker: &TaskTracker) {
+        let t = &self.timings;
+        let (engine, health) = (self.engine.clone(), self.health.clone());
+        tracker.spawn(periodic(
+            t.poll_interval,
+            t.poll_jitter,
+            stop.clone(),
+            move || {
+                let engine = engine.clone();
+                let health = health.clone();
+                async move {
+                    // Beats on both sides of every cycle, failed ones too: the watchdog is for a
+                    // wedged scheduler, and a restart does not fix an upstream outage.
+                    health.beat();
+                    match engine.cycle_once().await {
+                        Ok(_) => health.poll_succeeded(),
+                        Err(e) => error!(error = %e, "cycle failed; the next one runs on schedule"),
+                    }
+                    health.beat();
+                }
+            },
+        ));
+        if let Some(collector) = self.collector.clone() {
+            tracker.spawn(periodic(
+                t.collect_interval,
+                t.collect_jitter,
+                stop.clone(),
+                move || {
+                    let collector = collector.clone();
+                    async move {
+                        collector.collect_once().await;
+                    }
+                },
+            ));
+        }
+    }
+}
+
+/// In a pair: runs the work while this instance leads and stops it the moment the lead is
+/// lost (its submissions' gates refuse from then on, so no further attempt leaves), until
+/// `shutdown`. A standby beats for the watchdog and says so in readiness.
+async fn follow_lead(lead: Lead, work: Work, shutdown: CancellationToken) {
+    let mut roles = lead.subscribe();
+    loop {
+        let role = roles.borrow_and_update().clone();
+        match role {
+            Role::Leader { epoch } => {
+                work.metrics.leader.set(1);
+                work.metrics.leader_epoch.set(epoch);
+                work.health.set_standby(None);
+                take_over(&work.engine, &lead, epoch).await;
+                info!(epoch, "leading: cycles and collections run");
+                let term = shutdown.child_token();
+                let tasks = TaskTracker::new();
+                work.spawn(&term, &tasks);
+                tasks.close();
+                tokio::select! {
+                    changed = roles.changed() => {
+                        if changed.is_err() {
+                            shutdown.cancelled().await;
+                        }
+                    }
+                    () = shutdown.cancelled() => {}
+                }
+                term.cancel();
+                work.engine.wake_submissions();
+                work.metrics.leader.set(0);
+                work.metrics.leader_epoch.set(0);
+                tasks.wait().await;
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                info!(epoch, "lead lost: cycles and collections stopped");
+            }
+            Role::Standby { leader } => {
+                work.metrics.leader.set(0);
+                work.metrics.leader_epoch.set(0);
+                work.health.set_standby(Some(leader));
+                work.health.beat();
+                tokio::select! {
+                    changed = roles.changed() => {
+                        if changed.is_err() {
+                            shutdown.cancelled().await;
+                            return;
+                        }
+                    }
+                    () = tokio::time::sleep(STANDBY_BEAT) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
 }

@@ -25,6 +25,8 @@ pub(crate) struct Health {
     heartbeat_ms: AtomicU64,
     /// The wall clock of `last_poll_ok_ms`.
     clock: Clock,
+    /// `Some` while this instance is a standby of a pair, with the leader's name when known.
+    standby: std::sync::Mutex<Option<Option<String>>>,
 }
 
 impl Health {
@@ -38,6 +40,23 @@ impl Health {
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
             clock,
+            standby: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Notes that this instance is a standby (`Some`, naming the leader when known) or leads
+    /// (`None`).
+    pub(crate) fn set_standby(&self, standby: Option<Option<String>>) {
+        match self.standby.lock() {
+            Ok(mut s) => *s = standby,
+            Err(poisoned) => *poisoned.into_inner() = standby,
+        }
+    }
+
+    fn standby(&self) -> Option<Option<String>> {
+        match self.standby.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -70,6 +89,9 @@ impl Health {
 
     /// `Ok` when ready, else why not.
     pub(crate) fn readiness(&self) -> Result<(), NotReady> {
+        if let Some(leader) = self.standby() {
+            return Err(NotReady::Standby { leader });
+        }
         let last = self.last_poll_ok_ms.load(Ordering::Relaxed);
         if last == 0 {
             return Err(NotReady::NeverPolled);
@@ -92,6 +114,15 @@ impl Health {
 /// `not_ready_reason`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum NotReady {
+    /// A standby of a pair: healthy, but another instance decides.
+    #[error("standby: {}", match .leader {
+        Some(name) => format!("{name} leads"),
+        None => "no leader is confirmed yet".to_string(),
+    })]
+    Standby {
+        /// The leader's name, when known.
+        leader: Option<String>,
+    },
     /// No cycle has run to the end yet.
     #[error("no successful poll yet")]
     NeverPolled,

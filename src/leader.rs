@@ -310,3 +310,100 @@ async fn contend(
         tokio::time::sleep(RETRY).await;
     }
 }
+
+/// Why this instance may not act as the leader now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotLeading {
+    /// Another instance leads, or none is known.
+    #[error("this instance is a standby ({})", leader_text(.leader.as_deref()))]
+    Standby {
+        /// The leader's name, when the database shows one.
+        leader: Option<String>,
+    },
+    /// It leads, but has not confirmed its epoch within the last 2 s (a pause, a slow database).
+    #[error("the lead at epoch {epoch} is not confirmed within the last 2 s")]
+    Unconfirmed {
+        /// The epoch it led at.
+        epoch: i64,
+    },
+    /// The lead's epoch is not the one the ledger writes with (a takeover being set up).
+    #[error("the ledger writes at epoch {ledger}, the lead is at epoch {lead}")]
+    EpochMismatch {
+        /// The confirmed lead's epoch.
+        lead: i64,
+        /// The epoch the ledger's writes carry.
+        ledger: i64,
+    },
+}
+
+fn leader_text(leader: Option<&str>) -> String {
+    match leader {
+        Some(name) => format!("the leader is {name}"),
+        None => "no leader is confirmed".to_string(),
+    }
+}
+
+/// A pair member's lead as the cycle, the collector and the operator API ask it: leading,
+/// confirmed within 2 s, at the very epoch the PostgreSQL ledger writes with.
+#[derive(Debug, Clone)]
+pub(crate) struct Lead {
+    leadership: Arc<Leadership>,
+    ledger: Arc<crate::ledger::postgres::PgLedger>,
+}
+
+impl Lead {
+    /// The lead of `leadership` over `ledger`.
+    #[must_use]
+    pub(crate) fn new(
+        leadership: Arc<Leadership>,
+        ledger: Arc<crate::ledger::postgres::PgLedger>,
+    ) -> Self {
+        Self { leadership, ledger }
+    }
+
+    /// The epoch while this instance may decide and send; else why not.
+    pub(crate) fn current(&self) -> Result<i64, NotLeading> {
+        match self.leadership.is_current() {
+            Some(epoch) if epoch == self.ledger.epoch() => Ok(epoch),
+            Some(epoch) => Err(NotLeading::EpochMismatch {
+                lead: epoch,
+                ledger: self.ledger.epoch(),
+            }),
+            None => match self.leadership.role() {
+                Role::Leader { epoch } => Err(NotLeading::Unconfirmed { epoch }),
+                Role::Standby { leader } => Err(NotLeading::Standby { leader }),
+            },
+        }
+    }
+
+    /// The role as last published.
+    #[must_use]
+    pub(crate) fn role(&self) -> Role {
+        self.leadership.role()
+    }
+
+    /// The leader's name: this instance's while it leads, else the one the database shows.
+    #[must_use]
+    pub(crate) fn leader_name(&self) -> Option<String> {
+        match self.leadership.role() {
+            Role::Leader { .. } => Some(self.leadership.name().to_string()),
+            Role::Standby { leader } => leader,
+        }
+    }
+
+    /// Every change of role from now on.
+    #[must_use]
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Role> {
+        self.leadership.subscribe()
+    }
+
+    /// The epoch the ledger's writes carry from now on (at takeover).
+    pub(crate) fn set_epoch(&self, epoch: i64) {
+        self.ledger.set_epoch(epoch);
+    }
+
+    /// See [`Leadership::stand_down`].
+    pub(crate) fn stand_down(&self) {
+        self.leadership.stand_down();
+    }
+}

@@ -148,6 +148,31 @@ pub enum LedgerError {
     },
 }
 
+impl LedgerError {
+    /// True for a write that failed (so nothing depending on it was sent): SQLite's write
+    /// errors, a call that did not finish, a write the database fenced, or a PostgreSQL write
+    /// step that failed.
+    #[must_use]
+    pub(crate) fn is_write_failure(&self) -> bool {
+        match self {
+            LedgerError::Write(_) | LedgerError::Interrupted(_) | LedgerError::Fenced { .. } => {
+                true
+            }
+            LedgerError::Database { what, .. } => matches!(
+                *what,
+                "record"
+                    | "commit a write"
+                    | "begin a write"
+                    | "lock the chain head"
+                    | "move the chain head"
+                    | "number a record"
+                    | "hash a record"
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// The identity of a transaction's content: SHA-256 over its id and the four signed fields.
 #[must_use]
 pub fn fingerprint(tx: &Withdrawal) -> String {

@@ -53,6 +53,13 @@ pub struct Metrics {
     pub(crate) oldest_hold: Gauge,
     /// `cosigner_operator_requests_total{route,status}`.
     pub(crate) operator_requests: IntCounterVec,
+    /// `cosigner_leader`: 1 while this instance decides (a single instance always), 0 on a
+    /// standby.
+    pub(crate) leader: IntGauge,
+    /// `cosigner_leader_epoch`: the epoch of the lead this instance holds (0 when none).
+    pub(crate) leader_epoch: IntGauge,
+    /// `cosigner_fenced_total`: writes the database refused because a newer leader exists.
+    pub(crate) fenced: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -210,6 +217,18 @@ impl Metrics {
                 "cosigner_operator_requests_total",
                 "Operator API requests, by route and status code",
                 &["route", "status"],
+            )?,
+            leader: int_gauge(
+                "cosigner_leader",
+                "1 while this instance leads (decides and sends), 0 on a standby",
+            )?,
+            leader_epoch: int_gauge(
+                "cosigner_leader_epoch",
+                "The leader epoch this instance holds (0 when it does not lead)",
+            )?,
+            fenced: int_counter(
+                "cosigner_fenced_total",
+                "Ledger writes the database refused because a newer leader exists (nothing sent)",
             )?,
             registry: r,
         };

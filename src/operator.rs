@@ -256,9 +256,33 @@ pub(crate) struct OperatorState {
     pub(crate) metrics: Arc<Metrics>,
     /// The order callback, when enabled.
     pub(crate) callbacks: Option<Callbacks>,
+    /// In a pair: the lead; a standby refuses writes (409, naming the leader).
+    pub(crate) lead: Option<crate::leader::Lead>,
 }
 
 impl OperatorState {
+    /// `Ok` unless this instance is a standby of a pair (or its lead is unconfirmed): then 409,
+    /// naming the leader, for an operator write has to go to the instance that decides.
+    fn refuse_on_standby(&self) -> Result<(), ApiError> {
+        let Some(lead) = &self.lead else {
+            return Ok(());
+        };
+        lead.current().map(|_| ()).map_err(|e| {
+            let leader = lead.leader_name();
+            error(
+                StatusCode::CONFLICT,
+                "standby_error",
+                format!(
+                    "{e}: send operator writes to the leader{}",
+                    leader
+                        .as_deref()
+                        .map(|l| format!(" ({l})"))
+                        .unwrap_or_default()
+                ),
+                json!({"leader": leader}),
+            )
+        })
+    }
     /// A limiter of `per_second` requests.
     #[must_use]
     pub(crate) fn limiter(per_second: u32) -> Arc<DefaultDirectRateLimiter> {
@@ -728,8 +752,22 @@ async fn status(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError>
         .last_poll_ok_ms
         .load(std::sync::atomic::Ordering::Relaxed);
     let ready = s.health.readiness();
+    let leadership = s.lead.as_ref().map(|lead| {
+        let (role, epoch) = match lead.role() {
+            crate::leader::Role::Leader { epoch } => ("leader", Some(epoch)),
+            crate::leader::Role::Standby { .. } => ("standby", None),
+        };
+        json!({
+            "role": role,
+            "epoch": epoch,
+            "leader": lead.leader_name(),
+            "current": lead.current().is_ok(),
+        })
+    });
     Ok(Json(json!({
         "object": "status",
+        "ledger": {"backend": ledger.backend_name(), "location": ledger.describe()},
+        "leadership": leadership,
         "mode": s.engine.mode().as_str(),
         "policy": {"sha256": policy.sha256, "file": policy.source},
         "ready": ready.is_ok(),
@@ -778,6 +816,7 @@ async fn policy(State(s): State<OperatorState>) -> Json<Value> {
 }
 
 async fn reload(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError> {
+    s.refuse_on_standby()?;
     let previous = s.engine.policy().sha256.clone();
     let keys = s.keys.reload("operator API");
     let p = s.engine.reload_policy("operator API").await.map_err(|e| {
@@ -818,6 +857,7 @@ fn requested_pause(body: &[u8]) -> Result<Mode, ApiError> {
 }
 
 async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError> {
+    s.refuse_on_standby()?;
     s.engine
         .set_mode(mode, "operator API")
         .await
@@ -947,6 +987,9 @@ async fn order_callback(State(s): State<OperatorState>, body: Bytes) -> Response
         let body = std::str::from_utf8(&body)
             .map_err(|_| refuse(StatusCode::BAD_REQUEST, "body is not UTF-8"))?;
         let (fields, detail) = verify_request_signature(cb, body)?;
+        if let Err(e) = s.refuse_on_standby() {
+            return Err(refuse(StatusCode::CONFLICT, &e.message));
+        }
         // Checked and recorded in one ledger call: the same callback delivered twice at once is
         // recorded once.
         let recorded = s

@@ -53,6 +53,12 @@ pub(crate) async fn run(a: RunArgs) -> CmdResult {
     let parts = daemon::build(&cfg, opts, CancellationToken::new())
         .await
         .map_err(daemon_failure)?;
+    // In a pair, one cycle runs only on the leader: this instance takes the lead, or says who
+    // holds it.
+    parts
+        .lead_once(std::time::Duration::from_secs(15))
+        .await
+        .map_err(Failure::runtime)?;
     let dry_run = parts.engine.dry_run();
     let out = parts
         .engine

@@ -632,10 +632,6 @@ impl std::fmt::Debug for LedgerExport {
 impl LedgerExport {
     /// What `verify` said of the source.
     #[must_use]
-    #[allow(
-        dead_code,
-        reason = "the PostgreSQL back end, not yet wired into LedgerHandle and the daemon"
-    )]
     pub(crate) fn report(&self) -> &VerifyReport {
         &self.report
     }
@@ -720,10 +716,6 @@ impl PgLedger {
 
     /// Times records by `clock` instead of the system clock.
     #[must_use]
-    #[allow(
-        dead_code,
-        reason = "the PostgreSQL back end, not yet wired into LedgerHandle and the daemon"
-    )]
     pub(crate) fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
@@ -731,10 +723,6 @@ impl PgLedger {
 
     /// The clock that times records.
     #[must_use]
-    #[allow(
-        dead_code,
-        reason = "the PostgreSQL back end, not yet wired into LedgerHandle and the daemon"
-    )]
     pub(crate) fn clock(&self) -> &Clock {
         &self.clock
     }
