@@ -102,6 +102,9 @@ pub async fn preflight(config_path: &Path, env: &Environment, online: bool) -> P
     };
     out.config_loaded = true;
     out.local = local(&cfg, env);
+    if let Some(pg) = &cfg.ledger.postgres {
+        out.local.push(database(&cfg, pg).await);
+    }
     if online {
         out.online = self::online(&cfg).await;
     }
@@ -163,11 +166,16 @@ fn local(cfg: &Config, env: &Environment) -> Vec<Finding> {
         }
         Err(e) => out.push(finding(Level::Fail, "policy", e.to_string())),
     }
-    out.push(ledger_dir(&cfg.ledger.path));
-    if let Some(f) = ledger_chain(cfg) {
-        out.push(f);
-    }
-    let running = crate::ledger::held_by(&cfg.ledger.path);
+    // A PostgreSQL ledger is checked on the runtime, after these (see `database`).
+    let running = if cfg.ledger.postgres.is_some() {
+        None
+    } else {
+        out.push(ledger_dir(&cfg.ledger.path));
+        if let Some(f) = ledger_chain(cfg) {
+            out.push(f);
+        }
+        crate::ledger::held_by(&cfg.ledger.path)
+    };
     out.push(listen(cfg.http.listen, running.as_deref()));
     if let Some(w) = config::listen_warning(cfg.http.listen) {
         out.push(finding(Level::Warn, "http.listen", w));
@@ -220,6 +228,65 @@ fn ledger_chain(cfg: &Config) -> Option<Finding> {
             ),
         ),
     })
+}
+
+/// The PostgreSQL ledger as the daemon would find it at start: reachable with the configured
+/// password, a schema this cosigner knows (or none yet: the daemon creates it), a chain that
+/// verifies; and who last took the lead. Writes nothing.
+async fn database(cfg: &Config, pg: &crate::config::PostgresLedger) -> Finding {
+    let url = pg.target.describe();
+    let inspection = match pg.target.inspect().await {
+        Ok(i) => i,
+        Err(e) => {
+            return finding(
+                Level::Fail,
+                "ledger",
+                format!("{url}: {e}: the daemon would not start on it"),
+            );
+        }
+    };
+    let Some(report) = inspection.report else {
+        return finding(
+            Level::Ok,
+            "ledger",
+            format!(
+                "{url}: reachable, no cosigner schema yet (the first daemon to start creates it; \
+                 this instance is {:?})",
+                pg.name
+            ),
+        );
+    };
+    if let Some(problem) = report.problems.first() {
+        return finding(
+            Level::Fail,
+            "ledger",
+            format!(
+                "{url}: the hash chain is broken ({problem}{}); the daemon refuses to start on it \
+                 (cosigner ledger verify --config {} shows where)",
+                match report.problems.len() - 1 {
+                    0 => String::new(),
+                    n => format!(", and {n} more"),
+                },
+                cfg.path.display()
+            ),
+        );
+    }
+    let leader = match inspection.leader {
+        Some((epoch, Some(holder))) if epoch > 0 => {
+            format!("{holder} took the lead last (epoch {epoch})")
+        }
+        _ => "no instance has led yet".to_string(),
+    };
+    finding(
+        Level::Ok,
+        "ledger",
+        format!(
+            "{url}: schema {}, hash chain intact ({} records); {leader}; this instance is {:?}",
+            inspection.schema.unwrap_or(0),
+            report.records,
+            pg.name
+        ),
+    )
 }
 
 /// One authenticated call, and the server's clock from its answer.

@@ -235,8 +235,8 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::CreateOrder(a) => c2c::create_order(a).await,
         Command::BatchSell(a) => c2c::batch_sell(a).await,
         Command::Run(a) => run::run(a).await,
-        Command::Policy(c) => policy::run(c),
-        Command::Ledger(c) => ledger::run(c),
+        Command::Policy(c) => policy::run(c).await,
+        Command::Ledger(c) => ledger::run(c).await,
         #[cfg(feature = "dev-tools")]
         Command::Sandbox(a) => sandbox::run(a).await,
         #[cfg(feature = "dev-tools")]

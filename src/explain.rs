@@ -3,9 +3,10 @@
 //! safe beside a running daemon) from the ledger when there is one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::domain::{ClockCheck, Withdrawal};
-use crate::ledger::{Ledger, LedgerError, TxState};
+use crate::ledger::{Ledger, LedgerError, LedgerHandle, TxState};
 use crate::plan::{Inputs, Mode, Plan, plan};
 use crate::policy::{Policy, Usage};
 
@@ -35,22 +36,85 @@ pub fn explain(
     tx: &Withdrawal,
     now_ms: i64,
 ) -> Result<Explanation, LedgerError> {
-    let mut state = TxState::default();
-    let (usage, clock, mode, ledger) = if ledger_path.exists() {
+    let recorded = if ledger_path.exists() {
         let l = Ledger::open_read_only(ledger_path)?;
-        let usage = l.usage_with_slack(policy, now_ms, max_clock_skew.saturating_mul(2))?;
-        // A ledger with records from the future means this clock went back: the daemon holds.
-        let behind = l.newest_record_ms()?.is_some_and(|t| t > now_ms);
-        let mode = Mode::from_latest_event(l.latest_event("mode")?.as_deref());
-        state = l.state(tx)?;
-        let clock = if behind {
-            ClockCheck::BehindLedger
-        } else {
-            ClockCheck::Ok
-        };
-        (usage, clock, mode, Some(ledger_path.to_owned()))
+        Some(Recorded {
+            usage: l.usage_with_slack(policy, now_ms, max_clock_skew.saturating_mul(2))?,
+            newest_ms: l.newest_record_ms()?,
+            mode: l.latest_event("mode")?,
+            state: l.state(tx)?,
+        })
     } else {
-        (Usage::default(), ClockCheck::Ok, Mode::Normal, None)
+        None
+    };
+    let mut e = plan_from(policy, recorded, max_sign_len, tx, now_ms);
+    e.ledger = ledger_path.exists().then(|| ledger_path.to_owned());
+    Ok(e)
+}
+
+/// [`explain`] against a ledger already open (the PostgreSQL one of a pair); `ledger` in the
+/// answer is `None`, the caller knows where it read.
+pub(crate) async fn explain_from(
+    policy: &Arc<Policy>,
+    ledger: &LedgerHandle,
+    max_sign_len: usize,
+    max_clock_skew: std::time::Duration,
+    tx: &Withdrawal,
+    now_ms: i64,
+) -> Result<Explanation, LedgerError> {
+    let recorded = Recorded {
+        usage: ledger
+            .usage_with_slack(policy.clone(), now_ms, max_clock_skew.saturating_mul(2))
+            .await?,
+        newest_ms: ledger.newest_record_ms().await?,
+        mode: ledger.latest_event("mode").await?,
+        state: ledger
+            .states(vec![tx.clone()])
+            .await?
+            .pop()
+            .unwrap_or_default(),
+    };
+    Ok(plan_from(policy, Some(recorded), max_sign_len, tx, now_ms))
+}
+
+/// What a ledger holds that a plan depends on.
+struct Recorded {
+    usage: Usage,
+    newest_ms: Option<i64>,
+    mode: Option<String>,
+    state: TxState,
+}
+
+/// Plans `tx` with what the ledger holds (`None`: no ledger yet: usage zero, mode normal).
+fn plan_from(
+    policy: &Policy,
+    recorded: Option<Recorded>,
+    max_sign_len: usize,
+    tx: &Withdrawal,
+    now_ms: i64,
+) -> Explanation {
+    let (usage, clock, mode, state) = match recorded {
+        Some(r) => {
+            // A ledger with records from the future means this clock went back: the daemon
+            // holds.
+            let clock = if r.newest_ms.is_some_and(|t| t > now_ms) {
+                ClockCheck::BehindLedger
+            } else {
+                ClockCheck::Ok
+            };
+            (
+                r.usage,
+                clock,
+                Mode::from_latest_event(r.mode.as_deref()),
+                r.state,
+            )
+        }
+        None => (
+            Usage::default(),
+            ClockCheck::Ok,
+            Mode::Normal,
+            TxState::default(),
+        ),
     };
     let plan = plan(
         tx,
@@ -65,10 +129,10 @@ pub fn explain(
             trace: true,
         },
     );
-    Ok(Explanation {
-        ledger,
+    Explanation {
+        ledger: None,
         mode,
         state,
         plan,
-    })
+    }
 }

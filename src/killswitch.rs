@@ -69,6 +69,16 @@ pub enum SwitchError {
         #[source]
         source: reqwest::Error,
     },
+    /// A pair's PostgreSQL ledger is switched only through a running daemon, and none answered.
+    #[error(
+        "with a PostgreSQL ledger (ledger.url), pause and resume go through the leader's operator \
+         API, and no daemon answered at {url} (http.listen): run this on the leader's host, or \
+         start the daemon"
+    )]
+    NoDaemon {
+        /// The URL called.
+        url: String,
+    },
     /// The operator API answered with an error.
     #[error("the daemon refused: HTTP {status}: {body}")]
     Refused {
@@ -102,6 +112,18 @@ pub async fn switch(
     mode: Mode,
     api_key_file: Option<&Path>,
 ) -> Result<Switched, SwitchError> {
+    if cfg.ledger.postgres.is_some() {
+        // The running leader decides by the mode it holds in memory: a mode written beside it
+        // would be in the ledger and not in force. So a pair is always switched live; a
+        // standby answers 409 naming the leader.
+        let key = api_key(api_key_file)?;
+        let addr = operator_addr(cfg.http.listen)?;
+        return match call_operator_api(addr, mode, &key).await {
+            Ok(()) => Ok(Switched::Live { addr }),
+            Err(SwitchError::Unreachable { url, .. }) => Err(SwitchError::NoDaemon { url }),
+            Err(e) => Err(e),
+        };
+    }
     match Ledger::open(&cfg.ledger.path) {
         Ok(mut ledger) => {
             ledger

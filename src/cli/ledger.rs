@@ -1,14 +1,17 @@
-//! `cosigner ledger list`, `ledger verify` and `ledger backup`: the recorded decisions as a
-//! table or JSON, the hash chain checked, and a consistent online copy.
+//! `cosigner ledger list`, `ledger verify`, `ledger backup` and `ledger migrate`: the recorded
+//! decisions as a table or JSON, the hash chain checked (SQLite or PostgreSQL), a consistent
+//! online copy of an SQLite ledger, and an SQLite ledger copied into an empty PostgreSQL one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Subcommand;
 
 use super::{CmdResult, ConfigArg, Failure, print_json};
 use crate::config::Config;
-use crate::ledger::{Ledger, Status};
+use crate::ledger::postgres::PgLedger;
+use crate::ledger::{Ledger, LedgerHandle, Status, VerifyReport};
 use crate::policy;
 
 /// `ledger` subcommands.
@@ -41,18 +44,37 @@ pub enum LedgerCommand {
         /// Where the copy goes; must not exist yet
         file: PathBuf,
     },
+    /// Copy the configured SQLite ledger into an empty PostgreSQL ledger (for a pair): every
+    /// record keeps its number and hash; the chain is verified before and after. Stop the
+    /// daemon first.
+    Migrate {
+        #[command(flatten)]
+        /// Which configuration file.
+        config: ConfigArg,
+        /// The PostgreSQL ledger, postgres://user@host:port/database?sslmode=verify-full
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// File holding the database password (else $CREDENTIALS_DIRECTORY/pg_password, or none)
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
 }
 
 /// Runs a `ledger` subcommand.
-pub(crate) fn run(command: LedgerCommand) -> CmdResult {
+pub(crate) async fn run(command: LedgerCommand) -> CmdResult {
     match command {
         LedgerCommand::List {
             config,
             limit,
             json,
-        } => list(config, limit, json),
-        LedgerCommand::Verify { config } => verify(config),
+        } => list(config, limit, json).await,
+        LedgerCommand::Verify { config } => verify(config).await,
         LedgerCommand::Backup { config, file } => backup(config, &file),
+        LedgerCommand::Migrate {
+            config,
+            to,
+            password_file,
+        } => migrate(config, &to, password_file.as_deref()).await,
     }
 }
 
@@ -64,8 +86,38 @@ fn no_ledger_yet(path: &Path) -> String {
     )
 }
 
+/// The configured ledger for reading: the SQLite file read-only (`None` when the daemon has
+/// not made it yet), or the PostgreSQL ledger.
+pub(crate) async fn open_for_reading(cfg: &Config) -> Result<Option<LedgerHandle>, Failure> {
+    match &cfg.ledger.postgres {
+        Some(pg) => {
+            let ledger = PgLedger::open(pg.target.clone())
+                .await
+                .map_err(Failure::runtime)?;
+            Ok(Some(LedgerHandle::postgres(Arc::new(ledger))))
+        }
+        None if !cfg.ledger.path.exists() => Ok(None),
+        None => Ledger::open_read_only(&cfg.ledger.path)
+            .map(|l| Some(LedgerHandle::sqlite(l)))
+            .map_err(Failure::runtime),
+    }
+}
+
+/// The configured SQLite ledger, read-only; exit 2 when the daemon has not made it yet, or
+/// when the configuration names a PostgreSQL ledger (`what` says which command needs the file).
+pub(crate) fn open_sqlite_read_only(cfg: &Config, what: &str) -> Result<Ledger, Failure> {
+    if let Some(pg) = &cfg.ledger.postgres {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{what} works on an SQLite ledger (ledger.path); this configuration names the \
+             PostgreSQL ledger {}",
+            pg.target.describe()
+        )));
+    }
+    open_read_only(cfg)
+}
+
 /// The configured ledger, read-only; exit 2 when the daemon has not made it yet.
-pub(crate) fn open_read_only(cfg: &Config) -> Result<Ledger, Failure> {
+fn open_read_only(cfg: &Config) -> Result<Ledger, Failure> {
     if !cfg.ledger.path.exists() {
         return Err(Failure::usage(anyhow::anyhow!(no_ledger_yet(
             &cfg.ledger.path
@@ -79,18 +131,17 @@ fn format_ms(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn list(config: ConfigArg, limit: usize, json: bool) -> CmdResult {
+async fn list(config: ConfigArg, limit: usize, json: bool) -> CmdResult {
     let cfg = config.load()?;
-    if !cfg.ledger.path.exists() {
+    let Some(ledger) = open_for_reading(&cfg).await? else {
         // Nothing recorded yet is not an error: say why the list is empty.
         eprintln!("{}", no_ledger_yet(&cfg.ledger.path));
         if json {
             println!("[]");
         }
         return Ok(());
-    }
-    let ledger = open_read_only(&cfg)?;
-    let rows = ledger.list(limit).map_err(Failure::runtime)?;
+    };
+    let rows = ledger.list(limit).await.map_err(Failure::runtime)?;
     if json {
         return print_json(&rows);
     }
@@ -140,10 +191,14 @@ fn list(config: ConfigArg, limit: usize, json: bool) -> CmdResult {
     Ok(())
 }
 
-fn verify(config: ConfigArg) -> CmdResult {
+async fn verify(config: ConfigArg) -> CmdResult {
     let cfg = config.load()?;
-    let ledger = open_read_only(&cfg)?;
-    let report = ledger.verify().map_err(Failure::runtime)?;
+    let Some(ledger) = open_for_reading(&cfg).await? else {
+        return Err(Failure::usage(anyhow::anyhow!(no_ledger_yet(
+            &cfg.ledger.path
+        ))));
+    };
+    let report = ledger.verify().await.map_err(Failure::runtime)?;
     let kinds = [
         ("decision", "decisions"),
         ("outcome", "submission outcomes"),
@@ -157,7 +212,7 @@ fn verify(config: ConfigArg) -> CmdResult {
     if report.problems.is_empty() {
         println!(
             "ledger {}: {} records ({kinds}), hash chain intact",
-            ledger.path().display(),
+            ledger.describe(),
             report.records
         );
         Ok(())
@@ -167,7 +222,7 @@ fn verify(config: ConfigArg) -> CmdResult {
         }
         Err(Failure::runtime(anyhow::anyhow!(
             "ledger {} failed verification: {} problem(s) in {} records ({kinds})",
-            ledger.path().display(),
+            ledger.describe(),
             report.problems.len(),
             report.records
         )))
@@ -176,7 +231,11 @@ fn verify(config: ConfigArg) -> CmdResult {
 
 fn backup(config: ConfigArg, file: &Path) -> CmdResult {
     let cfg = config.load()?;
-    let ledger = open_read_only(&cfg)?;
+    let ledger = open_sqlite_read_only(
+        &cfg,
+        "`ledger backup` (a PostgreSQL ledger is backed up with the database's own tools: \
+         pg_dump, or a replica)",
+    )?;
     if file.exists() {
         return Err(Failure::usage(anyhow::anyhow!(
             "{} already exists: `ledger backup` writes a new file and never overwrites one",
@@ -205,4 +264,88 @@ fn backup(config: ConfigArg, file: &Path) -> CmdResult {
             report.verify.problems.len()
         )))
     }
+}
+
+/// The counts of a verify report, by kind, for a line of output.
+fn kinds(report: &VerifyReport) -> String {
+    ["decision", "outcome", "collect", "event"]
+        .iter()
+        .map(|k| format!("{k}s {}", report.by_kind.get(*k).copied().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn migrate(config: ConfigArg, to: &str, password_file: Option<&Path>) -> CmdResult {
+    let cfg = config.load()?;
+    if let Some(pg) = &cfg.ledger.postgres {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} already names the PostgreSQL ledger {} (ledger.url): `ledger migrate` copies the \
+             SQLite ledger of ledger.path",
+            cfg.path.display(),
+            pg.target.describe()
+        )));
+    }
+    if !cfg.ledger.path.exists() {
+        return Err(Failure::usage(anyhow::anyhow!(no_ledger_yet(
+            &cfg.ledger.path
+        ))));
+    }
+    // A copy taken while the daemon decides would miss what it records afterwards.
+    if let Some(pid) = crate::ledger::held_by(&cfg.ledger.path) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the daemon (pid {pid}) is running on {}: stop it first (`systemctl stop cosigner`), \
+             so that nothing is recorded after the copy",
+            cfg.ledger.path.display()
+        )));
+    }
+    let password = match password_file {
+        Some(p) => Some(
+            crate::config::read_secret_file(p, true)
+                .map_err(|e| Failure::usage(anyhow::anyhow!("--password-file: {e}")))?,
+        ),
+        None => std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|d| PathBuf::from(d).join(crate::config::CRED_PG_PASSWORD))
+            .filter(|p| p.exists())
+            .map(|p| crate::config::read_secret_file(&p, false))
+            .transpose()
+            .map_err(|e| Failure::usage(anyhow::anyhow!("pg_password credential: {e}")))?,
+    };
+    let target = crate::ledger::postgres::PgTarget::parse(to, password)
+        .map_err(|e| Failure::usage(anyhow::anyhow!("--to: {e}")))?;
+    // Verified before: `export` refuses a chain that does not verify.
+    let export = Ledger::open_read_only(&cfg.ledger.path)
+        .and_then(|l| l.export())
+        .map_err(Failure::runtime)?;
+    let before = export.report().clone();
+    let ledger = PgLedger::open(target).await.map_err(Failure::runtime)?;
+    ledger.import(&export).await.map_err(Failure::runtime)?;
+    // And after, from a fresh read of what was committed.
+    let after = ledger.verify().await.map_err(Failure::runtime)?;
+    if !after.problems.is_empty()
+        || after.records != before.records
+        || after.by_kind != before.by_kind
+    {
+        return Err(Failure::runtime(anyhow::anyhow!(
+            "the copy in {} does not verify as {} does ({} records, {}; problems: {:?})",
+            ledger.describe(),
+            cfg.ledger.path.display(),
+            after.records,
+            kinds(&after),
+            after.problems
+        )));
+    }
+    println!(
+        "copied {} records ({}) from {} to {}; hash chain verified before and after",
+        after.records,
+        kinds(&after),
+        cfg.ledger.path.display(),
+        ledger.describe()
+    );
+    println!(
+        "next: in {}, replace ledger.path with ledger.url = \"{}\" (and ledger.name), then start \
+         the daemons",
+        cfg.path.display(),
+        ledger.describe()
+    );
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
-use super::ledger::open_read_only;
+use super::ledger::open_for_reading;
 use super::{CmdResult, ConfigArg, Failure};
 use crate::explain::{self, Explanation};
 use crate::plan::{Mode, Plan};
@@ -48,11 +48,11 @@ Window usage is read from the ledger when it exists (read-only; safe beside a ru
 }
 
 /// Runs a `policy` subcommand.
-pub(crate) fn run(command: PolicyCommand) -> CmdResult {
+pub(crate) async fn run(command: PolicyCommand) -> CmdResult {
     match command {
         PolicyCommand::Check { config, file } => check(config, file),
-        PolicyCommand::Explain { config, tx } => explain(config, &tx),
-        PolicyCommand::Replay { config, policy } => replay(config, &policy),
+        PolicyCommand::Explain { config, tx } => explain(config, &tx).await,
+        PolicyCommand::Replay { config, policy } => replay(config, &policy).await,
     }
 }
 
@@ -116,31 +116,50 @@ fn check(config: ConfigArg, file: Option<PathBuf>) -> CmdResult {
     Ok(())
 }
 
-fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
+async fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
     let cfg = config.load()?;
     let p = load_policy(&cfg.policy.file)?;
     let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
     let tx = crate::client::parse_pending_item(tx_json)
         .map_err(|m| Failure::usage(anyhow::anyhow!("--tx: {} ({})", m.reason, m.raw)))?;
+    let now_ms = crate::clock::Clock::system().now_ms();
+    let skew = cfg.api.client.max_clock_skew;
+    let (explanation, source) = match &cfg.ledger.postgres {
+        None => {
+            let e = explain::explain(
+                &p,
+                &cfg.ledger.path,
+                signer.max_text_len(),
+                skew,
+                &tx,
+                now_ms,
+            )
+            .map_err(Failure::runtime)?;
+            let source = e.ledger.as_ref().map(|path| path.display().to_string());
+            (e, source)
+        }
+        Some(_) => {
+            let ledger = open_for_reading(&cfg)
+                .await?
+                .ok_or_else(|| Failure::runtime(anyhow::anyhow!("no ledger")))?;
+            let e = explain::explain_from(
+                &std::sync::Arc::new(p.clone()),
+                &ledger,
+                signer.max_text_len(),
+                skew,
+                &tx,
+                now_ms,
+            )
+            .await
+            .map_err(Failure::runtime)?;
+            (e, Some(ledger.describe()))
+        }
+    };
     let Explanation {
-        ledger,
-        mode,
-        state,
-        plan,
-    } = explain::explain(
-        &p,
-        &cfg.ledger.path,
-        signer.max_text_len(),
-        cfg.api.client.max_clock_skew,
-        &tx,
-        crate::clock::Clock::system().now_ms(),
-    )
-    .map_err(Failure::runtime)?;
-    let source = match ledger {
-        Some(path) => format!(
-            "window usage, mode and this id's records from {}",
-            path.display()
-        ),
+        mode, state, plan, ..
+    } = explanation;
+    let source = match source {
+        Some(location) => format!("window usage, mode and this id's records from {location}"),
         None => "no ledger yet: window usage is zero".to_string(),
     };
     println!(
@@ -188,17 +207,25 @@ fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
     Ok(())
 }
 
-fn replay(config: ConfigArg, candidate: &Path) -> CmdResult {
+async fn replay(config: ConfigArg, candidate: &Path) -> CmdResult {
     let cfg = config.load()?;
     let new = load_policy(candidate)?;
     let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
-    let ledger = open_read_only(&cfg)?;
-    let report =
-        crate::replay::replay(&ledger, &new, signer.max_text_len()).map_err(Failure::runtime)?;
+    let Some(ledger) = open_for_reading(&cfg).await? else {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "no ledger yet at {}: nothing to replay",
+            cfg.ledger.path.display()
+        )));
+    };
+    let rows = ledger
+        .list(usize::MAX >> 1)
+        .await
+        .map_err(Failure::runtime)?;
+    let report = crate::replay::replay(rows, &new, signer.max_text_len());
     println!(
         "replayed {} transaction(s) from {} under {} (sha256 {})",
         report.replayed,
-        cfg.ledger.path.display(),
+        ledger.describe(),
         candidate.display(),
         &new.sha256[..12]
     );

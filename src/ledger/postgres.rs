@@ -1183,3 +1183,75 @@ impl PgLedger {
         Ok(report)
     }
 }
+
+/// What `cosigner check` reads of a PostgreSQL ledger without changing it.
+#[derive(Debug, Clone)]
+pub(crate) struct Inspection {
+    /// The schema steps applied (`None`: no cosigner schema yet; the daemon creates it).
+    pub(crate) schema: Option<i32>,
+    /// The chain walked, when there is a schema this cosigner knows.
+    pub(crate) report: Option<VerifyReport>,
+    /// The epoch and the name of the instance that last took the lead.
+    pub(crate) leader: Option<(i64, Option<String>)>,
+}
+
+impl PgTarget {
+    /// Connects once and reads the schema version, the chain and who last took the lead,
+    /// writing nothing. A schema newer than this cosigner's is an error, as at start.
+    pub(crate) async fn inspect(&self) -> Result<Inspection, LedgerError> {
+        let client = tokio::time::timeout(Duration::from_secs(15), self.connect("cosigner check"))
+            .await
+            .map_err(|_| LedgerError::Database {
+                what: "connect",
+                source: "no answer within 15 s".into(),
+            })??;
+        let what = "read the schema version";
+        let exists: bool = client
+            .query_one(
+                "SELECT to_regclass('cosigner_schema') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(db(what))?
+            .try_get(0)
+            .map_err(db(what))?;
+        if !exists {
+            return Ok(Inspection {
+                schema: None,
+                report: None,
+                leader: None,
+            });
+        }
+        let found: Option<i32> = client
+            .query_one("SELECT max(version) FROM cosigner_schema", &[])
+            .await
+            .map_err(db(what))?
+            .try_get(0)
+            .map_err(db(what))?;
+        let found = found.unwrap_or(0);
+        if found > SCHEMA_STEPS {
+            return Err(LedgerError::DatabaseSchema {
+                found,
+                known: SCHEMA_STEPS,
+            });
+        }
+        if found < 1 {
+            return Ok(Inspection {
+                schema: Some(found),
+                report: None,
+                leader: None,
+            });
+        }
+        let report = verify_on(&client).await?;
+        let leader = client
+            .query_opt("SELECT epoch, holder FROM cosigner_leader WHERE id = 1", &[])
+            .await
+            .map_err(db("read the leader"))?
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, Option<String>>(1)));
+        Ok(Inspection {
+            schema: Some(found),
+            report: Some(report),
+            leader,
+        })
+    }
+}
