@@ -1059,9 +1059,11 @@ impl Validator<'_> {
                 None => None,
             },
         };
-        let target = crate::ledger::postgres::PgTarget::parse(&url, password)
-            .map_err(|e| match e {
-                crate::ledger::LedgerError::DatabaseUrl { reason } => self.err("ledger.url", reason),
+        let target =
+            crate::ledger::postgres::PgTarget::parse(&url, password).map_err(|e| match e {
+                crate::ledger::LedgerError::DatabaseUrl { reason } => {
+                    self.err("ledger.url", reason)
+                }
                 other => self.err("ledger.url", other.to_string()),
             })?;
         let name = match nonempty(raw.name) {

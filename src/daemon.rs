@@ -201,15 +201,17 @@ pub async fn build(
     };
     let client = Arc::new(client.with_metrics(metrics.clone()).with_clock(clock));
     let collector = if cfg.collect.enabled {
-        Some(Arc::new(Collector::new(
-            client.clone(),
-            &signer,
-            ledger.clone(),
-            metrics.clone(),
-            cfg.collect.main,
-            cfg.collect.tokens,
-        )?
-        .with_lead(lead.clone())))
+        Some(Arc::new(
+            Collector::new(
+                client.clone(),
+                &signer,
+                ledger.clone(),
+                metrics.clone(),
+                cfg.collect.main,
+                cfg.collect.tokens,
+            )?
+            .with_lead(lead.clone()),
+        ))
     } else {
         None
     };
@@ -286,7 +288,10 @@ async fn open_pair(
         handle.on_fenced(move |mine, current| {
             metrics.fenced.inc();
             metrics.ledger_write_failures.inc();
-            warn!(mine, current, "the database refused a write: another instance leads; standing down");
+            warn!(
+                mine,
+                current, "the database refused a write: another instance leads; standing down"
+            );
             lead.stand_down();
         });
     }

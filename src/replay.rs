@@ -57,11 +57,7 @@ fn usage_at(policy: &Policy, approvals: &[(i64, String, Decimal)], at_ms: i64) -
 }
 
 /// Replays a ledger's decisions, `rows` newest first (as `list` gives them), under `policy`.
-pub(crate) fn replay(
-    mut rows: Vec<DecisionRow>,
-    policy: &Policy,
-    max_sign_len: usize,
-) -> Report {
+pub(crate) fn replay(mut rows: Vec<DecisionRow>, policy: &Policy, max_sign_len: usize) -> Report {
     rows.reverse();
     // The latest decision about each content is what stands; replay those in decision order.
     let mut latest: std::collections::HashMap<(u64, String), DecisionRow> = Default::default();

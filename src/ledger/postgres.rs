@@ -1207,10 +1207,7 @@ impl PgTarget {
             })??;
         let what = "read the schema version";
         let exists: bool = client
-            .query_one(
-                "SELECT to_regclass('cosigner_schema') IS NOT NULL",
-                &[],
-            )
+            .query_one("SELECT to_regclass('cosigner_schema') IS NOT NULL", &[])
             .await
             .map_err(db(what))?
             .try_get(0)
@@ -1244,7 +1241,10 @@ impl PgTarget {
         }
         let report = verify_on(&client).await?;
         let leader = client
-            .query_opt("SELECT epoch, holder FROM cosigner_leader WHERE id = 1", &[])
+            .query_opt(
+                "SELECT epoch, holder FROM cosigner_leader WHERE id = 1",
+                &[],
+            )
             .await
             .map_err(db("read the leader"))?
             .map(|r| (r.get::<_, i64>(0), r.get::<_, Option<String>>(1)));

@@ -226,6 +226,61 @@ fn the_shipped_systemd_config_parses_with_credentials_from_systemd() {
 }
 
 #[test]
+fn the_shipped_pair_config_parses_with_the_database_password_from_systemd() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/cosigner-pair.toml");
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("api_secret"), "s\n").unwrap();
+    std::fs::write(creds.path().join("merchant.pfx"), "x").unwrap();
+    std::fs::write(creds.path().join("pg_password"), "pg-secret-91c2\n").unwrap();
+    let env = cosigner::config::Environment {
+        overrides: vec![],
+        credentials_directory: Some(creds.path().to_owned()),
+    };
+    let cfg = cosigner::config::Config::load_with(&example, &env).unwrap();
+    let pg = cfg.ledger.postgres.as_ref().expect("a PostgreSQL ledger");
+    assert_eq!(pg.name, "signer-a");
+    assert_eq!(
+        pg.target.describe(),
+        "postgres://cosigner@db.internal:5432/cosigner?sslmode=verify-full"
+    );
+    let debug = format!("{cfg:?}");
+    assert!(!debug.contains("pg-secret-91c2"), "{debug}");
+}
+
+#[test]
+fn a_ledger_with_both_a_path_and_a_url_a_foreign_url_or_a_password_without_a_url_is_refused_naming_the_key()
+ {
+    let cases = [
+        (
+            "[ledger]\nurl = \"postgres://u@127.0.0.1:5432/db\"\npath = \"ledger.db\"\n",
+            "ledger.url",
+            "ledger.path",
+        ),
+        (
+            "[ledger]\nurl = \"mysql://u@127.0.0.1/db\"\n",
+            "ledger.url",
+            "postgres://",
+        ),
+        (
+            "[ledger]\npath = \"ledger.db\"\npassword_file = \"pw\"\n",
+            "ledger.password_file",
+            "ledger.url",
+        ),
+    ];
+    for (ledger, key, hint) in cases {
+        let (_d, cfg) = setup();
+        edit(&cfg, "[ledger]\npath = \"ledger.db\"\n", ledger);
+        let (code, text) = check(&cfg);
+        assert_eq!(code, Some(2), "{ledger}: {text}");
+        assert!(
+            text.contains(&format!("key `{key}`")) && text.contains(hint),
+            "{ledger}: {text}"
+        );
+    }
+}
+
+#[test]
 fn a_malformed_api_keys_file_names_the_file_and_line() {
     let (d, cfg) = setup();
     std::fs::write(d.path().join("keys"), "# ok\nnot-a-digest\n").unwrap();

@@ -16,6 +16,7 @@ mod first_hour;
 mod fuzz_regressions;
 mod network;
 mod operator;
+mod pair;
 mod pg;
 mod pg_leader;
 mod pg_ledger;
