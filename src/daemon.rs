@@ -313,13 +313,13 @@ async fn take_over(engine: &Engine, lead: &Lead, epoch: i64) {
     }
 }
 
+/// The key, the policy, and the SQLite ledger (`None` for a PostgreSQL one).
+type Loaded = (Arc<Signer>, Arc<policy::Policy>, Option<Ledger>);
+
 /// The key, the policy in force and the verified ledger: everything `build` reads from disk.
 /// The SQLite ledger is `None` when the configuration names a PostgreSQL one (opened by
 /// `build`, on the runtime).
-fn load_state(
-    cfg: &Config,
-    clock: &Clock,
-) -> Result<(Arc<Signer>, Arc<policy::Policy>, Option<Ledger>), DaemonError> {
+fn load_state(cfg: &Config, clock: &Clock) -> Result<Loaded, DaemonError> {
     let signer = Arc::new(Signer::load(&cfg.key.source)?);
     let policy = Arc::new(policy::load(&cfg.policy.file)?);
     for w in policy.warnings() {

@@ -233,8 +233,13 @@ fn the_shipped_pair_config_parses_with_the_database_password_from_systemd() {
     std::fs::write(creds.path().join("api_secret"), "s\n").unwrap();
     std::fs::write(creds.path().join("merchant.pfx"), "x").unwrap();
     std::fs::write(creds.path().join("pg_password"), "pg-secret-91c2\n").unwrap();
+    let keys = creds.path().join("api-keys");
+    std::fs::write(&keys, format!("{}\n", "a".repeat(64))).unwrap();
     let env = cosigner::config::Environment {
-        overrides: vec![],
+        overrides: vec![(
+            "COSIGNER_HTTP__API_KEYS_FILE".into(),
+            keys.display().to_string(),
+        )],
         credentials_directory: Some(creds.path().to_owned()),
     };
     let cfg = cosigner::config::Config::load_with(&example, &env).unwrap();

@@ -118,14 +118,15 @@ impl Member {
             .text()
             .await
             .ok()?;
+        // Integer gauges: their text is an integer.
         let value = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|v| v.trim().to_string())
         };
         Some((
-            value("cosigner_leader")? as u8,
-            value("cosigner_leader_epoch")? as i64,
+            value("cosigner_leader")?.parse().ok()?,
+            value("cosigner_leader_epoch")?.parse().ok()?,
         ))
     }
 
