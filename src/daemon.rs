@@ -153,10 +153,7 @@ impl Parts {
         })
         .await;
         match waited {
-            Ok(Some(epoch)) => {
-                take_over(&self.engine, lead, epoch).await;
-                Ok(())
-            }
+            Ok(Some(epoch)) => Ok(take_over(&self.engine, lead, epoch).await?),
             _ => Err(DaemonError::NotLeading(lead.leader_name())),
         }
     }
@@ -301,16 +298,21 @@ async fn open_pair(
 
 /// What a new leader does before its first cycle: its writes carry `epoch`, and it takes the
 /// mode and records the policy as the shared ledger holds them now (the old leader may have
-/// changed the mode).
-async fn take_over(engine: &Engine, lead: &Lead, epoch: i64) {
+/// changed the mode). When the recorded mode cannot be read, this instance does not lead on a
+/// mode it merely remembers (an old leader's pause would be lost): it stands down, and takes
+/// the lead again, reading the mode afresh, once the database answers.
+async fn take_over(engine: &Engine, lead: &Lead, epoch: i64) -> Result<(), LedgerError> {
     lead.set_epoch(epoch);
     engine.wake_submissions();
     if let Err(e) = engine.restore_mode().await {
-        warn!(error = %e, "cannot read the recorded mode at takeover; the cycle's ledger reads fail too");
+        warn!(error = %e, epoch, "cannot read the recorded kill-switch mode at takeover; standing down rather than deciding on a mode the ledger may have changed");
+        lead.stand_down();
+        return Err(e);
     }
     if let Err(e) = engine.note_policy_loaded("takeover").await {
         warn!(error = %e, "the policy in force could not be recorded at takeover");
     }
+    Ok(())
 }
 
 /// The key, the policy, and the SQLite ledger (`None` for a PostgreSQL one).
@@ -604,10 +606,13 @@ async fn follow_lead(lead: Lead, work: Work, shutdown: CancellationToken) {
         let role = roles.borrow_and_update().clone();
         match role {
             Role::Leader { epoch } => {
+                if take_over(&work.engine, &lead, epoch).await.is_err() {
+                    // Stood down: the role has changed, and the loop follows it.
+                    continue;
+                }
                 work.metrics.leader.set(1);
                 work.metrics.leader_epoch.set(epoch);
                 work.health.set_standby(None);
-                take_over(&work.engine, &lead, epoch).await;
                 info!(epoch, "leading: cycles and collections run");
                 let term = shutdown.child_token();
                 let tasks = TaskTracker::new();

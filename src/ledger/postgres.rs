@@ -1199,12 +1199,13 @@ impl PgTarget {
     /// Connects once and reads the schema version, the chain and who last took the lead,
     /// writing nothing. A schema newer than this cosigner's is an error, as at start.
     pub(crate) async fn inspect(&self) -> Result<Inspection, LedgerError> {
-        let client = tokio::time::timeout(Duration::from_secs(15), self.connect("cosigner check"))
-            .await
-            .map_err(|_| LedgerError::Database {
-                what: "connect",
-                source: "no answer within 15 s".into(),
-            })??;
+        let mut client =
+            tokio::time::timeout(Duration::from_secs(15), self.connect("cosigner check"))
+                .await
+                .map_err(|_| LedgerError::Database {
+                    what: "connect",
+                    source: "no answer within 15 s".into(),
+                })??;
         let what = "read the schema version";
         let exists: bool = client
             .query_one("SELECT to_regclass('cosigner_schema') IS NOT NULL", &[])
@@ -1213,6 +1214,13 @@ impl PgTarget {
             .try_get(0)
             .map_err(db(what))?;
         if !exists {
+            // The first daemon creates the schema: tried here and rolled back, so that a
+            // database already holding tables of the same names (another application's) fails
+            // now, as the daemon would at start, and nothing is written.
+            let what = "create the schema (tried, then rolled back)";
+            let tx = client.transaction().await.map_err(db(what))?;
+            tx.batch_execute(&step_1()).await.map_err(db(what))?;
+            tx.rollback().await.map_err(db(what))?;
             return Ok(Inspection {
                 schema: None,
                 report: None,

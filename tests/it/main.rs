@@ -1,6 +1,7 @@
 //! Integration tests: the real binary and the library against the built-in sandbox.
 
 mod attack10;
+mod attack13;
 mod attack9;
 mod attack9b;
 mod backup;

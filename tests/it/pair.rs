@@ -13,9 +13,9 @@ use serde_json::Value;
 use crate::pg::Pg;
 use crate::support::*;
 
-const KEY: &str = "operator-key-pair-3f9a1c";
+pub(crate) const KEY: &str = "operator-key-pair-3f9a1c";
 
-fn policy() -> String {
+pub(crate) fn policy() -> String {
     format!(
         "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n\
          [[rule]]\nname = \"blocked\"\naction = \"reject\"\nto = [\"{BAD}\"]\n"
@@ -24,7 +24,7 @@ fn policy() -> String {
 
 /// Transactions `first..=last`: odd ids to the treasury (approved), even ones to the blocked
 /// address (rejected).
-fn items(first: u64, last: u64) -> Vec<String> {
+pub(crate) fn items(first: u64, last: u64) -> Vec<String> {
     (first..=last)
         .map(|id| {
             let to = if id % 2 == 1 { TREASURY } else { BAD };
@@ -42,11 +42,11 @@ fn free_port() -> u16 {
 }
 
 /// One `cosigner run` of the pair, killed (SIGKILL) on drop.
-struct Member {
-    name: &'static str,
-    child: Child,
-    base: String,
-    dir: tempfile::TempDir,
+pub(crate) struct Member {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Drop for Member {
@@ -57,7 +57,13 @@ impl Drop for Member {
 }
 
 /// A configuration in `dir` for the ledger at `url` (password in a private file) under `name`.
-fn pair_config(dir: &Path, sandbox_url: &str, url: &str, pg: &Pg, name: &str) -> (PathBuf, u16) {
+pub(crate) fn pair_config(
+    dir: &Path,
+    sandbox_url: &str,
+    url: &str,
+    pg: &Pg,
+    name: &str,
+) -> (PathBuf, u16) {
     let cfg = write_config(dir, sandbox_url);
     std::fs::write(dir.join("policy.toml"), policy()).unwrap();
     std::fs::write(
@@ -81,7 +87,7 @@ fn pair_config(dir: &Path, sandbox_url: &str, url: &str, pg: &Pg, name: &str) ->
     (cfg, port)
 }
 
-fn spawn_member(
+pub(crate) fn spawn_member(
     name: &'static str,
     sandbox_url: &str,
     url: &str,
@@ -106,12 +112,12 @@ fn spawn_member(
 }
 
 impl Member {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
     /// `cosigner_leader` and `cosigner_leader_epoch`, once the listener answers.
-    async fn leadership(&self) -> Option<(u8, i64)> {
+    pub(crate) async fn leadership(&self) -> Option<(u8, i64)> {
         let text = reqwest::get(format!("{}/metrics", self.base))
             .await
             .ok()?
@@ -130,12 +136,12 @@ impl Member {
         ))
     }
 
-    async fn readyz(&self) -> (u16, String) {
+    pub(crate) async fn readyz(&self) -> (u16, String) {
         let r = reqwest::get(format!("{}/readyz", self.base)).await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
         let r = reqwest::Client::new()
             .request(method, format!("{}{path}", self.base))
             .basic_auth(KEY, Some(""))
@@ -149,7 +155,7 @@ impl Member {
 
 /// Waits until exactly one of `members` leads and every other one reports standing by;
 /// returns the leader's index and epoch.
-async fn one_leader(members: &[&Member]) -> (usize, i64) {
+pub(crate) async fn one_leader(members: &[&Member]) -> (usize, i64) {
     let mut found = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while found.is_none() {
@@ -179,7 +185,7 @@ async fn one_leader(members: &[&Member]) -> (usize, i64) {
 }
 
 /// The sandbox's decisions, by transaction id: each id must appear once.
-async fn decided_once(url: &str) -> std::collections::BTreeMap<u64, Value> {
+pub(crate) async fn decided_once(url: &str) -> std::collections::BTreeMap<u64, Value> {
     let mut by_id = std::collections::BTreeMap::new();
     for d in sandbox_decisions(url).await {
         let id = d["id"].as_u64().unwrap();
@@ -191,7 +197,7 @@ async fn decided_once(url: &str) -> std::collections::BTreeMap<u64, Value> {
     by_id
 }
 
-async fn stats(url: &str) -> Value {
+pub(crate) async fn stats(url: &str) -> Value {
     reqwest::get(format!("{url}/_sandbox/stats"))
         .await
         .unwrap()
@@ -200,7 +206,7 @@ async fn stats(url: &str) -> Value {
         .unwrap()
 }
 
-async fn wait_decided(url: &str, n: usize, members: &[&Member]) {
+pub(crate) async fn wait_decided(url: &str, n: usize, members: &[&Member]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let decided = sandbox_decisions(url).await.len();
@@ -219,7 +225,7 @@ async fn wait_decided(url: &str, n: usize, members: &[&Member]) {
     }
 }
 
-async fn ledger(pg: &Pg, db: &str) -> PgLedger {
+pub(crate) async fn ledger(pg: &Pg, db: &str) -> PgLedger {
     PgLedger::connect(&pg.url(db, "disable"), Some(pg.password()))
         .await
         .unwrap()

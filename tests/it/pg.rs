@@ -204,6 +204,28 @@ impl Pg {
         );
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`): every session ends, transactions in
+    /// progress are rolled back, committed ones stay.
+    pub(crate) fn restart(&self) {
+        let data = self.data();
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ],
+        );
+    }
+
     /// The port the server listens on (127.0.0.1).
     pub(crate) fn port(&self) -> u16 {
         self.port
