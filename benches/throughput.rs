@@ -9,19 +9,27 @@
 //! same run (the mean of 3000 operations before and 3000 after the cycle): the sandbox's CPU is
 //! its own process's and not counted.
 //!
-//! `cargo bench --bench throughput` (set `COSIGNER_BENCH_TXS` to change the count).
+//! Then the same cycle with the ledger in PostgreSQL (a local server started for the run, with
+//! `fsync=on` as in production, against SQLite's `synchronous=FULL`), when PostgreSQL is
+//! installed, and the two throughputs compared.
+//!
+//! `cargo bench --bench throughput` (set `COSIGNER_BENCH_TXS` to change the count;
+//! `COSIGNER_BENCH_LEDGER=sqlite` skips the PostgreSQL run).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cosigner::client::{Client, ClientConfig, Lang, SignOrder};
 use cosigner::cycle::{Engine, PollSettings};
+use cosigner::ledger::postgres::PgLedger;
 use cosigner::ledger::{Ledger, LedgerHandle};
 use cosigner::metrics::Metrics;
 use cosigner::policy;
 use cosigner::signer::{KeySource, Signer};
 use secrecy::SecretString;
 
+#[path = "../tests/it/pg.rs"]
+mod pg;
 #[path = "support.rs"]
 mod support;
 use support::MERCHANT;
@@ -82,60 +90,14 @@ fn main() {
     };
     let (rsa_per_sec, rsa_cpu_before) = rsa();
 
-    let (mut sandbox, url) = support::spawn_sandbox("bench", "bench-secret");
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let result = rt.block_on(async {
-        let http = reqwest::Client::new();
-        let chunk = 1000;
-        for start in (0..n).step_by(chunk) {
-            let items: Vec<serde_json::Value> = (start..(start + chunk as u64).min(n))
-                .map(|i| serde_json::json!({"id": 100_000 + i, "fromAddress": "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg", "toAddress": "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV", "amount": format!("{}.5", i % 900 + 1), "chainId": "195"}))
-                .collect();
-            http.post(format!("{url}/_sandbox/pending")).json(&items).send().await.expect("seed");
-        }
-        let ppath = dir.path().join("policy.toml");
-        std::fs::write(&ppath, "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\nmax_amount = \"1000\"\nwindow = \"24h\"\nmax_count = 1000000\n[guard]\nwindow = \"1h\"\nmax_approvals = 1000000\n").expect("policy");
-        let client = Client::new(ClientConfig {
-            base_url: reqwest::Url::parse(&format!("{url}/")).expect("url"),
-            merchant_no: MERCHANT.into(),
-            api_key: "bench".into(),
-            api_secret: SecretString::from("bench-secret"),
-            lang: Lang::En,
-            timeout: Duration::from_secs(15),
-            max_requests_per_second: std::num::NonZeroU32::new(100_000).expect("nonzero"),
-            sign_order: SignOrder::CaseInsensitive,
-            max_response_bytes: 1 << 20,
-            max_retries: 3,
-            initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
-            max_clock_skew: Duration::from_secs(30),
-        })
-        .expect("client");
-        let engine = Engine::builder(
-            Arc::new(client),
-            signer.clone(),
-            LedgerHandle::sqlite(Ledger::open(&dir.path().join("ledger.db")).expect("ledger")),
-            Arc::new(policy::load(&ppath).expect("policy")),
-            Arc::new(Metrics::new().expect("metrics")),
-        )
-        .settings(PollSettings { page_size: 100, max_in_flight: 4, dry_run: false, max_pages: 10_000 })
-        .build();
-        let c = cpu_time();
-        let t = Instant::now();
-        let out = engine.cycle_once().await.expect("cycle");
-        let took = t.elapsed();
-        let cpu = cpu_time() - c;
-        let stats: serde_json::Value = http.get(format!("{url}/_sandbox/stats")).send().await.expect("stats").json().await.expect("json");
-        (out, took, cpu, stats)
-    });
-    let _ = sandbox.kill();
-    let _ = sandbox.wait();
-    let (out, took, cpu, stats) = result;
+    let sqlite = one_cycle(n, dir.path(), &signer, None);
+    let postgres = if std::env::var("COSIGNER_BENCH_LEDGER").as_deref() == Ok("sqlite") {
+        None
+    } else {
+        pg::Pg::start_durable()
+            .map(|server| (one_cycle(n, dir.path(), &signer, Some(&server)), server))
+    };
+    let (out, took, cpu, stats) = sqlite;
     // Measured again after the cycle: the machine is shared, and the cost of one operation
     // moves with the load; the mean of both brackets the cycle.
     let (_, rsa_cpu_after) = rsa();
@@ -177,4 +139,105 @@ fn main() {
         "peak RSS of the daemon process      {} MiB",
         peak_rss_kib() / 1024
     );
+    match postgres {
+        None => println!(
+            "PostgreSQL ledger                   skipped (not installed, or COSIGNER_BENCH_LEDGER=sqlite)"
+        ),
+        Some(((pg_out, pg_took, pg_cpu, pg_stats), _server)) => {
+            assert_eq!(pg_out.submitted, n, "PostgreSQL: {pg_out:?}");
+            assert_eq!(pg_stats["decided"].as_u64(), Some(n), "{pg_stats}");
+            let pg_per_sec = n as f64 / pg_took.as_secs_f64();
+            println!(
+                "PostgreSQL ledger: cycle            {:.2} s",
+                pg_took.as_secs_f64()
+            );
+            println!("PostgreSQL ledger: decisions/s      {pg_per_sec:.0}");
+            println!(
+                "PostgreSQL ledger: CPU per decision {:.0} µs",
+                pg_cpu.as_secs_f64() / n as f64 * 1e6
+            );
+            println!(
+                "SQLite / PostgreSQL throughput      {:.2} (target ≤ 2)",
+                per_sec / pg_per_sec
+            );
+        }
+    }
+}
+
+/// One pending cycle over `n` fresh transactions in a new sandbox process, with the ledger in
+/// SQLite under `dir`, or in `server`'s PostgreSQL: (outcome, wall time, this process's CPU,
+/// the sandbox's stats).
+fn one_cycle(
+    n: u64,
+    dir: &std::path::Path,
+    signer: &Arc<Signer>,
+    server: Option<&pg::Pg>,
+) -> (
+    cosigner::cycle::CycleOutcome,
+    Duration,
+    Duration,
+    serde_json::Value,
+) {
+    let (mut sandbox, url) = support::spawn_sandbox("bench", "bench-secret");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let chunk = 1000;
+        for start in (0..n).step_by(chunk) {
+            let items: Vec<serde_json::Value> = (start..(start + chunk as u64).min(n))
+                .map(|i| serde_json::json!({"id": 100_000 + i, "fromAddress": "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg", "toAddress": "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV", "amount": format!("{}.5", i % 900 + 1), "chainId": "195"}))
+                .collect();
+            http.post(format!("{url}/_sandbox/pending")).json(&items).send().await.expect("seed");
+        }
+        let ledger = match server {
+            None => LedgerHandle::sqlite(Ledger::open(&dir.join("ledger.db")).expect("ledger")),
+            Some(pg) => LedgerHandle::postgres(Arc::new(
+                PgLedger::connect(&pg.url("postgres", "disable"), Some(pg.password()))
+                    .await
+                    .expect("PostgreSQL ledger"),
+            )),
+        };
+        let ppath = dir.join("policy.toml");
+        std::fs::write(&ppath, "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\nmax_amount = \"1000\"\nwindow = \"24h\"\nmax_count = 1000000\n[guard]\nwindow = \"1h\"\nmax_approvals = 1000000\n").expect("policy");
+        let client = Client::new(ClientConfig {
+            base_url: reqwest::Url::parse(&format!("{url}/")).expect("url"),
+            merchant_no: MERCHANT.into(),
+            api_key: "bench".into(),
+            api_secret: SecretString::from("bench-secret"),
+            lang: Lang::En,
+            timeout: Duration::from_secs(15),
+            max_requests_per_second: std::num::NonZeroU32::new(100_000).expect("nonzero"),
+            sign_order: SignOrder::CaseInsensitive,
+            max_response_bytes: 1 << 20,
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            max_clock_skew: Duration::from_secs(30),
+        })
+        .expect("client");
+        let engine = Engine::builder(
+            Arc::new(client),
+            signer.clone(),
+            ledger,
+            Arc::new(policy::load(&ppath).expect("policy")),
+            Arc::new(Metrics::new().expect("metrics")),
+        )
+        .settings(PollSettings { page_size: 100, max_in_flight: 4, dry_run: false, max_pages: 10_000 })
+        .build();
+        let c = cpu_time();
+        let t = Instant::now();
+        let out = engine.cycle_once().await.expect("cycle");
+        let took = t.elapsed();
+        let cpu = cpu_time() - c;
+        let stats: serde_json::Value = http.get(format!("{url}/_sandbox/stats")).send().await.expect("stats").json().await.expect("json");
+        (out, took, cpu, stats)
+    });
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    result
 }

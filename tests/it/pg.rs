@@ -83,6 +83,16 @@ impl Pg {
     /// Starts a server after `prepare` has had the data directory (to add files such as a
     /// certificate), with `-c ssl=on` when it wrote `server.crt`.
     pub(crate) fn start_with(prepare: impl FnOnce(&Path)) -> Option<Pg> {
+        Self::start_as(prepare, false)
+    }
+
+    /// A server that syncs every commit to disk (`fsync=on`, the default), as production does:
+    /// for the throughput bench, which compares it with SQLite's `synchronous=FULL`.
+    pub(crate) fn start_durable() -> Option<Pg> {
+        Self::start_as(|_| {}, true)
+    }
+
+    fn start_as(prepare: impl FnOnce(&Path), durable: bool) -> Option<Pg> {
         let Some(bin) = pg_bin() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -136,8 +146,9 @@ impl Pg {
             ""
         };
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c fsync=off -c unix_socket_directories={}{ssl}",
+            "-p {} -c listen_addresses=127.0.0.1 -c fsync={} -c unix_socket_directories={}{ssl}",
             pg.port,
+            if durable { "on" } else { "off" },
             pg.dir.path().display()
         );
         let log = pg.dir.path().join("server.log");
