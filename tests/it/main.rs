@@ -12,6 +12,7 @@ mod config_errors;
 mod crash;
 mod cycle;
 mod daemon;
+mod failover;
 mod files;
 mod first_hour;
 mod fuzz_regressions;
