@@ -21,9 +21,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cosigner::domain::Action;
 use cosigner::ledger::DecisionRow;
 use cosigner::ledger::postgres::PgLedger;
-use cosigner::policy::Action;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
