@@ -498,7 +498,20 @@ impl Cluster {
     fn logs(&self) -> String {
         self.instances
             .iter()
-            .map(|i| format!("--- {} (started {}x)\n{}", i.name, i.starts, i.log_tail()))
+            .map(|i| {
+                let seen = i.proxy.seen.lock().unwrap();
+                let last: Vec<String> = seen[seen.len().saturating_sub(5)..]
+                    .iter()
+                    .map(|s| format!("{} {} {:?} ago", s.method, s.path, s.at.elapsed()))
+                    .collect();
+                format!(
+                    "--- {} (started {}x; {} requests through its proxy, the last {last:?})\n{}",
+                    i.name,
+                    i.starts,
+                    seen.len(),
+                    i.log_tail()
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -519,11 +532,13 @@ impl Cluster {
             for i in &mut self.instances {
                 i.assert_alive();
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                self.logs()
-            );
+            if Instant::now() >= deadline {
+                let stats = self.sandbox("stats").await;
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\nsandbox: {stats}\n{}",
+                    self.logs()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -557,17 +572,23 @@ impl Cluster {
 
     /// Exactly `leader` says it leads, on `/readyz` and `cosigner_leader`; every other running
     /// instance stands by (503 `standby`, `cosigner_leader 0`).
-    async fn assert_one_leader(&self, leader: usize) {
+    async fn assert_one_leader(&mut self, leader: usize) {
+        // A leader busy with a long cycle says 503 until it completes one (readiness wants a
+        // successful poll within two intervals): wait for it.
+        let what = format!("{} to say it is ready", self.instances[leader].name);
+        self.until(&what, PATIENCE, async |c: &Self| {
+            (c.instances[leader].readiness(&c.http).await == Readiness::Leader).then_some(())
+        })
+        .await;
         for (i, inst) in self.instances.iter().enumerate() {
             if inst.child.is_none() {
                 continue;
             }
-            let ready = inst.readiness(&self.http).await;
             let flag = inst.metric(&self.http, "cosigner_leader").await;
             if i == leader {
-                assert_eq!(ready, Readiness::Leader, "{}", inst.name);
                 assert_eq!(flag, Some(1.0), "{}: cosigner_leader", inst.name);
             } else {
+                let ready = inst.readiness(&self.http).await;
                 assert!(
                     matches!(ready, Readiness::Standby(_)),
                     "{} while {} leads: {ready:?}",
@@ -810,6 +831,8 @@ async fn a_leader_stopped_past_a_takeover_sends_nothing_once_resumed_and_stands_
     c.standing_by(1).await;
     c.assert_one_leader(first).await;
 
+    // Since when each instance has stood by (and so must have sent nothing).
+    let mut standby_since = [Instant::now(), c.instances[1].life];
     let mut takeovers = Vec::new();
     for round in 0..ROUNDS {
         let (old, new) = (round % 2, (round + 1) % 2);
@@ -822,7 +845,8 @@ async fn a_leader_stopped_past_a_takeover_sends_nothing_once_resumed_and_stands_
         tokio::time::sleep(Duration::from_millis(rand.below(300))).await;
         c.instances[old].signal("-STOP");
         let stopped_at = Instant::now();
-        let sent = c.instances[new].proxy.since(c.instances[new].life);
+        let decided_at_stop = c.sandbox("stats").await["decided"].as_u64().unwrap();
+        let sent = c.instances[new].proxy.since(standby_since[new]);
         assert!(
             sent.is_empty(),
             "round {round}: {}, a standby, sent {sent:?}",
@@ -832,10 +856,9 @@ async fn a_leader_stopped_past_a_takeover_sends_nothing_once_resumed_and_stands_
         // The other takes over and decides while the old leader is stopped.
         c.leader_among(&[new], PATIENCE).await;
         takeovers.push(stopped_at.elapsed());
-        let decided_at_takeover = c.sandbox("stats").await["decided"].as_u64().unwrap();
         c.until("the new leader to decide", PATIENCE, async |c: &Cluster| {
             let decided = c.sandbox("stats").await["decided"].as_u64().unwrap();
-            (decided > decided_at_takeover
+            (decided > decided_at_stop
                 && !c.instances[new]
                     .proxy
                     .decisions_since(stopped_at)
@@ -846,6 +869,7 @@ async fn a_leader_stopped_past_a_takeover_sends_nothing_once_resumed_and_stands_
 
         let resumed_at = Instant::now();
         c.instances[old].signal("-CONT");
+        standby_since[old] = resumed_at;
         c.add(AFTER_RESUME).await;
         let body = c.standing_by(old).await;
         let new_name = c.instances[new].name.clone();
@@ -900,4 +924,115 @@ async fn a_leader_stopped_past_a_takeover_sends_nothing_once_resumed_and_stands_
         max <= TAKEOVER_BOUND,
         "a takeover after SIGSTOP took {max:?}: {takeovers:?}"
     );
+}
+
+/// The server sessions of the instances' ledger pools (not their lock sessions) and what they
+/// are doing, for assertions and failure messages.
+async fn pool_sessions(admin: &tokio_postgres::Client) -> Vec<(i32, String, String, String)> {
+    admin
+        .query(
+            "SELECT pid, coalesce(state, ''), coalesce(wait_event_type || ':' || wait_event, ''), query
+             FROM pg_stat_activity WHERE application_name = 'cosigner' ORDER BY pid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// A leader frozen in the middle of a ledger append holds the chain head's row lock in an open
+/// transaction. The database must not let that stall the pair: another instance takes over and
+/// decides within `poll.interval` + 15 s, and the frozen one, resumed, sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_inside_a_ledger_write_does_not_keep_the_next_leader_from_deciding() {
+    let Some(mut c) = Cluster::new(2, "1", r#"{"latency":"5ms"}"#).await else {
+        return;
+    };
+    c.instances[0].start();
+    c.leader_among(&[0], PATIENCE).await;
+    c.instances[1].start();
+    c.standing_by(1).await;
+    c.add(5).await;
+    c.drained().await;
+
+    // Hold back the leader's next decision insert: it takes the chain head first, then waits
+    // for this lock on the decisions table.
+    let blocker = c.pg.admin("failover").await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE decisions IN SHARE MODE")
+        .await
+        .unwrap();
+    let watcher = c.pg.admin("failover").await;
+    c.add(10).await;
+    let pid = {
+        let watcher = &watcher;
+        c.until(
+            "the leader's append to wait for the decisions table",
+            PATIENCE,
+            async |_: &Cluster| {
+                pool_sessions(watcher)
+                    .await
+                    .into_iter()
+                    .find(|(_, _, wait, query)| {
+                        wait.starts_with("Lock:") && query.contains("INSERT INTO decisions")
+                    })
+                    .map(|(pid, ..)| pid)
+            },
+        )
+        .await
+    };
+    c.instances[0].signal("-STOP");
+    let stopped_at = Instant::now();
+    blocker.batch_execute("COMMIT").await.unwrap();
+    {
+        let watcher = &watcher;
+        c.until(
+            "the frozen leader's append to sit idle in its transaction",
+            PATIENCE,
+            async |_: &Cluster| {
+                pool_sessions(watcher)
+                    .await
+                    .iter()
+                    .any(|(p, state, ..)| *p == pid && state == "idle in transaction")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    let decided_at_stop = c.sandbox("stats").await["decided"].as_u64().unwrap();
+    let deadline = stopped_at + TAKEOVER_BOUND + Duration::from_secs(5);
+    let mut took_over = None;
+    while Instant::now() < deadline {
+        let decided = c.sandbox("stats").await["decided"].as_u64().unwrap();
+        if decided > decided_at_stop && c.instances[1].readiness(&c.http).await == Readiness::Leader
+        {
+            took_over = Some(stopped_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sessions = pool_sessions(&watcher).await;
+    let resumed_at = Instant::now();
+    c.instances[0].signal("-CONT");
+    let took_over = took_over.unwrap_or_else(|| {
+        panic!(
+            "{} did not lead and decide within {:?} of the leader's freeze inside a ledger \
+             write; the ledger's sessions then: {sessions:#?}\n{}",
+            c.instances[1].name,
+            deadline - stopped_at,
+            c.logs()
+        )
+    });
+    eprintln!("takeover from a leader frozen inside a ledger write: {took_over:?}");
+    assert!(took_over <= TAKEOVER_BOUND, "{took_over:?}");
+    c.standing_by(0).await;
+    c.drained().await;
+    c.assert_one_leader(1).await;
+    let after = c.instances[0].proxy.since(resumed_at);
+    assert!(after.is_empty(), "the resumed old leader sent {after:?}");
+    c.assert_each_transaction_decided_once_and_the_window_spent_exactly()
+        .await;
 }
