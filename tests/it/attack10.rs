@@ -26,11 +26,7 @@ fn setup(dir: &Path, sandbox_url: &str, extra: &str) -> (PathBuf, String) {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(
         "[http]\nlisten = \"127.0.0.1:{port}\"\napi_keys_file = \"api-keys\"\n{extra}"

@@ -244,6 +244,16 @@ pub(crate) fn spawn_sandbox_args(args: &[&str]) -> SandboxProcess {
     SandboxProcess { child, url }
 }
 
+/// A loopback port free at the moment of asking, for a listener that must keep its port across
+/// restarts (port 0 picks another each time).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Replaces the first `from` in the file at `path` with `to`; `from` must be there.
 pub(crate) fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
