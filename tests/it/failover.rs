@@ -1026,15 +1026,95 @@ impl Cluster {
     }
 }
 
-/// A leader frozen in the middle of a ledger append holds the chain head's row lock in an open
-/// transaction. The database must not let that stall the pair: another instance takes over and
-/// decides within `poll.interval` + 15 s, and the frozen one, resumed, sends nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_stopped_inside_a_ledger_write_does_not_keep_the_next_leader_from_deciding() {
+/// A TCP proxy in front of PostgreSQL for one instance that can go silent: from then on it
+/// forwards nothing either way and closes nothing (packets lost in a partition, not a refused
+/// connection: neither end learns of it), until it is healed.
+struct SilenceableProxy {
+    port: u16,
+    silent: tokio::sync::watch::Sender<bool>,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl SilenceableProxy {
+    async fn start(upstream_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (silent, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let watch = watch.clone();
+                tokio::spawn(async move {
+                    // A connection opened during the silence hangs as a lost SYN would.
+                    if watch.clone().wait_for(|s| !*s).await.is_err() {
+                        return;
+                    }
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let (from_client, to_client) = client.into_split();
+                    let (from_server, to_server) = server.into_split();
+                    tokio::spawn(Self::pipe(from_server, to_client, watch.clone()));
+                    Self::pipe(from_client, to_server, watch).await;
+                });
+            }
+        });
+        Self {
+            port,
+            silent,
+            _task: AbortOnDropHandle::new(task),
+        }
+    }
+
+    /// Copies `from` to `to`, holding what it read while the proxy is silent.
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut silent: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if silent.wait_for(|s| !*s).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    fn set_silent(&self, silent: bool) {
+        self.silent.send_replace(silent);
+    }
+}
+
+/// A leader frozen in the middle of a ledger append (stopped with SIGSTOP, or cut off from the
+/// database by a silent partition) holds the chain head's row lock in an open transaction. The
+/// database must not let that stall the pair: another instance takes over and decides within
+/// `poll.interval` + 15 s, and the old leader sends no approval or rejection once it runs (or
+/// reaches the database) again.
+async fn leader_frozen_inside_a_ledger_write(cut_off: bool) {
     let Some(mut c) = Cluster::new(2, "1", r#"{"latency":"5ms"}"#).await else {
         return;
     };
+    let partition = SilenceableProxy::start(c.pg.port()).await;
+    if cut_off {
+        edit(
+            &c.instances[0].cfg,
+            &format!("127.0.0.1:{}/", c.pg.port()),
+            &format!("127.0.0.1:{}/", partition.port),
+        );
+    }
+    let (freeze, thaw) = if cut_off {
+        ("cut off from the database", "reconnected")
+    } else {
+        ("stopped", "resumed")
+    };
     c.start_leader_and_standby().await;
+    // The first five (0.10 + 0.15 + 0.20 + 0.25 + 0.30) spend the window of 1 exactly.
     c.add(5).await;
     c.drained().await;
 
@@ -1054,49 +1134,71 @@ async fn a_leader_stopped_inside_a_ledger_write_does_not_keep_the_next_leader_fr
             |s| s.wait.starts_with("Lock:") && s.query.contains("INSERT INTO decisions"),
         )
         .await;
-    c.instances[0].signal("-STOP");
-    let stopped_at = Instant::now();
+    if cut_off {
+        partition.set_silent(true);
+    } else {
+        c.instances[0].signal("-STOP");
+    }
+    let frozen_at = Instant::now();
     blocker.batch_execute("COMMIT").await.unwrap();
     c.session(
-        "the frozen leader's append to sit idle in its transaction",
+        "the old leader's append to sit idle in its transaction",
         &watcher,
         |s| s.pid == pid && s.state == "idle in transaction",
     )
     .await;
 
-    let decided_at_stop = c.sandbox("stats").await["decided"].as_u64().unwrap();
-    let deadline = stopped_at + TAKEOVER_BOUND + Duration::from_secs(5);
+    let decided_at_freeze = c.sandbox("stats").await["decided"].as_u64().unwrap();
+    let deadline = frozen_at + TAKEOVER_BOUND + Duration::from_secs(5);
     let mut took_over = None;
     while Instant::now() < deadline {
         let decided = c.sandbox("stats").await["decided"].as_u64().unwrap();
-        if decided > decided_at_stop && c.instances[1].readiness(&c.http).await == Readiness::Leader
+        if decided > decided_at_freeze
+            && c.instances[1].readiness(&c.http).await == Readiness::Leader
         {
-            took_over = Some(stopped_at.elapsed());
+            took_over = Some(frozen_at.elapsed());
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let sessions = pool_sessions(&watcher).await;
-    let resumed_at = Instant::now();
-    c.instances[0].signal("-CONT");
+    if cut_off {
+        partition.set_silent(false);
+    } else {
+        c.instances[0].signal("-CONT");
+    }
     let took_over = took_over.unwrap_or_else(|| {
         panic!(
-            "{} did not lead and decide within {:?} of the leader's freeze inside a ledger \
+            "{} did not lead and decide within {:?} of the leader being {freeze} inside a ledger \
              write; the ledger's sessions then: {sessions:#?}\n{}",
             c.instances[1].name,
-            deadline - stopped_at,
+            deadline - frozen_at,
             c.logs()
         )
     });
-    eprintln!("takeover from a leader frozen inside a ledger write: {took_over:?}");
+    eprintln!("takeover from a leader {freeze} inside a ledger write: {took_over:?}");
     assert!(took_over <= TAKEOVER_BOUND, "{took_over:?}");
     c.standing_by(0).await;
     c.drained().await;
     c.assert_one_leader(1).await;
-    let after = c.instances[0].proxy.since(resumed_at);
-    assert!(after.is_empty(), "the resumed old leader sent {after:?}");
+    let after = c.instances[0].proxy.decisions_since(frozen_at);
+    assert!(
+        after.is_empty(),
+        "the old leader, {freeze} then {thaw}, sent {after:?}"
+    );
     c.assert_each_transaction_decided_once_and_the_window_spent_exactly()
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_inside_a_ledger_write_does_not_keep_the_next_leader_from_deciding() {
+    leader_frozen_inside_a_ledger_write(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_database_inside_a_ledger_write_does_not_keep_the_next_leader_from_deciding()
+ {
+    leader_frozen_inside_a_ledger_write(true).await;
 }
 
 /// A leader frozen while its collection request is out (the server answers, but the leader
