@@ -823,8 +823,8 @@ async fn leader_killed_at_random_moments(n: usize) {
     eprintln!(
         "failover ({n} instances): {kills} SIGKILLs of the leader, {TXS} transactions; takeover \
          median {median:?} max {max:?} (bound {TAKEOVER_BOUND:?}); approve/reject requests per \
-         instance {sent:?} ({} in all: the extra ones cut by a kill or re-sent, {replays} \
-         identical re-sends accepted), starts per instance {starts:?}; run time {:?}",
+         instance {sent:?} ({} in all: the extra ones were cut by a kill before the server \
+         took them, or re-sent; {replays} identical re-sends accepted), starts per instance {starts:?}; run time {:?}",
         sent.iter().sum::<usize>(),
         started.elapsed()
     );

@@ -33,14 +33,6 @@ pub(crate) fn items(first: u64, last: u64) -> Vec<String> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One `cosigner run` of the pair, killed (SIGKILL) on drop.
 pub(crate) struct Member {
     pub(crate) name: &'static str,
