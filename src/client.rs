@@ -338,7 +338,14 @@ pub struct Client {
     last_skew: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
     /// The wall clock: request timestamps, and this host's time against the server's `Date`.
     clock: Clock,
+    /// Asked before every attempt of every call, listings and collections included (in a pair:
+    /// whether this instance still leads), so that a process resumed after a pause retries
+    /// nothing once it has lost the lead.
+    permit: Option<AttemptPermit>,
 }
+
+/// A check made before every HTTP attempt of every call.
+pub(crate) type AttemptPermit = std::sync::Arc<dyn Fn() -> Result<(), Refusal> + Send + Sync>;
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -367,6 +374,7 @@ impl Client {
             metrics: None,
             last_skew: std::sync::Mutex::new(None),
             clock: Clock::system(),
+            permit: None,
         })
     }
 
@@ -406,6 +414,13 @@ impl Client {
         };
         *self.last_skew.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), skew_ms));
+    }
+
+    /// Asks `permit` before every attempt of every call.
+    #[must_use]
+    pub(crate) fn with_attempt_permit(mut self, permit: Option<AttemptPermit>) -> Self {
+        self.permit = permit;
+        self
     }
 
     /// Reads `clock` instead of the system clock (it should be the ledger's).
@@ -603,6 +618,9 @@ impl Client {
         };
         loop {
             self.limiter.until_ready().await;
+            if let Some(permit) = &self.permit {
+                permit().map_err(|r| stopped(attempts, r))?;
+            }
             // Asked last thing before the request goes on the wire.
             if let Some(g) = gate.as_deref_mut() {
                 g.check().map_err(|r| stopped(attempts, r))?;

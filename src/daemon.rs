@@ -196,7 +196,21 @@ pub async fn build(
         }
         (None, None) => unreachable_ledger()?,
     };
-    let client = Arc::new(client.with_metrics(metrics.clone()).with_clock(clock));
+    // In a pair, no attempt of any call (listing, collection, retry) leaves unless this instance
+    // leads now: a leader resumed after a pause must not act for the one that replaced it.
+    let permit = lead.clone().map(|lead| -> crate::client::AttemptPermit {
+        Arc::new(move || {
+            lead.current()
+                .map(|_| ())
+                .map_err(|e| crate::client::Refusal::from(format!("not leading: {e}")))
+        })
+    });
+    let client = Arc::new(
+        client
+            .with_metrics(metrics.clone())
+            .with_clock(clock)
+            .with_attempt_permit(permit),
+    );
     let collector = if cfg.collect.enabled {
         Some(Arc::new(
             Collector::new(

@@ -218,10 +218,13 @@ impl PgTarget {
             .keepalives_idle(Duration::from_secs(5))
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3);
-        // Every commit is durable before it is acknowledged, whatever the server's default.
+        // Every commit is durable before it is acknowledged, whatever the server's default. A
+        // session left inside a transaction (its process frozen or cut off mid-write) is ended
+        // after 3 s, so the chain head's row lock it holds cannot keep a new leader waiting.
+        let ours = "-c synchronous_commit=on -c idle_in_transaction_session_timeout=3000";
         let options = match config.get_options() {
-            Some(o) => format!("{o} -c synchronous_commit=on"),
-            None => "-c synchronous_commit=on".to_string(),
+            Some(o) => format!("{o} {ours}"),
+            None => ours.to_string(),
         };
         config.options(options);
         let tls_connector = Self::tls(tls, rootcert.as_ref())?;
