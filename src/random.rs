@@ -34,9 +34,31 @@ pub(crate) fn unit_fraction() -> f64 {
 
 const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
+/// Bytes of CSPRNG output one refill of a thread's nonce reserve draws: 64 nonces.
+const NONCE_RESERVE: usize = 1024;
+
+std::thread_local! {
+    /// This thread's unused CSPRNG output for nonces and how much of it is used. A nonce is sent
+    /// in the clear and guards against replay, not a secret: drawing OpenSSL's output for 64 of
+    /// them at once saves a DRBG call per request (~5 µs, a tenth of a request's own CPU).
+    static NONCE_BYTES: std::cell::RefCell<([u8; NONCE_RESERVE], usize)> =
+        const { std::cell::RefCell::new(([0; NONCE_RESERVE], NONCE_RESERVE)) };
+}
+
 /// A fresh 16-character alphanumeric nonce.
 pub(crate) fn nonce() -> Result<String, RandomError> {
-    Ok(nonce_from(bytes::<16>()?))
+    NONCE_BYTES.with_borrow_mut(|(reserve, used)| {
+        if *used == NONCE_RESERVE {
+            openssl::rand::rand_bytes(reserve)?;
+            *used = 0;
+        }
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&reserve[*used..*used + 16]);
+        // Spent bytes are not kept: each nonce is drawn once.
+        reserve[*used..*used + 16].fill(0);
+        *used += 16;
+        Ok(nonce_from(b))
+    })
 }
 
 fn nonce_from(b: [u8; 16]) -> String {
@@ -63,5 +85,13 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, b);
         assert_eq!(nonce_from([0; 16]), "AAAAAAAAAAAAAAAA");
+    }
+
+    #[test]
+    fn nonces_stay_distinct_across_refills_of_the_reserve() {
+        let n = 3 * NONCE_RESERVE / 16 + 5;
+        let all: std::collections::HashSet<String> = (0..n).map(|_| nonce().unwrap()).collect();
+        assert_eq!(all.len(), n, "a nonce repeated");
+        assert!(all.iter().all(|a| a.len() == 16 && a != "AAAAAAAAAAAAAAAA"));
     }
 }

@@ -63,10 +63,10 @@ where
     let mut pairs: Vec<(&str, &str)> = params.into_iter().filter(|(_, v)| !v.is_empty()).collect();
     match order {
         SignOrder::Ascii => pairs.sort_by(|a, b| a.0.cmp(b.0)),
+        // Compared byte by byte, lower-cased on the fly: no two strings allocated per comparison.
         SignOrder::CaseInsensitive => pairs.sort_by(|a, b| {
-            a.0.to_ascii_lowercase()
-                .cmp(&b.0.to_ascii_lowercase())
-                .then_with(|| a.0.cmp(b.0))
+            let folded = |s: &'a str| s.bytes().map(|c| c.to_ascii_lowercase());
+            folded(a.0).cmp(folded(b.0)).then_with(|| a.0.cmp(b.0))
         }),
     }
     let mut out = String::new();
@@ -120,6 +120,15 @@ mod tests {
             SignOrder::CaseInsensitive,
         );
         assert_eq!(s, "MerchantNo=m&name=x&Nonce=n&orderNo=1");
+    }
+
+    #[test]
+    fn case_insensitive_order_puts_a_prefix_first_and_breaks_ties_by_bytes() {
+        let s = canonical_string(
+            [("amountB", "3"), ("Amount", "2"), ("amount", "1"), ("AMOUNT_", "4")],
+            SignOrder::CaseInsensitive,
+        );
+        assert_eq!(s, "Amount=2&amount=1&AMOUNT_=4&amountB=3");
     }
 
     #[test]
