@@ -125,7 +125,12 @@ mod tests {
     #[test]
     fn case_insensitive_order_puts_a_prefix_first_and_breaks_ties_by_bytes() {
         let s = canonical_string(
-            [("amountB", "3"), ("Amount", "2"), ("amount", "1"), ("AMOUNT_", "4")],
+            [
+                ("amountB", "3"),
+                ("Amount", "2"),
+                ("amount", "1"),
+                ("AMOUNT_", "4"),
+            ],
             SignOrder::CaseInsensitive,
         );
         assert_eq!(s, "Amount=2&amount=1&AMOUNT_=4&amountB=3");
