@@ -1100,8 +1100,20 @@ impl PgLedger {
     /// Walks the whole chain and reports every break, and every object in the database that
     /// could change or hide rows.
     pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let client = self.client().await?;
-        verify_on(&**client).await
+        let what = "verify the chain";
+        let mut client = self.client().await?;
+        // One snapshot for the records and the head: read beside a leader that is writing, they
+        // would otherwise disagree ("ends at record 21 but its head says 41").
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db(what))?;
+        let report = verify_on(&*tx).await;
+        tx.rollback().await.map_err(db(what))?;
+        report
     }
 
     /// Counts of real decisions (dry runs excluded) by action.
@@ -1250,7 +1262,14 @@ impl PgTarget {
                 leader: None,
             });
         }
-        let report = verify_on(&client).await?;
+        // One snapshot for the records and the head (a leader may be writing meanwhile).
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(db(what))?;
+        let report = verify_on(&client).await;
+        client.batch_execute("ROLLBACK").await.map_err(db(what))?;
+        let report = report?;
         let leader = client
             .query_opt(
                 "SELECT epoch, holder FROM cosigner_leader WHERE id = 1",
