@@ -370,7 +370,7 @@ async fn an_sqlite_ledger_migrated_into_postgresql_keeps_its_records_and_the_dae
     // Copied into PostgreSQL: counts printed, chain verified before and after.
     write_private(&dir.path().join("pg-password"), pg.password_text());
     let pw = dir.path().join("pg-password");
-    let out = run_bin(&[
+    let migrate = [
         "ledger",
         "migrate",
         "--config",
@@ -379,25 +379,15 @@ async fn an_sqlite_ledger_migrated_into_postgresql_keeps_its_records_and_the_dae
         &url,
         "--password-file",
         pw.to_str().unwrap(),
-    ])
-    .await;
+    ];
+    let out = run_bin(&migrate).await;
     let text = all_output(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("decisions 4"), "{text}");
     assert!(text.contains("verified before and after"), "{text}");
     assert!(!text.contains(pg.password_text()), "{text}");
     // Into an empty ledger only: a second copy is refused and changes nothing.
-    let again = run_bin(&[
-        "ledger",
-        "migrate",
-        "--config",
-        &cfg_s,
-        "--to",
-        &url,
-        "--password-file",
-        pw.to_str().unwrap(),
-    ])
-    .await;
+    let again = run_bin(&migrate).await;
     assert!(!again.status.success());
     assert!(
         all_output(&again).contains("already holds"),
