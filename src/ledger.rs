@@ -426,10 +426,10 @@ impl OutcomeRecord {
 
 impl EventRecord {
     /// An event of `kind` at `at`.
-    fn at(kind: &str, detail: String, at: Millis) -> Self {
+    fn at(kind: &str, detail: &str, at: Millis) -> Self {
         Self {
             kind: kind.to_string(),
-            detail,
+            detail: storable(detail),
             recorded_at_ms: at,
         }
     }
@@ -459,6 +459,19 @@ impl CollectRecord {
     }
 }
 
+/// `text` as both back ends store it: PostgreSQL's `text` cannot hold U+0000, so it becomes
+/// U+FFFD REPLACEMENT CHARACTER, on SQLite too, so that one record hashes alike on both. Only
+/// hostile input carries a NUL; a field holding one is never canonical, so it is never approved
+/// (and never counted in a window), and the item's exact JSON, in `tx_json`, keeps it escaped.
+pub(crate) fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+/// [`storable`] for an optional field.
+fn storable_opt(text: Option<&String>) -> Option<String> {
+    text.map(|t| storable(t))
+}
+
 impl DecisionRecord {
     /// The records of `new`, all at one moment.
     fn all(new: &[NewDecision], at: Millis) -> Vec<Self> {
@@ -469,15 +482,15 @@ impl DecisionRecord {
         Self {
             tx_id: TxId(d.tx.id),
             fingerprint: fingerprint(&d.tx),
-            tx_json: d.tx.raw.clone(),
-            from_addr: d.tx.from.clone(),
-            to_addr: d.tx.to.clone(),
-            amount: d.tx.amount.clone(),
-            chain_id: d.tx.chain_id.clone(),
+            tx_json: storable(&d.tx.raw),
+            from_addr: storable_opt(d.tx.from.as_ref()),
+            to_addr: storable_opt(d.tx.to.as_ref()),
+            amount: storable_opt(d.tx.amount.as_ref()),
+            chain_id: storable_opt(d.tx.chain_id.as_ref()),
             amount_value: d.amount.map(|a| a.normalize().to_string()),
             action: d.action,
-            rule: d.rule.clone(),
-            reason: d.reason.clone(),
+            rule: storable(&d.rule),
+            reason: storable(&d.reason),
             policy_sha256: d.policy_sha256.clone(),
             dry_run: d.dry_run,
             signed_text: d.signed_text.clone(),
@@ -843,11 +856,7 @@ impl Ledger {
 
     /// Records an operational event (mode change, policy load, order callback) in the chain.
     pub fn record_event(&mut self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
-        self.append(&mut [EventRecord::at(
-            kind,
-            detail.to_string(),
-            Millis(self.clock.now_ms()),
-        )])?;
+        self.append(&mut [EventRecord::at(kind, detail, Millis(self.clock.now_ms()))])?;
         Ok(self.head.seq.0)
     }
 
@@ -892,7 +901,7 @@ impl Ledger {
         self.conn
             .query_row(
                 "SELECT 1 FROM events WHERE kind = ?1 AND detail = ?2 LIMIT 1",
-                [kind, detail],
+                [kind, &storable(detail)],
                 |_| Ok(()),
             )
             .optional()

@@ -352,7 +352,7 @@ impl LedgerHandle {
     }
 
     /// Counts of real decisions (dry runs excluded) by action.
-    pub(crate) async fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
+    pub async fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.counts()).await,
             Backend::Postgres(p) => p.counts().await,
@@ -450,6 +450,20 @@ mod tests {
         }
         assert_eq!(recorded, 1);
         assert_eq!(h.list_events("order").await.unwrap(), vec!["same"]);
+        // A NUL is stored as U+FFFD, and the same detail is still found once recorded.
+        assert!(
+            h.record_event_once("order", "a\0b")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            h.record_event_once("order", "a\0b")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(h.has_event("order", "a\0b").await.unwrap());
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ use super::sql::{Millis, Sent, Seq, TxId, sql_count};
 use super::{
     DecisionRow, INDEXES, Ledger, LedgerError, NewDecision, Outcome, PageArg, PageQuery,
     RESEND_EVENT, ResendRecord, TxState, VerifyReport, WindowApproval, check_chain, page_query,
-    page_rows, row_select, tx_state, usage_of, window_start,
+    page_rows, row_select, storable, tx_state, usage_of, window_start,
 };
 use crate::clock::Clock;
 use crate::domain::Withdrawal;
@@ -847,7 +847,7 @@ impl PgLedger {
     /// Records an operational event; returns its sequence number.
     pub async fn record_event(&self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
         let seqs = self
-            .append(&mut [EventRecord::at(kind, detail.to_string(), self.now())])
+            .append(&mut [EventRecord::at(kind, detail, self.now())])
             .await?;
         Ok(seqs.last().map_or(0, |s| s.0))
     }
@@ -1029,7 +1029,7 @@ impl PgLedger {
         let found = self
             .event_details(
                 "SELECT detail FROM events WHERE kind = $1 AND detail = $2 LIMIT 1",
-                &[&kind, &detail],
+                &[&kind, &storable(detail)],
             )
             .await?;
         Ok(!found.is_empty())
@@ -1078,17 +1078,14 @@ impl PgLedger {
         let found = tx
             .query_opt(
                 "SELECT 1 FROM events WHERE kind = $1 AND detail = $2 LIMIT 1",
-                &[&kind, &detail],
+                &[&kind, &storable(detail)],
             )
             .await
             .map_err(db("read events"))?;
         if found.is_some() {
             return Ok(None);
         }
-        let mut rows = chain(
-            &mut head,
-            &mut [EventRecord::at(kind, detail.to_string(), self.now())],
-        )?;
+        let mut rows = chain(&mut head, &mut [EventRecord::at(kind, detail, self.now())])?;
         insert(&*tx, &mut rows, epoch).await?;
         set_head(&*tx, &head).await?;
         tx.commit()

@@ -1,17 +1,21 @@
 //! The crash suite: the real daemon against a sandbox process with a backlog, killed with
-//! SIGKILL at random moments and aborted at named fail points, restarted, again and again.
+//! SIGKILL at a random moment of its work (up to 400 ms after its first API request) and aborted
+//! at named fail points, restarted, again and again.
 //! After each run: no transaction got two different decisions (or a re-send with other `data`),
 //! the window limit holds, every approval the sandbox accepted is in the ledger, and the ledger
 //! verifies. At the end every transaction is decided or held as the policy says.
+//!
+//! The suite runs once on each ledger back end: SQLite, and PostgreSQL (where a killed
+//! daemon's successor must first take the lead the dead one held).
 //!
 //! 50 kills by default; `COSIGNER_CRASH_KILLS=1000 cargo test crash -- --nocapture` for more.
 
 use std::time::Duration;
 
 use cosigner::domain::Action;
-use cosigner::ledger::Ledger;
 use serde_json::Value;
 
+use crate::store::Store;
 use crate::support::*;
 
 /// The backlog at the start; each run then finds `PER_RUN` new withdrawals.
@@ -28,8 +32,31 @@ async fn sandbox_json(http: &reqwest::Client, url: &str, what: &str) -> Value {
         .unwrap()
 }
 
+/// API requests the sandbox has answered (or faulted) so far.
+async fn api_requests(http: &reqwest::Client, url: &str) -> u64 {
+    sandbox_json(http, url, "stats").await["requests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_breaks_a_limit() {
+    crash_suite(Store::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_breaks_a_limit()
+ {
+    let Some(store) = Store::postgres() else {
+        return;
+    };
+    crash_suite(store).await;
+}
+
+async fn crash_suite(store: Store) {
     let kills: usize = std::env::var("COSIGNER_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -66,6 +93,7 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
+    store.configure(&cfg);
     std::fs::write(
         dir.path().join("policy.toml"),
         format!("default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"24h\"\nmax_count = {max_count}\n"),
@@ -105,8 +133,12 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
         if i % 2 == 0 {
             cmd.env("COSIGNER_FAILPOINT", points[(i / 2) % points.len()]);
         }
+        let before = api_requests(&http, &sandbox.url).await;
         let mut child = cmd.spawn().unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(50 + rand() % 400);
+        // The kill comes at a random moment after the run's first API request: once it works,
+        // whatever its back end takes to start (PostgreSQL: connecting, taking the lead).
+        let spawned = tokio::time::Instant::now();
+        let mut deadline = None;
         loop {
             if child.try_wait().unwrap().is_some() {
                 let mut err = String::new();
@@ -121,7 +153,15 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
                 aborted += 1;
                 break;
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if deadline.is_none() && api_requests(&http, &sandbox.url).await > before {
+                deadline = Some(now + Duration::from_millis(rand() % 400));
+            }
+            assert!(
+                deadline.is_some() || now - spawned < Duration::from_secs(30),
+                "run {i} made no API request in 30 s"
+            );
+            if deadline.is_some_and(|d| now >= d) {
                 child.kill().unwrap(); // SIGKILL
                 child.wait().unwrap();
                 killed += 1;
@@ -145,15 +185,15 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
             approved <= max_count,
             "after run {i}: {approved} approvals exceed the window limit {max_count}"
         );
-        let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
-        let report = ledger.verify().unwrap();
+        let ledger = store.reader(dir.path()).await;
+        let report = ledger.verify().await.unwrap();
         assert!(
             report.problems.is_empty(),
             "after run {i}: {:?}",
             report.problems
         );
         for d in decisions.as_array().unwrap() {
-            let h = ledger.history(d["id"].as_u64().unwrap()).unwrap();
+            let h = ledger.history(d["id"].as_u64().unwrap()).await.unwrap();
             assert!(
                 h.iter().any(|r| r.data.as_deref() == d["data"].as_str()),
                 "after run {i}: the sandbox accepted {} without a ledger record of that data",
@@ -162,6 +202,11 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
         }
     }
     assert!(killed + aborted == kills);
+    let decided_under_kills = sandbox_json(&http, &sandbox.url, "decisions")
+        .await
+        .as_array()
+        .unwrap()
+        .len();
 
     // A clean run to the end: every transaction decided or held as the policy says.
     let out = run_bin(&["run", "--once", "--config", cfg.to_str().unwrap()]).await;
@@ -189,9 +234,9 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
             .all(|d| d["status"] == 1),
         "nothing rejected"
     );
-    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let ledger = store.reader(dir.path()).await;
     for id in 1..=txs {
-        let h = ledger.history(id).unwrap();
+        let h = ledger.history(id).await.unwrap();
         let last = h
             .last()
             .unwrap_or_else(|| panic!("transaction {id} never decided"));
@@ -208,6 +253,7 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
     }
     let recorded_approvals = ledger
         .counts()
+        .await
         .unwrap()
         .get("approve")
         .copied()
@@ -217,7 +263,8 @@ async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_b
         "window totals equal the recorded approvals"
     );
     eprintln!(
-        "crash suite: {kills} runs, {killed} SIGKILLs, {aborted} fail-point aborts {fired:?}, {} approvals of {txs}",
+        "crash suite on {}: {kills} runs, {killed} SIGKILLs, {aborted} fail-point aborts {fired:?}, {} approvals of {txs} ({decided_under_kills} of them made by runs that were killed)",
+        store.name(),
         approved.len()
     );
 }

@@ -27,5 +27,6 @@ mod promise;
 mod properties;
 mod reliability;
 mod signing;
+mod store;
 mod support;
 mod watchdog;

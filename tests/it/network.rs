@@ -2,19 +2,19 @@
 //! oversized bodies, timeouts, connections cut mid-request, and the server gone for several
 //! cycles.
 //! Every transaction is eventually decided, no approval leaves without a ledger record, and
-//! staleness shows in /readyz and the metrics.
+//! staleness shows in /readyz and the metrics. Run on both ledger back ends.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use cosigner::ledger::Ledger;
 use cosigner::sandbox::{Faults, Scenario};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::store::Store;
 use crate::support::*;
 
 /// A TCP proxy whose faults the test controls: `down` refuses every connection (the listening
@@ -83,6 +83,19 @@ fn start_proxy(upstream: SocketAddr, stop: CancellationToken) -> Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_every_network_fault_each_transaction_is_eventually_decided_and_recorded() {
+    network_suite(Store::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_through_every_network_fault_each_transaction_is_eventually_decided_and_recorded()
+ {
+    let Some(store) = Store::postgres() else {
+        return;
+    };
+    network_suite(store).await;
+}
+
+async fn network_suite(store: Store) {
     let total: u64 = 60;
     let sb = start_sandbox(Scenario {
         pending: vec![],
@@ -99,6 +112,7 @@ async fn through_every_network_fault_each_transaction_is_eventually_decided_and_
         .unwrap()
         .replace("timeout = \"5s\"", "timeout = \"400ms\"\nmax_retries = 1");
     std::fs::write(&cfg_path, text).unwrap();
+    store.configure(&cfg_path);
     let d = run_daemon(&cfg_path, timings(150, 3_600_000)).await;
     let base = d.base.clone();
     let feed = |from: u64, to: u64| {
@@ -240,11 +254,12 @@ async fn through_every_network_fault_each_transaction_is_eventually_decided_and_
     d.shutdown().await;
     stop_proxy.cancel();
     assert_eq!(sb.sandbox.stats().conflicts, 0);
-    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let ledger = store.reader(dir.path()).await;
     for d in sb.sandbox.decisions() {
         assert!(
             ledger
                 .history(d.id)
+                .await
                 .unwrap()
                 .iter()
                 .any(|r| r.data.as_deref() == Some(d.data.as_str())),
@@ -252,5 +267,5 @@ async fn through_every_network_fault_each_transaction_is_eventually_decided_and_
             d.id
         );
     }
-    assert!(ledger.verify().unwrap().problems.is_empty());
+    assert!(ledger.verify().await.unwrap().problems.is_empty());
 }

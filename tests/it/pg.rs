@@ -237,6 +237,11 @@ impl Pg {
         );
     }
 
+    /// The server's log file.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
     /// The port the server listens on (127.0.0.1).
     pub(crate) fn port(&self) -> u16 {
         self.port

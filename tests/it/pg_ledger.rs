@@ -242,7 +242,7 @@ fn usage(u: &Usage) -> Value {
 /// run, a rejection, outcomes (the latest wins), a re-send, a second content for one id, an id
 /// above `i64::MAX`, collections and events.
 async fn script(l: &mut Backend) -> Vec<u64> {
-    let ids = vec![1, 2, 3, 4, 5, 6, u64::MAX];
+    let ids = vec![1, 2, 3, 4, 5, 6, 7, u64::MAX];
     assert_eq!(l.record_event("mode", "{\"mode\":\"normal\"}").await, 1);
     let seqs = l
         .record_decisions(&[
@@ -288,14 +288,16 @@ async fn script(l: &mut Backend) -> Vec<u64> {
             decision(tx(2, "0xC", "6"), Action::Approve, "limited", false),
             decision(tx(6, "0xB", "1"), Action::Hold, "default", true),
             decision(tx(u64::MAX, "0xB", "2"), Action::Hold, "default", false),
+            // A NUL, which PostgreSQL's text cannot hold: stored alike on both.
+            decision(tx(7, "0xB\0", "1"), Action::Hold, "default", false),
         ])
         .await
         .unwrap();
-    assert_eq!(more, vec![11, 12, 13]);
+    assert_eq!(more, vec![11, 12, 13, 14]);
     assert_eq!(l.record_decisions(&[]).await.unwrap(), Vec::<u64>::new());
     l.record_collect(true, true, None).await;
     l.record_collect(false, false, Some("down")).await;
-    assert_eq!(l.record_event("mode", "{\"mode\":\"paused\"}").await, 16);
+    assert_eq!(l.record_event("mode", "{\"mode\":\"paused\"}").await, 17);
     ids
 }
 
@@ -317,7 +319,7 @@ async fn the_postgresql_ledger_answers_every_question_as_the_sqlite_ledger_does_
     }
     assert_eq!(a, b);
     // The answers are about something: the windows count what was written.
-    assert_eq!(a["verify"]["records"], 16);
+    assert_eq!(a["verify"]["records"], 17);
     assert_eq!(a["verify"]["problems"], serde_json::json!([]));
     assert_eq!(
         a["usage 0"]["rules"]["limited"],
@@ -478,13 +480,13 @@ async fn an_edit_made_in_the_postgresql_database_is_found_by_verify() {
     );
     // The newest record removed, with the head left as it was.
     admin
-        .execute("DELETE FROM events WHERE seq = 16", &[])
+        .execute("DELETE FROM events WHERE seq = 17", &[])
         .await
         .unwrap();
     let found = problems(l.verify().await.unwrap());
     assert!(
         found.contains(
-            &"the ledger ends at record 15 but its head says 16: records were removed from the end"
+            &"the ledger ends at record 16 but its head says 17: records were removed from the end"
                 .to_string()
         ),
         "{found:?}"

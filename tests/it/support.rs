@@ -367,6 +367,21 @@ pub(crate) fn engine_with_clock(
     settings: cosigner::cycle::PollSettings,
     clock: cosigner::clock::Clock,
 ) -> cosigner::cycle::Engine {
+    let ledger = cosigner::ledger::LedgerHandle::sqlite(
+        open_ledger(&dir.join("ledger.db")).with_clock(clock),
+    );
+    engine_on(dir, client, policy_text, settings, ledger)
+}
+
+/// An engine over `ledger` (either back end), with the policy `policy_text` written into `dir`
+/// and the test key.
+pub(crate) fn engine_on(
+    dir: &Path,
+    client: ClientConfig,
+    policy_text: &str,
+    settings: cosigner::cycle::PollSettings,
+    ledger: cosigner::ledger::LedgerHandle,
+) -> cosigner::cycle::Engine {
     use std::sync::Arc;
     let ppath = dir.join("policy.toml");
     std::fs::write(&ppath, policy_text).unwrap();
@@ -384,9 +399,7 @@ pub(crate) fn engine_with_clock(
             })
             .unwrap(),
         ),
-        cosigner::ledger::LedgerHandle::sqlite(
-            open_ledger(&dir.join("ledger.db")).with_clock(clock),
-        ),
+        ledger,
         Arc::new(cosigner::policy::load(&ppath).unwrap()),
         Arc::new(cosigner::metrics::Metrics::new().unwrap()),
     )
