@@ -50,8 +50,10 @@ pub struct Rule {
     pub name: String,
     /// What the rule decides.
     pub(crate) action: Action,
-    /// `chainId` values it applies to; any chain when `None`.
-    pub(crate) chains: Option<Vec<String>>,
+    /// `chainId` values it applies to, as numbers; any chain when `None`. A canonical chain id
+    /// is digits without a leading zero, so its number is the id, and a transaction's chain is
+    /// compared once per rule as one integer rather than as text.
+    pub(crate) chains: Option<Vec<u128>>,
     /// Source addresses it applies to.
     pub(crate) from: Option<AddressMatcher>,
     /// Destination addresses it applies to.
@@ -287,6 +289,8 @@ struct Checked<'a> {
     from: &'a str,
     to: &'a str,
     chain: &'a str,
+    /// `chain` as a number (it is canonical: at most 20 digits).
+    chain_no: u128,
     amount: Decimal,
 }
 
@@ -363,10 +367,14 @@ fn check_fields<'a>(tx: &'a Withdrawal, max_sign_len: usize) -> Result<Checked<'
         )
         .into());
     }
+    let chain_no = chain
+        .parse()
+        .map_err(|_| format!("chainId {chain:?} is not a chain id"))?;
     Ok(Checked {
         from,
         to,
         chain,
+        chain_no,
         amount,
     })
 }
@@ -433,39 +441,59 @@ impl Miss {
 }
 
 /// An address of the transaction as address sets look it up, with the answers of the lists seen
-/// so far: rules usually share a few large lists, and each is asked once per evaluation.
+/// so far: rules usually share a few large lists, and each is asked once per evaluation. Kept
+/// on the stack: an evaluation allocates nothing to look addresses up.
 struct Lookup<'a> {
-    key: std::borrow::Cow<'a, str>,
+    /// The address as sets key it: an EVM address lowercased (into the caller's buffer), any
+    /// other as written.
+    key: &'a str,
     evm: bool,
-    lists: Vec<(*const AddressSet, bool)>,
+    /// The lists asked so far and their answers (beyond [`MEMO`] lists, the others are asked
+    /// each time).
+    lists: [(*const AddressSet, bool); MEMO],
+    asked: usize,
 }
 
+/// Lists whose answers one evaluation remembers.
+const MEMO: usize = 8;
+
 impl<'a> Lookup<'a> {
-    fn new(addr: &'a str) -> Self {
+    /// `addr` as sets key it; an EVM address is lowercased into `buf`.
+    fn new(addr: &'a str, buf: &'a mut [u8; 42]) -> Self {
         let evm = is_evm_address(addr);
         let key = if evm {
-            std::borrow::Cow::Owned(addr.to_ascii_lowercase())
+            buf.copy_from_slice(addr.as_bytes());
+            buf.make_ascii_lowercase();
+            // Lowercased ASCII: always UTF-8.
+            std::str::from_utf8(&buf[..]).unwrap_or_default()
         } else {
-            std::borrow::Cow::Borrowed(addr)
+            addr
         };
         Self {
             key,
             evm,
-            lists: Vec::new(),
+            lists: [(std::ptr::null(), false); MEMO],
+            asked: 0,
         }
     }
 
     fn in_matcher(&mut self, m: &AddressMatcher) -> bool {
-        if m.own().contains_key(&self.key, self.evm) {
+        if !m.own().is_empty() && m.own().contains_key(self.key, self.evm) {
             return true;
         }
         m.lists().iter().any(|l| {
             let ptr = Arc::as_ptr(l);
-            match self.lists.iter().find(|(p, _)| std::ptr::eq(*p, ptr)) {
+            match self.lists[..self.asked]
+                .iter()
+                .find(|(p, _)| std::ptr::eq(*p, ptr))
+            {
                 Some(&(_, hit)) => hit,
                 None => {
-                    let hit = l.contains_key(&self.key, self.evm);
-                    self.lists.push((ptr, hit));
+                    let hit = l.contains_key(self.key, self.evm);
+                    if let Some(slot) = self.lists.get_mut(self.asked) {
+                        *slot = (ptr, hit);
+                        self.asked += 1;
+                    }
                     hit
                 }
             }
@@ -483,7 +511,7 @@ impl Rule {
         to: &mut Lookup<'_>,
     ) -> Option<Miss> {
         if let Some(chains) = &self.chains
-            && !chains.iter().any(|ch| ch == c.chain)
+            && !chains.contains(&c.chain_no)
         {
             return Some(Miss::Chain);
         }
@@ -573,8 +601,9 @@ impl Policy {
         let mut decided: Option<&Rule> = None;
         // The rule the transaction got furthest in: what a person looking at a hold wants.
         let mut nearest: Option<(&Rule, Miss)> = None;
-        let mut from = Lookup::new(checked.from);
-        let mut to = Lookup::new(checked.to);
+        let (mut from_buf, mut to_buf) = ([0u8; 42], [0u8; 42]);
+        let mut from = Lookup::new(checked.from, &mut from_buf);
+        let mut to = Lookup::new(checked.to, &mut to_buf);
         for rule in &self.rules {
             let miss = rule.why_not(&checked, ctx.usage, &mut from, &mut to);
             if let Some(m) = miss

@@ -73,7 +73,8 @@ fn check(config: ConfigArg, file: Option<PathBuf>) -> CmdResult {
     for (i, r) in p.rules.iter().enumerate() {
         let mut conds = Vec::new();
         if let Some(c) = &r.chains {
-            conds.push(format!("chains {}", c.join(",")));
+            let ids: Vec<String> = c.iter().map(u128::to_string).collect();
+            conds.push(format!("chains {}", ids.join(",")));
         }
         if let Some(f) = &r.from {
             conds.push(format!("from {} address(es)", f.len()));

@@ -50,10 +50,12 @@ pub(crate) fn address_problem(addr: &str, chain: Option<&str>) -> Option<String>
     if addr.is_empty() {
         return Some("is empty".into());
     }
-    if let Some((i, c)) = addr
-        .chars()
-        .enumerate()
-        .find(|(_, c)| !c.is_ascii_alphanumeric())
+    // The common case (ASCII letters and digits) byte by byte; characters only to name one.
+    if !addr.bytes().all(|b| b.is_ascii_alphanumeric())
+        && let Some((i, c)) = addr
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !c.is_ascii_alphanumeric())
     {
         return Some(format!(
             "has {} at character {}: an address is ASCII letters and digits only",
@@ -284,6 +286,12 @@ impl AddressSet {
     #[must_use]
     pub(crate) fn len(&self) -> usize {
         self.exact.len() + self.evm.len()
+    }
+
+    /// Whether it holds no address.
+    #[must_use]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.evm.is_empty()
     }
 
     /// Every address (EVM ones lowercased), in no particular order.

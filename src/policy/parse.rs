@@ -612,6 +612,20 @@ fn rule(
             "window limits count approvals: only approve rules may have them",
         ));
     }
+    let chains = chains
+        .map(|ids| {
+            ids.iter()
+                .map(|id| {
+                    id.parse::<u128>().map_err(|_| {
+                        ctx.err(
+                            rule_place(&name, "chains"),
+                            format!("{id:?} is not a chain id"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
     Ok(Rule {
         name,
         action,

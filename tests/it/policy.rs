@@ -113,6 +113,39 @@ fn the_first_matching_rule_decides_and_the_default_applies_otherwise() {
 }
 
 #[test]
+fn a_rule_s_chains_match_the_chain_id_exactly_up_to_twenty_digits() {
+    let evm = "0x8617e340b3d01fa5f11f306f4090fd50e238070d";
+    let p = parse(&format!(
+        "default = \"hold\"\n[[rule]]\nname = \"big\"\naction = \"approve\"\nchains = [\"56\", \"99999999999999999999\"]\nto = [\"{evm}\"]\n"
+    ))
+    .unwrap();
+    let u = Usage::default();
+    for (chain, want) in [
+        ("56", Action::Approve),
+        ("99999999999999999999", Action::Approve),
+        ("5", Action::Hold),
+        ("566", Action::Hold),
+        ("99999999999999999998", Action::Hold),
+        ("1", Action::Hold),
+    ] {
+        assert_eq!(
+            eval(&p, &tx(1, evm, "1", chain), &u).0,
+            want,
+            "chain {chain}"
+        );
+    }
+    // Not canonical: held as malformed whatever the rules say.
+    for chain in ["056", "56 ", "+56", "100000000000000000000"] {
+        let (action, rule) = eval(&p, &tx(1, evm, "1", chain), &u);
+        assert_eq!(
+            (action, rule.as_str()),
+            (Action::Hold, "(malformed)"),
+            "chain {chain:?}"
+        );
+    }
+}
+
+#[test]
 fn a_rule_over_its_window_limit_does_not_match_and_evaluation_goes_on() {
     let text = format!(
         "{EXAMPLE}\n[[rule]]\nname = \"fallback reject\"\naction = \"reject\"\nto = [\"@treasury\"]\n"
