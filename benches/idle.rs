@@ -9,9 +9,13 @@
 //! so that a fleet restarted together does not poll in step) is set to 0 here: it is a chosen
 //! wait, not start-up work.
 //!
-//! `cargo bench --bench idle` (set `COSIGNER_IDLE_SECS` to change the minute).
+//! `cargo bench --bench idle` (set `COSIGNER_IDLE_SECS` to change the minute). The daemon
+//! measured is the binary built for the bench (with the `dev-tools` feature: sandbox, demo),
+//! or the one `COSIGNER_DAEMON_BIN` names, such as the production build
+//! (`cargo build --release --no-default-features --target-dir target/production`); the sandbox
+//! it polls is always the bench's.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[path = "support.rs"]
@@ -51,7 +55,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
-    let bin = env!("CARGO_BIN_EXE_cosigner");
+    let bin = std::env::var("COSIGNER_DAEMON_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_cosigner").to_string());
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut sandbox, url) = support::spawn_sandbox("idle", "idle-secret");
     support::key_copy(dir.path());
@@ -67,10 +72,17 @@ fn main() {
         format!("[api]\nbase_url = \"{url}\"\nmerchant_no = \"{MERCHANT}\"\napi_key = \"idle\"\napi_secret = \"idle-secret\"\n[key]\npfx_file = \"key.pfx\"\n[ledger]\npath = \"ledger.db\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"warn\"\n[poll]\njitter = \"0s\"\n[collect]\njitter = \"0s\"\n"),
     )
     .expect("config");
-    let mut daemon = Command::new(bin)
+    let mut daemon = Command::new(&bin);
+    // The bench's own knobs are not the daemon's (a production build refuses unknown
+    // `COSIGNER_` variables).
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("COSIGNER_") {
+            daemon.env_remove(name);
+        }
+    }
+    let mut daemon = daemon
         .args(["run", "--config"])
         .arg(&cfg)
-        .stderr(Stdio::null())
         .spawn()
         .expect("daemon");
     let started = Instant::now();
@@ -104,6 +116,7 @@ fn main() {
     let (t0, _) = sample(daemon.id());
     std::thread::sleep(Duration::from_secs(secs));
     let (t1, rss) = sample(daemon.id());
+    let parts = resident_by_mapping(daemon.id());
     let _ = daemon.kill();
     let _ = daemon.wait();
     let _ = sandbox.kill();
@@ -121,5 +134,30 @@ fn main() {
         "CPU time while idle      {cpu:.2} s ({:.3}% of one core)",
         cpu / secs as f64 * 100.0
     );
+    println!("daemon                   {bin}");
     println!("resident set size        {:.1} MiB", rss as f64 / 1024.0);
+    for (what, kib) in parts.iter().take(8) {
+        println!("  {:>5.1} MiB  {what}", *kib as f64 / 1024.0);
+    }
+}
+
+/// Resident KiB of `pid` by mapping (a file's path, or `[anonymous]`), largest first.
+fn resident_by_mapping(pid: u32) -> Vec<(String, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: range, perms, offset, dev, inode, then the path if any.
+            current = f.nth(4).unwrap_or("[anonymous]").to_string();
+        } else if first == "Rss:" {
+            *by.entry(current.clone()).or_default() +=
+                f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, k)| *k > 0).collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v
 }

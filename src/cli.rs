@@ -187,17 +187,27 @@ impl Command {
 }
 
 /// Sets up tracing to stderr: `RUST_LOG` wins over `level`; colour only on a terminal.
+///
+/// A filter is a level or comma-separated `target=level` directives, the target a module path
+/// (`Targets`: `EnvFilter`'s syntax without its span and field filters, and without the regex
+/// engine that those pull into the binary); a `RUST_LOG` that is not one is ignored.
 pub fn init_tracing(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| crate::config::valid_log_filter(v))
+        .and_then(|v| v.parse().ok())
+        .or_else(|| level.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
-        LogFormat::Text => builder.fmt_fields(text_fields()).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry.with(layer.fmt_fields(text_fields())).try_init(),
+        LogFormat::Json => registry.with(layer.json()).try_init(),
     };
 }
 

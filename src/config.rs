@@ -1124,7 +1124,11 @@ impl Validator<'_> {
     /// `[log]`.
     fn log(&self, raw: RawLog) -> Result<LogConfig, ConfigError> {
         let level = raw.level.unwrap_or_else(|| "info".to_string());
-        if !valid_log_filter(&level) || tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        if !valid_log_filter(&level)
+            || level
+                .parse::<tracing_subscriber::filter::Targets>()
+                .is_err()
+        {
             return Err(self.err(
                 "log.level",
                 format!("{level:?} is not a level (error, warn, info, debug, trace) or filter"),
@@ -1139,12 +1143,21 @@ impl Validator<'_> {
 
 /// A level, or comma-separated `target=level` directives. A bare word that is not a level is
 /// refused: tracing would read it as a target name and silently log nothing else.
-fn valid_log_filter(filter: &str) -> bool {
+pub(crate) fn valid_log_filter(filter: &str) -> bool {
     const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
     let is_level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    // A module path (`cosigner`, `cosigner::cycle`): anything else matches no target, and a
+    // filter of such directives alone would log nothing at all.
+    let is_target = |t: &str| {
+        let t = t.trim();
+        !t.is_empty()
+            && t.split("::").all(|part| {
+                !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+    };
     !filter.trim().is_empty()
         && filter.split(',').all(|d| match d.rsplit_once('=') {
-            Some((target, level)) => !target.trim().is_empty() && is_level(level),
+            Some((target, level)) => is_target(target) && is_level(level),
             None => is_level(d),
         })
 }

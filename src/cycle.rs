@@ -937,7 +937,8 @@ impl Engine {
                 tx: tx.clone(),
                 action: eval.action,
                 rule: eval.rule,
-                reason: eval.reason,
+                // The sentence is written here, as the decision is about to be recorded.
+                reason: eval.reason.to_string(),
                 policy_sha256: policy.sha256.clone(),
                 dry_run: self.settings.dry_run,
                 amount: eval.amount.filter(|_| eval.action == Action::Approve),

@@ -417,7 +417,7 @@ impl OutcomeRecord {
             .map(|o| Self {
                 decision_seq: Seq(o.decision_seq),
                 status: if o.ok { Sent::Submitted } else { Sent::Failed },
-                message: o.message.clone(),
+                message: o.message.as_deref().map(storable),
                 recorded_at_ms: at,
             })
             .collect()
@@ -453,7 +453,7 @@ impl CollectRecord {
         Self {
             is_main,
             ok,
-            message: message.map(str::to_owned),
+            message: message.map(storable),
             recorded_at_ms: at,
         }
     }

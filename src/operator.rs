@@ -793,7 +793,8 @@ async fn policy(State(s): State<OperatorState>) -> Json<Value> {
             json!({
                 "name": r.name,
                 "action": r.action,
-                "chains": r.chains,
+                // As text, as the policy writes them (and as JSON numbers cannot hold them all).
+                "chains": r.chains.as_ref().map(|c| c.iter().map(u128::to_string).collect::<Vec<_>>()),
                 "from_addresses": r.from.as_ref().map(|f| f.len()),
                 "to_addresses": r.to.as_ref().map(|t| t.len()),
                 "min_amount": r.min_amount.map(|a| a.to_string()),

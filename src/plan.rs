@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::domain::{Action, ClockCheck, Withdrawal};
 use crate::ledger::{DecisionRow, Status, TxState};
-use crate::policy::{Context, Evaluation, Policy, RULE_MALFORMED, Usage};
+use crate::policy::{Context, Evaluation, Policy, RULE_MALFORMED, Reason, Usage};
 
 /// Pseudo-rule recorded when the kill switch decided.
 pub(crate) const RULE_PAUSED: &str = "(paused)";
@@ -175,7 +175,7 @@ fn held(rule: &str, reason: String) -> Evaluation {
     Evaluation {
         action: Action::Hold,
         rule: rule.into(),
-        reason,
+        reason: Reason::Text(reason),
         amount: None,
         trace: Vec::new(),
     }
@@ -254,10 +254,10 @@ pub(crate) fn plan(tx: &Withdrawal, state: &TxState, inp: &Inputs<'_>) -> Plan {
             Mode::Reject => (Action::Reject, "reject-all"),
             _ => (Action::Hold, "hold-all"),
         };
-        eval.reason = format!(
+        eval.reason = Reason::Text(format!(
             "{what} mode set by an operator (the policy said: {} by {})",
             eval.action, eval.rule
-        );
+        ));
         eval.action = action;
         eval.rule = RULE_PAUSED.into();
     }

@@ -275,13 +275,54 @@ pub struct Evaluation {
     pub action: Action,
     /// The rule that decided, or a pseudo-rule such as `(default)`.
     pub rule: String,
-    /// One sentence a person can read.
-    pub reason: String,
+    /// Why, as one sentence a person can read (`Display`).
+    pub reason: Reason,
     /// The transaction's amount, when it parsed.
     #[serde(skip)]
     pub amount: Option<Decimal>,
     /// Every rule tried, in order.
     pub trace: Vec<RuleTrace>,
+}
+
+/// Why an evaluation ended as it did, kept as data: the sentence is written only when a person
+/// or the ledger needs it (`Display`, `to_string`), so deciding a transaction writes no text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    /// A sentence written already (malformed fields, the clock, the guard, operator modes).
+    Text(String),
+    /// The rule of this name matched.
+    Matched(String),
+    /// No rule matched and the policy default applies; with the rule that got furthest (as far
+    /// as the amount or the window) and why it missed, when one did.
+    NoRule(Option<(String, NearMiss)>),
+}
+
+/// How a rule that got as far as the amount or the window missed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NearMiss {
+    miss: Miss,
+    amount: Decimal,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Text(text) => f.write_str(text),
+            Reason::Matched(rule) => write!(f, "matched rule {rule:?}"),
+            Reason::NoRule(None) => f.write_str("no rule matched; the policy default applies"),
+            Reason::NoRule(Some((rule, near))) => write!(
+                f,
+                "no rule matched (nearest, {rule:?}: {}); the policy default applies",
+                near.miss.describe_amount(near.amount)
+            ),
+        }
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// A transaction whose fields passed the malformed-field checks.
@@ -381,7 +422,7 @@ fn check_fields<'a>(tx: &'a Withdrawal, max_sign_len: usize) -> Result<Checked<'
 
 /// Why a rule did not match, kept as data: the sentence is built only when someone reads it
 /// (a trace, or the nearest rule of a hold), so a miss costs no allocation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Miss {
     Chain,
     From,
@@ -417,8 +458,18 @@ impl Miss {
             Miss::Chain => format!("chain {} is not in chains", c.chain),
             Miss::From => format!("from {} is not in from", c.from),
             Miss::To => format!("to {} is not in to", c.to),
-            Miss::Below(min) => format!("amount {} is below min_amount {min}", c.amount),
-            Miss::Above(max) => format!("amount {} is above max_amount {max}", c.amount),
+            _ => self.describe_amount(c.amount),
+        }
+    }
+
+    /// [`Miss::describe`] for a miss at the amount or the window, which needs only the amount.
+    fn describe_amount(self, amount: Decimal) -> String {
+        match self {
+            Miss::Chain => "the chain is not in chains".into(),
+            Miss::From => "the source is not in from".into(),
+            Miss::To => "the destination is not in to".into(),
+            Miss::Below(min) => format!("amount {amount} is below min_amount {min}"),
+            Miss::Above(max) => format!("amount {amount} is above max_amount {max}"),
             Miss::Total {
                 after,
                 limit,
@@ -591,7 +642,7 @@ impl Policy {
                 return Evaluation {
                     action: Action::Hold,
                     rule: RULE_MALFORMED.into(),
-                    reason,
+                    reason: Reason::Text(reason),
                     amount: None,
                     trace: Vec::new(),
                 };
@@ -628,49 +679,46 @@ impl Policy {
                 break;
             }
         }
-        let decided = decided.map(|r| {
-            (
-                r.action,
-                r.name.clone(),
-                format!("matched rule {:?}", r.name),
-            )
-        });
-        let nearest = nearest.map(|(r, m)| (&r.name, m.describe(&checked)));
-        let (mut action, mut rule, mut reason) = decided.unwrap_or_else(|| {
-            let reason = match &nearest {
-                Some((name, why)) => {
-                    format!(
-                        "no rule matched (nearest, {name:?}: {why}); the policy default applies"
+        let (mut action, mut rule, mut reason) = match decided {
+            Some(r) => (r.action, r.name.clone(), Reason::Matched(r.name.clone())),
+            None => (
+                self.default,
+                RULE_DEFAULT.to_string(),
+                Reason::NoRule(nearest.map(|(r, miss)| {
+                    (
+                        r.name.clone(),
+                        NearMiss {
+                            miss,
+                            amount: checked.amount,
+                        },
                     )
-                }
-                None => "no rule matched; the policy default applies".into(),
-            };
-            (self.default, RULE_DEFAULT.into(), reason)
-        });
+                })),
+            ),
+        };
         if action == Action::Approve {
             if ctx.clock == ClockCheck::BehindLedger {
                 action = Action::Hold;
-                reason = format!(
+                reason = Reason::Text(format!(
                     "{rule} would approve, but the clock is behind the newest ledger record; \
                      approvals wait until it catches up"
-                );
+                ));
                 rule = RULE_CLOCK.into();
             } else if let ClockCheck::OffServer(doubt) = ctx.clock {
                 action = Action::Hold;
-                reason = format!(
+                reason = Reason::Text(format!(
                     "{rule} would approve, but {doubt}; approvals wait until the clock can be \
                      trusted (windows depend on it)"
-                );
+                ));
                 rule = RULE_CLOCK.into();
             } else if let Some(g) = &self.guard
                 && ctx.usage.guard_approvals + 1 > g.max_approvals
             {
                 action = Action::Hold;
-                reason = format!(
+                reason = Reason::Text(format!(
                     "{rule} would approve, but the guard allows {} approvals per {}",
                     g.max_approvals,
                     humantime::format_duration(g.window)
-                );
+                ));
                 rule = RULE_GUARD.into();
             }
         }

@@ -113,7 +113,7 @@ pub(crate) fn replay(mut rows: Vec<DecisionRow>, policy: &Policy, max_sign_len: 
                 old: row.action,
                 new: eval.action,
                 rule: eval.rule,
-                reason: eval.reason,
+                reason: eval.reason.to_string(),
             });
         }
     }

@@ -584,6 +584,14 @@ fn rule(
             "must not start with '(' (reserved)",
         ));
     }
+    // The ledger stores a NUL as U+FFFD (PostgreSQL's text cannot hold it): a name with either
+    // would count its approvals under another name, outside its own window.
+    if name.chars().any(|c| c.is_control() || c == '\u{fffd}') {
+        return Err(ctx.err(
+            rule_place(&name, "name"),
+            "must not contain control characters or U+FFFD",
+        ));
+    }
     if !names.insert(name.clone()) {
         return Err(ctx.err(rule_place(&name, "name"), "is used by an earlier rule"));
     }

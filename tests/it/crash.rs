@@ -1,6 +1,6 @@
 //! The crash suite: the real daemon against a sandbox process with a backlog, killed with
-//! SIGKILL at a random moment of its work (up to 400 ms after its first API request) and aborted
-//! at named fail points, restarted, again and again.
+//! SIGKILL at a random moment (up to 400 ms after its first API request, or every fourth run up
+//! to 400 ms after its start) and aborted at named fail points, restarted, again and again.
 //! After each run: no transaction got two different decisions (or a re-send with other `data`),
 //! the window limit holds, every approval the sandbox accepted is in the ledger, and the ledger
 //! verifies. At the end every transaction is decided or held as the policy says.
@@ -135,10 +135,12 @@ async fn crash_suite(store: Store) {
         }
         let before = api_requests(&http, &sandbox.url).await;
         let mut child = cmd.spawn().unwrap();
-        // The kill comes at a random moment after the run's first API request: once it works,
-        // whatever its back end takes to start (PostgreSQL: connecting, taking the lead).
+        // The kill comes at a random moment after the run's first API request (once it works,
+        // whatever its back end takes to start: PostgreSQL connects and takes the lead first),
+        // and every fourth run at a random moment from its start (start-up itself: opening or
+        // creating the ledger, taking the lead, the first records).
         let spawned = tokio::time::Instant::now();
-        let mut deadline = None;
+        let mut deadline = (i % 4 == 1).then(|| spawned + Duration::from_millis(rand() % 400));
         loop {
             if child.try_wait().unwrap().is_some() {
                 let mut err = String::new();

@@ -146,6 +146,43 @@ fn a_rule_s_chains_match_the_chain_id_exactly_up_to_twenty_digits() {
 }
 
 #[test]
+fn the_reason_names_the_matching_rule_or_the_nearest_one_that_missed_only_on_the_amount() {
+    let evm = "0x8617e340b3d01fa5f11f306f4090fd50e238070d";
+    let p = parse(&format!(
+        "default = \"hold\"\n[[rule]]\nname = \"other chain\"\naction = \"approve\"\nchains = [\"1\"]\n\
+         [[rule]]\nname = \"small\"\naction = \"approve\"\nto = [\"{evm}\"]\nmax_amount = \"10\"\n"
+    ))
+    .unwrap();
+    let ctx = |u| Context {
+        usage: u,
+        max_sign_len: 245,
+        clock: ClockCheck::Ok,
+    };
+    let u = Usage::default();
+    let reason = |amount: &str, chain: &str| {
+        p.decide(&tx(1, evm, amount, chain), ctx(&u))
+            .reason
+            .to_string()
+    };
+    assert_eq!(reason("5", "56"), "matched rule \"small\"");
+    assert_eq!(
+        reason("12.5", "56"),
+        "no rule matched (nearest, \"small\": amount 12.5 is above max_amount 10); the policy default applies"
+    );
+    // A rule that missed on the chain (or an address) is not a near miss.
+    let far = parse(
+        "default = \"hold\"\n[[rule]]\nname = \"bsc\"\naction = \"approve\"\nchains = [\"56\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        far.decide(&tx(1, evm, "1", "1"), ctx(&u))
+            .reason
+            .to_string(),
+        "no rule matched; the policy default applies"
+    );
+}
+
+#[test]
 fn a_rule_over_its_window_limit_does_not_match_and_evaluation_goes_on() {
     let text = format!(
         "{EXAMPLE}\n[[rule]]\nname = \"fallback reject\"\naction = \"reject\"\nto = [\"@treasury\"]\n"
@@ -274,7 +311,7 @@ fn a_transaction_with_a_malformed_field_is_held_never_approved_or_rejected() {
     );
     assert_eq!(e.action, Action::Hold);
     assert!(
-        e.reason.contains("the key signs at most 100"),
+        e.reason.to_string().contains("the key signs at most 100"),
         "{}",
         e.reason
     );

@@ -162,6 +162,30 @@ const CONFIG_CASES: &[ConfigCase] = &[
         &["log.level"],
     ),
     (
+        "log filter whose target is not a module path (it would log nothing)",
+        Some(("[key]", "[log]\nlevel = \"*=debug\"\n[key]")),
+        None,
+        &["log.level"],
+    ),
+    (
+        "log filter with an empty directive",
+        Some(("[key]", "[log]\nlevel = \"info,\"\n[key]")),
+        None,
+        &["log.level"],
+    ),
+    (
+        "a rule name with a NUL (the ledger could not keep it apart)",
+        None,
+        Some("default = \"hold\"\n[[rule]]\nname = \"payout\\u0000\"\naction = \"approve\"\n"),
+        &["payout", "control characters"],
+    ),
+    (
+        "a rule name with U+FFFD",
+        None,
+        Some("default = \"hold\"\n[[rule]]\nname = \"payout\\uFFFD\"\naction = \"approve\"\n"),
+        &["U+FFFD"],
+    ),
+    (
         "bad log format",
         Some(("[key]", "[log]\nformat = \"xml\"\n[key]")),
         None,
