@@ -42,19 +42,11 @@ async fn api_requests(http: &reqwest::Client, url: &str) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_breaks_a_limit() {
-    crash_suite(Store::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_postgresql_killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_breaks_a_limit()
- {
-    let Some(store) = Store::postgres() else {
-        return;
-    };
-    crash_suite(store).await;
-}
+crate::store::on_each_back_end!(
+    crash_suite:
+    killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_breaks_a_limit,
+    on_postgresql_killed_at_random_moments_and_at_fail_points_it_never_decides_twice_or_breaks_a_limit
+);
 
 async fn crash_suite(store: Store) {
     let kills: usize = std::env::var("COSIGNER_CRASH_KILLS")

@@ -81,19 +81,11 @@ fn start_proxy(upstream: SocketAddr, stop: CancellationToken) -> Proxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_every_network_fault_each_transaction_is_eventually_decided_and_recorded() {
-    network_suite(Store::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_postgresql_through_every_network_fault_each_transaction_is_eventually_decided_and_recorded()
- {
-    let Some(store) = Store::postgres() else {
-        return;
-    };
-    network_suite(store).await;
-}
+crate::store::on_each_back_end!(
+    network_suite:
+    through_every_network_fault_each_transaction_is_eventually_decided_and_recorded,
+    on_postgresql_through_every_network_fault_each_transaction_is_eventually_decided_and_recorded
+);
 
 async fn network_suite(store: Store) {
     let total: u64 = 60;

@@ -323,19 +323,11 @@ fn key_with_password(dir: &Path, password: &str) -> std::path::PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn canary_secrets_appear_in_no_log_metric_ledger_or_error_even_at_trace_level() {
-    canary_suite(Store::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_postgresql_canary_secrets_appear_in_no_log_metric_database_row_or_error_even_at_trace_level()
- {
-    let Some(store) = Store::postgres() else {
-        return;
-    };
-    canary_suite(store).await;
-}
+crate::store::on_each_back_end!(
+    canary_suite:
+    canary_secrets_appear_in_no_log_metric_ledger_or_error_even_at_trace_level,
+    on_postgresql_canary_secrets_appear_in_no_log_metric_database_row_or_error_even_at_trace_level
+);
 
 async fn canary_suite(store: Store) {
     let sandbox = spawn_sandbox_with_secret(CANARY_SECRET);

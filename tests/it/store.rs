@@ -108,3 +108,23 @@ impl Store {
         }
     }
 }
+
+/// Two tests of one suite: the first named on SQLite, the second on PostgreSQL (which says why
+/// it is skipped where PostgreSQL is not installed, outside CI only).
+macro_rules! on_each_back_end {
+    ($suite:ident: $on_sqlite:ident, $on_postgresql:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $on_sqlite() {
+            $suite($crate::store::Store::Sqlite).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $on_postgresql() {
+            let Some(store) = $crate::store::Store::postgres() else {
+                return;
+            };
+            $suite(store).await;
+        }
+    };
+}
+pub(crate) use on_each_back_end;
