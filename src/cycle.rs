@@ -15,7 +15,7 @@ use tracing::{info, instrument, warn};
 use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, Refusal};
 use crate::clock::Clock;
 use crate::control::Control;
-use crate::domain::{Action, ClockCheck, Decision, Withdrawal, decision_text};
+use crate::domain::{Action, ClockCheck, Decision, TxId, Withdrawal, decision_text};
 use crate::leader::{Lead, NotLeading};
 use crate::ledger::{DecisionRow, LedgerError, LedgerHandle, NewDecision, Outcome, ResendRecord};
 use crate::metrics::Metrics;
@@ -213,7 +213,7 @@ use crate::plan::{Mode, RULE_DECIDED};
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct DecisionEvent {
     /// Transaction id.
-    pub(crate) tx_id: u64,
+    pub(crate) tx_id: TxId,
     /// `chainId`.
     pub(crate) chain: Option<String>,
     /// Destination.
@@ -232,7 +232,7 @@ pub(crate) struct DecisionEvent {
 
 struct Listing {
     txs: Vec<Withdrawal>,
-    conflicting: HashSet<u64>,
+    conflicting: HashSet<TxId>,
     malformed: Vec<MalformedItem>,
     pages: u32,
 }
@@ -409,7 +409,7 @@ impl Engine {
     /// Reads every page, de-duplicating by id, stopping at `total` or when paging goes nowhere.
     async fn list_all(&self) -> Result<Listing, CycleError> {
         let size = self.settings.page_size;
-        let mut seen: HashMap<u64, usize> = HashMap::new();
+        let mut seen: HashMap<TxId, usize> = HashMap::new();
         let mut txs: Vec<Withdrawal> = Vec::new();
         let mut conflicting = HashSet::new();
         let mut malformed = Vec::new();
@@ -672,7 +672,7 @@ impl Engine {
             .with_label_values(&[d.action.as_str(), &d.rule])
             .inc();
         info!(
-            tx_id = d.tx.id,
+            tx_id = d.tx.id.get(),
             chain = d.tx.chain_id.as_deref().unwrap_or("?"),
             to = d.tx.to.as_deref().unwrap_or("?"),
             amount = d.tx.amount.as_deref().unwrap_or("?"),
@@ -780,7 +780,7 @@ impl Engine {
                 attempts, reason, ..
             }) = &result
             {
-                info!(tx_id = s.req.id, seq = s.seq, attempts, reason = %reason, "submission stopped before its next attempt");
+                info!(tx_id = s.req.id.get(), seq = s.seq, attempts, reason = %reason, "submission stopped before its next attempt");
                 if *attempts == 0 {
                     // Recorded, never sent: it waits for the next cycle, which checks it again.
                     return None;
@@ -795,7 +795,7 @@ impl Engine {
                     message: None,
                 },
                 Err(e) => {
-                    warn!(tx_id = s.req.id, seq = s.seq, error = %e, "submission failed; it is re-sent next cycle while pending");
+                    warn!(tx_id = s.req.id.get(), seq = s.seq, error = %e, "submission failed; it is re-sent next cycle while pending");
                     Outcome {
                         decision_seq: s.seq,
                         ok: false,
@@ -837,7 +837,7 @@ impl Engine {
         generation: u64,
         clock: ClockCheck,
         txs: &[Withdrawal],
-        conflicting: &HashSet<u64>,
+        conflicting: &HashSet<TxId>,
         usage: &mut Usage,
         out: &mut CycleOutcome,
     ) -> Result<(Vec<NewDecision>, Vec<Send>), CycleError> {
@@ -871,7 +871,7 @@ impl Engine {
                 Plan::Decide(eval) => eval,
                 Plan::Done { seq } => {
                     info!(
-                        tx_id = tx.id,
+                        tx_id = tx.id.get(),
                         seq, "still listed after the server accepted our decision"
                     );
                     continue;
@@ -882,7 +882,7 @@ impl Engine {
                     };
                     if self.settings.dry_run {
                         info!(
-                            tx_id = tx.id,
+                            tx_id = tx.id.get(),
                             seq,
                             "dry run: the recorded decision would be sent again; nothing is sent"
                         );
@@ -902,7 +902,7 @@ impl Engine {
                         }
                         out.resent += 1;
                         info!(
-                            tx_id = tx.id,
+                            tx_id = tx.id.get(),
                             seq,
                             action = live.action.as_str(),
                             "re-sending the recorded decision"
@@ -919,7 +919,7 @@ impl Engine {
                 }
                 Plan::Wait { seq, reason } => {
                     out.held += 1;
-                    info!(tx_id = tx.id, seq, reason = %reason, "recorded decision not sent");
+                    info!(tx_id = tx.id.get(), seq, reason = %reason, "recorded decision not sent");
                     waits.push(
                         serde_json::json!({"tx_id": tx.id, "seq": seq, "reason": reason})
                             .to_string(),
@@ -929,7 +929,7 @@ impl Engine {
             };
             if state.other_contents > 0 && state.decided_other.is_none() {
                 warn!(
-                    tx_id = tx.id,
+                    tx_id = tx.id.get(),
                     "the server shows this id with different fields than before; deciding it anew"
                 );
             }
@@ -972,7 +972,7 @@ impl Engine {
             }
             if d.rule == RULE_DECIDED {
                 warn!(
-                    tx_id = tx.id,
+                    tx_id = tx.id.get(),
                     reason = %d.reason,
                     "an id already decided is listed again with other fields; held, never signed again"
                 );

@@ -23,7 +23,7 @@ use crate::config::{Config, Environment};
 use crate::cycle::DecisionEvent;
 use crate::daemon::{self, DaemonError, Options, Timings};
 use crate::display::{ChainNames, short_address};
-use crate::domain::Action;
+use crate::domain::{Action, TxId};
 use crate::ledger::Ledger;
 use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 
@@ -178,7 +178,7 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn item(id: u64, to: &str, amount: &str, chain: &str) -> String {
+fn item(id: TxId, to: &str, amount: &str, chain: &str) -> String {
     json!({"id": id, "fromAddress": HOT, "toAddress": to, "amount": amount, "chainId": chain})
         .to_string()
 }
@@ -186,22 +186,27 @@ fn item(id: u64, to: &str, amount: &str, chain: &str) -> String {
 /// The opening mix: something for every rule and every reason to hold.
 fn opening_mix() -> Vec<String> {
     vec![
-        item(1001, TREASURY_TRON, "1250.00", "195"),
-        item(1002, EXCHANGE_TRON, "800", "195"),
-        item(1003, BLOCKED, "75.5", "195"),
-        item(1004, STRANGER, "20", "195"),
-        item(1005, &TREASURY_EVM.to_lowercase(), "2.5", "1"),
-        item(1006, EXCHANGE_EVM, "9000", "56"),
-        item(1007, &TREASURY_TRON.replace('o', "\u{043e}"), "500", "195"),
-        item(1008, EXCHANGE_TRON, "1e3", "195"),
-        item(1009, TREASURY_TRON, "60000", "195"),
-        item(1010, EXCHANGE_EVM, "150", "56"),
+        item(TxId::new(1001), TREASURY_TRON, "1250.00", "195"),
+        item(TxId::new(1002), EXCHANGE_TRON, "800", "195"),
+        item(TxId::new(1003), BLOCKED, "75.5", "195"),
+        item(TxId::new(1004), STRANGER, "20", "195"),
+        item(TxId::new(1005), &TREASURY_EVM.to_lowercase(), "2.5", "1"),
+        item(TxId::new(1006), EXCHANGE_EVM, "9000", "56"),
+        item(
+            TxId::new(1007),
+            &TREASURY_TRON.replace('o', "\u{043e}"),
+            "500",
+            "195",
+        ),
+        item(TxId::new(1008), EXCHANGE_TRON, "1e3", "195"),
+        item(TxId::new(1009), TREASURY_TRON, "60000", "195"),
+        item(TxId::new(1010), EXCHANGE_EVM, "150", "56"),
     ]
 }
 
 /// New withdrawals arriving during the demo.
 fn trickle(n: u64) -> String {
-    let id = 2000 + n;
+    let id = TxId::new(2000 + n);
     match n % 4 {
         0 => item(id, EXCHANGE_TRON, &format!("{}.25", 100 + n * 7), "195"),
         1 => item(id, TREASURY_TRON, &format!("{}", 300 + n * 11), "195"),

@@ -30,11 +30,11 @@ use record::{
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::json;
-use sql::{Millis, Sent, Seq, TxId, sql_count};
+use sql::{Millis, Sent, Seq, sql_count};
 
 use crate::clock::Clock;
 use crate::display::hex;
-use crate::domain::{Action, Withdrawal};
+use crate::domain::{Action, TxId, Withdrawal};
 use crate::policy::{Approval, Policy, Usage};
 
 const SCHEMA_VERSION: &str = "1";
@@ -225,7 +225,7 @@ pub struct DecisionRow {
     /// Position in the ledger.
     pub(crate) seq: u64,
     /// Transaction id.
-    pub tx_id: u64,
+    pub tx_id: TxId,
     /// Content fingerprint.
     pub fingerprint: String,
     /// The item's JSON as received.
@@ -279,7 +279,7 @@ pub struct PageQuery {
     /// Only this rule.
     pub rule: Option<String>,
     /// Only this transaction.
-    pub tx_id: Option<u64>,
+    pub tx_id: Option<TxId>,
     /// Decisions older than this sequence number.
     pub starting_after: Option<u64>,
     /// Decisions newer than this sequence number.
@@ -388,7 +388,7 @@ impl DecisionRow {
         };
         Self {
             seq: seq.0,
-            tx_id: d.tx_id.0,
+            tx_id: d.tx_id,
             fingerprint: d.fingerprint,
             tx_json: d.tx_json,
             from: d.from_addr,
@@ -480,7 +480,7 @@ impl DecisionRecord {
 
     fn new(d: &NewDecision, at: Millis) -> Self {
         Self {
-            tx_id: TxId(d.tx.id),
+            tx_id: d.tx.id,
             fingerprint: fingerprint(&d.tx),
             tx_json: storable(&d.tx.raw),
             from_addr: storable_opt(d.tx.from.as_ref()),
@@ -726,7 +726,7 @@ impl Ledger {
     }
 
     /// Every decision about `tx_id`, oldest first.
-    pub fn history(&self, tx_id: u64) -> Result<Vec<DecisionRow>, LedgerError> {
+    pub fn history(&self, tx_id: TxId) -> Result<Vec<DecisionRow>, LedgerError> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
@@ -734,7 +734,7 @@ impl Ledger {
                 row_select()
             ))
             .map_err(LedgerError::Read)?;
-        stmt.query_map([TxId(tx_id)], row)
+        stmt.query_map([tx_id], row)
             .and_then(|rows| rows.collect())
             .map_err(LedgerError::Read)
     }
@@ -993,7 +993,7 @@ pub struct ResendRecord {
     /// The recorded decision.
     pub seq: u64,
     /// Its transaction.
-    pub tx_id: u64,
+    pub tx_id: TxId,
     /// The rule of the policy in force that approves it now.
     pub rule: String,
     /// Its amount.
@@ -1010,7 +1010,7 @@ impl ResendRecord {
         let v: serde_json::Value = serde_json::from_str(detail).ok()?;
         Some(Self {
             seq: v.get("seq")?.as_u64()?,
-            tx_id: v.get("tx_id")?.as_u64()?,
+            tx_id: TxId::new(v.get("tx_id")?.as_u64()?),
             rule: v.get("rule")?.as_str()?.to_string(),
             amount: v.get("amount")?.as_str()?.parse().ok()?,
         })
@@ -1100,7 +1100,7 @@ fn page_query(q: &PageQuery, placeholder: fn(usize) -> String) -> (String, Vec<P
         push(&mut sql, " AND d.rule = ", PageArg::Text(r.clone()));
     }
     if let Some(t) = q.tx_id {
-        push(&mut sql, " AND d.tx_id = ", PageArg::Int(TxId(t).stored()));
+        push(&mut sql, " AND d.tx_id = ", PageArg::Int(sql::stored(t)));
     }
     if let Some(s) = q.starting_after {
         push(&mut sql, " AND d.seq < ", PageArg::Int(Seq(s).bound()));

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::client::signature::{self, SignOrder};
 use crate::cycle::Engine;
 use crate::display::hex;
-use crate::domain::Action;
+use crate::domain::{Action, TxId};
 use crate::health::Health;
 use crate::ledger::{DecisionRow, LedgerHandle, PageQuery};
 use crate::metrics::Metrics;
@@ -640,16 +640,20 @@ async fn not_found() -> ApiError {
     )
 }
 
+/// The query parameter `name`'s value `v` as a whole number (a `u64`, or a [`TxId`]: the same
+/// digits).
+fn whole<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ApiError> {
+    v.parse::<T>()
+        .map_err(|_| bad_request(format!("{name} must be a whole number, not {v:?}")))
+}
+
 fn parse_query(pairs: Vec<(String, String)>) -> Result<PageQuery, ApiError> {
     let mut q = PageQuery {
         limit: 10,
         ..PageQuery::default()
     };
     for (k, v) in pairs {
-        let num = |name: &str| -> Result<u64, ApiError> {
-            v.parse::<u64>()
-                .map_err(|_| bad_request(format!("{name} must be a whole number, not {v:?}")))
-        };
+        let num = |name: &str| whole::<u64>(name, &v);
         match k.as_str() {
             "limit" => {
                 let n = num("limit")?;
@@ -660,7 +664,7 @@ fn parse_query(pairs: Vec<(String, String)>) -> Result<PageQuery, ApiError> {
             }
             "starting_after" => q.starting_after = Some(num("starting_after")?),
             "ending_before" => q.ending_before = Some(num("ending_before")?),
-            "tx_id" => q.tx_id = Some(num("tx_id")?),
+            "tx_id" => q.tx_id = Some(whole::<TxId>("tx_id", &v)?),
             "rule" => q.rule = Some(v),
             "action" => {
                 q.action = Some(
@@ -1016,4 +1020,47 @@ async fn order_callback(State(s): State<OperatorState>, body: Bytes) -> Response
     .await;
     let (status, body) = r.unwrap_or_else(|e: CallbackRefusal| e);
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> Result<PageQuery, ApiError> {
+        parse_query(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_tx_id_filter_takes_what_a_u64_takes_and_refuses_the_rest_as_before() {
+        for (text, id) in [
+            ("7", 7),
+            ("007", 7),
+            ("+7", 7),
+            ("18446744073709551615", u64::MAX),
+        ] {
+            assert_eq!(
+                query(&[("tx_id", text)]).unwrap().tx_id,
+                Some(TxId::new(id))
+            );
+        }
+        for bad in ["", "-1", " 7", "7 ", "abc", "1.0", "18446744073709551616"] {
+            let e = query(&[("tx_id", bad)]).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert_eq!(
+                e.message,
+                format!("tx_id must be a whole number, not {bad:?}")
+            );
+        }
+        // The other numbers keep their own names in the message.
+        let e = query(&[("starting_after", "x")]).unwrap_err();
+        assert_eq!(
+            e.message,
+            "starting_after must be a whole number, not \"x\""
+        );
+    }
 }

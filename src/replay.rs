@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 use crate::client::parse_pending_item;
-use crate::domain::{Action, ClockCheck};
+use crate::domain::{Action, ClockCheck, TxId};
 use crate::ledger::{DecisionRow, TxState};
 use crate::plan::{Inputs, Mode, Plan, plan};
 use crate::policy::{Approval, Policy, Usage};
@@ -17,7 +17,7 @@ use crate::policy::{Approval, Policy, Usage};
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub(crate) struct Change {
     /// Transaction id.
-    pub(crate) tx_id: u64,
+    pub(crate) tx_id: TxId,
     /// What was decided.
     pub(crate) old: Action,
     /// What the candidate decides.
@@ -60,7 +60,7 @@ fn usage_at(policy: &Policy, approvals: &[(i64, String, Decimal)], at_ms: i64) -
 pub(crate) fn replay(mut rows: Vec<DecisionRow>, policy: &Policy, max_sign_len: usize) -> Report {
     rows.reverse();
     // The latest decision about each content is what stands; replay those in decision order.
-    let mut latest: std::collections::HashMap<(u64, String), DecisionRow> = Default::default();
+    let mut latest: std::collections::HashMap<(TxId, String), DecisionRow> = Default::default();
     for r in rows {
         latest.insert((r.tx_id, r.fingerprint.clone()), r);
     }
@@ -69,7 +69,7 @@ pub(crate) fn replay(mut rows: Vec<DecisionRow>, policy: &Policy, max_sign_len: 
     let mut approvals: Vec<(i64, String, Decimal)> = Vec::new();
     // The candidate's own approve/reject per id: a later content under the same id is then held,
     // as the daemon would hold it.
-    let mut decided: HashMap<u64, DecisionRow> = HashMap::new();
+    let mut decided: HashMap<TxId, DecisionRow> = HashMap::new();
     let mut report = Report::default();
     for row in standing {
         let Ok(tx) = parse_pending_item(&row.tx_json) else {

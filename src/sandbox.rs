@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::signature::{self, SignOrder};
 use crate::client::{self as api, parse_pending_item};
-use crate::domain::{Decision, Verdict, collect_text, decision_text};
+use crate::domain::{Decision, TxId, Verdict, collect_text, decision_text};
 use crate::signer::recover_text;
 
 /// Largest clock difference accepted on `TimeStamp` by default.
@@ -172,7 +172,7 @@ impl Scenario {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DecisionRecord {
     /// Transaction id.
-    pub id: u64,
+    pub id: TxId,
     /// 1 approve, 2 reject.
     pub status: u8,
     /// The `data` as received.
@@ -216,10 +216,10 @@ pub struct Rejection {
 
 #[derive(Default)]
 struct Inner {
-    pending: BTreeMap<u64, String>,
+    pending: BTreeMap<TxId, String>,
     unkeyed: Vec<String>,
     decisions: Vec<DecisionRecord>,
-    decided: HashMap<u64, usize>,
+    decided: HashMap<TxId, usize>,
     conflicts: u64,
     attempts: Vec<Attempt>,
     collects: Vec<CollectRecord>,
@@ -597,7 +597,7 @@ impl Sandbox {
     fn approve(&self, body: &str) -> Result<(), Refusal> {
         #[derive(Deserialize)]
         struct Req {
-            id: u64,
+            id: TxId,
             from: Option<String>,
             to: Option<String>,
             value: Option<String>,

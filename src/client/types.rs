@@ -5,7 +5,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::domain::{Withdrawal, parse_decimal};
+use crate::domain::{TxId, Withdrawal, parse_decimal};
 
 /// One page of `/api/transaction/pending`.
 #[derive(Debug, Clone)]
@@ -172,7 +172,7 @@ fn parse_item(raw: &RawValue) -> PendingItem {
                 reason: "item has no id".into(),
             });
         }
-        Some(v) => match v.get().parse::<u64>() {
+        Some(v) => match v.get().parse::<TxId>() {
             Ok(id) => id,
             Err(_) => {
                 return Err(MalformedItem {
@@ -250,7 +250,7 @@ pub(crate) struct PendingRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ApproveRequest {
     /// The transaction id.
-    pub id: u64,
+    pub id: TxId,
     /// `from`: the source address.
     pub from: String,
     /// `to`: the destination address.
@@ -468,7 +468,7 @@ mod tests {
         )
         .unwrap();
         assert!(p.items[0].is_err());
-        assert_eq!(p.items[1].as_ref().unwrap().id, 2);
+        assert_eq!(p.items[1].as_ref().unwrap().id, TxId::new(2));
     }
 
     #[test]

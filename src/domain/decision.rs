@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::TxId;
+
 /// What to do with a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -98,7 +100,7 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision<'a> {
     /// The transaction id.
-    pub id: u64,
+    pub id: TxId,
     /// `from`: the source address.
     pub from: &'a str,
     /// `to`: the destination address.
@@ -150,7 +152,7 @@ pub(crate) fn decision_text_len(d: &Decision<'_>) -> usize {
         ",\"status\":",
         "}",
     ];
-    let digits = d.id.checked_ilog10().map_or(1, |l| l as usize + 1);
+    let digits = d.id.get().checked_ilog10().map_or(1, |l| l as usize + 1);
     FIXED.iter().map(|f| f.len()).sum::<usize>()
         + digits
         + d.from.len()
@@ -208,6 +210,7 @@ mod tests {
             (u64::MAX, "tab\there", "12.50"),
             (1234567, "back\\slash", ""),
         ] {
+            let id = TxId::new(id);
             for verdict in [Verdict::Approve, Verdict::Reject] {
                 let d = Decision {
                     id,
@@ -252,7 +255,7 @@ mod tests {
     #[test]
     fn decision_text_has_the_reference_layout() {
         let d = Decision {
-            id: 1,
+            id: TxId::new(1),
             from: "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg",
             to: "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV",
             value: "4.1",
@@ -268,7 +271,7 @@ mod tests {
     #[test]
     fn decision_text_escapes_quotes_in_fields() {
         let d = Decision {
-            id: 7,
+            id: TxId::new(7),
             from: "a\"b",
             to: "c\\d",
             value: "1",

@@ -14,7 +14,7 @@ use super::{
     VerifyReport,
 };
 use crate::clock::Clock;
-use crate::domain::Withdrawal;
+use crate::domain::{TxId, Withdrawal};
 use crate::policy::{Policy, Usage};
 
 /// The ledger, shared: cheap to clone, every call `async`.
@@ -273,7 +273,7 @@ impl LedgerHandle {
     }
 
     /// Every decision about `tx_id`, oldest first.
-    pub async fn history(&self, tx_id: u64) -> Result<Vec<DecisionRow>, LedgerError> {
+    pub async fn history(&self, tx_id: TxId) -> Result<Vec<DecisionRow>, LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.history(tx_id)).await,
             Backend::Postgres(p) => p.history(tx_id).await,
@@ -411,12 +411,18 @@ mod tests {
                 .with_clock(clock),
         );
         assert_eq!(h.clock().now_ms(), 1_700_000_000_000);
-        let seqs = h.record_decisions(vec![hold(1), hold(2)]).await.unwrap();
+        let seqs = h
+            .record_decisions(vec![hold(TxId::new(1)), hold(TxId::new(2))])
+            .await
+            .unwrap();
         assert_eq!(seqs, vec![1, 2]);
         hand.advance(Duration::from_secs(5));
         assert_eq!(h.record_event("mode", "x").await.unwrap(), 3);
         assert_eq!(h.newest_record_ms().await.unwrap(), Some(1_700_000_005_000));
-        let states = h.states(vec![tx(2), tx(1), tx(3)]).await.unwrap();
+        let states = h
+            .states(vec![tx(TxId::new(2)), tx(TxId::new(1)), tx(TxId::new(3))])
+            .await
+            .unwrap();
         assert_eq!(
             states
                 .iter()
@@ -425,7 +431,7 @@ mod tests {
             vec![Some(2), Some(1), None]
         );
         assert_eq!(
-            h.history(1).await.unwrap()[0].recorded_at_ms,
+            h.history(TxId::new(1)).await.unwrap()[0].recorded_at_ms,
             1_700_000_000_000
         );
         assert!(h.verify().await.unwrap().problems.is_empty());
@@ -470,7 +476,7 @@ mod tests {
     async fn a_write_that_fails_is_an_error_and_records_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let h = LedgerHandle::sqlite(Ledger::open(&dir.path().join("ledger.db")).unwrap());
-        h.record_decisions(vec![hold(1)]).await.unwrap();
+        h.record_decisions(vec![hold(TxId::new(1))]).await.unwrap();
         {
             let Backend::Sqlite(l) = &h.0.backend else {
                 unreachable!("an SQLite handle")
@@ -481,9 +487,12 @@ mod tests {
                 .pragma_update(None, "query_only", true)
                 .unwrap();
         }
-        let err = h.record_decisions(vec![hold(2)]).await.unwrap_err();
+        let err = h
+            .record_decisions(vec![hold(TxId::new(2))])
+            .await
+            .unwrap_err();
         assert!(matches!(err, LedgerError::Write(_)), "{err}");
-        assert!(h.history(2).await.unwrap().is_empty());
+        assert!(h.history(TxId::new(2)).await.unwrap().is_empty());
         assert!(h.verify().await.unwrap().problems.is_empty());
     }
 

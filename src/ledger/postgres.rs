@@ -26,14 +26,14 @@ use super::record::{
     self, Chained, CollectRecord, Column, Columns, DecisionRecord, Dialect, EventRecord, GENESIS,
     Head, OutcomeRecord, Record, Stored,
 };
-use super::sql::{Millis, Sent, Seq, TxId, sql_count};
+use super::sql::{Millis, Sent, Seq, sql_count};
 use super::{
     DecisionRow, INDEXES, Ledger, LedgerError, NewDecision, Outcome, PageArg, PageQuery,
     RESEND_EVENT, ResendRecord, TxState, VerifyReport, WindowApproval, check_chain, page_query,
     page_rows, row_select, storable, tx_state, usage_of, window_start,
 };
 use crate::clock::Clock;
-use crate::domain::Withdrawal;
+use crate::domain::{TxId, Withdrawal};
 use crate::policy::{Policy, Usage};
 
 /// The schema steps this cosigner knows; `cosigner_schema` holds how many were applied.
@@ -894,10 +894,10 @@ impl PgLedger {
     }
 
     /// Every decision about `tx_id`, oldest first.
-    pub async fn history(&self, tx_id: u64) -> Result<Vec<DecisionRow>, LedgerError> {
+    pub async fn history(&self, tx_id: TxId) -> Result<Vec<DecisionRow>, LedgerError> {
         self.decisions(
             &format!("{} WHERE d.tx_id = $1 ORDER BY d.seq", row_select()),
-            &[&TxId(tx_id)],
+            &[&tx_id],
         )
         .await
     }
@@ -1045,14 +1045,14 @@ impl PgLedger {
         if txs.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = txs.iter().map(|t| TxId(t.id).stored()).collect();
+        let ids: Vec<TxId> = txs.iter().map(|t| t.id).collect();
         let rows = self
             .decisions(
                 &format!("{} WHERE d.tx_id = ANY($1) ORDER BY d.seq", row_select()),
                 &[&ids],
             )
             .await?;
-        let mut by_id: HashMap<u64, Vec<DecisionRow>> = HashMap::new();
+        let mut by_id: HashMap<TxId, Vec<DecisionRow>> = HashMap::new();
         for r in rows {
             by_id.entry(r.tx_id).or_default().push(r);
         }

@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::types as pg;
 
-use super::sql::{Millis, Sent, Seq, TxId};
+use super::sql::{Millis, Sent, Seq};
 use crate::display::hex;
-use crate::domain::Action;
+use crate::domain::{Action, TxId};
 
 /// Hash that precedes the first record.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -393,11 +393,12 @@ pub(crate) struct DecisionRecord {
     pub(crate) recorded_at_ms: Millis,
 }
 
-// By hand: `Action` has no default; a blank record is only ever a target to read into.
+// By hand: `Action` and `TxId` have no default; a blank record is only ever a target to read
+// into.
 impl Default for DecisionRecord {
     fn default() -> Self {
         Self {
-            tx_id: TxId::default(),
+            tx_id: TxId::new(0),
             fingerprint: String::new(),
             tx_json: String::new(),
             from_addr: None,

@@ -1,13 +1,14 @@
-//! The ledger's column types: sequence numbers, transaction ids and times as SQLite integers
-//! (PostgreSQL `bigint`s), converted with checks instead of `as` casts. Each type converts the
-//! same way to and from both back ends, so a record reads back as itself from either.
+//! The ledger's column types: sequence numbers, transaction ids (the domain's `TxId`, whose
+//! conversions live here, at the SQL edge) and times as SQLite integers (PostgreSQL `bigint`s),
+//! converted with checks instead of `as` casts. Each type converts the same way to and from both
+//! back ends, so a record reads back as itself from either.
 
 use bytes::BytesMut;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::Serialize;
 use tokio_postgres::types::{self as pg, IsNull, Type, to_sql_checked};
 
-use crate::domain::Action;
+use crate::domain::{Action, TxId};
 
 /// A value that does not fit the column it is written to or read from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,29 +71,28 @@ impl FromSql for Seq {
     }
 }
 
-/// A 1BitPay transaction id. Ids are unsigned 64-bit; SQLite integers are signed, so an id
-/// is stored as the `i64` with the same 64 bits (ids from 2^63 up read as negative in the
-/// file). Every id has exactly one stored form, the form ledgers have always had.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub(crate) struct TxId(pub(crate) u64);
+/// The stored form of a 1BitPay transaction id. Ids are unsigned 64-bit; SQLite integers are
+/// signed, so an id is stored as the `i64` with the same 64 bits (ids from 2^63 up read as
+/// negative in the file). Every id has exactly one stored form, the form ledgers have always
+/// had; it is hashed as the id's number (`TxId`'s `Serialize`), never as the stored form.
+pub(crate) fn stored(id: TxId) -> i64 {
+    i64::from_ne_bytes(id.get().to_ne_bytes())
+}
 
-impl TxId {
-    /// The stored form.
-    pub(crate) fn stored(self) -> i64 {
-        i64::from_ne_bytes(self.0.to_ne_bytes())
-    }
+/// The id whose stored form is `v` (see [`stored`]).
+fn from_stored(v: i64) -> TxId {
+    TxId::new(u64::from_ne_bytes(v.to_ne_bytes()))
 }
 
 impl ToSql for TxId {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.stored()))
+        Ok(ToSqlOutput::from(stored(*self)))
     }
 }
 
 impl FromSql for TxId {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        i64::column_result(value).map(|v| Self(u64::from_ne_bytes(v.to_ne_bytes())))
+        i64::column_result(value).map(from_stored)
     }
 }
 
@@ -225,8 +225,8 @@ pg_column!(
 pg_column!(
     TxId,
     bigint,
-    |t: &TxId| -> PgResult<i64> { Ok(t.stored()) },
-    |v: i64| -> PgResult<TxId> { Ok(TxId(u64::from_ne_bytes(v.to_ne_bytes()))) }
+    |t: &TxId| -> PgResult<i64> { Ok(stored(*t)) },
+    |v: i64| -> PgResult<TxId> { Ok(from_stored(v)) }
 );
 pg_column!(
     Millis,
@@ -302,11 +302,25 @@ mod tests {
     #[test]
     fn every_transaction_id_has_one_stored_form_and_reads_back_as_itself() {
         for id in [0, 1, 7, i64::MAX.unsigned_abs(), 1 << 63, u64::MAX] {
-            assert_eq!(round_trip(TxId(id)).unwrap(), TxId(id));
+            let id = TxId::new(id);
+            assert_eq!(round_trip(id).unwrap(), id);
+            assert_eq!(from_stored(stored(id)), id);
         }
         // The form ledgers written before these types hold.
-        assert_eq!(read::<TxId>(-1).unwrap(), TxId(u64::MAX));
-        assert_eq!(TxId(u64::MAX).stored(), -1);
+        assert_eq!(read::<TxId>(-1).unwrap(), TxId::new(u64::MAX));
+        assert_eq!(read::<TxId>(i64::MIN).unwrap(), TxId::new(1 << 63));
+        assert_eq!(read::<TxId>(7).unwrap(), TxId::new(7));
+        assert_eq!(stored(TxId::new(u64::MAX)), -1);
+        assert_eq!(stored(TxId::new(1 << 63)), i64::MIN);
+        assert_eq!(stored(TxId::new(i64::MAX.unsigned_abs())), i64::MAX);
+        // What SQLite holds is the signed form, as an integer.
+        let conn = Connection::open_in_memory().unwrap();
+        let (value, kind): (i64, String) = conn
+            .query_row("SELECT ?1, typeof(?1)", [TxId::new(u64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((value, kind.as_str()), (-1, "integer"));
     }
 
     #[test]

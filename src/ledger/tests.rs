@@ -40,7 +40,7 @@ fn a_ledger_written_before_the_typed_records_reads_back_every_field() {
     let (_dir, path) = v1_copy();
     let ledger = Ledger::open_read_only(&path).unwrap();
     let approve = ledger.get(2).unwrap().unwrap();
-    assert_eq!(approve.tx_id, 7);
+    assert_eq!(approve.tx_id, TxId::new(7));
     assert_eq!(
         approve.fingerprint,
         "293921cd467e23b79451ba331c6f2a8ae1454e71ba4e32bf3e138eca7dade495"
@@ -59,7 +59,7 @@ fn a_ledger_written_before_the_typed_records_reads_back_every_field() {
     assert_eq!(approve.status, Status::Submitted);
     assert_eq!(approve.status_message, None);
 
-    let hold = ledger.history(9_007_199_254_740_993).unwrap();
+    let hold = ledger.history(TxId::new(9_007_199_254_740_993)).unwrap();
     assert_eq!(hold.len(), 1);
     assert_eq!(hold[0].seq, 3);
     assert_eq!(hold[0].action, Action::Hold);
@@ -73,7 +73,7 @@ fn a_ledger_written_before_the_typed_records_reads_back_every_field() {
     );
     assert_eq!(hold[0].status, Status::NotSent);
 
-    let dry = ledger.history(i64::MAX.unsigned_abs()).unwrap();
+    let dry = ledger.history(TxId::new(i64::MAX.unsigned_abs())).unwrap();
     assert_eq!((dry.len(), dry[0].seq, dry[0].dry_run), (1, 4, true));
 
     let listed: Vec<u64> = ledger.list(10).unwrap().iter().map(|r| r.seq).collect();
@@ -131,7 +131,7 @@ fn each_kind_of_record_hashes_byte_for_byte_as_before() {
     );
 
     let mut decision = record::DecisionRecord {
-        tx_id: TxId(7),
+        tx_id: TxId::new(7),
         fingerprint: "293921cd467e23b79451ba331c6f2a8ae1454e71ba4e32bf3e138eca7dade495".into(),
         tx_json:
             r#"{"id":7,"fromAddress":"0xA","toAddress":"0xB","amount":"5.50","chainId":"195"}"#
@@ -236,7 +236,7 @@ fn the_typed_records_read_the_earlier_files_rows_back() {
     });
 }
 
-pub(super) fn tx(id: u64) -> Withdrawal {
+pub(super) fn tx(id: TxId) -> Withdrawal {
     Withdrawal {
         id,
         from: Some("0xA".into()),
@@ -248,7 +248,7 @@ pub(super) fn tx(id: u64) -> Withdrawal {
     }
 }
 
-pub(super) fn hold(id: u64) -> NewDecision {
+pub(super) fn hold(id: TxId) -> NewDecision {
     NewDecision {
         tx: tx(id),
         action: Action::Hold,
@@ -267,18 +267,22 @@ fn a_transaction_id_above_i64_max_is_recorded_found_and_verified_as_itself() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
     let seqs = ledger
-        .record_decisions(&[hold(u64::MAX), hold(1 << 63), hold(5)])
+        .record_decisions(&[
+            hold(TxId::new(u64::MAX)),
+            hold(TxId::new(1 << 63)),
+            hold(TxId::new(5)),
+        ])
         .unwrap();
     assert_eq!(seqs, vec![1, 2, 3]);
-    let found = ledger.history(u64::MAX).unwrap();
+    let found = ledger.history(TxId::new(u64::MAX)).unwrap();
     assert_eq!(
         (found.len(), found[0].tx_id, found[0].seq),
-        (1, u64::MAX, 1)
+        (1, TxId::new(u64::MAX), 1)
     );
-    assert_eq!(ledger.history(1 << 63).unwrap()[0].seq, 2);
+    assert_eq!(ledger.history(TxId::new(1 << 63)).unwrap()[0].seq, 2);
     let page = ledger
         .page(&PageQuery {
-            tx_id: Some(u64::MAX),
+            tx_id: Some(TxId::new(u64::MAX)),
             limit: 10,
             ..PageQuery::default()
         })
@@ -291,7 +295,9 @@ fn a_transaction_id_above_i64_max_is_recorded_found_and_verified_as_itself() {
 fn a_sequence_number_no_ledger_can_hold_finds_nothing_instead_of_a_wrapped_record() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
-    ledger.record_decisions(&[hold(1), hold(2)]).unwrap();
+    ledger
+        .record_decisions(&[hold(TxId::new(1)), hold(TxId::new(2))])
+        .unwrap();
     // u64::MAX wrapped to -1 and 2^64 - 1 wrapped would have matched nothing or the wrong row.
     assert!(ledger.get(u64::MAX).unwrap().is_none());
     assert!(ledger.get((1 << 63) + 1).unwrap().is_none());
@@ -323,7 +329,7 @@ fn a_sequence_number_no_ledger_can_hold_finds_nothing_instead_of_a_wrapped_recor
 fn an_outcome_for_a_sequence_number_sqlite_cannot_hold_is_refused_and_nothing_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let mut ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
-    ledger.record_decisions(&[hold(1)]).unwrap();
+    ledger.record_decisions(&[hold(TxId::new(1))]).unwrap();
     let err = ledger
         .record_outcomes(&[
             Outcome {

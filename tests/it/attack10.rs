@@ -178,7 +178,7 @@ async fn the_key_given_to_prometheus_for_metrics_cannot_resume_a_pause() {
 async fn ledger_with_records() -> (tempfile::TempDir, String, SandboxProcess) {
     let sandbox = spawn_sandbox(&[]);
     let items: Vec<Value> = (1..=3)
-        .map(|i| serde_json::from_str(&item(i, HOT, TREASURY, "1", "195")).unwrap())
+        .map(|i| serde_json::from_str(&item(TxId::new(i), HOT, TREASURY, "1", "195")).unwrap())
         .collect();
     reqwest::Client::new()
         .post(format!("{}/_sandbox/pending", sandbox.url))
@@ -349,7 +349,11 @@ async fn a_ledger_carrying_a_trigger_is_refused_before_it_can_hide_approvals_fro
         "{}",
         all_output(&out)
     );
-    post_pending(&sandbox.url, vec![item(1, HOT, TREASURY, "1", "195")]).await;
+    post_pending(
+        &sandbox.url,
+        vec![item(TxId::new(1), HOT, TREASURY, "1", "195")],
+    )
+    .await;
     let out = run_bin(&["run", "--once", "--config", cfg.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(sandbox_decisions(&sandbox.url).await.is_empty());

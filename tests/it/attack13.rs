@@ -170,7 +170,7 @@ async fn decisions_whose_commit_answer_is_lost_are_found_recorded_and_sent_once_
             row.tx_id
         );
     }
-    for id in 1..=6 {
+    for id in ids(1..=6) {
         assert_eq!(
             l.history(id).await.unwrap().len(),
             1,
@@ -326,7 +326,8 @@ async fn a_pause_on_the_leader_holds_everything_after_a_takeover_even_when_the_n
         "the new leader to decide",
         Duration::from_secs(60),
         || async {
-            !l.history(1).await.unwrap().is_empty() && !l.history(2).await.unwrap().is_empty()
+            !l.history(TxId::new(1)).await.unwrap().is_empty()
+                && !l.history(TxId::new(2)).await.unwrap().is_empty()
         },
     )
     .await;
@@ -336,7 +337,7 @@ async fn a_pause_on_the_leader_holds_everything_after_a_takeover_even_when_the_n
         "sent while paused: {sent:?}\n{}",
         standby.log()
     );
-    for id in [1, 2] {
+    for id in ids([1, 2]) {
         let h = l.history(id).await.unwrap();
         assert!(h.iter().all(|d| d.action == Action::Hold), "tx {id}: {h:?}");
     }

@@ -72,7 +72,7 @@ async fn an_item_with_a_duplicated_key_is_held_not_decided_on_its_last_value() {
             row.reason
         );
     }
-    assert_eq!(approved_ids(&sb), Vec::<u64>::new());
+    assert_eq!(approved_ids(&sb), Vec::<TxId>::new());
 }
 
 #[tokio::test]
@@ -81,8 +81,8 @@ async fn an_evm_destination_written_without_0x_does_not_slip_past_the_blocklist(
     // and digits only, so "canonical", and byte-compared (not EVM-compared) against the list.
     let bare = &EVM_BLOCKED[2..];
     let sb = start_sandbox(scenario(vec![
-        item(1, HOT, bare, "1", "1"),
-        item(2, HOT, &bare.to_ascii_lowercase(), "1", "56"),
+        item(TxId::new(1), HOT, bare, "1", "1"),
+        item(TxId::new(2), HOT, &bare.to_ascii_lowercase(), "1", "56"),
     ]))
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +96,7 @@ async fn an_evm_destination_written_without_0x_does_not_slip_past_the_blocklist(
             .map(|row| (row.tx_id, row.action, row.rule.clone()))
             .collect::<Vec<_>>()
     );
-    assert_eq!(approved_ids(&sb), Vec::<u64>::new());
+    assert_eq!(approved_ids(&sb), Vec::<TxId>::new());
 }
 
 #[tokio::test]
@@ -106,8 +106,8 @@ async fn a_tron_destination_in_hex_form_does_not_slip_past_the_blocklist() {
     // Also as `0x` + the 20 account bytes, which is EVM form and EVM-compared.
     let evm_form = format!("0x{}", &BAD_TRON_HEX[2..]);
     let sb = start_sandbox(scenario(vec![
-        item(1, HOT, BAD_TRON_HEX, "1", "195"),
-        item(2, HOT, &evm_form, "1", "195"),
+        item(TxId::new(1), HOT, BAD_TRON_HEX, "1", "195"),
+        item(TxId::new(2), HOT, &evm_form, "1", "195"),
     ]))
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -123,7 +123,7 @@ async fn a_tron_destination_in_hex_form_does_not_slip_past_the_blocklist() {
         approved.is_empty(),
         "the blocked account, written otherwise, was approved: {approved:?}"
     );
-    assert_eq!(approved_ids(&sb), Vec::<u64>::new());
+    assert_eq!(approved_ids(&sb), Vec::<TxId>::new());
 }
 
 #[tokio::test]
@@ -134,10 +134,10 @@ async fn amounts_that_cannot_be_compared_exactly_are_held() {
     let round_up = "100.00000000000000000000000001"; // just above max_amount, 28 decimals
     let round_up2 = "100.000000000000000000000000001"; // just above, 27+ digits after 100.
     let sb = start_sandbox(scenario(vec![
-        item(1, HOT, STRANGER, big, "195"),
-        item(2, HOT, STRANGER, tiny, "195"),
-        item(3, HOT, STRANGER, round_up, "195"),
-        item(4, HOT, STRANGER, round_up2, "195"),
+        item(TxId::new(1), HOT, STRANGER, big, "195"),
+        item(TxId::new(2), HOT, STRANGER, tiny, "195"),
+        item(TxId::new(3), HOT, STRANGER, round_up, "195"),
+        item(TxId::new(4), HOT, STRANGER, round_up2, "195"),
     ]))
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +160,14 @@ async fn amounts_that_cannot_be_compared_exactly_are_held() {
 async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_with_other_fields()
 {
     // README, "Doubt holds": an id listed twice with different fields is held, never approved.
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(approve_fails());
     let dir = tempfile::tempdir().unwrap();
     let policy = format!(
@@ -172,12 +179,12 @@ async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_
 
     // The listing now shows id 1 twice: as recorded, and to another destination.
     sb.sandbox
-        .add_unkeyed([item(1, HOT, STRANGER, "5000", "195")]);
+        .add_unkeyed([item(TxId::new(1), HOT, STRANGER, "5000", "195")]);
     sb.sandbox.set_faults(Faults::default());
     let out = e.cycle_once().await.unwrap();
     assert_eq!(
         approved_ids(&sb),
-        Vec::<u64>::new(),
+        Vec::<TxId>::new(),
         "the recorded approval went out although the listing showed id 1 with two contents: {out:?}"
     );
 }
@@ -186,7 +193,14 @@ async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_
 
 #[tokio::test]
 async fn a_dry_run_sends_nothing_not_even_a_recorded_approval() {
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(approve_fails());
     let dir = tempfile::tempdir().unwrap();
     let policy = format!(
@@ -239,7 +253,14 @@ async fn a_recorded_approval_resent_after_its_window_passed_is_counted_in_that_w
     // max_count = 1 per 2 s. Approval 1 is recorded but the server is down. After the window has
     // passed, the server is back and tx 2 appears: the re-check of 1 and the decision on 2 both
     // see an empty window, and both go out within milliseconds.
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(approve_fails());
     let dir = tempfile::tempdir().unwrap();
     let policy = format!(
@@ -255,7 +276,8 @@ async fn a_recorded_approval_resent_after_its_window_passed_is_counted_in_that_w
 
     wait_past(first.recorded_at_ms, Duration::from_secs(2)).await;
     sb.sandbox.set_faults(Faults::default());
-    sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
+    sb.sandbox
+        .add_pending([item(TxId::new(2), HOT, TREASURY, "5", "195")]);
     let out = e.cycle_once().await.unwrap();
     let d = sb.sandbox.decisions();
     let span =
@@ -270,7 +292,14 @@ async fn a_recorded_approval_resent_after_its_window_passed_is_counted_in_that_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_approval_resent_after_the_guard_window_passed_is_counted_by_the_guard() {
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(approve_fails());
     let dir = tempfile::tempdir().unwrap();
     let policy = format!(
@@ -283,7 +312,8 @@ async fn a_recorded_approval_resent_after_the_guard_window_passed_is_counted_by_
 
     wait_past(first.recorded_at_ms, Duration::from_secs(2)).await;
     sb.sandbox.set_faults(Faults::default());
-    sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
+    sb.sandbox
+        .add_pending([item(TxId::new(2), HOT, TREASURY, "5", "195")]);
     let out = e.cycle_once().await.unwrap();
     assert!(
         approved_ids(&sb).len() <= 1,
@@ -300,8 +330,8 @@ async fn an_approval_resent_under_another_rule_after_a_reload_counts_in_that_rul
     // counts nothing for "capped", so 2 goes out too: two approvals on the authority of a rule
     // that allows one.
     let sb = start_sandbox(scenario(vec![
-        item(1, HOT, TREASURY, "5", "195"),
-        item(2, HOT, TREASURY, "6", "195"),
+        item(TxId::new(1), HOT, TREASURY, "5", "195"),
+        item(TxId::new(2), HOT, TREASURY, "6", "195"),
     ]))
     .await;
     sb.sandbox.set_faults(approve_fails());
@@ -348,7 +378,7 @@ async fn a_clock_behind_the_servers_is_not_trusted_so_its_correction_cannot_empt
     // per hour. The approval recorded with the slow clock is stamped 2 h in the past; once the
     // clock is corrected, the window is already empty and a second approval goes out at once.
     let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
-    let add = |id: u64| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
+    let add = |id: TxId| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
     std::fs::write(
@@ -357,12 +387,12 @@ async fn a_clock_behind_the_servers_is_not_trusted_so_its_correction_cannot_empt
     )
     .unwrap();
     let c = cfg.to_str().unwrap().to_string();
-    add(1).await;
+    add(TxId::new(1)).await;
     let out = run_once_at("-2h", &c).await;
     assert!(out.status.success(), "{}", all_output(&out));
 
     // The clock corrected (real time).
-    add(2).await;
+    add(TxId::new(2)).await;
     let out = run_bin(&["run", "--once", "--config", &c]).await;
     assert!(out.status.success(), "{}", all_output(&out));
     let decided: Vec<serde_json::Value> = sandbox_decisions(&sandbox.url).await;
@@ -383,7 +413,7 @@ async fn a_clock_behind_the_servers_is_not_trusted_so_its_correction_cannot_empt
 async fn a_legacy_ledger_with_a_reject_and_an_approve_for_one_id_sends_neither_again() {
     use cosigner::domain::{Decision, Verdict, decision_text};
     use cosigner::ledger::{NewDecision, Outcome};
-    let approved_item = item(1, HOT, TREASURY, "5", "195");
+    let approved_item = item(TxId::new(1), HOT, TREASURY, "5", "195");
     let sb = start_sandbox(scenario(vec![approved_item.clone()])).await;
     let dir = tempfile::tempdir().unwrap();
     let policy = format!(
@@ -421,7 +451,7 @@ async fn a_legacy_ledger_with_a_reject_and_an_approve_for_one_id_sends_neither_a
         let l = e.ledger();
         let seqs = l
             .record_decisions(vec![
-                decision(&item(1, HOT, BAD, "5", "195"), Verdict::Reject),
+                decision(&item(TxId::new(1), HOT, BAD, "5", "195"), Verdict::Reject),
                 decision(&approved_item, Verdict::Approve),
             ])
             .await
@@ -437,7 +467,7 @@ async fn a_legacy_ledger_with_a_reject_and_an_approve_for_one_id_sends_neither_a
     let out = e.cycle_once().await.unwrap();
     assert_eq!(
         approved_ids(&sb),
-        Vec::<u64>::new(),
+        Vec::<TxId>::new(),
         "id 1 has a recorded reject, yet its approval was sent: {out:?}"
     );
 }
@@ -446,7 +476,14 @@ async fn a_legacy_ledger_with_a_reject_and_an_approve_for_one_id_sends_neither_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_on_top() {
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(approve_fails());
     let dir = tempfile::tempdir().unwrap();
     let policy = format!(
@@ -458,26 +495,10 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
     e.set_mode(cosigner::plan::Mode::Reject, "test")
         .await
         .unwrap();
-    sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
+    sb.sandbox
+        .add_pending([item(TxId::new(2), HOT, TREASURY, "5", "195")]);
     e.cycle_once().await.unwrap();
-    let decided: Vec<(u64, u8)> = sb
-        .sandbox
-        .decisions()
-        .iter()
-        .map(|d| (d.id, d.status))
-        .collect();
-    assert_eq!(decided, vec![(2, 2)], "only the new one is rejected");
-    let r = rows(&e).await;
-    assert_eq!(
-        r.iter().filter(|r| r.tx_id == 1).count(),
-        1,
-        "no second record for 1"
-    );
-    e.set_mode(cosigner::plan::Mode::Normal, "test")
-        .await
-        .unwrap();
-    e.cycle_once().await.unwrap();
-    let decided: Vec<(u64, u8)> = sb
+    let decided: Vec<(TxId, u8)> = sb
         .sandbox
         .decisions()
         .iter()
@@ -485,14 +506,42 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
         .collect();
     assert_eq!(
         decided,
-        vec![(2, 2), (1, 1)],
+        vec![(TxId::new(2), 2)],
+        "only the new one is rejected"
+    );
+    let r = rows(&e).await;
+    assert_eq!(
+        r.iter().filter(|r| r.tx_id == TxId::new(1)).count(),
+        1,
+        "no second record for 1"
+    );
+    e.set_mode(cosigner::plan::Mode::Normal, "test")
+        .await
+        .unwrap();
+    e.cycle_once().await.unwrap();
+    let decided: Vec<(TxId, u8)> = sb
+        .sandbox
+        .decisions()
+        .iter()
+        .map(|d| (d.id, d.status))
+        .collect();
+    assert_eq!(
+        decided,
+        vec![(TxId::new(2), 2), (TxId::new(1), 1)],
         "resumed: the identical approval goes out"
     );
 }
 
 #[tokio::test]
 async fn a_dry_run_approval_does_not_carry_over_into_a_real_run_under_a_stricter_policy() {
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let loose = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
@@ -557,11 +606,11 @@ async fn without_a_server_date_a_clock_hours_ahead_is_not_trusted_for_windows() 
     )
     .unwrap();
     let c = cfg.to_str().unwrap().to_string();
-    let add = |id: u64| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
-    add(1).await;
+    let add = |id: TxId| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
+    add(TxId::new(1)).await;
     let out = run_bin(&["run", "--once", "--config", &c]).await;
     assert!(out.status.success(), "{}", all_output(&out));
-    add(2).await;
+    add(TxId::new(2)).await;
     let out = run_once_at("+2h", &c).await;
     assert!(out.status.success(), "{}", all_output(&out));
     let decided: Vec<serde_json::Value> = sandbox_decisions(&sandbox.url).await;

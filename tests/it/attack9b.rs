@@ -11,8 +11,8 @@ use cosigner::sandbox::Faults;
 
 use crate::support::*;
 
-fn approved_at_server(sb: &RunningSandbox) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = sb
+fn approved_at_server(sb: &RunningSandbox) -> Vec<(TxId, u64)> {
+    let mut v: Vec<(TxId, u64)> = sb
         .sandbox
         .decisions()
         .iter()
@@ -54,7 +54,7 @@ async fn assert_nothing_approved(e: &Engine, sb: &RunningSandbox) {
         .map(|r| (r.tx_id, r.tx_json, r.rule))
         .collect();
     assert!(approved.is_empty(), "approved: {approved:?}");
-    assert_eq!(approved_at_server(sb), Vec::<(u64, u64)>::new());
+    assert_eq!(approved_at_server(sb), Vec::<(TxId, u64)>::new());
 }
 
 // ---- Members a server-side parser reads as the same field ----
@@ -123,7 +123,7 @@ async fn blocked_account_is_not_approved(policy: String) {
         eprintln!("refused at load (fine): {e}");
         return;
     }
-    let sb = start_sandbox(scenario(vec![item(1, HOT, BAD, "1", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(TxId::new(1), HOT, BAD, "1", "195")])).await;
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     assert_nothing_approved(&e, &sb).await;
@@ -154,7 +154,14 @@ async fn an_approval_that_left_on_a_late_retry_is_counted_from_when_it_left() {
     // "windows count an approval from the last moment it may have left"; but retries inside
     // one submission record no `resend` event, so the next cycle counts it from t0, finds the
     // window empty, and approval 2 leaves milliseconds after approval 1.
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(Faults {
         error_rate: 1.0,
         error_paths: vec![APPROVE.into()],
@@ -202,7 +209,8 @@ async fn an_approval_that_left_on_a_late_retry_is_counted_from_when_it_left() {
         first[0].1 - recorded
     );
 
-    sb.sandbox.add_pending([item(2, HOT, TREASURY, "5", "195")]);
+    sb.sandbox
+        .add_pending([item(TxId::new(2), HOT, TREASURY, "5", "195")]);
     let b = e.cycle_once().await.unwrap();
     let both = approved_at_server(&sb);
     let close = both.windows(2).any(|w| w[1].1.abs_diff(w[0].1) < 1500)
@@ -222,7 +230,14 @@ async fn a_latest_mode_event_that_cannot_be_read_restores_hold_not_normal() {
     // The operator paused (hold); the latest mode event is then one this version cannot read
     // (written by another version, or a spelling it does not know). Fail closed: unknown state
     // means no approval.
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let policy = format!(
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
@@ -251,7 +266,7 @@ async fn an_id_listed_twice_once_with_a_twin_member_is_held() {
     // twice (STRANGER, then BAD). The daemon reads the second copy first-wins, so both copies
     // look alike and the plain one is decided; a last-wins reader sees id 1 listed to two
     // destinations ("an id listed twice with different fields: held").
-    let plain = item(1, HOT, STRANGER, "1", "195");
+    let plain = item(TxId::new(1), HOT, STRANGER, "1", "195");
     let twin = format!(
         r#"{{"id":1,"fromAddress":"{HOT}","toAddress":"{STRANGER}","toAddress":"{BAD}","amount":"1","chainId":"195"}}"#
     );
@@ -289,11 +304,11 @@ async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_w
     )
     .unwrap();
     let c = cfg.to_str().unwrap().to_string();
-    let add = |id: u64| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
-    add(1).await;
+    let add = |id: TxId| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
+    add(TxId::new(1)).await;
     let one = run_once_at("-25s", &c).await;
     assert!(one.status.success(), "{}", all_output(&one));
-    add(2).await;
+    add(TxId::new(2)).await;
     let two = run_once_at("+25s", &c).await;
     assert!(two.status.success(), "{}", all_output(&two));
     let decided: Vec<serde_json::Value> = sandbox_decisions(&sandbox.url).await;
@@ -318,7 +333,14 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
     // read-only, and the operator pauses. The pause cannot be recorded, so it is refused and
     // the mode stays normal: the retry goes out. Engaging the kill switch is the safe
     // direction; failing to record it must not leave approvals flowing.
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(Faults {
         error_rate: 1.0,
         error_paths: vec![APPROVE.into()],
@@ -348,7 +370,7 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
     let (out, paused) = tokio::join!(e.cycle_once(), operator);
     assert_eq!(
         approved_at_server(&sb),
-        Vec::<(u64, u64)>::new(),
+        Vec::<(TxId, u64)>::new(),
         "the approval went out after the operator paused (pause: {paused:?}, mode now {:?}); cycle {out:?}",
         e.mode()
     );
@@ -359,7 +381,14 @@ async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the
     // Regression: the operator throws the kill switch to reject-all while a recorded approval
     // sleeps in backoff. It must not go out, and the next cycle (reject-all) must not sign a
     // reject for the same id either.
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(Faults {
         error_rate: 1.0,
         error_paths: vec![APPROVE.into()],
@@ -392,7 +421,7 @@ async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the
             .iter()
             .map(|d| (d.id, d.status))
             .collect::<Vec<_>>(),
-        Vec::<(u64, u8)>::new(),
+        Vec::<(TxId, u8)>::new(),
         "cycle A {a:?}, cycle B {b:?}"
     );
     let recorded: Vec<_> = rows(&e)
@@ -400,7 +429,11 @@ async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the
         .iter()
         .map(|r| (r.tx_id, r.action))
         .collect::<Vec<_>>();
-    assert_eq!(recorded, vec![(1, Action::Approve)], "one decision per id");
+    assert_eq!(
+        recorded,
+        vec![(TxId::new(1), Action::Approve)],
+        "one decision per id"
+    );
 }
 
 /// A TCP proxy to `upstream` that rewrites the `Date` of every 503 answer to an hour ahead of
@@ -426,7 +459,14 @@ async fn a_date_on_a_failed_answer_showing_the_clock_an_hour_off_stops_the_retri
     // Regression: the listing's `Date` agrees with the clock, so the approval is decided and
     // sent; its 503 answer carries a `Date` an hour ahead. Every later attempt is asked about
     // the clock again and must not go out.
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(Faults {
         error_rate: 1.0,
         error_paths: vec![APPROVE.into()],

@@ -13,7 +13,7 @@ async fn a_backup_taken_while_a_writer_holds_the_ledger_is_a_private_verified_co
 {
     let sandbox = spawn_sandbox(&[]);
     let items = (1..=3)
-        .map(|i| item(i, HOT, TREASURY, &format!("{i}"), "195"))
+        .map(|i| item(TxId::new(i), HOT, TREASURY, &format!("{i}"), "195"))
         .collect();
     post_pending(&sandbox.url, items).await;
     let dir = tempfile::tempdir().unwrap();

@@ -29,7 +29,7 @@ fn signer(dir: &std::path::Path) -> Signer {
 fn scenario(n: u64) -> Scenario {
     Scenario {
         pending: (1..=n)
-            .map(|i| item(i, FROM, TO, &format!("{i}.5"), "195"))
+            .map(|i| item(TxId::new(i), FROM, TO, &format!("{i}.5"), "195"))
             .collect(),
         faults: Faults::default(),
     }
@@ -68,10 +68,7 @@ async fn pending_is_read_over_several_pages_and_approve_and_reject_are_verified_
         assert_eq!(p.total, 7);
         seen.extend(p.items.into_iter().map(|i| i.unwrap()));
     }
-    assert_eq!(
-        seen.iter().map(|t| t.id).collect::<Vec<_>>(),
-        (1..=7).collect::<Vec<_>>()
-    );
+    assert_eq!(seen.iter().map(|t| t.id).collect::<Vec<_>>(), ids(1..=7));
     assert_eq!(seen[0].amount.as_deref(), Some("1.5"));
 
     client
@@ -85,8 +82,8 @@ async fn pending_is_read_over_several_pages_and_approve_and_reject_are_verified_
 
     let decisions = sb.sandbox.decisions();
     assert_eq!(decisions.len(), 2);
-    assert_eq!((decisions[0].id, decisions[0].status), (1, 1));
-    assert_eq!((decisions[1].id, decisions[1].status), (2, 2));
+    assert_eq!((decisions[0].id, decisions[0].status), (TxId::new(1), 1));
+    assert_eq!((decisions[1].id, decisions[1].status), (TxId::new(2), 2));
     assert!(decisions[0].text.contains("\"value\":\"1.5\""));
     assert_eq!(
         client.pending(1, 20).await.unwrap().total,
@@ -394,7 +391,7 @@ async fn a_malformed_body_is_a_decode_error_and_an_oversized_body_is_refused() {
     sb.sandbox.set_faults(Faults::default());
     let big = "x".repeat(4096);
     sb.sandbox
-        .add_pending((1..=400).map(|i| item(i, &big, TO, "1", "1")));
+        .add_pending((1..=400).map(|i| item(TxId::new(i), &big, TO, "1", "1")));
     let mut cfg = client_config(&sb.url);
     cfg.max_response_bytes = 64 * 1024;
     let err = Client::new(cfg).unwrap().pending(1, 400).await.unwrap_err();

@@ -21,10 +21,10 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
     // The sandbox tolerates the skew, as if its own clock were off too: the daemon's clock check
     // is what is under test.
     let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
-    let add = |ids: Vec<(u64, &'static str)>| {
+    let add = |ids: Vec<(TxId, &'static str)>| {
         let items = ids
             .into_iter()
-            .map(|(i, to)| item(i, HOT, to, "1", "195"))
+            .map(|(id, to)| item(id, HOT, to, "1", "195"))
             .collect();
         post_pending(&sandbox.url, items)
     };
@@ -36,7 +36,7 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
     )
     .unwrap();
     let c = cfg.to_str().unwrap().to_string();
-    add(vec![(1, TREASURY)]).await;
+    add(vec![(TxId::new(1), TREASURY)]).await;
     assert!(
         run_bin(&["run", "--once", "--config", &c])
             .await
@@ -45,13 +45,13 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
     );
 
     // One hour in the past: the newest ledger record now lies in the future.
-    add(vec![(4, TREASURY), (5, BAD)]).await;
+    add(vec![(TxId::new(4), TREASURY), (TxId::new(5), BAD)]).await;
     let out = run_once_at("-1h", &c).await;
     let text = all_output(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("clock is behind"), "the log says why: {text}");
     let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
-    let h4 = ledger.history(4).unwrap();
+    let h4 = ledger.history(TxId::new(4)).unwrap();
     assert_eq!(
         (h4[0].action, h4[0].rule.as_str()),
         (Action::Hold, "(clock)"),
@@ -59,7 +59,7 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
         h4[0].reason
     );
     assert_eq!(
-        ledger.history(5).unwrap()[0].action,
+        ledger.history(TxId::new(5)).unwrap()[0].action,
         Action::Reject,
         "rejections go on"
     );
@@ -85,7 +85,7 @@ async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windo
     // The sandbox tolerates the skew (as a lenient server would): the daemon's own comparison
     // of its clock with the server's `Date` is what is under test.
     let sandbox = spawn_sandbox(&["--max-skew", "3h"]);
-    let add = |id: u64| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
+    let add = |id: TxId| post_pending(&sandbox.url, vec![item(id, HOT, TREASURY, "1", "195")]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sandbox.url);
     // One approval per hour: a clock two hours ahead would find the window empty.
@@ -95,11 +95,11 @@ async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windo
     )
     .unwrap();
     let c = cfg.to_str().unwrap().to_string();
-    add(1).await;
+    add(TxId::new(1)).await;
     let out = run_bin(&["run", "--once", "--config", &c]).await;
     assert!(out.status.success(), "{}", all_output(&out));
 
-    add(2).await;
+    add(TxId::new(2)).await;
     let out = run_once_at("+2h", &c).await;
     let text = all_output(&out);
     assert!(out.status.success(), "{text}");
@@ -108,7 +108,7 @@ async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windo
         "the log says why: {text}"
     );
     let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
-    let h2 = ledger.history(2).unwrap();
+    let h2 = ledger.history(TxId::new(2)).unwrap();
     assert_eq!(
         (h2[0].action, h2[0].rule.as_str()),
         (Action::Hold, "(clock)"),
@@ -130,7 +130,14 @@ const ONE_PER_HOUR: &str = "default = \"hold\"\n[[rule]]\nname = \"bad\"\naction
 
 #[tokio::test]
 async fn with_an_injected_clock_a_window_frees_up_once_it_has_passed_and_not_before() {
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "1", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "1",
+        "195",
+    )]))
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let (clock, hand) = Clock::manual(Clock::system().now_ms());
     let e = engine_with_clock(
@@ -141,24 +148,25 @@ async fn with_an_injected_clock_a_window_frees_up_once_it_has_passed_and_not_bef
         clock.clone(),
     );
     e.cycle_once().await.unwrap();
-    assert_eq!(approved_ids(&sb), vec![1]);
+    assert_eq!(approved_ids(&sb), ids([1]));
 
-    sb.sandbox.add_pending([item(2, HOT, TREASURY, "1", "195")]);
+    sb.sandbox
+        .add_pending([item(TxId::new(2), HOT, TREASURY, "1", "195")]);
     hand.advance(Duration::from_secs(59 * 60));
     e.cycle_once().await.unwrap();
     assert_eq!(
         approved_ids(&sb),
-        vec![1],
+        ids([1]),
         "approval 1 still fills the window"
     );
-    let held = e.ledger().history(2).await.unwrap();
+    let held = e.ledger().history(TxId::new(2)).await.unwrap();
     assert_eq!(held[0].action, Action::Hold, "{:?}", held[0].reason);
 
     // The window reaches back twice the allowed clock skew (30 s) further.
     hand.advance(Duration::from_secs(60 + 60 + 1));
     e.cycle_once().await.unwrap();
-    assert_eq!(approved_ids(&sb), vec![1, 2], "the window has passed");
-    let h = e.ledger().history(2).await.unwrap();
+    assert_eq!(approved_ids(&sb), ids([1, 2]), "the window has passed");
+    let h = e.ledger().history(TxId::new(2)).await.unwrap();
     assert_eq!(
         h.last().unwrap().recorded_at_ms,
         clock.now_ms(),
@@ -168,7 +176,14 @@ async fn with_an_injected_clock_a_window_frees_up_once_it_has_passed_and_not_bef
 
 #[tokio::test]
 async fn with_an_injected_clock_stepped_back_behind_the_newest_record_nothing_is_approved() {
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "1", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "1",
+        "195",
+    )]))
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let now = Clock::system().now_ms();
     let (clock, hand) = Clock::manual(now);
@@ -181,16 +196,16 @@ async fn with_an_injected_clock_stepped_back_behind_the_newest_record_nothing_is
         clock,
     );
     e.cycle_once().await.unwrap();
-    assert_eq!(approved_ids(&sb), vec![1]);
+    assert_eq!(approved_ids(&sb), ids([1]));
 
     hand.set_ms(now - 3_600_000);
     sb.sandbox.add_pending([
-        item(2, HOT, TREASURY, "1", "195"),
-        item(3, HOT, BAD, "1", "195"),
+        item(TxId::new(2), HOT, TREASURY, "1", "195"),
+        item(TxId::new(3), HOT, BAD, "1", "195"),
     ]);
     e.cycle_once().await.unwrap();
-    assert_eq!(approved_ids(&sb), vec![1], "nothing approved while behind");
-    let h2 = e.ledger().history(2).await.unwrap();
+    assert_eq!(approved_ids(&sb), ids([1]), "nothing approved while behind");
+    let h2 = e.ledger().history(TxId::new(2)).await.unwrap();
     assert_eq!(
         (h2[0].action, h2[0].rule.as_str()),
         (Action::Hold, "(clock)"),
@@ -198,7 +213,7 @@ async fn with_an_injected_clock_stepped_back_behind_the_newest_record_nothing_is
         h2[0].reason
     );
     assert_eq!(
-        e.ledger().history(3).await.unwrap()[0].action,
+        e.ledger().history(TxId::new(3)).await.unwrap()[0].action,
         Action::Reject,
         "rejections go on"
     );
@@ -207,7 +222,7 @@ async fn with_an_injected_clock_stepped_back_behind_the_newest_record_nothing_is
     e.cycle_once().await.unwrap();
     assert_eq!(
         approved_ids(&sb),
-        vec![1, 2],
+        ids([1, 2]),
         "approved once the clock is past"
     );
 }

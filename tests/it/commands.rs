@@ -275,7 +275,7 @@ fn explained(dir: &Path, tx: &str) -> cosigner::explain::Explanation {
 async fn explain_plans_from_the_ledger_what_the_daemon_did_and_reads_the_mode_it_recorded() {
     let sb = start_sandbox(Scenario::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let approved = item(7, HOT, TREASURY, "5", "195");
+    let approved = item(TxId::new(7), HOT, TREASURY, "5", "195");
     std::fs::write(dir.path().join("policy.toml"), TREASURY_POLICY).unwrap();
 
     // No ledger yet: zero usage, normal mode, and every rule traced.
@@ -322,7 +322,7 @@ async fn explain_plans_from_the_ledger_what_the_daemon_did_and_reads_the_mode_it
         Some(Action::Approve)
     );
     // Another id to the same address counts the approval in the window.
-    let e = explained(dir.path(), &item(8, HOT, TREASURY, "5", "195"));
+    let e = explained(dir.path(), &item(TxId::new(8), HOT, TREASURY, "5", "195"));
     let Plan::Decide(eval) = &e.plan else {
         panic!("{:?}", e.plan)
     };
@@ -333,7 +333,7 @@ async fn explain_plans_from_the_ledger_what_the_daemon_did_and_reads_the_mode_it
     std::fs::write(dir.path().join("policy.toml"), TREASURY_POLICY).unwrap();
     let cfg = Config::load_with(&cfg, &Environment::default()).unwrap();
     switch(&cfg, Mode::Hold, None).await.unwrap();
-    let e = explained(dir.path(), &item(9, HOT, TREASURY, "5", "195"));
+    let e = explained(dir.path(), &item(TxId::new(9), HOT, TREASURY, "5", "195"));
     assert_eq!(e.mode, Mode::Hold);
     assert_eq!(e.plan.action(None), Action::Hold, "{:?}", e.plan);
 }

@@ -62,7 +62,7 @@ async fn crash_suite(store: Store) {
         (from..=to)
             .map(|i| {
                 serde_json::from_str(&item(
-                    i,
+                    TxId::new(i),
                     HOT,
                     TREASURY,
                     &format!("{}.{}", i % 50 + 1, i % 10),
@@ -187,7 +187,8 @@ async fn crash_suite(store: Store) {
             report.problems
         );
         for d in decisions.as_array().unwrap() {
-            let h = ledger.history(d["id"].as_u64().unwrap()).await.unwrap();
+            let id = TxId::new(d["id"].as_u64().unwrap());
+            let h = ledger.history(id).await.unwrap();
             assert!(
                 h.iter().any(|r| r.data.as_deref() == d["data"].as_str()),
                 "after run {i}: the sandbox accepted {} without a ledger record of that data",
@@ -208,12 +209,12 @@ async fn crash_suite(store: Store) {
     let out = run_bin(&["run", "--once", "--config", cfg.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", all_output(&out));
     let decisions = sandbox_json(&http, &sandbox.url, "decisions").await;
-    let approved: Vec<u64> = decisions
+    let approved: Vec<TxId> = decisions
         .as_array()
         .unwrap()
         .iter()
         .filter(|d| d["status"] == 1)
-        .map(|d| d["id"].as_u64().unwrap())
+        .map(|d| TxId::new(d["id"].as_u64().unwrap()))
         .collect();
     assert_eq!(
         approved.len() as u64,
@@ -229,7 +230,7 @@ async fn crash_suite(store: Store) {
         "nothing rejected"
     );
     let ledger = store.reader(dir.path()).await;
-    for id in 1..=txs {
+    for id in ids(1..=txs) {
         let h = ledger.history(id).await.unwrap();
         let last = h
             .last()

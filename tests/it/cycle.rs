@@ -43,24 +43,26 @@ fn engine(dir: &Path, url: &str, policy_text: &str, dry_run: bool) -> Engine {
 async fn one_cycle_approves_rejects_and_holds_by_the_policy_and_the_sandbox_verifies_each() {
     let dir = tempfile::tempdir().unwrap();
     let sb = start_sandbox(scenario(vec![
-        item(1, HOT, TREASURY, "4.1", "195"),
-        item(2, HOT, BAD, "10", "195"),
-        item(3, HOT, STRANGER, "10", "195"),
-        item(4, HOT, TREASURY, "-1", "195"),
+        item(TxId::new(1), HOT, TREASURY, "4.1", "195"),
+        item(TxId::new(2), HOT, BAD, "10", "195"),
+        item(TxId::new(3), HOT, STRANGER, "10", "195"),
+        item(TxId::new(4), HOT, TREASURY, "-1", "195"),
     ]))
     .await;
     let e = engine(dir.path(), &sb.url, POLICY, false);
     let out = e.cycle_once().await.unwrap();
     assert_eq!(out.listed, 4);
     assert_eq!(out.submitted, 2);
-    let decided: Vec<(u64, u8)> = sb
+    let decided: Vec<(TxId, u8)> = sb
         .sandbox
         .decisions()
         .iter()
         .map(|d| (d.id, d.status))
         .collect();
     assert!(
-        decided.contains(&(1, 1)) && decided.contains(&(2, 2)) && decided.len() == 2,
+        decided.contains(&(TxId::new(1), 1))
+            && decided.contains(&(TxId::new(2), 2))
+            && decided.len() == 2,
         "{decided:?}"
     );
     assert!(
@@ -70,7 +72,7 @@ async fn one_cycle_approves_rejects_and_holds_by_the_policy_and_the_sandbox_veri
     );
 
     let r = rows(&e).await;
-    let by_tx = |id| r.iter().find(|x| x.tx_id == id).unwrap();
+    let by_tx = |id| r.iter().find(|x| x.tx_id == TxId::new(id)).unwrap();
     assert_eq!(
         (by_tx(1).action, by_tx(1).status.clone()),
         (Action::Approve, Status::Submitted)
@@ -89,7 +91,7 @@ async fn one_cycle_approves_rejects_and_holds_by_the_policy_and_the_sandbox_veri
         .sandbox
         .decisions()
         .into_iter()
-        .find(|d| d.id == 1)
+        .find(|d| d.id == TxId::new(1))
         .unwrap();
     assert_eq!(
         by_tx(1).data.as_deref(),
@@ -107,7 +109,14 @@ async fn one_cycle_approves_rejects_and_holds_by_the_policy_and_the_sandbox_veri
 #[tokio::test]
 async fn holds_are_recorded_when_first_seen_and_when_their_reason_changes_not_every_cycle() {
     let dir = tempfile::tempdir().unwrap();
-    let sb = start_sandbox(scenario(vec![item(1, HOT, STRANGER, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        STRANGER,
+        "5",
+        "195",
+    )]))
+    .await;
     let e = engine(dir.path(), &sb.url, POLICY, false);
     e.cycle_once().await.unwrap();
     let out = e.cycle_once().await.unwrap();
@@ -132,21 +141,22 @@ async fn holds_are_recorded_when_first_seen_and_when_their_reason_changes_not_ev
 async fn window_totals_survive_a_restart_between_cycles() {
     let dir = tempfile::tempdir().unwrap();
     let sb = start_sandbox(scenario(vec![
-        item(1, HOT, TREASURY, "1", "195"),
-        item(2, HOT, TREASURY, "1", "195"),
+        item(TxId::new(1), HOT, TREASURY, "1", "195"),
+        item(TxId::new(2), HOT, TREASURY, "1", "195"),
     ]))
     .await;
     {
         let e = engine(dir.path(), &sb.url, POLICY, false);
         assert_eq!(e.cycle_once().await.unwrap().submitted, 2);
     }
-    sb.sandbox.add_pending([item(3, HOT, TREASURY, "1", "195")]);
+    sb.sandbox
+        .add_pending([item(TxId::new(3), HOT, TREASURY, "1", "195")]);
     let e = engine(dir.path(), &sb.url, POLICY, false);
     e.cycle_once().await.unwrap();
     let last = rows(&e).await.pop().unwrap();
     assert_eq!(
         (last.tx_id, last.action, last.rule.as_str()),
-        (3, Action::Hold, "(default)"),
+        (TxId::new(3), Action::Hold, "(default)"),
         "max_count 2 per 24h"
     );
     assert_eq!(sb.sandbox.decisions().len(), 2);
@@ -157,7 +167,7 @@ async fn within_one_cycle_the_window_counts_each_approval_as_it_is_decided() {
     let dir = tempfile::tempdir().unwrap();
     let sb = start_sandbox(scenario(
         (1..=5)
-            .map(|i| item(i, HOT, TREASURY, "1", "195"))
+            .map(|i| item(TxId::new(i), HOT, TREASURY, "1", "195"))
             .collect(),
     ))
     .await;
@@ -171,7 +181,14 @@ async fn within_one_cycle_the_window_counts_each_approval_as_it_is_decided() {
 async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_force_still_approves_it()
  {
     let dir = tempfile::tempdir().unwrap();
-    let sb = start_sandbox(scenario(vec![item(7, HOT, TREASURY, "12.50", "56")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(7),
+        HOT,
+        TREASURY,
+        "12.50",
+        "56",
+    )]))
+    .await;
     let e = engine(dir.path(), &sb.url, POLICY, false);
     // Every approve request fails at the server: the decision is recorded, not confirmed.
     sb.sandbox.set_faults(Faults {
@@ -226,7 +243,7 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
     assert_eq!((out.resent, out.submitted), (1, 1));
     let d = sb.sandbox.decisions();
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0].id, d[0].status), (7, 1));
+    assert_eq!((d[0].id, d[0].status), (TxId::new(7), 1));
     assert_eq!(Some(d[0].data.clone()), first.data, "identical data");
     let r = rows(&e).await;
     assert_eq!(r.len(), 1, "no second decision");
@@ -236,7 +253,14 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
 #[tokio::test]
 async fn nothing_is_decided_when_the_pending_list_cannot_be_read() {
     let dir = tempfile::tempdir().unwrap();
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "1", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "1",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(Faults {
         error_rate: 1.0,
         ..Faults::default()
@@ -250,8 +274,8 @@ async fn nothing_is_decided_when_the_pending_list_cannot_be_read() {
 async fn a_dry_run_records_decisions_and_sends_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sb = start_sandbox(scenario(vec![
-        item(1, HOT, TREASURY, "1", "195"),
-        item(2, HOT, BAD, "1", "195"),
+        item(TxId::new(1), HOT, TREASURY, "1", "195"),
+        item(TxId::new(2), HOT, BAD, "1", "195"),
     ]))
     .await;
     let e = engine(dir.path(), &sb.url, POLICY, true);
@@ -282,7 +306,7 @@ async fn a_ledger_that_cannot_be_written_gives_zero_approvals() {
         let dir = tempfile::tempdir().unwrap();
         let big = "9".repeat(5000);
         let sb = start_sandbox(scenario(vec![
-            item(1, HOT, TREASURY, "1", "195"),
+            item(TxId::new(1), HOT, TREASURY, "1", "195"),
             serde_json::json!({"id": 2, "fromAddress": HOT, "toAddress": TREASURY, "amount": "2", "chainId": "195", "memo": big}).to_string(),
         ]))
         .await;
@@ -302,7 +326,7 @@ async fn a_ledger_that_cannot_be_written_gives_zero_approvals() {
 async fn overlapping_pages_are_deduplicated_and_every_transaction_decided_once() {
     let dir = tempfile::tempdir().unwrap();
     let items = (1..=45)
-        .map(|i| item(i, HOT, STRANGER, "1", "195"))
+        .map(|i| item(TxId::new(i), HOT, STRANGER, "1", "195"))
         .collect();
     let sb = start_sandbox(Scenario {
         pending: items,
@@ -325,7 +349,7 @@ async fn two_cycles_started_at_once_on_one_engine_decide_and_send_each_id_once()
     // cycle at a time may plan and record, or both would find nothing recorded and decide twice.
     let dir = tempfile::tempdir().unwrap();
     let items = (1..=30)
-        .map(|i| item(i, HOT, TREASURY, "1", "195"))
+        .map(|i| item(TxId::new(i), HOT, TREASURY, "1", "195"))
         .collect();
     let sb = start_sandbox(scenario(items)).await;
     let policy = "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\n";
@@ -347,7 +371,7 @@ async fn two_cycles_started_at_once_on_one_engine_decide_and_send_each_id_once()
     assert_eq!(decided, 30, "30 decisions between the two cycles");
     let recorded = rows(&e).await;
     assert_eq!(recorded.len(), 30, "one record per id");
-    assert_eq!(approved_ids(&sb), (1..=30).collect::<Vec<u64>>());
+    assert_eq!(approved_ids(&sb), ids(1..=30));
     assert_eq!(
         sb.sandbox.decisions().len(),
         30,
@@ -358,10 +382,18 @@ async fn two_cycles_started_at_once_on_one_engine_decide_and_send_each_id_once()
 #[tokio::test]
 async fn the_same_id_with_different_fields_is_a_new_decision() {
     let dir = tempfile::tempdir().unwrap();
-    let sb = start_sandbox(scenario(vec![item(9, HOT, STRANGER, "1", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(9),
+        HOT,
+        STRANGER,
+        "1",
+        "195",
+    )]))
+    .await;
     let e = engine(dir.path(), &sb.url, POLICY, false);
     e.cycle_once().await.unwrap();
-    sb.sandbox.add_pending([item(9, HOT, TREASURY, "1", "195")]);
+    sb.sandbox
+        .add_pending([item(TxId::new(9), HOT, TREASURY, "1", "195")]);
     e.cycle_once().await.unwrap();
     let r = rows(&e).await;
     assert_eq!(r.len(), 2);
@@ -374,7 +406,10 @@ async fn run_once_list_and_verify_work_from_the_command_line_and_tampering_is_de
     let sandbox = spawn_sandbox(&[]);
     let http = reqwest::Client::new();
     let items: Vec<serde_json::Value> = (1..=3)
-        .map(|i| serde_json::from_str(&item(i, HOT, TREASURY, &format!("{i}"), "195")).unwrap())
+        .map(|i| {
+            serde_json::from_str(&item(TxId::new(i), HOT, TREASURY, &format!("{i}"), "195"))
+                .unwrap()
+        })
         .collect();
     http.post(format!("{}/_sandbox/pending", sandbox.url))
         .json(&items)
@@ -476,7 +511,7 @@ fn policy_explain_shows_each_rule_and_the_decision() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "http://127.0.0.1:9");
     std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
-    let tx = item(5, HOT, TREASURY, "2000", "195");
+    let tx = item(TxId::new(5), HOT, TREASURY, "2000", "195");
     let out = bin()
         .args(["policy", "explain", "--config"])
         .arg(&cfg)

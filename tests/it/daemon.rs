@@ -146,7 +146,7 @@ async fn collection_runs_at_its_interval_for_main_coins_and_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cycles_never_overlap_even_when_slower_than_the_interval() {
     let items = (1..=3)
-        .map(|i| item(i, HOT, STRANGER, "1", "195"))
+        .map(|i| item(TxId::new(i), HOT, STRANGER, "1", "195"))
         .collect();
     let d = start_daemon(
         Scenario {
@@ -182,7 +182,7 @@ async fn cycles_never_overlap_even_when_slower_than_the_interval() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_cycle_is_counted_and_the_next_one_runs_on_time() {
     let sb = start_sandbox(Scenario {
-        pending: vec![item(1, HOT, TREASURY, "1", "195")],
+        pending: vec![item(TxId::new(1), HOT, TREASURY, "1", "195")],
         faults: Faults::default(),
     })
     .await;
@@ -216,9 +216,9 @@ async fn a_failing_cycle_is_counted_and_the_next_one_runs_on_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_report_a_known_scenario_with_the_right_values() {
     let items = vec![
-        item(1, HOT, TREASURY, "10.5", "195"),
-        item(2, HOT, BAD, "3", "195"),
-        item(3, HOT, STRANGER, "7", "195"),
+        item(TxId::new(1), HOT, TREASURY, "10.5", "195"),
+        item(TxId::new(2), HOT, BAD, "3", "195"),
+        item(TxId::new(3), HOT, STRANGER, "7", "195"),
     ];
     let d = start_daemon(
         Scenario {
@@ -337,7 +337,7 @@ async fn sigterm_mid_backlog_exits_0_with_every_sent_approval_recorded() {
     let sandbox = spawn_sandbox(&[]);
     let http = reqwest::Client::new();
     let items: Vec<serde_json::Value> = (1..=300)
-        .map(|i| serde_json::from_str(&item(i, HOT, TREASURY, "1", "195")).unwrap())
+        .map(|i| serde_json::from_str(&item(TxId::new(i), HOT, TREASURY, "1", "195")).unwrap())
         .collect();
     http.post(format!("{}/_sandbox/pending", sandbox.url))
         .json(&items)
@@ -395,7 +395,7 @@ async fn sigterm_mid_backlog_exits_0_with_every_sent_approval_recorded() {
     );
     let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     for d in &at_sandbox {
-        let id = d["id"].as_u64().unwrap();
+        let id = TxId::new(d["id"].as_u64().unwrap());
         let h = ledger.history(id).unwrap();
         assert!(
             h.iter().any(|r| r.data.as_deref() == d["data"].as_str()),

@@ -58,11 +58,11 @@ const OPERATOR_KEY: &str = "cos_failover_operator_key";
 /// The amount of withdrawal `id`: 0.05 to 0.35 in steps of 0.05 (sums that binary floating
 /// point gets wrong). Every seventh is 0.05, the step, so once the window is nearly spent a
 /// later 0.05 fills it to the last cent: the approved total must equal the limit exactly.
-fn amount(id: u64) -> Decimal {
-    Decimal::new(5 * (i64::try_from(id % 7).unwrap() + 1), 2)
+fn amount(id: TxId) -> Decimal {
+    Decimal::new(5 * (i64::try_from(id.get() % 7).unwrap() + 1), 2)
 }
 
-fn pending_item(id: u64) -> String {
+fn pending_item(id: TxId) -> String {
     item(id, HOT, TREASURY, &amount(id).to_string(), "195")
 }
 
@@ -501,6 +501,7 @@ impl Cluster {
             return;
         }
         let items = (self.added + 1..=self.added + n)
+            .map(TxId::new)
             .map(pending_item)
             .collect();
         post_pending(&self.sandbox.url, items).await;
@@ -648,7 +649,7 @@ impl Cluster {
             .await
             .iter()
             .filter(|d| d["status"] == 1)
-            .map(|d| amount(d["id"].as_u64().unwrap()))
+            .map(|d| amount(TxId::new(d["id"].as_u64().unwrap())))
             .sum();
         assert!(
             approved <= self.limit,
@@ -679,9 +680,9 @@ impl Cluster {
         let stats = self.sandbox("stats").await;
         assert_eq!(stats["conflicts"], 0, "{stats}");
         let decisions = self.decisions().await;
-        let mut at_server: BTreeMap<u64, &Value> = BTreeMap::new();
+        let mut at_server: BTreeMap<TxId, &Value> = BTreeMap::new();
         for d in &decisions {
-            let id = d["id"].as_u64().unwrap();
+            let id = TxId::new(d["id"].as_u64().unwrap());
             assert!(
                 at_server.insert(id, d).is_none(),
                 "transaction {id} decided twice at the server"
@@ -689,7 +690,7 @@ impl Cluster {
         }
         assert_eq!(
             at_server.keys().copied().collect::<Vec<_>>(),
-            (1..=self.added).collect::<Vec<_>>(),
+            ids(1..=self.added),
             "every transaction decided at the server, once"
         );
         let approved: Decimal = at_server
@@ -705,7 +706,7 @@ impl Cluster {
         let ledger = PgLedger::connect(&self.db_url, Some(self.pg.password()))
             .await
             .unwrap();
-        let mut recorded: BTreeMap<u64, Vec<DecisionRow>> = BTreeMap::new();
+        let mut recorded: BTreeMap<TxId, Vec<DecisionRow>> = BTreeMap::new();
         for row in ledger.list(1_000_000).await.unwrap() {
             if row.action != Action::Hold && !row.dry_run {
                 recorded.entry(row.tx_id).or_default().push(row);
@@ -731,7 +732,7 @@ impl Cluster {
             };
             assert_eq!((row.action, row.rule.as_str()), (action, rule), "{id}");
         }
-        let extra: Vec<&u64> = recorded
+        let extra: Vec<&TxId> = recorded
             .keys()
             .filter(|id| !at_server.contains_key(id))
             .collect();

@@ -46,7 +46,7 @@ fn the_ledger_its_wal_and_its_lock_are_created_private() {
 async fn ledger_with_records() -> (tempfile::TempDir, String, SandboxProcess) {
     let sandbox = spawn_sandbox(&[]);
     let items: Vec<serde_json::Value> = (1..=3)
-        .map(|i| serde_json::from_str(&item(i, HOT, TREASURY, "1", "195")).unwrap())
+        .map(|i| serde_json::from_str(&item(TxId::new(i), HOT, TREASURY, "1", "195")).unwrap())
         .collect();
     reqwest::Client::new()
         .post(format!("{}/_sandbox/pending", sandbox.url))

@@ -109,7 +109,7 @@ async fn network_suite(store: Store) {
     let base = d.base.clone();
     let feed = |from: u64, to: u64| {
         sb.sandbox
-            .add_pending((from..=to).map(|i| item(i, HOT, TREASURY, "1", "195")))
+            .add_pending((from..=to).map(|i| item(TxId::new(i), HOT, TREASURY, "1", "195")))
     };
     let decided = || sb.sandbox.decisions().len() as u64;
     let metric = |name: &'static str| {

@@ -115,7 +115,7 @@ async fn start_fresh(items: Vec<String>, extra: &str) -> Daemon {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operator_route_refuses_without_a_valid_key_and_answers_with_one() {
-    let d = start_fresh(vec![item(1, HOT, TREASURY, "1", "195")], "").await;
+    let d = start_fresh(vec![item(TxId::new(1), HOT, TREASURY, "1", "195")], "").await;
     wait_until("decided", Duration::from_secs(10), || async {
         d.sandbox.sandbox.decisions().len() == 1
     })
@@ -212,7 +212,7 @@ async fn decisions_page_forwards_and_backwards_by_cursor_with_filters() {
     let items = (1..=25)
         .map(|i| {
             item(
-                i,
+                TxId::new(i),
                 HOT,
                 if i % 2 == 0 { TREASURY } else { STRANGER },
                 "1",
@@ -301,7 +301,7 @@ async fn decisions_page_forwards_and_backwards_by_cursor_with_filters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_policy_reload_takes_effect_and_an_invalid_one_keeps_the_old_policy() {
-    let d = start_fresh(vec![item(1, HOT, STRANGER, "1", "195")], "").await;
+    let d = start_fresh(vec![item(TxId::new(1), HOT, STRANGER, "1", "195")], "").await;
     wait_until("held", Duration::from_secs(10), || async {
         d.get("/v1/decisions").await.1["data"]
             .as_array()
@@ -365,7 +365,7 @@ async fn pause_holds_everything_survives_a_restart_and_resume_lets_the_policy_de
     assert_eq!((code, body["mode"].as_str()), (200, Some("hold")));
     d.sandbox
         .sandbox
-        .add_pending([item(1, HOT, TREASURY, "1", "195")]);
+        .add_pending([item(TxId::new(1), HOT, TREASURY, "1", "195")]);
     wait_until("held", Duration::from_secs(10), || async {
         d.get("/v1/decisions?tx_id=1").await.1["data"]
             .as_array()
@@ -420,7 +420,7 @@ async fn pause_holds_everything_survives_a_restart_and_resume_lets_the_policy_de
     assert_eq!((code, body["mode"].as_str()), (200, Some("reject")));
     d.sandbox
         .sandbox
-        .add_pending([item(2, HOT, TREASURY, "1", "195")]);
+        .add_pending([item(TxId::new(2), HOT, TREASURY, "1", "195")]);
     wait_until(
         "rejected while in reject-all",
         Duration::from_secs(10),
@@ -616,9 +616,9 @@ async fn the_callback_route_is_absent_unless_enabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_replay_prints_the_decisions_a_candidate_policy_would_change() {
     let items = vec![
-        item(1, HOT, TREASURY, "5", "195"),
-        item(2, HOT, TREASURY, "500", "195"),
-        item(3, HOT, STRANGER, "7", "195"),
+        item(TxId::new(1), HOT, TREASURY, "5", "195"),
+        item(TxId::new(2), HOT, TREASURY, "500", "195"),
+        item(TxId::new(3), HOT, STRANGER, "7", "195"),
     ];
     let d = start_fresh(items, "").await;
     wait_until("three decisions", Duration::from_secs(10), || async {

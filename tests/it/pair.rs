@@ -26,9 +26,9 @@ pub(crate) fn policy() -> String {
 /// address (rejected).
 pub(crate) fn items(first: u64, last: u64) -> Vec<String> {
     (first..=last)
-        .map(|id| {
-            let to = if id % 2 == 1 { TREASURY } else { BAD };
-            item(id, HOT, to, "5", "195")
+        .map(|n| {
+            let to = if n % 2 == 1 { TREASURY } else { BAD };
+            item(TxId::new(n), HOT, to, "5", "195")
         })
         .collect()
 }
@@ -177,10 +177,10 @@ pub(crate) async fn one_leader(members: &[&Member]) -> (usize, i64) {
 }
 
 /// The sandbox's decisions, by transaction id: each id must appear once.
-pub(crate) async fn decided_once(url: &str) -> std::collections::BTreeMap<u64, Value> {
+pub(crate) async fn decided_once(url: &str) -> std::collections::BTreeMap<TxId, Value> {
     let mut by_id = std::collections::BTreeMap::new();
     for d in sandbox_decisions(url).await {
-        let id = d["id"].as_u64().unwrap();
+        let id = TxId::new(d["id"].as_u64().unwrap());
         assert!(
             by_id.insert(id, d.clone()).is_none(),
             "transaction {id} decided twice at the server"
@@ -240,14 +240,11 @@ async fn two_daemons_on_one_postgresql_ledger_elect_one_leader_that_decides_each
 
     wait_decided(&sandbox.url, 20, &[&leader, &standby]).await;
     let decided = decided_once(&sandbox.url).await;
-    assert_eq!(
-        decided.keys().copied().collect::<Vec<_>>(),
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_eq!(decided.keys().copied().collect::<Vec<_>>(), ids(1..=20));
     for (id, d) in &decided {
         assert_eq!(
             d["status"].as_u64(),
-            Some(if id % 2 == 1 { 1 } else { 2 }),
+            Some(if id.get() % 2 == 1 { 1 } else { 2 }),
             "{d}"
         );
     }
@@ -334,7 +331,7 @@ async fn an_approval_a_dead_leader_recorded_but_never_sent_is_sent_by_the_next_l
     assert!(a.log().contains("fail point after-record"), "{}", a.log());
     assert!(sandbox_decisions(&sandbox.url).await.is_empty());
     let l = ledger(&pg, "resend").await;
-    let recorded = l.history(1).await.unwrap();
+    let recorded = l.history(TxId::new(1)).await.unwrap();
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     let data = recorded[0].data.clone().expect("a signed approval");
 
@@ -343,9 +340,9 @@ async fn an_approval_a_dead_leader_recorded_but_never_sent_is_sent_by_the_next_l
     one_leader(&[&b]).await;
     wait_decided(&sandbox.url, 1, &[&a, &b]).await;
     let decided = decided_once(&sandbox.url).await;
-    assert_eq!(decided[&1]["status"], 1);
-    assert_eq!(decided[&1]["data"].as_str(), Some(data.as_str()));
-    let history = l.history(1).await.unwrap();
+    assert_eq!(decided[&TxId::new(1)]["status"], 1);
+    assert_eq!(decided[&TxId::new(1)]["data"].as_str(), Some(data.as_str()));
+    let history = l.history(TxId::new(1)).await.unwrap();
     assert_eq!(history.len(), 1, "decided again: {history:?}");
     assert!(l.verify().await.unwrap().problems.is_empty());
 }

@@ -6,14 +6,14 @@
 use std::time::{Duration, Instant};
 
 use cosigner::domain::Action;
-use cosigner::domain::Withdrawal;
+use cosigner::domain::{TxId, Withdrawal};
 use cosigner::leader::{Leadership, Role};
 use cosigner::ledger::{LedgerError, NewDecision, Outcome};
 
 use crate::pg::Pg;
 use crate::support::wait_until;
 
-fn hold(id: u64) -> NewDecision {
+fn hold(id: TxId) -> NewDecision {
     NewDecision {
         tx: Withdrawal {
             id,
@@ -126,7 +126,10 @@ async fn a_write_at_an_epoch_older_than_the_leaders_is_refused_by_the_database_i
     let a = Leadership::start(old.target().clone(), "a".into());
     let first = leads(&a).await;
     old.set_epoch(first);
-    assert_eq!(old.record_decisions(&[hold(1)]).await.unwrap(), vec![1]);
+    assert_eq!(
+        old.record_decisions(&[hold(TxId::new(1))]).await.unwrap(),
+        vec![1]
+    );
     // The old leader gives up the lead (its connection closes); another takes it.
     drop(a);
     let new = pg.ledger().await;
@@ -143,7 +146,11 @@ async fn a_write_at_an_epoch_older_than_the_leaders_is_refused_by_the_database_i
         }
         other => panic!("not fenced: {other}"),
     };
-    let text = fenced(old.record_decisions(&[hold(2), hold(3)]).await.unwrap_err());
+    let text = fenced(
+        old.record_decisions(&[hold(TxId::new(2)), hold(TxId::new(3))])
+            .await
+            .unwrap_err(),
+    );
     assert!(
         text.contains("another instance leads, and nothing was recorded"),
         "{text}"
@@ -159,7 +166,7 @@ async fn a_write_at_an_epoch_older_than_the_leaders_is_refused_by_the_database_i
         .await
         .unwrap_err(),
     );
-    assert!(new.history(2).await.unwrap().is_empty());
+    assert!(new.history(TxId::new(2)).await.unwrap().is_empty());
     let report = new.verify().await.unwrap();
     assert_eq!((report.records, report.problems.len()), (1, 0));
 
@@ -176,7 +183,10 @@ async fn a_write_at_an_epoch_older_than_the_leaders_is_refused_by_the_database_i
     assert_eq!(err.code().map(|c| c.code()), Some("CS409"), "{err}");
 
     // The new leader goes on from where the chain was.
-    assert_eq!(new.record_decisions(&[hold(2)]).await.unwrap(), vec![2]);
+    assert_eq!(
+        new.record_decisions(&[hold(TxId::new(2))]).await.unwrap(),
+        vec![2]
+    );
     let report = new.verify().await.unwrap();
     assert_eq!((report.records, report.problems.len()), (2, 0));
     drop(b);
@@ -298,7 +308,13 @@ async fn a_frozen_leader_stops_counting_itself_current_and_once_resumed_after_a_
         b.role() == standby_naming("a")
     })
     .await;
-    assert_eq!(ledger.record_decisions(&[hold(1)]).await.unwrap(), vec![1]);
+    assert_eq!(
+        ledger
+            .record_decisions(&[hold(TxId::new(1))])
+            .await
+            .unwrap(),
+        vec![1]
+    );
 
     let resume = process_a.freeze();
     let frozen_at = Instant::now();
@@ -321,7 +337,10 @@ async fn a_frozen_leader_stops_counting_itself_current_and_once_resumed_after_a_
     })
     .await;
     eprintln!("takeover after the leader froze: {:?}", frozen_at.elapsed());
-    let err = ledger.record_decisions(&[hold(2)]).await.unwrap_err();
+    let err = ledger
+        .record_decisions(&[hold(TxId::new(2))])
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, LedgerError::Fenced { mine, current } if mine == first && current == first + 1),
         "{err}"

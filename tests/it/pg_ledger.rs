@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cosigner::domain::Action;
-use cosigner::domain::Withdrawal;
+use cosigner::domain::{TxId, Withdrawal};
 use cosigner::ledger::postgres::{PgLedger, PgTarget};
 use cosigner::ledger::{
     Ledger, LedgerError, NewDecision, Outcome, PageQuery, RESEND_EVENT, ResendRecord, TxState,
@@ -16,8 +16,9 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::pg::Pg;
+use crate::support::ids;
 
-fn tx(id: u64, to: &str, amount: &str) -> Withdrawal {
+fn tx(id: TxId, to: &str, amount: &str) -> Withdrawal {
     Withdrawal {
         id,
         from: Some("0xA".into()),
@@ -101,7 +102,7 @@ impl Backend {
 
     /// Everything the ledger answers, as JSON; `times` false replaces each record time by
     /// whether it is set (two back ends written one after the other differ by milliseconds).
-    async fn answers(&self, policy: &Policy, ids: &[u64], now: i64, times: bool) -> Value {
+    async fn answers(&self, policy: &Policy, ids: &[TxId], now: i64, times: bool) -> Value {
         let mut out = serde_json::Map::new();
         let row = |r: &cosigner::ledger::DecisionRow| {
             let mut v = serde_json::to_value(r).unwrap();
@@ -147,12 +148,12 @@ impl Backend {
             },
             PageQuery {
                 limit: 10,
-                tx_id: Some(2),
+                tx_id: Some(TxId::new(2)),
                 ..PageQuery::default()
             },
             PageQuery {
                 limit: 10,
-                tx_id: Some(u64::MAX),
+                tx_id: Some(TxId::new(u64::MAX)),
                 ..PageQuery::default()
             },
             PageQuery {
@@ -179,7 +180,7 @@ impl Backend {
                     let (p, more) = l.page(q) $($aw)* .unwrap();
                     out.insert(format!("page {i}"), serde_json::json!([rows(&p), more]));
                 }
-                for t in [tx(1, "0xB", "5"), tx(2, "0xB", "6"), tx(2, "0xC", "6"), tx(9, "0xB", "1")] {
+                for t in [tx(TxId::new(1), "0xB", "5"), tx(TxId::new(2), "0xB", "6"), tx(TxId::new(2), "0xC", "6"), tx(TxId::new(9), "0xB", "1")] {
                     out.insert(format!("state {} {:?}", t.id, t.to), state(&l.state(&t) $($aw)* .unwrap()));
                 }
                 for at in usage_times {
@@ -241,16 +242,31 @@ fn usage(u: &Usage) -> Value {
 /// One sequence of every kind of write: approvals inside and outside windows, a hold, a dry
 /// run, a rejection, outcomes (the latest wins), a re-send, a second content for one id, an id
 /// above `i64::MAX`, collections and events.
-async fn script(l: &mut Backend) -> Vec<u64> {
-    let ids = vec![1, 2, 3, 4, 5, 6, 7, u64::MAX];
+async fn script(l: &mut Backend) -> Vec<TxId> {
+    let ids = ids([1, 2, 3, 4, 5, 6, 7, u64::MAX]);
     assert_eq!(l.record_event("mode", "{\"mode\":\"normal\"}").await, 1);
     let seqs = l
         .record_decisions(&[
-            decision(tx(1, "0xB", "5"), Action::Approve, "limited", false),
-            decision(tx(2, "0xB", "6"), Action::Hold, "default", false),
-            decision(tx(3, "0xB", "7"), Action::Approve, "limited", true),
-            decision(tx(4, "0xB", "8"), Action::Reject, "deny", false),
-            decision(tx(5, "0xB", "9.50"), Action::Approve, "open", false),
+            decision(
+                tx(TxId::new(1), "0xB", "5"),
+                Action::Approve,
+                "limited",
+                false,
+            ),
+            decision(tx(TxId::new(2), "0xB", "6"), Action::Hold, "default", false),
+            decision(
+                tx(TxId::new(3), "0xB", "7"),
+                Action::Approve,
+                "limited",
+                true,
+            ),
+            decision(tx(TxId::new(4), "0xB", "8"), Action::Reject, "deny", false),
+            decision(
+                tx(TxId::new(5), "0xB", "9.50"),
+                Action::Approve,
+                "open",
+                false,
+            ),
         ])
         .await
         .unwrap();
@@ -278,7 +294,7 @@ async fn script(l: &mut Backend) -> Vec<u64> {
     l.record_outcomes(&[]).await;
     l.record_resends(&[ResendRecord {
         seq: 6,
-        tx_id: 5,
+        tx_id: TxId::new(5),
         rule: "limited".into(),
         amount: "9.5".parse().unwrap(),
     }])
@@ -286,11 +302,26 @@ async fn script(l: &mut Backend) -> Vec<u64> {
     l.record_resends(&[]).await;
     let more = l
         .record_decisions(&[
-            decision(tx(2, "0xC", "6"), Action::Approve, "limited", false),
-            decision(tx(6, "0xB", "1"), Action::Hold, "default", true),
-            decision(tx(u64::MAX, "0xB", "2"), Action::Hold, "default", false),
+            decision(
+                tx(TxId::new(2), "0xC", "6"),
+                Action::Approve,
+                "limited",
+                false,
+            ),
+            decision(tx(TxId::new(6), "0xB", "1"), Action::Hold, "default", true),
+            decision(
+                tx(TxId::new(u64::MAX), "0xB", "2"),
+                Action::Hold,
+                "default",
+                false,
+            ),
             // A NUL, which PostgreSQL's text cannot hold: stored alike on both.
-            decision(tx(7, "0xB\0", "1"), Action::Hold, "default", false),
+            decision(
+                tx(TxId::new(7), "0xB\0", "1"),
+                Action::Hold,
+                "default",
+                false,
+            ),
         ])
         .await
         .unwrap();
@@ -348,15 +379,15 @@ async fn an_sqlite_ledger_copied_into_postgresql_verifies_identically_and_answer
     std::fs::copy(crate::support::fixture("ledger-v1.db"), &fixture).unwrap();
     let fresh = dir.path().join("fresh.db");
     let mut written = Backend::Sqlite(Ledger::open(&fresh).unwrap());
-    let ids = script(&mut written).await;
+    let written_ids = script(&mut written).await;
     drop(written);
     for (db, path, ids) in [
         (
             "fixture",
             &fixture,
-            vec![7, 9_007_199_254_740_993, i64::MAX.unsigned_abs()],
+            ids([7, 9_007_199_254_740_993, i64::MAX.unsigned_abs()]),
         ),
-        ("fresh", &fresh, ids),
+        ("fresh", &fresh, written_ids),
     ] {
         pg.create_db(db).await;
         let source = Ledger::open_read_only(path).unwrap();
@@ -600,8 +631,13 @@ async fn appends_from_many_connections_at_once_make_one_unbroken_chain() {
         tasks.spawn(async move {
             if i % 4 == 0 {
                 l.record_decisions(&[
-                    decision(tx(i, "0xB", "1"), Action::Approve, "open", false),
-                    decision(tx(i + 1000, "0xB", "1"), Action::Hold, "default", false),
+                    decision(tx(TxId::new(i), "0xB", "1"), Action::Approve, "open", false),
+                    decision(
+                        tx(TxId::new(i + 1000), "0xB", "1"),
+                        Action::Hold,
+                        "default",
+                        false,
+                    ),
                 ])
                 .await
                 .unwrap()

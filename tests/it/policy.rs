@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use cosigner::client::parse_pending_item;
-use cosigner::domain::{Action, ClockCheck, Withdrawal};
+use cosigner::domain::{Action, ClockCheck, TxId, Withdrawal};
 use cosigner::policy::{self, Context, Policy, Usage, WindowUsage};
 use rust_decimal::Decimal;
 
@@ -49,7 +49,7 @@ pub(crate) fn parse(text: &str) -> Result<Policy, policy::PolicyError> {
     })
 }
 
-pub(crate) fn tx(id: u64, to: &str, amount: &str, chain: &str) -> Withdrawal {
+pub(crate) fn tx(id: TxId, to: &str, amount: &str, chain: &str) -> Withdrawal {
     parse_pending_item(
         &serde_json::json!({"id": id, "fromAddress": HOT, "toAddress": to, "amount": amount, "chainId": chain})
             .to_string(),
@@ -74,39 +74,39 @@ fn the_first_matching_rule_decides_and_the_default_applies_otherwise() {
     let p = parse(EXAMPLE).unwrap();
     let u = Usage::default();
     assert_eq!(
-        eval(&p, &tx(1, TREASURY_TRON, "4.1", "195"), &u),
+        eval(&p, &tx(TxId::new(1), TREASURY_TRON, "4.1", "195"), &u),
         (Action::Approve, "treasury payouts".into())
     );
     assert_eq!(
-        eval(&p, &tx(2, BAD, "4.1", "195"), &u),
+        eval(&p, &tx(TxId::new(2), BAD, "4.1", "195"), &u),
         (Action::Reject, "blocked destinations".into())
     );
     assert_eq!(
-        eval(&p, &tx(3, HOT, "4.1", "195"), &u),
+        eval(&p, &tx(TxId::new(3), HOT, "4.1", "195"), &u),
         (Action::Hold, "(default)".into())
     );
     assert_eq!(
-        eval(&p, &tx(4, TREASURY_TRON, "4.1", "2"), &u).0,
+        eval(&p, &tx(TxId::new(4), TREASURY_TRON, "4.1", "2"), &u).0,
         Action::Hold,
         "chain not listed"
     );
     assert_eq!(
-        eval(&p, &tx(5, TREASURY_TRON, "1000.01", "195"), &u).0,
+        eval(&p, &tx(TxId::new(5), TREASURY_TRON, "1000.01", "195"), &u).0,
         Action::Hold,
         "above max"
     );
     assert_eq!(
-        eval(&p, &tx(6, TREASURY_TRON, "1000", "195"), &u).0,
+        eval(&p, &tx(TxId::new(6), TREASURY_TRON, "1000", "195"), &u).0,
         Action::Approve,
         "max is inclusive"
     );
     assert_eq!(
-        eval(&p, &tx(7, TREASURY_TRON, "0.01", "195"), &u).0,
+        eval(&p, &tx(TxId::new(7), TREASURY_TRON, "0.01", "195"), &u).0,
         Action::Approve,
         "min is inclusive"
     );
     assert_eq!(
-        eval(&p, &tx(8, TREASURY_TRON, "0.009", "195"), &u).0,
+        eval(&p, &tx(TxId::new(8), TREASURY_TRON, "0.009", "195"), &u).0,
         Action::Hold,
         "below min"
     );
@@ -129,14 +129,14 @@ fn a_rule_s_chains_match_the_chain_id_exactly_up_to_twenty_digits() {
         ("1", Action::Hold),
     ] {
         assert_eq!(
-            eval(&p, &tx(1, evm, "1", chain), &u).0,
+            eval(&p, &tx(TxId::new(1), evm, "1", chain), &u).0,
             want,
             "chain {chain}"
         );
     }
     // Not canonical: held as malformed whatever the rules say.
     for chain in ["056", "56 ", "+56", "100000000000000000000"] {
-        let (action, rule) = eval(&p, &tx(1, evm, "1", chain), &u);
+        let (action, rule) = eval(&p, &tx(TxId::new(1), evm, "1", chain), &u);
         assert_eq!(
             (action, rule.as_str()),
             (Action::Hold, "(malformed)"),
@@ -160,7 +160,7 @@ fn the_reason_names_the_matching_rule_or_the_nearest_one_that_missed_only_on_the
     };
     let u = Usage::default();
     let reason = |amount: &str, chain: &str| {
-        p.decide(&tx(1, evm, amount, chain), ctx(&u))
+        p.decide(&tx(TxId::new(1), evm, amount, chain), ctx(&u))
             .reason
             .to_string()
     };
@@ -175,7 +175,7 @@ fn the_reason_names_the_matching_rule_or_the_nearest_one_that_missed_only_on_the
     )
     .unwrap();
     assert_eq!(
-        far.decide(&tx(1, evm, "1", "1"), ctx(&u))
+        far.decide(&tx(TxId::new(1), evm, "1", "1"), ctx(&u))
             .reason
             .to_string(),
         "no rule matched; the policy default applies"
@@ -197,12 +197,12 @@ fn a_rule_over_its_window_limit_does_not_match_and_evaluation_goes_on() {
         },
     );
     assert_eq!(
-        eval(&p, &tx(1, TREASURY_TRON, "100", "195"), &u).0,
+        eval(&p, &tx(TxId::new(1), TREASURY_TRON, "100", "195"), &u).0,
         Action::Approve,
         "1500 is allowed"
     );
     assert_eq!(
-        eval(&p, &tx(2, TREASURY_TRON, "100.01", "195"), &u),
+        eval(&p, &tx(TxId::new(2), TREASURY_TRON, "100.01", "195"), &u),
         (Action::Reject, "fallback reject".into()),
         "1500.01 exceeds the total, so the next rule decides"
     );
@@ -214,7 +214,7 @@ fn a_rule_over_its_window_limit_does_not_match_and_evaluation_goes_on() {
         },
     );
     let e = p.evaluate(
-        &tx(3, TREASURY_TRON, "1", "195"),
+        &tx(TxId::new(3), TREASURY_TRON, "1", "195"),
         Context {
             usage: &u,
             max_sign_len: 245,
@@ -237,7 +237,12 @@ fn evm_addresses_match_in_any_case_and_tron_addresses_only_exactly() {
     let p = parse(EXAMPLE).unwrap();
     let u = Usage::default();
     assert_eq!(
-        eval(&p, &tx(1, &TREASURY_EVM.to_lowercase(), "1", "1"), &u).0,
+        eval(
+            &p,
+            &tx(TxId::new(1), &TREASURY_EVM.to_lowercase(), "1", "1"),
+            &u
+        )
+        .0,
         Action::Approve
     );
     for lookalike in [
@@ -248,7 +253,7 @@ fn evm_addresses_match_in_any_case_and_tron_addresses_only_exactly() {
         TREASURY_TRON.replacen('T', "Т", 1),
     ] {
         assert_eq!(
-            eval(&p, &tx(2, &lookalike, "1", "195"), &u).0,
+            eval(&p, &tx(TxId::new(2), &lookalike, "1", "195"), &u).0,
             Action::Hold,
             "{lookalike:?}"
         );
@@ -274,7 +279,7 @@ fn a_transaction_with_a_malformed_field_is_held_never_approved_or_rejected() {
         "99999999999999999999999999999.5",
     ] {
         let e = p.evaluate(
-            &tx(1, TREASURY_TRON, amount, "195"),
+            &tx(TxId::new(1), TREASURY_TRON, amount, "195"),
             Context {
                 usage: &u,
                 max_sign_len: 245,
@@ -289,9 +294,12 @@ fn a_transaction_with_a_malformed_field_is_held_never_approved_or_rejected() {
         );
     }
     // A blocked destination with a bad amount is held too: malformed beats reject.
-    assert_eq!(eval(&p, &tx(2, BAD, "-5", "195"), &u).0, Action::Hold);
     assert_eq!(
-        eval(&p, &tx(3, "", "1", "195"), &u),
+        eval(&p, &tx(TxId::new(2), BAD, "-5", "195"), &u).0,
+        Action::Hold
+    );
+    assert_eq!(
+        eval(&p, &tx(TxId::new(3), "", "1", "195"), &u),
         (Action::Hold, "(malformed)".into())
     );
     let missing = parse_pending_item(
@@ -302,7 +310,7 @@ fn a_transaction_with_a_malformed_field_is_held_never_approved_or_rejected() {
     let wrong_type = parse_pending_item(r#"{"id":5,"fromAddress":"a","toAddress":"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV","amount":true,"chainId":"195"}"#).unwrap();
     assert_eq!(eval(&p, &wrong_type, &u).0, Action::Hold);
     let e = p.evaluate(
-        &tx(6, TREASURY_TRON, "1", "195"),
+        &tx(TxId::new(6), TREASURY_TRON, "1", "195"),
         Context {
             usage: &u,
             max_sign_len: 100,
@@ -325,7 +333,7 @@ fn an_approval_beyond_the_guard_cap_is_held() {
         ..Usage::default()
     };
     assert_eq!(
-        eval(&p, &tx(1, TREASURY_TRON, "1", "195"), &u).0,
+        eval(&p, &tx(TxId::new(1), TREASURY_TRON, "1", "195"), &u).0,
         Action::Approve
     );
     let u = Usage {
@@ -333,11 +341,11 @@ fn an_approval_beyond_the_guard_cap_is_held() {
         ..Usage::default()
     };
     assert_eq!(
-        eval(&p, &tx(1, TREASURY_TRON, "1", "195"), &u),
+        eval(&p, &tx(TxId::new(1), TREASURY_TRON, "1", "195"), &u),
         (Action::Hold, "(guard)".into())
     );
     assert_eq!(
-        eval(&p, &tx(2, BAD, "1", "195"), &u).0,
+        eval(&p, &tx(TxId::new(2), BAD, "1", "195"), &u).0,
         Action::Reject,
         "the guard caps approvals only"
     );
@@ -348,7 +356,7 @@ fn approvals_wait_while_the_clock_is_behind_the_ledger() {
     let p = parse(EXAMPLE).unwrap();
     let u = Usage::default();
     let e = p.evaluate(
-        &tx(1, TREASURY_TRON, "1", "195"),
+        &tx(TxId::new(1), TREASURY_TRON, "1", "195"),
         Context {
             usage: &u,
             max_sign_len: 245,
@@ -444,7 +452,7 @@ fn list_files_are_read_relative_to_the_policy_and_change_its_hash() {
     .unwrap();
     let a = policy::load(&p).unwrap();
     assert_eq!(
-        eval(&a, &tx(1, BAD, "1", "1"), &Usage::default()).0,
+        eval(&a, &tx(TxId::new(1), BAD, "1", "1"), &Usage::default()).0,
         Action::Reject
     );
     std::fs::write(dir.path().join("blocked.txt"), "TOther\n").unwrap();

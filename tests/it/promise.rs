@@ -53,29 +53,29 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
     ];
     let mut items: Vec<String> = disguised_to
         .iter()
-        .map(|(id, to)| item(*id, HOT, to, "1", "195"))
+        .map(|(id, to)| item(TxId::new(*id), HOT, to, "1", "195"))
         .collect();
     items.push(item(
-        16,
+        TxId::new(16),
         HOT,
         &EVM_BLOCKED.replacen("0x", "0X", 1),
         "1",
         "1",
     ));
     for (id, chain) in [(20, "056"), (21, " 56"), (22, "56\u{200b}"), (23, "56 ")] {
-        items.push(item(id, HOT, STRANGER, "1", chain));
+        items.push(item(TxId::new(id), HOT, STRANGER, "1", chain));
     }
     // Controls: the same destinations and chain written canonically.
-    items.push(item(30, HOT, BAD, "1", "195"));
-    items.push(item(31, HOT, EVM_BLOCKED, "1", "1"));
-    items.push(item(32, HOT, STRANGER, "1", "56"));
-    items.push(item(33, HOT, STRANGER, "1", "195"));
+    items.push(item(TxId::new(30), HOT, BAD, "1", "195"));
+    items.push(item(TxId::new(31), HOT, EVM_BLOCKED, "1", "1"));
+    items.push(item(TxId::new(32), HOT, STRANGER, "1", "56"));
+    items.push(item(TxId::new(33), HOT, STRANGER, "1", "195"));
     let sb = start_sandbox(scenario(items)).await;
     let dir = tempfile::tempdir().unwrap();
     let e = engine_for(dir.path(), &sb.url, &disguise_policy(), small_pages());
     e.cycle_once().await.unwrap();
 
-    let mut decided: Vec<(u64, u8)> = sb
+    let mut decided: Vec<(TxId, u8)> = sb
         .sandbox
         .decisions()
         .iter()
@@ -84,10 +84,15 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
     decided.sort_unstable();
     assert_eq!(
         decided,
-        vec![(30, 2), (31, 2), (32, 2), (33, 1)],
+        vec![
+            (TxId::new(30), 2),
+            (TxId::new(31), 2),
+            (TxId::new(32), 2),
+            (TxId::new(33), 1)
+        ],
         "only the canonical controls are decided: the blocked ones and BSC rejected, the stranger on TRON approved"
     );
-    for r in rows(&e).await.iter().filter(|r| r.tx_id < 30) {
+    for r in rows(&e).await.iter().filter(|r| r.tx_id < TxId::new(30)) {
         assert_eq!(
             (r.action, r.rule.as_str()),
             (Action::Hold, "(malformed)"),
@@ -97,7 +102,10 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
         );
     }
     let all = rows(&e).await;
-    let reason = |id: u64| all.iter().find(|r| r.tx_id == id).unwrap().reason.clone();
+    let reason = |n| {
+        let id = TxId::new(n);
+        all.iter().find(|r| r.tx_id == id).unwrap().reason.clone()
+    };
     assert!(
         reason(12).contains("U+200B ZERO WIDTH SPACE at character 5"),
         "{}",
@@ -119,7 +127,7 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
 #[tokio::test]
 async fn a_lookalike_of_an_allow_listed_address_says_which_entry_it_imitates() {
     let fake = TREASURY.replacen("So", "S\u{43e}", 1);
-    let sb = start_sandbox(scenario(vec![item(1, HOT, &fake, "1", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(TxId::new(1), HOT, &fake, "1", "195")])).await;
     let dir = tempfile::tempdir().unwrap();
     let p = format!(
         "default = \"hold\"\n[lists]\ntreasury = [\"{TREASURY}\"]\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"@treasury\"]\n"
@@ -139,7 +147,7 @@ async fn a_lookalike_of_an_allow_listed_address_says_which_entry_it_imitates() {
 
 #[tokio::test]
 async fn an_id_decided_once_and_listed_again_with_other_fields_is_held_and_never_signed_again() {
-    let sb = start_sandbox(scenario(vec![item(42, HOT, BAD, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(TxId::new(42), HOT, BAD, "5", "195")])).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &sb.url);
     let policy = format!(
@@ -150,7 +158,7 @@ async fn an_id_decided_once_and_listed_again_with_other_fields_is_held_and_never
     assert_eq!(sb.sandbox.decisions()[0].status, 2, "42 rejected, accepted");
 
     // The server lists 42 again, now to an address the policy approves.
-    let relisted = item(42, HOT, TREASURY, "5", "195");
+    let relisted = item(TxId::new(42), HOT, TREASURY, "5", "195");
     sb.sandbox.add_pending([relisted.clone()]);
     for _ in 0..2 {
         let out = e.cycle_once().await.unwrap();
@@ -210,7 +218,14 @@ fn slow_retries(url: &str) -> cosigner::client::ClientConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(Faults {
         error_rate: 1.0,
         error_paths: vec![APPROVE.into()],
@@ -263,7 +278,14 @@ async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_reload_stops_an_approval_waiting_to_retry() {
-    let sb = start_sandbox(scenario(vec![item(1, HOT, TREASURY, "5", "195")])).await;
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
     sb.sandbox.set_faults(Faults {
         error_rate: 1.0,
         error_paths: vec![APPROVE.into()],
@@ -326,7 +348,7 @@ fn model_policy(i: usize) -> String {
 #[derive(Debug, Clone)]
 enum Op {
     List {
-        id: u64,
+        id: TxId,
         variant: usize,
     },
     Reload(usize),
@@ -339,7 +361,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1u64..=4, 0usize..VARIANTS.len()).prop_map(|(id, variant)| Op::List { id, variant }),
+        4 => (1u64..=4, 0usize..VARIANTS.len()).prop_map(|(n, variant)| Op::List { id: TxId::new(n), variant }),
         2 => (0usize..4).prop_map(Op::Reload),
         1 => prop_oneof![Just(Mode::Normal), Just(Mode::Hold), Just(Mode::Reject)].prop_map(Op::Mode),
         1 => prop_oneof![Just(0.0), Just(0.5), Just(1.0)].prop_map(Op::ApproveFailures),
@@ -353,7 +375,7 @@ fn check_attempts(
     new: &[cosigner::sandbox::Attempt],
     policy_text: &str,
     mode: Mode,
-    sent: &mut std::collections::HashMap<u64, String>,
+    sent: &mut std::collections::HashMap<TxId, String>,
 ) -> Result<(), TestCaseError> {
     let p = policy::parse(
         policy_text,
@@ -363,7 +385,7 @@ fn check_attempts(
     .unwrap();
     for a in new {
         let body: Value = serde_json::from_str(&a.body).unwrap();
-        let id = body["id"].as_u64().unwrap();
+        let id = TxId::new(body["id"].as_u64().unwrap());
         let data = body["data"].as_str().unwrap().to_string();
         let first = sent.entry(id).or_insert_with(|| data.clone());
         prop_assert_eq!(&*first, &data, "tx {} got two different signed texts", id);

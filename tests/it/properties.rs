@@ -1,6 +1,6 @@
 //! Property tests: the amount parser, address matching, and policy monotonicity.
 
-use cosigner::domain::{Action, ClockCheck, parse_decimal};
+use cosigner::domain::{Action, ClockCheck, TxId, parse_decimal};
 use cosigner::policy::{AddressSet, Context, Policy, Usage, WindowUsage};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -120,7 +120,7 @@ fn lowered() -> impl Strategy<Value = (Limits, Limits)> {
     })
 }
 
-fn approves(p: &Policy, id: u64, to: &str, amount: u32, usage: &Usage) -> bool {
+fn approves(p: &Policy, id: TxId, to: &str, amount: u32, usage: &Usage) -> bool {
     let t = tx(id, to, &amount.to_string(), "195");
     p.evaluate(
         &t,
@@ -158,8 +158,8 @@ proptest! {
         let base = parse(&policy_text(&l, None, "approve")).unwrap();
         let with_reject = parse(&policy_text(&l, Some(ADDRS[reject_to]), "approve")).unwrap();
         let u = usage(used_total, used_count, guard_used);
-        if approves(&with_reject, 1, ADDRS[to], amount, &u) {
-            prop_assert!(approves(&base, 1, ADDRS[to], amount, &u));
+        if approves(&with_reject, TxId::new(1), ADDRS[to], amount, &u) {
+            prop_assert!(approves(&base, TxId::new(1), ADDRS[to], amount, &u));
         }
     }
 
@@ -171,8 +171,8 @@ proptest! {
         let high = parse(&policy_text(&hi, None, "hold")).unwrap();
         let low = parse(&policy_text(&lo, None, "hold")).unwrap();
         let u = usage(used_total, used_count, guard_used);
-        if approves(&low, 1, ADDRS[to], amount, &u) {
-            prop_assert!(approves(&high, 1, ADDRS[to], amount, &u));
+        if approves(&low, TxId::new(1), ADDRS[to], amount, &u) {
+            prop_assert!(approves(&high, TxId::new(1), ADDRS[to], amount, &u));
         }
     }
 
@@ -217,7 +217,7 @@ fn run_sequence(p: &Policy, amounts: &[u32]) -> (u64, Decimal) {
     let mut n = 0;
     let mut total = Decimal::ZERO;
     for (i, a) in amounts.iter().enumerate() {
-        if approves(p, i as u64, ADDRS[0], *a, &u) {
+        if approves(p, TxId::new(i as u64), ADDRS[0], *a, &u) {
             u.add_approval("limited", Decimal::from(*a));
             n += 1;
             total += Decimal::from(*a);

@@ -333,7 +333,7 @@ async fn canary_suite(store: Store) {
     let sandbox = spawn_sandbox_with_secret(CANARY_SECRET);
     let http = reqwest::Client::new();
     let items: Vec<serde_json::Value> = (1..=3)
-        .map(|i| serde_json::from_str(&item(i, HOT, TREASURY, "1", "195")).unwrap())
+        .map(|i| serde_json::from_str(&item(TxId::new(i), HOT, TREASURY, "1", "195")).unwrap())
         .collect();
     http.post(format!("{}/_sandbox/pending", sandbox.url))
         .json(&items)
@@ -396,7 +396,14 @@ async fn canary_suite(store: Store) {
         .unwrap();
     http.post(format!("{}/_sandbox/pending", sandbox.url))
         .json(&vec![
-            serde_json::from_str::<serde_json::Value>(&item(9, HOT, TREASURY, "1", "195")).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&item(
+                TxId::new(9),
+                HOT,
+                TREASURY,
+                "1",
+                "195",
+            ))
+            .unwrap(),
         ])
         .send()
         .await
@@ -567,60 +574,112 @@ mod adversarial {
     }
 
     /// (id, item text, why it must not be approved). Items whose id is unusable carry `None`.
-    fn corpus() -> Vec<(Option<u64>, String, &'static str)> {
+    fn corpus() -> Vec<(Option<TxId>, String, &'static str)> {
         let lookalike = |f: &dyn Fn(&str) -> String| f(TREASURY);
-        let mut c: Vec<(Option<u64>, Value, &'static str)> = vec![
-            (Some(1), tx(1, json!({"amount": "-1"})), "negative amount"),
-            (Some(2), tx(2, json!({"amount": "-0"})), "negative zero"),
-            (Some(3), tx(3, json!({"amount": "1e3"})), "exponent string"),
-            (Some(5), tx(5, json!({"amount": "NaN"})), "NaN"),
-            (Some(6), tx(6, json!({"amount": "Infinity"})), "Infinity"),
-            (Some(7), tx(7, json!({"amount": ""})), "empty amount"),
-            (Some(8), tx(8, json!({"amount": "0x10"})), "hex amount"),
-            (Some(9), tx(9, json!({"amount": " 5"})), "padded amount"),
+        let mut c: Vec<(Option<TxId>, Value, &'static str)> = vec![
             (
-                Some(10),
+                Some(TxId::new(1)),
+                tx(1, json!({"amount": "-1"})),
+                "negative amount",
+            ),
+            (
+                Some(TxId::new(2)),
+                tx(2, json!({"amount": "-0"})),
+                "negative zero",
+            ),
+            (
+                Some(TxId::new(3)),
+                tx(3, json!({"amount": "1e3"})),
+                "exponent string",
+            ),
+            (Some(TxId::new(5)), tx(5, json!({"amount": "NaN"})), "NaN"),
+            (
+                Some(TxId::new(6)),
+                tx(6, json!({"amount": "Infinity"})),
+                "Infinity",
+            ),
+            (
+                Some(TxId::new(7)),
+                tx(7, json!({"amount": ""})),
+                "empty amount",
+            ),
+            (
+                Some(TxId::new(8)),
+                tx(8, json!({"amount": "0x10"})),
+                "hex amount",
+            ),
+            (
+                Some(TxId::new(9)),
+                tx(9, json!({"amount": " 5"})),
+                "padded amount",
+            ),
+            (
+                Some(TxId::new(10)),
                 tx(10, json!({"amount": "5 "})),
                 "trailing space amount",
             ),
-            (Some(11), tx(11, json!({"amount": "+5"})), "plus sign"),
-            (Some(12), tx(12, json!({"amount": "5.0.0"})), "two points"),
             (
-                Some(13),
+                Some(TxId::new(11)),
+                tx(11, json!({"amount": "+5"})),
+                "plus sign",
+            ),
+            (
+                Some(TxId::new(12)),
+                tx(12, json!({"amount": "5.0.0"})),
+                "two points",
+            ),
+            (
+                Some(TxId::new(13)),
                 tx(13, json!({"amount": "9".repeat(100)})),
                 "huge amount",
             ),
             (
-                Some(14),
+                Some(TxId::new(14)),
                 tx(14, json!({"amount": "1.0000000000000000000000000000001"})),
                 "over-precise amount",
             ),
-            (Some(16), tx(16, json!({"amount": null})), "null amount"),
-            (Some(17), tx(17, json!({"amount": true})), "boolean amount"),
-            (Some(18), tx(18, json!({"amount": []})), "array amount"),
-            (Some(19), tx(19, json!({"amount": {}})), "object amount"),
             (
-                Some(20),
+                Some(TxId::new(16)),
+                tx(16, json!({"amount": null})),
+                "null amount",
+            ),
+            (
+                Some(TxId::new(17)),
+                tx(17, json!({"amount": true})),
+                "boolean amount",
+            ),
+            (
+                Some(TxId::new(18)),
+                tx(18, json!({"amount": []})),
+                "array amount",
+            ),
+            (
+                Some(TxId::new(19)),
+                tx(19, json!({"amount": {}})),
+                "object amount",
+            ),
+            (
+                Some(TxId::new(20)),
                 tx(20, json!({"amount": "__remove__"})),
                 "missing amount",
             ),
             (
-                Some(22),
+                Some(TxId::new(22)),
                 tx(22, json!({"toAddress": TREASURY.to_lowercase()})),
                 "case-changed Tron address",
             ),
             (
-                Some(23),
+                Some(TxId::new(23)),
                 tx(23, json!({"toAddress": format!("{TREASURY} ")})),
                 "trailing space address",
             ),
             (
-                Some(24),
+                Some(TxId::new(24)),
                 tx(24, json!({"toAddress": format!(" {TREASURY}")})),
                 "leading space address",
             ),
             (
-                Some(25),
+                Some(TxId::new(25)),
                 tx(
                     25,
                     json!({"toAddress": lookalike(&|t| t.replace('o', "\u{043e}"))}),
@@ -628,7 +687,7 @@ mod adversarial {
                 "Cyrillic look-alike",
             ),
             (
-                Some(26),
+                Some(TxId::new(26)),
                 tx(
                     26,
                     json!({"toAddress": lookalike(&|t| format!("{}\u{200b}{}", &t[..5], &t[5..]))}),
@@ -636,7 +695,7 @@ mod adversarial {
                 "zero-width space",
             ),
             (
-                Some(27),
+                Some(TxId::new(27)),
                 tx(
                     27,
                     json!({"toAddress": lookalike(&|t| t.replacen('T', "\u{ff34}", 1))}),
@@ -644,38 +703,62 @@ mod adversarial {
                 "fullwidth letter",
             ),
             (
-                Some(28),
+                Some(TxId::new(28)),
                 tx(28, json!({"toAddress": format!("{TREASURY}\n")})),
                 "newline in address",
             ),
-            (Some(29), tx(29, json!({"toAddress": ""})), "empty address"),
-            (Some(30), tx(30, json!({"toAddress": null})), "null address"),
             (
-                Some(31),
+                Some(TxId::new(29)),
+                tx(29, json!({"toAddress": ""})),
+                "empty address",
+            ),
+            (
+                Some(TxId::new(30)),
+                tx(30, json!({"toAddress": null})),
+                "null address",
+            ),
+            (
+                Some(TxId::new(31)),
                 tx(31, json!({"toAddress": 123})),
                 "numeric address",
             ),
             (
-                Some(32),
+                Some(TxId::new(32)),
                 tx(32, json!({"toAddress": "__remove__"})),
                 "missing address",
             ),
             (
-                Some(33),
+                Some(TxId::new(33)),
                 tx(33, json!({"fromAddress": "__remove__"})),
                 "missing source",
             ),
-            (Some(34), tx(34, json!({"fromAddress": ""})), "empty source"),
-            (Some(35), tx(35, json!({"chainId": "56"})), "other chain"),
             (
-                Some(36),
+                Some(TxId::new(34)),
+                tx(34, json!({"fromAddress": ""})),
+                "empty source",
+            ),
+            (
+                Some(TxId::new(35)),
+                tx(35, json!({"chainId": "56"})),
+                "other chain",
+            ),
+            (
+                Some(TxId::new(36)),
                 tx(36, json!({"chainId": 195})),
                 "numeric chain id",
             ),
-            (Some(37), tx(37, json!({"chainId": ""})), "empty chain id"),
-            (Some(38), tx(38, json!({"chainId": null})), "null chain id"),
             (
-                Some(48),
+                Some(TxId::new(37)),
+                tx(37, json!({"chainId": ""})),
+                "empty chain id",
+            ),
+            (
+                Some(TxId::new(38)),
+                tx(38, json!({"chainId": null})),
+                "null chain id",
+            ),
+            (
+                Some(TxId::new(48)),
                 tx(
                     48,
                     json!({"toAddress": EVM.replacen("0x", "0X", 1), "chainId": "1"}),
@@ -683,37 +766,37 @@ mod adversarial {
                 "0X prefix",
             ),
             (
-                Some(49),
+                Some(TxId::new(49)),
                 tx(49, json!({"toAddress": format!("{EVM}0"), "chainId": "1"})),
                 "EVM address one digit too long",
             ),
             (
-                Some(50),
+                Some(TxId::new(50)),
                 tx(50, json!({"amount": "1000.0000001"})),
                 "just over max_amount",
             ),
             (
-                Some(53),
+                Some(TxId::new(53)),
                 tx(53, json!({"fromAddress": "T".repeat(300)})),
                 "text too long for the key",
             ),
             (
-                Some(54),
+                Some(TxId::new(54)),
                 tx(54, json!({"amount": "\u{ff15}"})),
                 "fullwidth digit",
             ),
             (
-                Some(55),
+                Some(TxId::new(55)),
                 tx(55, json!({"amount": "1,000"})),
                 "thousands separator",
             ),
             (
-                Some(56),
+                Some(TxId::new(56)),
                 tx(56, json!({"toAddress": format!("{TREASURY}\u{0}")})),
                 "NUL in address",
             ),
             (
-                Some(57),
+                Some(TxId::new(57)),
                 tx(
                     57,
                     json!({"toAddress": "0x8617E340B3D01FA5F11F306F4090FD50E238070D", "chainId": "56"}),
@@ -733,27 +816,27 @@ mod adversarial {
         c.push((None, json!([1, 2, 3]), "array item"));
         c.push((None, json!("just a string"), "string item"));
         c.push((None, Value::Null, "null item"));
-        let mut items: Vec<(Option<u64>, String, &'static str)> = c
+        let mut items: Vec<(Option<TxId>, String, &'static str)> = c
             .into_iter()
             .map(|(id, v, why)| (id, v.to_string(), why))
             .collect();
         // Number tokens whose text must be kept exactly (not round-tripped through a float).
         items.push((
-            Some(4),
+            Some(TxId::new(4)),
             tx(4, json!({}))
                 .to_string()
                 .replace("\"amount\":\"10\"", "\"amount\":1e3"),
             "exponent number token",
         ));
         items.push((
-            Some(15),
+            Some(TxId::new(15)),
             tx(15, json!({}))
                 .to_string()
                 .replace("\"amount\":\"10\"", "\"amount\":1.5e2"),
             "exponent number token with point",
         ));
         items.push((
-            Some(21),
+            Some(TxId::new(21)),
             tx(21, json!({}))
                 .to_string()
                 .replace("\"amount\":\"10\"", "\"amount\":-3"),
@@ -768,9 +851,12 @@ mod adversarial {
         let corpus = corpus();
         assert!(corpus.len() >= 50, "{}", corpus.len());
         let controls = [
-            (100u64, tx(100, json!({"amount": "1000"})).to_string()),
             (
-                101,
+                TxId::new(100),
+                tx(100, json!({"amount": "1000"})).to_string(),
+            ),
+            (
+                TxId::new(101),
                 tx(
                     101,
                     json!({"toAddress": EVM.to_lowercase(), "chainId": "1", "amount": "0.5"}),
@@ -778,7 +864,7 @@ mod adversarial {
                 .to_string(),
             ),
             (
-                102,
+                TxId::new(102),
                 tx(102, json!({}))
                     .to_string()
                     .replace("\"amount\":\"10\"", "\"amount\":12.50"),
@@ -796,7 +882,7 @@ mod adversarial {
         let out = e.cycle_once().await.unwrap();
         assert_eq!(out.malformed_items, 8, "{out:?}");
 
-        let mut expected: Vec<u64> = controls.iter().map(|(id, _)| *id).collect();
+        let mut expected: Vec<TxId> = controls.iter().map(|(id, _)| *id).collect();
         expected.sort_unstable();
         assert_eq!(
             approved_ids(&sb),
@@ -816,7 +902,7 @@ mod adversarial {
         }
         // A NUL (which PostgreSQL's text cannot hold) is stored as U+FFFD on both back ends;
         // the item's exact JSON keeps it escaped, and the chain verifies.
-        let nul = &ledger.history(56).await.unwrap()[0];
+        let nul = &ledger.history(TxId::new(56)).await.unwrap()[0];
         assert!(
             nul.to.as_deref().unwrap().ends_with('\u{fffd}'),
             "{:?}",
@@ -825,7 +911,7 @@ mod adversarial {
         assert!(nul.tx_json.contains("\\u0000"), "{}", nul.tx_json);
         assert!(ledger.verify().await.unwrap().problems.is_empty());
         // Number tokens are kept verbatim: 12.50 is signed as "12.50".
-        let ctl = ledger.history(102).await.unwrap();
+        let ctl = ledger.history(TxId::new(102)).await.unwrap();
         assert!(
             ctl[0]
                 .signed_text
@@ -856,7 +942,7 @@ mod adversarial {
             "{:?}",
             sb.sandbox.decisions()
         );
-        let h = e.ledger().history(7).await.unwrap();
+        let h = e.ledger().history(TxId::new(7)).await.unwrap();
         assert_eq!(h[0].action, Action::Hold);
         assert!(
             h[0].reason.contains("twice with different fields"),

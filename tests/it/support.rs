@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use cosigner::client::{ClientConfig, Lang, SignOrder};
+pub(crate) use cosigner::domain::TxId;
 use cosigner::sandbox::{self, Sandbox, SandboxConfig, Scenario};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -122,7 +123,7 @@ pub(crate) fn client_config(url: &str) -> ClientConfig {
 }
 
 /// A pending item's JSON text.
-pub(crate) fn item(id: u64, from: &str, to: &str, amount: &str, chain: &str) -> String {
+pub(crate) fn item(id: TxId, from: &str, to: &str, amount: &str, chain: &str) -> String {
     serde_json::json!({"id": id, "fromAddress": from, "toAddress": to, "amount": amount, "chainId": chain})
         .to_string()
 }
@@ -468,8 +469,8 @@ pub(crate) async fn rows(e: &cosigner::cycle::Engine) -> Vec<cosigner::ledger::D
 }
 
 /// The ids the sandbox took an approval for, in order.
-pub(crate) fn approved_ids(sb: &RunningSandbox) -> Vec<u64> {
-    let mut v: Vec<u64> = sb
+pub(crate) fn approved_ids(sb: &RunningSandbox) -> Vec<TxId> {
+    let mut v: Vec<TxId> = sb
         .sandbox
         .decisions()
         .iter()
@@ -594,4 +595,9 @@ pub(crate) async fn date_rewriting_proxy(
         }
     });
     url
+}
+
+/// Transaction ids from their numbers, in order: what a test expects to see.
+pub(crate) fn ids(numbers: impl IntoIterator<Item = u64>) -> Vec<TxId> {
+    numbers.into_iter().map(TxId::new).collect()
 }
