@@ -936,7 +936,7 @@ impl Engine {
             let mut d = NewDecision {
                 tx: tx.clone(),
                 action: eval.action,
-                rule: eval.rule,
+                rule: eval.rule.into_owned(),
                 // The sentence is written here, as the decision is about to be recorded.
                 reason: eval.reason.to_string(),
                 policy_sha256: policy.sha256.clone(),

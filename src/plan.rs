@@ -171,7 +171,7 @@ impl Plan {
     }
 }
 
-fn held(rule: &str, reason: String) -> Evaluation {
+fn held(rule: &'static str, reason: String) -> Evaluation {
     Evaluation {
         action: Action::Hold,
         rule: rule.into(),
@@ -302,7 +302,7 @@ fn recorded(tx: &Withdrawal, live: &DecisionRow, inp: &Inputs<'_>) -> Plan {
             match (now.action, now.amount) {
                 (Action::Approve, Some(amount)) => Plan::Resend {
                     seq,
-                    approval: Some((now.rule, amount)),
+                    approval: Some((now.rule.into_owned(), amount)),
                 },
                 _ => Plan::Wait {
                     seq,

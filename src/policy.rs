@@ -4,6 +4,7 @@
 mod address;
 mod parse;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -273,8 +274,9 @@ pub struct RuleTrace {
 pub struct Evaluation {
     /// What to do.
     pub action: Action,
-    /// The rule that decided, or a pseudo-rule such as `(default)`.
-    pub rule: String,
+    /// The rule that decided, or a pseudo-rule such as `(default)` (borrowed: deciding a
+    /// transaction that no rule matches allocates nothing for it).
+    pub rule: Cow<'static, str>,
     /// Why, as one sentence a person can read (`Display`).
     pub reason: Reason,
     /// The transaction's amount, when it parsed.
@@ -641,7 +643,7 @@ impl Policy {
                 };
                 return Evaluation {
                     action: Action::Hold,
-                    rule: RULE_MALFORMED.into(),
+                    rule: Cow::Borrowed(RULE_MALFORMED),
                     reason: Reason::Text(reason),
                     amount: None,
                     trace: Vec::new(),
@@ -680,10 +682,14 @@ impl Policy {
             }
         }
         let (mut action, mut rule, mut reason) = match decided {
-            Some(r) => (r.action, r.name.clone(), Reason::Matched(r.name.clone())),
+            Some(r) => (
+                r.action,
+                Cow::Owned(r.name.clone()),
+                Reason::Matched(r.name.clone()),
+            ),
             None => (
                 self.default,
-                RULE_DEFAULT.to_string(),
+                Cow::Borrowed(RULE_DEFAULT),
                 Reason::NoRule(nearest.map(|(r, miss)| {
                     (
                         r.name.clone(),
@@ -702,14 +708,14 @@ impl Policy {
                     "{rule} would approve, but the clock is behind the newest ledger record; \
                      approvals wait until it catches up"
                 ));
-                rule = RULE_CLOCK.into();
+                rule = Cow::Borrowed(RULE_CLOCK);
             } else if let ClockCheck::OffServer(doubt) = ctx.clock {
                 action = Action::Hold;
                 reason = Reason::Text(format!(
                     "{rule} would approve, but {doubt}; approvals wait until the clock can be \
                      trusted (windows depend on it)"
                 ));
-                rule = RULE_CLOCK.into();
+                rule = Cow::Borrowed(RULE_CLOCK);
             } else if let Some(g) = &self.guard
                 && ctx.usage.guard_approvals + 1 > g.max_approvals
             {
@@ -719,7 +725,7 @@ impl Policy {
                     g.max_approvals,
                     humantime::format_duration(g.window)
                 ));
-                rule = RULE_GUARD.into();
+                rule = Cow::Borrowed(RULE_GUARD);
             }
         }
         Evaluation {

@@ -105,14 +105,14 @@ pub(crate) fn replay(mut rows: Vec<DecisionRow>, policy: &Policy, max_sign_len: 
             decided.insert(row.tx_id, as_decided);
         }
         if let (Action::Approve, Some(amount)) = (eval.action, eval.amount) {
-            approvals.push((row.recorded_at_ms, eval.rule.clone(), amount));
+            approvals.push((row.recorded_at_ms, eval.rule.to_string(), amount));
         }
         if eval.action != row.action {
             report.changes.push(Change {
                 tx_id: row.tx_id,
                 old: row.action,
                 new: eval.action,
-                rule: eval.rule,
+                rule: eval.rule.into_owned(),
                 reason: eval.reason.to_string(),
             });
         }

@@ -284,10 +284,7 @@ async fn explain_plans_from_the_ledger_what_the_daemon_did_and_reads_the_mode_it
     let Plan::Decide(eval) = &e.plan else {
         panic!("{:?}", e.plan)
     };
-    assert_eq!(
-        (eval.action, eval.rule.as_str()),
-        (Action::Approve, "treasury")
-    );
+    assert_eq!((eval.action, &*eval.rule), (Action::Approve, "treasury"));
     assert_eq!(eval.trace.len(), 1, "{eval:?}");
     assert_eq!(eval.trace[0].window.map(|w| w.count), Some(0));
     assert!(

@@ -459,6 +459,16 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::CrashAndRestart(ms) => {
                 let _ = tokio::time::timeout(Duration::from_millis(ms), e.cycle_once()).await;
                 drop(e);
+                // The cut-off cycle's aborted sends hold the engine's parts, the ledger among
+                // them, until this runtime drops them: it must run while the test waits.
+                wait_until(
+                    "the dropped engine to release the ledger",
+                    Duration::from_secs(10),
+                    || async {
+                        cosigner::ledger::Ledger::open(&dir.path().join("ledger.db")).is_ok()
+                    },
+                )
+                .await;
                 std::fs::write(dir.path().join("policy.toml"), &policy_text).unwrap();
                 e = engine_for(dir.path(), &sb.url, &policy_text, small_pages());
                 prop_assert_eq!(e.restore_mode().await.unwrap(), mode, "the mode survives");
