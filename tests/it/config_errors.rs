@@ -31,6 +31,11 @@ fn check(config: &Path) -> (Option<i32>, String) {
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "http://127.0.0.1:9");
+    // `check` tries to bind http.listen: the default port, tried by tests running at once,
+    // would be taken by one of them now and then.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&cfg, text).unwrap();
     (dir, cfg)
 }
 
@@ -289,7 +294,7 @@ fn a_ledger_with_both_a_path_and_a_url_a_foreign_url_or_a_password_without_a_url
 fn a_malformed_api_keys_file_names_the_file_and_line() {
     let (d, cfg) = setup();
     std::fs::write(d.path().join("keys"), "# ok\nnot-a-digest\n").unwrap();
-    edit(&cfg, "[key]", "[http]\napi_keys_file = \"keys\"\n[key]");
+    edit(&cfg, "[http]\n", "[http]\napi_keys_file = \"keys\"\n");
     let (code, text) = check(&cfg);
     assert_eq!(code, Some(2), "{text}");
     assert!(
@@ -374,7 +379,8 @@ fn base_url_is_required_and_plain_http_only_reaches_loopback() {
 async fn a_listener_other_hosts_can_reach_is_warned_about_by_check_and_at_start() {
     let (_d, cfg) = setup();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str("[http]\nlisten = \"0.0.0.0:0\"\n[collect]\nenabled = false\n");
+    text = text.replace("127.0.0.1:0", "0.0.0.0:0");
+    text.push_str("[collect]\nenabled = false\n");
     std::fs::write(&cfg, &text).unwrap();
     let (_, out) = check(&cfg);
     assert!(
