@@ -84,8 +84,8 @@ pub struct ClientConfig {
     pub initial_backoff: Duration,
     /// Longest wait between two attempts.
     pub max_backoff: Duration,
-    /// How far this host's clock may run ahead of the server's `Date` before
-    /// `Client::clock_doubt` reports it.
+    /// How far this host's clock may be off the server's `Date` either way; `Client::clock_doubt`
+    /// reports a clock that may be more than [`crate::domain::clock_bound`] of it off.
     pub max_clock_skew: Duration,
 }
 
@@ -333,15 +333,25 @@ pub struct Client {
     cfg: ClientConfig,
     limiter: DefaultDirectRateLimiter,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
-    /// When the last response carrying a `Date` came, and how far this host's clock was then
-    /// ahead of the server's, in ms (negative: behind).
-    last_skew: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+    /// The last response that carried a `Date`.
+    last_date: std::sync::Mutex<Option<DateReading>>,
     /// The wall clock: request timestamps, and this host's time against the server's `Date`.
     clock: Clock,
     /// Asked before every attempt of every call, listings and collections included (in a pair:
     /// whether this instance still leads), so that a process resumed after a pause retries
     /// nothing once it has lost the lead.
     permit: Option<AttemptPermit>,
+}
+
+/// One server `Date`, as this host's clock read it.
+#[derive(Debug, Clone, Copy)]
+struct DateReading {
+    /// When its answer came, on the monotonic clock.
+    at: std::time::Instant,
+    /// The `Date`, in ms since the epoch.
+    date_ms: i64,
+    /// How long the request took from leaving to its answer's headers, in ms.
+    took_ms: i64,
 }
 
 /// A check made before every HTTP attempt of every call.
@@ -372,48 +382,43 @@ impl Client {
             cfg,
             limiter,
             metrics: None,
-            last_skew: std::sync::Mutex::new(None),
+            last_date: std::sync::Mutex::new(None),
             clock: Clock::system(),
             permit: None,
         })
     }
 
-    /// How far this host's clock is ahead of the server's (negative: behind), in ms, from the
-    /// last response that carried a `Date` and came after `since` (any, when `None`). `Date` has
-    /// whole seconds, so the skew is known to a second.
-    fn skew_since(&self, since: Option<std::time::Instant>) -> Option<i64> {
-        let last = *self.last_skew.lock().unwrap_or_else(|p| p.into_inner());
-        last.filter(|(at, _)| since.is_none_or(|s| *at >= s))
-            .map(|(_, skew)| skew)
-    }
-
-    /// Why this host's clock cannot be trusted for windows, judged by the last `Date` seen after
-    /// `since`: none seen, or more than `api.max_clock_skew` off either way.
+    /// Why this host's clock cannot be trusted for windows, judged now by the last `Date` seen
+    /// after `since` (any, when `None`): none seen, or possibly more than
+    /// [`crate::domain::clock_bound`] off either way. The reading is carried to now on the
+    /// monotonic clock, so a wall clock stepped since the answer came is judged as it is now.
     pub(crate) fn clock_doubt(&self, since: Option<std::time::Instant>) -> Option<ClockDoubt> {
-        let Some(skew) = self.skew_since(since) else {
+        let last = *self.last_date.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = last.filter(|r| since.is_none_or(|s| r.at >= s)) else {
             return Some(ClockDoubt::Unknown);
         };
-        let off = Duration::from_millis(skew.unsigned_abs());
-        (off > self.cfg.max_clock_skew).then_some(ClockDoubt::Off {
-            ahead: skew > 0,
-            seconds: off.as_secs(),
-        })
+        let since_ms = i64::try_from(r.at.elapsed().as_millis()).unwrap_or(i64::MAX);
+        // What the wall clock would read minus the Date, had it moved only as time passed.
+        let ahead_ms = self
+            .clock
+            .now_ms()
+            .saturating_sub(since_ms)
+            .saturating_sub(r.date_ms);
+        crate::domain::judge_clock(ahead_ms, r.took_ms, self.cfg.max_clock_skew)
     }
 
-    /// Notes how far this host's clock is off the server's by at least: `Date` has whole
-    /// seconds, so the server's time was somewhere in `[date, date + 1 s)` when it answered.
-    fn note_server_date(&self, date: SystemTime) {
-        let now = self.clock.now();
+    /// Notes the server's `Date` on an answer that took `took` from leaving to arriving.
+    fn note_server_date(&self, date: SystemTime, took: Duration) {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        let skew_ms = match now.duration_since(date + Duration::from_secs(1)) {
-            Ok(ahead) => ms(ahead),
-            Err(_) => match date.duration_since(now) {
-                Ok(behind) => -ms(behind),
-                Err(_) => 0,
-            },
+        let date_ms = match date.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => ms(d),
+            Err(_) => 0,
         };
-        *self.last_skew.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), skew_ms));
+        *self.last_date.lock().unwrap_or_else(|p| p.into_inner()) = Some(DateReading {
+            at: std::time::Instant::now(),
+            date_ms,
+            took_ms: ms(took),
+        });
     }
 
     /// Asks `permit` before every attempt of every call.
@@ -541,6 +546,7 @@ impl Client {
                 })
             })?;
         let headers = self.headers(endpoint, body).map_err(AttemptError::Final)?;
+        let sent = std::time::Instant::now();
         let resp = self
             .http
             .post(url)
@@ -556,7 +562,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
         if let Some(date) = server_date {
-            self.note_server_date(date);
+            self.note_server_date(date, sent.elapsed());
         }
         let retry_after = resp
             .headers()

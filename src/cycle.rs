@@ -20,7 +20,7 @@ use crate::leader::{Lead, NotLeading};
 use crate::ledger::{DecisionRow, LedgerError, LedgerHandle, NewDecision, Outcome, ResendRecord};
 use crate::metrics::Metrics;
 use crate::plan::{Inputs, Plan, plan};
-use crate::policy::{Policy, RULE_MALFORMED, Usage};
+use crate::policy::{LATE_SEND, Policy, RULE_MALFORMED, Usage, window_slack};
 use crate::signer::Signer;
 
 /// Settings of the cycle.
@@ -65,9 +65,6 @@ pub struct CycleOutcome {
     /// Duration in milliseconds.
     pub(crate) duration_ms: u64,
 }
-
-/// How long after its record an approval's first attempt may leave without being recorded again.
-const LATE_SEND: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a mode change was not (wholly) made.
 #[derive(Debug, thiserror::Error)]
@@ -654,7 +651,7 @@ impl Engine {
             );
             clock = ClockCheck::OffServer(doubt);
         }
-        let slack = self.client.config().max_clock_skew.saturating_mul(2);
+        let slack = window_slack(self.client.config().max_clock_skew);
         let usage = self
             .ledger
             .usage_with_slack(policy.clone(), now, slack)

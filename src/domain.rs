@@ -7,7 +7,8 @@
 //! - [`Action`] and [`Verdict`]: what is decided, and what is signed;
 //! - [`Decision`], [`decision_text`], [`collect_text`]: the exact texts the key shard signs;
 //! - [`parse_decimal`]: exact amounts (never `f64`);
-//! - [`ClockCheck`] and [`ClockDoubt`]: what is known about the clock windows rely on.
+//! - [`ClockCheck`] and [`ClockDoubt`]: what is known about the clock windows rely on, and
+//!   [`clock_bound`]: how far off a clock the check lets through can be.
 //!
 //! Window usage has one implementation too, `policy::Usage::at`: it needs the policy's
 //! windows, so it lives with the policy.
@@ -18,7 +19,7 @@ mod decision;
 mod withdrawal;
 
 pub use amount::parse_decimal;
-pub use clock::{ClockCheck, ClockDoubt};
+pub use clock::{ClockCheck, ClockDoubt, DATE_RESOLUTION, REPLY_TRAVEL, clock_bound, judge_clock};
 pub use decision::{Action, Decision, UnknownAction, Verdict, collect_text, decision_text};
 pub(crate) use decision::{decision_text_len, looks_like_decision};
 pub use withdrawal::{TxId, Withdrawal};

@@ -26,8 +26,8 @@ pub struct Explanation {
 
 /// Plans `tx` under `policy` as the daemon would at `now_ms`, with what the ledger at
 /// `ledger_path` holds (opened read-only, and only when it exists). `max_sign_len` is the key
-/// shard's longest signable text; `max_clock_skew` is `api.max_clock_skew` (windows reach twice
-/// it further back, as the daemon's do).
+/// shard's longest signable text; `max_clock_skew` is `api.max_clock_skew` (windows reach
+/// [`crate::policy::window_slack`] further back, as the daemon's do).
 pub fn explain(
     policy: &Policy,
     ledger_path: &Path,
@@ -39,7 +39,11 @@ pub fn explain(
     let recorded = if ledger_path.exists() {
         let l = Ledger::open_read_only(ledger_path)?;
         Some(Recorded {
-            usage: l.usage_with_slack(policy, now_ms, max_clock_skew.saturating_mul(2))?,
+            usage: l.usage_with_slack(
+                policy,
+                now_ms,
+                crate::policy::window_slack(max_clock_skew),
+            )?,
             newest_ms: l.newest_record_ms()?,
             mode: l.latest_event("mode")?,
             state: l.state(tx)?,
@@ -64,7 +68,11 @@ pub(crate) async fn explain_from(
 ) -> Result<Explanation, LedgerError> {
     let recorded = Recorded {
         usage: ledger
-            .usage_with_slack(policy.clone(), now_ms, max_clock_skew.saturating_mul(2))
+            .usage_with_slack(
+                policy.clone(),
+                now_ms,
+                crate::policy::window_slack(max_clock_skew),
+            )
             .await?,
         newest_ms: ledger.newest_record_ms().await?,
         mode: ledger.latest_event("mode").await?,

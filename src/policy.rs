@@ -182,9 +182,9 @@ impl Usage {
     /// computed (the ledger's usage and `policy replay` both come here). Each approval counts once
     /// per window whose span holds any of its times (its record, its re-sends).
     ///
-    /// Each window reaches `slack` further back than its length: twice the clock skew allowed
-    /// against the server, so that records stamped by a clock within the skew either way can
-    /// never fit an extra approval into a window.
+    /// Each window reaches `slack` further back than its length: the daemon passes
+    /// [`window_slack`], so that records stamped by clocks the check lets through can never fit
+    /// an extra approval into a window (the arithmetic is written there).
     pub(crate) fn at<'a>(
         policy: &Policy,
         now_ms: i64,
@@ -243,6 +243,35 @@ impl Usage {
         }
         u
     }
+}
+
+/// How long after the moment its latest record (decision or `resend` event) was stamped an
+/// approval's attempt may still leave on that record. It is measured on the monotonic clock from
+/// before the stamp was taken (so a slow commit, a wait for the pool or a slow re-send event
+/// counts against it); an attempt later than this records a `resend` event first, or waits for
+/// the next cycle.
+pub const LATE_SEND: Duration = Duration::from_secs(1);
+
+/// How much further back than its length every window reaches, for `api.max_clock_skew` = M:
+/// `2 × clock_bound(M) + LATE_SEND` = 2 × (M + 1 s for `Date`'s whole seconds + 1 s for the
+/// answer's travel) + 1 s; 65 s for the default M = 30 s.
+///
+/// Why it is enough. Times are the server's (it times arrivals); a clock reads the server's time
+/// plus its offset `o`, and the check (`domain::judge_clock`, before a cycle decides and before
+/// every attempt) lets through only clocks with `|o| ≤ clock_bound(M)`. Approval A carries the
+/// stamp `T_A`, taken at true time `T_A - o_A`, and leaves by `T_A - o_A + LATE_SEND`. A later
+/// approval B of the same window `L` is decided when the clock reads `now_B = t_B + o_B` and
+/// leaves at `t_B` or later. A is counted unless `T_A ≤ now_B - L - slack`; when it is not,
+///
+/// `t_B - t_A ≥ (now_B - o_B) - (T_A - o_A + LATE_SEND) ≥ L + slack - (o_B - o_A) - LATE_SEND`,
+///
+/// which is at least `L` as `o_B - o_A ≤ 2 × clock_bound(M)`. The tests beside it put A and B
+/// at the two ends of the bound and B one millisecond either side of `t_A + L`.
+#[must_use]
+pub fn window_slack(max_clock_skew: Duration) -> Duration {
+    crate::domain::clock_bound(max_clock_skew)
+        .saturating_mul(2)
+        .saturating_add(LATE_SEND)
 }
 
 /// What the evaluation may rely on besides the transaction.
@@ -832,3 +861,6 @@ impl Policy {
         w
     }
 }
+
+#[cfg(test)]
+mod window_tests;

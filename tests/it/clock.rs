@@ -162,8 +162,15 @@ async fn with_an_injected_clock_a_window_frees_up_once_it_has_passed_and_not_bef
     let held = e.ledger().history(TxId::new(2)).await.unwrap();
     assert_eq!(held[0].action, Action::Hold, "{:?}", held[0].reason);
 
-    // The window reaches back twice the allowed clock skew (30 s) further.
-    hand.advance(Duration::from_secs(60 + 60 + 1));
+    // The window reaches back 2 × (30 s allowed skew + 2 s) + 1 s further: 65 s.
+    hand.advance(Duration::from_secs(60 + 64));
+    e.cycle_once().await.unwrap();
+    assert_eq!(
+        approved_ids(&sb),
+        ids([1]),
+        "a second before the window and its slack have passed"
+    );
+    hand.advance(Duration::from_secs(2));
     e.cycle_once().await.unwrap();
     assert_eq!(approved_ids(&sb), ids([1, 2]), "the window has passed");
     let h = e.ledger().history(TxId::new(2)).await.unwrap();

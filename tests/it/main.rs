@@ -29,4 +29,5 @@ mod reliability;
 mod signing;
 mod store;
 mod support;
+mod time_on_record;
 mod watchdog;
