@@ -21,5 +21,5 @@ mod withdrawal;
 pub use amount::parse_decimal;
 pub use clock::{ClockCheck, ClockDoubt, DATE_RESOLUTION, REPLY_TRAVEL, clock_bound, judge_clock};
 pub use decision::{Action, Decision, UnknownAction, Verdict, collect_text, decision_text};
-pub(crate) use decision::{decision_text_len, looks_like_decision};
+pub(crate) use decision::{decision_text_len, folded_name, hand_signing_problem};
 pub use withdrawal::{TxId, Withdrawal};

@@ -9,7 +9,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | the domain core (no dependency on any other module) | [`domain`] (a [`domain::Withdrawal`] as listed, its [`domain::TxId`], [`domain::Action`] and [`domain::Verdict`], the exact texts the key shard signs, exact amounts, what is known about the clock) |
-//! | decisions (pure, no I/O) | [`plan`] (what to do with one listed transaction: the one place every rule of the promise lives), [`policy`] (the merchant's rules, parsed and evaluated, and window usage; canonical address forms in `policy::address`) |
+//! | decisions (pure, no I/O) | [`plan`] (what to do with one listed transaction: the one place every rule of the promise lives), [`policy`] (the merchant's rules, parsed and evaluated, and window usage; canonical address forms and account identity in `policy::address`) |
 //! | what an operator steers | `control` (the policy in force and the kill-switch mode), [`killswitch`] (pause/resume from the command line), [`operator`] (the operator API) |
 //! | persistence | [`ledger`] (the hash-chained decision ledger: decisions, outcomes, events, collections; SQLite, or PostgreSQL in `ledger::postgres`), used through its async face `ledger::LedgerHandle`; [`leader`] (which of a pair sharing a PostgreSQL ledger leads, and its fencing epoch) |
 //! | effects | [`cycle`] (one pending cycle: list → plan → record → sign → send → record outcomes), `collector` (sweeps), [`signer`] (the key shard: RSA `data`), [`client`] (the 1BitPay wire format and HTTP, with its MD5 request signature in `client::signature`; it turns the wire into domain types at the edge) |

@@ -165,7 +165,8 @@ impl ApiKeys {
 
 /// The operator API's keys, re-read from `http.api_keys_file` on every reload (SIGHUP,
 /// `POST /v1/policy/reload`), so that a key added with `cosigner apikey new` works without a
-/// restart. An invalid file is refused and the keys in force are kept.
+/// restart. An invalid file is refused and the keys in force are kept; a file that is gone
+/// revokes every key (deleting it is how an operator withdraws them all).
 #[derive(Debug, Default)]
 pub(crate) struct KeyStore {
     file: Option<PathBuf>,
@@ -194,7 +195,16 @@ impl KeyStore {
         let Some(file) = &self.file else {
             return Ok(None);
         };
-        match ApiKeys::load(file) {
+        let loaded = match ApiKeys::load(file) {
+            Err(ApiKeysError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                tracing::warn!(file = %file.display(), by = why, "the operator API keys file is gone: no key is accepted until it is back");
+                Ok(ApiKeys::default())
+            }
+            other => other,
+        };
+        match loaded {
             Ok(k) => {
                 let n = k.len();
                 match self.keys.write() {

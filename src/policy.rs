@@ -13,8 +13,9 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+pub(crate) use address::Format;
 pub use address::{AddressMatcher, AddressSet};
-use address::{address_problem, chain_problem, describe_char, is_evm_address};
+use address::{account_of, address_problem, chain_problem, describe_char, is_hex_spelling};
 pub use parse::{PolicyError, load, parse};
 
 use crate::domain::{
@@ -32,6 +33,9 @@ pub(crate) const RULE_MALFORMED: &str = "(malformed)";
 pub(crate) const RULE_GUARD: &str = "(guard)";
 /// Pseudo-rule recorded when the clock is behind the ledger and an approval waits.
 pub(crate) const RULE_CLOCK: &str = "(clock)";
+/// Pseudo-rule recorded when an approve rule would match but for the spelling of an account it
+/// names (`0x…` for an entry written `T…`): held for a person.
+pub(crate) const RULE_SPELLING: &str = "(spelling)";
 
 /// A rolling-window limit on what one approve rule may approve.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +97,9 @@ pub struct Policy {
     pub sha256: String,
     /// Chain names for display: the built-in ones plus the policy's `[chains]` table.
     pub chains: crate::display::ChainNames,
+    /// The address format the `[chains]` table requires of a chain (by chain id), where the
+    /// merchant knows it; no other chain's format is assumed.
+    pub(crate) formats: HashMap<u128, Format>,
 }
 
 /// Approvals a rule (or the guard) made inside its window.
@@ -384,7 +391,11 @@ impl From<String> for Malformed<'_> {
 
 /// Checks the fields every decision depends on, canonical forms included; `Err` is the reason to
 /// hold.
-fn check_fields<'a>(tx: &'a Withdrawal, max_sign_len: usize) -> Result<Checked<'a>, Malformed<'a>> {
+fn check_fields<'a>(
+    tx: &'a Withdrawal,
+    max_sign_len: usize,
+    formats: &HashMap<u128, Format>,
+) -> Result<Checked<'a>, Malformed<'a>> {
     if !tx.problems.is_empty() {
         return Err(tx.problems.join("; ").into());
     }
@@ -399,9 +410,13 @@ fn check_fields<'a>(tx: &'a Withdrawal, max_sign_len: usize) -> Result<Checked<'
     if let Some(p) = chain_problem(chain) {
         return Err(format!("chainId {chain:?} {p}").into());
     }
+    let chain_no: u128 = chain
+        .parse()
+        .map_err(|_| format!("chainId {chain:?} is not a chain id"))?;
+    let format = formats.get(&chain_no).copied();
     let address = |name: &'static str, v: &'a Option<String>| -> Result<&'a str, Malformed<'a>> {
         let a = field(v, name)?;
-        match address_problem(a, Some(chain)) {
+        match address_problem(a, format) {
             None => Ok(a),
             Some(p) => Err(Malformed {
                 reason: format!("{name} {a:?} {p}"),
@@ -439,9 +454,6 @@ fn check_fields<'a>(tx: &'a Withdrawal, max_sign_len: usize) -> Result<Checked<'
         )
         .into());
     }
-    let chain_no = chain
-        .parse()
-        .map_err(|_| format!("chainId {chain:?} is not a chain id"))?;
     Ok(Checked {
         from,
         to,
@@ -470,10 +482,16 @@ enum Miss {
         limit: u64,
         window: Duration,
     },
+    /// An approve rule whose every condition holds, but whose `from` (`true`) or `to` names the
+    /// account in another spelling: held, never approved.
+    Spelling {
+        from: bool,
+    },
 }
 
 impl Miss {
-    /// How far the transaction got: 0 chain, 1 source, 2 destination, 3 amount, 4 window.
+    /// How far the transaction got: 0 chain, 1 source, 2 destination, 3 amount, 4 window, 5 all
+    /// but the spelling.
     fn stage(self) -> u8 {
         match self {
             Miss::Chain => 0,
@@ -481,6 +499,7 @@ impl Miss {
             Miss::To => 2,
             Miss::Below(_) | Miss::Above(_) => 3,
             Miss::Total { .. } | Miss::Count { .. } => 4,
+            Miss::Spelling { .. } => 5,
         }
     }
 
@@ -489,6 +508,13 @@ impl Miss {
             Miss::Chain => format!("chain {} is not in chains", c.chain),
             Miss::From => format!("from {} is not in from", c.from),
             Miss::To => format!("to {} is not in to", c.to),
+            Miss::Spelling { from } => format!(
+                "{} {} names an account of `{}` in another spelling; an approve rule matches only \
+                 the spelling its entry is written in",
+                if from { "from" } else { "to" },
+                if from { c.from } else { c.to },
+                if from { "from" } else { "to" },
+            ),
             _ => self.describe_amount(c.amount),
         }
     }
@@ -499,6 +525,7 @@ impl Miss {
             Miss::Chain => "the chain is not in chains".into(),
             Miss::From => "the source is not in from".into(),
             Miss::To => "the destination is not in to".into(),
+            Miss::Spelling { .. } => "an account is named in another spelling".into(),
             Miss::Below(min) => format!("amount {amount} is below min_amount {min}"),
             Miss::Above(max) => format!("amount {amount} is above max_amount {max}"),
             Miss::Total {
@@ -522,17 +549,29 @@ impl Miss {
     }
 }
 
+/// How an address of the transaction stands against a rule's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Named as spelled.
+    Spelled,
+    /// Its account is named, in another spelling only.
+    Account,
+    /// Not named.
+    No,
+}
+
 /// An address of the transaction as address sets look it up, with the answers of the lists seen
 /// so far: rules usually share a few large lists, and each is asked once per evaluation. Kept
 /// on the stack: an evaluation allocates nothing to look addresses up.
 struct Lookup<'a> {
-    /// The address as sets key it: an EVM address lowercased (into the caller's buffer), any
-    /// other as written.
+    /// The address as sets key its spelling: a hex spelling lowercased (into the caller's
+    /// buffer), any other as written.
     key: &'a str,
-    evm: bool,
+    /// The account it names, for a `T…`, `41…` or `0x…` spelling.
+    account: Option<[u8; 20]>,
     /// The lists asked so far and their answers (beyond [`MEMO`] lists, the others are asked
     /// each time).
-    lists: [(*const AddressSet, bool); MEMO],
+    lists: [(*const AddressSet, Found); MEMO],
     asked: usize,
 }
 
@@ -540,10 +579,9 @@ struct Lookup<'a> {
 const MEMO: usize = 8;
 
 impl<'a> Lookup<'a> {
-    /// `addr` as sets key it; an EVM address is lowercased into `buf`.
+    /// `addr` as sets key it; a hex spelling is lowercased into `buf`.
     fn new(addr: &'a str, buf: &'a mut [u8; 42]) -> Self {
-        let evm = is_evm_address(addr);
-        let key = if evm {
+        let key = if is_hex_spelling(addr) {
             buf.copy_from_slice(addr.as_bytes());
             buf.make_ascii_lowercase();
             // Lowercased ASCII: always UTF-8.
@@ -553,59 +591,85 @@ impl<'a> Lookup<'a> {
         };
         Self {
             key,
-            evm,
-            lists: [(std::ptr::null(), false); MEMO],
+            account: account_of(addr),
+            lists: [(std::ptr::null(), Found::No); MEMO],
             asked: 0,
         }
     }
 
-    fn in_matcher(&mut self, m: &AddressMatcher) -> bool {
-        if !m.own().is_empty() && m.own().contains_key(self.key, self.evm) {
-            return true;
+    fn in_set(&self, set: &AddressSet) -> Found {
+        if set.contains_key(self.key) {
+            Found::Spelled
+        } else if self.account.is_some_and(|a| set.contains_account(&a)) {
+            Found::Account
+        } else {
+            Found::No
         }
-        m.lists().iter().any(|l| {
+    }
+
+    fn in_matcher(&mut self, m: &AddressMatcher) -> Found {
+        let mut found = if m.own().is_empty() {
+            Found::No
+        } else {
+            self.in_set(m.own())
+        };
+        for (_, l) in m.lists() {
+            if found == Found::Spelled {
+                break;
+            }
             let ptr = Arc::as_ptr(l);
-            match self.lists[..self.asked]
+            let here = match self.lists[..self.asked]
                 .iter()
                 .find(|(p, _)| std::ptr::eq(*p, ptr))
             {
-                Some(&(_, hit)) => hit,
+                Some(&(_, f)) => f,
                 None => {
-                    let hit = l.contains_key(self.key, self.evm);
+                    let f = self.in_set(l);
                     if let Some(slot) = self.lists.get_mut(self.asked) {
-                        *slot = (ptr, hit);
+                        *slot = (ptr, f);
                         self.asked += 1;
                     }
-                    hit
+                    f
                 }
+            };
+            if here != Found::No {
+                found = here;
             }
-        })
+        }
+        found
     }
 }
 
 impl Rule {
     /// Why this rule does not match, or `None` when it does.
-    fn why_not(
+    fn why_not<'l>(
         &self,
         c: &Checked<'_>,
         usage: &Usage,
-        from: &mut Lookup<'_>,
-        to: &mut Lookup<'_>,
+        from: &mut Lookup<'l>,
+        to: &mut Lookup<'l>,
     ) -> Option<Miss> {
         if let Some(chains) = &self.chains
             && !chains.contains(&c.chain_no)
         {
             return Some(Miss::Chain);
         }
-        if let Some(m) = &self.from
-            && !from.in_matcher(m)
-        {
-            return Some(Miss::From);
-        }
-        if let Some(m) = &self.to
-            && !to.in_matcher(m)
-        {
-            return Some(Miss::To);
+        // A reject or hold rule names accounts: every spelling of one matches. An approve rule
+        // matches only the spelling its entry is written in; another spelling of it is noted,
+        // and if every other condition holds, the transaction is held for a person.
+        let accounts = self.action != Action::Approve;
+        let mut spelling = None;
+        for (is_from, m, lookup) in [(true, &self.from, from), (false, &self.to, to)] {
+            let Some(m) = m else { continue };
+            match lookup.in_matcher(m) {
+                Found::Spelled => {}
+                Found::Account if accounts => {}
+                Found::Account => {
+                    spelling.get_or_insert(Miss::Spelling { from: is_from });
+                }
+                Found::No if is_from => return Some(Miss::From),
+                Found::No => return Some(Miss::To),
+            }
         }
         if let Some(min) = self.min_amount
             && c.amount < min
@@ -639,7 +703,7 @@ impl Rule {
                 });
             }
         }
-        None
+        spelling
     }
 }
 
@@ -658,7 +722,7 @@ impl Policy {
     }
 
     fn evaluate_with(&self, tx: &Withdrawal, ctx: Context<'_>, traced: bool) -> Evaluation {
-        let checked = match check_fields(tx, ctx.max_sign_len) {
+        let checked = match check_fields(tx, ctx.max_sign_len, &self.formats) {
             Ok(c) => c,
             Err(m) => {
                 let like = m
@@ -681,6 +745,8 @@ impl Policy {
         };
         let mut trace = Vec::with_capacity(if traced { self.rules.len() } else { 0 });
         let mut decided: Option<&Rule> = None;
+        // An approve rule that matched but for the spelling of an account it names.
+        let mut respelled: Option<(&Rule, bool)> = None;
         // The rule the transaction got furthest in: what a person looking at a hold wants.
         let mut nearest: Option<(&Rule, Miss)> = None;
         let (mut from_buf, mut to_buf) = ([0u8; 42], [0u8; 42]);
@@ -709,6 +775,33 @@ impl Policy {
                 decided = Some(rule);
                 break;
             }
+            if let Some(Miss::Spelling { from: is_from }) = miss {
+                respelled = Some((rule, is_from));
+                break;
+            }
+        }
+        if let Some((r, is_from)) = respelled {
+            let (field, addr, lookup, m) = if is_from {
+                ("fromAddress", checked.from, &from, &r.from)
+            } else {
+                ("toAddress", checked.to, &to, &r.to)
+            };
+            let entry = lookup
+                .account
+                .zip(m.as_ref())
+                .and_then(|(a, m)| m.entry_naming(&a))
+                .unwrap_or_else(|| "an entry".into());
+            return Evaluation {
+                action: Action::Hold,
+                rule: Cow::Borrowed(RULE_SPELLING),
+                reason: Reason::Text(format!(
+                    "{field} {addr} is another spelling of {entry}: rule {:?} approves only the \
+                     spelling its entry is written in, so a person decides",
+                    r.name
+                )),
+                amount: Some(checked.amount),
+                trace,
+            };
         }
         let (mut action, mut rule, mut reason) = match decided {
             Some(r) => (

@@ -35,8 +35,9 @@ pub struct SignArgs {
     /// Accept a key file that group or others can read
     #[arg(long)]
     pub(crate) allow_insecure_permissions: bool,
-    /// Sign a text shaped like an approve/reject decision (one with a `status` field): such a
-    /// signature approves or rejects a withdrawal without the policy or the ledger
+    /// Sign a text that is not strict JSON, or is shaped like an approve/reject decision (one
+    /// with a `status` field): such a signature may approve or reject a withdrawal without the
+    /// policy or the ledger
     #[arg(long = "i-know-this-bypasses-the-policy")]
     pub(crate) bypass_policy: bool,
     /// The text to sign; read from standard input when absent
@@ -79,11 +80,13 @@ pub(crate) fn run(a: SignArgs) -> CmdResult {
             t
         }
     };
-    if crate::domain::looks_like_decision(&text) && !a.bypass_policy {
+    if let Some(problem) = crate::domain::hand_signing_problem(&text)
+        && !a.bypass_policy
+    {
         return Err(Failure::usage(anyhow::anyhow!(
-            "the text is shaped like an approve/reject decision (it has a `status` field): its \
-             signature would decide a withdrawal without the policy or the ledger. The daemon \
-             makes decisions; to sign this by hand anyway, add --i-know-this-bypasses-the-policy"
+            "{problem}: its signature could decide a withdrawal without the policy or the \
+             ledger. The daemon makes decisions; to sign this by hand anyway, add \
+             --i-know-this-bypasses-the-policy"
         )));
     }
     let data = signer.sign(&text).map_err(Failure::usage)?;

@@ -5,7 +5,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::domain::{TxId, Withdrawal, parse_decimal};
+use crate::domain::{TxId, Withdrawal, folded_name, parse_decimal};
 
 /// One page of `/api/transaction/pending`.
 #[derive(Debug, Clone)]
@@ -125,16 +125,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
 /// match) is refused too.
 const ITEM_FIELDS: [&str; 5] = ["id", "fromAddress", "toAddress", "amount", "chainId"];
 
-/// A member name as lenient parsers compare them: without `_` and `-`, case folded the way Java
-/// does (upper then lower, so `ſ` and `s`, `ı` and `i` meet).
-fn folded(name: &str) -> String {
-    name.chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_uppercase)
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
 fn parse_item(raw: &RawValue) -> PendingItem {
     let members = match serde_json::from_str::<Members<'_>>(raw.get()) {
         Ok(m) => m.0,
@@ -150,16 +140,16 @@ fn parse_item(raw: &RawValue) -> PendingItem {
     // parsers disagree on which copy wins. Such an item is held (or, for the id, not acted on).
     let mut twins: Vec<String> = Vec::new();
     for (k, v) in members {
-        let f = folded(&k);
+        let f = folded_name(&k);
         let twin_of_field = ITEM_FIELDS
             .iter()
-            .any(|name| folded(name) == f && *name != k);
+            .any(|name| folded_name(name) == f && *name != k);
         if fields.contains_key(&k) || twin_of_field {
             twins.push(k.clone());
         }
         fields.entry(k).or_insert(v);
     }
-    if twins.iter().any(|k| folded(k) == "id") {
+    if twins.iter().any(|k| folded_name(k) == "id") {
         return Err(MalformedItem {
             raw: cut(raw.get()),
             reason: "the id is written twice".into(),

@@ -168,32 +168,43 @@ pub fn collect_text(is_main: bool) -> String {
     format!("{{\"isMain\":{}}}", u8::from(is_main))
 }
 
-/// True when 1BitPay could take `text`, once signed, as an approve/reject decision: a JSON
-/// value with a `status` key anywhere, the key compared as a lenient Java JSON library would
-/// (any case, `_` and `-` ignored, escapes decoded). Text that is not strict JSON counts when it
-/// mentions `status` or holds a `\u` escape, as lenient parsers accept more than JSON. Used by
-/// `cosigner sign`, so that a hand-signed text cannot stand in for a decision the policy and the
-/// ledger never saw.
+/// A JSON member name as lenient parsers compare names: without `_` and `-`, case folded the
+/// way Java does (upper then lower, so `ſ` and `s`, `ı` and `i` meet): Java's
+/// `equalsIgnoreCase`, fastjson's smart match.
 #[must_use]
-pub(crate) fn looks_like_decision(text: &str) -> bool {
-    fn normal(s: &str) -> String {
-        s.chars()
-            .filter(|c| *c != '_' && *c != '-')
-            .flat_map(char::to_lowercase)
-            .collect()
-    }
+pub(crate) fn folded_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Why `text` must not be signed by hand, or `None` when it may: 1BitPay could take it, once
+/// signed, as an approve/reject decision the policy and the ledger never saw. It must be strict
+/// JSON (every request text is; a lenient parser reads more than JSON, `"s\x74atus"` and
+/// `{status:1}` among it), and no member name, anywhere, may hold `status` as a lenient
+/// parser reads names ([`folded_name`]; escapes are decoded by the strict parse). Used by
+/// `cosigner sign`.
+#[must_use]
+pub(crate) fn hand_signing_problem(text: &str) -> Option<String> {
     fn has_status(v: &serde_json::Value) -> bool {
         match v {
             serde_json::Value::Object(m) => m
                 .iter()
-                .any(|(k, v)| normal(k).contains("status") || has_status(v)),
+                .any(|(k, v)| folded_name(k).contains("status") || has_status(v)),
             serde_json::Value::Array(items) => items.iter().any(has_status),
             _ => false,
         }
     }
     match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => has_status(&v),
-        Err(_) => normal(text).contains("status") || text.contains("\\u"),
+        Err(e) => Some(format!(
+            "the text is not strict JSON ({e}), and a lenient parser may read a decision in it"
+        )),
+        Ok(v) if has_status(&v) => Some(
+            "the text is shaped like an approve/reject decision (it has a `status` field)".into(),
+        ),
+        Ok(_) => None,
     }
 }
 
@@ -238,17 +249,22 @@ mod tests {
             "{id:1,status:1}",
             "{'id':1,'Status':1}",
             r#"{id:1,"st\u0061tus":1"#,
+            r#"{"s\x74atus":1}"#,
+            r#"{"\u017ftatus":1}"#,
+            "{\"\u{17f}tatus\":1}",
+            r#"{"isMain":1}garbage"#,
+            "hello",
+            "",
         ] {
-            assert!(looks_like_decision(t), "{t}");
+            assert!(hand_signing_problem(t).is_some(), "{t}");
         }
         for t in [
             r#"{"isMain":1}"#,
             r#"{"isMain":0}"#,
-            "hello",
             r#"{"id":1}"#,
-            "",
+            r#"{"memo":"status"}"#,
         ] {
-            assert!(!looks_like_decision(t), "{t}");
+            assert!(hand_signing_problem(t).is_none(), "{t}");
         }
     }
 

@@ -1,23 +1,77 @@
-//! Addresses and chain ids: the canonical forms a transaction and a policy must use, and address
-//! sets. EVM addresses (`0x` + 40 hex) compare case-insensitively, every other form byte for byte.
-//! Anything not in canonical form is refused before it can be compared at all, so a look-alike
-//! letter, a space or an invisible character can never make two addresses differ where a person
-//! sees them equal (or the other way round).
+//! Addresses and chain ids: the canonical forms a transaction and a policy must use, the account
+//! an address names, and address sets. Anything not in canonical form is refused before it can
+//! be compared at all, so a look-alike letter, a space or an invisible character can never make
+//! two addresses differ where a person sees them equal (or the other way round).
+//!
+//! One account, one identity, whatever the spelling or the chain id: a base58check TRON address
+//! (`T…`), its hex form (`41…`) and a `0x…` address of the same 20 bytes name one account. The
+//! chain id says nothing about the format (1BitPay numbers chains its own way), unless the
+//! policy's `[chains]` table gives a chain a `format`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use openssl::sha::sha256;
 
-/// The chain id of TRON, whose `T…` addresses carry a base58check checksum.
-pub(crate) const TRON_CHAIN: &str = "195";
-
 /// Longest chain id accepted (a `u64` has 20 digits).
 const MAX_CHAIN_DIGITS: usize = 20;
+
+/// TRON's version byte: the first of the 21 bytes a `T…` address encodes, and the `41` of its
+/// hex form.
+const TRON_VERSION: u8 = 0x41;
+
+/// The address format a policy's `[chains]` table may require of a chain's transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `0x` followed by 40 hex digits.
+    Evm,
+    /// Base58check `T…` (34 characters, version 0x41, checksum).
+    Tron,
+}
+
+impl Format {
+    /// The form, in words, for an error or a hold's reason.
+    fn describe(self) -> &'static str {
+        match self {
+            Format::Evm => "`0x` + 40 hex digits",
+            Format::Tron => "base58check `T…`",
+        }
+    }
+
+    /// Whether `addr` (canonical) is written in this format.
+    fn fits(self, addr: &str) -> bool {
+        match self {
+            Format::Evm => is_evm_address(addr),
+            Format::Tron => looks_like_tron(addr),
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "evm" => Ok(Format::Evm),
+            "tron" => Ok(Format::Tron),
+            other => Err(format!("format must be \"evm\" or \"tron\", not {other:?}")),
+        }
+    }
+}
 
 /// True for `0x` followed by exactly 40 ASCII hex digits.
 pub(crate) fn is_evm_address(s: &str) -> bool {
     s.len() == 42 && s.starts_with("0x") && s.as_bytes()[2..].iter().all(u8::is_ascii_hexdigit)
+}
+
+/// True for TRON's hex form: `41` followed by 40 hex digits (42 in all).
+fn is_tron_hex(s: &str) -> bool {
+    s.len() == 42 && s.starts_with("41") && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether the address is spelled in hex (`0x…` or `41…`): such spellings compare without
+/// regard to case.
+pub(crate) fn is_hex_spelling(s: &str) -> bool {
+    is_evm_address(s) || is_tron_hex(s)
 }
 
 /// Why `chain` is not a canonical chain id (`^[1-9][0-9]*$`), or `None` when it is.
@@ -42,11 +96,12 @@ pub(crate) fn chain_problem(chain: &str) -> Option<String> {
     None
 }
 
-/// Why `addr` is not a canonical address, or `None` when it is. `chain` is the transaction's
-/// chain id when known (a `T…` address on TRON must pass base58check); `None` checks an address
-/// written in a policy, where a TRON-shaped entry must pass it too.
+/// Why `addr` is not a canonical address, or `None` when it is. `format` is the one the
+/// policy's `[chains]` table requires of the transaction's chain, when it requires one (a
+/// policy entry is checked with `None`). A `T…` address must pass base58check on every chain:
+/// a bad checksum is a typo, or an attempt to look like an account.
 #[must_use]
-pub(crate) fn address_problem(addr: &str, chain: Option<&str>) -> Option<String> {
+pub(crate) fn address_problem(addr: &str, format: Option<Format>) -> Option<String> {
     if addr.is_empty() {
         return Some("is empty".into());
     }
@@ -63,42 +118,28 @@ pub(crate) fn address_problem(addr: &str, chain: Option<&str>) -> Option<String>
             i + 1
         ));
     }
-    if chain.is_none()
-        && addr.len() == 42
-        && addr.starts_with("41")
-        && addr.bytes().all(|b| b.is_ascii_hexdigit())
-    {
+    if (addr.starts_with("0x") || addr.starts_with("0X")) && !is_evm_address(addr) {
         return Some(
-            "is TRON's hex form, which transactions never use: write the base58check `T…` form"
-                .into(),
+            "starts like an EVM address but is not `0x` followed by exactly 40 hex digits".into(),
         );
-    }
-    if chain == Some(TRON_CHAIN) && !addr.starts_with('T') {
-        // TRON also writes accounts in hex (`41…`, `0x…`); one account, one spelling.
-        return Some("is not a TRON address: on chain 195 an address is base58check `T…`".into());
-    }
-    if addr.starts_with("0x") || addr.starts_with("0X") {
-        if !is_evm_address(addr) {
-            return Some(
-                "starts like an EVM address but is not `0x` followed by exactly 40 hex digits"
-                    .into(),
-            );
-        }
-        return None;
     }
     if addr.len() == 40 && addr.bytes().all(|b| b.is_ascii_hexdigit()) {
         // Otherwise it would compare unequal to the same account written `0x…` in a list.
         return Some("is 40 hex digits without `0x`: write an EVM address as `0x` + 40 hex".into());
     }
-    let tron_checked = match chain {
-        Some(c) => c == TRON_CHAIN,
-        None => looks_like_tron(addr),
-    };
-    if tron_checked && !is_tron_address(addr) {
+    if looks_like_tron(addr) && tron_account(addr).is_none() {
         return Some(
             "is not a valid TRON address (base58check: 34 characters, version 0x41, checksum)"
                 .into(),
         );
+    }
+    if let Some(f) = format
+        && !f.fits(addr)
+    {
+        return Some(format!(
+            "is not {}, the format the policy's [chains] table gives this chain",
+            f.describe()
+        ));
     }
     None
 }
@@ -108,48 +149,116 @@ fn looks_like_tron(addr: &str) -> bool {
     addr.len() == 34 && addr.starts_with('T') && addr.bytes().all(|b| base58_digit(b).is_some())
 }
 
+const BASE58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
 fn base58_digit(b: u8) -> Option<u8> {
-    const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    ALPHABET
+    BASE58
         .iter()
         .position(|&a| a == b)
         .and_then(|p| u8::try_from(p).ok())
 }
 
-/// Decodes base58 (Bitcoin alphabet) into bytes; `None` for a character outside it.
-fn base58_decode(s: &str) -> Option<Vec<u8>> {
-    // Big-endian base-256 digits of the number, grown as needed.
-    let mut bytes: Vec<u8> = Vec::with_capacity(s.len());
+/// The 25 bytes a base58 text (Bitcoin alphabet) encodes, when they are exactly 25: the number
+/// is built in four 64-bit limbs, most significant first.
+fn base58_25(s: &str) -> Option<[u8; 25]> {
+    let mut limbs = [0u64; 4];
     for b in s.bytes() {
-        let mut carry = u32::from(base58_digit(b)?);
-        for byte in bytes.iter_mut().rev() {
-            carry += u32::from(*byte) * 58;
-            *byte = (carry & 0xff) as u8;
-            carry >>= 8;
+        let mut carry = u128::from(base58_digit(b)?);
+        for limb in limbs.iter_mut().rev() {
+            let v = u128::from(*limb) * 58 + carry;
+            // The low 64 bits stay in the limb, the rest carries on.
+            let [low @ .., _, _, _, _, _, _, _, _] = v.to_le_bytes();
+            *limb = u64::from_le_bytes(low);
+            carry = v >> 64;
         }
-        while carry > 0 {
-            bytes.insert(0, (carry & 0xff) as u8);
-            carry >>= 8;
+        if carry != 0 {
+            return None;
         }
     }
-    let zeros = s.bytes().take_while(|&b| b == b'1').count();
-    let mut out = vec![0u8; zeros];
-    out.extend(bytes);
-    Some(out)
+    // 25 bytes are 200 bits: the top limb holds the first byte only.
+    let mut out = [0u8; 25];
+    out[0] = u8::try_from(limbs[0]).ok()?;
+    for (i, limb) in limbs[1..].iter().enumerate() {
+        out[1 + 8 * i..9 + 8 * i].copy_from_slice(&limb.to_be_bytes());
+    }
+    // Leading `1`s stand for leading zero bytes; a `T…` address has none.
+    (s.bytes().take_while(|&b| b == b'1').count() == out.iter().take_while(|&&b| b == 0).count())
+        .then_some(out)
 }
 
-/// True for a TRON address: base58check of 21 bytes starting 0x41, with its 4-byte checksum
-/// (the first bytes of a double SHA-256).
-#[must_use]
-pub(crate) fn is_tron_address(addr: &str) -> bool {
-    let Some(raw) = base58_decode(addr) else {
-        return false;
-    };
-    if raw.len() != 25 || raw[0] != 0x41 {
-        return false;
+/// The checksum base58check appends: the first 4 bytes of a double SHA-256.
+fn checksum(payload: &[u8]) -> [u8; 4] {
+    let d = sha256(&sha256(payload));
+    [d[0], d[1], d[2], d[3]]
+}
+
+/// The account of a TRON address: base58check of 21 bytes starting 0x41, with its 4-byte
+/// checksum; `None` when it is not one.
+fn tron_account(addr: &str) -> Option<[u8; 20]> {
+    if addr.len() != 34 {
+        return None;
     }
-    let (payload, check) = raw.split_at(21);
-    sha256(&sha256(payload))[..4] == *check
+    let raw = base58_25(addr)?;
+    if raw[0] != TRON_VERSION || checksum(&raw[..21]) != raw[21..] {
+        return None;
+    }
+    let mut account = [0u8; 20];
+    account.copy_from_slice(&raw[1..21]);
+    Some(account)
+}
+
+/// The `T…` spelling of an account.
+fn tron_spelling(account: &[u8; 20]) -> String {
+    let mut raw = Vec::with_capacity(25);
+    raw.push(TRON_VERSION);
+    raw.extend_from_slice(account);
+    raw.extend_from_slice(&checksum(&raw));
+    // Base 256 to base 58, least significant digit first.
+    let mut digits: Vec<u8> = Vec::with_capacity(34);
+    for &byte in &raw {
+        let mut carry = u32::from(byte);
+        for d in &mut digits {
+            carry += u32::from(*d) << 8;
+            *d = u8::try_from(carry % 58).unwrap_or(0);
+            carry /= 58;
+        }
+        while carry > 0 {
+            digits.push(u8::try_from(carry % 58).unwrap_or(0));
+            carry /= 58;
+        }
+    }
+    digits
+        .iter()
+        .rev()
+        .map(|&d| char::from(BASE58[usize::from(d)]))
+        .collect()
+}
+
+/// The 20 bytes of 40 hex digits.
+fn hex_account(hex: &[u8]) -> Option<[u8; 20]> {
+    let nibble = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut account = [0u8; 20];
+    for (byte, pair) in account.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(account)
+}
+
+/// The account a canonical address names: the 20 bytes of a `T…`, `41…` or `0x…` spelling;
+/// `None` for any other form, which is compared by its spelling alone.
+#[must_use]
+pub(crate) fn account_of(addr: &str) -> Option<[u8; 20]> {
+    if is_hex_spelling(addr) {
+        hex_account(&addr.as_bytes()[2..])
+    } else if looks_like_tron(addr) {
+        tron_account(addr)
+    } else {
+        None
+    }
 }
 
 /// `U+200B ZERO WIDTH SPACE`, or for printable ASCII the character quoted (`'-'`).
@@ -245,58 +354,81 @@ pub(crate) fn lookalike_of(addr: &str, entry: &str) -> Option<(usize, char)> {
     first
 }
 
-/// A set of addresses with the matching rule above.
+/// The key a spelling is compared by: hex spellings (`0x…`, `41…`) lowercased, as hex has no
+/// case; others as written.
+fn spelling_key(addr: &str) -> std::borrow::Cow<'_, str> {
+    if is_hex_spelling(addr) && addr.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(addr.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(addr)
+    }
+}
+
+/// A set of addresses, answering two questions: is this spelling in it (what an approve rule
+/// asks), and is this account in it, however spelled (what a reject or hold rule asks).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddressSet {
-    exact: HashSet<String>,
-    evm: HashSet<String>,
+    /// Each entry's spelling (see [`spelling_key`]).
+    spellings: HashSet<String>,
+    /// The accounts of the entries that name one.
+    accounts: HashSet<[u8; 20]>,
 }
 
 impl AddressSet {
     /// Adds one address.
     pub fn insert(&mut self, addr: &str) {
-        if is_evm_address(addr) {
-            self.evm.insert(addr.to_ascii_lowercase());
-        } else {
-            self.exact.insert(addr.to_string());
+        if let Some(a) = account_of(addr) {
+            self.accounts.insert(a);
         }
+        self.spellings.insert(spelling_key(addr).into_owned());
     }
 
-    /// Whether `addr` is in the set.
+    /// Whether `addr` is in the set as spelled (hex spellings in any case).
     #[must_use]
     pub fn contains(&self, addr: &str) -> bool {
-        if is_evm_address(addr) {
-            self.contains_key(&addr.to_ascii_lowercase(), true)
-        } else {
-            self.contains_key(addr, false)
-        }
+        self.contains_key(&spelling_key(addr))
     }
 
-    /// Whether the set holds `key`: an EVM address already lowercased (`evm`), or any other
-    /// address as written.
-    pub(crate) fn contains_key(&self, key: &str, evm: bool) -> bool {
-        if evm {
-            self.evm.contains(key)
-        } else {
-            self.exact.contains(key)
-        }
+    /// Whether the set holds the spelling `key` (hex already lowercased).
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
+        self.spellings.contains(key)
     }
 
-    /// Number of distinct addresses.
+    /// Whether the set names `account`, in any spelling.
+    pub(crate) fn contains_account(&self, account: &[u8; 20]) -> bool {
+        self.accounts.contains(account)
+    }
+
+    /// The entry naming `account`, as the set keeps it.
+    pub(crate) fn entry_of(&self, account: &[u8; 20]) -> Option<String> {
+        if !self.contains_account(account) {
+            return None;
+        }
+        let hex = crate::display::hex(account);
+        [
+            tron_spelling(account),
+            format!("0x{hex}"),
+            format!("41{hex}"),
+        ]
+        .into_iter()
+        .find(|s| self.spellings.contains(s))
+    }
+
+    /// Number of distinct spellings.
     #[must_use]
     pub(crate) fn len(&self) -> usize {
-        self.exact.len() + self.evm.len()
+        self.spellings.len()
     }
 
     /// Whether it holds no address.
     #[must_use]
     pub(crate) fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.evm.is_empty()
+        self.spellings.is_empty()
     }
 
-    /// Every address (EVM ones lowercased), in no particular order.
+    /// Every spelling (hex ones lowercased), in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
-        self.exact.iter().chain(self.evm.iter()).map(String::as_str)
+        self.spellings.iter().map(String::as_str)
     }
 }
 
@@ -305,7 +437,7 @@ impl AddressSet {
 #[derive(Debug, Clone, Default)]
 pub struct AddressMatcher {
     own: AddressSet,
-    lists: Vec<Arc<AddressSet>>,
+    lists: Vec<(String, Arc<AddressSet>)>,
 }
 
 impl AddressMatcher {
@@ -314,9 +446,9 @@ impl AddressMatcher {
         self.own.insert(addr);
     }
 
-    /// Adds a shared list.
-    pub(crate) fn add_list(&mut self, list: Arc<AddressSet>) {
-        self.lists.push(list);
+    /// Adds the shared list `name`.
+    pub(crate) fn add_list(&mut self, name: &str, list: Arc<AddressSet>) {
+        self.lists.push((name.to_owned(), list));
     }
 
     /// The rule's own addresses (not those of its lists).
@@ -325,15 +457,27 @@ impl AddressMatcher {
         &self.own
     }
 
-    /// The shared lists it uses.
-    pub(crate) fn lists(&self) -> &[Arc<AddressSet>] {
+    /// The shared lists it uses, with their names.
+    pub(crate) fn lists(&self) -> &[(String, Arc<AddressSet>)] {
         &self.lists
+    }
+
+    /// Where `account` is named (`list "treasury" entry T…`, or `entry T…` for the rule's own),
+    /// for a person reading why another spelling of it was held.
+    pub(crate) fn entry_naming(&self, account: &[u8; 20]) -> Option<String> {
+        if let Some(e) = self.own.entry_of(account) {
+            return Some(format!("entry {e}"));
+        }
+        self.lists.iter().find_map(|(name, l)| {
+            l.entry_of(account)
+                .map(|e| format!("list {name:?} entry {e}"))
+        })
     }
 
     /// Number of addresses (a list's addresses counted once per use).
     #[must_use]
     pub(crate) fn len(&self) -> usize {
-        self.own.len() + self.lists.iter().map(|l| l.len()).sum::<usize>()
+        self.own.len() + self.lists.iter().map(|(_, l)| l.len()).sum::<usize>()
     }
 }
 
@@ -341,15 +485,19 @@ impl AddressMatcher {
 mod tests {
     use super::*;
 
+    const TRON: &str = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
+    /// `TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7` in TRON's hex form.
+    const BAD_HEX: &str = "4111aadff433d1db4f33f03525a66853ce968fb339";
+
     #[test]
-    fn evm_addresses_match_in_any_case_and_others_only_exactly() {
+    fn hex_spellings_match_in_any_case_and_others_only_exactly() {
         let mut s = AddressSet::default();
         s.insert("0x8617E340B3D01FA5F11F306F4090FD50E238070D");
-        s.insert("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV");
+        s.insert(TRON);
         assert!(s.contains("0x8617e340b3d01fa5f11f306f4090fd50e238070d"));
-        assert!(s.contains("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV"));
+        assert!(s.contains(TRON));
         assert!(!s.contains("tfmqrpdfwupzfrxb42sxb22abcvl6xsopv"));
-        assert!(!s.contains("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV "));
+        assert!(!s.contains(&format!("{TRON} ")));
         assert!(
             !s.contains("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSоpV"),
             "Cyrillic o"
@@ -361,31 +509,69 @@ mod tests {
     }
 
     #[test]
-    fn tron_addresses_pass_base58check_and_a_changed_character_fails_it() {
-        for ok in [
-            "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV",
-            "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg",
-            "TNXoiAJ3dct8Fjg4M9fkLFh9S2v9TXc32G",
-        ] {
-            assert!(is_tron_address(ok), "{ok}");
-            assert_eq!(address_problem(ok, Some(TRON_CHAIN)), None);
-        }
-        assert!(!is_tron_address("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopW"));
-        assert!(!is_tron_address("TBadBadBadBadBadBadBadBadBadBadBad1"));
-        assert!(address_problem("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopW", Some(TRON_CHAIN)).is_some());
-        assert!(
-            address_problem("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopW", Some("56")).is_none(),
-            "base58check is TRON's rule, not BSC's"
+    fn the_three_spellings_of_one_account_are_one_account() {
+        let bad = "TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7";
+        let evm = format!("0x{}", &BAD_HEX[2..]);
+        let acct = account_of(bad).unwrap();
+        assert_eq!(account_of(BAD_HEX), Some(acct));
+        assert_eq!(account_of(&evm), Some(acct));
+        assert_eq!(
+            account_of(&evm.to_ascii_uppercase().replacen("0X", "0x", 1)),
+            Some(acct)
         );
-        assert!(
-            address_problem("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopW", None).is_some(),
-            "a TRON-shaped policy entry with a bad checksum is a typo"
+        assert_eq!(tron_spelling(&acct), bad);
+        let mut s = AddressSet::default();
+        s.insert(bad);
+        assert!(s.contains_account(&acct));
+        assert!(!s.contains(&evm), "another spelling is not this spelling");
+        assert_eq!(s.entry_of(&acct).as_deref(), Some(bad));
+        let mut h = AddressSet::default();
+        h.insert(&BAD_HEX.to_ascii_uppercase());
+        assert_eq!(h.entry_of(&acct), Some(BAD_HEX.to_string()));
+        assert_eq!(
+            account_of("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"),
+            None
         );
     }
 
     #[test]
+    fn tron_addresses_pass_base58check_on_every_chain() {
+        for ok in [
+            TRON,
+            "TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg",
+            "TNXoiAJ3dct8Fjg4M9fkLFh9S2v9TXc32G",
+        ] {
+            assert!(tron_account(ok).is_some(), "{ok}");
+            assert_eq!(address_problem(ok, None), None);
+            assert_eq!(address_problem(ok, Some(Format::Tron)), None);
+        }
+        let typo = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopW";
+        assert!(tron_account(typo).is_none());
+        assert!(tron_account("TBadBadBadBadBadBadBadBadBadBadBad1").is_none());
+        assert!(
+            address_problem(typo, None).is_some(),
+            "a bad checksum is refused whatever the chain"
+        );
+        assert!(
+            address_problem(BAD_HEX, None).is_none(),
+            "TRON's hex form is a spelling"
+        );
+    }
+
+    #[test]
+    fn a_chain_format_refuses_the_other_spellings() {
+        let evm = "0x8617E340B3D01FA5F11F306F4090FD50E238070D";
+        assert!(address_problem(evm, Some(Format::Tron)).is_some());
+        assert!(address_problem(BAD_HEX, Some(Format::Tron)).is_some());
+        assert!(address_problem(TRON, Some(Format::Evm)).is_some());
+        assert!(address_problem(BAD_HEX, Some(Format::Evm)).is_some());
+        assert!(address_problem(evm, Some(Format::Evm)).is_none());
+        assert!(address_problem(evm, None).is_none());
+    }
+
+    #[test]
     fn disguised_addresses_and_chain_ids_are_refused_with_the_character_named() {
-        let t = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
+        let t = TRON;
         for (bad, named) in [
             (format!("{t} "), "SPACE"),
             (format!("{t}\u{a0}"), "U+00A0 NO-BREAK SPACE"),
@@ -403,14 +589,18 @@ mod tests {
                 "CYRILLIC SMALL LETTER O",
             ),
         ] {
-            let p = address_problem(&bad, Some(TRON_CHAIN)).expect(&bad);
+            let p = address_problem(&bad, None).expect(&bad);
             assert!(p.contains(named), "{bad:?}: {p}");
         }
         let evm = "0x8617E340B3D01FA5F11F306F4090FD50E238070D";
-        assert_eq!(address_problem(evm, Some("56")), None);
-        assert!(address_problem(&evm.replacen("0x", "0X", 1), Some("56")).is_some());
-        assert!(address_problem(&evm[..41], Some("56")).is_some());
-        assert!(address_problem("0x", Some("56")).is_some());
+        assert_eq!(address_problem(evm, None), None);
+        assert!(address_problem(&evm.replacen("0x", "0X", 1), None).is_some());
+        assert!(address_problem(&evm[..41], None).is_some());
+        assert!(address_problem("0x", None).is_some());
+        assert!(
+            address_problem(&evm[2..], None).is_some(),
+            "40 hex without 0x"
+        );
         for chain in ["1", "56", "195", "18446744073709551615"] {
             assert_eq!(chain_problem(chain), None, "{chain}");
         }
@@ -431,7 +621,7 @@ mod tests {
 
     #[test]
     fn a_lookalike_is_found_only_where_the_differences_are_not_ascii() {
-        let t = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV";
+        let t = TRON;
         let fake = "TFMQrPdFWuPzFRXb42sxB22ABCVL6xS\u{43e}pV";
         assert_eq!(lookalike_of(fake, t), Some((32, '\u{43e}')));
         assert_eq!(lookalike_of("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopW", t), None);

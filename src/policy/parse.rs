@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::{
-    Action, AddressMatcher, AddressSet, Guard, Policy, Rule, WindowLimit, address_problem,
+    Action, AddressMatcher, AddressSet, Format, Guard, Policy, Rule, WindowLimit, address_problem,
     chain_problem,
 };
 use crate::display::hex;
@@ -299,33 +299,72 @@ fn check_kinds(
     Ok(())
 }
 
-/// The policy's `[chains]` table (`195 = "TRON"`) over the built-in names.
-fn chain_names(
+/// What the policy's `[chains]` table says: names for display (over the built-in ones), and the
+/// address format of the chains whose format the merchant gives.
+struct ChainTable {
+    names: crate::display::ChainNames,
+    formats: std::collections::HashMap<u128, Format>,
+}
+
+/// The policy's `[chains]` table: `195 = "TRON"` names a chain; `195 = { name = "TRON", format
+/// = "tron" }` also requires its transactions' addresses in that format.
+fn chain_table(
     ctx: &Ctx<'_>,
     table: BTreeMap<String, toml::Value>,
-) -> Result<crate::display::ChainNames, PolicyError> {
+) -> Result<ChainTable, PolicyError> {
     let mut extra = Vec::new();
+    let mut formats = std::collections::HashMap::new();
     for (id, v) in table {
         let place = Some(format!("[chains]: key `{id}`"));
         if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ctx.err(place, "a chainId must not be empty or have spaces"));
         }
-        match v.as_str().map(str::trim) {
+        let name_of = |v: Option<&toml::Value>| match v.and_then(|v| v.as_str()).map(str::trim) {
             Some(name) if !name.is_empty() && !name.chars().any(char::is_control) => {
-                extra.push((id, name.to_string()))
+                Ok(name.to_string())
             }
-            _ => {
-                return Err(ctx.err(
-                    place,
-                    format!(
-                        "must be the chain's name in quotes, such as \"TRON\", not {}",
-                        describe(&v)
-                    ),
-                ));
+            _ => Err(ctx.err(
+                place.clone(),
+                format!(
+                    "must be the chain's name in quotes, such as \"TRON\", or a table such as \
+                     {{ name = \"TRON\", format = \"tron\" }}, not {}",
+                    v.map_or_else(|| "a table without `name`".to_string(), describe)
+                ),
+            )),
+        };
+        let name = match &v {
+            toml::Value::Table(t) => {
+                if let Some(k) = t.keys().find(|k| !matches!(k.as_str(), "name" | "format")) {
+                    return Err(ctx.err(
+                        place,
+                        format!("unknown key `{k}`: a chain has a `name` and a `format`"),
+                    ));
+                }
+                let name = name_of(t.get("name"))?;
+                if let Some(f) = t.get("format") {
+                    let format: Format = f
+                        .as_str()
+                        .ok_or_else(|| format!("format must be text, not {}", describe(f)))
+                        .and_then(str::parse)
+                        .map_err(|m| ctx.err(place.clone(), m))?;
+                    if let Some(p) = chain_problem(&id) {
+                        return Err(ctx.err(place, format!("chain id {id:?} {p}")));
+                    }
+                    let no = id
+                        .parse::<u128>()
+                        .map_err(|_| ctx.err(place.clone(), format!("{id:?} is not a chain id")))?;
+                    formats.insert(no, format);
+                }
+                name
             }
-        }
+            other => name_of(Some(other))?,
+        };
+        extra.push((id, name));
     }
-    Ok(crate::display::ChainNames::with(extra))
+    Ok(ChainTable {
+        names: crate::display::ChainNames::with(extra),
+        formats,
+    })
 }
 
 /// Validates policy `text` read from `file`; `read_list` reads list files (relative to `file`).
@@ -345,9 +384,17 @@ pub fn parse(
     digest.update(text.as_bytes());
     let default = default_action(&ctx, raw.default.as_deref())?;
     let lists = address_lists(&ctx, text, &raw.lists, read_list, &mut digest)?;
+    // Read before the rules (whose addresses must fit their chains' formats); its own errors
+    // are reported after theirs, in the order of the file's parts.
+    let chain_table = chain_table(&ctx, raw.chains);
+    let formats = chain_table
+        .as_ref()
+        .map(|t| t.formats.clone())
+        .unwrap_or_default();
     let addresses = Addresses {
         ctx: &ctx,
         lists: &lists,
+        formats: &formats,
     };
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(raw.rule.len());
@@ -355,9 +402,10 @@ pub fn parse(
         rules.push(rule(&ctx, i, table, &mut names, &addresses)?);
     }
     let guard = raw.guard.map(|t| guard(&ctx, t)).transpose()?;
-    let chains = chain_names(&ctx, raw.chains)?;
+    let chains = chain_table?;
     Ok(Policy {
-        chains,
+        chains: chains.names,
+        formats: chains.formats,
         source: file.to_owned(),
         default,
         rules,
@@ -490,25 +538,30 @@ fn file_entries(path: &Path, content: &str) -> Vec<(String, String)> {
 struct Addresses<'a> {
     ctx: &'a Ctx<'a>,
     lists: &'a BTreeMap<String, Arc<AddressSet>>,
+    /// The formats the `[chains]` table gives.
+    formats: &'a std::collections::HashMap<u128, Format>,
 }
 
 impl Addresses<'_> {
-    /// Why `addr` can never match on any of `chains` (any chain when `None`), if it cannot. An
-    /// address a rule names must be able to match on one of the rule's chains (a `0x…` entry in
-    /// a TRON-only rule never can), and a list it uses must hold at least one such address.
-    fn unusable(addr: &str, chains: Option<&[String]>) -> Option<String> {
-        match chains {
-            None => address_problem(addr, None),
-            Some(cs) => {
-                let problems: Vec<String> = cs
-                    .iter()
-                    .filter_map(|c| address_problem(addr, Some(c)))
-                    .collect();
-                (problems.len() == cs.len())
-                    .then(|| problems.into_iter().next().unwrap_or_default())
-                    .map(|p| format!("{p} (the rule's chains: {})", cs.join(", ")))
-            }
+    /// Why `addr` can never match on any of `chains` (any chain when `None`), if it cannot: an
+    /// address a rule names must fit the format of one of the rule's chains, when the
+    /// `[chains]` table gives each of them one (a `0x…` entry in a rule for a chain of
+    /// format "tron" never matches), and a list it uses must hold at least one such address.
+    fn unusable(&self, addr: &str, chains: Option<&[String]>) -> Option<String> {
+        if let Some(p) = address_problem(addr, None) {
+            return Some(p);
         }
+        let cs = chains?;
+        let problems: Vec<String> = cs
+            .iter()
+            .filter_map(|c| {
+                let format = c.parse::<u128>().ok().and_then(|n| self.formats.get(&n));
+                address_problem(addr, format.copied())
+            })
+            .collect();
+        (problems.len() == cs.len())
+            .then(|| problems.into_iter().next().unwrap_or_default())
+            .map(|p| format!("{p} (the rule's chains: {})", cs.join(", ")))
     }
 
     /// The matcher of rule `rule`'s key `key` (`from` or `to`) with `items`.
@@ -532,7 +585,7 @@ impl Addresses<'_> {
                 let l = self.lists.get(list).ok_or_else(|| {
                     ctx.err(rule_place(rule, key), format!("unknown list @{list}"))
                 })?;
-                if chains.is_some() && !l.iter().any(|a| Self::unusable(a, chains).is_none()) {
+                if chains.is_some() && !l.iter().any(|a| self.unusable(a, chains).is_none()) {
                     return Err(ctx.err(
                         rule_place(rule, key),
                         format!(
@@ -541,8 +594,8 @@ impl Addresses<'_> {
                         ),
                     ));
                 }
-                set.add_list(l.clone());
-            } else if let Some(problem) = Self::unusable(item, chains) {
+                set.add_list(list, l.clone());
+            } else if let Some(problem) = self.unusable(item, chains) {
                 return Err(ctx.err(
                     rule_place(rule, key),
                     format!("address {item:?} {problem}; it could never match a transaction"),

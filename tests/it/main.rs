@@ -1,5 +1,6 @@
 //! Integration tests: the real binary and the library against the built-in sandbox.
 
+mod accounts;
 mod attack10;
 mod attack13;
 mod attack9;

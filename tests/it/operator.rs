@@ -300,6 +300,20 @@ async fn decisions_page_forwards_and_backwards_by_cursor_with_filters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_api_keys_file_and_reloading_revokes_every_key() {
+    // Issue 19, repro 9: a reload kept the old keys when the file was gone.
+    let d = start_fresh(vec![], "").await;
+    assert_eq!(d.get("/v1/status").await.0, 200);
+    std::fs::remove_file(d.dir.path().join("api-keys")).unwrap();
+    let (code, body) = d.post("/v1/policy/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["api_keys"], 0, "{body}");
+    let (code, body) = d.get("/v1/status").await;
+    assert_eq!(code, 401, "the revoked key still works: {body}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_policy_reload_takes_effect_and_an_invalid_one_keeps_the_old_policy() {
     let d = start_fresh(vec![item(TxId::new(1), HOT, STRANGER, "1", "195")], "").await;
     wait_until("held", Duration::from_secs(10), || async {

@@ -127,7 +127,7 @@ fn a_text_longer_than_the_key_allows_is_a_clear_error_not_a_panic() {
         .arg("--pfx")
         .arg(&pfx)
         .args(["--merchant-no", MERCHANT])
-        .arg("y".repeat(300))
+        .arg(format!("{{\"memo\":\"{}\"}}", "y".repeat(300)))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -219,6 +219,11 @@ fn sign_command_refuses_decision_shaped_texts_without_the_explicit_flag() {
         r#"{"id":7,"to":"T","value":"1","STATUS":2}"#,
         r#"{"id":7,"st\u0061tus":1}"#,
         "{id:7,status:1}",
+        // Issue 19, repro 9: fastjson decodes `\x74` (not JSON) to `t`; Java folds `ſ` to `s`.
+        r#"{"id":7,"s\x74atus":1}"#,
+        "{\"id\":7,\"\u{17f}tatus\":1}",
+        // Whatever is not strict JSON: a lenient parser reads more into it than we can check.
+        "hello",
     ] {
         let out = sign(text, &[]);
         let all = all_output(&out);
