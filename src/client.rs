@@ -260,6 +260,9 @@ pub struct Gate {
     /// Run once the permit is given, right before an attempt: what must be written down before
     /// it leaves.
     before_attempt: Option<BeforeAttempt>,
+    /// Asked with the permit once `before_attempt` is done, as the attempt leaves: whether what
+    /// it wrote down still holds (an approval's record was stamped recently enough).
+    on_leaving: Option<GateCheck<()>>,
 }
 
 impl Gate {
@@ -274,6 +277,7 @@ impl Gate {
             changes,
             cancel: None,
             before_attempt: None,
+            on_leaving: None,
         }
     }
 
@@ -289,6 +293,17 @@ impl Gate {
         self
     }
 
+    /// Also asks `check` (an `Err` says why not) with the permit as each attempt leaves, after
+    /// what `with_before_attempt` writes down, but not before it.
+    #[must_use]
+    pub(crate) fn with_leaving_check(
+        mut self,
+        check: impl Fn() -> Result<(), Refusal> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_leaving = Some(Box::new(move |()| check()));
+        self
+    }
+
     /// Also wakes from backoff sleeps when `token` is cancelled (`permit` then says no).
     #[must_use]
     pub(crate) fn with_cancel(mut self, token: tokio_util::sync::CancellationToken) -> Self {
@@ -300,6 +315,16 @@ impl Gate {
     fn check(&mut self) -> Result<(), Refusal> {
         self.changes.borrow_and_update();
         (self.permit)(())
+    }
+
+    /// Everything that must hold as an attempt leaves: the permit, and the check of what
+    /// `before_attempt` wrote down. Asked last thing before the request goes on the wire.
+    fn check_leaving(&mut self) -> Result<(), Refusal> {
+        self.check()?;
+        match &self.on_leaving {
+            Some(f) => f(()),
+            None => Ok(()),
+        }
     }
 
     /// Sleeps `wait`, re-asking at every change; `Err` as soon as the answer is no.
@@ -632,9 +657,9 @@ impl Client {
                 g.check().map_err(|r| stopped(attempts, r))?;
                 if let Some(f) = &g.before_attempt {
                     f(attempts).await.map_err(|r| stopped(attempts, r))?;
-                    // The write took time: what is in force may have changed meanwhile.
-                    g.check().map_err(|r| stopped(attempts, r))?;
                 }
+                // The write took time: what is in force may have changed meanwhile.
+                g.check_leaving().map_err(|r| stopped(attempts, r))?;
             }
             attempts += 1;
             let err = match self.attempt(endpoint, body).await {
@@ -892,6 +917,62 @@ mod tests {
         let e = decode_envelope(PENDING, br#"{"code":500,"message":"busy"}"#, None).unwrap_err();
         assert!(matches!(e, ClientError::Api { code: 500, .. }), "{e}");
         assert!(e.to_string().contains("busy"));
+    }
+
+    fn client_at(clock: Clock) -> Client {
+        Client::new(ClientConfig {
+            base_url: reqwest::Url::parse("http://127.0.0.1:9/").unwrap(),
+            merchant_no: "m".into(),
+            api_key: "k".into(),
+            api_secret: SecretString::from("s"),
+            lang: Lang::En,
+            timeout: Duration::from_secs(5),
+            max_requests_per_second: NonZeroU32::new(10).unwrap(),
+            sign_order: SignOrder::CaseInsensitive,
+            max_response_bytes: 1 << 20,
+            max_retries: 0,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+            max_clock_skew: Duration::from_secs(30),
+        })
+        .unwrap()
+        .with_clock(clock)
+    }
+
+    #[test]
+    fn a_clock_stepped_after_the_last_date_is_judged_as_it_reads_now() {
+        // The injected clock stands still while real time passes: the reading is carried to
+        // now on the monotonic clock, so the margins below leave a second for the test itself.
+        let date = 1_700_000_000_000;
+        let (clock, hand) = Clock::manual(date);
+        let c = client_at(clock);
+        assert_eq!(c.clock_doubt(None), Some(ClockDoubt::Unknown));
+        // The server's Date names the second the clock reads: in step.
+        let took = Duration::from_millis(5);
+        c.note_server_date(
+            std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000),
+            took,
+        );
+        assert_eq!(c.clock_doubt(None), None);
+        // Stepped ahead since: within 30 s + 1 s + 1 s, then beyond.
+        hand.set_ms(date + 31_000);
+        assert_eq!(c.clock_doubt(None), None);
+        hand.set_ms(date + 33_000);
+        assert!(matches!(
+            c.clock_doubt(None),
+            Some(ClockDoubt::Off { ahead: true, .. })
+        ));
+        // Stepped back: the Date's second and the answer's 5 ms count against it.
+        hand.set_ms(date - 30_000);
+        assert_eq!(c.clock_doubt(None), None);
+        hand.set_ms(date - 32_000);
+        assert!(matches!(
+            c.clock_doubt(None),
+            Some(ClockDoubt::Off { ahead: false, .. })
+        ));
+        // A Date that came before `since` does not count.
+        let later = std::time::Instant::now() + Duration::from_secs(1);
+        assert_eq!(c.clock_doubt(Some(later)), Some(ClockDoubt::Unknown));
     }
 
     #[test]

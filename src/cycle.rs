@@ -242,8 +242,9 @@ struct Send {
     /// For an approval: the rule approving it and its amount, to count it in windows again when
     /// it leaves late.
     approval: Option<(String, Decimal)>,
-    /// When its record (or re-send event) was written.
-    counted_at: Instant,
+    /// No later than the moment its record (or `resend` event) was stamped: taken before the
+    /// ledger was asked to write it, so a slow commit counts against [`LATE_SEND`].
+    stamped: Instant,
 }
 
 impl Engine {
@@ -561,6 +562,8 @@ impl Engine {
                 }
             };
             self.sign_page(&mut batch, &mut out).await;
+            // The records are stamped after this: their sends are timed from here.
+            let stamped = Instant::now();
             let seqs = match self.ledger.record_decisions(batch.clone()).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -583,7 +586,7 @@ impl Engine {
                         req: approve_request(&d.tx, verdict.status(), data),
                         generation,
                         approval: d.amount.map(|a| (d.rule.clone(), a)),
-                        counted_at: Instant::now(),
+                        stamped,
                     });
                 }
             }
@@ -695,13 +698,18 @@ impl Engine {
     }
 
     /// The gate a submission asks before every attempt: shutdown, the kill switch, and for an
-    /// approval the policy generation it was checked under and the server's clock.
+    /// approval the policy generation it was checked under, the clock (as it reads now, against
+    /// the server's `Date` and the newest record), and how recently the record it leaves on was
+    /// stamped.
     fn gate(&self, s: &Send) -> Gate {
         let (status, generation) = (s.req.status, s.generation);
         let control = self.control.clone();
         let shutdown = self.shutdown.clone();
         let client = self.client.clone();
         let lead = self.lead.clone();
+        // Weak: a submission never keeps the ledger (and its lock) alive past the engine.
+        let ledger = self.ledger.downgrade();
+        let clock = self.clock.clone();
         let permit = move || -> Result<(), Refusal> {
             if shutdown.is_cancelled() {
                 return Err("shutting down; it is sent after the restart".into());
@@ -726,6 +734,14 @@ impl Engine {
                 if let Some(doubt) = client.clock_doubt(None) {
                     return Err(doubt.to_string().into());
                 }
+                // The newest known first, then the clock: a clock reading earlier went back.
+                let newest = ledger
+                    .upgrade()
+                    .ok_or("the ledger is closed, so the attempt is not made")?
+                    .newest_known_ms();
+                if newest.is_some_and(|t| t > clock.now_ms()) {
+                    return Err("the clock is behind the newest ledger record".into());
+                }
             }
             Ok(())
         };
@@ -733,14 +749,41 @@ impl Engine {
         let Some((rule, amount)) = s.approval.clone() else {
             return gate;
         };
-        // An approval leaving later than its record (a retry, or a long wait for a slot) is
-        // written down again first, so that windows count it from when it may have left.
-        // Weak: a submission never keeps the ledger (and its lock) alive past the engine.
+        // An approval leaving later than `LATE_SEND` after its record was stamped (a retry, a
+        // wait for a slot, a slow commit) is written down again first, so that windows count it
+        // from when it may have left; a write that is itself slow is made once more, and then
+        // the attempt waits for the next cycle rather than leave on a stale stamp.
+        let stamp = Arc::new(std::sync::Mutex::new(s.stamped));
+        let stamped = {
+            let stamp = stamp.clone();
+            move || {
+                *stamp
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            }
+        };
+        let on_time = {
+            let stamped = stamped.clone();
+            move || -> Result<(), Refusal> {
+                let age = stamped().elapsed();
+                if age < LATE_SEND {
+                    return Ok(());
+                }
+                Err(format!(
+                    "its record was stamped {} ms ago, more than the {} ms an approval may leave \
+                     after it; it is checked again next cycle",
+                    age.as_millis(),
+                    LATE_SEND.as_millis()
+                )
+                .into())
+            }
+        };
         let ledger = self.ledger.downgrade();
-        let (seq, tx_id, counted_at) = (s.seq, s.req.id, s.counted_at);
+        let (seq, tx_id) = (s.seq, s.req.id);
         gate.with_before_attempt(move |attempts| {
-            let on_time = attempts == 0 && counted_at.elapsed() < LATE_SEND;
-            let ledger = ledger.clone();
+            // Half of `LATE_SEND` left for what follows (the checks, the connection).
+            let fresh = attempts == 0 && stamped().elapsed() < LATE_SEND / 2;
+            let (ledger, stamp) = (ledger.clone(), stamp.clone());
             let record = ResendRecord {
                 seq,
                 tx_id,
@@ -748,19 +791,40 @@ impl Engine {
                 amount,
             };
             async move {
-                if on_time {
+                if fresh {
                     return Ok(());
                 }
-                ledger
+                let ledger = ledger
                     .upgrade()
-                    .ok_or("the ledger is closed, so the attempt is not made")?
-                    .record_resends(vec![record])
-                    .await
-                    .map_err(|e| {
-                        Refusal::from(format!("cannot record the attempt, so it is not made: {e}"))
-                    })
+                    .ok_or("the ledger is closed, so the attempt is not made")?;
+                let mut took = std::time::Duration::ZERO;
+                for _ in 0..2 {
+                    let before = Instant::now();
+                    ledger
+                        .record_resends(vec![record.clone()])
+                        .await
+                        .map_err(|e| {
+                            Refusal::from(format!(
+                                "cannot record the attempt, so it is not made: {e}"
+                            ))
+                        })?;
+                    took = before.elapsed();
+                    if took < LATE_SEND / 2 {
+                        *stamp
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = before;
+                        return Ok(());
+                    }
+                }
+                Err(format!(
+                    "recording the attempt took {} ms, so it would leave on a stale record; it is \
+                     checked again next cycle",
+                    took.as_millis()
+                )
+                .into())
             }
         })
+        .with_leaving_check(on_time)
     }
 
     fn spawn_send(&self, set: &mut JoinSet<Option<Outcome>>, permits: &Arc<Semaphore>, s: Send) {
@@ -909,7 +973,8 @@ impl Engine {
                             req,
                             generation,
                             approval,
-                            counted_at: Instant::now(),
+                            // Set to before the page's `resend` events are written, below.
+                            stamped: Instant::now(),
                         });
                     }
                     continue;
@@ -987,7 +1052,12 @@ impl Engine {
                 .await
                 .map_err(CycleError::Ledger)?;
         }
-        // Written before any of them leaves; if it cannot be, none does.
+        // Written before any of them leaves; if it cannot be, none does. Each leaves on the
+        // stamp of this write, so they are timed from before it.
+        let stamped = Instant::now();
+        for s in &mut sends {
+            s.stamped = stamped;
+        }
         self.ledger
             .record_resends(resends)
             .await

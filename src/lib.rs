@@ -77,7 +77,10 @@
 //!   twins in `client::types`, the clock in `cycle::Engine::prepare` and the gate.
 //! - Windows count each approval once, from the last moment it may have left: one
 //!   implementation, `policy::Usage::at`, fed by `ledger::Ledger::usage_with_slack` (the daemon,
-//!   `policy explain`) and by `replay` (`policy replay`); metrics only read its result.
+//!   `policy explain`) and by `replay` (`policy replay`); metrics only read its result. No
+//!   attempt leaves more than [`policy::LATE_SEND`] after the stamp of the record it leaves on
+//!   (`cycle::Engine::gate`), and windows reach [`policy::window_slack`] further back, which
+//!   covers any two clocks the check lets through ([`domain::clock_bound`]).
 //! - The chain is intact: [`ledger::Ledger::verify`], run by the daemon at start.
 
 #![warn(missing_docs)]

@@ -5,6 +5,7 @@
 //! one `match` over the back ends: adding one is one arm per method.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -29,7 +30,18 @@ struct Inner {
     description: String,
     /// Told of every write the database refused as fenced (the daemon stands down).
     on_fenced: std::sync::OnceLock<OnFenced>,
+    /// The newest record time this process knows of (ms since the epoch): the newest record
+    /// read from the ledger, or the clock's reading once one of its own writes returned (never
+    /// earlier than that write's stamp). See [`LedgerHandle::newest_known_ms`].
+    newest_ms: AtomicI64,
+    /// Tests only: how long each write waits, once done, before it returns (a slow commit).
+    #[cfg(feature = "dev-tools")]
+    write_delay: std::sync::OnceLock<WriteDelay>,
 }
+
+/// Tests only: the delay of each write (see [`LedgerHandle::delay_writes`]).
+#[cfg(feature = "dev-tools")]
+type WriteDelay = Box<dyn Fn() -> Duration + Send + Sync>;
 
 /// Where the records live.
 enum Backend {
@@ -89,6 +101,9 @@ impl LedgerHandle {
             description: ledger.path().display().to_string(),
             backend: Backend::Sqlite(Arc::new(Mutex::new(ledger))),
             on_fenced: std::sync::OnceLock::new(),
+            newest_ms: AtomicI64::new(i64::MIN),
+            #[cfg(feature = "dev-tools")]
+            write_delay: std::sync::OnceLock::new(),
         }))
     }
 
@@ -100,6 +115,9 @@ impl LedgerHandle {
             description: ledger.describe().to_string(),
             backend: Backend::Postgres(ledger),
             on_fenced: std::sync::OnceLock::new(),
+            newest_ms: AtomicI64::new(i64::MIN),
+            #[cfg(feature = "dev-tools")]
+            write_delay: std::sync::OnceLock::new(),
         }))
     }
 
@@ -118,14 +136,43 @@ impl LedgerHandle {
         let _ = self.0.on_fenced.set(Box::new(f));
     }
 
-    /// Passes a write's result through, telling `on_fenced` of a fenced one.
-    fn written<T>(&self, r: Result<T, LedgerError>) -> Result<T, LedgerError> {
+    /// Passes a write's result through once it is done: tells `on_fenced` of a fenced one, and
+    /// notes the clock's reading after a successful one as the newest record time known (the
+    /// write's stamp was taken before it).
+    async fn written<T>(&self, r: Result<T, LedgerError>) -> Result<T, LedgerError> {
         if let Err(LedgerError::Fenced { mine, current }) = &r
             && let Some(f) = self.0.on_fenced.get()
         {
             f(*mine, *current);
         }
+        #[cfg(feature = "dev-tools")]
+        if let Some(delay) = self.0.write_delay.get() {
+            tokio::time::sleep(delay()).await;
+        }
+        if r.is_ok() {
+            self.note_newest(self.0.clock.now_ms());
+        }
         r
+    }
+
+    /// Raises the newest record time known to `ms`.
+    fn note_newest(&self, ms: i64) {
+        self.0.newest_ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    /// The newest record time this process knows of: no earlier than any record it read or
+    /// wrote. Read it before the clock: a clock that reads earlier than it has gone back.
+    #[must_use]
+    pub(crate) fn newest_known_ms(&self) -> Option<i64> {
+        Some(self.0.newest_ms.load(Ordering::SeqCst)).filter(|&t| t != i64::MIN)
+    }
+
+    /// Tests only: every write waits `delay()` once done, before it returns, as a commit whose
+    /// answer is slow does (the records keep the time they were stamped with). Set once.
+    #[cfg(feature = "dev-tools")]
+    #[doc(hidden)]
+    pub fn delay_writes(&self, delay: impl Fn() -> Duration + Send + Sync + 'static) {
+        let _ = self.0.write_delay.set(Box::new(delay));
     }
 
     /// Where the ledger is, for logs and status (never a password).
@@ -151,10 +198,11 @@ impl LedgerHandle {
         if new.is_empty() {
             return Ok(Vec::new());
         }
-        match &self.0.backend {
+        let r = match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_decisions(&new)).await,
-            Backend::Postgres(p) => self.written(p.record_decisions(&new).await),
-        }
+            Backend::Postgres(p) => p.record_decisions(&new).await,
+        };
+        self.written(r).await
     }
 
     /// Records submission outcomes in one transaction.
@@ -162,10 +210,11 @@ impl LedgerHandle {
         if outcomes.is_empty() {
             return Ok(());
         }
-        match &self.0.backend {
+        let r = match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_outcomes(&outcomes)).await,
-            Backend::Postgres(p) => self.written(p.record_outcomes(&outcomes).await),
-        }
+            Backend::Postgres(p) => p.record_outcomes(&outcomes).await,
+        };
+        self.written(r).await
     }
 
     /// Records that the approvals `resends` are about to be sent again, in one durable commit
@@ -177,19 +226,21 @@ impl LedgerHandle {
         if resends.is_empty() {
             return Ok(());
         }
-        match &self.0.backend {
+        let r = match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_resends(&resends)).await,
-            Backend::Postgres(p) => self.written(p.record_resends(&resends).await),
-        }
+            Backend::Postgres(p) => p.record_resends(&resends).await,
+        };
+        self.written(r).await
     }
 
     /// Records an operational event; returns its sequence number.
     pub async fn record_event(&self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
         let (kind, detail) = (kind.to_owned(), detail.to_owned());
-        match &self.0.backend {
+        let r = match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_event(&kind, &detail)).await,
-            Backend::Postgres(p) => self.written(p.record_event(&kind, &detail).await),
-        }
+            Backend::Postgres(p) => p.record_event(&kind, &detail).await,
+        };
+        self.written(r).await
     }
 
     /// Records an event unless one of `kind` with exactly `detail` is recorded already, in one
@@ -201,10 +252,11 @@ impl LedgerHandle {
         detail: &str,
     ) -> Result<Option<u64>, LedgerError> {
         let (kind, detail) = (kind.to_owned(), detail.to_owned());
-        match &self.0.backend {
+        let r = match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.record_event_once(&kind, &detail)).await,
-            Backend::Postgres(p) => self.written(p.record_event_once(&kind, &detail).await),
-        }
+            Backend::Postgres(p) => p.record_event_once(&kind, &detail).await,
+        };
+        self.written(r).await
     }
 
     /// Records one collection's result.
@@ -214,17 +266,16 @@ impl LedgerHandle {
         ok: bool,
         message: Option<String>,
     ) -> Result<(), LedgerError> {
-        match &self.0.backend {
+        let r = match &self.0.backend {
             Backend::Sqlite(l) => {
                 blocking(l, move |l| {
                     l.record_collect(is_main, ok, message.as_deref())
                 })
                 .await
             }
-            Backend::Postgres(p) => {
-                self.written(p.record_collect(is_main, ok, message.as_deref()).await)
-            }
-        }
+            Backend::Postgres(p) => p.record_collect(is_main, ok, message.as_deref()).await,
+        };
+        self.written(r).await
     }
 
     /// The state of `tx`'s content in the ledger.
@@ -304,12 +355,17 @@ impl LedgerHandle {
         }
     }
 
-    /// The time of the newest record, if any.
+    /// The time of the newest record, if any (also kept as the newest known, see
+    /// [`LedgerHandle::newest_known_ms`]).
     pub(crate) async fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
-        match &self.0.backend {
+        let newest = match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, |l| l.newest_record_ms()).await,
             Backend::Postgres(p) => p.newest_record_ms().await,
+        }?;
+        if let Some(t) = newest {
+            self.note_newest(t);
         }
+        Ok(newest)
     }
 
     /// The detail of the newest event of `kind`.

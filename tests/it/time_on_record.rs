@@ -3,8 +3,17 @@
 //! approvals of a one-per-`L` rule (or of the guard) never reach it less than `L` apart.
 //!
 //! - clocks at the very ends of what the check lets through (libfaketime);
+//! - a record, or a `resend` event, whose commit answers late (a test hook on the SQLite ledger
+//!   with an injected clock; a real PostgreSQL whose commits wait for a synchronous standby that
+//!   is not there);
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use cosigner::clock::{Clock, ManualClock};
+use cosigner::cycle::Engine;
+use cosigner::domain::Action;
 
 use crate::support::*;
 
@@ -110,5 +119,267 @@ async fn two_runs_at_the_allowed_skew_plus_a_second_either_way_cannot_fit_a_seco
     assert!(runs > 1, "run B was held at first: {runs} runs");
     eprintln!(
         "the two approvals reached the server {gap} ms apart; run B approved on its run {runs}"
+    );
+}
+
+/// Slow commits for the SQLite ledger's writes, one per write, in order: each sleeps `real` once
+/// the write is done (the monotonic clock sees a slow commit) and moves the injected wall clock
+/// `wall` on meanwhile (windows see one that took that long). Writes beyond the list are quick.
+fn slow_commits(e: &Engine, hand: &ManualClock, delays: &[(Duration, Duration)]) {
+    let queue = Arc::new(Mutex::new(delays.iter().copied().collect::<VecDeque<_>>()));
+    let hand = hand.clone();
+    e.ledger()
+        .delay_writes(move || match queue.lock().unwrap().pop_front() {
+            Some((real, wall)) => {
+                hand.advance(wall);
+                real
+            }
+            None => Duration::ZERO,
+        });
+}
+
+/// An engine over a SQLite ledger timed by an injected clock (now), under `one_per("10s")`; the
+/// client keeps the system clock, which the sandbox's `Date` is compared with.
+fn engine_with_injected_clock(dir: &std::path::Path, url: &str) -> (Engine, Clock, ManualClock) {
+    let (clock, hand) = Clock::manual(Clock::system().now_ms());
+    let e = engine_with_clock(
+        dir,
+        client_config(url),
+        &one_per("10s"),
+        small_pages(),
+        clock.clone(),
+    );
+    (e, clock, hand)
+}
+
+/// A commit whose answer takes 1.2 s (the monotonic clock), while the wall clock moves 2 min:
+/// beyond `LATE_SEND`, and far beyond the window and its slack (10 s + 65 s).
+const SLOW: (Duration, Duration) = (Duration::from_millis(1_200), Duration::from_secs(120));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_whose_record_commits_late_is_recorded_again_before_it_leaves() {
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "1",
+        "195",
+    )]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (e, clock, hand) = engine_with_injected_clock(dir.path(), &sb.url);
+    slow_commits(&e, &hand, &[SLOW]);
+    e.cycle_once().await.unwrap();
+    assert_eq!(approved_ids(&sb), ids([1]));
+    let decision = rows(&e).await[0].recorded_at_ms;
+    let resends = e.ledger().list_events("resend").await.unwrap();
+    assert_eq!(
+        resends.len(),
+        1,
+        "recorded again before it left: {resends:?}"
+    );
+
+    // Two minutes on the record's clock after its stamp, but the approval left just now: the
+    // window (10 s, reaching back 75 s) still holds it, from its `resend` event.
+    assert!(clock.now_ms() - decision >= 120_000);
+    sb.sandbox
+        .add_pending([item(TxId::new(2), HOT, TREASURY, "1", "195")]);
+    e.cycle_once().await.unwrap();
+    assert_eq!(approved_ids(&sb), ids([1]), "one per 10 s");
+    let held = e.ledger().history(TxId::new(2)).await.unwrap();
+    assert_eq!(held[0].action, Action::Hold, "{:?}", held[0].reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_whose_resend_events_commit_late_twice_waits_for_the_next_cycle() {
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "1",
+        "195",
+    )]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _clock, hand) = engine_with_injected_clock(dir.path(), &sb.url);
+    // The decision, then the `resend` event written because of it, then the one written again.
+    slow_commits(&e, &hand, &[SLOW, SLOW, SLOW]);
+    e.cycle_once().await.unwrap();
+    assert_eq!(approve_requests(&sb), 0, "nothing leaves on a stale record");
+    assert_eq!(e.ledger().list_events("resend").await.unwrap().len(), 2);
+
+    // The next cycle checks it again, records it again (quickly now) and sends it.
+    e.cycle_once().await.unwrap();
+    assert_eq!(approved_ids(&sb), ids([1]));
+    assert_eq!(e.ledger().list_events("resend").await.unwrap().len(), 3);
+    sb.sandbox
+        .add_pending([item(TxId::new(2), HOT, TREASURY, "1", "195")]);
+    e.cycle_once().await.unwrap();
+    assert_eq!(
+        approved_ids(&sb),
+        ids([1]),
+        "one per 10 s, counted from when it left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_clock_went_back_behind_the_newest_record_does_not_leave() {
+    // The first attempt is answered 503 (Retry-After 1 s); while the approval waits to retry,
+    // the clock is set back an hour, behind the decision it recorded. The retry asks the clock as
+    // it reads then: no `resend` event stamped an hour early, no attempt.
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "1",
+        "195",
+    )]))
+    .await;
+    sb.sandbox.set_faults(cosigner::sandbox::Faults {
+        error_rate: 1.0,
+        error_paths: vec![cosigner::client::APPROVE.into()],
+        retry_after: Some(1),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, hand) = Clock::manual(Clock::system().now_ms());
+    let mut cfg = client_config(&sb.url);
+    cfg.max_retries = 1;
+    let e = engine_with_clock(dir.path(), cfg, &one_per("10s"), small_pages(), clock);
+    let stepper = {
+        let (sb, hand) = (sb.sandbox.clone(), hand.clone());
+        tokio::spawn(async move {
+            wait_until("the first attempt", Duration::from_secs(10), || {
+                let n = sb.attempts().len();
+                async move { n >= 1 }
+            })
+            .await;
+            hand.set_ms(Clock::system().now_ms() - 3_600_000);
+            sb.set_faults(cosigner::sandbox::Faults::default());
+        })
+    };
+    let out = e.cycle_once().await.unwrap();
+    stepper.await.unwrap();
+    assert_eq!(
+        sb.sandbox.attempts().len(),
+        1,
+        "the retry did not leave: {out:?}"
+    );
+    assert_eq!(approved_ids(&sb), ids([]));
+    assert!(
+        e.ledger().list_events("resend").await.unwrap().is_empty(),
+        "no `resend` event stamped in the past"
+    );
+}
+
+/// Makes every commit of `pg` wait for a synchronous standby that is not there (as when a
+/// replica named in `synchronous_standby_names` is gone), once a probe write shows it does.
+async fn hang_commits(pg: &crate::pg::Pg) {
+    let admin = pg.admin("postgres").await;
+    admin
+        .batch_execute("CREATE TABLE IF NOT EXISTS hang_probe (x int)")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'gone'")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    // The setting reaches the server's processes a moment later: a probe commit that does not
+    // answer within half a second is waiting for the standby (it is let go with the rest).
+    loop {
+        let probe = pg.admin("postgres").await;
+        let write = tokio::spawn(async move {
+            probe
+                .batch_execute("INSERT INTO hang_probe VALUES (1)")
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !write.is_finished() {
+            return;
+        }
+    }
+}
+
+/// Lets the commits of `pg` through again.
+async fn release_commits(pg: &crate::pg::Pg) {
+    let admin = pg.admin("postgres").await;
+    admin
+        .batch_execute("ALTER SYSTEM RESET synchronous_standby_names")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_whose_postgresql_commit_hangs_leaves_only_on_a_record_stamped_when_it_leaves()
+{
+    let Some(pg) = crate::pg::Pg::start() else {
+        return;
+    };
+    // The review's repro: commits hanging 30 s, max_clock_skew = 5 s, one approval per 10 s
+    // (COSIGNER_SLOW_COMMIT=issue). By default a shorter one with the same shape: the hang is
+    // longer than the window and its slack (2 s + 7 s), so an approval counted from its record's
+    // stamp would let the next one out at once.
+    let (hang, skew, window) = match std::env::var("COSIGNER_SLOW_COMMIT").as_deref() {
+        Ok("issue") => (30, 5, "10s"),
+        _ => (10, 1, "2s"),
+    };
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "1",
+        "195",
+    )]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = client_config(&sb.url);
+    cfg.max_clock_skew = Duration::from_secs(skew);
+    let ledger = cosigner::ledger::LedgerHandle::postgres(Arc::new(pg.ledger().await));
+    let e = engine_on(dir.path(), cfg, &one_per(window), small_pages(), ledger);
+
+    hang_commits(&pg).await;
+    let started = Instant::now();
+    let (out, ()) = tokio::join!(e.cycle_once(), async {
+        tokio::time::sleep(Duration::from_secs(hang)).await;
+        release_commits(&pg).await;
+    });
+    let out = out.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(hang), "{out:?}");
+    assert_eq!(approved_ids(&sb), ids([1]), "{out:?}");
+    let recorded = rows(&e).await[0].recorded_at_ms;
+    let arrived = sb.sandbox.decisions()[0].at_ms;
+
+    sb.sandbox
+        .add_pending([item(TxId::new(2), HOT, TREASURY, "1", "195")]);
+    e.cycle_once().await.unwrap();
+    let approved: Vec<(TxId, u64)> = sb
+        .sandbox
+        .decisions()
+        .iter()
+        .map(|d| (d.id, d.at_ms))
+        .collect();
+    assert_eq!(
+        approved.len(),
+        1,
+        "one per {window}: approval 1 reached the server {} ms after its record's stamp; \
+         approvals (id, ms) {approved:?}",
+        arrived - u64::try_from(recorded).unwrap()
+    );
+    let resends = e.ledger().list_events("resend").await.unwrap();
+    assert_eq!(resends.len(), 1, "recorded again before it left");
+    let held = e.ledger().history(TxId::new(2)).await.unwrap();
+    assert_eq!(held[0].action, Action::Hold, "{:?}", held[0].reason);
+    eprintln!(
+        "approval 1 reached the server {} ms after its decision's stamp, on a resend event; approval 2 held: {}",
+        arrived - u64::try_from(recorded).unwrap(),
+        held[0].reason
     );
 }
