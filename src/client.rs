@@ -775,6 +775,25 @@ impl Client {
 
     /// Sweeps main coins (`is_main`) or tokens, with `data` signed over the collect text.
     pub async fn collect(&self, is_main: bool, data: &str) -> Result<(), ClientError> {
+        self.collect_with(is_main, data, None).await
+    }
+
+    /// [`Client::collect`], asking `gate` before every attempt (the kill switch).
+    pub(crate) async fn collect_gated(
+        &self,
+        is_main: bool,
+        data: &str,
+        gate: &mut Gate,
+    ) -> Result<(), ClientError> {
+        self.collect_with(is_main, data, Some(gate)).await
+    }
+
+    async fn collect_with(
+        &self,
+        is_main: bool,
+        data: &str,
+        gate: Option<&mut Gate>,
+    ) -> Result<(), ClientError> {
         let req = CollectRequest {
             is_main: u8::from(is_main),
             data: data.to_owned(),
@@ -783,7 +802,7 @@ impl Client {
             endpoint: COLLECT,
             detail: e.to_string(),
         })?;
-        self.call_raw(COLLECT, &text).await.map(|_| ())
+        self.call_gated(COLLECT, &text, gate).await.map(|_| ())
     }
 
     /// The platform's C2C buy and sell rates.

@@ -1,12 +1,14 @@
 //! Collection: sweeps main coins (`isMain` 1) and tokens (`isMain` 0) on schedule, each result
-//! recorded in the ledger and counted.
+//! recorded in the ledger and counted. A sweep moves funds, so it obeys the kill switch as an
+//! approval does: none runs, and none of its attempts leaves, unless the mode is normal.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 use tracing::{info, instrument, warn};
 
-use crate::client::Client;
+use crate::client::{Client, Gate, Refusal};
+use crate::control::Control;
 use crate::domain::collect_text;
 use crate::ledger::LedgerHandle;
 use crate::metrics::Metrics;
@@ -40,6 +42,8 @@ pub(crate) struct Collector {
     ledger: LedgerHandle,
     metrics: Arc<Metrics>,
     kinds: Vec<Kind>,
+    /// The kill-switch mode, asked before every sweep and every attempt of one.
+    control: Arc<Control>,
     /// In a pair: the lead, asked before every sweep.
     lead: Option<crate::leader::Lead>,
 }
@@ -51,8 +55,8 @@ impl Collector {
         signer: &Signer,
         ledger: LedgerHandle,
         metrics: Arc<Metrics>,
-        main: bool,
-        tokens: bool,
+        control: Arc<Control>,
+        (main, tokens): (bool, bool),
     ) -> Result<Self, SignerError> {
         let mut kinds = Vec::new();
         for (enabled, is_main) in [(main, true), (tokens, false)] {
@@ -68,6 +72,7 @@ impl Collector {
             ledger,
             metrics,
             kinds,
+            control,
             lead: None,
         })
     }
@@ -79,19 +84,52 @@ impl Collector {
         self
     }
 
-    /// Calls collect once per enabled kind.
+    /// Why no sweep may leave now (the kill switch, or this instance does not lead), if so.
+    fn refusal(control: &Control, lead: Option<&crate::leader::Lead>) -> Result<(), Refusal> {
+        let mode = control.mode();
+        if mode != crate::plan::Mode::Normal {
+            return Err(format!("{}-all mode: collections wait", mode.as_str()).into());
+        }
+        if let Some(lead) = lead {
+            lead.current()
+                .map_err(|e| Refusal::from(format!("not leading: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The gate every attempt of a sweep asks.
+    fn gate(&self) -> Gate {
+        let (control, lead) = (self.control.clone(), self.lead.clone());
+        Gate::new(
+            move || Self::refusal(&control, lead.as_ref()),
+            self.control.subscribe(),
+        )
+    }
+
+    /// Calls collect once per enabled kind, while the mode is normal (and, in a pair, this
+    /// instance leads); a sweep stopped by the kill switch before it left is not recorded.
     #[instrument(skip_all, name = "collect")]
     pub(crate) async fn collect_once(&self) -> CollectOutcome {
         let mut out = CollectOutcome::default();
         for kind in &self.kinds {
             let label = kind.label();
-            if let Some(lead) = &self.lead
-                && let Err(e) = lead.current()
-            {
-                info!(kind = label, reason = %e, "not leading: no collection");
+            if let Err(why) = Self::refusal(&self.control, self.lead.as_ref()) {
+                info!(kind = label, reason = %why, "no collection");
                 break;
             }
-            let result = self.client.collect(kind.is_main, &kind.data).await;
+            let result = self
+                .client
+                .collect_gated(kind.is_main, &kind.data, &mut self.gate())
+                .await;
+            if let Err(crate::client::ClientError::Stopped {
+                attempts: 0,
+                reason,
+                ..
+            }) = &result
+            {
+                info!(kind = label, reason = %reason, "collection stopped before it left");
+                break;
+            }
             let message = result.as_ref().err().map(|e| e.to_string());
             let outcome = if result.is_ok() { "ok" } else { "error" };
             self.metrics

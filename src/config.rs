@@ -52,6 +52,7 @@ const TEXT_KEYS: &[&str] = &[
     "ledger.name",
     "http.listen",
     "http.api_keys_file",
+    "control.pause_file",
 ];
 
 /// Every key of the configuration, for naming the nearest one to a mistyped variable.
@@ -89,6 +90,7 @@ const KEYS: &[&str] = &[
     "http.listen",
     "http.api_keys_file",
     "http.max_requests_per_second",
+    "control.pause_file",
     "callbacks.enabled",
     "log.format",
     "log.level",
@@ -229,7 +231,15 @@ struct RawConfig {
     #[serde(default)]
     callbacks: RawCallbacks,
     #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    pause_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -456,6 +466,13 @@ pub struct HttpConfig {
     pub(crate) metrics_auth: bool,
 }
 
+/// `[control]`: how the kill switch is kept.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Where a pause the ledger could not record is kept (fsynced) across restarts.
+    pub pause_file: PathBuf,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -484,6 +501,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// `[http]`.
     pub http: HttpConfig,
+    /// `[control]`.
+    pub control: ControlConfig,
     /// `[log]`.
     pub log: LogConfig,
 }
@@ -756,6 +775,7 @@ impl Validator<'_> {
         let api = self.api(raw.api, raw.key.allow_insecure_permissions)?;
         let allow_insecure = raw.key.allow_insecure_permissions;
         let key = self.key(raw.key, &api.client.merchant_no)?;
+        let ledger = self.ledger(raw.ledger, allow_insecure)?;
         Ok(Config {
             path: path.to_owned(),
             key,
@@ -763,10 +783,24 @@ impl Validator<'_> {
             poll: self.poll(raw.poll)?,
             collect: self.collect(raw.collect)?,
             policy: self.policy(raw.policy),
-            ledger: self.ledger(raw.ledger, allow_insecure)?,
             http: self.http(raw.http, raw.callbacks)?,
+            control: self.control(raw.control, &ledger),
+            ledger,
             log: self.log(raw.log)?,
         })
+    }
+
+    /// `[control]`: the pause file (default in the state directory, beside the SQLite ledger).
+    fn control(&self, raw: RawControl, ledger: &LedgerConfig) -> ControlConfig {
+        let state_dir = ledger
+            .path
+            .parent()
+            .map_or_else(|| self.dir.clone(), Path::to_path_buf);
+        ControlConfig {
+            pause_file: raw
+                .pause_file
+                .map_or_else(|| state_dir.join("pause"), |p| self.resolve(p)),
+        }
     }
 
     /// `[api]`; `allow_insecure` is `key.allow_insecure_permissions` (for `api.api_secret_file`).

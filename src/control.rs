@@ -1,14 +1,62 @@
 //! What an operator steers while the daemon runs: the policy in force (replaced whole on reload)
 //! and the kill-switch mode, with a generation number and a change signal so that a submission
 //! waiting to retry learns at once that what it was checked under is no longer in force.
+//!
+//! The mode has one writer. Mode changes are serialised, so that after any set of concurrent
+//! calls the mode in force, the ledger's latest mode record, the metric and `/v1/status` agree.
+//! A pause takes effect in memory at once and is then recorded; one that cannot be recorded
+//! stays in force, is kept in the pause file (fsynced, honoured at start), and is recorded as
+//! soon as the ledger takes it, before any decision is recorded. A resume is recorded first and
+//! then put in force, unless a pause came in meanwhile (the pause stays).
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use tracing::{error, warn};
+
+use crate::ledger::{LedgerError, LedgerHandle};
+use crate::metrics::Metrics;
 use crate::plan::Mode;
 use crate::policy::Policy;
 
-/// The policy in force and the mode, shared by the cycle, its submissions and the operator API.
+/// Why a mode change was not (wholly) made.
+#[derive(Debug, thiserror::Error)]
+pub enum ModeError {
+    /// A resume that could not be recorded: the mode in force did not change.
+    #[error("the mode could not be recorded, so it was not changed: {0}")]
+    NotChanged(#[source] LedgerError),
+    /// A pause in force that could not be recorded.
+    #[error(
+        "{}-all mode is in force now on this instance only: it could not be recorded in the ledger \
+         ({source}); it is recorded as soon as the ledger takes writes, and kept in the pause file \
+         meanwhile",
+        .mode.as_str()
+    )]
+    NotRecorded {
+        /// The mode in force.
+        mode: Mode,
+        /// Why it could not be recorded.
+        #[source]
+        source: LedgerError,
+    },
+    /// A resume recorded while a pause came in: the pause stays in force (and is recorded
+    /// after the resume).
+    #[error("a pause came in while resuming, and stays in force; resume again to lift it")]
+    Overtaken,
+}
+
+/// What the mode writer keeps beside the mode itself.
+#[derive(Debug, Default)]
+struct Book {
+    /// Bumped by every change of the mode in force.
+    seq: u64,
+    /// Who put the pause in force that the ledger has not recorded yet, if there is one.
+    unrecorded: Option<String>,
+}
+
+/// The policy in force and the mode, shared by the cycle, its submissions, the collector and the
+/// operator API.
 #[derive(Debug)]
 pub(crate) struct Control {
     policy: RwLock<Arc<Policy>>,
@@ -17,17 +65,37 @@ pub(crate) struct Control {
     mode: AtomicU8,
     /// Announces every change of policy or mode.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Changed together with `mode`.
+    book: Mutex<Book>,
+    /// One writer of the mode's records at a time.
+    writer: tokio::sync::Mutex<()>,
+    ledger: LedgerHandle,
+    metrics: Arc<Metrics>,
+    /// Where an unrecorded pause is kept across restarts.
+    pause_file: Option<PathBuf>,
 }
 
 impl Control {
-    /// `policy` in force, in normal mode.
+    /// `policy` in force, in normal mode; mode changes are recorded in `ledger` (and, until they
+    /// are, in `pause_file`) and shown in `metrics`.
     #[must_use]
-    pub(crate) fn new(policy: Arc<Policy>) -> Self {
+    pub(crate) fn new(
+        policy: Arc<Policy>,
+        ledger: LedgerHandle,
+        metrics: Arc<Metrics>,
+        pause_file: Option<PathBuf>,
+    ) -> Self {
+        metrics.set_mode(Mode::Normal.as_str());
         Self {
             policy: RwLock::new(policy),
             generation: AtomicU64::new(0),
             mode: AtomicU8::new(Mode::Normal.to_u8()),
             changes: tokio::sync::watch::Sender::new(0),
+            book: Mutex::new(Book::default()),
+            writer: tokio::sync::Mutex::new(()),
+            ledger,
+            metrics,
+            pause_file,
         }
     }
 
@@ -66,10 +134,204 @@ impl Control {
         Mode::from_u8(self.mode.load(Ordering::SeqCst))
     }
 
-    /// Puts `mode` in force.
-    pub(crate) fn put_mode(&self, mode: Mode) {
-        self.mode.store(mode.to_u8(), Ordering::SeqCst);
+    /// Whether a pause is in force that the ledger has not recorded yet.
+    pub(crate) fn unrecorded(&self) -> bool {
+        self.book().unrecorded.is_some()
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `mode` in force in memory (with `book` held), and shows it.
+    fn put(&self, book: &mut Book, mode: Mode) {
+        book.seq += 1;
+        if self.mode() != mode {
+            self.mode.store(mode.to_u8(), Ordering::SeqCst);
+            warn!(mode = mode.as_str(), "kill-switch mode in force");
+        }
+        self.metrics.set_mode(mode.as_str());
         self.announce();
+    }
+
+    /// Puts the pause `mode` (hold or reject) in force at once, for the page being decided and
+    /// every attempt not yet on the wire, then records it. `Err`: in force, but not recorded
+    /// (kept in the pause file, and recorded as soon as the ledger takes it).
+    pub(crate) async fn pause(&self, mode: Mode, by: &str) -> Result<(), ModeError> {
+        let mode = if mode == Mode::Normal {
+            Mode::Hold
+        } else {
+            mode
+        };
+        {
+            let mut book = self.book();
+            self.put(&mut book, mode);
+            book.unrecorded = Some(by.to_owned());
+        }
+        warn!(mode = mode.as_str(), by, "kill switch thrown");
+        self.write_pause_file(&mode.event_detail(by));
+        self.record_pause()
+            .await
+            .map_err(|source| ModeError::NotRecorded { mode, source })
+    }
+
+    /// Records normal mode, then puts it in force, unless a pause came in meanwhile.
+    pub(crate) async fn resume(&self, by: &str) -> Result<(), ModeError> {
+        let _writer = self.writer.lock().await;
+        let seq = self.book().seq;
+        self.ledger
+            .record_event("mode", &Mode::Normal.event_detail(by))
+            .await
+            .map_err(ModeError::NotChanged)?;
+        {
+            let mut book = self.book();
+            if book.seq != seq {
+                warn!(by, "a pause came in while resuming; it stays in force");
+                return Err(ModeError::Overtaken);
+            }
+            book.unrecorded = None;
+            self.put(&mut book, Mode::Normal);
+        }
+        warn!(by, "kill switch lifted");
+        self.remove_pause_file();
+        Ok(())
+    }
+
+    /// Records the pause in force that the ledger has not recorded yet, if there is one: a
+    /// cycle calls it before recording any decision, and a retry loop every second.
+    pub(crate) async fn record_pause(&self) -> Result<(), LedgerError> {
+        if !self.unrecorded() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock().await;
+        let (detail, seq) = {
+            let book = self.book();
+            let Some(by) = &book.unrecorded else {
+                return Ok(());
+            };
+            (self.mode().event_detail(by), book.seq)
+        };
+        if let Err(e) = self.ledger.record_event("mode", &detail).await {
+            error!(error = %e, "the kill-switch mode in force could not be recorded; retrying, and nothing is decided until it is");
+            return Err(e);
+        }
+        let recorded = {
+            let mut book = self.book();
+            let same = book.seq == seq;
+            if same {
+                book.unrecorded = None;
+            }
+            same
+        };
+        if recorded {
+            self.remove_pause_file();
+        }
+        Ok(())
+    }
+
+    /// At start, and when this instance takes the lead of a pair: puts in force the stricter of
+    /// the mode the ledger records and the pause this process holds unrecorded (in memory, or
+    /// in the pause file from before a restart), recording the latter first when it is the
+    /// stricter. A latest mode record that cannot be read counts as hold. Returns the mode in
+    /// force and whether the ledger records it; `Err` only when the ledger cannot be read.
+    pub(crate) async fn restore(&self) -> Result<(Mode, bool), LedgerError> {
+        let _writer = self.writer.lock().await;
+        let latest = self.ledger.latest_event("mode").await?;
+        if let Some(d) = &latest
+            && Mode::from_event_detail(d).is_none()
+        {
+            error!(event = %d, "the latest kill-switch record cannot be read; taking hold-all mode");
+        }
+        let recorded = Mode::from_latest_event(latest.as_deref());
+        let remembered = {
+            let book = self.book();
+            book.unrecorded
+                .as_ref()
+                .map(|by| (self.mode(), self.mode().event_detail(by)))
+        }
+        .or_else(|| self.read_pause_file());
+        let (mode, unrecorded) = match remembered {
+            Some((mode, detail)) if mode.stricter_than(recorded) => {
+                match self.ledger.record_event("mode", &detail).await {
+                    Ok(_) => (mode, None),
+                    Err(e) => {
+                        error!(mode = mode.as_str(), error = %e, "a pause this instance holds could not be recorded; it stays in force here, and is recorded as soon as the ledger takes it");
+                        let by = serde_json::from_str::<serde_json::Value>(&detail)
+                            .ok()
+                            .and_then(|v| v.get("by")?.as_str().map(str::to_owned))
+                            .unwrap_or_else(|| "pause file".into());
+                        (mode, Some(by))
+                    }
+                }
+            }
+            _ => (recorded, None),
+        };
+        let recorded_now = unrecorded.is_none();
+        {
+            let mut book = self.book();
+            self.put(&mut book, mode);
+            book.unrecorded = unrecorded;
+        }
+        if recorded_now {
+            self.remove_pause_file();
+        }
+        if mode != Mode::Normal {
+            warn!(
+                mode = mode.as_str(),
+                recorded = recorded_now,
+                "kill-switch mode restored"
+            );
+        }
+        Ok((mode, recorded_now))
+    }
+
+    /// The pause kept in the pause file, if there is one: its mode (hold when it cannot be
+    /// read) and the record to write.
+    fn read_pause_file(&self) -> Option<(Mode, String)> {
+        let path = self.pause_file.as_ref()?;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "the pause file cannot be read; taking hold-all mode");
+                return Some((Mode::Hold, Mode::Hold.event_detail("pause file")));
+            }
+        };
+        match Mode::from_event_detail(text.trim()) {
+            Some(m) if m != Mode::Normal => Some((m, text.trim().to_owned())),
+            _ => {
+                error!(file = %path.display(), "the pause file cannot be read; taking hold-all mode");
+                Some((Mode::Hold, Mode::Hold.event_detail("pause file")))
+            }
+        }
+    }
+
+    /// Writes `detail` to the pause file, durably (a file written and fsynced beside it, then
+    /// renamed over it, and the directory fsynced).
+    fn write_pause_file(&self, detail: &str) {
+        let Some(path) = &self.pause_file else {
+            return;
+        };
+        if let Err(e) = write_durably(path, detail) {
+            error!(file = %path.display(), error = %e, "cannot write the pause file; a restart keeps the pause only if the ledger records it");
+        }
+    }
+
+    fn remove_pause_file(&self) {
+        let Some(path) = &self.pause_file else {
+            return;
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "cannot remove the pause file; the recorded mode decides at start anyway, unless the file holds the stricter one")
+            }
+        }
     }
 
     /// A receiver that sees every change made after this call.
@@ -87,4 +349,23 @@ impl Control {
     fn announce(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
+}
+
+/// Writes `text` to `path` so that it survives a crash: into a temporary file beside it,
+/// fsynced, renamed over `path`, and the directory fsynced.
+fn write_durably(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }

@@ -66,25 +66,7 @@ pub struct CycleOutcome {
     pub(crate) duration_ms: u64,
 }
 
-/// Why a mode change was not (wholly) made.
-#[derive(Debug, thiserror::Error)]
-pub enum ModeError {
-    /// A resume that could not be recorded: the mode in force did not change.
-    #[error("the mode could not be recorded, so it was not changed: {0}")]
-    NotChanged(#[source] LedgerError),
-    /// A pause in force that could not be recorded.
-    #[error(
-        "{}-all mode is in force now, but could not be recorded in the ledger, so a restart would not keep it: {source}",
-        .mode.as_str()
-    )]
-    NotRecorded {
-        /// The mode in force.
-        mode: Mode,
-        /// Why it could not be recorded.
-        #[source]
-        source: LedgerError,
-    },
-}
+pub use crate::control::ModeError;
 
 /// Why a cycle could not run.
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +122,17 @@ pub struct EngineBuilder {
     shutdown: CancellationToken,
     events: Option<mpsc::UnboundedSender<DecisionEvent>>,
     lead: Option<Lead>,
+    pause_file: Option<std::path::PathBuf>,
 }
 
 impl EngineBuilder {
+    /// Where a pause that the ledger could not record is kept across restarts.
+    #[must_use]
+    pub fn pause_file(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.pause_file = path;
+        self
+    }
+
     /// In a pair: decide and send only while `lead` says this instance leads.
     #[must_use]
     pub(crate) fn lead(mut self, lead: Option<Lead>) -> Self {
@@ -176,14 +166,19 @@ impl EngineBuilder {
     pub fn build(self) -> Engine {
         self.metrics
             .set_policy(&self.policy.sha256, self.policy.limited_rules());
-        self.metrics.set_mode(Mode::Normal.as_str());
+        let control = Control::new(
+            self.policy,
+            self.ledger.clone(),
+            self.metrics.clone(),
+            self.pause_file,
+        );
         Engine {
             client: self.client,
             signer: self.signer,
             clock: self.ledger.clock().clone(),
             ledger: self.ledger,
             cycle_lock: tokio::sync::Mutex::new(()),
-            control: Arc::new(Control::new(self.policy)),
+            control: Arc::new(control),
             settings: self.settings,
             metrics: self.metrics,
             shutdown: self.shutdown,
@@ -267,6 +262,7 @@ impl Engine {
             shutdown: CancellationToken::new(),
             events: None,
             lead: None,
+            pause_file: None,
         }
     }
 
@@ -360,48 +356,25 @@ impl Engine {
         self.control.mode()
     }
 
-    /// Puts `mode` in force at once (for the page being decided and every attempt not yet on
-    /// the wire) and records it in the ledger. A pause takes effect even when it cannot be
-    /// recorded (the error says it would not survive a restart); a resume that cannot be
-    /// recorded is refused.
-    pub async fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), ModeError> {
-        let detail = mode.event_detail(actor);
-        if mode == Mode::Normal {
-            self.ledger
-                .record_event("mode", &detail)
-                .await
-                .map_err(ModeError::NotChanged)?;
-        }
-        self.control.put_mode(mode);
-        self.metrics.set_mode(mode.as_str());
-        warn!(mode = mode.as_str(), by = actor, "kill-switch mode changed");
-        if mode != Mode::Normal
-            && let Err(e) = self.ledger.record_event("mode", &detail).await
-        {
-            tracing::error!(mode = mode.as_str(), error = %e, "the kill-switch mode is in force but could not be recorded; a restart would not keep it");
-            return Err(ModeError::NotRecorded { mode, source: e });
-        }
-        Ok(())
+    /// What an operator steers: the policy in force and the kill-switch mode.
+    pub(crate) fn control(&self) -> &Arc<Control> {
+        &self.control
     }
 
-    /// Restores the mode recorded in the ledger (at start-up).
+    /// Puts `mode` in force (see `Control`): a pause at once, for the page being decided and
+    /// every attempt not yet on the wire, then recorded (`Err(NotRecorded)`: in force, kept in
+    /// the pause file, recorded as soon as the ledger takes it); a resume once recorded.
+    pub async fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), ModeError> {
+        match mode {
+            Mode::Normal => self.control.resume(actor).await,
+            pause => self.control.pause(pause, actor).await,
+        }
+    }
+
+    /// Puts in force the stricter of the mode recorded in the ledger and a pause this process
+    /// holds unrecorded (at start-up, and when an instance of a pair takes the lead).
     pub async fn restore_mode(&self) -> Result<Mode, LedgerError> {
-        let mode = self.ledger.latest_event("mode").await?;
-        if let Some(d) = &mode
-            && Mode::from_event_detail(d).is_none()
-        {
-            tracing::error!(event = %d, "the latest kill-switch event cannot be read; starting in hold-all mode");
-        }
-        let mode = Mode::from_latest_event(mode.as_deref());
-        self.control.put_mode(mode);
-        self.metrics.set_mode(mode.as_str());
-        if mode != Mode::Normal {
-            warn!(
-                mode = mode.as_str(),
-                "starting in kill-switch mode recorded in the ledger"
-            );
-        }
-        Ok(mode)
+        self.control.restore().await.map(|(mode, _)| mode)
     }
 
     /// Reads every page, de-duplicating by id, stopping at `total` or when paging goes nowhere.
@@ -562,6 +535,11 @@ impl Engine {
                 }
             };
             self.sign_page(&mut batch, &mut out).await;
+            // A pause in force is recorded before any decision is.
+            if let Err(e) = self.control.record_pause().await {
+                failure = Some(CycleError::Ledger(e));
+                break;
+            }
             // The records are stamped after this: their sends are timed from here.
             let stamped = Instant::now();
             let seqs = match self.ledger.record_decisions(batch.clone()).await {

@@ -211,32 +211,39 @@ pub async fn build(
             .with_clock(clock)
             .with_attempt_permit(permit),
     );
+    let engine = Engine::builder(
+        client.clone(),
+        signer.clone(),
+        ledger.clone(),
+        policy,
+        metrics.clone(),
+    )
+    .settings(PollSettings {
+        page_size: cfg.poll.page_size,
+        max_in_flight: cfg.api.max_in_flight,
+        dry_run: opts.dry_run || cfg.policy.dry_run,
+        max_pages: DEFAULT_MAX_PAGES,
+    })
+    .shutdown(shutdown)
+    .events(opts.events)
+    .lead(lead.clone())
+    .pause_file(Some(cfg.control.pause_file.clone()))
+    .build();
     let collector = if cfg.collect.enabled {
         Some(Arc::new(
             Collector::new(
-                client.clone(),
+                client,
                 &signer,
                 ledger.clone(),
                 metrics.clone(),
-                cfg.collect.main,
-                cfg.collect.tokens,
+                engine.control().clone(),
+                (cfg.collect.main, cfg.collect.tokens),
             )?
             .with_lead(lead.clone()),
         ))
     } else {
         None
     };
-    let engine = Engine::builder(client, signer, ledger.clone(), policy, metrics.clone())
-        .settings(PollSettings {
-            page_size: cfg.poll.page_size,
-            max_in_flight: cfg.api.max_in_flight,
-            dry_run: opts.dry_run || cfg.policy.dry_run,
-            max_pages: DEFAULT_MAX_PAGES,
-        })
-        .shutdown(shutdown)
-        .events(opts.events)
-        .lead(lead.clone())
-        .build();
     let reload = opts.reload.unwrap_or_default();
     engine.restore_mode().await?;
     engine.note_policy_loaded("start").await?;
@@ -312,16 +319,32 @@ async fn open_pair(
 
 /// What a new leader does before its first cycle: its writes carry `epoch`, and it takes the
 /// mode and records the policy as the shared ledger holds them now (the old leader may have
-/// changed the mode). When the recorded mode cannot be read, this instance does not lead on a
-/// mode it merely remembers (an old leader's pause would be lost): it stands down, and takes
-/// the lead again, reading the mode afresh, once the database answers.
+/// changed the mode), or the pause this instance holds unrecorded when that is stricter, which
+/// it records first. When the recorded mode cannot be read, or a pause it holds cannot be
+/// recorded, this instance does not lead (an old leader's pause, or its own, would be lost
+/// to the pair): it stands down, and takes the lead again, reading the mode afresh, once the
+/// database answers.
 async fn take_over(engine: &Engine, lead: &Lead, epoch: i64) -> Result<(), LedgerError> {
     lead.set_epoch(epoch);
     engine.wake_submissions();
-    if let Err(e) = engine.restore_mode().await {
-        warn!(error = %e, epoch, "cannot read the recorded kill-switch mode at takeover; standing down rather than deciding on a mode the ledger may have changed");
-        lead.stand_down();
-        return Err(e);
+    match engine.control().restore().await {
+        Err(e) => {
+            warn!(error = %e, epoch, "cannot read the recorded kill-switch mode at takeover; standing down rather than deciding on a mode the ledger may have changed");
+            lead.stand_down();
+            return Err(e);
+        }
+        Ok((mode, false)) => {
+            warn!(
+                epoch,
+                mode = mode.as_str(),
+                "a pause this instance holds could not be recorded at takeover; standing down until it is"
+            );
+            lead.stand_down();
+            return Err(LedgerError::Interrupted(
+                "a pause this instance holds is not recorded".into(),
+            ));
+        }
+        Ok(_) => {}
     }
     if let Err(e) = engine.note_policy_loaded("takeover").await {
         warn!(error = %e, "the policy in force could not be recorded at takeover");
@@ -519,6 +542,25 @@ pub async fn run_with(
             }
         });
     }
+    // A pause the ledger could not take is recorded as soon as it can be (on a standby too: the
+    // database lets a pause record through whatever the epoch).
+    {
+        let control = parts.engine.control().clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PAUSE_RETRY);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if control.unrecorded() && control.record_pause().await.is_ok() {
+                    info!("the kill-switch mode in force is now recorded");
+                }
+            }
+        });
+    }
     if let Some(every) = systemd::watchdog_interval() {
         let health = health.clone();
         let stop = shutdown.clone();
@@ -558,6 +600,9 @@ pub async fn run_with(
     }
     info!("stopped");
 }
+
+/// How often a pause the ledger could not take is tried again.
+const PAUSE_RETRY: Duration = Duration::from_secs(1);
 
 /// How often a standby shows life to the watchdog (it runs no cycles, and is healthy).
 const STANDBY_BEAT: Duration = Duration::from_secs(1);

@@ -969,6 +969,14 @@ impl Ledger {
             .map_err(LedgerError::Write)
     }
 
+    /// Lets writes succeed again after `simulate_write_failure` (tests only).
+    #[cfg(feature = "dev-tools")]
+    pub(crate) fn end_simulated_write_failure(&self) -> rusqlite::Result<()> {
+        self.conn.pragma_update(None, "query_only", false)?;
+        self.conn
+            .query_row("PRAGMA max_page_count = 1073741823", [], |_| Ok(()))
+    }
+
     /// Makes every later write fail the way a read-only or full filesystem does (tests only).
     #[cfg(feature = "dev-tools")]
     #[doc(hidden)]

@@ -783,6 +783,8 @@ async fn status(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError>
         "ledger": {"backend": ledger.backend_name(), "location": ledger.describe()},
         "leadership": leadership,
         "mode": s.engine.mode().as_str(),
+        // False while a pause is in force that the ledger has not recorded yet.
+        "mode_recorded": !s.engine.control().unrecorded(),
         "policy": {"sha256": policy.sha256, "file": policy.source},
         "ready": ready.is_ok(),
         "not_ready_reason": ready.err(),

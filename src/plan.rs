@@ -31,7 +31,7 @@ pub enum Mode {
 impl Mode {
     /// The name used in logs, metrics, the ledger and the API.
     #[must_use]
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Mode::Normal => "normal",
             Mode::Hold => "hold",
@@ -40,9 +40,9 @@ impl Mode {
     }
 
     /// The ledger event that records this mode being put in force by `by`; read back by
-    /// [`crate::cycle::Engine::restore_mode`].
+    /// `crate::control::Control::restore`.
     #[must_use]
-    pub(crate) fn event_detail(self, by: &str) -> String {
+    pub fn event_detail(self, by: &str) -> String {
         serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
     }
 
@@ -77,18 +77,25 @@ impl Mode {
         }
     }
 
+    /// Whether this mode lets less out than `other`: normal, then reject (no approval), then
+    /// hold (nothing at all).
+    #[must_use]
+    pub(crate) fn stricter_than(self, other: Mode) -> bool {
+        self.to_u8() > other.to_u8()
+    }
+
     pub(crate) fn to_u8(self) -> u8 {
         match self {
             Mode::Normal => 0,
-            Mode::Hold => 1,
-            Mode::Reject => 2,
+            Mode::Reject => 1,
+            Mode::Hold => 2,
         }
     }
 
     pub(crate) fn from_u8(v: u8) -> Self {
         match v {
             0 => Mode::Normal,
-            2 => Mode::Reject,
+            1 => Mode::Reject,
             // Anything unknown is treated as the safe choice.
             _ => Mode::Hold,
         }

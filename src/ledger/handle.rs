@@ -450,6 +450,23 @@ impl LedgerHandle {
             )),
         }
     }
+
+    /// Ends [`LedgerHandle::simulate_write_failure`]: writes work again (tests only).
+    #[cfg(feature = "dev-tools")]
+    #[doc(hidden)]
+    pub async fn end_simulated_write_failure(&self) -> Result<(), LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => {
+                blocking(l, |l| {
+                    l.end_simulated_write_failure().map_err(LedgerError::Write)
+                })
+                .await
+            }
+            Backend::Postgres(_) => Err(LedgerError::Interrupted(
+                "simulated write failures are for the SQLite ledger".into(),
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod failover;
 mod files;
 mod first_hour;
 mod fuzz_regressions;
+mod kill_switch;
 mod network;
 mod operator;
 mod pair;

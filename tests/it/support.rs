@@ -383,6 +383,18 @@ pub(crate) fn engine_on(
     settings: cosigner::cycle::PollSettings,
     ledger: cosigner::ledger::LedgerHandle,
 ) -> cosigner::cycle::Engine {
+    engine_built(dir, client, policy_text, settings, ledger, |b| b)
+}
+
+/// [`engine_on`], with `more` applied to the builder last.
+pub(crate) fn engine_built(
+    dir: &Path,
+    client: ClientConfig,
+    policy_text: &str,
+    settings: cosigner::cycle::PollSettings,
+    ledger: cosigner::ledger::LedgerHandle,
+    more: impl FnOnce(cosigner::cycle::EngineBuilder) -> cosigner::cycle::EngineBuilder,
+) -> cosigner::cycle::Engine {
     use std::sync::Arc;
     let ppath = dir.join("policy.toml");
     std::fs::write(&ppath, policy_text).unwrap();
@@ -390,7 +402,7 @@ pub(crate) fn engine_on(
     if !pfx.exists() {
         key_copy(dir, "keytool-aes.pfx");
     }
-    cosigner::cycle::Engine::builder(
+    let builder = cosigner::cycle::Engine::builder(
         Arc::new(cosigner::client::Client::new(client).unwrap()),
         Arc::new(
             cosigner::signer::Signer::load(&cosigner::signer::KeySource {
@@ -404,8 +416,8 @@ pub(crate) fn engine_on(
         Arc::new(cosigner::policy::load(&ppath).unwrap()),
         Arc::new(cosigner::metrics::Metrics::new().unwrap()),
     )
-    .settings(settings)
-    .build()
+    .settings(settings);
+    more(builder).build()
 }
 
 /// Opens the ledger at `path` for writing. A test that drops an engine mid-cycle (a crash) and

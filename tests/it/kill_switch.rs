@@ -1,0 +1,237 @@
+//! The kill switch is absolute (issue 19): after `pause` returns, nothing the pause forbids
+//! leaves. Each numbered repro of the issue's attack is a test here, and a property test throws
+//! random interleavings of pauses, resumes, reloads, slow connects, slow TLS and 503s at a
+//! daemon whose server timestamps every arrival.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cosigner::plan::Mode;
+use serde_json::Value;
+
+use crate::support::*;
+
+/// The operator API key of the daemons here.
+const KEY: &str = "cos_kill_switch_test_key";
+
+const APPROVE_TREASURY: &str = "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\n";
+
+/// A config in `dir` for `url` with the operator API on, and `extra` appended.
+fn config(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
+    let cfg = write_config(dir, url);
+    std::fs::write(dir.join("policy.toml"), APPROVE_TREASURY).unwrap();
+    std::fs::write(
+        dir.join("api-keys"),
+        format!("{}\n", cosigner::operator::digest(KEY)),
+    )
+    .unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\napi_keys_file = \"api-keys\"\n{extra}"
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+/// `POST base/v1/{path}` with the operator key: (status, body).
+async fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/{path}"))
+        .basic_auth(KEY, Some(""))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn metrics(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the counter or gauge line that starts with `name`, 0 when absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collections_wait_while_paused_and_run_again_once_resumed() {
+    // Repro 4: six sweeps in six seconds with /v1/status saying hold.
+    let sb = start_sandbox(scenario(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &sb.url, "");
+    let d = run_daemon(&cfg, timings(50, 100)).await;
+    wait_until("a first sweep", Duration::from_secs(10), || async {
+        !sb.sandbox.collects().is_empty()
+    })
+    .await;
+    let (code, body) = post(&d.base, "pause", "{}").await;
+    assert_eq!(code, 200, "{body}");
+    let swept = sb.sandbox.collects().len();
+    // Twenty more cycles: the collector, every 100 ms, has had several turns meanwhile.
+    let polls = metric(
+        &metrics(&d.base).await,
+        "cosigner_poll_runs_total{outcome=\"ok\"}",
+    );
+    wait_until("twenty more cycles", Duration::from_secs(20), || async {
+        metric(
+            &metrics(&d.base).await,
+            "cosigner_poll_runs_total{outcome=\"ok\"}",
+        ) >= polls + 20.0
+    })
+    .await;
+    assert_eq!(
+        sb.sandbox.collects().len(),
+        swept,
+        "a sweep left while the kill switch held everything"
+    );
+    let (code, body) = post(&d.base, "resume", "").await;
+    assert_eq!(code, 200, "{body}");
+    wait_until(
+        "sweeps again after resume",
+        Duration::from_secs(10),
+        || async { sb.sandbox.collects().len() > swept },
+    )
+    .await;
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_and_a_pause_sent_together_leave_mode_ledger_and_metric_agreeing() {
+    // Repro 5: 32 of 150 rounds left the daemon approving while its ledger said hold.
+    let sb = start_sandbox(scenario(vec![])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = std::sync::Arc::new(engine_for(
+        dir.path(),
+        &sb.url,
+        APPROVE_TREASURY,
+        small_pages(),
+    ));
+    let mut disagreements = Vec::new();
+    for round in 0..150 {
+        let (first, second) = if round % 2 == 0 {
+            (Mode::Normal, Mode::Hold)
+        } else {
+            (Mode::Hold, Mode::Normal)
+        };
+        let (a, b) = (e.clone(), e.clone());
+        let one = tokio::spawn(async move { a.set_mode(first, "one").await.is_ok() });
+        let two = tokio::spawn(async move { b.set_mode(second, "two").await.is_ok() });
+        let _ = (one.await.unwrap(), two.await.unwrap());
+        let recorded = e.ledger().list_events("mode").await.unwrap();
+        let latest = recorded
+            .last()
+            .and_then(|d| Mode::from_event_detail(d))
+            .unwrap_or(Mode::Normal);
+        let text = e.metrics.render();
+        let shown = ["normal", "hold", "reject"]
+            .into_iter()
+            .find(|m| text.contains(&format!("cosigner_mode{{mode=\"{m}\"}} 1")));
+        if e.mode() != latest || shown != Some(e.mode().as_str()) {
+            disagreements.push((round, e.mode(), latest, shown));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} of 150 rounds disagree (round, in force, recorded, metric): {disagreements:?}",
+        disagreements.len()
+    );
+}
+
+#[tokio::test]
+async fn a_pause_the_ledger_cannot_take_is_kept_across_a_restart_and_recorded_once_writes_return() {
+    // Repro 9: a pause taken while the disk was full was never recorded once space returned,
+    // and a restart then ran in normal mode.
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pause_file = dir.path().join("pause");
+    let engine = |dir: &Path| {
+        let ledger = cosigner::ledger::LedgerHandle::sqlite(open_ledger(&dir.join("ledger.db")));
+        engine_on_with(dir, &sb.url, ledger, &pause_file)
+    };
+    let e = engine(dir.path());
+    e.restore_mode().await.unwrap();
+    e.ledger().simulate_write_failure(false).await.unwrap();
+    let err = e.set_mode(Mode::Hold, "operator API").await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("in force now on this instance only"),
+        "{err}"
+    );
+    assert_eq!(e.mode(), Mode::Hold);
+    assert!(
+        pause_file.exists(),
+        "the unrecorded pause is kept in the pause file"
+    );
+    // A crash now, and a start once space is back: the pause file is honoured, and recorded.
+    drop(e);
+    let e = engine(dir.path());
+    assert_eq!(e.restore_mode().await.unwrap(), Mode::Hold);
+    assert_eq!(
+        e.ledger()
+            .list_events("mode")
+            .await
+            .unwrap()
+            .last()
+            .map(String::as_str),
+        Some(Mode::Hold.event_detail("operator API").as_str())
+    );
+    assert!(!pause_file.exists(), "recorded: the pause file is gone");
+    e.cycle_once().await.unwrap();
+    assert_eq!(approved_ids(&sb), Vec::<TxId>::new());
+
+    // Without a restart: the disk fills, a pause cannot be recorded; space returns, and the
+    // next cycle records it before any decision.
+    e.set_mode(Mode::Normal, "operator API").await.unwrap();
+    e.ledger().simulate_write_failure(false).await.unwrap();
+    assert!(e.set_mode(Mode::Reject, "SIGUSR1").await.is_err());
+    e.ledger().end_simulated_write_failure().await.unwrap();
+    e.cycle_once().await.unwrap();
+    assert_eq!(
+        e.ledger()
+            .list_events("mode")
+            .await
+            .unwrap()
+            .last()
+            .map(String::as_str),
+        Some(Mode::Reject.event_detail("SIGUSR1").as_str()),
+        "the pause is recorded once the ledger takes writes"
+    );
+    assert!(!pause_file.exists());
+    assert_eq!(approved_ids(&sb), Vec::<TxId>::new());
+}
+
+/// An engine over `ledger` in `dir` with the test policy, keeping an unrecorded pause in
+/// `pause_file`.
+fn engine_on_with(
+    dir: &Path,
+    url: &str,
+    ledger: cosigner::ledger::LedgerHandle,
+    pause_file: &Path,
+) -> cosigner::cycle::Engine {
+    engine_built(
+        dir,
+        client_config(url),
+        APPROVE_TREASURY,
+        small_pages(),
+        ledger,
+        |b| b.pause_file(Some(pause_file.to_path_buf())),
+    )
+}
