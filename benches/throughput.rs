@@ -227,7 +227,7 @@ fn one_cycle(
             Arc::new(policy::load(&ppath).expect("policy")),
             Arc::new(Metrics::new().expect("metrics")),
         )
-        .settings(PollSettings { page_size: 100, max_in_flight: 4, dry_run: false, max_pages: 10_000 })
+        .settings(PollSettings { page_size: 100, max_in_flight: 4, dry_run: false, ..PollSettings::default() })
         .build();
         let c = cpu_time();
         let t = Instant::now();

@@ -295,7 +295,7 @@ async fn online(cfg: &Config) -> Vec<Finding> {
         Ok(c) => c,
         Err(e) => return vec![finding(Level::Fail, "online", e.to_string())],
     };
-    let (page, reply) = match client.pending_with_reply(1, 1).await {
+    let (page, reply) = match client.pending_with_reply(1, 1, usize::MAX).await {
         Ok(answer) => answer,
         Err(e) => {
             // An HTTP 401/403 carries its hint already (`ClientError`'s message): say it once.

@@ -726,7 +726,24 @@ impl Client {
 
     /// One page of pending transactions (`page_num` from 1).
     pub async fn pending(&self, page_num: u32, page_size: u32) -> Result<PendingPage, ClientError> {
-        Ok(self.pending_with_reply(page_num, page_size).await?.0)
+        Ok(self
+            .pending_with_reply(page_num, page_size, usize::MAX)
+            .await?
+            .0)
+    }
+
+    /// One page of pending transactions, each item's JSON at most `max_item_bytes` (a larger one
+    /// is kept as a bounded prefix and held: see [`parse_pending_page_within`]).
+    pub(crate) async fn pending_within(
+        &self,
+        page_num: u32,
+        page_size: u32,
+        max_item_bytes: usize,
+    ) -> Result<PendingPage, ClientError> {
+        Ok(self
+            .pending_with_reply(page_num, page_size, max_item_bytes)
+            .await?
+            .0)
     }
 
     /// One page of pending transactions, with the reply's metadata (server clock).
@@ -734,6 +751,7 @@ impl Client {
         &self,
         page_num: u32,
         page_size: u32,
+        max_item_bytes: usize,
     ) -> Result<(PendingPage, Reply), ClientError> {
         let body = serde_json::to_string(&PendingRequest {
             page_num,
@@ -748,10 +766,11 @@ impl Client {
             endpoint: PENDING,
             detail: "no data in the envelope".into(),
         })?;
-        let page = parse_pending_page(data).map_err(|e| ClientError::Decode {
-            endpoint: PENDING,
-            detail: e.to_string(),
-        })?;
+        let page =
+            parse_pending_page_within(data, max_item_bytes).map_err(|e| ClientError::Decode {
+                endpoint: PENDING,
+                detail: e.to_string(),
+            })?;
         Ok((page, reply))
     }
 

@@ -76,6 +76,9 @@ const KEYS: &[&str] = &[
     "poll.page_size",
     "poll.jitter",
     "poll.shutdown_timeout",
+    "poll.max_items",
+    "poll.max_item_bytes",
+    "poll.cycle_timeout",
     "collect.enabled",
     "collect.interval",
     "collect.jitter",
@@ -127,6 +130,9 @@ pub(crate) const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(300);
 pub(crate) const DEFAULT_JITTER: Duration = Duration::from_millis(500);
 /// Default `poll.shutdown_timeout`.
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) use crate::cycle::{DEFAULT_MAX_ITEM_BYTES, DEFAULT_MAX_ITEMS};
+/// Smallest `poll.max_item_bytes` accepted: a real item must always fit.
+pub(crate) const MIN_MAX_ITEM_BYTES: usize = 512;
 /// Default `ledger.path`.
 pub(crate) const DEFAULT_LEDGER_PATH: &str = "/var/lib/cosigner/ledger.db";
 /// Default `http.listen`.
@@ -284,6 +290,10 @@ struct RawPoll {
     jitter: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
     shutdown_timeout: Option<Duration>,
+    max_items: Option<usize>,
+    max_item_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    cycle_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -405,6 +415,12 @@ pub struct PollConfig {
     pub(crate) jitter: Duration,
     /// How long in-flight submissions may take to finish after a stop signal.
     pub(crate) shutdown_timeout: Duration,
+    /// Most distinct items one listing may hold; beyond, the cycle decides nothing.
+    pub(crate) max_items: usize,
+    /// Largest raw JSON of one item; a larger item is held as malformed.
+    pub(crate) max_item_bytes: usize,
+    /// How long one cycle may take before it is abandoned.
+    pub(crate) cycle_timeout: Duration,
 }
 
 /// `[collect]`: the sweep.
@@ -1000,6 +1016,12 @@ impl Validator<'_> {
             page_size: raw.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
             jitter: raw.jitter.unwrap_or(DEFAULT_JITTER),
             shutdown_timeout: raw.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            max_items: raw.max_items.unwrap_or(DEFAULT_MAX_ITEMS),
+            max_item_bytes: raw.max_item_bytes.unwrap_or(DEFAULT_MAX_ITEM_BYTES),
+            // A cycle should end before the next is due.
+            cycle_timeout: raw
+                .cycle_timeout
+                .unwrap_or(raw.interval.unwrap_or(DEFAULT_POLL_INTERVAL)),
         };
         if poll.jitter >= poll.interval {
             return Err(self.err("poll.jitter", "must be shorter than poll.interval"));
@@ -1011,6 +1033,32 @@ impl Validator<'_> {
             return Err(self.err(
                 "poll.page_size",
                 format!("must be between 1 and {MAX_PAGE_SIZE}"),
+            ));
+        }
+        if poll.max_items == 0 {
+            return Err(self.err("poll.max_items", "must be at least 1"));
+        }
+        if poll.max_item_bytes < MIN_MAX_ITEM_BYTES {
+            return Err(self.err(
+                "poll.max_item_bytes",
+                format!("must be at least {MIN_MAX_ITEM_BYTES}"),
+            ));
+        }
+        if poll.cycle_timeout < Duration::from_secs(1) {
+            return Err(self.err("poll.cycle_timeout", "must be at least 1s"));
+        }
+        // The watchdog is fed while the scheduler beat within one interval plus its budget: a
+        // cycle allowed to run longer would be taken for a wedged scheduler.
+        let wedged = poll.interval + crate::health::SCHEDULER_BUDGET;
+        if poll.cycle_timeout >= wedged {
+            return Err(self.err(
+                "poll.cycle_timeout",
+                format!(
+                    "must be shorter than poll.interval plus {} ({}), or the watchdog takes a \
+                     slow cycle for a wedged daemon",
+                    humantime::format_duration(crate::health::SCHEDULER_BUDGET),
+                    humantime::format_duration(wedged)
+                ),
             ));
         }
         Ok(poll)
@@ -1382,6 +1430,39 @@ pfx_file = "merchant.pfx"
         for bad in ["infoo", "loud!!", "", "cosigner=loud", "=debug"] {
             assert!(!valid_log_filter(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_listing_has_bounds_and_a_cycle_a_deadline_each_checked_at_load() {
+        let d = tempfile::tempdir().unwrap();
+        let load = |poll: &str| {
+            let p = write(d.path(), "c.toml", &format!("{MINIMAL}[poll]\n{poll}\n"));
+            Config::load_with(&p, &Environment::default()).map(|c| c.poll)
+        };
+        let c = load("interval = \"30s\"").unwrap();
+        assert_eq!(
+            (c.max_items, c.max_item_bytes, c.cycle_timeout),
+            (50_000, 4096, Duration::from_secs(30)),
+            "the deadline defaults to the interval"
+        );
+        let c = load("max_items = 7\nmax_item_bytes = 512\ncycle_timeout = \"90s\"").unwrap();
+        assert_eq!(
+            (c.max_items, c.max_item_bytes, c.cycle_timeout),
+            (7, 512, Duration::from_secs(90))
+        );
+        for (bad, key) in [
+            ("max_items = 0", "poll.max_items"),
+            ("max_item_bytes = 511", "poll.max_item_bytes"),
+            ("cycle_timeout = \"500ms\"", "poll.cycle_timeout"),
+            (
+                "interval = \"1m\"\ncycle_timeout = \"11m\"",
+                "poll.cycle_timeout",
+            ),
+        ] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        assert!(load("interval = \"1m\"\ncycle_timeout = \"10m 59s\"").is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rust_decimal::Decimal;
@@ -32,12 +33,23 @@ pub struct PollSettings {
     pub max_in_flight: usize,
     /// Record decisions as dry runs and send nothing.
     pub dry_run: bool,
-    /// Most pages read in one cycle, whatever `total` says.
-    pub max_pages: u32,
+    /// Most distinct items one listing may hold (items without a usable id count too): beyond
+    /// it the cycle decides nothing (`poll.max_items`).
+    pub max_items: usize,
+    /// Largest raw JSON of one item: a larger item is held as malformed, and only a bounded
+    /// prefix of it is kept (`poll.max_item_bytes`).
+    pub max_item_bytes: usize,
+    /// How long one cycle may take before it is abandoned (`poll.cycle_timeout`).
+    pub cycle_timeout: std::time::Duration,
 }
 
-/// Default cap on pages per cycle.
-pub(crate) const DEFAULT_MAX_PAGES: u32 = 1000;
+/// Default `poll.max_items`: distinct items one listing may hold, far above any real backlog.
+pub(crate) const DEFAULT_MAX_ITEMS: usize = 50_000;
+/// Default `poll.max_item_bytes`: the raw JSON of one pending item (a real one is ~200 bytes).
+pub(crate) const DEFAULT_MAX_ITEM_BYTES: usize = 4096;
+/// Default deadline of a cycle: the default poll interval (`poll.cycle_timeout` defaults to the
+/// configured `poll.interval`).
+pub(crate) const DEFAULT_CYCLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What one cycle did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -80,6 +92,27 @@ pub enum CycleError {
     /// This instance of a pair does not lead (now): it decides and sends nothing.
     #[error("not leading, nothing decided: {0}")]
     NotLeading(#[source] NotLeading),
+    /// The pending list holds more items than `poll.max_items`: a listing read in part cannot
+    /// show an id listed twice with other fields, so nothing is decided.
+    #[error(
+        "the pending list holds more than {limit} items (poll.max_items; reached on page {page}): \
+         nothing is decided or sent this cycle, as a partial listing cannot show an id listed twice \
+         with other fields; if the backlog is real, raise poll.max_items"
+    )]
+    ListingTooLarge {
+        /// `poll.max_items`.
+        limit: usize,
+        /// The page on which it was passed.
+        page: u32,
+    },
+    /// The cycle ran past `poll.cycle_timeout` and was abandoned: decisions it recorded stay,
+    /// and are sent next cycle after the usual re-check.
+    #[error(
+        "the cycle was abandoned after {} (poll.cycle_timeout): the server is too slow, or the \
+         listing too long; decisions already recorded are sent next cycle after the usual re-check",
+        humantime::format_duration(*.0)
+    )]
+    Deadline(std::time::Duration),
 }
 
 /// The long-lived pieces a cycle works with; built with [`Engine::builder`].
@@ -109,6 +142,8 @@ pub struct Engine {
     events: Option<mpsc::UnboundedSender<DecisionEvent>>,
     /// In a pair: the lead, asked before every decision page and every attempt.
     lead: Option<Lead>,
+    /// Whether the last listing was refused for its size (recorded once until one is accepted).
+    listing_refused: AtomicBool,
 }
 
 /// Builds an [`Engine`].
@@ -184,6 +219,7 @@ impl EngineBuilder {
             shutdown: self.shutdown,
             events: self.events,
             lead: self.lead,
+            listing_refused: AtomicBool::new(false),
         }
     }
 }
@@ -194,7 +230,9 @@ impl Default for PollSettings {
             page_size: 100,
             max_in_flight: 4,
             dry_run: false,
-            max_pages: DEFAULT_MAX_PAGES,
+            max_items: DEFAULT_MAX_ITEMS,
+            max_item_bytes: DEFAULT_MAX_ITEM_BYTES,
+            cycle_timeout: DEFAULT_CYCLE_TIMEOUT,
         }
     }
 }
@@ -378,8 +416,13 @@ impl Engine {
     }
 
     /// Reads every page, de-duplicating by id, stopping at `total` or when paging goes nowhere.
+    /// Memory is bounded whatever the server sends: one page (`api.max_response_bytes`), at most
+    /// `max_items` items kept, each at most `max_item_bytes` of JSON (a larger one is kept as a
+    /// bounded prefix). A listing with more items than `max_items` is refused as a whole: a
+    /// partial listing cannot show an id listed twice with other fields.
     async fn list_all(&self) -> Result<Listing, CycleError> {
         let size = self.settings.page_size;
+        let max_items = self.settings.max_items;
         let mut seen: HashMap<TxId, usize> = HashMap::new();
         let mut txs: Vec<Withdrawal> = Vec::new();
         let mut conflicting = HashSet::new();
@@ -389,7 +432,7 @@ impl Engine {
         loop {
             let p = self
                 .client
-                .pending(page, size)
+                .pending_within(page, size, self.settings.max_item_bytes)
                 .await
                 .map_err(CycleError::List)?;
             let mut new = 0;
@@ -415,7 +458,14 @@ impl Engine {
                             new += 1;
                         }
                     },
+                    // Items without a usable id cannot be told apart: each counts.
                     Err(m) => malformed.push(m),
+                }
+                if txs.len() + malformed.len() > max_items {
+                    return Err(CycleError::ListingTooLarge {
+                        limit: max_items,
+                        page,
+                    });
                 }
             }
             idle_pages = if new == 0 { idle_pages + 1 } else { 0 };
@@ -431,15 +481,8 @@ impl Engine {
                 );
                 break;
             }
-            if page >= self.settings.max_pages {
-                warn!(
-                    page,
-                    total = p.total,
-                    "page limit reached; the rest waits for the next cycle"
-                );
-                break;
-            }
-            page += 1;
+            // Every page that goes on brings a new item, so `max_items` bounds the pages too.
+            page = page.saturating_add(1);
         }
         Ok(Listing {
             txs,
@@ -454,8 +497,15 @@ impl Engine {
     #[instrument(skip_all, name = "cycle")]
     pub async fn cycle_once(&self) -> Result<CycleOutcome, CycleError> {
         let _only_cycle = self.cycle_lock.lock().await;
+        crate::failpoint::wedge(crate::failpoint::WEDGE_CYCLE).await;
         let started = Instant::now();
-        let result = self.cycle_inner(started).await;
+        // Past the deadline the cycle is dropped where it stands: what it recorded stays (and is
+        // sent next cycle after the re-check), attempts in flight are dropped with it, and a
+        // ledger write already handed to the database finishes before the next cycle reads.
+        let deadline = self.settings.cycle_timeout;
+        let result = tokio::time::timeout(deadline, self.cycle_inner(started))
+            .await
+            .unwrap_or(Err(CycleError::Deadline(deadline)));
         let m = &self.metrics;
         m.poll_duration.observe(started.elapsed().as_secs_f64());
         match &result {
@@ -465,6 +515,9 @@ impl Engine {
                 m.pending.set(i64::try_from(out.listed).unwrap_or(i64::MAX));
                 m.held.set(i64::try_from(out.held).unwrap_or(i64::MAX));
                 m.oldest_hold.set(out.oldest_hold_ms as f64 / 1000.0);
+            }
+            Err(CycleError::Deadline(_)) => {
+                m.poll_runs.with_label_values(&["timeout"]).inc();
             }
             Err(e) => {
                 m.poll_runs.with_label_values(&["error"]).inc();
@@ -478,9 +531,39 @@ impl Engine {
         result
     }
 
+    /// Notes a listing refused for its size: counted every time, and recorded in the ledger
+    /// once until a listing is accepted again (a server stuck that way writes one event, not
+    /// one a cycle).
+    async fn note_listing_refused(&self, limit: usize) {
+        self.metrics.listings_refused.inc();
+        if self.listing_refused.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let detail = serde_json::json!({
+            "refused": "the pending list holds more items than poll.max_items",
+            "max_items": limit,
+        })
+        .to_string();
+        if let Err(e) = self.ledger.record_event("listing", &detail).await {
+            // Recorded next time instead.
+            self.listing_refused.store(false, Ordering::SeqCst);
+            warn!(error = %e, "cannot record the refused listing in the ledger");
+        }
+    }
+
     async fn cycle_inner(&self, started: Instant) -> Result<CycleOutcome, CycleError> {
         self.leading().map_err(CycleError::NotLeading)?;
-        let listing = self.list_all().await?;
+        let listing = match self.list_all().await {
+            Ok(l) => l,
+            Err(e) => {
+                if let CycleError::ListingTooLarge { limit, .. } = &e {
+                    tracing::error!(error = %e, "pending list refused");
+                    self.note_listing_refused(*limit).await;
+                }
+                return Err(e);
+            }
+        };
+        self.listing_refused.store(false, Ordering::SeqCst);
         let mut out = CycleOutcome {
             listed: listing.txs.len() as u64,
             malformed_items: listing.malformed.len() as u64,

@@ -16,7 +16,7 @@ use crate::client::{Client, ClientError};
 use crate::clock::Clock;
 use crate::collector::Collector;
 use crate::config::{Config, PostgresLedger};
-use crate::cycle::{DEFAULT_MAX_PAGES, DecisionEvent, Engine, PollSettings};
+use crate::cycle::{DecisionEvent, Engine, PollSettings};
 use crate::health::Health;
 use crate::http::{self, HttpState};
 use crate::leader::{Lead, Leadership, Role};
@@ -222,7 +222,9 @@ pub async fn build(
         page_size: cfg.poll.page_size,
         max_in_flight: cfg.api.max_in_flight,
         dry_run: opts.dry_run || cfg.policy.dry_run,
-        max_pages: DEFAULT_MAX_PAGES,
+        max_items: cfg.poll.max_items,
+        max_item_bytes: cfg.poll.max_item_bytes,
+        cycle_timeout: cfg.poll.cycle_timeout,
     })
     .shutdown(shutdown)
     .events(opts.events)

@@ -9,6 +9,21 @@ pub(crate) const AFTER_RECORD: &str = "after-record";
 pub(crate) const BEFORE_REQUEST: &str = "before-request";
 /// After the server answered, before the outcome is recorded.
 pub(crate) const AFTER_REQUEST: &str = "after-request";
+/// At the start of a cycle, outside its deadline: `wedge` never lets the cycle go on (a wedged
+/// scheduler, such as a lock never released, which no deadline ends: for the watchdog suite).
+pub(crate) const WEDGE_CYCLE: &str = "wedge-cycle";
+
+/// Never returns if `COSIGNER_FAILPOINT` names `name` (debug builds with `dev-tools` only):
+/// the task awaiting it is wedged, while the rest of the process runs on.
+pub(crate) async fn wedge(name: &str) {
+    #[cfg(all(debug_assertions, feature = "dev-tools"))]
+    if std::env::var("COSIGNER_FAILPOINT").is_ok_and(|p| p == name) {
+        eprintln!("fail point {name}: this task waits for ever");
+        std::future::pending::<()>().await;
+    }
+    #[cfg(not(all(debug_assertions, feature = "dev-tools")))]
+    let _ = name;
+}
 
 /// Aborts the process here if `COSIGNER_FAILPOINT` says so (debug builds with `dev-tools` only).
 #[inline]

@@ -39,7 +39,7 @@
 //! cycle       domain client clock control failpoint ledger metrics plan policy signer
 //! operator    domain client cycle display health ledger metrics plan random
 //! http        health metrics operator
-//! config      client operator signer
+//! config      client health operator signer
 //! check       client clock config ledger policy signer
 //! killswitch  config ledger plan
 //! daemon      client clock collector config cycle health http ledger metrics operator policy
@@ -51,7 +51,9 @@
 //! # One cycle
 //!
 //! [`cycle::Engine::cycle_once`] reads every page of the pending list (de-duplicating by id,
-//! marking ids listed twice with different fields), then page by page:
+//! marking ids listed twice with different fields; a listing beyond `poll.max_items` items is
+//! refused whole, an item beyond `poll.max_item_bytes` kept only as a bounded prefix and held),
+//! then page by page, all of it within `poll.cycle_timeout`:
 //!
 //! 1. **plan**: `plan::plan` decides each transaction from the policy in force, the mode, the
 //!    window usage and what the ledger holds for its id: a new decision, a re-send of the

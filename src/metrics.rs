@@ -60,6 +60,8 @@ pub struct Metrics {
     pub(crate) leader_epoch: IntGauge,
     /// `cosigner_fenced_total`: writes the database refused because a newer leader exists.
     pub(crate) fenced: IntCounter,
+    /// `cosigner_listings_refused_total`: listings with more items than `poll.max_items`.
+    pub(crate) listings_refused: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -229,6 +231,10 @@ impl Metrics {
             fenced: int_counter(
                 "cosigner_fenced_total",
                 "Ledger writes the database refused because a newer leader exists (nothing sent)",
+            )?,
+            listings_refused: int_counter(
+                "cosigner_listings_refused_total",
+                "Pending listings with more items than poll.max_items (nothing decided)",
             )?,
             registry: r,
         };

@@ -25,6 +25,8 @@ use crate::client::{self as api, parse_pending_item};
 use crate::domain::{Decision, TxId, Verdict, collect_text, decision_text};
 use crate::signer::recover_text;
 
+mod hostile;
+
 /// Largest clock difference accepted on `TimeStamp` by default.
 pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(300);
 
@@ -71,6 +73,14 @@ pub struct Faults {
     pub repeat_first_page: bool,
     /// Seconds sent as `Retry-After` with every injected 503.
     pub retry_after: Option<u64>,
+    /// List this many ids never listed before on every pending page, whatever the page size (a
+    /// listing that never ends, each item new).
+    pub flood_ids: usize,
+    /// Pad every listed item with a junk member of this many bytes.
+    pub pad_items: usize,
+    /// Send every pending answer in pieces spread over this long (a server that drips).
+    #[serde(with = "duration_text")]
+    pub drip: Duration,
 }
 
 mod duration_text {
@@ -233,6 +243,8 @@ struct Inner {
     faults: Faults,
     rng: u64,
     next_order: u64,
+    /// The next id a flood lists.
+    next_flood: u64,
 }
 
 impl Inner {
@@ -567,7 +579,16 @@ impl Sandbox {
                 "pageNum from 1, pageSize from 1 to 1000",
             ));
         }
-        let g = self.lock();
+        let mut g = self.lock();
+        let flood = if g.faults.flood_ids > 0 {
+            let n = g.faults.flood_ids;
+            let mut next = g.next_flood.max(hostile::FLOOD_FIRST_ID);
+            let items = hostile::flood(&mut next, n);
+            g.next_flood = next;
+            items
+        } else {
+            Vec::new()
+        };
         let all: Vec<&String> = g.pending.values().chain(g.unkeyed.iter()).collect();
         let mut start = usize::try_from((r.page_num - 1) * r.page_size).unwrap_or(usize::MAX);
         if g.faults.shift_pages && r.page_num > 1 {
@@ -576,12 +597,18 @@ impl Sandbox {
         if g.faults.repeat_first_page {
             start = 0;
         }
-        let items: Vec<&str> = all
+        let mut items: Vec<String> = all
             .iter()
             .skip(start)
             .take(usize::try_from(r.page_size).unwrap_or(usize::MAX))
-            .map(|s| s.as_str())
+            .map(|s| s.to_string())
+            .chain(flood)
             .collect();
+        if g.faults.pad_items > 0 {
+            for item in &mut items {
+                *item = hostile::padded(item, g.faults.pad_items);
+            }
+        }
         let total = g.faults.total_override.unwrap_or(all.len() as u64);
         let padding = if g.faults.pad_bytes > 0 {
             format!(",\"padding\":\"{}\"", "x".repeat(g.faults.pad_bytes))
@@ -782,7 +809,7 @@ impl Sandbox {
             sandbox: self.clone(),
             path: path.to_string(),
         };
-        let (latency, fault, retry_after) = {
+        let (latency, fault, retry_after, drip) = {
             let mut g = self.lock();
             *g.requests.entry(path.to_string()).or_default() += 1;
             if path == api::APPROVE {
@@ -811,7 +838,7 @@ impl Sandbox {
             } else {
                 None
             };
-            (f.latency, fault, retry_after)
+            (f.latency, fault, retry_after, f.drip)
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -856,7 +883,11 @@ impl Sandbox {
                     Some(d) => format!("{{\"code\":200,\"message\":\"Success\",\"data\":{d}}}"),
                     None => r#"{"code":200,"message":"Success"}"#.to_string(),
                 };
-                (StatusCode::OK, [("Content-Type", "application/json")], env).into_response()
+                let headers = [("Content-Type", "application/json")];
+                if path == api::PENDING && !drip.is_zero() {
+                    return (StatusCode::OK, headers, hostile::dripped(env, drip)).into_response();
+                }
+                (StatusCode::OK, headers, env).into_response()
             }
             Err((status, code, reason)) => {
                 tracing::debug!(path, code, %reason, "sandbox refused a request");

@@ -56,6 +56,19 @@ pub enum PageError {
 /// Parses the `data` of a pending response. The page's own shape must be right (an error
 /// otherwise); each item is judged separately.
 pub fn parse_pending_page(data: &str) -> Result<PendingPage, PageError> {
+    parse_pending_page_within(data, usize::MAX)
+}
+
+/// How much of an item larger than the limit is kept (and recorded): enough to recognise it.
+pub(crate) const OVERSIZED_PREFIX: usize = 256;
+
+/// [`parse_pending_page`], each item's raw JSON at most `max_item_bytes`: a larger item is not
+/// read field by field; it is kept as its id (when it has one), a bounded prefix of its JSON and
+/// the SHA-256 of the whole, with a problem that holds it as malformed.
+pub fn parse_pending_page_within(
+    data: &str,
+    max_item_bytes: usize,
+) -> Result<PendingPage, PageError> {
     let page: RawPage<'_> =
         serde_json::from_str(data).map_err(|e| PageError::Shape(e.to_string()))?;
     let total = match page.total {
@@ -68,19 +81,81 @@ pub fn parse_pending_page(data: &str) -> Result<PendingPage, PageError> {
     let list = page.list.ok_or(PageError::NoList)?;
     Ok(PendingPage {
         total,
-        items: list.into_iter().map(parse_item).collect(),
+        items: list
+            .into_iter()
+            .map(|raw| {
+                if raw.get().len() > max_item_bytes {
+                    oversized(raw, max_item_bytes)
+                } else {
+                    parse_item(raw)
+                }
+            })
+            .collect(),
     })
 }
 
 fn cut(s: &str) -> String {
-    if s.len() <= 200 {
+    cut_at(s, 200)
+}
+
+/// `s`, or its first `max` bytes (back to a character boundary) followed by `…`.
+fn cut_at(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_string();
     }
-    let mut end = 200;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// An item larger than `limit` bytes: its id (the one field read), a bounded prefix and the
+/// SHA-256 of the whole, held as malformed. Nothing else of it is kept, so that a listing of
+/// padded items costs no more memory, or ledger, than one of ordinary items.
+fn oversized(raw: &RawValue, limit: usize) -> PendingItem {
+    let text = raw.get();
+    let about = format!(
+        "the item is {} bytes of JSON, more than poll.max_item_bytes ({limit}): its fields are not \
+         read, only its first {OVERSIZED_PREFIX} bytes are kept, and the SHA-256 of the whole is \
+         \"{}\"",
+        text.len(),
+        crate::display::hex(&openssl::sha::sha256(text.as_bytes()))
+    );
+    let prefix = cut_at(text, OVERSIZED_PREFIX);
+    match item_id(text) {
+        Ok(id) => Ok(Withdrawal {
+            id,
+            from: None,
+            to: None,
+            amount: None,
+            chain_id: None,
+            problems: vec![about],
+            raw: prefix,
+        }),
+        Err(reason) => Err(MalformedItem {
+            raw: prefix,
+            reason: format!("{reason}; {about}"),
+        }),
+    }
+}
+
+/// The id of an item (its members as [`parse_item`] reads them), or why it has none.
+fn item_id(text: &str) -> Result<TxId, String> {
+    let members = serde_json::from_str::<Members<'_>>(text)
+        .map_err(|_| "item is not a JSON object".to_string())?
+        .0;
+    let mut ids = members.iter().filter(|(k, _)| folded_name(k) == "id");
+    let Some((name, value)) = ids.next() else {
+        return Err("item has no id".into());
+    };
+    if ids.next().is_some() || name != "id" {
+        return Err("the id is written twice".into());
+    }
+    value
+        .get()
+        .parse::<TxId>()
+        .map_err(|_| format!("id {} is not a whole number", cut(value.get())))
 }
 
 /// Parses one pending-list item from its JSON text.
@@ -471,6 +546,51 @@ mod tests {
         assert_eq!(tx.from, None);
         assert_eq!(tx.amount, None);
         assert_eq!(tx.problems.len(), 3, "{:?}", tx.problems);
+    }
+
+    #[test]
+    fn an_item_larger_than_the_limit_keeps_its_id_a_bounded_prefix_and_the_hash_of_the_whole() {
+        let big = format!(
+            r#"{{"id":9,"fromAddress":"a","toAddress":"b","amount":"1","chainId":"1","pad":"{}"}}"#,
+            "é".repeat(5000)
+        );
+        let small = r#"{"id":10,"fromAddress":"a","toAddress":"b","amount":"1","chainId":"1"}"#;
+        let page = format!(
+            r#"{{"total":3,"list":[{big},{small},{{"pad":"{}"}}]}}"#,
+            "x".repeat(600)
+        );
+        let p = parse_pending_page_within(&page, 512).unwrap();
+        let tx = p.items[0].as_ref().unwrap();
+        assert_eq!(tx.id, TxId::new(9));
+        assert_eq!(
+            (&tx.from, &tx.to, &tx.amount, &tx.chain_id),
+            (&None, &None, &None, &None)
+        );
+        assert!(
+            tx.raw.len() <= OVERSIZED_PREFIX + "…".len(),
+            "{}",
+            tx.raw.len()
+        );
+        assert!(big.starts_with(tx.raw.trim_end_matches('…')));
+        let digest = crate::display::hex(&openssl::sha::sha256(big.as_bytes()));
+        assert_eq!(tx.problems.len(), 1);
+        assert!(tx.problems[0].contains(&digest), "{}", tx.problems[0]);
+        assert!(
+            tx.problems[0].contains("poll.max_item_bytes (512)"),
+            "{}",
+            tx.problems[0]
+        );
+        // Within the limit: read as usual.
+        let ok = p.items[1].as_ref().unwrap();
+        assert_eq!(ok.to.as_deref(), Some("b"));
+        assert!(ok.problems.is_empty());
+        // Too large and no id: malformed, kept bounded too.
+        let m = p.items[2].as_ref().unwrap_err();
+        assert!(m.reason.starts_with("item has no id;"), "{}", m.reason);
+        assert!(m.raw.len() <= OVERSIZED_PREFIX + "…".len());
+        // Without a limit nothing changes.
+        let all = parse_pending_page(&page).unwrap();
+        assert_eq!(all.items[0].as_ref().unwrap().raw, big);
     }
 
     #[test]

@@ -302,7 +302,7 @@ async fn explain_plans_from_the_ledger_what_the_daemon_did_and_reads_the_mode_it
             page_size: 10,
             max_in_flight: 4,
             dry_run: false,
-            max_pages: 100,
+            ..PollSettings::default()
         },
     );
     engine.cycle_once().await.unwrap();

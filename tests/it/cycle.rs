@@ -34,7 +34,7 @@ fn engine(dir: &Path, url: &str, policy_text: &str, dry_run: bool) -> Engine {
         page_size: 10,
         max_in_flight: 4,
         dry_run,
-        max_pages: 100,
+        ..PollSettings::default()
     };
     engine_for(dir, url, policy_text, settings)
 }
@@ -304,12 +304,14 @@ async fn a_dry_run_records_decisions_and_sends_nothing() {
 async fn a_ledger_that_cannot_be_written_gives_zero_approvals() {
     for full in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let big = "9".repeat(5000);
-        let sb = start_sandbox(scenario(vec![
-            item(TxId::new(1), HOT, TREASURY, "1", "195"),
-            serde_json::json!({"id": 2, "fromAddress": HOT, "toAddress": TREASURY, "amount": "2", "chainId": "195", "memo": big}).to_string(),
-        ]))
-        .await;
+        // Held items as large as poll.max_item_bytes lets them be: a full disk has no room
+        // for their records.
+        let big = "9".repeat(3500);
+        let mut items = vec![item(TxId::new(1), HOT, TREASURY, "1", "195")];
+        items.extend((2..=4).map(|id| {
+            serde_json::json!({"id": id, "fromAddress": HOT, "toAddress": TREASURY, "amount": "2", "chainId": "195", "memo": big}).to_string()
+        }));
+        let sb = start_sandbox(scenario(items)).await;
         let e = engine(dir.path(), &sb.url, POLICY, false);
         e.ledger().simulate_write_failure(full).await.unwrap();
         let err = e.cycle_once().await.unwrap_err();

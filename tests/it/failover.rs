@@ -301,7 +301,7 @@ impl Instance {
         let mut text = std::fs::read_to_string(&cfg).unwrap();
         text.push_str(&format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\napi_keys_file = \"api-keys\"\n\
-             [poll]\ninterval = \"{}s\"\njitter = \"0s\"\npage_size = 10\n\
+             [poll]\ninterval = \"{}s\"\njitter = \"0s\"\npage_size = 10\ncycle_timeout = \"30s\"\n\
              [collect]\nenabled = true\ninterval = \"2s\"\njitter = \"0s\"\n[log]\nlevel = \"info\"\n",
             POLL.as_secs()
         ));

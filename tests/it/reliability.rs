@@ -524,7 +524,7 @@ mod adversarial {
             page_size: 20,
             max_in_flight: 4,
             dry_run: false,
-            max_pages: 50,
+            ..PollSettings::default()
         };
         let ledger = store.open(dir).await;
         engine_on(dir, client_config(url), &policy_text(), settings, ledger)

@@ -461,7 +461,7 @@ pub(crate) fn small_pages() -> cosigner::cycle::PollSettings {
         page_size: 10,
         max_in_flight: 4,
         dry_run: false,
-        max_pages: 100,
+        ..cosigner::cycle::PollSettings::default()
     }
 }
 

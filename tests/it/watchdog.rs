@@ -23,6 +23,10 @@ struct FastDaemon {
 
 impl FastDaemon {
     fn start(base_url: &str) -> Self {
+        Self::start_with(base_url, &[])
+    }
+
+    fn start_with(base_url: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = write_config(dir.path(), base_url);
         let mut text = std::fs::read_to_string(&cfg).unwrap();
@@ -47,6 +51,7 @@ impl FastDaemon {
             .env("WATCHDOG_USEC", WATCHDOG_USEC)
             .env_remove("WATCHDOG_PID")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -105,25 +110,29 @@ async fn the_watchdog_is_fed_for_thirty_daemon_minutes_through_outages_and_stops
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    // Wedged: the server never answers and the request timeout is far away, so the first
-    // cycle never ends.
+    // Slow: the server never answers and the request timeout is far away, so each cycle
+    // lasts until its deadline (poll.cycle_timeout, the interval) abandons it.
     let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hung_url = format!("http://{}", hung.local_addr().unwrap());
 
     let healthy = FastDaemon::start(&sandbox.url);
     let outage = FastDaemon::start(&closed);
-    let wedged = FastDaemon::start(&hung_url);
+    let slow = FastDaemon::start(&hung_url);
+    // Wedged: the scheduler's thread stops inside its first cycle, which no deadline ends.
+    let wedged = FastDaemon::start_with(&sandbox.url, &[("COSIGNER_FAILPOINT", "wedge-cycle")]);
 
     // Pings every 7.5 daemon minutes from the start: the fifth is at 30 minutes (6 s here).
-    let (mut h, mut o, mut w) = (0, 0, 0);
+    let (mut h, mut o, mut s, mut w) = (0, 0, 0, 0);
     wait_until(
-        "five WATCHDOG=1 (30 daemon minutes) from the healthy daemon and the one in an outage",
+        "five WATCHDOG=1 (30 daemon minutes) from the healthy daemon, the one in an outage and \
+         the one whose server never answers",
         Duration::from_secs(60),
         || {
             h += healthy.watchdog_pings();
             o += outage.watchdog_pings();
+            s += slow.watchdog_pings();
             w += wedged.watchdog_pings();
-            let done = h >= 5 && o >= 5;
+            let done = h >= 5 && o >= 5 && s >= 5;
             async move { done }
         },
     )
@@ -140,6 +149,12 @@ async fn the_watchdog_is_fed_for_thirty_daemon_minutes_through_outages_and_stops
         wedged_log.contains("not feeding the systemd watchdog"),
         "the log says why: {wedged_log}"
     );
+    let slow_log = slow.stop();
+    assert!(
+        slow_log.contains("poll.cycle_timeout"),
+        "the slow daemon's cycles were abandoned at their deadline: {slow_log}"
+    );
+    assert!(!slow_log.contains("not feeding"), "{slow_log}");
     let outage_log = outage.stop();
     assert!(
         outage_log.contains("cycle failed"),
