@@ -21,7 +21,7 @@ use crate::leader::{Lead, NotLeading};
 use crate::ledger::{DecisionRow, LedgerError, LedgerHandle, NewDecision, Outcome, ResendRecord};
 use crate::metrics::Metrics;
 use crate::plan::{Inputs, Plan, plan};
-use crate::policy::{LATE_SEND, Policy, RULE_MALFORMED, Usage, window_slack};
+use crate::policy::{HoldKey, LATE_SEND, Policy, RULE_MALFORMED, Usage, window_slack};
 use crate::signer::Signer;
 
 /// Settings of the cycle.
@@ -1043,9 +1043,11 @@ impl Engine {
                 Plan::Wait { seq, reason } => {
                     out.held += 1;
                     info!(tx_id = tx.id.get(), seq, reason = %reason, "recorded decision not sent");
+                    // Once per kind of reason: its numbers (a window count) move every cycle,
+                    // and are in the log line above and in `policy explain`.
+                    let kind = HoldKey::of("", &reason).kind;
                     waits.push(
-                        serde_json::json!({"tx_id": tx.id, "seq": seq, "reason": reason})
-                            .to_string(),
+                        serde_json::json!({"tx_id": tx.id, "seq": seq, "reason": kind}).to_string(),
                     );
                     continue;
                 }
@@ -1106,7 +1108,7 @@ impl Engine {
             }
             batch.push(d);
         }
-        // A wait is an event, never a new decision; once per reason.
+        // A wait is an event, never a new decision; once per kind of reason.
         for detail in waits {
             self.ledger
                 .record_event_once("waiting", &detail)
@@ -1204,7 +1206,9 @@ fn sign_texts(
     })
 }
 
-/// True when a hold or dry run says what the last unsent record for this content said.
+/// True when a hold or dry run decides what the last unsent record for this content decided:
+/// the same action by the same rule for the same kind of reason ([`HoldKey`]), whatever the
+/// numbers in its sentence (a window count that moves is not a new decision).
 fn unchanged(last: Option<&DecisionRow>, d: &NewDecision) -> bool {
     let Some(last) = last else { return false };
     if !(d.action == Action::Hold || d.dry_run) {
@@ -1212,8 +1216,7 @@ fn unchanged(last: Option<&DecisionRow>, d: &NewDecision) -> bool {
     }
     last.action == d.action
         && last.dry_run == d.dry_run
-        && last.rule == d.rule
-        && last.reason == d.reason
+        && last.hold_key() == HoldKey::of(&d.rule, &d.reason)
 }
 
 fn approve_request(tx: &Withdrawal, status: u8, data: &str) -> ApproveRequest {

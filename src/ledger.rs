@@ -373,6 +373,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
 }
 
 impl DecisionRow {
+    /// What this decision holds for: its rule and the kind of its reason (see
+    /// [`crate::policy::HoldKey`]); a later hold with the same key is the same hold.
+    #[must_use]
+    pub fn hold_key(&self) -> crate::policy::HoldKey {
+        crate::policy::HoldKey::of(&self.rule, &self.reason)
+    }
+
     /// The row of decision `seq` whose latest outcome (if any) is `latest`, with `message`.
     fn from_parts(
         seq: Seq,

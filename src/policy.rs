@@ -363,6 +363,89 @@ impl Serialize for Reason {
     }
 }
 
+/// What makes two holds (or two waits of one recorded decision) the same: the deciding rule and
+/// the kind of reason, whatever numbers its sentence carries (a window's count or total, a
+/// clock's skew, a size, a time). A hold is recorded when its key changes, not when its numbers
+/// move: the ledger keeps the first sentence, and `policy explain` shows the current numbers.
+/// Every feature that acts once per hold (a notification, a list of holds) keys on this.
+///
+/// The kind is the sentence with every number written outside quotes replaced by `#`: quoted
+/// text (rule names, addresses, a hash) is kept whole, so two rules or two contents never
+/// share a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct HoldKey {
+    /// The deciding rule or pseudo-rule.
+    pub rule: String,
+    /// The reason's sentence with its numbers masked.
+    pub kind: String,
+}
+
+impl HoldKey {
+    /// The key of a hold by `rule` for `reason` (as recorded or about to be).
+    #[must_use]
+    pub fn of(rule: &str, reason: &str) -> Self {
+        Self {
+            rule: rule.to_string(),
+            kind: reason_kind(reason),
+        }
+    }
+}
+
+impl std::fmt::Display for HoldKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.rule, self.kind)
+    }
+}
+
+/// `reason` with each number outside double quotes (digits, with any `.` or `,` between
+/// digits) replaced by `#`. Inside quotes (as Rust's `{:?}` and JSON write them, `\"` escaped)
+/// everything is kept.
+fn reason_kind(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut chars = reason.chars().peekable();
+    while let Some(c) = chars.next() {
+        if quoted {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c == '"' {
+            quoted = true;
+            out.push(c);
+        } else if c.is_ascii_digit() {
+            // One number: digits, and separators followed by a digit.
+            loop {
+                match chars.peek() {
+                    Some(d) if d.is_ascii_digit() => {
+                        chars.next();
+                    }
+                    Some('.' | ',') => {
+                        let mut ahead = chars.clone();
+                        ahead.next();
+                        if ahead.peek().is_some_and(char::is_ascii_digit) {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            out.push('#');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A transaction whose fields passed the malformed-field checks.
 struct Checked<'a> {
     from: &'a str,
@@ -957,3 +1040,43 @@ impl Policy {
 
 #[cfg(test)]
 mod window_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_key_masks_the_numbers_of_a_reason_but_nothing_quoted() {
+        let near = |n: &str| {
+            format!(
+                "no rule matched (nearest, \"tier 2\": window total would be {n} (limit 100 per 1day)); \
+                 the policy default applies"
+            )
+        };
+        let a = HoldKey::of("(default)", &near("110"));
+        assert_eq!(a, HoldKey::of("(default)", &near("1,234.50")));
+        assert_eq!(
+            a.kind,
+            "no rule matched (nearest, \"tier 2\": window total would be # (limit # per #day)); \
+             the policy default applies"
+        );
+        // Another rule, another nearest rule, another kind of reason: another hold.
+        assert_ne!(a, HoldKey::of("(guard)", &near("110")));
+        assert_ne!(
+            a,
+            HoldKey::of("(default)", &near("110").replace("tier 2", "tier 3"))
+        );
+        assert_ne!(a, HoldKey::of("(default)", &near("too large")));
+        // Quoted text is kept whole, escaped quotes included: two addresses, two holds.
+        let look = |addr: &str| {
+            HoldKey::of(
+                "(malformed)",
+                &format!("toAddress {addr:?} is not canonical"),
+            )
+        };
+        assert_ne!(look("T1\"2"), look("T1\"3"));
+        assert_eq!(look("T12").kind, "toAddress \"T12\" is not canonical");
+        assert_eq!(HoldKey::of("r", "clock 45 s ahead").kind, "clock # s ahead");
+        assert_eq!(HoldKey::of("r", "v1.2.3 at 12:05.").kind, "v# at #:#.");
+    }
+}

@@ -165,6 +165,9 @@ impl Ctx<'_> {
     }
 }
 
+/// Longest rule name, in bytes.
+const MAX_RULE_NAME: usize = 200;
+
 fn rule_place(name: &str, key: &str) -> Option<String> {
     Some(format!("rule {name:?}: key `{key}`"))
 }
@@ -643,6 +646,14 @@ fn rule(
         return Err(ctx.err(
             rule_place(&name, "name"),
             "must not contain control characters or U+FFFD",
+        ));
+    }
+    // Every decision records its rule, and the ledger indexes decisions by rule (PostgreSQL's
+    // index holds keys up to ~2.7 KB): a name is a label, not a text.
+    if name.len() > MAX_RULE_NAME {
+        return Err(ctx.err(
+            rule_place(&name, "name"),
+            format!("is {} bytes long; at most {MAX_RULE_NAME}", name.len()),
         ));
     }
     if !names.insert(name.clone()) {

@@ -249,3 +249,82 @@ async fn a_server_that_drips_its_pages_holds_a_cycle_no_longer_than_its_deadline
     let out = e.cycle_once().await.unwrap();
     assert_eq!(out.decided.get("approve"), Some(&40));
 }
+
+/// A hold whose reason carries a window total that moves is one record, however often the
+/// total moves (before: one record per new total, 17,471 records for 238 withdrawals in a
+/// crash loop).
+#[tokio::test]
+async fn a_hold_is_recorded_once_however_the_numbers_in_its_reason_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\n\
+                  to = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\nwindow = \"24h\"\nmax_total = \"100\"\n";
+    let held = item(TxId::new(9), HOT, TREASURY, "50", "195");
+    let sb = start_sandbox(scenario(vec![
+        held.clone(),
+        item(TxId::new(2), HOT, TREASURY, "60", "195"),
+    ]))
+    .await;
+    let ledger = Store::Sqlite.open(dir.path()).await;
+    let e = engine_on(
+        dir.path(),
+        client_config(&sb.url),
+        policy,
+        small_pages(),
+        ledger,
+    );
+    e.cycle_once().await.unwrap();
+    // 2 approved (60); 9 (listed after it) is held with the total it would make.
+    let first = e.ledger().history(TxId::new(9)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].reason.contains("would be 110"),
+        "{}",
+        first[0].reason
+    );
+    // Each later approval moves the total 9 would make; the process also restarts (a crash
+    // loop reads the same ledger again).
+    for (i, amount) in [(3u64, "10"), (4, "5"), (5, "1")] {
+        sb.sandbox
+            .add_pending([item(TxId::new(i), HOT, TREASURY, amount, "195")]);
+        e.cycle_once().await.unwrap();
+    }
+    drop(e);
+    let ledger = Store::Sqlite.open(dir.path()).await;
+    let e = engine_on(
+        dir.path(),
+        client_config(&sb.url),
+        policy,
+        small_pages(),
+        ledger,
+    );
+    e.cycle_once().await.unwrap();
+    let history = e.ledger().history(TxId::new(9)).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(
+        history[0].reason, first[0].reason,
+        "the ledger keeps the first"
+    );
+    assert_eq!(
+        history[0].hold_key(),
+        cosigner::policy::HoldKey::of("(default)", &first[0].reason.replace("110", "126"))
+    );
+    // What explain shows now carries the current numbers.
+    let tx = cosigner::client::parse_pending_item(&held).unwrap();
+    let now = cosigner::explain::explain(
+        &e.policy(),
+        &dir.path().join("ledger.db"),
+        245,
+        Duration::from_secs(30),
+        &tx,
+        cosigner::clock::Clock::system().now_ms(),
+    )
+    .unwrap();
+    let cosigner::plan::Plan::Decide(eval) = now.plan else {
+        panic!("{:?}", now.plan)
+    };
+    assert!(
+        eval.reason.to_string().contains("would be 126"),
+        "{}",
+        eval.reason
+    );
+}
