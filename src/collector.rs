@@ -145,7 +145,6 @@ impl Collector {
                 .record_collect(kind.is_main, result.is_ok(), message.clone())
                 .await;
             if let Err(e) = recorded {
-                self.metrics.ledger_write_failures.inc();
                 warn!(kind = label, error = %e, "cannot record the collection result");
             }
             match message {

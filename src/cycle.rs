@@ -201,6 +201,10 @@ impl EngineBuilder {
     pub fn build(self) -> Engine {
         self.metrics
             .set_policy(&self.policy.sha256, self.policy.limited_rules());
+        // Every failed write through this ledger, whoever wrote (a cycle, the collector, the
+        // operator API), fenced ones included, is counted here and only here.
+        let failures = self.metrics.ledger_write_failures.clone();
+        self.ledger.on_write_failure(move || failures.inc());
         let control = Control::new(
             self.policy,
             self.ledger.clone(),
@@ -519,13 +523,9 @@ impl Engine {
             Err(CycleError::Deadline(_)) => {
                 m.poll_runs.with_label_values(&["timeout"]).inc();
             }
-            Err(e) => {
+            // A ledger write that failed was counted by the handle (see `EngineBuilder::build`).
+            Err(_) => {
                 m.poll_runs.with_label_values(&["error"]).inc();
-                if let CycleError::Ledger(e) = e
-                    && e.is_write_failure()
-                {
-                    m.ledger_write_failures.inc();
-                }
             }
         }
         result
@@ -938,7 +938,6 @@ impl Engine {
         out.submitted += ok;
         out.failed += outcomes.len() as u64 - ok;
         if let Err(e) = self.ledger.record_outcomes(std::mem::take(outcomes)).await {
-            self.metrics.ledger_write_failures.inc();
             tracing::error!(error = %e, "cannot record submission outcomes; they are re-sent next cycle");
         }
     }

@@ -30,6 +30,8 @@ struct Inner {
     description: String,
     /// Told of every write the database refused as fenced (the daemon stands down).
     on_fenced: std::sync::OnceLock<OnFenced>,
+    /// Told of every write that failed, fenced ones included, once each (the metric).
+    on_write_failure: std::sync::OnceLock<OnWriteFailure>,
     /// The newest record time this process knows of (ms since the epoch): the newest record
     /// read from the ledger, or the clock's reading once one of its own writes returned (never
     /// earlier than that write's stamp). See [`LedgerHandle::newest_known_ms`].
@@ -53,6 +55,9 @@ enum Backend {
 
 /// Called with `(mine, current)` when the database refuses a write as fenced.
 type OnFenced = Box<dyn Fn(i64, i64) + Send + Sync>;
+
+/// Called once for every write that failed.
+type OnWriteFailure = Box<dyn Fn() + Send + Sync>;
 
 /// A [`LedgerHandle`] that does not keep the ledger (and its lock) open.
 #[derive(Clone)]
@@ -101,6 +106,7 @@ impl LedgerHandle {
             description: ledger.path().display().to_string(),
             backend: Backend::Sqlite(Arc::new(Mutex::new(ledger))),
             on_fenced: std::sync::OnceLock::new(),
+            on_write_failure: std::sync::OnceLock::new(),
             newest_ms: AtomicI64::new(i64::MIN),
             #[cfg(feature = "dev-tools")]
             write_delay: std::sync::OnceLock::new(),
@@ -115,6 +121,7 @@ impl LedgerHandle {
             description: ledger.describe().to_string(),
             backend: Backend::Postgres(ledger),
             on_fenced: std::sync::OnceLock::new(),
+            on_write_failure: std::sync::OnceLock::new(),
             newest_ms: AtomicI64::new(i64::MIN),
             #[cfg(feature = "dev-tools")]
             write_delay: std::sync::OnceLock::new(),
@@ -136,10 +143,24 @@ impl LedgerHandle {
         let _ = self.0.on_fenced.set(Box::new(f));
     }
 
-    /// Passes a write's result through once it is done: tells `on_fenced` of a fenced one, and
+    /// Calls `f` once for every write that fails ([`LedgerError::is_write_failure`]), fenced
+    /// ones included: the one place write failures are counted, whoever wrote. Set once; a
+    /// second call is ignored.
+    pub(crate) fn on_write_failure(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.0.on_write_failure.set(Box::new(f));
+    }
+
+    /// Passes a write's result through once it is done: tells `on_write_failure` of a failed
+    /// one and `on_fenced` of a fenced one, and
     /// notes the clock's reading after a successful one as the newest record time known (the
     /// write's stamp was taken before it).
     async fn written<T>(&self, r: Result<T, LedgerError>) -> Result<T, LedgerError> {
+        if let Err(e) = &r
+            && e.is_write_failure()
+            && let Some(f) = self.0.on_write_failure.get()
+        {
+            f();
+        }
         if let Err(LedgerError::Fenced { mine, current }) = &r
             && let Some(f) = self.0.on_fenced.get()
         {

@@ -328,3 +328,88 @@ async fn a_hold_is_recorded_once_however_the_numbers_in_its_reason_move() {
         eval.reason
     );
 }
+
+/// The value of the metric line `name` (exactly, labels included) at `base`/metrics.
+async fn metric(base: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A write the database fences is one write failure, not two (before: `on_fenced` counted it,
+/// then the cycle that made it counted it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_write_is_counted_once_as_a_write_failure() {
+    let Some(store) = Store::postgres() else {
+        return;
+    };
+    let Store::Postgres(pg) = &store else {
+        unreachable!("a PostgreSQL store")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sb = start_sandbox(scenario(Vec::new())).await;
+    let cfg = write_config(dir.path(), &sb.url);
+    store.configure(&cfg);
+    let daemon = run_daemon(&cfg, timings(100, 60_000)).await;
+    wait_until("the daemon to lead", Duration::from_secs(20), || async {
+        metric(&daemon.base, "cosigner_leader").await == Some(1.0)
+    })
+    .await;
+    // Another instance takes over while this one is about to write: its takeover holds the
+    // epoch row until it commits, so the daemon's next write waits in the fencing trigger and
+    // then finds the newer epoch.
+    let mut admin = pg.admin("postgres").await;
+    let takeover = admin.transaction().await.unwrap();
+    takeover
+        .execute(
+            "UPDATE cosigner_leader SET epoch = epoch + 1, holder = 'other' WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    sb.sandbox.add_pending(approvable(1..=1));
+    let watcher = pg.admin("postgres").await;
+    wait_until(
+        "a ledger write to wait for the takeover",
+        Duration::from_secs(20),
+        || async {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            waiting > 0
+        },
+    )
+    .await;
+    takeover.commit().await.unwrap();
+    wait_until(
+        "the write to be refused as fenced",
+        Duration::from_secs(20),
+        || async { metric(&daemon.base, "cosigner_fenced_total").await == Some(1.0) },
+    )
+    .await;
+    // The cycle that made the write has ended with it by now (the fenced error is its result).
+    wait_until(
+        "the cycle to end with the fenced write",
+        Duration::from_secs(20),
+        || async {
+            metric(&daemon.base, "cosigner_poll_runs_total{outcome=\"error\"}").await >= Some(1.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(&daemon.base, "cosigner_ledger_write_failures_total").await,
+        Some(1.0)
+    );
+    assert!(sb.sandbox.decisions().is_empty());
+    daemon.shutdown().await;
+}
