@@ -191,7 +191,7 @@ pub async fn build(
             (LedgerHandle::sqlite(sqlite), None)
         }
         (None, Some(pg)) => {
-            let (ledger, lead) = open_pair(cfg, pg, &clock, &metrics).await?;
+            let (ledger, lead) = open_pair(cfg, pg, &metrics).await?;
             (ledger, Some(lead))
         }
         (None, None) => unreachable_ledger()?,
@@ -205,10 +205,11 @@ pub async fn build(
                 .map_err(|e| crate::client::Refusal::from(format!("not leading: {e}")))
         })
     });
+    // The ledger's clock: the system's on one host, the database's in a pair.
     let client = Arc::new(
         client
             .with_metrics(metrics.clone())
-            .with_clock(clock)
+            .with_clock(ledger.clock().clone())
             .with_attempt_permit(permit),
     );
     let engine = Engine::builder(
@@ -283,14 +284,10 @@ fn unreachable_ledger<T>() -> Result<T, DaemonError> {
 async fn open_pair(
     cfg: &Config,
     pg: &PostgresLedger,
-    clock: &Clock,
     metrics: &Arc<Metrics>,
 ) -> Result<(LedgerHandle, Lead), DaemonError> {
-    let ledger = Arc::new(
-        PgLedger::open(pg.target.clone())
-            .await?
-            .with_clock(clock.clone()),
-    );
+    // Timed by the database's clock (see `PgLedger`), not this host's.
+    let ledger = Arc::new(PgLedger::open(pg.target.clone()).await?);
     let report = ledger.verify().await?;
     if let Some(problem) = report.problems.first() {
         return Err(DaemonError::BrokenLedger {

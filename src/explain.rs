@@ -56,16 +56,19 @@ pub fn explain(
     Ok(e)
 }
 
-/// [`explain`] against a ledger already open (the PostgreSQL one of a pair); `ledger` in the
-/// answer is `None`, the caller knows where it read.
+/// [`explain`] against a ledger already open (the PostgreSQL one of a pair), as of now by the
+/// ledger's clock (the database's, as the daemon reads it); `ledger` in the answer is `None`,
+/// the caller knows where it read.
 pub(crate) async fn explain_from(
     policy: &Arc<Policy>,
     ledger: &LedgerHandle,
     max_sign_len: usize,
     max_clock_skew: std::time::Duration,
     tx: &Withdrawal,
-    now_ms: i64,
 ) -> Result<Explanation, LedgerError> {
+    // The newest record first: reading it brings the ledger's clock up to date.
+    let newest_ms = ledger.newest_record_ms().await?;
+    let now_ms = ledger.clock().now_ms();
     let recorded = Recorded {
         usage: ledger
             .usage_with_slack(
@@ -74,7 +77,7 @@ pub(crate) async fn explain_from(
                 crate::policy::window_slack(max_clock_skew),
             )
             .await?,
-        newest_ms: ledger.newest_record_ms().await?,
+        newest_ms,
         mode: ledger.latest_event("mode").await?,
         state: ledger
             .states(vec![tx.clone()])

@@ -123,10 +123,10 @@ async fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
     let signer = Signer::load(&cfg.key.source).map_err(Failure::usage)?;
     let tx = crate::client::parse_pending_item(tx_json)
         .map_err(|m| Failure::usage(anyhow::anyhow!("--tx: {} ({})", m.reason, m.raw)))?;
-    let now_ms = crate::clock::Clock::system().now_ms();
     let skew = cfg.api.client.max_clock_skew;
     let (explanation, source) = match &cfg.ledger.postgres {
         None => {
+            let now_ms = crate::clock::Clock::system().now_ms();
             let e = explain::explain(
                 &p,
                 &cfg.ledger.path,
@@ -149,7 +149,6 @@ async fn explain(config: ConfigArg, tx_json: &str) -> CmdResult {
                 signer.max_text_len(),
                 skew,
                 &tx,
-                now_ms,
             )
             .await
             .map_err(Failure::runtime)?;

@@ -32,7 +32,7 @@ use super::{
     RESEND_EVENT, ResendRecord, TxState, VerifyReport, WindowApproval, check_chain, page_query,
     page_rows, row_select, storable, tx_state, usage_of, window_start,
 };
-use crate::clock::Clock;
+use crate::clock::{Clock, ClockAnchor};
 use crate::domain::{TxId, Withdrawal};
 use crate::policy::{Policy, Usage};
 
@@ -668,12 +668,24 @@ impl Ledger {
 
 /// The decision ledger in PostgreSQL. Cheap to share (`Arc`): every method takes `&self`, and
 /// appends serialise in the database.
+///
+/// Its records are stamped with the database's clock (`clock_timestamp()`, read inside the
+/// writing transaction once it holds the chain head), and [`PgLedger::clock`] is that clock
+/// carried on by this host's monotonic clock between readings: every member of a pair stamps,
+/// counts windows, times its requests and judges the server's `Date` by the one clock, so a
+/// member whose own clock is wrong can neither poison the ledger for the others nor be stopped
+/// by it.
 pub struct PgLedger {
     pool: Pool,
     target: PgTarget,
     epoch: AtomicI64,
     clock: Clock,
+    anchor: ClockAnchor,
 }
+
+/// The database's clock in ms since the epoch (`clock_timestamp()`: the time as it is read, not
+/// the transaction's start).
+const DATABASE_NOW: &str = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 impl std::fmt::Debug for PgLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -707,27 +719,48 @@ impl PgLedger {
             .wait_timeout(Some(Duration::from_secs(30)))
             .build()
             .map_err(db("set up the connection pool"))?;
+        let asked = std::time::Instant::now();
+        let now = pool
+            .get()
+            .await
+            .map_err(db("take a connection from the pool"))?
+            .query_one(DATABASE_NOW, &[])
+            .await
+            .map_err(db("read the database's clock"))?
+            .try_get::<_, i64>(0)
+            .map_err(db("read the database's clock"))?;
+        let (clock, anchor) = Clock::anchored(now);
+        anchor.observe(now, asked, std::time::Instant::now());
         let ledger = Self {
             pool,
             target,
             epoch: AtomicI64::new(0),
-            clock: Clock::system(),
+            clock,
+            anchor,
         };
         ledger.migrate().await?;
         Ok(ledger)
     }
 
-    /// Times records by `clock` instead of the system clock.
-    #[must_use]
-    pub(crate) fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// The clock that times records.
+    /// The database's clock, carried on by this host's monotonic clock between readings (every
+    /// write, and every read of the newest record, reads it again).
     #[must_use]
     pub(crate) fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Reads the database's clock on `c`, notes it in [`PgLedger::clock`], and returns it.
+    async fn database_now<C: GenericClient + Sync>(&self, c: &C) -> Result<Millis, LedgerError> {
+        let what = "read the database's clock";
+        let asked = std::time::Instant::now();
+        let now: i64 = c
+            .query_one(DATABASE_NOW, &[])
+            .await
+            .map_err(db(what))?
+            .try_get(0)
+            .map_err(db(what))?;
+        self.anchor.observe(now, asked, std::time::Instant::now());
+        Ok(Millis(now))
     }
 
     /// Where the ledger is.
@@ -752,10 +785,6 @@ impl PgLedger {
     #[must_use]
     pub(crate) fn epoch(&self) -> i64 {
         self.epoch.load(Ordering::SeqCst)
-    }
-
-    fn now(&self) -> Millis {
-        Millis(self.clock.now_ms())
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
@@ -801,18 +830,21 @@ impl PgLedger {
         tx.commit().await.map_err(db(what))
     }
 
-    /// Appends `records` in one transaction at this instance's epoch; returns their sequence
-    /// numbers. On `Err` nothing may be sent; when the commit's answer was lost the records may
-    /// be there, and are then found (and re-sent identically) by the next cycle.
-    async fn append<R: Record>(&self, records: &mut [R]) -> Result<Vec<Seq>, LedgerError> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// Appends the records `make` builds for the time they are stamped with (the database's
+    /// clock once the transaction holds the chain head), in one transaction at this instance's
+    /// epoch; returns their sequence numbers. On `Err` nothing may be sent; when the commit's
+    /// answer was lost the records may be there, and are then found (and re-sent identically)
+    /// by the next cycle.
+    async fn append<R: Record>(
+        &self,
+        make: impl FnOnce(Millis) -> Vec<R>,
+    ) -> Result<Vec<Seq>, LedgerError> {
         let epoch = self.epoch();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db("begin a write"))?;
         let mut head = lock_head(&*tx).await?;
-        let mut rows = chain(&mut head, records)?;
+        let mut records = make(self.database_now(&*tx).await?);
+        let mut rows = chain(&mut head, &mut records)?;
         insert(&*tx, &mut rows, epoch).await?;
         set_head(&*tx, &head).await?;
         tx.commit()
@@ -824,22 +856,28 @@ impl PgLedger {
     /// Records decisions in one transaction; returns their sequence numbers. When this returns
     /// `Err`, nothing may be sent.
     pub async fn record_decisions(&self, new: &[NewDecision]) -> Result<Vec<u64>, LedgerError> {
-        let seqs = self
-            .append(&mut DecisionRecord::all(new, self.now()))
-            .await?;
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs = self.append(|now| DecisionRecord::all(new, now)).await?;
         Ok(seqs.into_iter().map(|s| s.0).collect())
     }
 
     /// Records submission outcomes in one transaction.
     pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<(), LedgerError> {
-        self.append(&mut OutcomeRecord::all(outcomes, self.now()))
-            .await?;
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.append(|now| OutcomeRecord::all(outcomes, now)).await?;
         Ok(())
     }
 
     /// Records that the approvals `resends` are about to be sent again, before they leave.
     pub async fn record_resends(&self, resends: &[ResendRecord]) -> Result<(), LedgerError> {
-        self.append(&mut EventRecord::resends(resends, self.now()))
+        if resends.is_empty() {
+            return Ok(());
+        }
+        self.append(|now| EventRecord::resends(resends, now))
             .await?;
         Ok(())
     }
@@ -847,7 +885,7 @@ impl PgLedger {
     /// Records an operational event; returns its sequence number.
     pub async fn record_event(&self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
         let seqs = self
-            .append(&mut [EventRecord::at(kind, detail, self.now())])
+            .append(|now| vec![EventRecord::at(kind, detail, now)])
             .await?;
         Ok(seqs.last().map_or(0, |s| s.0))
     }
@@ -859,7 +897,7 @@ impl PgLedger {
         ok: bool,
         message: Option<&str>,
     ) -> Result<(), LedgerError> {
-        self.append(&mut [CollectRecord::at(is_main, ok, message, self.now())])
+        self.append(|now| vec![CollectRecord::at(is_main, ok, message, now)])
             .await?;
         Ok(())
     }
@@ -940,15 +978,17 @@ impl PgLedger {
         Ok(page_rows(q, rows))
     }
 
-    /// The time of the newest record, if any.
+    /// The time of the newest record, if any. The database's clock is read again after it, so
+    /// that [`PgLedger::clock`] reads no earlier than any record stamped before.
     pub async fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
-        let row = self
-            .client()
-            .await?
+        let client = self.client().await?;
+        let row = client
             .query_one(super::NEWEST_RECORD, &[])
             .await
             .map_err(db("read the newest record"))?;
-        row.try_get(0).map_err(db("read the newest record"))
+        let newest = row.try_get(0).map_err(db("read the newest record"))?;
+        self.database_now(&**client).await?;
+        Ok(newest)
     }
 
     /// [`Ledger::usage_with_slack`]: window usage as of `now_ms`, windows reaching `slack`
@@ -1085,7 +1125,8 @@ impl PgLedger {
         if found.is_some() {
             return Ok(None);
         }
-        let mut rows = chain(&mut head, &mut [EventRecord::at(kind, detail, self.now())])?;
+        let now = self.database_now(&*tx).await?;
+        let mut rows = chain(&mut head, &mut [EventRecord::at(kind, detail, now)])?;
         insert(&*tx, &mut rows, epoch).await?;
         set_head(&*tx, &head).await?;
         tx.commit()

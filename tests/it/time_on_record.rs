@@ -383,3 +383,126 @@ async fn an_approval_whose_postgresql_commit_hangs_leaves_only_on_a_record_stamp
         held[0].reason
     );
 }
+
+/// A member of a pair (`cosigner run`) whose wall clock is `offset` off (libfaketime; the
+/// monotonic clock is left alone), with `max_clock_skew = "1s"` and one approval per 3 s.
+fn member_at(
+    offset: &str,
+    name: &'static str,
+    sandbox_url: &str,
+    url: &str,
+    pg: &crate::pg::Pg,
+) -> crate::pair::Member {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = crate::pair::pair_config(dir.path(), sandbox_url, url, pg, name);
+    edit(
+        &cfg,
+        "timeout = \"5s\"\n",
+        "timeout = \"5s\"\nmax_clock_skew = \"1s\"\n",
+    );
+    std::fs::write(dir.path().join("policy.toml"), one_per("3s")).unwrap();
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    // libfaketime loaded into the daemon itself (as the `faketime` program does, but without
+    // a parent process of its own): killing the child kills the daemon.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cosigner"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("LD_PRELOAD", "/usr/$LIB/faketime/libfaketime.so.1")
+        .env("FAKETIME", offset)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env_remove("COSIGNER_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .unwrap();
+    crate::pair::Member {
+        name,
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_member_two_hours_ahead_leads_by_the_databases_clock_and_stops_no_one() {
+    if !faketime_or_skip() {
+        return;
+    }
+    let Some(pg) = crate::pg::Pg::start() else {
+        return;
+    };
+    // The review's repro: a member 2 h ahead led briefly; its takeover wrote a `policy` event
+    // stamped 2 h in the future, and the other member then held every approval for 2 h ("the
+    // clock is behind the newest ledger record"). The sandbox refuses a TimeStamp more than
+    // 5 min off its own clock.
+    pg.create_db("clocks").await;
+    let url = pg.url("clocks", "disable");
+    let sandbox = spawn_sandbox(&[]);
+    let mut ahead = member_at("+2h", "ahead", &sandbox.url, &url, &pg);
+    crate::pair::one_leader(&[&ahead]).await;
+    post_pending(
+        &sandbox.url,
+        vec![item(TxId::new(1), HOT, TREASURY, "1", "195")],
+    )
+    .await;
+    crate::pair::wait_decided(&sandbox.url, 1, &[&ahead]).await;
+    // Its own clock is 2 h ahead: its log lines say so.
+    let logged = ahead.log();
+    let first = logged.split_whitespace().next().unwrap_or_default();
+    let at = humantime::parse_rfc3339(first).unwrap_or_else(|e| panic!("{e}: {logged}"));
+    let ahead_by = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        ahead_by > Duration::from_secs(3_600),
+        "{first}: libfaketime not in effect"
+    );
+
+    // The other member, right on time, stands by; the one ahead dies; it takes over.
+    let right = member_at("+0s", "right", &sandbox.url, &url, &pg);
+    let (leader, _) = crate::pair::one_leader(&[&ahead, &right]).await;
+    assert_eq!(leader, 0, "the member ahead still leads");
+    let _ = ahead.child.kill();
+    let _ = ahead.child.wait();
+    crate::pair::one_leader(&[&right]).await;
+    post_pending(
+        &sandbox.url,
+        vec![item(TxId::new(2), HOT, TREASURY, "1", "195")],
+    )
+    .await;
+    crate::pair::wait_decided(&sandbox.url, 2, &[&ahead, &right]).await;
+
+    let approved = approvals_at_server(&sandbox.url).await;
+    assert_eq!(approved.len(), 2, "{approved:?}");
+    let gap = closest(&approved).unwrap();
+    assert!(
+        gap >= 3_000,
+        "one per 3 s, but {gap} ms apart: {approved:?}"
+    );
+    assert!(
+        !right.log().contains("clock is behind"),
+        "the member on time was held by the other's clock:\n{}",
+        right.log()
+    );
+    // Every record is stamped by the database's clock: none lies in its future.
+    let admin = pg.admin("clocks").await;
+    let row = admin
+        .query_one(
+            "SELECT (SELECT max(recorded_at_ms) FROM events), \
+             floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (newest, now): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        newest <= now,
+        "a record {} ms in the database's future",
+        newest - now
+    );
+    eprintln!(
+        "the member 2 h ahead approved tx 1; the other took over and approved tx 2 {gap} ms later"
+    );
+}
