@@ -455,7 +455,7 @@ impl Client {
 
     /// Reads `clock` instead of the system clock (it should be the ledger's).
     #[must_use]
-    pub(crate) fn with_clock(mut self, clock: Clock) -> Self {
+    pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }

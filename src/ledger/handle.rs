@@ -204,7 +204,7 @@ impl LedgerHandle {
 
     /// The clock that times the records.
     #[must_use]
-    pub(crate) fn clock(&self) -> &Clock {
+    pub fn clock(&self) -> &Clock {
         &self.0.clock
     }
 

@@ -395,6 +395,33 @@ pub(crate) fn engine_built(
     ledger: cosigner::ledger::LedgerHandle,
     more: impl FnOnce(cosigner::cycle::EngineBuilder) -> cosigner::cycle::EngineBuilder,
 ) -> cosigner::cycle::Engine {
+    let client = cosigner::client::Client::new(client).unwrap();
+    engine_from(dir, client, policy_text, settings, ledger, more)
+}
+
+/// [`engine_on`] whose client reads the ledger's clock too (its requests' `TimeStamp`, its
+/// judgement of the server's `Date`), as the daemon's does.
+pub(crate) fn engine_on_ledger_clock(
+    dir: &Path,
+    client: ClientConfig,
+    policy_text: &str,
+    settings: cosigner::cycle::PollSettings,
+    ledger: cosigner::ledger::LedgerHandle,
+) -> cosigner::cycle::Engine {
+    let client = cosigner::client::Client::new(client)
+        .unwrap()
+        .with_clock(ledger.clock().clone());
+    engine_from(dir, client, policy_text, settings, ledger, |b| b)
+}
+
+fn engine_from(
+    dir: &Path,
+    client: cosigner::client::Client,
+    policy_text: &str,
+    settings: cosigner::cycle::PollSettings,
+    ledger: cosigner::ledger::LedgerHandle,
+    more: impl FnOnce(cosigner::cycle::EngineBuilder) -> cosigner::cycle::EngineBuilder,
+) -> cosigner::cycle::Engine {
     use std::sync::Arc;
     let ppath = dir.join("policy.toml");
     std::fs::write(&ppath, policy_text).unwrap();
@@ -403,7 +430,7 @@ pub(crate) fn engine_built(
         key_copy(dir, "keytool-aes.pfx");
     }
     let builder = cosigner::cycle::Engine::builder(
-        Arc::new(cosigner::client::Client::new(client).unwrap()),
+        Arc::new(client),
         Arc::new(
             cosigner::signer::Signer::load(&cosigner::signer::KeySource {
                 pfx_file: pfx,
