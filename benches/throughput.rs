@@ -218,6 +218,7 @@ fn one_cycle(
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(1),
             max_clock_skew: Duration::from_secs(30),
+            ca_file: None,
         })
         .expect("client");
         let engine = Engine::builder(

@@ -3,13 +3,13 @@
 
 pub mod signature;
 pub mod types;
+mod wire;
 
 use std::fmt;
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -21,6 +21,9 @@ use crate::domain::ClockDoubt;
 
 pub use signature::SignOrder;
 pub use types::*;
+pub use wire::{Outbox, Stopped};
+
+use wire::{BodyError, Permit, Ticket, Wire, WireError};
 
 /// Path of the pending list.
 pub const PENDING: &str = "/api/transaction/pending";
@@ -84,6 +87,9 @@ pub struct ClientConfig {
     pub initial_backoff: Duration,
     /// Longest wait between two attempts.
     pub max_backoff: Duration,
+    /// PEM certificates of authorities to trust besides the system's (`api.ca_file`: a private
+    /// CA, a TLS-inspecting proxy).
+    pub ca_file: Option<std::path::PathBuf>,
     /// How far this host's clock may be off the server's `Date` either way; `Client::clock_doubt`
     /// reports a clock that may be more than [`crate::domain::clock_bound`] of it off.
     pub max_clock_skew: Duration,
@@ -239,9 +245,6 @@ impl From<&str> for Refusal {
     }
 }
 
-/// A check a [`Gate`] makes: `Err` says why the request must not go out.
-type GateCheck<A> = Box<dyn Fn(A) -> Result<(), Refusal> + Send + Sync>;
-
 /// What a [`Gate`] writes down before an attempt (with the number of attempts made so far):
 /// `Err` says why the request must not go out.
 type BeforeAttempt = Box<
@@ -250,11 +253,12 @@ type BeforeAttempt = Box<
         + Sync,
 >;
 
-/// Asked before every attempt of a request, retries included, whether it may still go out: the
-/// kill switch, a policy reload or a shutdown must stop a request that is waiting to be retried,
-/// not only one that has not started.
+/// Asked before every attempt of a request, retries included, and again at every write of its
+/// bytes, whether it may still go out: the kill switch, a policy reload or a shutdown must stop a
+/// request that is waiting to be retried, connecting or handshaking, not only one that has not
+/// started.
 pub struct Gate {
-    permit: GateCheck<()>,
+    permit: Permit,
     changes: tokio::sync::watch::Receiver<u64>,
     cancel: Option<tokio_util::sync::CancellationToken>,
     /// Run once the permit is given, right before an attempt: what must be written down before
@@ -262,7 +266,7 @@ pub struct Gate {
     before_attempt: Option<BeforeAttempt>,
     /// Asked with the permit once `before_attempt` is done, as the attempt leaves: whether what
     /// it wrote down still holds (an approval's record was stamped recently enough).
-    on_leaving: Option<GateCheck<()>>,
+    on_leaving: Option<Permit>,
 }
 
 impl Gate {
@@ -273,7 +277,7 @@ impl Gate {
         changes: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
         Self {
-            permit: Box::new(move |()| permit()),
+            permit: std::sync::Arc::new(permit),
             changes,
             cancel: None,
             before_attempt: None,
@@ -300,7 +304,7 @@ impl Gate {
         mut self,
         check: impl Fn() -> Result<(), Refusal> + Send + Sync + 'static,
     ) -> Self {
-        self.on_leaving = Some(Box::new(move |()| check()));
+        self.on_leaving = Some(std::sync::Arc::new(check));
         self
     }
 
@@ -314,7 +318,37 @@ impl Gate {
     /// Marks the changes seen so far, then asks: a change after this wakes [`Gate::sleep`].
     fn check(&mut self) -> Result<(), Refusal> {
         self.changes.borrow_and_update();
-        (self.permit)(())
+        (self.permit)()
+    }
+
+    /// Runs `attempt` (of `ticket`'s call) to its end, asking again at every change: once the
+    /// answer is no and nothing of the attempt is written yet (it is connecting, handshaking,
+    /// or waiting for its turn on a connection), it is dropped, and `Err` says why. An attempt
+    /// already being written is left to finish: its remaining writes are refused by the
+    /// transport, so no server can act on it.
+    async fn race<T>(
+        &mut self,
+        attempt: impl Future<Output = Result<T, AttemptError>>,
+        ticket: &Ticket,
+    ) -> Result<T, AttemptError> {
+        tokio::pin!(attempt);
+        let cancel = self.cancel.clone().unwrap_or_default();
+        let mut cancel_seen = false;
+        let mut changes_open = true;
+        loop {
+            tokio::select! {
+                r = &mut attempt => return r,
+                () = cancel.cancelled(), if !cancel_seen => cancel_seen = true,
+                changed = self.changes.changed(), if changes_open => {
+                    changes_open = changed.is_ok();
+                }
+            }
+            if let Err(r) = (self.permit)()
+                && !ticket.started()
+            {
+                return Err(AttemptError::Stopped(r));
+            }
+        }
     }
 
     /// Everything that must hold as an attempt leaves: the permit, and the check of what
@@ -322,7 +356,7 @@ impl Gate {
     fn check_leaving(&mut self) -> Result<(), Refusal> {
         self.check()?;
         match &self.on_leaving {
-            Some(f) => f(()),
+            Some(f) => f(),
             None => Ok(()),
         }
     }
@@ -335,7 +369,7 @@ impl Gate {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return Ok(()),
                 () = cancel.cancelled() => {
-                    (self.permit)(())?;
+                    (self.permit)()?;
                     tokio::time::sleep_until(deadline).await;
                     return Ok(());
                 }
@@ -345,7 +379,7 @@ impl Gate {
                         tokio::time::sleep_until(deadline).await;
                         return Ok(());
                     }
-                    (self.permit)(())?;
+                    (self.permit)()?;
                 }
             }
         }
@@ -354,7 +388,8 @@ impl Gate {
 
 /// The 1BitPay API client. Cheap to share behind an `Arc`.
 pub struct Client {
-    http: reqwest::Client,
+    /// The transport: its own connections, every write of a request gated.
+    wire: Wire,
     cfg: ClientConfig,
     limiter: DefaultDirectRateLimiter,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
@@ -391,19 +426,18 @@ impl fmt::Debug for Client {
 impl Client {
     /// Builds a client; fails only if the HTTP stack cannot be set up.
     pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("cosigner/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ClientError::Request {
-                endpoint: "client",
-                detail: e.to_string(),
-            })?;
+        let wire = Wire::new(
+            &cfg.base_url,
+            cfg.timeout.min(Duration::from_secs(10)),
+            cfg.ca_file.as_deref(),
+        )
+        .map_err(|detail| ClientError::Request {
+            endpoint: "client",
+            detail,
+        })?;
         let limiter = RateLimiter::direct(Quota::per_second(cfg.max_requests_per_second));
         Ok(Self {
-            http,
+            wire,
             cfg,
             limiter,
             metrics: None,
@@ -471,6 +505,13 @@ impl Client {
         &self.cfg
     }
 
+    /// Every request on its way out: a change of what may be sent goes through it (see
+    /// [`Outbox::change`]).
+    #[must_use]
+    pub fn outbox(&self) -> &std::sync::Arc<Outbox> {
+        self.wire.outbox()
+    }
+
     /// The signed public headers for one attempt of a request with `body`.
     fn headers(&self, endpoint: &'static str, body: &str) -> Result<HeaderMap, ClientError> {
         let nonce = crate::random::nonce().map_err(|e| ClientError::Request {
@@ -527,39 +568,14 @@ impl Client {
         }
     }
 
-    /// Reads the body, refusing more than the configured cap.
-    async fn read_capped(
+    /// One attempt of `ticket`'s call: sign, send (every write asked of the ticket), read,
+    /// check the envelope. The caller waits for the rate limiter.
+    async fn attempt(
         &self,
         endpoint: &'static str,
-        mut resp: reqwest::Response,
-    ) -> Result<Vec<u8>, AttemptError> {
-        let limit = self.cfg.max_response_bytes;
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(AttemptError::Final(ClientError::BodyTooLarge {
-                endpoint,
-                limit,
-            }));
-        }
-        let mut buf = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) => {
-                    if buf.len() + c.len() > limit {
-                        return Err(AttemptError::Final(ClientError::BodyTooLarge {
-                            endpoint,
-                            limit,
-                        }));
-                    }
-                    buf.extend_from_slice(&c);
-                }
-                Ok(None) => return Ok(buf),
-                Err(e) => return Err(AttemptError::Retry(network_message(&e), None)),
-            }
-        }
-    }
-
-    /// One attempt: sign, send, read, check the envelope. The caller waits for the rate limiter.
-    async fn attempt(&self, endpoint: &'static str, body: &str) -> Result<Reply, AttemptError> {
+        body: &str,
+        ticket: &std::sync::Arc<Ticket>,
+    ) -> Result<Reply, AttemptError> {
         let url = self
             .cfg
             .base_url
@@ -570,41 +586,80 @@ impl Client {
                     detail: e.to_string(),
                 })
             })?;
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let named = self.wire.url_of(url.path());
         let headers = self.headers(endpoint, body).map_err(AttemptError::Final)?;
+        tracing::trace!(endpoint, url = %named, body_bytes = body.len(), "sending");
         let sent = std::time::Instant::now();
-        let resp = self
-            .http
-            .post(url)
-            .headers(headers)
-            .body(body.to_owned())
-            .send()
-            .await
-            .map_err(|e| AttemptError::Retry(network_message(&e), None))?;
-        let status = resp.status();
-        let server_date = resp
-            .headers()
+        let answer = tokio::time::timeout(
+            self.cfg.timeout,
+            self.wire.post(
+                ticket,
+                &path,
+                headers,
+                body.to_owned(),
+                self.cfg.max_response_bytes,
+            ),
+        )
+        .await
+        .map_err(|_| AttemptError::Retry(format!("timed out to {named}"), None))?
+        .map_err(|e| match e {
+            WireError::Stopped(r) => AttemptError::Stopped(r),
+            WireError::Connect(m) => {
+                AttemptError::Retry(format!("cannot connect to {named}: {m}"), None)
+            }
+            WireError::Transport(m) => {
+                AttemptError::Retry(format!("transport error to {named}: {m}"), None)
+            }
+        })?;
+        let status = answer.status;
+        tracing::trace!(
+            endpoint,
+            status,
+            took_ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "answered"
+        );
+        let server_date = answer
+            .headers
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok());
         if let Some(date) = server_date {
             self.note_server_date(date, sent.elapsed());
         }
-        let retry_after = resp
-            .headers()
+        let retry_after = answer
+            .headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = self.read_capped(endpoint, resp).await?;
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        let bytes = match answer.body {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return Err(AttemptError::Final(ClientError::BodyTooLarge {
+                    endpoint,
+                    limit: self.cfg.max_response_bytes,
+                }));
+            }
+            Err(BodyError::Transport(m)) => {
+                return Err(AttemptError::Retry(
+                    format!("transport error to {named}: {m}"),
+                    None,
+                ));
+            }
+        };
+        if status == 429 || (500..600).contains(&status) {
             return Err(AttemptError::RetryStatus(
-                status.as_u16(),
+                status,
                 snippet(&bytes),
                 retry_after,
             ));
         }
-        if !status.is_success() {
-            return Err(AttemptError::Status(status.as_u16(), snippet(&bytes)));
+        if !(200..300).contains(&status) {
+            return Err(AttemptError::Status(status, snippet(&bytes)));
         }
         decode_envelope(endpoint, &bytes, server_date).map_err(AttemptError::Final)
     }
@@ -647,12 +702,26 @@ impl Client {
             attempts,
             reason,
         };
+        // What every write of every attempt asks, as the bytes leave: whether this instance may
+        // send at all (in a pair: it leads), the caller's gate, and whether what the gate wrote
+        // down before the attempt still holds.
+        let permit: Permit = {
+            let client = self.permit.clone();
+            let leaving = gate.as_ref().and_then(|g| g.on_leaving.clone());
+            let gate = gate.as_ref().map(|g| g.permit.clone());
+            std::sync::Arc::new(move || {
+                for check in [&client, &gate, &leaving].into_iter().flatten() {
+                    check()?;
+                }
+                Ok(())
+            })
+        };
+        let ticket = self.wire.outbox().ticket(permit);
         loop {
             self.limiter.until_ready().await;
             if let Some(permit) = &self.permit {
                 permit().map_err(|r| stopped(attempts, r))?;
             }
-            // Asked last thing before the request goes on the wire.
             if let Some(g) = gate.as_deref_mut() {
                 g.check().map_err(|r| stopped(attempts, r))?;
                 if let Some(f) = &g.before_attempt {
@@ -661,12 +730,20 @@ impl Client {
                 // The write took time: what is in force may have changed meanwhile.
                 g.check_leaving().map_err(|r| stopped(attempts, r))?;
             }
-            attempts += 1;
-            let err = match self.attempt(endpoint, body).await {
+            let attempt = self.attempt(endpoint, body, &ticket);
+            let result = match gate.as_deref_mut() {
+                Some(g) => g.race(attempt, &ticket).await,
+                None => attempt.await,
+            };
+            let err = match result {
                 Ok(r) => return Ok(r),
+                // Refused before (or while) it was written: it never reached the server whole.
+                Err(AttemptError::Stopped(r)) => return Err(stopped(attempts, r)),
                 Err(e) => e,
             };
+            attempts += 1;
             let (retry_after, final_err) = match err {
+                AttemptError::Stopped(r) => return Err(stopped(attempts - 1, r)),
                 AttemptError::Final(e) => return Err(e),
                 AttemptError::Status(status, body) => {
                     return Err(ClientError::Http {
@@ -861,6 +938,8 @@ fn endpoint_label(path: &str) -> &'static str {
 }
 
 enum AttemptError {
+    /// Refused by the caller's gate or this instance's permit before it was (wholly) written.
+    Stopped(Refusal),
     /// Not worth retrying.
     Final(ClientError),
     /// A non-retryable HTTP status.
@@ -869,35 +948,6 @@ enum AttemptError {
     Retry(String, Option<Duration>),
     /// 429 or 5xx: retry.
     RetryStatus(u16, String, Option<Duration>),
-}
-
-fn network_message(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "transport error"
-    };
-    let mut msg = kind.to_string();
-    // Name what was tried, port included even when it is the scheme's default.
-    if let Some(u) = e.url() {
-        msg.push_str(&format!(
-            " to {}://{}:{}{}",
-            u.scheme(),
-            u.host_str().unwrap_or("?"),
-            u.port_or_known_default().unwrap_or(0),
-            u.path()
-        ));
-    }
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 fn snippet(bytes: &[u8]) -> String {
@@ -972,6 +1022,7 @@ mod tests {
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(10),
             max_clock_skew: Duration::from_secs(30),
+            ca_file: None,
         })
         .unwrap()
         .with_clock(clock)

@@ -39,6 +39,7 @@ pub(crate) const ENV_NOT_KEYS: &[&str] = &[
 /// environment.
 const TEXT_KEYS: &[&str] = &[
     "api.base_url",
+    "api.ca_file",
     "api.merchant_no",
     "api.api_key",
     "api.api_secret",
@@ -58,6 +59,7 @@ const TEXT_KEYS: &[&str] = &[
 /// Every key of the configuration, for naming the nearest one to a mistyped variable.
 const KEYS: &[&str] = &[
     "api.base_url",
+    "api.ca_file",
     "api.merchant_no",
     "api.api_key",
     "api.api_secret",
@@ -252,6 +254,7 @@ struct RawControl {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     base_url: Option<String>,
+    ca_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "lenient_string")]
     merchant_no: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
@@ -863,6 +866,24 @@ impl Validator<'_> {
         if max_retries > 10 {
             return Err(self.err("api.max_retries", "must be at most 10"));
         }
+        let ca_file = match api.ca_file {
+            Some(p) => {
+                let p = self.resolve(p);
+                let pem = std::fs::read(&p)
+                    .map_err(|e| self.err("api.ca_file", format!("{}: {e}", p.display())))?;
+                openssl::x509::X509::stack_from_pem(&pem)
+                    .ok()
+                    .filter(|certs| !certs.is_empty())
+                    .ok_or_else(|| {
+                        self.err(
+                            "api.ca_file",
+                            format!("{} holds no PEM certificate", p.display()),
+                        )
+                    })?;
+                Some(p)
+            }
+            None => None,
+        };
         let max_clock_skew = api.max_clock_skew.unwrap_or(DEFAULT_MAX_CLOCK_SKEW);
         if max_clock_skew < Duration::from_secs(1) {
             return Err(self.err("api.max_clock_skew", "must be at least 1s"));
@@ -881,6 +902,7 @@ impl Validator<'_> {
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(5),
             max_clock_skew,
+            ca_file,
         };
         Ok(ApiConfig {
             client,

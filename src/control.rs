@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tracing::{error, warn};
 
+use crate::client::{Outbox, Stopped};
 use crate::ledger::{LedgerError, LedgerHandle};
 use crate::metrics::Metrics;
 use crate::plan::Mode;
@@ -36,6 +37,8 @@ pub enum ModeError {
     NotRecorded {
         /// The mode in force.
         mode: Mode,
+        /// What putting it in force stopped.
+        stopped: Stopped,
         /// Why it could not be recorded.
         #[source]
         source: LedgerError,
@@ -73,17 +76,21 @@ pub(crate) struct Control {
     metrics: Arc<Metrics>,
     /// Where an unrecorded pause is kept across restarts.
     pause_file: Option<PathBuf>,
+    /// Every request on its way out: each change of what may be sent goes through it, so that
+    /// once the change returns no write it forbids can start, and none is under way.
+    outbox: Arc<Outbox>,
 }
 
 impl Control {
     /// `policy` in force, in normal mode; mode changes are recorded in `ledger` (and, until they
-    /// are, in `pause_file`) and shown in `metrics`.
+    /// are, in `pause_file`) and shown in `metrics`; every change goes through `outbox`.
     #[must_use]
     pub(crate) fn new(
         policy: Arc<Policy>,
         ledger: LedgerHandle,
         metrics: Arc<Metrics>,
         pause_file: Option<PathBuf>,
+        outbox: Arc<Outbox>,
     ) -> Self {
         metrics.set_mode(Mode::Normal.as_str());
         Self {
@@ -96,6 +103,7 @@ impl Control {
             ledger,
             metrics,
             pause_file,
+            outbox,
         }
     }
 
@@ -119,14 +127,24 @@ impl Control {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Puts `policy` in force.
-    pub(crate) fn put_policy(&self, policy: Arc<Policy>) {
-        match self.policy.write() {
-            Ok(mut p) => *p = policy,
-            Err(poisoned) => *poisoned.into_inner() = policy,
-        }
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.announce();
+    /// Puts `policy` in force: once this returns, no approval checked under the old one can
+    /// start a write. Returns what it stopped.
+    pub(crate) fn put_policy(&self, policy: Arc<Policy>) -> Stopped {
+        self.outbox.change(|| {
+            match self.policy.write() {
+                Ok(mut p) => *p = policy,
+                Err(poisoned) => *poisoned.into_inner() = policy,
+            }
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.announce();
+        })
+    }
+
+    /// Waits until no write of a request is under way, and wakes every waiting submission to
+    /// ask its gate again: what is in force elsewhere (the lead) changed. Returns what the
+    /// state now in force stops.
+    pub(crate) fn fence(&self) -> Stopped {
+        self.outbox.change(|| self.announce())
     }
 
     /// The mode in force.
@@ -143,36 +161,51 @@ impl Control {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Puts `mode` in force in memory (with `book` held), and shows it.
-    fn put(&self, book: &mut Book, mode: Mode) {
+    /// Puts `mode` in force in memory (with `book` held), through the outbox: once this
+    /// returns, no write the mode forbids can start, and none is under way. Shows it, and
+    /// returns what it stopped.
+    fn put(&self, book: &mut Book, mode: Mode) -> Stopped {
         book.seq += 1;
-        if self.mode() != mode {
+        let stopped = self.outbox.change(|| {
             self.mode.store(mode.to_u8(), Ordering::SeqCst);
-            warn!(mode = mode.as_str(), "kill-switch mode in force");
-        }
+            self.announce();
+        });
         self.metrics.set_mode(mode.as_str());
-        self.announce();
+        stopped
     }
 
     /// Puts the pause `mode` (hold or reject) in force at once, for the page being decided and
-    /// every attempt not yet on the wire, then records it. `Err`: in force, but not recorded
-    /// (kept in the pause file, and recorded as soon as the ledger takes it).
-    pub(crate) async fn pause(&self, mode: Mode, by: &str) -> Result<(), ModeError> {
+    /// every request not yet written (a request being connected, handshaking or waiting for a
+    /// connection is stopped when it is about to be written), then records it. Returns what it
+    /// stopped. `Err`: in force, but not recorded (kept in the pause file, and recorded as soon
+    /// as the ledger takes it).
+    pub(crate) async fn pause(&self, mode: Mode, by: &str) -> Result<Stopped, ModeError> {
         let mode = if mode == Mode::Normal {
             Mode::Hold
         } else {
             mode
         };
-        {
+        let stopped = {
             let mut book = self.book();
-            self.put(&mut book, mode);
             book.unrecorded = Some(by.to_owned());
-        }
-        warn!(mode = mode.as_str(), by, "kill switch thrown");
+            self.put(&mut book, mode)
+        };
+        warn!(
+            mode = mode.as_str(),
+            by,
+            stopped = stopped.stopped,
+            already_written = stopped.already_written,
+            "kill switch thrown"
+        );
         self.write_pause_file(&mode.event_detail(by));
         self.record_pause()
             .await
-            .map_err(|source| ModeError::NotRecorded { mode, source })
+            .map(|()| stopped)
+            .map_err(|source| ModeError::NotRecorded {
+                mode,
+                stopped,
+                source,
+            })
     }
 
     /// Records normal mode, then puts it in force, unless a pause came in meanwhile.
@@ -190,7 +223,7 @@ impl Control {
                 return Err(ModeError::Overtaken);
             }
             book.unrecorded = None;
-            self.put(&mut book, Mode::Normal);
+            let _ = self.put(&mut book, Mode::Normal);
         }
         warn!(by, "kill switch lifted");
         self.remove_pause_file();
@@ -269,8 +302,8 @@ impl Control {
         let recorded_now = unrecorded.is_none();
         {
             let mut book = self.book();
-            self.put(&mut book, mode);
             book.unrecorded = unrecorded;
+            let _ = self.put(&mut book, mode);
         }
         if recorded_now {
             self.remove_pause_file();
@@ -339,11 +372,6 @@ impl Control {
         let mut rx = self.changes.subscribe();
         rx.mark_unchanged();
         rx
-    }
-
-    /// Wakes every waiting submission to ask its gate again, changing nothing.
-    pub(crate) fn wake(&self) {
-        self.announce();
     }
 
     fn announce(&self) {

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, Refusal};
+use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, Refusal, Stopped};
 use crate::clock::Clock;
 use crate::control::Control;
 use crate::domain::{Action, ClockCheck, Decision, TxId, Withdrawal, decision_text};
@@ -210,6 +210,7 @@ impl EngineBuilder {
             self.ledger.clone(),
             self.metrics.clone(),
             self.pause_file,
+            self.client.outbox().clone(),
         );
         Engine {
             client: self.client,
@@ -316,10 +317,10 @@ impl Engine {
         }
     }
 
-    /// Wakes every submission waiting to retry, so that it asks its gate again at once (the
-    /// lead changed).
+    /// Waits until no write of a request is under way, and wakes every submission waiting to
+    /// retry or to connect, so that it asks its gate again at once (the lead changed).
     pub(crate) fn wake_submissions(&self) {
-        self.control.wake();
+        let _ = self.control.fence();
     }
 
     /// The ledger.
@@ -341,10 +342,10 @@ impl Engine {
     }
 
     /// Puts `policy` in force for the next cycle; a running cycle finishes on the old one.
-    pub fn replace_policy(&self, policy: Arc<Policy>) {
+    pub fn replace_policy(&self, policy: Arc<Policy>) -> Stopped {
         self.metrics
             .set_policy(&policy.sha256, policy.limited_rules());
-        self.control.put_policy(policy);
+        self.control.put_policy(policy)
     }
 
     /// Reads the policy file again; a valid policy replaces the old one (a running cycle finishes
@@ -406,9 +407,13 @@ impl Engine {
     /// Puts `mode` in force (see `Control`): a pause at once, for the page being decided and
     /// every attempt not yet on the wire, then recorded (`Err(NotRecorded)`: in force, kept in
     /// the pause file, recorded as soon as the ledger takes it); a resume once recorded.
-    pub async fn set_mode(&self, mode: Mode, actor: &str) -> Result<(), ModeError> {
+    pub async fn set_mode(&self, mode: Mode, actor: &str) -> Result<Stopped, ModeError> {
         match mode {
-            Mode::Normal => self.control.resume(actor).await,
+            Mode::Normal => self
+                .control
+                .resume(actor)
+                .await
+                .map(|()| Stopped::default()),
             pause => self.control.pause(pause, actor).await,
         }
     }

@@ -875,11 +875,19 @@ fn requested_pause(body: &[u8]) -> Result<Mode, ApiError> {
 
 async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError> {
     s.refuse_on_standby()?;
-    s.engine
+    let stopped = s
+        .engine
         .set_mode(mode, "operator API")
         .await
         .map_err(|e| internal(e.to_string()))?;
-    Ok(Json(json!({"object": "mode", "mode": mode.as_str()})))
+    Ok(Json(json!({
+        "object": "mode",
+        "mode": mode.as_str(),
+        // Attempts the change stopped before a byte of them was written, and requests it
+        // forbids that were already written whole (they left before it).
+        "stopped": stopped.stopped,
+        "already_written": stopped.already_written,
+    })))
 }
 
 async fn pause(State(s): State<OperatorState>, body: Bytes) -> Result<Json<Value>, ApiError> {

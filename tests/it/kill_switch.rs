@@ -235,3 +235,123 @@ fn engine_on_with(
         |b| b.pause_file(Some(pause_file.to_path_buf())),
     )
 }
+
+/// A client for the door: a timeout long enough to wait out a stalled connect, one retry.
+fn door_client(door: &crate::door::Door) -> cosigner::client::ClientConfig {
+    let mut c = client_config(&door.url);
+    c.timeout = Duration::from_secs(10);
+    c.max_retries = 1;
+    c.ca_file = door.ca_file.clone();
+    c
+}
+
+/// The approve requests that reached the door after `t`.
+fn approvals_after(door: &crate::door::Door, t: std::time::SystemTime) -> Vec<String> {
+    door.arrivals()
+        .into_iter()
+        .filter(|a| a.path == cosigner::client::APPROVE && a.at > t)
+        .map(|a| {
+            format!(
+                "{} at +{:?}",
+                a.body,
+                a.at.duration_since(t).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Repro 1 and its kin: an approval waits in connect (the server's listen queue is full) or in
+/// the TLS handshake; the operator changes what may be sent; the change returns; the server
+/// lets the connection through. Nothing the change forbids may reach it afterwards.
+async fn an_approval_stalled_before_its_write(tls: bool, change: Change) {
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
+    let door = crate::door::Door::open(&sb.url, tls).await;
+    door.close_after_answer();
+    // The listing's connection goes through; the approval's, the next one, stalls.
+    if tls {
+        door.hold_handshakes_after(1);
+    } else {
+        door.stall_connects_after(1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let e = std::sync::Arc::new(engine_with_client(
+        dir.path(),
+        door_client(&door),
+        APPROVE_TREASURY,
+        small_pages(),
+    ));
+    let cycle = tokio::spawn({
+        let e = e.clone();
+        async move { e.cycle_once().await }
+    });
+    wait_until(
+        "the approval stalled before its write",
+        Duration::from_secs(10),
+        || async {
+            if tls {
+                door.a_handshake_is_held()
+            } else {
+                door.a_connect_is_waiting()
+            }
+        },
+    )
+    .await;
+    let stopped = match change {
+        Change::Pause => e.set_mode(Mode::Hold, "test").await.unwrap(),
+        Change::Reload => {
+            std::fs::write(dir.path().join("policy.toml"), "default = \"hold\"\n").unwrap();
+            e.reload_policy("test").await.unwrap();
+            cosigner::client::Stopped::default()
+        }
+    };
+    let returned = std::time::SystemTime::now();
+    if tls {
+        door.open_handshakes();
+    } else {
+        door.open_connects();
+    }
+    let out = cycle.await.unwrap().unwrap();
+    let late = approvals_after(&door, std::time::SystemTime::UNIX_EPOCH);
+    assert!(
+        late.is_empty(),
+        "{change:?} returned at {returned:?} ({stopped:?}); the approval still reached the server: \
+         {late:?}; cycle {out:?}"
+    );
+    if change == Change::Pause {
+        assert_eq!(
+            stopped.stopped,
+            1,
+            "the pause says it stopped the approval; arrivals {:?}",
+            door.arrivals()
+        );
+    }
+    assert_eq!(approved_ids(&sb), Vec::<TxId>::new());
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Pause,
+    Reload,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_waiting_in_connect_does_not_leave_after_a_pause_returns() {
+    an_approval_stalled_before_its_write(false, Change::Pause).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_waiting_in_a_tls_handshake_does_not_leave_after_a_pause_returns() {
+    an_approval_stalled_before_its_write(true, Change::Pause).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_waiting_in_connect_does_not_leave_after_a_reload_that_holds_it_returns() {
+    an_approval_stalled_before_its_write(false, Change::Reload).await;
+}

@@ -14,6 +14,7 @@ mod config_errors;
 mod crash;
 mod cycle;
 mod daemon;
+mod door;
 mod failover;
 mod files;
 mod first_hour;

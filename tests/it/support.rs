@@ -119,6 +119,7 @@ pub(crate) fn client_config(url: &str) -> ClientConfig {
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(50),
         max_clock_skew: Duration::from_secs(30),
+        ca_file: None,
     }
 }
 
