@@ -288,6 +288,15 @@ async fn open_pair(
 ) -> Result<(LedgerHandle, Lead), DaemonError> {
     // Timed by the database's clock (see `PgLedger`), not this host's.
     let ledger = Arc::new(PgLedger::open(pg.target.clone()).await?);
+    let host_ahead_ms = Clock::system().now_ms() - ledger.clock().now_ms();
+    if Duration::from_millis(host_ahead_ms.unsigned_abs()) > cfg.api.client.max_clock_skew {
+        warn!(
+            host_ahead_ms,
+            "this host's clock is off the database's; the pair stamps its records and counts its \
+             windows by the database's, but this host's own still times its log lines and its TLS \
+             certificate checks: set it right (NTP)"
+        );
+    }
     let report = ledger.verify().await?;
     if let Some(problem) = report.problems.first() {
         return Err(DaemonError::BrokenLedger {

@@ -295,7 +295,12 @@ async fn hang_commits(pg: &crate::pg::Pg) {
         .unwrap();
     // The setting reaches the server's processes a moment later: a probe commit that does not
     // answer within half a second is waiting for the standby (it is let go with the rest).
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        assert!(
+            Instant::now() < deadline,
+            "commits still answer 30 s after synchronous_standby_names was set"
+        );
         let probe = pg.admin("postgres").await;
         let write = tokio::spawn(async move {
             probe
@@ -463,6 +468,10 @@ async fn a_pair_member_two_hours_ahead_leads_by_the_databases_clock_and_stops_no
     assert!(
         ahead_by > Duration::from_secs(3_600),
         "{first}: libfaketime not in effect"
+    );
+    assert!(
+        logged.contains("this host's clock is off the database's"),
+        "it says so: {logged}"
     );
 
     // The other member, right on time, stands by; the one ahead dies; it takes over.
