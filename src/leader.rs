@@ -407,3 +407,94 @@ impl Lead {
         self.leadership.stand_down();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::postgres::{PgLedger, PgTarget};
+
+    /// A leadership whose role and last confirmation are set here, contending for nothing.
+    fn fixed(role: Role, confirmed: Option<(i64, Instant)>) -> Leadership {
+        let (tx, role) = watch::channel(role);
+        Leadership {
+            role,
+            confirmed: Arc::new(Mutex::new(confirmed)),
+            give_up: Arc::new(watch::Sender::new(0)),
+            tx: Arc::new(tx),
+            name: "host-a".into(),
+            _task: AbortOnDropHandle::new(tokio::spawn(async {})),
+        }
+    }
+
+    /// The lead of `leadership` over a ledger (never connected) writing at `ledger_epoch`.
+    fn lead(leadership: Leadership, ledger_epoch: i64) -> Lead {
+        let target = PgTarget::parse("postgres://cosigner@127.0.0.1:1/ledger", None).unwrap();
+        let ledger = PgLedger::unconnected(target).unwrap();
+        ledger.set_epoch(ledger_epoch);
+        Lead::new(Arc::new(leadership), Arc::new(ledger))
+    }
+
+    fn leading_at(epoch: i64) -> Leadership {
+        fixed(Role::Leader { epoch }, Some((epoch, Instant::now())))
+    }
+
+    #[tokio::test]
+    async fn a_confirmed_lead_at_the_ledgers_epoch_is_current() {
+        assert_eq!(lead(leading_at(5), 5).current(), Ok(5));
+    }
+
+    #[tokio::test]
+    async fn a_lead_one_epoch_ahead_of_or_behind_the_ledger_is_refused() {
+        // Ahead: a takeover whose epoch the ledger's writes do not carry yet. Behind: the
+        // ledger already writes at a newer epoch than this lead was confirmed at.
+        for ledger_epoch in [4, 6] {
+            assert_eq!(
+                lead(leading_at(5), ledger_epoch).current(),
+                Err(NotLeading::EpochMismatch {
+                    lead: 5,
+                    ledger: ledger_epoch
+                }),
+                "the ledger at epoch {ledger_epoch}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lead_not_confirmed_within_two_seconds_is_not_current() {
+        let long_ago = Instant::now()
+            .checked_sub(CURRENT_FOR + Duration::from_millis(100))
+            .unwrap();
+        let stale = fixed(Role::Leader { epoch: 5 }, Some((5, long_ago)));
+        assert_eq!(
+            lead(stale, 5).current(),
+            Err(NotLeading::Unconfirmed { epoch: 5 })
+        );
+        let never = fixed(Role::Leader { epoch: 5 }, None);
+        assert_eq!(
+            lead(never, 5).current(),
+            Err(NotLeading::Unconfirmed { epoch: 5 })
+        );
+        // A confirmation of another epoch than the one it leads at confirms nothing.
+        let other = fixed(Role::Leader { epoch: 5 }, Some((4, Instant::now())));
+        assert_eq!(
+            lead(other, 4).current(),
+            Err(NotLeading::Unconfirmed { epoch: 5 })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_standby_is_never_current_even_with_a_fresh_confirmation_left_over() {
+        let standby = fixed(
+            Role::Standby {
+                leader: Some("host-b".into()),
+            },
+            Some((5, Instant::now())),
+        );
+        assert_eq!(
+            lead(standby, 5).current(),
+            Err(NotLeading::Standby {
+                leader: Some("host-b".into())
+            })
+        );
+    }
+}

@@ -705,20 +705,7 @@ impl PgLedger {
 
     /// Connects to `target` and brings its schema up to date.
     pub(crate) async fn open(target: PgTarget) -> Result<Self, LedgerError> {
-        let manager = Manager::from_config(
-            target.config.clone(),
-            target.tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(4)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(Duration::from_secs(15)))
-            .wait_timeout(Some(Duration::from_secs(30)))
-            .build()
-            .map_err(db("set up the connection pool"))?;
+        let pool = Self::pool(&target)?;
         let asked = std::time::Instant::now();
         let now = pool
             .get()
@@ -740,6 +727,38 @@ impl PgLedger {
         };
         ledger.migrate().await?;
         Ok(ledger)
+    }
+
+    /// The connection pool of `target`; no connection is made until one is taken.
+    fn pool(target: &PgTarget) -> Result<Pool, LedgerError> {
+        let manager = Manager::from_config(
+            target.config.clone(),
+            target.tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(4)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(15)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(db("set up the connection pool"))
+    }
+
+    /// The ledger at `target` without a connection made, on this host's clock: for tests of
+    /// what only reads the epoch.
+    #[cfg(test)]
+    pub(crate) fn unconnected(target: PgTarget) -> Result<Self, LedgerError> {
+        let (clock, anchor) = Clock::anchored(Clock::system().now_ms());
+        Ok(Self {
+            pool: Self::pool(&target)?,
+            target,
+            epoch: AtomicI64::new(0),
+            clock,
+            anchor,
+        })
     }
 
     /// The database's clock, carried on by this host's monotonic clock between readings (every

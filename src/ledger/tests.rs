@@ -449,3 +449,47 @@ fn a_ledger_file_created_but_never_written_reads_as_an_empty_ledger() {
     w.record_event("test", "first").unwrap();
     assert!(w.verify().unwrap().problems.is_empty());
 }
+
+#[test]
+fn a_record_edited_mid_chain_with_its_hash_recomputed_breaks_the_link_to_the_next() {
+    // The hash is unkeyed SHA-256: whoever can write the file can recompute an edited record's
+    // hash. Its content then matches its hash; only the next record's stored link shows it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let mut ledger = Ledger::open(&path).unwrap();
+    ledger
+        .record_decisions(&[hold(TxId::new(1)), hold(TxId::new(2)), hold(TxId::new(3))])
+        .unwrap();
+    drop(ledger);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE decisions SET reason = 'approved by the operator' WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    let edited = record::stored::<DecisionRecord>(&conn)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.seq == Seq(2))
+        .unwrap();
+    let rehashed = record::chain_hash(
+        &edited.prev_hash,
+        Seq(2),
+        edited.kind,
+        edited.fields.as_ref().unwrap(),
+    );
+    assert_ne!(rehashed, edited.hash, "the edit changed the hash input");
+    conn.execute(
+        "UPDATE decisions SET hash = ?1 WHERE seq = 2",
+        params![rehashed],
+    )
+    .unwrap();
+    drop(conn);
+
+    let report = Ledger::open_read_only(&path).unwrap().verify().unwrap();
+    assert_eq!(
+        report.problems,
+        vec!["record 3: does not follow the record before it".to_string()],
+        "record 2's content matches its recomputed hash; record 3 still links to the old one"
+    );
+}
