@@ -250,6 +250,55 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
     assert_eq!(r[0].status, Status::Submitted);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_soon_after_the_record_is_still_recorded_as_a_resend_before_it_leaves() {
+    // The first attempt fails (503); the retry leaves ~200 ms after the record, well within
+    // the 1 s a first attempt may take without a record of its own. A retry may leave after
+    // the window that counted the record has moved on: every retry is recorded first.
+    let dir = tempfile::tempdir().unwrap();
+    let sb = start_sandbox(scenario(vec![item(
+        TxId::new(1),
+        HOT,
+        TREASURY,
+        "5",
+        "195",
+    )]))
+    .await;
+    sb.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        error_paths: vec![cosigner::client::APPROVE.into()],
+        // Retry-After (1 s) capped by max_backoff: the retry waits exactly 200 ms.
+        retry_after: Some(1),
+        ..Faults::default()
+    });
+    let mut cfg = client_config(&sb.url);
+    cfg.max_retries = 1;
+    cfg.initial_backoff = std::time::Duration::from_millis(200);
+    cfg.max_backoff = std::time::Duration::from_millis(200);
+    let e = engine_with_client(dir.path(), cfg, POLICY, small_pages());
+    let out = e.cycle_once().await.unwrap();
+    let ended = cosigner::clock::Clock::system().now_ms();
+    assert_eq!((out.submitted, out.failed), (0, 1), "{out:?}");
+    assert_eq!(approve_requests(&sb), 2, "the first attempt and one retry");
+    let r = rows(&e).await;
+    assert_eq!((r.len(), r[0].action), (1, Action::Approve));
+    assert!(
+        ended - r[0].recorded_at_ms < 1000,
+        "the retry left within 1 s of the record (the cycle ended {} ms after it)",
+        ended - r[0].recorded_at_ms
+    );
+    let resends = e
+        .ledger()
+        .list_events(cosigner::ledger::RESEND_EVENT)
+        .await
+        .unwrap();
+    assert_eq!(
+        resends,
+        vec![r#"{"amount":"5","rule":"treasury","seq":1,"tx_id":1}"#.to_string()],
+        "the retry is recorded, under the rule that approved it, before it leaves"
+    );
+}
+
 #[tokio::test]
 async fn nothing_is_decided_when_the_pending_list_cannot_be_read() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,10 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
         "1",
         "1",
     ));
+    // TRON addresses of the right shape (34 base58 characters from `T`) whose base58check
+    // checksum fails: one character of an address no rule names, changed.
+    items.push(item(TxId::new(17), HOT, &bad_checksum(STRANGER), "1", "195"));
+    items.push(item(TxId::new(18), &bad_checksum(HOT), STRANGER, "1", "195"));
     for (id, chain) in [(20, "056"), (21, " 56"), (22, "56\u{200b}"), (23, "56 ")] {
         items.push(item(TxId::new(id), HOT, STRANGER, "1", chain));
     }
@@ -122,6 +126,27 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
         "{}",
         reason(20)
     );
+    for (id, field, address) in [
+        (17, "toAddress", bad_checksum(STRANGER)),
+        (18, "fromAddress", bad_checksum(HOT)),
+    ] {
+        assert_eq!(
+            reason(id),
+            format!(
+                "{field} {address:?} is not a valid TRON address (base58check: 34 characters, \
+                 version 0x41, checksum)"
+            ),
+            "tx {id}"
+        );
+    }
+}
+
+/// `address` (a valid TRON address) with its last character changed to another base58 digit:
+/// still 34 base58 characters from `T`, but its checksum fails.
+fn bad_checksum(address: &str) -> String {
+    let last = address.chars().last().unwrap();
+    let other = if last == 'a' { 'b' } else { 'a' };
+    format!("{}{other}", &address[..address.len() - 1])
 }
 
 #[tokio::test]
