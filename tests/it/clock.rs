@@ -164,11 +164,22 @@ async fn with_an_injected_clock_a_window_frees_up_once_it_has_passed_and_not_bef
 
     // The window reaches back 2 × (30 s allowed skew + 2 s) + 1 s further: 65 s.
     hand.advance(Duration::from_secs(60 + 64));
-    e.cycle_once().await.unwrap();
+    let out = e.cycle_once().await.unwrap();
     assert_eq!(
         approved_ids(&sb),
         ids([1]),
-        "a second before the window and its slack have passed"
+        "a second before the window and its slack have passed: {out:?}"
+    );
+    assert_eq!(out.holds_unchanged, 1, "{out:?}");
+    let held = e.ledger().history(TxId::new(2)).await.unwrap();
+    assert_eq!(
+        (held.len(), held[0].rule.as_str(), held[0].reason.as_str()),
+        (
+            1,
+            "(default)",
+            "no rule matched (nearest, \"t\": window count would be 2 (limit 1 per 1h)); the \
+             policy default applies"
+        )
     );
     hand.advance(Duration::from_secs(2));
     e.cycle_once().await.unwrap();
