@@ -325,3 +325,6 @@ fn recorded(tx: &Withdrawal, live: &DecisionRow, inp: &Inputs<'_>) -> Plan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
