@@ -28,6 +28,8 @@ use cosigner::policy;
 use cosigner::signer::{KeySource, Signer};
 use secrecy::SecretString;
 
+#[path = "../tests/it/needs.rs"]
+mod needs;
 #[path = "../tests/it/pg.rs"]
 mod pg;
 #[path = "support.rs"]

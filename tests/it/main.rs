@@ -20,6 +20,7 @@ mod files;
 mod first_hour;
 mod fuzz_regressions;
 mod kill_switch;
+mod needs;
 mod network;
 mod operator;
 mod pair;

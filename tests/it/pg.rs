@@ -1,7 +1,7 @@
 //! A real PostgreSQL for the tests: `initdb` into a temporary directory, `pg_ctl start` on a
 //! free loopback port as an unprivileged user (`postgres`, or `nobody`, when the tests run as
-//! root), stopped when the value is dropped. Without PostgreSQL installed a test says why it is
-//! skipped, which is allowed outside CI only (`.ci/run` installs it).
+//! root), stopped when the value is dropped. Without PostgreSQL installed a test is skipped
+//! outside CI and fails under it (`crate::needs`).
 
 #![allow(dead_code)]
 
@@ -93,16 +93,15 @@ impl Pg {
     }
 
     fn start_as(prepare: impl FnOnce(&Path), durable: bool) -> Option<Pg> {
-        let Some(bin) = pg_bin() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must install PostgreSQL (.ci/run installs the `postgresql` package)"
-            );
-            eprintln!(
-                "skipped: PostgreSQL is not installed (no initdb on the PATH or in /usr/lib/postgresql/*/bin; apt-get install postgresql)"
-            );
+        let bin = pg_bin();
+        if !crate::needs::found_or_skip(
+            "PostgreSQL (initdb and pg_ctl, on the PATH or in /usr/lib/postgresql/*/bin)",
+            bin.is_some(),
+            "apt-get install postgresql",
+        ) {
             return None;
-        };
+        }
+        let bin = bin?;
         let user = unprivileged_user();
         let dir = tempfile::Builder::new()
             .prefix("cosigner-pg")

@@ -466,23 +466,6 @@ pub(crate) fn open_ledger(path: &Path) -> cosigner::ledger::Ledger {
     }
 }
 
-/// Whether the `faketime` program (libfaketime) is installed. Without it a test says it is
-/// skipped, which is allowed outside CI only (CI installs it).
-pub(crate) fn faketime_or_skip() -> bool {
-    let available = Command::new("faketime")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install faketime (.ci/run does)"
-        );
-        eprintln!("skipped: the faketime program is not installed (apt-get install faketime)");
-    }
-    available
-}
-
 /// Cycle settings for in-process engines: small pages, so that paging is exercised.
 pub(crate) fn small_pages() -> cosigner::cycle::PollSettings {
     cosigner::cycle::PollSettings {
