@@ -47,9 +47,17 @@ std::thread_local! {
 
 /// A fresh 16-character alphanumeric nonce.
 pub(crate) fn nonce() -> Result<String, RandomError> {
+    nonce_drawing(openssl::rand::rand_bytes)
+}
+
+/// A nonce from this thread's reserve, refilled by `fill` when it is used up; `fill`'s error
+/// when it fails, and the reserve is left used up (never handed out as zeros).
+fn nonce_drawing(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), openssl::error::ErrorStack>,
+) -> Result<String, RandomError> {
     NONCE_BYTES.with_borrow_mut(|(reserve, used)| {
         if *used == NONCE_RESERVE {
-            openssl::rand::rand_bytes(reserve)?;
+            fill(reserve)?;
             *used = 0;
         }
         let mut b = [0u8; 16];
@@ -71,10 +79,33 @@ fn nonce_from(b: [u8; 16]) -> String {
 mod tests {
     use super::*;
 
+    fn failing(_: &mut [u8]) -> Result<(), openssl::error::ErrorStack> {
+        Err(openssl::error::ErrorStack::get())
+    }
+
     #[test]
     fn a_failing_generator_is_an_error_never_a_substitute() {
-        let failing = |_: &mut [u8]| Err(openssl::error::ErrorStack::get());
         assert!(bytes_from::<16>(failing).is_err());
+    }
+
+    #[test]
+    fn a_nonce_from_a_failing_generator_is_an_error_and_the_next_refill_is_drawn_afresh() {
+        // A new thread: its reserve is used up, so the first nonce refills it.
+        std::thread::spawn(|| {
+            assert!(nonce_drawing(failing).is_err());
+            // Still used up: not 64 nonces of zero bytes ("AAAA…") handed out after the error.
+            assert!(nonce_drawing(failing).is_err());
+            let drawn = nonce_drawing(|b: &mut [u8]| {
+                b.fill(1);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(drawn, "BBBBBBBBBBBBBBBB", "from the refill, not from before it");
+            // The rest of the reserve serves the next ones; the generator is not asked again.
+            assert_eq!(nonce_drawing(failing).unwrap(), "BBBBBBBBBBBBBBBB");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
