@@ -5,7 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = cosigner::policy::parse(text, std::path::Path::new("fuzz.toml"), &|_| {
         Ok("TBadBun1ovFMiZzwmShhWvjr5B1bhoiKH7\n".to_string())
     });
