@@ -984,6 +984,19 @@ impl Ledger {
             .query_row("PRAGMA max_page_count = 1073741823", [], |_| Ok(()))
     }
 
+    /// Makes every later record of the kill-switch mode fail while every other write goes on
+    /// (tests only: a pause that cannot be recorded, with nothing else stopped by the ledger).
+    #[cfg(feature = "dev-tools")]
+    #[doc(hidden)]
+    pub(crate) fn simulate_mode_write_failure(&self) -> rusqlite::Result<()> {
+        // A temporary trigger: it lives in this connection only, outside the file's schema.
+        self.conn.execute_batch(
+            "CREATE TEMP TRIGGER IF NOT EXISTS simulated_mode_write_failure
+             BEFORE INSERT ON main.events WHEN NEW.kind = 'mode'
+             BEGIN SELECT RAISE(ABORT, 'simulated write failure of the mode'); END;",
+        )
+    }
+
     /// Makes every later write fail the way a read-only or full filesystem does (tests only).
     #[cfg(feature = "dev-tools")]
     #[doc(hidden)]

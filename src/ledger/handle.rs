@@ -454,6 +454,23 @@ impl LedgerHandle {
         }
     }
 
+    /// Makes every later record of the kill-switch mode fail, and nothing else (tests only).
+    #[cfg(feature = "dev-tools")]
+    #[doc(hidden)]
+    pub async fn simulate_mode_write_failure(&self) -> Result<(), LedgerError> {
+        match &self.0.backend {
+            Backend::Sqlite(l) => {
+                blocking(l, move |l| {
+                    l.simulate_mode_write_failure().map_err(LedgerError::Write)
+                })
+                .await
+            }
+            Backend::Postgres(_) => Err(LedgerError::Interrupted(
+                "simulated write failures are for the SQLite ledger".into(),
+            )),
+        }
+    }
+
     /// Makes every later write fail the way a read-only (`full`: a full) filesystem does (tests
     /// only).
     #[cfg(feature = "dev-tools")]

@@ -59,7 +59,8 @@ async fn assert_nothing_approved(e: &Engine, sb: &RunningSandbox) {
 
 // ---- Members a server-side parser reads as the same field ----
 
-async fn item_is_held(raw: String) {
+/// `raw` (id 1) is held as malformed because `member` is written twice.
+async fn item_is_held(raw: String, member: &str) {
     let sb = start_sandbox(scenario(vec![raw.clone()])).await;
     let dir = tempfile::tempdir().unwrap();
     let e = engine_for(
@@ -69,16 +70,16 @@ async fn item_is_held(raw: String) {
         small_pages(),
     );
     e.cycle_once().await.unwrap();
-    for row in rows(&e).await {
-        assert_eq!(
-            row.action,
+    assert_decisions(
+        &e,
+        &[(
+            1,
             Action::Hold,
-            "{raw} was decided {} by {} ({}); the twin member names the blocked {BAD}",
-            row.action,
-            row.rule,
-            row.reason
-        );
-    }
+            "(malformed)",
+            &format!("member {member:?} is written twice (or in two cases)"),
+        )],
+    )
+    .await;
     assert_nothing_approved(&e, &sb).await;
 }
 
@@ -87,7 +88,7 @@ async fn a_member_name_written_with_an_escape_is_a_twin_and_held() {
     // `to\u0041ddress` is `toAddress` once the JSON string is read: a twin, whatever the order.
     item_is_held(format!(
         r#"{{"id":1,"fromAddress":"{HOT}","to\u0041ddress":"{BAD}","toAddress":"{STRANGER}","amount":"1","chainId":"195"}}"#
-    ))
+    ), "toAddress")
     .await;
 }
 
@@ -98,7 +99,7 @@ async fn a_twin_differing_by_a_unicode_case_fold_is_held() {
     // `toAddress`. The daemon compares case only in ASCII.
     item_is_held(format!(
         r#"{{"id":1,"fromAddress":"{HOT}","toAddress":"{STRANGER}","toAddre\u017fs":"{BAD}","amount":"1","chainId":"195"}}"#
-    ))
+    ), "toAddre\u{17f}s")
     .await;
 }
 
@@ -108,24 +109,35 @@ async fn a_twin_spelled_with_an_underscore_as_fastjson_matches_it_is_held() {
     // fills `toAddress`, the later member winning.
     item_is_held(format!(
         r#"{{"id":1,"fromAddress":"{HOT}","toAddress":"{STRANGER}","to_address":"{BAD}","amount":"1","chainId":"195"}}"#
-    ))
+    ), "to_address")
     .await;
 }
 
 // ---- Policy list entries in a form no transaction can have ----
 
-/// The policy either refuses to load, or still blocks `BAD` on TRON.
-async fn blocked_account_is_not_approved(policy: String) {
+/// The policy either refuses to load, saying `refusal`, or still rejects `BAD` on TRON by its
+/// rule `blocked`.
+async fn blocked_account_is_not_approved(policy: String, refusal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("probe.toml");
     std::fs::write(&path, &policy).unwrap();
     if let Err(e) = cosigner::policy::load(&path) {
-        eprintln!("refused at load (fine): {e}");
+        let e = e.to_string();
+        assert_eq!(
+            e,
+            format!("policy file {}: {refusal}", path.display()),
+            "refused at load, for the reason the entry can never match"
+        );
         return;
     }
     let sb = start_sandbox(scenario(vec![item(TxId::new(1), HOT, BAD, "1", "195")])).await;
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
+    assert_decisions(
+        &e,
+        &[(1, Action::Reject, "blocked", "matched rule \"blocked\"")],
+    )
+    .await;
     assert_nothing_approved(&e, &sb).await;
 }
 
@@ -134,7 +146,15 @@ async fn a_blocklist_entry_in_tron_hex_form_is_refused_or_still_blocks_the_accou
     // The first round refuses `41…` as a transaction's address on chain 195, so a list entry in
     // that form (what TronWeb's toHex prints) can never match anything: the policy loads, the
     // blocked account is approved by the next rule.
-    blocked_account_is_not_approved(blocklist_policy(BAD_TRON_HEX, "")).await;
+    blocked_account_is_not_approved(
+        blocklist_policy(BAD_TRON_HEX, ""),
+        &format!(
+            "list \"blocked\", line 3: entry \"{BAD_TRON_HEX}\" is TRON's hex form, which \
+             transactions never use: write the base58check `T…` form; it could never match a \
+             transaction"
+        ),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -142,7 +162,12 @@ async fn an_evm_form_entry_in_a_tron_only_reject_rule_is_refused_or_still_blocks
     // A reject rule for chain 195 only, naming the TRON account as `0x` + its 20 bytes: on
     // chain 195 only `T…` is accepted, so the entry is dead.
     let evm_form = format!("0x{}", &BAD_TRON_HEX[2..]);
-    blocked_account_is_not_approved(blocklist_policy(&evm_form, "chains = [\"195\"]")).await;
+    blocked_account_is_not_approved(
+        blocklist_policy(&evm_form, "chains = [\"195\"]"),
+        "rule \"blocked\": key `to`: no address of list @blocked can match on the rule's chains \
+         (195)",
+    )
+    .await;
 }
 
 // ---- Windows ----
@@ -281,6 +306,16 @@ async fn an_id_listed_twice_once_with_a_twin_member_is_held() {
     );
     let out = e.cycle_once().await.unwrap();
     assert_eq!(out.listed, 1, "{out:?}");
+    assert_decisions(
+        &e,
+        &[(
+            1,
+            Action::Hold,
+            "(malformed)",
+            "the listing showed this id twice with different fields",
+        )],
+    )
+    .await;
     assert_nothing_approved(&e, &sb).await;
 }
 
@@ -329,10 +364,11 @@ async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_approval() {
-    // An approval is recorded and retrying (503, Retry-After 1 s). The disk then turns
-    // read-only, and the operator pauses. The pause cannot be recorded, so it is refused and
-    // the mode stays normal: the retry goes out. Engaging the kill switch is the safe
-    // direction; failing to record it must not leave approvals flowing.
+    // An approval is recorded and retrying (503, Retry-After 1 s). The operator pauses, and the
+    // pause cannot be recorded. Engaging the kill switch is the safe direction: failing to
+    // record it must not leave approvals flowing. Only the mode's record fails here: with the
+    // whole disk read-only the retry's own record (a `resend`, written before it leaves) would
+    // fail too and stop it, and the test could not tell whether the kill switch did.
     let sb = start_sandbox(scenario(vec![item(
         TxId::new(1),
         HOT,
@@ -362,7 +398,7 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
             async move { n >= 1 }
         })
         .await;
-        e.ledger().simulate_write_failure(false).await.unwrap();
+        e.ledger().simulate_mode_write_failure().await.unwrap();
         let paused = e.set_mode(Mode::Hold, "operator API").await;
         sb.sandbox.set_faults(Faults::default());
         paused.map_err(|e| e.to_string())
@@ -373,6 +409,22 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
         Vec::<(TxId, u64)>::new(),
         "the approval went out after the operator paused (pause: {paused:?}, mode now {:?}); cycle {out:?}",
         e.mode()
+    );
+    let paused = paused.unwrap_err();
+    assert!(
+        paused.starts_with("hold-all mode is in force now, but could not be recorded"),
+        "{paused}"
+    );
+    assert_eq!(e.mode(), Mode::Hold);
+    assert_eq!(approve_requests(&sb), 1, "no attempt after the pause");
+    let r = rows(&e).await;
+    assert_eq!(
+        r[0].status_message.as_deref(),
+        Some(
+            "/api/transaction/approve: not sent after 1 attempt(s): hold-all mode set by an \
+             operator"
+        ),
+        "the retry was stopped by the mode in force, nothing else"
     );
 }
 
