@@ -59,19 +59,24 @@ async fn an_item_with_a_duplicated_key_is_held_not_decided_on_its_last_value() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
-    let r = rows(&e).await;
-    for row in &r {
-        assert_eq!(
-            row.action,
-            Action::Hold,
-            "tx {} ({}) was decided {} by {}: {}",
-            row.tx_id,
-            row.tx_json,
-            row.action,
-            row.rule,
-            row.reason
-        );
-    }
+    assert_decisions(
+        &e,
+        &[
+            (
+                1,
+                Action::Hold,
+                "(malformed)",
+                r#"member "toAddress" is written twice (or in two cases)"#,
+            ),
+            (
+                2,
+                Action::Hold,
+                "(malformed)",
+                r#"member "amount" is written twice (or in two cases)"#,
+            ),
+        ],
+    )
+    .await;
     assert_eq!(approved_ids(&sb), Vec::<TxId>::new());
 }
 
@@ -88,14 +93,24 @@ async fn an_evm_destination_written_without_0x_does_not_slip_past_the_blocklist(
     let dir = tempfile::tempdir().unwrap();
     let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
-    let r = rows(&e).await;
-    assert!(
-        r.iter().all(|row| row.action != Action::Approve),
-        "the blocked account was approved: {:?}",
-        r.iter()
-            .map(|row| (row.tx_id, row.action, row.rule.clone()))
-            .collect::<Vec<_>>()
-    );
+    let no_prefix = |a: &str| {
+        format!(
+            "toAddress {a:?} is 40 hex digits without `0x`: write an EVM address as `0x` + 40 hex"
+        )
+    };
+    assert_decisions(
+        &e,
+        &[
+            (1, Action::Hold, "(malformed)", &no_prefix(bare)),
+            (
+                2,
+                Action::Hold,
+                "(malformed)",
+                &no_prefix(&bare.to_ascii_lowercase()),
+            ),
+        ],
+    )
+    .await;
     assert_eq!(approved_ids(&sb), Vec::<TxId>::new());
 }
 
@@ -113,16 +128,19 @@ async fn a_tron_destination_in_hex_form_does_not_slip_past_the_blocklist() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
-    let approved: Vec<_> = rows(&e)
-        .await
-        .into_iter()
-        .filter(|r| r.action == Action::Approve)
-        .map(|r| (r.tx_id, r.to, r.rule))
-        .collect();
-    assert!(
-        approved.is_empty(),
-        "the blocked account, written otherwise, was approved: {approved:?}"
-    );
+    let not_tron = |a: &str| {
+        format!(
+            "toAddress {a:?} is not a TRON address: on chain 195 an address is base58check `T…`"
+        )
+    };
+    assert_decisions(
+        &e,
+        &[
+            (1, Action::Hold, "(malformed)", &not_tron(BAD_TRON_HEX)),
+            (2, Action::Hold, "(malformed)", &not_tron(&evm_form)),
+        ],
+    )
+    .await;
     assert_eq!(approved_ids(&sb), Vec::<TxId>::new());
 }
 
@@ -143,17 +161,23 @@ async fn amounts_that_cannot_be_compared_exactly_are_held() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_for(dir.path(), &sb.url, &blocklist_policy(), small_pages());
     e.cycle_once().await.unwrap();
-    let r = rows(&e).await;
-    for row in &r {
-        assert_ne!(
-            row.action,
-            Action::Approve,
-            "tx {} amount {:?} approved by {}",
-            row.tx_id,
-            row.amount,
-            row.rule
-        );
-    }
+    let above = |a: &str| {
+        format!(
+            "no rule matched (nearest, \"small\": amount {a} is above max_amount 100); the policy default applies"
+        )
+    };
+    let inexact =
+        |a: &str| format!("amount {a:?} is not a plain decimal that can be compared exactly");
+    assert_decisions(
+        &e,
+        &[
+            (1, Action::Hold, "(default)", &above(big)),
+            (2, Action::Hold, "(malformed)", &inexact(tiny)),
+            (3, Action::Hold, "(default)", &above(round_up)),
+            (4, Action::Hold, "(malformed)", &inexact(round_up2)),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -624,3 +624,17 @@ pub(crate) async fn date_rewriting_proxy(
 pub(crate) fn ids(numbers: impl IntoIterator<Item = u64>) -> Vec<TxId> {
     numbers.into_iter().map(TxId::new).collect()
 }
+
+/// Asserts that `e`'s ledger holds exactly these decisions, oldest first: (id, action, rule,
+/// reason), each exactly as recorded.
+pub(crate) async fn assert_decisions(
+    e: &cosigner::cycle::Engine,
+    expected: &[(u64, cosigner::domain::Action, &str, &str)],
+) {
+    let recorded = rows(e).await;
+    let got: Vec<(u64, cosigner::domain::Action, &str, &str)> = recorded
+        .iter()
+        .map(|r| (r.tx_id.get(), r.action, r.rule.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(got, expected);
+}
