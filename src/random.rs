@@ -100,7 +100,10 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-            assert_eq!(drawn, "BBBBBBBBBBBBBBBB", "from the refill, not from before it");
+            assert_eq!(
+                drawn, "BBBBBBBBBBBBBBBB",
+                "from the refill, not from before it"
+            );
             // The rest of the reserve serves the next ones; the generator is not asked again.
             assert_eq!(nonce_drawing(failing).unwrap(), "BBBBBBBBBBBBBBBB");
         })

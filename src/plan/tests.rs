@@ -125,7 +125,11 @@ fn a_recorded_approval_the_policy_in_force_still_approves_is_resent_under_that_r
     let t = tx(TREASURY);
     // Its own earlier approval fills rule t's window (1 of 1): it is not counted against itself.
     let u = usage(&p, &[(1, "t")]);
-    let plan = plan(&t, &live(&t, Action::Approve, Status::Failed), &inputs(&p, &u, Mode::Normal));
+    let plan = plan(
+        &t,
+        &live(&t, Action::Approve, Status::Failed),
+        &inputs(&p, &u, Mode::Normal),
+    );
     assert_eq!(
         resends(plan),
         (1, Some(("t".to_string(), Decimal::new(5, 0))))
@@ -137,7 +141,11 @@ fn a_recorded_approval_is_not_resent_when_another_approval_fills_the_window_now(
     let p = policy();
     let t = tx(TREASURY);
     let u = usage(&p, &[(1, "t"), (2, "t")]);
-    let plan = plan(&t, &live(&t, Action::Approve, Status::Failed), &inputs(&p, &u, Mode::Normal));
+    let plan = plan(
+        &t,
+        &live(&t, Action::Approve, Status::Failed),
+        &inputs(&p, &u, Mode::Normal),
+    );
     assert_eq!(
         waits(plan),
         (
@@ -205,7 +213,9 @@ fn a_recorded_approval_waits_while_the_clock_cannot_be_trusted() {
     let (seq, reason) = waits(plan(&t, &live(&t, Action::Approve, Status::Failed), &inp));
     assert_eq!(seq, 1);
     assert!(
-        reason.starts_with("the recorded approval is not sent again: the policy in force now says hold by (clock)"),
+        reason.starts_with(
+            "the recorded approval is not sent again: the policy in force now says hold by (clock)"
+        ),
         "{reason}"
     );
 }
@@ -405,7 +415,10 @@ fn a_plan_amounts_to_the_recorded_action_or_a_hold() {
     };
     assert_eq!(resend.action(Some(&recorded)), Action::Reject);
     assert_eq!(resend.action(None), Action::Hold);
-    assert_eq!(Plan::Done { seq: 1 }.action(Some(&recorded)), Action::Reject);
+    assert_eq!(
+        Plan::Done { seq: 1 }.action(Some(&recorded)),
+        Action::Reject
+    );
     let wait = Plan::Wait {
         seq: 1,
         reason: String::new(),
@@ -426,7 +439,11 @@ fn modes_let_out_only_what_they_allow_and_read_back_what_they_wrote() {
         assert_eq!(Mode::from_latest_event(Some(&detail)), mode);
     }
     assert_eq!(
-        (Mode::Normal.to_u8(), Mode::Hold.to_u8(), Mode::Reject.to_u8()),
+        (
+            Mode::Normal.to_u8(),
+            Mode::Hold.to_u8(),
+            Mode::Reject.to_u8()
+        ),
         (0, 1, 2)
     );
     assert_eq!(Mode::from_u8(7), Mode::Hold, "unknown is the safe choice");

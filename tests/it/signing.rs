@@ -142,9 +142,7 @@ fn reference_sign(headers: &[(String, String)], body: &str, secret: &str) -> Str
         }
     }
     params.retain(|(_, v)| !v.is_empty());
-    params.sort_by(|a, b| {
-        (a.0.to_ascii_lowercase(), &a.0).cmp(&(b.0.to_ascii_lowercase(), &b.0))
-    });
+    params.sort_by(|a, b| (a.0.to_ascii_lowercase(), &a.0).cmp(&(b.0.to_ascii_lowercase(), &b.0)));
     let joined = params
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -178,7 +176,11 @@ fn request_sign_vectors_with_body_fields_from_a_second_implementation_are_reprod
                     .map(|(k, v)| (k.as_str(), v.as_str())),
                 order,
             );
-            assert_eq!(canonical, v[name]["canonical"].as_str().unwrap(), "{name}: {body}");
+            assert_eq!(
+                canonical,
+                v[name]["canonical"].as_str().unwrap(),
+                "{name}: {body}"
+            );
             assert_eq!(
                 request_signature(&canonical, secret),
                 v[name]["sign"].as_str().unwrap(),
@@ -219,7 +221,11 @@ async fn capture_one(listener: tokio::net::TcpListener) -> (Vec<(String, String)
     let (head, body) = loop {
         let mut chunk = [0u8; 4096];
         let n = s.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the request ended early: {}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "the request ended early: {}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).into_owned();
         if let Some(end) = text.find("\r\n\r\n") {
@@ -272,10 +278,17 @@ async fn the_client_signs_the_approve_body_it_sends_with_every_public_header_as_
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
     };
-    let public: Vec<(String, String)> = ["Nonce", "TimeStamp", "MerchantNo", "SignType", "Lang", "ApiKey"]
-        .iter()
-        .map(|name| (name.to_string(), header(name)))
-        .collect();
+    let public: Vec<(String, String)> = [
+        "Nonce",
+        "TimeStamp",
+        "MerchantNo",
+        "SignType",
+        "Lang",
+        "ApiKey",
+    ]
+    .iter()
+    .map(|name| (name.to_string(), header(name)))
+    .collect();
     assert_eq!(header("MerchantNo"), MERCHANT);
     assert_eq!(header("ApiKey"), API_KEY);
     assert_eq!(header("SignType"), "1");
