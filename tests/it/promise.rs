@@ -64,8 +64,20 @@ async fn disguised_destinations_and_chain_ids_are_held_never_approved_or_rejecte
     ));
     // TRON addresses of the right shape (34 base58 characters from `T`) whose base58check
     // checksum fails: one character of an address no rule names, changed.
-    items.push(item(TxId::new(17), HOT, &bad_checksum(STRANGER), "1", "195"));
-    items.push(item(TxId::new(18), &bad_checksum(HOT), STRANGER, "1", "195"));
+    items.push(item(
+        TxId::new(17),
+        HOT,
+        &bad_checksum(STRANGER),
+        "1",
+        "195",
+    ));
+    items.push(item(
+        TxId::new(18),
+        &bad_checksum(HOT),
+        STRANGER,
+        "1",
+        "195",
+    ));
     for (id, chain) in [(20, "056"), (21, " 56"), (22, "56\u{200b}"), (23, "56 ")] {
         items.push(item(TxId::new(id), HOT, STRANGER, "1", chain));
     }
@@ -346,29 +358,59 @@ async fn a_policy_reload_stops_an_approval_waiting_to_retry() {
 
 // ---- The property: random interleavings of everything above ----
 
-/// Contents an id can be listed with: (destination, amount).
-const VARIANTS: [(&str, &str); 4] = [
-    (TREASURY, "5"),
-    (BAD, "5"),
-    (STRANGER, "5"),
-    (TREASURY, "500"),
-];
+/// An EVM account the model's policies allow, one they block, and the source of EVM withdrawals.
+const EVM_TREASURY: &str = "0x8617E340B3D01FA5F11F306F4090FD50E238070D";
+const EVM_BAD: &str = "0x000000000000000000000000000000000000dEaD";
+const EVM_HOT: &str = "0x52908400098527886E0F7030069857D2E4169EE7";
 
-/// Policies an operator can reload, none with windows (so "the policy allows" needs no usage).
+/// Contents an id can be listed with: (source, destination, amount, chain). Three chains (TRON,
+/// Ethereum, BSC), and five that are not canonical: a zero-width space inside, a trailing space,
+/// a chain id with a leading zero, a TRON checksum that fails, an EVM address written `0X`.
+fn variants() -> Vec<(String, String, &'static str, &'static str)> {
+    let v = |from: &str, to: String, amount, chain| (from.to_string(), to, amount, chain);
+    vec![
+        v(HOT, TREASURY.into(), "5", "195"),
+        v(HOT, BAD.into(), "5", "195"),
+        v(HOT, STRANGER.into(), "5", "195"),
+        v(HOT, TREASURY.into(), "500", "195"),
+        v(EVM_HOT, EVM_TREASURY.into(), "5", "1"),
+        v(EVM_HOT, EVM_TREASURY.to_lowercase(), "7.25", "56"),
+        v(EVM_HOT, EVM_BAD.into(), "5", "56"),
+        v(HOT, format!("TFMQ\u{200b}{}", &TREASURY[4..]), "5", "195"),
+        v(HOT, format!("{BAD} "), "5", "195"),
+        v(HOT, TREASURY.into(), "5", "0195"),
+        v(HOT, bad_checksum(STRANGER), "5", "195"),
+        v(EVM_HOT, EVM_TREASURY.replacen("0x", "0X", 1), "5", "1"),
+    ]
+}
+
+/// Policies an operator can reload. Each windowed rule has one name and one limit wherever it
+/// appears, and is the only rule of its policy that can approve what it approves, so that the
+/// rule an approval counts under is the one the policy names for it with empty windows. All
+/// windows are an hour: everything one case does falls inside them.
 fn model_policy(i: usize) -> String {
     match i {
         0 => format!(
-            "default = \"hold\"\n[[rule]]\nname = \"bad\"\naction = \"reject\"\nto = [\"{BAD}\"]\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nmax_amount = \"100\"\n"
+            "default = \"hold\"\n[[rule]]\nname = \"bad\"\naction = \"reject\"\nto = [\"{BAD}\", \"{EVM_BAD}\"]\n[[rule]]\nname = \"t\"\naction = \"approve\"\nchains = [\"195\", \"1\"]\nto = [\"{TREASURY}\", \"{EVM_TREASURY}\"]\nmax_amount = \"100\"\n"
         ),
         1 => "default = \"reject\"\n".to_string(),
         2 => format!(
-            "default = \"hold\"\n[[rule]]\nname = \"bad\"\naction = \"reject\"\nto = [\"{BAD}\"]\n[[rule]]\nname = \"small\"\naction = \"approve\"\nmax_amount = \"10\"\n"
+            "default = \"hold\"\n[[rule]]\nname = \"bad\"\naction = \"reject\"\nto = [\"{BAD}\"]\n[[rule]]\nname = \"small\"\naction = \"approve\"\nmax_amount = \"10\"\nwindow = \"1h\"\nmax_count = 2\n"
+        ),
+        3 => format!(
+            "default = \"reject\"\n[[rule]]\nname = \"s\"\naction = \"approve\"\nto = [\"{STRANGER}\", \"{TREASURY}\"]\n"
+        ),
+        4 => format!(
+            "default = \"hold\"\n[[rule]]\nname = \"no bsc\"\naction = \"reject\"\nchains = [\"56\"]\n[[rule]]\nname = \"w\"\naction = \"approve\"\nto = [\"{TREASURY}\", \"{EVM_TREASURY}\"]\nwindow = \"1h\"\nmax_count = 1\nmax_total = \"100\"\n"
         ),
         _ => format!(
-            "default = \"reject\"\n[[rule]]\nname = \"s\"\naction = \"approve\"\nto = [\"{STRANGER}\", \"{TREASURY}\"]\n"
+            "default = \"approve\"\n[[rule]]\nname = \"bad\"\naction = \"reject\"\nto = [\"{BAD}\", \"{EVM_BAD}\"]\n[guard]\nwindow = \"1h\"\nmax_approvals = 3\n"
         ),
     }
 }
+
+/// How many policies [`model_policy`] has.
+const POLICIES: usize = 6;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -385,9 +427,10 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    let n = variants().len();
     prop_oneof![
-        4 => (1u64..=4, 0usize..VARIANTS.len()).prop_map(|(n, variant)| Op::List { id: TxId::new(n), variant }),
-        2 => (0usize..4).prop_map(Op::Reload),
+        4 => (1u64..=6, 0usize..n).prop_map(|(id, variant)| Op::List { id: TxId::new(id), variant }),
+        2 => (0usize..POLICIES).prop_map(Op::Reload),
         1 => prop_oneof![Just(Mode::Normal), Just(Mode::Hold), Just(Mode::Reject)].prop_map(Op::Mode),
         1 => prop_oneof![Just(0.0), Just(0.5), Just(1.0)].prop_map(Op::ApproveFailures),
         4 => Just(Op::Cycle),
@@ -395,12 +438,58 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Checks what left during one step against the policy and mode in force during it.
-fn check_attempts(
+/// What reached the server so far, as the model counts it.
+#[derive(Default)]
+struct Seen {
+    /// The first signed text sent for each id.
+    sent: std::collections::HashMap<TxId, String>,
+    /// Each approval that left, under each rule it was approved by when it left (windows count
+    /// it once under each), with its amount.
+    counted: std::collections::BTreeMap<(TxId, String), rust_decimal::Decimal>,
+    /// Ids an approval left for (the guard counts each once).
+    approved: std::collections::BTreeSet<TxId>,
+}
+
+impl Seen {
+    /// Window usage of every approval that left, this id's own left out: what the daemon checks
+    /// an approval against (a re-send is checked without its own earlier count).
+    fn usage_without(&self, id: TxId) -> Usage {
+        let mut u = Usage::default();
+        for ((other, rule), amount) in &self.counted {
+            if *other != id {
+                u.add_approval(rule, *amount);
+            }
+        }
+        u.guard_approvals = self.approved.iter().filter(|a| **a != id).count() as u64;
+        u
+    }
+}
+
+/// A listed transaction as the request for it shows it.
+fn requested_tx(body: &Value) -> cosigner::domain::Withdrawal {
+    cosigner::client::parse_pending_item(&item(
+        TxId::new(body["id"].as_u64().unwrap()),
+        body["from"].as_str().unwrap(),
+        body["to"].as_str().unwrap(),
+        body["value"].as_str().unwrap(),
+        body["chainId"].as_str().unwrap(),
+    ))
+    .unwrap()
+}
+
+/// Checks every request that reached the server during one step against the policy and the
+/// mode in force during it, and against what the ledger recorded for it: one signed text per
+/// id; an approval only in normal mode, allowed by the policy with every other approval counted
+/// in its windows, recorded (or, sent again, recorded as a `resend`) under that rule with its
+/// reason; a reject never in hold mode, and when first sent, the policy's reject (or reject-all
+/// mode's, never for malformed input) with the exact rule and reason recorded.
+async fn check_step(
+    e: &cosigner::cycle::Engine,
     new: &[cosigner::sandbox::Attempt],
     policy_text: &str,
     mode: Mode,
-    sent: &mut std::collections::HashMap<TxId, String>,
+    seen: &mut Seen,
+    resends_before: usize,
 ) -> Result<(), TestCaseError> {
     let p = policy::parse(
         policy_text,
@@ -408,38 +497,159 @@ fn check_attempts(
         &|_| unreachable!(),
     )
     .unwrap();
-    for a in new {
-        let body: Value = serde_json::from_str(&a.body).unwrap();
-        let id = TxId::new(body["id"].as_u64().unwrap());
-        let data = body["data"].as_str().unwrap().to_string();
-        let first = sent.entry(id).or_insert_with(|| data.clone());
-        prop_assert_eq!(&*first, &data, "tx {} got two different signed texts", id);
-        if body["status"] == 1 {
-            prop_assert_eq!(mode, Mode::Normal, "approval of {} sent while paused", id);
-            let tx = cosigner::client::parse_pending_item(&item(
-                id,
-                body["from"].as_str().unwrap(),
-                body["to"].as_str().unwrap(),
-                body["value"].as_str().unwrap(),
-                body["chainId"].as_str().unwrap(),
-            ))
-            .unwrap();
-            let eval = p.evaluate(
-                &tx,
-                Context {
-                    usage: &Usage::default(),
-                    max_sign_len: 245,
-                    clock: ClockCheck::Ok,
-                },
-            );
-            prop_assert_eq!(
-                eval.action,
-                Action::Approve,
-                "approval of {} sent though the policy in force says {}",
-                id,
-                eval.reason
-            );
+    fn ctx(usage: &Usage) -> Context<'_> {
+        Context {
+            usage,
+            max_sign_len: 245,
+            clock: ClockCheck::Ok,
         }
+    }
+    let bodies: Vec<Value> = new
+        .iter()
+        .map(|a| serde_json::from_str(&a.body).unwrap())
+        .collect();
+    // The rule each approval of this step counts under, before any is checked: windows count
+    // every approval that left, whatever order the requests arrived in.
+    for body in bodies.iter().filter(|b| b["status"] == 1) {
+        let tx = requested_tx(body);
+        let eval = p.evaluate(&tx, ctx(&Usage::default()));
+        prop_assert_eq!(
+            eval.action,
+            Action::Approve,
+            "approval of {} sent though the policy in force says {} by {} ({}), whatever the windows",
+            tx.id,
+            eval.action,
+            eval.rule,
+            eval.reason
+        );
+        seen.counted
+            .insert((tx.id, eval.rule.into_owned()), eval.amount.unwrap());
+        seen.approved.insert(tx.id);
+    }
+    let recorded = rows(e).await;
+    let resends: Vec<Value> = e
+        .ledger()
+        .list_events(cosigner::ledger::RESEND_EVENT)
+        .await
+        .unwrap()
+        .iter()
+        .skip(resends_before)
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let first_this_step: std::collections::HashSet<TxId> = bodies
+        .iter()
+        .map(|b| TxId::new(b["id"].as_u64().unwrap()))
+        .filter(|id| !seen.sent.contains_key(id))
+        .collect();
+    for body in &bodies {
+        let tx = requested_tx(body);
+        let id = tx.id;
+        let data = body["data"].as_str().unwrap().to_string();
+        let first = seen.sent.entry(id).or_insert_with(|| data.clone());
+        prop_assert_eq!(&*first, &data, "tx {} got two different signed texts", id);
+        let row = recorded
+            .iter()
+            .find(|r| r.data.as_deref() == Some(data.as_str()));
+        prop_assert!(row.is_some(), "tx {} left without a record of its data", id);
+        let row = row.unwrap();
+        let eval = p.evaluate(&tx, ctx(&seen.usage_without(id)));
+        let first_sent = first_this_step.contains(&id);
+        match body["status"].as_u64() {
+            Some(1) => {
+                prop_assert_eq!(
+                    mode,
+                    Mode::Normal,
+                    "approval of {} sent in {:?} mode",
+                    id,
+                    mode
+                );
+                prop_assert_eq!(
+                    eval.action,
+                    Action::Approve,
+                    "approval of {} sent though the policy in force, counting every other approval, says {} by {} ({})",
+                    id,
+                    eval.action,
+                    eval.rule,
+                    eval.reason
+                );
+                if first_sent {
+                    prop_assert_eq!(
+                        (row.action, row.rule.as_str(), row.reason.clone()),
+                        (Action::Approve, &*eval.rule, eval.reason.to_string()),
+                        "tx {} recorded",
+                        id
+                    );
+                } else {
+                    prop_assert!(
+                        resends
+                            .iter()
+                            .any(|r| r["tx_id"] == id.get() && r["rule"] == &*eval.rule),
+                        "tx {} sent again without a resend event under rule {}: {:?}",
+                        id,
+                        eval.rule,
+                        resends
+                    );
+                }
+            }
+            Some(2) => {
+                prop_assert_ne!(mode, Mode::Hold, "reject of {} sent in hold mode", id);
+                if first_sent {
+                    let expected = if mode == Mode::Reject {
+                        prop_assert_ne!(
+                            &*eval.rule,
+                            "(malformed)",
+                            "malformed tx {} rejected in reject mode: {}",
+                            id,
+                            eval.reason
+                        );
+                        (
+                            "(paused)".to_string(),
+                            format!(
+                                "reject-all mode set by an operator (the policy said: {} by {})",
+                                eval.action, eval.rule
+                            ),
+                        )
+                    } else {
+                        prop_assert_eq!(
+                            eval.action,
+                            Action::Reject,
+                            "reject of {} sent though the policy in force says {} by {} ({})",
+                            id,
+                            eval.action,
+                            eval.rule,
+                            eval.reason
+                        );
+                        (eval.rule.to_string(), eval.reason.to_string())
+                    };
+                    prop_assert_eq!(
+                        (row.action, row.rule.clone(), row.reason.clone()),
+                        (Action::Reject, expected.0, expected.1),
+                        "tx {} recorded",
+                        id
+                    );
+                }
+            }
+            other => prop_assert!(false, "tx {} sent with status {:?}", id, other),
+        }
+    }
+    // Windows hold whatever the order: no rule's window counts more than its limit, and the
+    // guard's policy let nothing out beyond it.
+    for (rule, limit) in [("small", 2), ("w", 1)] {
+        let n = seen.counted.keys().filter(|(_, r)| r == rule).count();
+        prop_assert!(
+            n <= limit,
+            "rule {} (max_count {}) approved {} ids",
+            rule,
+            limit,
+            n
+        );
+    }
+    if p.guard.is_some() && bodies.iter().any(|b| b["status"] == 1) {
+        prop_assert!(
+            seen.approved.len() <= 3,
+            "approvals left under the guard of 3 per hour with {} approved",
+            seen.approved.len()
+        );
     }
     Ok(())
 }
@@ -447,16 +657,23 @@ fn check_attempts(
 async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let sb = start_sandbox(scenario(Vec::new())).await;
     let dir = tempfile::tempdir().unwrap();
+    let variants = variants();
     let mut policy_text = model_policy(0);
     let mut mode = Mode::Normal;
     let mut e = engine_for(dir.path(), &sb.url, &policy_text, small_pages());
-    let mut sent = std::collections::HashMap::new();
+    let mut model = Seen::default();
     let mut seen = 0;
     for op in ops {
+        let resends_before = e
+            .ledger()
+            .list_events(cosigner::ledger::RESEND_EVENT)
+            .await
+            .unwrap()
+            .len();
         match op {
             Op::List { id, variant } => {
-                let (to, amount) = VARIANTS[variant];
-                sb.sandbox.add_pending([item(id, HOT, to, amount, "195")]);
+                let (from, to, amount, chain) = &variants[variant];
+                sb.sandbox.add_pending([item(id, from, to, amount, chain)]);
             }
             Op::Reload(i) => {
                 policy_text = model_policy(i);
@@ -501,7 +718,15 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         let attempts = sb.sandbox.attempts();
-        check_attempts(&attempts[seen..], &policy_text, mode, &mut sent)?;
+        check_step(
+            &e,
+            &attempts[seen..],
+            &policy_text,
+            mode,
+            &mut model,
+            resends_before,
+        )
+        .await?;
         seen = attempts.len();
     }
     prop_assert_eq!(
@@ -516,13 +741,13 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 40,
+        cases: 256,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
 
     #[test]
-    fn per_id_one_signed_text_at_most_and_every_approval_allowed_by_the_policy_and_mode_in_force(
+    fn per_id_one_signed_text_at_most_and_every_request_allowed_by_the_policy_and_mode_in_force(
         ops in proptest::collection::vec(op(), 1..24)
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
