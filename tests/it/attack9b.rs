@@ -412,7 +412,10 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
     );
     let paused = paused.unwrap_err();
     assert!(
-        paused.starts_with("hold-all mode is in force now, but could not be recorded"),
+        paused.starts_with(
+            "hold-all mode is in force now on this instance only: it could not be recorded in \
+             the ledger"
+        ),
         "{paused}"
     );
     assert_eq!(e.mode(), Mode::Hold);

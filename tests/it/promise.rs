@@ -583,7 +583,7 @@ async fn check_step(
                     prop_assert!(
                         resends
                             .iter()
-                            .any(|r| r["tx_id"] == id.get() && r["rule"] == &*eval.rule),
+                            .any(|r| r["tx_id"] == id.get() && r["rule"] == *eval.rule),
                         "tx {} sent again without a resend event under rule {}: {:?}",
                         id,
                         eval.rule,
