@@ -1,8 +1,9 @@
 //! Throughput: the sandbox (a separate `cosigner sandbox` process) is seeded with 10,000 pending
 //! transactions, and one pending cycle decides, records and submits all of them. Reported next
 //! to the RSA-2048 private-key operations per second of one core, measured in the same run (the
-//! physical limit: every decision is one such operation), and the peak RSS of this process (the
-//! daemon's engine; the sandbox is another process).
+//! physical limit: every decision is one such operation), and the peak RSS of this process
+//! during each back end's cycle (the daemon's engine; the sandbox is another process; the peak
+//! is started over before each cycle).
 //!
 //! Also the daemon's CPU time (user + system of this process, all threads, while the cycle runs)
 //! per signed decision, next to the CPU time of one RSA-2048 private operation measured in the
@@ -35,6 +36,12 @@ mod pg;
 #[path = "support.rs"]
 mod support;
 use support::MERCHANT;
+
+/// Starts the peak RSS over from the current RSS (Linux: `5` to `/proc/self/clear_refs`), so
+/// that each back end's cycle has a peak of its own.
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
+}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -92,12 +99,17 @@ fn main() {
     };
     let (rsa_per_sec, rsa_cpu_before) = rsa();
 
+    reset_peak_rss();
     let sqlite = one_cycle(n, dir.path(), &signer, None);
+    let sqlite_peak = peak_rss_kib();
     let postgres = if std::env::var("COSIGNER_BENCH_LEDGER").as_deref() == Ok("sqlite") {
         None
     } else {
-        pg::Pg::start_durable()
-            .map(|server| (one_cycle(n, dir.path(), &signer, Some(&server)), server))
+        pg::Pg::start_durable().map(|server| {
+            reset_peak_rss();
+            let cycle = one_cycle(n, dir.path(), &signer, Some(&server));
+            (cycle, peak_rss_kib(), server)
+        })
     };
     let (out, took, cpu, stats) = sqlite;
     // Measured again after the cycle: the machine is shared, and the cost of one operation
@@ -138,14 +150,14 @@ fn main() {
         per_decision / rsa_cpu
     );
     println!(
-        "peak RSS of the daemon process      {} MiB",
-        peak_rss_kib() / 1024
+        "peak RSS during the cycle (SQLite)  {} MiB",
+        sqlite_peak / 1024
     );
     match postgres {
         None => println!(
             "PostgreSQL ledger                   skipped (not installed, or COSIGNER_BENCH_LEDGER=sqlite)"
         ),
-        Some(((pg_out, pg_took, pg_cpu, pg_stats), _server)) => {
+        Some(((pg_out, pg_took, pg_cpu, pg_stats), pg_peak, _server)) => {
             assert_eq!(pg_out.submitted, n, "PostgreSQL: {pg_out:?}");
             assert_eq!(pg_stats["decided"].as_u64(), Some(n), "{pg_stats}");
             let pg_per_sec = n as f64 / pg_took.as_secs_f64();
@@ -158,6 +170,7 @@ fn main() {
                 "PostgreSQL ledger: CPU per decision {:.0} µs",
                 pg_cpu.as_secs_f64() / n as f64 * 1e6
             );
+            println!("PostgreSQL ledger: peak RSS         {} MiB", pg_peak / 1024);
             println!(
                 "SQLite / PostgreSQL throughput      {:.2} (target ≤ 2)",
                 per_sec / pg_per_sec
