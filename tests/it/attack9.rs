@@ -383,7 +383,7 @@ async fn an_approval_resent_under_another_rule_after_a_reload_counts_in_that_rul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_behind_the_servers_is_not_trusted_so_its_correction_cannot_empty_a_window() {
-    if !crate::needs::faketime() {
+    if !faketime_or_skip() {
         return;
     }
     // Host clock 2 h behind the server's (the sandbox tolerates the skew). Rule: one approval
@@ -594,7 +594,7 @@ async fn dateless_proxy(upstream: String) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_server_date_a_clock_hours_ahead_is_not_trusted_for_windows() {
-    if !crate::needs::faketime() {
+    if !faketime_or_skip() {
         return;
     }
     // Host clock 2 h ahead; the responses carry no `Date`, so the skew is never measured: "Any

@@ -323,7 +323,7 @@ async fn an_id_listed_twice_once_with_a_twin_member_is_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_each_within_the_allowed_skew_cannot_fit_two_approvals_in_one_window() {
-    if !crate::needs::faketime() {
+    if !faketime_or_skip() {
         return;
     }
     // api.max_clock_skew is 30 s (default). Run 1: the clock is 25 s behind the server's

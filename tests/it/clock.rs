@@ -15,7 +15,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_newest_record() {
-    if !crate::needs::faketime() {
+    if !faketime_or_skip() {
         return;
     }
     // The sandbox tolerates the skew, as if its own clock were off too: the daemon's clock check
@@ -79,7 +79,7 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windows_stay_counted() {
-    if !crate::needs::faketime() {
+    if !faketime_or_skip() {
         return;
     }
     // The sandbox tolerates the skew (as a lenient server would): the daemon's own comparison

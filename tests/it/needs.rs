@@ -25,7 +25,7 @@ pub(crate) fn found_or_skip(what: &str, found: bool, install: &str) -> bool {
 }
 
 /// Whether the `faketime` program (libfaketime) runs here; see [`found_or_skip`].
-pub(crate) fn faketime() -> bool {
+pub(crate) fn faketime_or_skip() -> bool {
     let found = std::process::Command::new("faketime")
         .arg("--version")
         .output()

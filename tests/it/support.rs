@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+/// Whether a test that needs libfaketime runs (see `crate::needs`).
+pub(crate) use crate::needs::faketime_or_skip;
 use cosigner::client::{ClientConfig, Lang, SignOrder};
 pub(crate) use cosigner::domain::TxId;
 use cosigner::sandbox::{self, Sandbox, SandboxConfig, Scenario};

@@ -50,7 +50,7 @@ fn one_per(window: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_at_the_allowed_skew_plus_a_second_either_way_cannot_fit_a_second_approval_in_a_window()
  {
-    if !crate::needs::faketime() {
+    if !faketime_or_skip() {
         return;
     }
     // api.max_clock_skew = 1 s; rule t allows one approval per 4 s. Run A's clock is 2 s behind

@@ -100,7 +100,7 @@ impl Drop for FastDaemon {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_is_fed_for_thirty_daemon_minutes_through_outages_and_stops_when_the_scheduler_is_wedged()
  {
-    if !crate::needs::faketime() {
+    if !faketime_or_skip() {
         return;
     }
     // Healthy: a sandbox that answers (and tolerates the daemon's fast clock).
