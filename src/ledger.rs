@@ -12,7 +12,9 @@ mod backup;
 mod handle;
 pub mod postgres;
 mod record;
+mod schema;
 mod sql;
+mod summary;
 
 pub use handle::LedgerHandle;
 
@@ -37,7 +39,10 @@ use crate::display::hex;
 use crate::domain::{Action, TxId, Withdrawal};
 use crate::policy::{Approval, Policy, Usage};
 
-const SCHEMA_VERSION: &str = "1";
+/// The schema steps this cosigner knows (see `ledger/schema.rs`).
+fn known_steps() -> usize {
+    schema::SQLITE.len()
+}
 
 /// Why the ledger could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +101,11 @@ pub enum LedgerError {
     #[error("the ledger call did not finish: {0}")]
     Interrupted(String),
     /// The file was written by a newer cosigner.
-    #[error("ledger {path} has schema version {found}; this cosigner understands {SCHEMA_VERSION}")]
+    #[error(
+        "ledger {path} has schema version {found}; this cosigner understands up to {}: a newer \
+         cosigner wrote it, so run that one (or a newer one)",
+        known_steps()
+    )]
     Schema {
         /// The file.
         path: PathBuf,
@@ -167,6 +176,7 @@ impl LedgerError {
                     | "move the chain head"
                     | "number a record"
                     | "hash a record"
+                    | "fold the summary"
             ),
             _ => false,
         }
@@ -304,6 +314,8 @@ pub struct Ledger {
     conn: Connection,
     path: PathBuf,
     head: Head,
+    /// The schema steps the file has (all this cosigner knows, once opened for writing).
+    steps: usize,
     /// Times every record.
     clock: Clock,
     _lock: Option<File>,
@@ -318,39 +330,11 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-/// The tables besides the chained records' (see [`schema`]) and the indexes.
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
-
-/// The indexes, the same in both back ends.
-const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS decisions_tx ON decisions(tx_id, seq);
-CREATE INDEX IF NOT EXISTS decisions_window ON decisions(action, dry_run, recorded_at_ms);
-CREATE INDEX IF NOT EXISTS outcomes_decision ON outcomes(decision_seq, seq);
-CREATE INDEX IF NOT EXISTS events_kind ON events(kind, seq);
-";
-
-/// The whole schema: each chained table as its record declares it, then [`SCHEMA`].
-fn schema() -> String {
-    [
-        DecisionRecord::create_table(),
-        OutcomeRecord::create_table(),
-        EventRecord::create_table(),
-        CollectRecord::create_table(),
-        SCHEMA.to_string(),
-        INDEXES.to_string(),
-    ]
-    .concat()
-}
-
-/// The time of the newest record, in either back end.
+/// The time of the newest record, in either back end, from the records themselves: for a
+/// ledger read before its schema has the summary (step 2).
 const NEWEST_RECORD: &str = "SELECT MAX(t) FROM (SELECT MAX(recorded_at_ms) AS t FROM decisions
   UNION ALL SELECT MAX(recorded_at_ms) FROM outcomes UNION ALL SELECT MAX(recorded_at_ms) FROM collects
   UNION ALL SELECT MAX(recorded_at_ms) FROM events) AS newest";
-
-/// Every chained table, for the head.
-const CHAINED: &str = "SELECT seq, hash FROM decisions UNION ALL SELECT seq, hash FROM outcomes
-  UNION ALL SELECT seq, hash FROM collects UNION ALL SELECT seq, hash FROM events";
 
 /// A decision with its latest outcome's status and message, read by [`row`].
 fn row_select() -> String {
@@ -518,6 +502,90 @@ fn write_head(tx: &rusqlite::Transaction<'_>, head: &Head) -> Result<(), LedgerE
     Ok(())
 }
 
+/// Folds the records up to `head` into the running summary (see `ledger/summary.rs`), inside
+/// the transaction that appended them.
+fn fold_summary(tx: &rusqlite::Transaction<'_>, head: Seq) -> rusqlite::Result<()> {
+    // 0 when nothing is folded yet (an empty ledger), which is no sequence number.
+    let through: i64 = tx.query_row(summary::THROUGH, [], |r| r.get(0))?;
+    if through >= head.bound() {
+        return Ok(());
+    }
+    tx.prepare_cached(&summary::SQLITE.fold_counts())?
+        .execute([through])?;
+    tx.prepare_cached(&summary::SQLITE.fold_newest())?
+        .execute([through, head.bound()])?;
+    Ok(())
+}
+
+fn schema_error(path: &Path, found: String) -> LedgerError {
+    LedgerError::Schema {
+        path: path.to_owned(),
+        found,
+    }
+}
+
+/// The schema steps a file has: `meta.schema_version`, or 1 for the tables of a ledger made
+/// before that was written, 0 for an empty file; `Err` with the text of a version that is not
+/// a number.
+fn applied_steps(conn: &Connection) -> rusqlite::Result<Result<usize, String>> {
+    let has = |table: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+    };
+    if !has("meta")? {
+        return Ok(Ok(usize::from(has("decisions")?)));
+    }
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(match version {
+        None => Ok(usize::from(has("decisions")?)),
+        Some(v) => v.parse().map_err(|_| v),
+    })
+}
+
+/// Brings the file's schema up to every step this cosigner knows, in one transaction (a
+/// process killed meanwhile leaves the file as it was); returns the steps it has now. A file
+/// with steps this cosigner does not know is refused untouched.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<usize, LedgerError> {
+    let open_err = |e| LedgerError::Open {
+        path: path.to_owned(),
+        source: e,
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(open_err)?;
+    let found = match applied_steps(&tx).map_err(open_err)? {
+        Ok(n) if n <= known_steps() => n,
+        Ok(n) => return Err(schema_error(path, n.to_string())),
+        Err(found) => return Err(schema_error(path, found)),
+    };
+    for (n, step) in schema::SQLITE.iter().enumerate().skip(found) {
+        tx.execute_batch(step).map_err(open_err)?;
+        if found > 0 {
+            tracing::info!(step = n + 1, ledger = %path.display(), "ledger schema step applied");
+        }
+    }
+    if found < known_steps() {
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [known_steps().to_string()],
+        )
+        .map_err(open_err)?;
+    }
+    tx.commit().map_err(open_err)?;
+    Ok(known_steps())
+}
+
 /// The pid of the process holding the ledger at `path` (a running daemon), if one does; for
 /// `cosigner check`. Creates nothing.
 #[must_use]
@@ -587,29 +655,15 @@ impl Ledger {
                 });
             }
         }
-        let conn = Connection::open(path).map_err(open_err)?;
+        let mut conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
-        // One transaction: a daemon killed while creating the ledger leaves all of it or none,
-        // never tables that a reader would find half made.
-        conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{}\nCOMMIT;", schema()))
-            .map_err(open_err)?;
-        let ledger = Self::finish_open(conn, path, Some(lock))?;
-        if ledger.meta("schema_version").map_err(open_err)?.is_none() {
-            ledger
-                .conn
-                .execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION],
-                )
-                .map_err(open_err)?;
-        }
-        ledger.check_schema()?;
-        Ok(ledger)
+        let steps = migrate(&mut conn, path)?;
+        Self::finish_open(conn, path, steps, Some(lock))
     }
 
     /// Opens an existing ledger for reading only, without the lock: safe beside a running daemon.
@@ -630,29 +684,36 @@ impl Ledger {
             .map_err(open_err)?;
         // A file with nothing in it yet: the daemon created it and was stopped before its
         // first commit. It holds no records; read it as the empty ledger it is.
-        let conn = if objects == 0 {
-            let empty = Connection::open_in_memory().map_err(open_err)?;
-            empty.execute_batch(&schema()).map_err(open_err)?;
-            empty
+        let mut conn = if objects == 0 {
+            Connection::open_in_memory().map_err(open_err)?
         } else {
             conn
         };
-        let ledger = Self::finish_open(conn, path, None)?;
-        ledger.check_schema()?;
-        Ok(ledger)
+        let steps = if objects == 0 {
+            migrate(&mut conn, path)?
+        } else {
+            match applied_steps(&conn).map_err(open_err)? {
+                Ok(n) if n <= known_steps() => n,
+                Ok(n) => return Err(schema_error(path, n.to_string())),
+                Err(found) => return Err(schema_error(path, found)),
+            }
+        };
+        Self::finish_open(conn, path, steps, None)
     }
 
-    fn finish_open(conn: Connection, path: &Path, lock: Option<File>) -> Result<Self, LedgerError> {
+    fn finish_open(
+        conn: Connection,
+        path: &Path,
+        steps: usize,
+        lock: Option<File>,
+    ) -> Result<Self, LedgerError> {
         let open_err = |e| LedgerError::Open {
             path: path.to_owned(),
             source: e,
         };
+        // Each table's last record by its primary key: no scan, whatever the history.
         let head: Option<(Seq, String)> = conn
-            .query_row(
-                &format!("SELECT seq, hash FROM ({CHAINED}) ORDER BY seq DESC LIMIT 1"),
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row(&summary::last_record(), [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(open_err)?;
         let head = head
@@ -662,6 +723,7 @@ impl Ledger {
             conn,
             path: path.to_owned(),
             head,
+            steps,
             clock: Clock::system(),
             _lock: lock,
         })
@@ -673,14 +735,10 @@ impl Ledger {
             .optional()
     }
 
-    fn check_schema(&self) -> Result<(), LedgerError> {
-        match self.meta("schema_version").map_err(LedgerError::Read)? {
-            Some(v) if v != SCHEMA_VERSION => Err(LedgerError::Schema {
-                path: self.path.clone(),
-                found: v,
-            }),
-            _ => Ok(()),
-        }
+    /// Whether the file has the running summary (schema step 2): a file read before the
+    /// daemon of this version migrated it has not.
+    fn summarised(&self) -> bool {
+        self.steps >= 2
     }
 
     /// The ledger file.
@@ -708,6 +766,7 @@ impl Ledger {
         let mut head = self.head.clone();
         let seqs = record::append(&tx, &mut head, records).map_err(LedgerError::Write)?;
         write_head(&tx, &head)?;
+        fold_summary(&tx, head.seq).map_err(LedgerError::Write)?;
         tx.commit().map_err(LedgerError::Write)?;
         self.head = head;
         Ok(seqs)
@@ -787,9 +846,22 @@ impl Ledger {
 
     /// The time of the newest record, if any.
     pub fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
+        if !self.summarised() {
+            return self
+                .conn
+                .query_row(NEWEST_RECORD, [], |r| r.get(0))
+                .map_err(LedgerError::Read);
+        }
+        let through = self.through().map_err(LedgerError::Read)?;
         self.conn
-            .query_row(NEWEST_RECORD, [], |r| r.get(0))
+            .prepare_cached(&summary::SQLITE.newest())
+            .and_then(|mut s| s.query_row([through], |r| r.get(0)))
             .map_err(LedgerError::Read)
+    }
+
+    /// How far the running summary is folded.
+    fn through(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row(summary::THROUGH, [], |r| r.get(0))
     }
 
     /// Window usage for `policy` as of `now_ms`: approvals recorded (sent or not yet, dry runs
@@ -1083,14 +1155,21 @@ impl Ledger {
     }
 
     fn counts_of(&self, dry_run: bool) -> Result<HashMap<String, u64>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT action, COUNT(*) FROM decisions WHERE dry_run = ?1 GROUP BY action",
+        let (sql, through) = if self.summarised() {
+            (
+                summary::SQLITE.counts(),
+                self.through().map_err(LedgerError::Read)?,
             )
-            .map_err(LedgerError::Read)?;
+        } else {
+            (
+                "SELECT action, COUNT(*) FROM decisions WHERE dry_run = ?1 AND seq > ?2 GROUP BY action"
+                    .to_string(),
+                0,
+            )
+        };
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(LedgerError::Read)?;
         let rows = stmt
-            .query_map([dry_run], |r| {
+            .query_map(params![dry_run, through], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
             })
             .map_err(LedgerError::Read)?;

@@ -23,21 +23,28 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
 use super::record::{
-    self, Chained, CollectRecord, Column, Columns, DecisionRecord, Dialect, EventRecord, GENESIS,
-    Head, OutcomeRecord, Record, Stored,
+    self, Chained, CollectRecord, Column, Columns, DecisionRecord, EventRecord, Head,
+    OutcomeRecord, Record, Stored,
 };
 use super::sql::{Millis, Sent, Seq, sql_count};
+use super::summary;
 use super::{
-    DecisionRow, INDEXES, Ledger, LedgerError, NewDecision, Outcome, PageArg, PageQuery,
-    RESEND_EVENT, ResendRecord, TxState, VerifyReport, WindowApproval, check_chain, page_query,
-    page_rows, row_select, storable, tx_state, usage_of, window_start,
+    DecisionRow, Ledger, LedgerError, NewDecision, Outcome, PageArg, PageQuery, RESEND_EVENT,
+    ResendRecord, TxState, VerifyReport, WindowApproval, check_chain, page_query, page_rows,
+    row_select, storable, tx_state, usage_of, window_start,
 };
 use crate::clock::{Clock, ClockAnchor};
 use crate::domain::{TxId, Withdrawal};
 use crate::policy::{Policy, Usage};
 
-/// The schema steps this cosigner knows; `cosigner_schema` holds how many were applied.
-const SCHEMA_STEPS: i32 = 1;
+/// The schema steps this cosigner knows (`ledger/schema.rs`); `cosigner_schema` holds how many
+/// were applied.
+const SCHEMA_STEPS: i32 = {
+    // A handful of steps: far below i32::MAX.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+    let n = super::schema::POSTGRES.len() as i32;
+    n
+};
 
 /// The advisory lock (transaction scope) under which the schema is applied.
 const MIGRATION_LOCK: i64 = 0x636f_7369_676e_6d67; // "cosignmg"
@@ -49,7 +56,7 @@ const FENCED: &str = "CS409";
 const CHAINED_TABLES: [&str; 4] = ["decisions", "outcomes", "collects", "events"];
 
 /// The fencing trigger's function; `verify` reports a ledger whose function was replaced.
-const FENCE_FUNCTION: &str = "
+pub(super) const FENCE_FUNCTION: &str = "
 DECLARE
   current bigint;
 BEGIN
@@ -66,38 +73,6 @@ BEGIN
   RETURN NEW;
 END;
 ";
-
-/// Schema step 1, the whole schema of version 1. A later change to a record's columns must come
-/// as a new step (an `ALTER TABLE`), never as an edit of this one: databases already at
-/// step 1 do not run it again.
-fn step_1() -> String {
-    let mut sql = String::from(
-        "CREATE TABLE cosigner_leader (id integer PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL, holder text, since timestamptz);
-INSERT INTO cosigner_leader (id, epoch) VALUES (1, 0);
-CREATE TABLE cosigner_head (id integer PRIMARY KEY CHECK (id = 1), seq bigint NOT NULL, hash text NOT NULL);\n",
-    );
-    sql.push_str(&format!(
-        "INSERT INTO cosigner_head (id, seq, hash) VALUES (1, 0, '{GENESIS}');\n"
-    ));
-    for table in [
-        DecisionRecord::create_table_in(Dialect::Postgres),
-        OutcomeRecord::create_table_in(Dialect::Postgres),
-        EventRecord::create_table_in(Dialect::Postgres),
-        CollectRecord::create_table_in(Dialect::Postgres),
-    ] {
-        sql.push_str(&table);
-    }
-    sql.push_str(INDEXES);
-    sql.push_str(&format!(
-        "\nCREATE FUNCTION cosigner_fence() RETURNS trigger LANGUAGE plpgsql AS $fence${FENCE_FUNCTION}$fence$;\n"
-    ));
-    for table in CHAINED_TABLES {
-        sql.push_str(&format!(
-            "CREATE TRIGGER {table}_fence BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION cosigner_fence();\n"
-        ));
-    }
-    sql
-}
 
 /// How TLS to the database is used (`sslmode`, as libpq reads it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -458,6 +433,41 @@ async fn insert<R: Record, C: GenericClient + Sync>(
             .map_err(write_error("record", epoch))?;
     }
     Ok(())
+}
+
+/// An event of a kind with exactly a detail, found through the index on the detail's digest
+/// (PostgreSQL's index entries are bounded in size, details are not).
+const EXACT_EVENT: &str =
+    "SELECT detail FROM events WHERE kind = $1 AND md5(detail) = md5($2) AND detail = $2 LIMIT 1";
+
+/// Folds the records up to `head` into the running summary (see `ledger/summary.rs`), inside
+/// the transaction that appended them, records an older cosigner appended since included.
+async fn fold_summary<C: GenericClient + Sync>(c: &C, head: &Head) -> Result<(), LedgerError> {
+    let what = "fold the summary";
+    let through = read_through(c, what).await?;
+    let head = head.seq.bound();
+    if through >= head {
+        return Ok(());
+    }
+    c.execute(summary::POSTGRES.fold_counts().as_str(), &[&through])
+        .await
+        .map_err(db(what))?;
+    c.execute(summary::POSTGRES.fold_newest().as_str(), &[&through, &head])
+        .await
+        .map_err(db(what))?;
+    Ok(())
+}
+
+/// How far the running summary is folded (`what` names the read for errors).
+async fn read_through<C: GenericClient + Sync>(
+    c: &C,
+    what: &'static str,
+) -> Result<i64, LedgerError> {
+    c.query_one(summary::THROUGH, &[])
+        .await
+        .map_err(db(what))?
+        .try_get(0)
+        .map_err(db(what))
 }
 
 /// The chain head, locked until the end of the transaction `c` is in.
@@ -835,8 +845,10 @@ impl PgLedger {
                 known: SCHEMA_STEPS,
             });
         }
-        let steps = [step_1()];
-        for (version, step) in (1..).zip(steps.iter()).skip_while(|(v, _)| *v <= found) {
+        for (version, step) in (1..)
+            .zip(super::schema::POSTGRES)
+            .skip_while(|(v, _)| *v <= found)
+        {
             tx.batch_execute(step).await.map_err(db(what))?;
             tx.execute(
                 "INSERT INTO cosigner_schema (version) VALUES ($1)",
@@ -866,6 +878,7 @@ impl PgLedger {
         let mut rows = chain(&mut head, &mut records)?;
         insert(&*tx, &mut rows, epoch).await?;
         set_head(&*tx, &head).await?;
+        fold_summary(&*tx, &head).await?;
         tx.commit()
             .await
             .map_err(write_error("commit a write", epoch))?;
@@ -1000,12 +1013,15 @@ impl PgLedger {
     /// The time of the newest record, if any. The database's clock is read again after it, so
     /// that [`PgLedger::clock`] reads no earlier than any record stamped before.
     pub async fn newest_record_ms(&self) -> Result<Option<i64>, LedgerError> {
+        let what = "read the newest record";
         let client = self.client().await?;
-        let row = client
-            .query_one(super::NEWEST_RECORD, &[])
+        let through = read_through(&**client, what).await?;
+        let newest = client
+            .query_one(summary::POSTGRES.newest().as_str(), &[&through])
             .await
-            .map_err(db("read the newest record"))?;
-        let newest = row.try_get(0).map_err(db("read the newest record"))?;
+            .map_err(db(what))?
+            .try_get(0)
+            .map_err(db(what))?;
         self.database_now(&**client).await?;
         Ok(newest)
     }
@@ -1086,10 +1102,7 @@ impl PgLedger {
     /// Whether an event of `kind` with exactly `detail` is recorded.
     pub async fn has_event(&self, kind: &str, detail: &str) -> Result<bool, LedgerError> {
         let found = self
-            .event_details(
-                "SELECT detail FROM events WHERE kind = $1 AND detail = $2 LIMIT 1",
-                &[&kind, &storable(detail)],
-            )
+            .event_details(EXACT_EVENT, &[&kind, &storable(detail)])
             .await?;
         Ok(!found.is_empty())
     }
@@ -1135,10 +1148,7 @@ impl PgLedger {
         let tx = client.transaction().await.map_err(db("begin a write"))?;
         let mut head = lock_head(&*tx).await?;
         let found = tx
-            .query_opt(
-                "SELECT 1 FROM events WHERE kind = $1 AND detail = $2 LIMIT 1",
-                &[&kind, &storable(detail)],
-            )
+            .query_opt(EXACT_EVENT, &[&kind, &storable(detail)])
             .await
             .map_err(db("read events"))?;
         if found.is_some() {
@@ -1148,6 +1158,7 @@ impl PgLedger {
         let mut rows = chain(&mut head, &mut [EventRecord::at(kind, detail, now)])?;
         insert(&*tx, &mut rows, epoch).await?;
         set_head(&*tx, &head).await?;
+        fold_summary(&*tx, &head).await?;
         tx.commit()
             .await
             .map_err(write_error("commit a write", epoch))?;
@@ -1184,11 +1195,12 @@ impl PgLedger {
     }
 
     async fn counts_of(&self, dry_run: bool) -> Result<HashMap<String, u64>, LedgerError> {
+        let through = read_through(&**self.client().await?, "count decisions").await?;
         let counts = self
             .query_map(
                 "count decisions",
-                "SELECT action, COUNT(*) FROM decisions WHERE dry_run = $1 GROUP BY action",
-                &[&dry_run],
+                summary::POSTGRES.counts().as_str(),
+                &[&dry_run, &through],
                 |r| {
                     let n: i64 = r.try_get(1)?;
                     Ok((r.try_get(0)?, u64::try_from(n).unwrap_or(0)))
@@ -1238,6 +1250,7 @@ impl PgLedger {
         insert(&*tx, &mut export.collects.clone(), epoch).await?;
         insert(&*tx, &mut export.events.clone(), epoch).await?;
         set_head(&*tx, &export.head).await?;
+        fold_summary(&*tx, &export.head).await?;
         let report = verify_on(&*tx).await?;
         if !report.problems.is_empty()
             || report.records != export.report.records
@@ -1291,7 +1304,9 @@ impl PgTarget {
             // now, as the daemon would at start, and nothing is written.
             let what = "create the schema (tried, then rolled back)";
             let tx = client.transaction().await.map_err(db(what))?;
-            tx.batch_execute(&step_1()).await.map_err(db(what))?;
+            for step in super::schema::POSTGRES {
+                tx.batch_execute(step).await.map_err(db(what))?;
+            }
             tx.rollback().await.map_err(db(what))?;
             return Ok(Inspection {
                 schema: None,

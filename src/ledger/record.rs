@@ -1,6 +1,7 @@
 //! The four kinds of chained record (decision, outcome, collect, event): one struct each, whose
-//! column list, written once, drives its hash input, its INSERT and its SELECT, and its table,
-//! in SQLite and (through `ledger/postgres.rs`) in PostgreSQL alike.
+//! column list, written once, drives its hash input, its INSERT and its SELECT, in SQLite and
+//! (through `ledger/postgres.rs`) in PostgreSQL alike. The tables themselves are made by the
+//! schema's steps (`ledger/schema.rs`), never from these structs; a test checks they agree.
 
 use std::convert::Infallible;
 
@@ -70,13 +71,6 @@ pub(crate) trait Columns {
     fn column<T: Column>(&mut self, name: &'static str, value: &mut T) -> Result<(), Self::Error>;
 }
 
-/// The SQL of a back end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Sqlite,
-    Postgres,
-}
-
 /// A column's name and its declarations in each back end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Declared {
@@ -125,34 +119,6 @@ pub(crate) trait Record: Default + Clone {
     /// The number of columns.
     fn count() -> usize {
         Self::declared().len()
-    }
-
-    /// The table's `CREATE TABLE IF NOT EXISTS` statement in SQLite.
-    fn create_table() -> String {
-        Self::create_table_in(Dialect::Sqlite)
-    }
-
-    /// The table's `CREATE TABLE` statement in `dialect`; in PostgreSQL each row also carries
-    /// the epoch of the leader that wrote it (not part of the hash input).
-    fn create_table_in(dialect: Dialect) -> String {
-        let columns: String = Self::declared()
-            .iter()
-            .map(|c| {
-                let decl = match dialect {
-                    Dialect::Sqlite => c.sqlite,
-                    Dialect::Postgres => c.pg,
-                };
-                format!("  {} {decl},\n", c.name)
-            })
-            .collect();
-        let (create, seq, epoch) = match dialect {
-            Dialect::Sqlite => ("CREATE TABLE IF NOT EXISTS", "INTEGER", ""),
-            Dialect::Postgres => ("CREATE TABLE", "BIGINT", ",\n  epoch BIGINT NOT NULL"),
-        };
-        format!(
-            "{create} {} (\n  seq {seq} PRIMARY KEY,\n{columns}  prev_hash TEXT NOT NULL,\n  hash TEXT NOT NULL{epoch}\n);\n",
-            Self::TABLE
-        )
     }
 
     /// Every column's name and declarations, in order.

@@ -422,14 +422,150 @@ fn shape(path: &Path) -> Vec<String> {
 }
 
 #[test]
-fn a_new_ledger_has_the_tables_columns_and_indexes_of_the_earlier_files() {
+fn schema_step_1_alone_makes_exactly_the_tables_columns_and_indexes_of_a_version_1_ledger() {
     let (_old_dir, old) = v1_copy();
     let dir = tempfile::tempdir().unwrap();
     let new = dir.path().join("ledger.db");
-    drop(Ledger::open(&new).unwrap());
+    Connection::open(&new)
+        .unwrap()
+        .execute_batch(schema::SQLITE[0])
+        .unwrap();
     let (old, new) = (shape(&old), shape(&new));
     assert!(old.len() > 50, "{old:#?}");
     assert_eq!(new, old);
+}
+
+#[test]
+fn a_version_1_ledger_migrated_forward_has_the_shape_of_a_new_one_and_keeps_every_record() {
+    let (_old_dir, old) = v1_copy();
+    let before = Ledger::open_read_only(&old).unwrap().verify().unwrap();
+    drop(Ledger::open(&old).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("ledger.db");
+    drop(Ledger::open(&new).unwrap());
+    assert_eq!(shape(&old), shape(&new));
+    let migrated = Ledger::open_read_only(&old).unwrap();
+    assert_eq!(migrated.steps, schema::SQLITE.len());
+    assert_eq!(
+        migrated.meta("schema_version").unwrap().as_deref(),
+        Some("2")
+    );
+    let after = migrated.verify().unwrap();
+    assert_eq!(after.problems, Vec::<String>::new());
+    assert_eq!(
+        (after.records, &after.by_kind),
+        (before.records, &before.by_kind)
+    );
+    // The summary step counted what was there.
+    assert_eq!(migrated.counts().unwrap().get("approve"), Some(&1));
+    assert_eq!(migrated.counts().unwrap().get("hold"), Some(&1));
+    assert_eq!(migrated.dry_run_counts().unwrap().get("reject"), Some(&1));
+    assert_eq!(
+        migrated.newest_record_ms().unwrap(),
+        Some(1_795_446_105_022)
+    );
+}
+
+#[test]
+fn the_record_structs_and_the_tables_the_steps_make_have_the_same_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    fn columns<R: record::Record>(l: &Ledger) -> (Vec<String>, Vec<String>) {
+        let mut stmt = l
+            .conn
+            .prepare(&format!(
+                "SELECT name, type, \"notnull\" FROM pragma_table_info('{}') ORDER BY cid",
+                R::TABLE
+            ))
+            .unwrap();
+        let table: Vec<String> = stmt
+            .query_map([], |r| {
+                let (name, ty, notnull): (String, String, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                Ok(format!(
+                    "{name} {ty}{}",
+                    if notnull { " NOT NULL" } else { "" }
+                ))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|c| {
+                !["seq ", "prev_hash ", "hash "]
+                    .iter()
+                    .any(|x| c.starts_with(x))
+            })
+            .collect();
+        let declared = R::declared()
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.sqlite))
+            .collect();
+        (table, declared)
+    }
+    for (table, declared) in [
+        columns::<DecisionRecord>(&l),
+        columns::<OutcomeRecord>(&l),
+        columns::<CollectRecord>(&l),
+        columns::<EventRecord>(&l),
+    ] {
+        assert_eq!(table, declared);
+    }
+}
+
+#[test]
+fn a_ledger_with_a_schema_step_this_cosigner_does_not_know_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    {
+        let mut l = Ledger::open(&path).unwrap();
+        l.record_event("mode", "{}").unwrap();
+        l.conn
+            .execute(
+                "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+                [],
+            )
+            .unwrap();
+        l.checkpoint().unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    for err in [
+        Ledger::open(&path).unwrap_err(),
+        Ledger::open_read_only(&path).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, LedgerError::Schema { found, .. } if found == "3"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("understands up to 2"), "{err}");
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn the_counts_and_the_newest_time_kept_with_the_records_equal_those_read_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, hand) = Clock::manual(1_700_000_000_000);
+    let mut l = Ledger::open(&dir.path().join("ledger.db"))
+        .unwrap()
+        .with_clock(clock);
+    l.record_decisions(&[hold(TxId::new(1)), hold(TxId::new(2))])
+        .unwrap();
+    hand.advance(std::time::Duration::from_secs(9));
+    l.record_event("mode", "{}").unwrap();
+    // A clock stepped back: the newest time stays the newest.
+    hand.set_ms(1_700_000_000_000 - 60_000);
+    l.record_collect(true, true, None).unwrap();
+    let mut dry = hold(TxId::new(3));
+    dry.dry_run = true;
+    l.record_decisions(&[dry]).unwrap();
+    let slow = |sql: &str| -> i64 { l.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(l.newest_record_ms().unwrap(), Some(slow(NEWEST_RECORD)));
+    assert_eq!(l.newest_record_ms().unwrap(), Some(1_700_000_009_000));
+    assert_eq!(l.counts().unwrap().get("hold"), Some(&2));
+    assert_eq!(l.dry_run_counts().unwrap().get("hold"), Some(&1));
+    let through: i64 = l
+        .conn
+        .query_row(summary::THROUGH, [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(through, 5, "folded in the transaction that wrote them");
 }
 
 #[test]

@@ -670,18 +670,131 @@ async fn the_schema_is_set_up_once_and_a_newer_one_is_refused() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(steps, 1);
+    assert_eq!(steps, 2);
     admin
-        .execute("INSERT INTO cosigner_schema VALUES (2)", &[])
+        .execute("INSERT INTO cosigner_schema VALUES (3)", &[])
         .await
         .unwrap();
     let err = PgLedger::connect(&pg.url("postgres", "disable"), Some(pg.password()))
         .await
         .unwrap_err();
     assert!(
-        matches!(err, LedgerError::DatabaseSchema { found: 2, known: 1 }),
+        matches!(err, LedgerError::DatabaseSchema { found: 3, known: 2 }),
         "{err}"
     );
+}
+
+/// What step 2 adds, dropped again: the database as a cosigner before the steps left it.
+const UNDO_STEP_2: &str =
+    "DROP INDEX events_detail; DROP INDEX events_time; DROP INDEX decisions_rule;
+  DROP INDEX decisions_action; DROP TABLE decision_counts; DROP TABLE ledger_summary;
+  DELETE FROM cosigner_schema WHERE version = 2;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_step_1_with_records_is_brought_forward_and_its_counts_and_newest_time_are_exact()
+ {
+    let Some(pg) = Pg::start() else { return };
+    let a = pg.ledger().await;
+    a.record_decisions(&[
+        decision(
+            tx(TxId::new(1), "0xB", "5"),
+            Action::Approve,
+            "limited",
+            false,
+        ),
+        decision(
+            tx(TxId::new(2), "0xB", "5"),
+            Action::Hold,
+            "(default)",
+            false,
+        ),
+        decision(
+            tx(TxId::new(3), "0xB", "5"),
+            Action::Reject,
+            "blocked",
+            true,
+        ),
+    ])
+    .await
+    .unwrap();
+    a.record_event("mode", "{}").await.unwrap();
+    let (counts, dry, newest) = (
+        a.counts().await.unwrap(),
+        a.dry_run_counts().await.unwrap(),
+        a.newest_record_ms().await.unwrap(),
+    );
+    drop(a);
+    let admin = pg.admin("postgres").await;
+    admin.batch_execute(UNDO_STEP_2).await.unwrap();
+    // A cosigner of this version connects: step 2 is applied, over the records there.
+    let b = pg.ledger().await;
+    let steps: i64 = admin
+        .query_one("SELECT max(version) FROM cosigner_schema", &[])
+        .await
+        .unwrap()
+        .get::<_, i32>(0)
+        .into();
+    assert_eq!(steps, 2);
+    assert_eq!(b.counts().await.unwrap(), counts);
+    assert_eq!(b.dry_run_counts().await.unwrap(), dry);
+    assert_eq!(b.newest_record_ms().await.unwrap(), newest);
+    assert_eq!(counts.get("approve"), Some(&1));
+    assert!(b.verify().await.unwrap().problems.is_empty());
+    // It writes on, and the counts follow.
+    b.record_decisions(&[decision(
+        tx(TxId::new(4), "0xB", "5"),
+        Action::Approve,
+        "limited",
+        false,
+    )])
+    .await
+    .unwrap();
+    assert_eq!(b.counts().await.unwrap().get("approve"), Some(&2));
+}
+
+/// A pair upgraded one member at a time: the cosigner from before the summary may still lead
+/// and append records without folding them in. Every reader counts them, and the next append
+/// folds them in once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_appended_by_a_cosigner_that_keeps_no_summary_are_counted_once() {
+    let Some(pg) = Pg::start() else { return };
+    let l = pg.ledger().await;
+    l.record_decisions(&[decision(
+        tx(TxId::new(1), "0xB", "5"),
+        Action::Approve,
+        "limited",
+        false,
+    )])
+    .await
+    .unwrap();
+    let admin = pg.admin("postgres").await;
+    // As the older cosigner appends: a record and the head, nothing else.
+    admin
+        .batch_execute(
+            "INSERT INTO decisions SELECT 2, 2, fingerprint, tx_json, from_addr, to_addr, amount,
+               chain_id, amount_value, action, rule, reason, policy_sha256, dry_run, signed_text,
+               data, recorded_at_ms + 60000, hash, 'not checked here', epoch FROM decisions WHERE seq = 1;
+             UPDATE cosigner_head SET seq = 2, hash = 'not checked here';",
+        )
+        .await
+        .unwrap();
+    let first = l.newest_record_ms().await.unwrap().unwrap();
+    assert_eq!(l.counts().await.unwrap().get("approve"), Some(&2));
+    l.record_event("mode", "{}").await.unwrap();
+    assert_eq!(l.counts().await.unwrap().get("approve"), Some(&2));
+    let through: i64 = admin
+        .query_one("SELECT through_seq FROM ledger_summary", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(through, 3);
+    assert_eq!(l.newest_record_ms().await.unwrap(), Some(first));
+    let stored: i64 = admin
+        .query_one("SELECT max(recorded_at_ms) FROM decisions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(first, stored, "the older cosigner's record is the newest");
 }
 
 /// A self-signed certificate for `localhost` and its key, as PEM.
