@@ -130,6 +130,8 @@ pub struct Parts {
     pub(crate) reload: Arc<Notify>,
     /// In a pair sharing a PostgreSQL ledger: the lead, which decides when cycles run.
     pub(crate) lead: Option<Lead>,
+    /// The configuration file, for the commands messages name.
+    pub(crate) config_path: std::path::PathBuf,
 }
 
 impl Parts {
@@ -191,7 +193,7 @@ pub async fn build(
             (LedgerHandle::sqlite(sqlite), None)
         }
         (None, Some(pg)) => {
-            let (ledger, lead) = open_pair(cfg, pg, &metrics).await?;
+            let (ledger, lead) = open_pair(cfg, pg, &policy, &metrics).await?;
             (ledger, Some(lead))
         }
         (None, None) => unreachable_ledger()?,
@@ -267,6 +269,7 @@ pub async fn build(
         }),
         reload,
         lead,
+        config_path: cfg.path.clone(),
     })
 }
 
@@ -284,6 +287,7 @@ fn unreachable_ledger<T>() -> Result<T, DaemonError> {
 async fn open_pair(
     cfg: &Config,
     pg: &PostgresLedger,
+    policy: &policy::Policy,
     metrics: &Arc<Metrics>,
 ) -> Result<(LedgerHandle, Lead), DaemonError> {
     // Timed by the database's clock (see `PgLedger`), not this host's.
@@ -297,7 +301,13 @@ async fn open_pair(
              certificate checks: set it right (NTP)"
         );
     }
-    let report = ledger.verify().await?;
+    let report = ledger
+        .verify_at_start(
+            policy,
+            ledger.clock().now_ms(),
+            policy::window_slack(cfg.api.client.max_clock_skew),
+        )
+        .await?;
     if let Some(problem) = report.problems.first() {
         return Err(DaemonError::BrokenLedger {
             location: ledger.describe().to_string(),
@@ -375,8 +385,14 @@ fn load_state(cfg: &Config, clock: &Clock) -> Result<Loaded, DaemonError> {
     if cfg.ledger.postgres.is_some() {
         return Ok((signer, policy, None));
     }
-    let ledger = Ledger::open(&cfg.ledger.path)?.with_clock(clock.clone());
-    let report = ledger.verify()?;
+    let mut ledger = Ledger::open(&cfg.ledger.path)?.with_clock(clock.clone());
+    // What the first decisions depend on, and what was added since the last verified point;
+    // the rest of the chain is walked in the background once the daemon runs.
+    let report = ledger.verify_at_start(
+        &policy,
+        clock.now_ms(),
+        policy::window_slack(cfg.api.client.max_clock_skew),
+    )?;
     if let Some(problem) = report.problems.first() {
         return Err(DaemonError::BrokenLedger {
             location: cfg.ledger.path.display().to_string(),
@@ -569,6 +585,13 @@ pub async fn run_with(
             }
         });
     }
+    tokio::spawn(watch_chain(
+        parts.ledger.clone(),
+        parts.engine.clone(),
+        parts.metrics.clone(),
+        parts.config_path.clone(),
+        shutdown.clone(),
+    ));
     if let Some(every) = systemd::watchdog_interval() {
         let health = health.clone();
         let stop = shutdown.clone();
@@ -611,6 +634,90 @@ pub async fn run_with(
 
 /// How often a pause the ledger could not take is tried again.
 const PAUSE_RETRY: Duration = Duration::from_secs(1);
+
+/// How often the records added since the last verified point are walked, once the whole chain
+/// has been.
+const CHAIN_CHECK_EVERY: Duration = Duration::from_secs(600);
+
+/// The rest of the chain, behind the daemon: at start only what the first decisions depend on
+/// was verified (see `Ledger::verify_at_start`). Walks the whole chain once, paced to a
+/// quarter of a core (`cosigner_ledger_verified_ratio` shows how far it got), then every
+/// [`CHAIN_CHECK_EVERY`] the records added since; each clean walk moves the last verified
+/// point, so that the next start has little to walk. A break found puts the daemon in
+/// hold-all (nothing is sent, recorded rejects included), sets `cosigner_ledger_chain_broken`,
+/// and logs the command that shows where.
+async fn watch_chain(
+    ledger: LedgerHandle,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    config: std::path::PathBuf,
+    stop: CancellationToken,
+) {
+    let progress = {
+        let metrics = metrics.clone();
+        Arc::new(move |walked: u64, total: u64| {
+            let ratio = if total == 0 {
+                1.0
+            } else {
+                walked as f64 / total as f64
+            };
+            metrics.ledger_verified.set(ratio);
+        })
+    };
+    let mut whole = true;
+    loop {
+        let walk = ledger.verify_beside(!whole, whole, progress.clone());
+        let report = tokio::select! {
+            () = stop.cancelled() => return,
+            r = walk => r,
+        };
+        match report {
+            Ok(r) if r.problems.is_empty() => {
+                if whole {
+                    metrics.ledger_verified.set(1.0);
+                    info!(
+                        records = r.records,
+                        "the ledger's hash chain verified, every record"
+                    );
+                    whole = false;
+                }
+            }
+            Ok(r) => {
+                metrics.chain_broken.set(1);
+                error!(
+                    problem = %r.problems[0],
+                    problems = r.problems.len(),
+                    "the ledger's hash chain is broken: holding everything; `cosigner ledger verify \
+                     --config {}` shows every break",
+                    config.display()
+                );
+                // Only the deciding instance sets the mode: a standby holds as it takes the lead.
+                while engine.leading().is_err() {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                if engine.mode() != crate::plan::Mode::Hold
+                    && let Err(e) = engine
+                        .set_mode(crate::plan::Mode::Hold, "the ledger chain check")
+                        .await
+                {
+                    error!(error = %e, "hold-all after the broken chain");
+                }
+                // Held: every later walk would find the same break.
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "the ledger's hash chain could not be walked; tried again later")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(CHAIN_CHECK_EVERY) => {}
+        }
+    }
+}
 
 /// How often a standby shows life to the watchdog (it runs no cycles, and is healthy).
 const STANDBY_BEAT: Duration = Duration::from_secs(1);

@@ -5,8 +5,8 @@
 //! `ledger/sql.rs` holds the column types (sequence numbers, transaction ids, times);
 //! `ledger/handle.rs` is the async face everything outside the ledger uses.
 //! `ledger/postgres.rs` is the same ledger in PostgreSQL, for an active/standby pair; the reading
-//! and checking below (`DecisionRow::from_parts`, `tx_state`, `usage_of`, `page_query`,
-//! `check_chain`) is shared by both back ends, so that they answer alike.
+//! and checking below (`DecisionRow::from_parts`, `tx_state`, `usage_of`, `page_query`, and the
+//! chain walk of `ledger/verify.rs`) is shared by both back ends, so that they answer alike.
 
 mod backup;
 mod handle;
@@ -15,6 +15,7 @@ mod record;
 mod schema;
 mod sql;
 mod summary;
+mod verify;
 
 pub use handle::LedgerHandle;
 
@@ -26,9 +27,7 @@ use std::path::{Path, PathBuf};
 use openssl::sha::Sha256;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use record::{
-    CollectRecord, DecisionRecord, EventRecord, GENESIS, Head, OutcomeRecord, Record, Stored,
-};
+use record::{CollectRecord, DecisionRecord, EventRecord, Head, OutcomeRecord, Record};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::json;
@@ -1004,16 +1003,6 @@ impl Ledger {
         Ok(())
     }
 
-    /// Every chained record as stored, in chain order.
-    fn chained_records(&self) -> rusqlite::Result<Vec<Stored>> {
-        let mut all = record::stored::<DecisionRecord>(&self.conn)?;
-        all.extend(record::stored::<OutcomeRecord>(&self.conn)?);
-        all.extend(record::stored::<CollectRecord>(&self.conn)?);
-        all.extend(record::stored::<EventRecord>(&self.conn)?);
-        all.sort_by_key(|r| r.seq);
-        Ok(all)
-    }
-
     /// Triggers and views, which no cosigner writes: one could change rows as they are written
     /// or read (hiding approvals from a window) without touching the chain.
     fn foreign_objects(&self) -> Result<Vec<String>, LedgerError> {
@@ -1031,14 +1020,6 @@ impl Ledger {
         })
         .collect::<Result<_, _>>()
         .map_err(LedgerError::Read)
-    }
-
-    /// Walks the whole chain and reports every break.
-    pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let foreign = self.foreign_objects()?;
-        let records = self.chained_records().map_err(LedgerError::Read)?;
-        let head = self.meta("head").map_err(LedgerError::Read)?;
-        Ok(check_chain(foreign, &records, head.as_deref()))
     }
 
     /// Folds the write-ahead log into the database file (at shutdown).
@@ -1294,74 +1275,6 @@ fn usage_of(
             at_ms: *at,
         }),
     )
-}
-
-/// The verify report of the chained `records` (in chain order) whose stored head is `head`
-/// (`seq:hash`), adding to the `problems` already found.
-fn check_chain(mut problems: Vec<String>, records: &[Stored], head: Option<&str>) -> VerifyReport {
-    let mut prev = GENESIS.to_string();
-    let mut expected = 1u64;
-    for Stored {
-        seq,
-        kind,
-        fields,
-        prev_hash: stored_prev,
-        hash: stored_hash,
-    } in records
-    {
-        let seq = seq.0;
-        if seq != expected {
-            problems.push(format!(
-                "records {expected} to {} are missing",
-                seq.saturating_sub(1)
-            ));
-        }
-        if *stored_prev != prev {
-            problems.push(format!(
-                "record {seq}: does not follow the record before it"
-            ));
-        }
-        match fields {
-            Ok(fields)
-                if record::chain_hash(stored_prev, Seq(seq), kind, fields) == *stored_hash => {}
-            Ok(_) => problems.push(format!(
-                "record {seq} ({kind}): content does not match its hash (edited)"
-            )),
-            Err(e) => problems.push(format!(
-                "record {seq} ({kind}): content cannot be read ({e}) (edited)"
-            )),
-        }
-        prev = stored_hash.clone();
-        expected = seq + 1;
-    }
-    match head {
-        Some(h) => {
-            let want = format!("{}:{}", expected - 1, prev);
-            if h != want {
-                problems.push(format!(
-                    "the ledger ends at record {} but its head says {}: records were removed from the end",
-                    expected - 1,
-                    h.split(':').next().unwrap_or("?")
-                ));
-            }
-        }
-        // Every write stores the head with its records: without it, records cut from the
-        // end could not be noticed.
-        None if !records.is_empty() => problems.push(format!(
-            "the chain head is missing while {} records exist (removed): records cut from the end could not be detected",
-            records.len()
-        )),
-        None => {}
-    }
-    let mut by_kind = std::collections::BTreeMap::new();
-    for r in records {
-        *by_kind.entry(r.kind).or_insert(0) += 1;
-    }
-    VerifyReport {
-        records: u64::try_from(records.len()).unwrap_or(u64::MAX),
-        by_kind,
-        problems,
-    }
 }
 
 /// The state of `tx`'s content from every decision about its id (`history`, oldest first).

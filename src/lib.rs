@@ -83,7 +83,10 @@
 //!   attempt leaves more than [`policy::LATE_SEND`] after the stamp of the record it leaves on
 //!   (`cycle::Engine::gate`), and windows reach [`policy::window_slack`] further back, which
 //!   covers any two clocks the check lets through ([`domain::clock_bound`]).
-//! - The chain is intact: [`ledger::Ledger::verify`], run by the daemon at start.
+//! - The chain is intact: `ledger/verify.rs` walks it in constant memory: `ledger verify` whole,
+//!   the daemon at start what its first decisions read and what was added since the last
+//!   verified point ([`ledger::Ledger::verify_at_start`]), the rest behind it (`daemon`'s
+//!   `watch_chain`, which holds everything on a break).
 
 #![warn(missing_docs)]
 

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub(crate) fenced: IntCounter,
     /// `cosigner_listings_refused_total`: listings with more items than `poll.max_items`.
     pub(crate) listings_refused: IntCounter,
+    /// `cosigner_ledger_verified_ratio`: how far the background walk of the whole chain got.
+    pub(crate) ledger_verified: Gauge,
+    /// `cosigner_ledger_chain_broken`: 1 once a walk of the chain found it broken.
+    pub(crate) chain_broken: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -235,6 +239,14 @@ impl Metrics {
             listings_refused: int_counter(
                 "cosigner_listings_refused_total",
                 "Pending listings with more items than poll.max_items (nothing decided)",
+            )?,
+            ledger_verified: gauge(
+                "cosigner_ledger_verified_ratio",
+                "Share of the ledger's hash chain the background walk has verified since start",
+            )?,
+            chain_broken: int_gauge(
+                "cosigner_ledger_chain_broken",
+                "1 once a walk of the ledger's hash chain found it broken (the daemon then holds)",
             )?,
             registry: r,
         };

@@ -428,6 +428,42 @@ impl LedgerHandle {
         }
     }
 
+    /// Walks the chain beside the daemon's own work, a chunk at a time (see
+    /// `ledger::verify::walk_beside`): `since_verified`, the records after the last verified
+    /// point (nothing when there is none yet); else the whole chain, `paced` to a quarter of a
+    /// core. Tells `progress` (records walked, records to walk) as it goes. A clean walk makes
+    /// the record it reached the last verified point.
+    pub(crate) async fn verify_beside(
+        &self,
+        since_verified: bool,
+        paced: bool,
+        progress: Arc<dyn Fn(u64, u64) + Send + Sync>,
+    ) -> Result<VerifyReport, LedgerError> {
+        let (report, reached) = match &self.0.backend {
+            Backend::Sqlite(l) => {
+                let path = l
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .path()
+                    .to_owned();
+                // A connection of its own, off the runtime: the daemon's writes go on meanwhile.
+                tokio::task::spawn_blocking(move || {
+                    super::verify::walk_beside(&path, since_verified, paced, &*progress)
+                })
+                .await
+                .map_err(|e| LedgerError::Interrupted(e.to_string()))??
+            }
+            Backend::Postgres(p) => p.walk_beside(since_verified, paced, &*progress).await?,
+        };
+        if let Some((seq, hash)) = reached {
+            match &self.0.backend {
+                Backend::Sqlite(l) => blocking(l, move |l| l.set_verified(seq, &hash)).await?,
+                Backend::Postgres(p) => p.set_verified(seq, &hash).await?,
+            }
+        }
+        Ok(report)
+    }
+
     /// Counts of real decisions (dry runs excluded) by action.
     pub async fn counts(&self) -> Result<HashMap<String, u64>, LedgerError> {
         match &self.0.backend {

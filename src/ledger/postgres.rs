@@ -28,10 +28,13 @@ use super::record::{
 };
 use super::sql::{Millis, Sent, Seq, sql_count};
 use super::summary;
+use super::verify::{
+    CHUNK, Checker, MODE_AT, PACE, VERIFIED, set_verified_sql, start_plan, window_from_sql,
+};
 use super::{
     DecisionRow, Ledger, LedgerError, NewDecision, Outcome, PageArg, PageQuery, RESEND_EVENT,
-    ResendRecord, TxState, VerifyReport, WindowApproval, check_chain, page_query, page_rows,
-    row_select, storable, tx_state, usage_of, window_start,
+    ResendRecord, TxState, VerifyReport, WindowApproval, page_query, page_rows, row_select,
+    storable, tx_state, usage_of, window_start,
 };
 use crate::clock::{Clock, ClockAnchor};
 use crate::domain::{TxId, Withdrawal};
@@ -499,10 +502,11 @@ fn head_from(row: &Row) -> Result<Head, LedgerError> {
 /// Chains `records` after `head`, moving `head` to the last.
 fn chain<R: Record>(head: &mut Head, records: &mut [R]) -> Result<Vec<Chained<R>>, LedgerError> {
     let mut out = Vec::with_capacity(records.len());
+    let mut buf = Vec::new();
     for r in records.iter_mut() {
         let seq = head.seq.next().map_err(db("number a record"))?;
-        let fields = r.hash_fields().map_err(db("hash a record"))?;
-        let hash = record::chain_hash(&head.hash, seq, R::KIND, &fields);
+        let hash =
+            record::record_hash(&head.hash, seq, r, &mut buf).map_err(db("hash a record"))?;
         out.push(Chained {
             seq,
             record: r.clone(),
@@ -523,27 +527,6 @@ async fn set_head<C: GenericClient + Sync>(c: &C, head: &Head) -> Result<(), Led
     .await
     .map_err(db("move the chain head"))?;
     Ok(())
-}
-
-/// Every record of kind `R` as stored, for `verify`.
-async fn stored<R: Record, C: GenericClient + Sync>(c: &C) -> Result<Vec<Stored>, LedgerError> {
-    let rows = c
-        .query(record::select_all::<R>().as_str(), &[])
-        .await
-        .map_err(db("read the chain"))?;
-    rows.iter()
-        .map(|r| {
-            Ok(Stored {
-                seq: r.try_get(0).map_err(db("read the chain"))?,
-                kind: R::KIND,
-                fields: from_row::<R>(r, 3)
-                    .map_err(|e| record::Unreadable::Postgres(chain_text(&e)))
-                    .and_then(|mut rec| rec.hash_fields().map_err(record::Unreadable::from)),
-                prev_hash: r.try_get(1).map_err(db("read the chain"))?,
-                hash: r.try_get(2).map_err(db("read the chain"))?,
-            })
-        })
-        .collect()
 }
 
 /// Triggers, rules, row-level security and a replaced fencing function, none of which a
@@ -601,25 +584,169 @@ async fn foreign_objects<C: GenericClient + Sync>(c: &C) -> Result<Vec<String>, 
     Ok(problems)
 }
 
-/// Walks the whole chain as `c` sees it.
-async fn verify_on<C: GenericClient + Sync>(c: &C) -> Result<VerifyReport, LedgerError> {
-    let foreign = foreign_objects(c).await?;
-    let mut records = stored::<DecisionRecord, _>(c).await?;
-    records.extend(stored::<OutcomeRecord, _>(c).await?);
-    records.extend(stored::<CollectRecord, _>(c).await?);
-    records.extend(stored::<EventRecord, _>(c).await?);
-    records.sort_by_key(|r| r.seq);
+/// The stored record `row` of kind `R` (`seq, prev_hash, hash, <columns>`), its hash
+/// recomputed into `buf`.
+fn stored<R: Record>(row: &Row, buf: &mut Vec<u8>) -> Result<Stored, LedgerError> {
+    let what = "read the chain";
+    let seq: Seq = row.try_get(0).map_err(db(what))?;
+    let prev_hash: String = row.try_get(1).map_err(db(what))?;
+    let computed = from_row::<R>(row, 3)
+        .map_err(|e| record::Unreadable::Postgres(chain_text(&e)))
+        .and_then(|mut r| {
+            record::record_hash(&prev_hash, seq, &mut r, buf).map_err(record::Unreadable::from)
+        });
+    Ok(Stored {
+        seq,
+        kind: R::KIND,
+        computed,
+        prev_hash,
+        hash: row.try_get(2).map_err(db(what))?,
+    })
+}
+
+/// Reads one stored record from its row, hashing into the buffer given.
+type ReadStored = fn(&Row, &mut Vec<u8>) -> Result<Stored, LedgerError>;
+
+/// Rows fetched from a portal at a time: a few hundred KiB of a table at most.
+const BATCH: i32 = 500;
+
+/// One table's records in order, read from a portal a batch at a time.
+struct Cursor {
+    portal: tokio_postgres::Portal,
+    read: ReadStored,
+    rows: std::collections::VecDeque<Row>,
+    exhausted: bool,
+    next: Option<Stored>,
+}
+
+impl Cursor {
+    async fn advance(
+        &mut self,
+        tx: &tokio_postgres::Transaction<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), LedgerError> {
+        if self.rows.is_empty() && !self.exhausted {
+            let batch = tx
+                .query_portal(&self.portal, BATCH)
+                .await
+                .map_err(db("read the chain"))?;
+            self.exhausted = batch.len() < usize::try_from(BATCH).unwrap_or(0);
+            self.rows.extend(batch);
+        }
+        self.next = match self.rows.pop_front() {
+            Some(row) => Some((self.read)(&row, buf)?),
+            None => None,
+        };
+        Ok(())
+    }
+}
+
+/// Feeds `checker` every record from `from` to `to` (inclusive) as `tx` sees them, in
+/// sequence order: one portal per table, a batch of each held at a time, merged.
+async fn walk(
+    tx: &tokio_postgres::Transaction<'_>,
+    from: u64,
+    to: u64,
+    checker: &mut Checker,
+) -> Result<(), LedgerError> {
+    let what = "read the chain";
+    let (from, to) = (Seq(from).bound(), Seq(to).bound());
+    let tables: [(String, ReadStored); 4] = [
+        (
+            record::select_range::<DecisionRecord>("$1", "$2"),
+            stored::<DecisionRecord>,
+        ),
+        (
+            record::select_range::<OutcomeRecord>("$1", "$2"),
+            stored::<OutcomeRecord>,
+        ),
+        (
+            record::select_range::<CollectRecord>("$1", "$2"),
+            stored::<CollectRecord>,
+        ),
+        (
+            record::select_range::<EventRecord>("$1", "$2"),
+            stored::<EventRecord>,
+        ),
+    ];
+    let mut cursors = Vec::with_capacity(4);
+    for (sql, read) in tables {
+        let statement = tx.prepare(&sql).await.map_err(db(what))?;
+        let portal = tx.bind(&statement, &[&from, &to]).await.map_err(db(what))?;
+        cursors.push(Cursor {
+            portal,
+            read,
+            rows: std::collections::VecDeque::new(),
+            exhausted: false,
+            next: None,
+        });
+    }
+    let mut buf = Vec::with_capacity(4096);
+    for c in &mut cursors {
+        c.advance(tx, &mut buf).await?;
+    }
+    loop {
+        let lowest = cursors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.next.as_ref().map(|s| (s.seq, i)))
+            .min();
+        let Some((_, i)) = lowest else {
+            return Ok(());
+        };
+        if let Some(record) = cursors[i].next.take() {
+            checker.push(record);
+        }
+        cursors[i].advance(tx, &mut buf).await?;
+    }
+}
+
+/// The chain head as stored (`seq:hash`), `None` for the head of an empty ledger (with records
+/// present it says nothing of them).
+async fn stored_head<C: GenericClient + Sync>(c: &C) -> Result<Option<String>, LedgerError> {
     let head = c
         .query_opt("SELECT seq, hash FROM cosigner_head WHERE id = 1", &[])
         .await
         .map_err(db("read the chain head"))?;
-    let head = match head {
-        // The head of an empty ledger: with records present it says nothing of them.
+    Ok(match head {
         Some(r) => Some(head_from(&r)?).filter(|h| h.seq.0 != 0),
         None => None,
     }
-    .map(|h| format!("{}:{}", h.seq.0, h.hash));
-    Ok(check_chain(foreign, &records, head.as_deref()))
+    .map(|h| format!("{}:{}", h.seq.0, h.hash)))
+}
+
+/// A read-only transaction whose reads are one snapshot.
+async fn snapshot(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, LedgerError> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db("begin a read"))
+}
+
+/// The last verified point, when there is one.
+async fn read_verified<C: GenericClient + Sync>(
+    c: &C,
+) -> Result<Option<(u64, String)>, LedgerError> {
+    let what = "read the verified point";
+    let row = c.query_one(VERIFIED, &[]).await.map_err(db(what))?;
+    let seq: Option<i64> = row.try_get(0).map_err(db(what))?;
+    let hash: Option<String> = row.try_get(1).map_err(db(what))?;
+    Ok(seq.and_then(|s| u64::try_from(s).ok()).zip(hash))
+}
+
+/// Walks the whole chain as `tx` sees it, in constant memory.
+async fn verify_on(tx: &tokio_postgres::Transaction<'_>) -> Result<VerifyReport, LedgerError> {
+    let foreign = foreign_objects(tx).await?;
+    let mut checker = Checker::from_genesis();
+    walk(tx, 1, u64::MAX, &mut checker).await?;
+    let mut report = checker.finish_at_head(stored_head(tx).await?.as_deref());
+    report.problems.splice(0..0, foreign);
+    Ok(report)
 }
 
 /// A ledger's every record read whole from SQLite, with its head, checked before it is copied:
@@ -1168,20 +1295,143 @@ impl PgLedger {
     /// Walks the whole chain and reports every break, and every object in the database that
     /// could change or hide rows.
     pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let what = "verify the chain";
         let mut client = self.client().await?;
         // One snapshot for the records and the head: read beside a leader that is writing, they
         // would otherwise disagree ("ends at record 21 but its head says 41").
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db(what))?;
-        let report = verify_on(&*tx).await;
-        tx.rollback().await.map_err(db(what))?;
+        let tx = snapshot(&mut client).await?;
+        let report = verify_on(&tx).await;
+        tx.rollback().await.map_err(db("verify the chain"))?;
         report
+    }
+
+    /// The check the daemon makes before its first decision, as [`Ledger::verify_at_start`]
+    /// does on SQLite, in one snapshot: every record since the last verified point, those the
+    /// windows and the latest mode record read, and the head; a clean walk that extends the
+    /// last verified point makes the head the new one.
+    pub async fn verify_at_start(
+        &self,
+        policy: &Policy,
+        now_ms: i64,
+        slack: Duration,
+    ) -> Result<VerifyReport, LedgerError> {
+        let what = "verify the chain";
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let foreign = foreign_objects(&tx).await?;
+        let verified = read_verified(&tx).await?;
+        let window_from: Option<i64> = match super::window_start(policy, now_ms, slack) {
+            Some(since) => tx
+                .query_one(window_from_sql("$1", "$2").as_str(), &[&since, &false])
+                .await
+                .map_err(db(what))?
+                .try_get(0)
+                .map_err(db(what))?,
+            None => None,
+        };
+        let mode_at: Option<i64> = tx
+            .query_one(MODE_AT, &[])
+            .await
+            .map_err(db(what))?
+            .try_get(0)
+            .map_err(db(what))?;
+        let head = tx
+            .query_one("SELECT seq, hash FROM cosigner_head WHERE id = 1", &[])
+            .await
+            .map_err(db("read the chain head"))?;
+        let head = head_from(&head)?;
+        let plan = start_plan(
+            verified,
+            window_from.and_then(|w| u64::try_from(w).ok()),
+            mode_at.and_then(|m| u64::try_from(m).ok()),
+            head.seq.0,
+        );
+        let mut checker = plan.checker;
+        if head.seq.0 > 0 {
+            // To the last record there is: records beyond the stored head are an edit too.
+            walk(&tx, plan.from, u64::MAX, &mut checker).await?;
+        }
+        if let Some(m) = plan.mode {
+            let mut alone = Checker::starting_at(m);
+            walk(&tx, m, m.saturating_add(1), &mut alone).await?;
+            checker.absorb(alone);
+        }
+        let reached = checker.last().map(|(s, h)| (s, h.to_string()));
+        let mut report = checker.finish_at_head(stored_head(&tx).await?.as_deref());
+        tx.rollback().await.map_err(db(what))?;
+        report.problems.splice(0..0, foreign);
+        if report.problems.is_empty()
+            && plan.extends_verified
+            && let Some((seq, hash)) = reached
+        {
+            self.set_verified(seq, &hash).await?;
+        }
+        Ok(report)
+    }
+
+    /// Moves the last verified point forward to record `seq` with hash `hash`.
+    pub(crate) async fn set_verified(&self, seq: u64, hash: &str) -> Result<(), LedgerError> {
+        self.client()
+            .await?
+            .execute(
+                set_verified_sql("$1", "$2").as_str(),
+                &[&Seq(seq).bound(), &hash],
+            )
+            .await
+            .map(|_| ())
+            .map_err(db("record the verified point"))
+    }
+
+    /// A walk of the chain a chunk of records per snapshot, as `ledger::verify::walk_beside`
+    /// does on SQLite: `since_verified`, from the last verified point to the head; else the
+    /// whole chain to the head as the walk began; `paced`, it sleeps as long as `PACE` times
+    /// each chunk. Returns the report and, when clean, the record it reached.
+    pub(crate) async fn walk_beside(
+        &self,
+        since_verified: bool,
+        paced: bool,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<(VerifyReport, Option<(u64, String)>), LedgerError> {
+        let what = "verify the chain";
+        let mut client = self.client().await?;
+        let (foreign, verified, target) = {
+            let tx = snapshot(&mut client).await?;
+            let foreign = foreign_objects(&tx).await?;
+            let verified = read_verified(&tx).await?;
+            let head = tx
+                .query_one("SELECT seq, hash FROM cosigner_head WHERE id = 1", &[])
+                .await
+                .map_err(db("read the chain head"))?;
+            let target = head_from(&head)?.seq.0;
+            tx.rollback().await.map_err(db(what))?;
+            (foreign, verified, target)
+        };
+        let (mut checker, mut from) = if since_verified {
+            match verified {
+                Some((seq, hash)) => (Checker::after(seq, &hash), seq + 1),
+                None => return Ok((Checker::starting_at(1).finish(), None)),
+            }
+        } else {
+            (Checker::from_genesis(), 1)
+        };
+        while from <= target {
+            let to = from.saturating_add(CHUNK - 1).min(target);
+            let started = std::time::Instant::now();
+            let tx = snapshot(&mut client).await?;
+            walk(&tx, from, to, &mut checker).await?;
+            tx.rollback().await.map_err(db(what))?;
+            progress(to, target);
+            if paced {
+                tokio::time::sleep(started.elapsed() * PACE).await;
+            }
+            from = to + 1;
+        }
+        let reached = checker
+            .last()
+            .filter(|_| checker.clean() && foreign.is_empty())
+            .map(|(s, h)| (s, h.to_string()));
+        let mut report = checker.finish();
+        report.problems.splice(0..0, foreign);
+        Ok((report, reached))
     }
 
     /// Counts of real decisions (dry runs excluded) by action.
@@ -1251,7 +1501,7 @@ impl PgLedger {
         insert(&*tx, &mut export.events.clone(), epoch).await?;
         set_head(&*tx, &export.head).await?;
         fold_summary(&*tx, &export.head).await?;
-        let report = verify_on(&*tx).await?;
+        let report = verify_on(&tx).await?;
         if !report.problems.is_empty()
             || report.records != export.report.records
             || report.by_kind != export.report.by_kind
@@ -1335,12 +1585,9 @@ impl PgTarget {
             });
         }
         // One snapshot for the records and the head (a leader may be writing meanwhile).
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(db(what))?;
-        let report = verify_on(&client).await;
-        client.batch_execute("ROLLBACK").await.map_err(db(what))?;
+        let tx = snapshot(&mut client).await?;
+        let report = verify_on(&tx).await;
+        tx.rollback().await.map_err(db(what))?;
         let report = report?;
         let leader = client
             .query_opt(

@@ -9,6 +9,7 @@ use openssl::sha::Sha256;
 use rusqlite::types::{FromSql, ToSql};
 use rusqlite::{Connection, Row, Transaction};
 use serde::Serialize;
+#[cfg(test)]
 use serde_json::json;
 use tokio_postgres::types as pg;
 
@@ -93,7 +94,9 @@ pub(crate) trait Record: Default + Clone {
     /// fields; `&mut` so that the same list serves reading as well as writing.
     fn columns<C: Columns>(&mut self, c: &mut C) -> Result<(), C::Error>;
 
-    /// The hash input of the record's content.
+    /// The hash input of the record's content, as a JSON value (the form the hash was first
+    /// defined on; [`record_hash`] writes the same text without it).
+    #[cfg(test)]
     fn hash_fields(&mut self) -> Result<serde_json::Value, serde_json::Error> {
         let mut h = HashFields(Vec::new());
         self.columns(&mut h)?;
@@ -130,8 +133,10 @@ pub(crate) trait Record: Default + Clone {
     }
 }
 
+#[cfg(test)]
 struct HashFields(Vec<serde_json::Value>);
 
+#[cfg(test)]
 impl Columns for HashFields {
     type Error = serde_json::Error;
     fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> Result<(), Self::Error> {
@@ -183,11 +188,55 @@ impl Columns for Binder<'_, '_> {
 }
 
 /// The hash of a record: SHA-256 over the previous hash and `[seq, kind, fields]` as JSON.
+#[cfg(test)]
 pub(crate) fn chain_hash(prev: &str, seq: Seq, kind: &str, fields: &serde_json::Value) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(json!([seq, kind, fields]).to_string().as_bytes());
     hex(&h.finish())
+}
+
+/// Writes each column as compact JSON, comma-separated: the hash input's field list.
+struct HashWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl Columns for HashWriter<'_> {
+    type Error = serde_json::Error;
+    fn column<T: Column>(&mut self, _: &'static str, value: &mut T) -> Result<(), Self::Error> {
+        if !std::mem::replace(&mut self.first, false) {
+            self.out.push(b',');
+        }
+        serde_json::to_writer(&mut *self.out, &*value)
+    }
+}
+
+/// The hash of `record` at `seq` after the record whose hash is `prev`: SHA-256 over `prev` and
+/// `[seq,"kind",[fields…]]` as compact JSON, written straight into `buf` (reused from record
+/// to record) without building a JSON value: byte for byte the text [`chain_hash`] hashes
+/// (`json!([seq, kind, fields]).to_string()`), which every ledger was written with.
+pub(crate) fn record_hash<R: Record>(
+    prev: &str,
+    seq: Seq,
+    record: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<String, serde_json::Error> {
+    buf.clear();
+    buf.push(b'[');
+    serde_json::to_writer(&mut *buf, &seq)?;
+    buf.push(b',');
+    serde_json::to_writer(&mut *buf, R::KIND)?;
+    buf.extend_from_slice(b",[");
+    record.columns(&mut HashWriter {
+        out: buf,
+        first: true,
+    })?;
+    buf.extend_from_slice(b"]]");
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(buf);
+    Ok(hex(&h.finish()))
 }
 
 /// The newest record of the chain.
@@ -228,15 +277,14 @@ pub(crate) fn append<R: Record>(
     );
     let mut stmt = tx.prepare_cached(&sql)?;
     let mut seqs = Vec::with_capacity(records.len());
+    let mut buf = Vec::new();
     for r in records {
         let seq = head
             .seq
             .next()
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let fields = r
-            .hash_fields()
+        let hash = record_hash(&head.hash, seq, r, &mut buf)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let hash = chain_hash(&head.hash, seq, R::KIND, &fields);
         stmt.raw_bind_parameter(1, seq)?;
         r.columns(&mut Binder {
             stmt: &mut stmt,
@@ -252,15 +300,16 @@ pub(crate) fn append<R: Record>(
     Ok(seqs)
 }
 
-/// A record as stored, for `verify`.
+/// A record as stored, for `verify`: what it says of itself, and the hash recomputed from it.
 #[derive(Debug)]
 pub(crate) struct Stored {
     /// Its sequence number.
     pub(crate) seq: Seq,
     /// Its kind.
     pub(crate) kind: &'static str,
-    /// The hash input recomputed from its columns, or why they cannot be read.
-    pub(crate) fields: Result<serde_json::Value, Unreadable>,
+    /// The hash recomputed from its columns and the previous hash it stores, or why its columns
+    /// cannot be read.
+    pub(crate) computed: Result<String, Unreadable>,
     /// The previous hash it stores.
     pub(crate) prev_hash: String,
     /// The hash it stores.
@@ -304,23 +353,13 @@ pub(crate) fn select_all<R: Record>() -> String {
     )
 }
 
-/// Every record of kind `R`, in no particular order.
-pub(crate) fn stored<R: Record>(conn: &Connection) -> rusqlite::Result<Vec<Stored>> {
-    let mut stmt = conn.prepare(&select_all::<R>())?;
-    let mut rows = stmt.query([])?;
-    let mut all = Vec::new();
-    while let Some(r) = rows.next()? {
-        all.push(Stored {
-            seq: r.get(0)?,
-            kind: R::KIND,
-            fields: R::from_row(r, 3)
-                .map_err(Unreadable::from)
-                .and_then(|mut rec| rec.hash_fields().map_err(Unreadable::from)),
-            prev_hash: r.get(1)?,
-            hash: r.get(2)?,
-        });
-    }
-    Ok(all)
+/// The records of kind `R` from the first placeholder's sequence number to the second's
+/// (inclusive), in sequence order, as [`select_all`] reads them.
+pub(crate) fn select_range<R: Record>(from: &str, to: &str) -> String {
+    format!(
+        "{} WHERE seq >= {from} AND seq <= {to} ORDER BY seq",
+        select_all::<R>()
+    )
 }
 
 /// Every record of kind `R` whole, in chain order; an unreadable column is an error.

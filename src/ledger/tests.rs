@@ -2,6 +2,7 @@
 //! (`tests/fixtures/ledger-v1.db`) must still verify, read back and take new records.
 
 use super::*;
+use record::GENESIS;
 
 /// Made by the ledger code as of commit 2481d0b: an event, three decisions (an approval, a hold
 /// with no text fields and an id above 2^53, a dry-run reject with id `i64::MAX`), two outcomes,
@@ -208,24 +209,37 @@ fn each_kind_of_record_hashes_byte_for_byte_as_before() {
 fn the_typed_records_read_the_earlier_files_rows_back() {
     let (_dir, path) = v1_copy();
     let ledger = Ledger::open_read_only(&path).unwrap();
-    let all = ledger.chained_records().unwrap();
-    let seqs: Vec<(u64, &str)> = all.iter().map(|s| (s.seq.0, s.kind)).collect();
+    // Merged in sequence order across the four tables, each record following the one before.
+    let mut checker = verify::Checker::from_genesis();
+    verify::walk(&ledger.conn, 1, 10, &mut checker).unwrap();
+    assert!(checker.clean());
     assert_eq!(
-        seqs,
+        checker.last(),
+        Some((
+            10,
+            "6c63356d4abdfc5dc7a044f3201eb979c64edbfe85ab52579c831433d0660ee6"
+        ))
+    );
+    let report = checker.finish();
+    assert_eq!(report.records, 10);
+    assert_eq!(
+        report.by_kind.into_iter().collect::<Vec<_>>(),
         vec![
-            (1, "event"),
-            (2, "decision"),
-            (3, "decision"),
-            (4, "decision"),
-            (5, "outcome"),
-            (6, "outcome"),
-            (7, "collect"),
-            (8, "collect"),
-            (9, "event"),
-            (10, "event")
+            ("collect", 2),
+            ("decision", 3),
+            ("event", 3),
+            ("outcome", 2)
         ]
     );
-    let fields = all[2].fields.as_ref().unwrap();
+    let mut hold: DecisionRecord = ledger
+        .conn
+        .query_row(
+            &format!("{} WHERE seq = 3", record::select_all::<DecisionRecord>()),
+            [],
+            |r| DecisionRecord::from_row(r, 3),
+        )
+        .unwrap();
+    let fields = hold.hash_fields().unwrap();
     assert_eq!(fields[0], json!(9_007_199_254_740_993_u64));
     assert_eq!(fields[3], serde_json::Value::Null);
     assert_eq!(ledger.head, {
@@ -603,18 +617,15 @@ fn a_record_edited_mid_chain_with_its_hash_recomputed_breaks_the_link_to_the_nex
         [],
     )
     .unwrap();
-    let edited = record::stored::<DecisionRecord>(&conn)
-        .unwrap()
-        .into_iter()
-        .find(|r| r.seq == Seq(2))
+    let (prev, stored_hash, mut edited): (String, String, DecisionRecord) = conn
+        .query_row(
+            &format!("{} WHERE seq = 2", record::select_all::<DecisionRecord>()),
+            [],
+            |r| Ok((r.get(1)?, r.get(2)?, DecisionRecord::from_row(r, 3)?)),
+        )
         .unwrap();
-    let rehashed = record::chain_hash(
-        &edited.prev_hash,
-        Seq(2),
-        edited.kind,
-        edited.fields.as_ref().unwrap(),
-    );
-    assert_ne!(rehashed, edited.hash, "the edit changed the hash input");
+    let rehashed = record::record_hash(&prev, Seq(2), &mut edited, &mut Vec::new()).unwrap();
+    assert_ne!(rehashed, stored_hash, "the edit changed the hash input");
     conn.execute(
         "UPDATE decisions SET hash = ?1 WHERE seq = 2",
         params![rehashed],

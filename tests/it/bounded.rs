@@ -329,18 +329,6 @@ async fn a_hold_is_recorded_once_however_the_numbers_in_its_reason_move() {
     );
 }
 
-/// The value of the metric line `name` (exactly, labels included) at `base`/metrics.
-async fn metric(base: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// A write the database fences is one write failure, not two (before: `on_fenced` counted it,
 /// then the cycle that made it counted it again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ mod failover;
 mod files;
 mod first_hour;
 mod fuzz_regressions;
+mod history;
 mod kill_switch;
 mod needs;
 mod network;

@@ -640,3 +640,15 @@ pub(crate) async fn assert_decisions(
         .collect();
     assert_eq!(got, expected);
 }
+
+/// The value of the metric line `name` (exactly, labels included) at `base`/metrics.
+pub(crate) async fn metric(base: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}

@@ -1,0 +1,578 @@
+//! Walking the hash chain in constant memory, the same way on both back ends: records come in
+//! sequence order across the four kinds (each table read in order of its primary key, the four
+//! merged as they come), each one hashed into a reused buffer and checked against its stored
+//! hash and its predecessor's, and nothing of it kept. A walk can start at the genesis, at the
+//! last verified point (its hash pinned), or anywhere (the records the windows and the mode
+//! read at start, before the background pass has reached them).
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, Row, Rows, Statement};
+
+use super::record::{
+    CollectRecord, DecisionRecord, EventRecord, GENESIS, OutcomeRecord, Record, Stored, Unreadable,
+    record_hash, select_range,
+};
+use super::sql::Seq;
+use super::{Ledger, LedgerError, VerifyReport};
+
+/// The most problems a report lists; beyond, it says how many more there are (a ledger edited
+/// throughout must not make `verify` hold every sentence in memory).
+pub(crate) const MAX_PROBLEMS: usize = 100;
+
+/// What a walk checks each record against, fed records in sequence order.
+#[derive(Debug)]
+pub(crate) struct Checker {
+    /// The hash the next record must follow; `None` before the first record of a walk that
+    /// starts where nothing is known of the record before.
+    prev: Option<String>,
+    /// The sequence number the next record must have.
+    expected: u64,
+    /// A record that was verified before, and the hash it had then.
+    pin: Option<(u64, String)>,
+    records: u64,
+    by_kind: BTreeMap<&'static str, u64>,
+    problems: Vec<String>,
+    more: u64,
+}
+
+impl Checker {
+    /// A walk from the first record of the chain.
+    pub(crate) fn from_genesis() -> Self {
+        Self::after(0, GENESIS)
+    }
+
+    /// A walk from the record after `seq`, whose hash is `hash` (the last verified point).
+    pub(crate) fn after(seq: u64, hash: &str) -> Self {
+        Self {
+            prev: Some(hash.to_string()),
+            ..Self::starting_at(seq.saturating_add(1))
+        }
+    }
+
+    /// A walk from record `seq`, the one before it unknown.
+    pub(crate) fn starting_at(seq: u64) -> Self {
+        Self {
+            prev: None,
+            expected: seq,
+            pin: None,
+            records: 0,
+            by_kind: BTreeMap::new(),
+            problems: Vec::new(),
+            more: 0,
+        }
+    }
+
+    /// Also checks that record `seq` still has the hash `hash` it had when it was verified.
+    pub(crate) fn pinned(mut self, seq: u64, hash: &str) -> Self {
+        self.pin = Some((seq, hash.to_string()));
+        self
+    }
+
+    fn problem(&mut self, text: String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(text);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Checks the next record.
+    pub(crate) fn push(&mut self, r: Stored) {
+        let seq = r.seq.0;
+        if seq != self.expected {
+            let text = format!(
+                "records {} to {} are missing",
+                self.expected,
+                seq.saturating_sub(1)
+            );
+            self.problem(text);
+        }
+        if self.prev.as_ref().is_some_and(|p| *p != r.prev_hash) {
+            self.problem(format!(
+                "record {seq}: does not follow the record before it"
+            ));
+        }
+        match r.computed {
+            Ok(h) if h == r.hash => {}
+            Ok(_) => self.problem(format!(
+                "record {seq} ({}): content does not match its hash (edited)",
+                r.kind
+            )),
+            Err(e) => self.problem(format!(
+                "record {seq} ({}): content cannot be read ({e}) (edited)",
+                r.kind
+            )),
+        }
+        if let Some((at, hash)) = &self.pin
+            && *at == seq
+            && *hash != r.hash
+        {
+            let text = format!(
+                "record {seq} ({}): its hash is not the one it had when it was verified (edited)",
+                r.kind
+            );
+            self.problem(text);
+        }
+        self.records += 1;
+        *self.by_kind.entry(r.kind).or_insert(0) += 1;
+        self.expected = seq.saturating_add(1);
+        self.prev = Some(r.hash);
+    }
+
+    /// The last record walked: its sequence number and hash.
+    pub(crate) fn last(&self) -> Option<(u64, &str)> {
+        let seq = self.expected.checked_sub(1)?;
+        self.prev.as_deref().map(|h| (seq, h))
+    }
+
+    /// Whether nothing was found wrong so far.
+    pub(crate) fn clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The report of a walk that ended at the end of the chain, whose stored head is `head`
+    /// (`seq:hash`; `None` when none is stored).
+    pub(crate) fn finish_at_head(mut self, head: Option<&str>) -> VerifyReport {
+        let last = self.expected.saturating_sub(1);
+        let prev = self.prev.clone().unwrap_or_else(|| GENESIS.to_string());
+        match head {
+            Some(h) if h != format!("{last}:{prev}") => {
+                let said = h.split(':').next().unwrap_or("?").to_string();
+                self.problem(format!(
+                    "the ledger ends at record {last} but its head says {said}: records were removed from the end"
+                ));
+            }
+            Some(_) => {}
+            // Every write stores the head with its records: without it, records cut from the
+            // end could not be noticed.
+            None if last > 0 => self.problem(format!(
+                "the chain head is missing while {last} records exist (removed): records cut from the end could not be detected"
+            )),
+            None => {}
+        }
+        self.finish()
+    }
+
+    /// The report of the walk so far.
+    pub(crate) fn finish(mut self) -> VerifyReport {
+        if self.more > 0 {
+            self.problems
+                .push(format!("and {} more problems", self.more));
+        }
+        VerifyReport {
+            records: self.records,
+            by_kind: self.by_kind,
+            problems: self.problems,
+        }
+    }
+
+    /// Adds `other`'s findings to these (a second walk of the same check).
+    pub(crate) fn absorb(&mut self, other: Checker) {
+        self.records += other.records;
+        for (k, n) in other.by_kind {
+            *self.by_kind.entry(k).or_insert(0) += n;
+        }
+        self.more += other.more;
+        for p in other.problems {
+            self.problem(p);
+        }
+    }
+}
+
+/// The stored record `row` of kind `R` (`seq, prev_hash, hash, <columns>`), its hash
+/// recomputed into `buf`.
+fn stored<R: Record>(row: &Row<'_>, buf: &mut Vec<u8>) -> rusqlite::Result<Stored> {
+    let seq: Seq = row.get(0)?;
+    let prev_hash: String = row.get(1)?;
+    let computed = R::from_row(row, 3)
+        .map_err(Unreadable::from)
+        .and_then(|mut r| record_hash(&prev_hash, seq, &mut r, buf).map_err(Unreadable::from));
+    Ok(Stored {
+        seq,
+        kind: R::KIND,
+        computed,
+        prev_hash,
+        hash: row.get(2)?,
+    })
+}
+
+/// One table's records in order, with the next one read ahead.
+struct Cursor<'s> {
+    rows: Rows<'s>,
+    read: fn(&Row<'_>, &mut Vec<u8>) -> rusqlite::Result<Stored>,
+    next: Option<Stored>,
+}
+
+impl Cursor<'_> {
+    fn advance(&mut self, buf: &mut Vec<u8>) -> rusqlite::Result<()> {
+        self.next = match self.rows.next()? {
+            Some(row) => Some((self.read)(row, buf)?),
+            None => None,
+        };
+        Ok(())
+    }
+}
+
+/// Feeds `checker` every record of the SQLite ledger on `conn` from `from` to `to` (inclusive),
+/// in sequence order: one cursor per table, merged, one record of each held at a time. The
+/// caller holds the read transaction that makes the four one snapshot.
+pub(crate) fn walk(
+    conn: &Connection,
+    from: u64,
+    to: u64,
+    checker: &mut Checker,
+) -> rusqlite::Result<()> {
+    let bounds = [Seq(from).bound(), Seq(to).bound()];
+    let prepare = |sql: String| -> rusqlite::Result<Statement<'_>> { conn.prepare(&sql) };
+    let mut d = prepare(select_range::<DecisionRecord>("?1", "?2"))?;
+    let mut o = prepare(select_range::<OutcomeRecord>("?1", "?2"))?;
+    let mut c = prepare(select_range::<CollectRecord>("?1", "?2"))?;
+    let mut e = prepare(select_range::<EventRecord>("?1", "?2"))?;
+    let mut cursors = [
+        Cursor {
+            rows: d.query(bounds)?,
+            read: stored::<DecisionRecord>,
+            next: None,
+        },
+        Cursor {
+            rows: o.query(bounds)?,
+            read: stored::<OutcomeRecord>,
+            next: None,
+        },
+        Cursor {
+            rows: c.query(bounds)?,
+            read: stored::<CollectRecord>,
+            next: None,
+        },
+        Cursor {
+            rows: e.query(bounds)?,
+            read: stored::<EventRecord>,
+            next: None,
+        },
+    ];
+    let mut buf = Vec::with_capacity(4096);
+    for cursor in &mut cursors {
+        cursor.advance(&mut buf)?;
+    }
+    loop {
+        let lowest = cursors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.next.as_ref().map(|s| (s.seq, i)))
+            .min();
+        let Some((_, i)) = lowest else {
+            return Ok(());
+        };
+        if let Some(record) = cursors[i].next.take() {
+            checker.push(record);
+        }
+        cursors[i].advance(&mut buf)?;
+    }
+}
+
+/// Where the start-up walk of the main chain begins, and what it knows of the record before.
+#[derive(Debug)]
+pub(crate) struct StartPlan {
+    /// The first record walked.
+    pub(crate) from: u64,
+    /// The checker, anchored at the last verified point when the walk starts right after it.
+    pub(crate) checker: Checker,
+    /// Whether a clean walk verifies the whole chain up to the head (it extends the last
+    /// verified point), so that the head becomes the new verified point.
+    pub(crate) extends_verified: bool,
+    /// The latest mode record, when the main walk does not reach it: walked alone, with the
+    /// link to the record after it.
+    pub(crate) mode: Option<u64>,
+}
+
+/// What the daemon verifies before its first decision: every record since the last verified
+/// point (all of them on a new ledger), every record from the first one the longest window
+/// (with its slack) reads (`window_from`), the latest mode record (`mode_at`), and the head.
+/// On a ledger upgraded from before the verified point was kept, the window, the mode record
+/// and the head: the background pass verifies the rest.
+pub(crate) fn start_plan(
+    verified: Option<(u64, String)>,
+    window_from: Option<u64>,
+    mode_at: Option<u64>,
+    head: u64,
+) -> StartPlan {
+    let from = match (&verified, window_from) {
+        (Some((v, _)), Some(w)) => w.min(v + 1),
+        (Some((v, _)), None) => v + 1,
+        (None, Some(w)) => w,
+        (None, None) => head,
+    }
+    .clamp(1, head.max(1));
+    let (checker, extends_verified) = match &verified {
+        Some((v, hash)) if from == v + 1 => (Checker::after(*v, hash), true),
+        Some((v, hash)) if *v >= from => (Checker::starting_at(from).pinned(*v, hash), true),
+        _ => (Checker::starting_at(from), false),
+    };
+    StartPlan {
+        from,
+        checker,
+        extends_verified,
+        mode: mode_at.filter(|&m| m < from),
+    }
+}
+
+/// The first record the windows read: the first approval (not a dry run) or `resend` event
+/// recorded after the first parameter (ms), the second being `false` for `dry_run`.
+pub(crate) fn window_from_sql(p1: &str, p2: &str) -> String {
+    format!(
+        "SELECT MIN(s) FROM (
+  SELECT MIN(seq) AS s FROM decisions WHERE action = 'approve' AND dry_run = {p2} AND recorded_at_ms > {p1}
+  UNION ALL SELECT MIN(seq) FROM events WHERE kind = 'resend' AND recorded_at_ms > {p1}) AS w"
+    )
+}
+
+/// The latest mode record's sequence number.
+pub(crate) const MODE_AT: &str = "SELECT MAX(seq) FROM events WHERE kind = 'mode'";
+
+/// The last verified point: `verified_seq`, `verified_hash` (both NULL on a ledger upgraded
+/// to step 2 and not verified since).
+pub(crate) const VERIFIED: &str =
+    "SELECT verified_seq, verified_hash FROM ledger_summary WHERE id = 1";
+
+/// Moves the last verified point forward (never back) to the first parameter (a sequence
+/// number) and the second (that record's hash).
+pub(crate) fn set_verified_sql(p1: &str, p2: &str) -> String {
+    format!(
+        "UPDATE ledger_summary SET verified_seq = {p1}, verified_hash = {p2}
+  WHERE id = 1 AND (verified_seq IS NULL OR verified_seq < {p1})"
+    )
+}
+
+/// How many records a chunk of the background pass walks in one read transaction (so that a
+/// snapshot is never held for long), and how much of one core it may use.
+pub(crate) const CHUNK: u64 = 20_000;
+
+/// The pass sleeps this many times as long as each chunk took: at most a quarter of a core.
+pub(crate) const PACE: u32 = 3;
+
+impl Ledger {
+    /// Runs `f` inside one read transaction, so that everything it reads is one snapshot
+    /// (beside a daemon that writes meanwhile, the records and the head would disagree).
+    fn in_snapshot<T>(
+        &self,
+        f: impl FnOnce(&Self) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
+        self.conn
+            .execute_batch("BEGIN")
+            .map_err(LedgerError::Read)?;
+        let out = f(self);
+        let end = self
+            .conn
+            .execute_batch(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let out = out.map_err(LedgerError::Read)?;
+        end.map_err(LedgerError::Read)?;
+        Ok(out)
+    }
+
+    /// Walks the whole chain, from its first record to its head, in one snapshot and constant
+    /// memory, and reports every break (and every object in the file no cosigner writes).
+    pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
+        let foreign = self.foreign_objects()?;
+        let mut report = self.in_snapshot(|l| {
+            let mut checker = Checker::from_genesis();
+            walk(&l.conn, 1, u64::MAX, &mut checker)?;
+            Ok(checker.finish_at_head(l.meta("head")?.as_deref()))
+        })?;
+        report.problems.splice(0..0, foreign);
+        Ok(report)
+    }
+
+    /// The check the daemon makes before its first decision (see [`start_plan`]): every record
+    /// since the last verified point, those the windows of `policy` (reaching `slack` further
+    /// back, as of `now_ms`) and the latest mode record read, and the head. When it extends the
+    /// last verified point cleanly, the head becomes the new one.
+    pub fn verify_at_start(
+        &mut self,
+        policy: &crate::policy::Policy,
+        now_ms: i64,
+        slack: std::time::Duration,
+    ) -> Result<VerifyReport, LedgerError> {
+        let foreign = self.foreign_objects()?;
+        let head = self.head.clone();
+        let since = super::window_start(policy, now_ms, slack);
+        let summarised = self.summarised();
+        let (mut report, extends) = self.in_snapshot(|l| {
+            let verified = if summarised {
+                let (seq, hash): (Option<i64>, Option<String>) =
+                    l.conn
+                        .query_row(VERIFIED, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                seq.and_then(|s| u64::try_from(s).ok()).zip(hash)
+            } else {
+                None
+            };
+            let window_from: Option<i64> = match since {
+                Some(since) => l.conn.query_row(
+                    &window_from_sql("?1", "?2"),
+                    rusqlite::params![since, false],
+                    |r| r.get(0),
+                )?,
+                None => None,
+            };
+            let mode_at: Option<i64> = l.conn.query_row(MODE_AT, [], |r| r.get(0))?;
+            let plan = start_plan(
+                verified,
+                window_from.and_then(|w| u64::try_from(w).ok()),
+                mode_at.and_then(|m| u64::try_from(m).ok()),
+                head.seq.0,
+            );
+            let mut checker = plan.checker;
+            if head.seq.0 > 0 {
+                walk(&l.conn, plan.from, head.seq.0, &mut checker)?;
+            }
+            if let Some(m) = plan.mode {
+                let mut alone = Checker::starting_at(m);
+                walk(&l.conn, m, m.saturating_add(1), &mut alone)?;
+                checker.absorb(alone);
+            }
+            Ok((
+                checker.finish_at_head(l.meta("head")?.as_deref()),
+                plan.extends_verified,
+            ))
+        })?;
+        report.problems.splice(0..0, foreign);
+        if report.problems.is_empty() && extends && head.seq.0 > 0 {
+            self.set_verified(head.seq.0, &head.hash)?;
+        }
+        Ok(report)
+    }
+
+    /// Moves the last verified point forward to record `seq` with hash `hash`.
+    pub(crate) fn set_verified(&self, seq: u64, hash: &str) -> Result<(), LedgerError> {
+        if !self.summarised() {
+            return Ok(());
+        }
+        self.conn
+            .execute(
+                &set_verified_sql("?1", "?2"),
+                rusqlite::params![Seq(seq).bound(), hash],
+            )
+            .map(|_| ())
+            .map_err(LedgerError::Write)
+    }
+
+    /// The last verified point, when there is one.
+    fn verified(&self) -> rusqlite::Result<Option<(u64, String)>> {
+        if !self.summarised() {
+            return Ok(None);
+        }
+        let (seq, hash): (Option<i64>, Option<String>) =
+            self.conn
+                .query_row(VERIFIED, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(seq.and_then(|s| u64::try_from(s).ok()).zip(hash))
+    }
+}
+
+/// A walk of the ledger at `path` on a connection of its own, beside the daemon, a chunk of
+/// records per read transaction; `paced`, it sleeps [`PACE`] times as long as each chunk took.
+/// `since_verified`: from the last verified point to the head (nothing when there is none);
+/// else the whole chain from its first record to the head as the walk began. Tells `progress`
+/// (records walked, records to walk) after each chunk. Returns the report and, when clean, the
+/// record it reached, to become the last verified point.
+pub(crate) fn walk_beside(
+    path: &std::path::Path,
+    since_verified: bool,
+    paced: bool,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(VerifyReport, Option<(u64, String)>), LedgerError> {
+    let l = Ledger::open_read_only(path)?;
+    let foreign = l.foreign_objects()?;
+    let (mut checker, first) = if since_verified {
+        match l.verified().map_err(LedgerError::Read)? {
+            Some((seq, hash)) => (Checker::after(seq, &hash), seq + 1),
+            None => return Ok((Checker::starting_at(1).finish(), None)),
+        }
+    } else {
+        (Checker::from_genesis(), 1)
+    };
+    let target = l.head.seq.0;
+    let mut from = first;
+    while from <= target {
+        let to = from.saturating_add(CHUNK - 1).min(target);
+        let started = std::time::Instant::now();
+        l.in_snapshot(|l| walk(&l.conn, from, to, &mut checker))?;
+        progress(to, target);
+        if paced {
+            std::thread::sleep(started.elapsed() * PACE);
+        }
+        from = to + 1;
+    }
+    let reached = checker
+        .last()
+        .filter(|_| checker.clean() && foreign.is_empty())
+        .map(|(s, h)| (s, h.to_string()));
+    let mut report = checker.finish();
+    report.problems.splice(0..0, foreign);
+    Ok((report, reached))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(v: Option<u64>, w: Option<u64>, m: Option<u64>, head: u64) -> (u64, bool, Option<u64>) {
+        let p = start_plan(v.map(|s| (s, "h".to_string())), w, m, head);
+        (p.from, p.extends_verified, p.mode)
+    }
+
+    #[test]
+    fn the_start_walks_from_the_last_verified_point_or_the_window_whichever_is_first() {
+        // Verified up to 90 of 100, the window from 95: from 91, extending the verified point.
+        assert_eq!(plan(Some(90), Some(95), Some(3), 100), (91, true, Some(3)));
+        // The window reaches before the verified point: from it, the verified record pinned.
+        assert_eq!(plan(Some(90), Some(40), Some(50), 100), (40, true, None));
+        // Nothing verified yet (a ledger from before): the window and the mode record only.
+        assert_eq!(plan(None, Some(95), Some(3), 100), (95, false, Some(3)));
+        // Nothing verified, no window: the head record alone (truncation shows there).
+        assert_eq!(plan(None, None, None, 100), (100, false, None));
+        // Verified to the head: the head record alone.
+        assert_eq!(plan(Some(100), None, Some(100), 100), (100, true, None));
+        // A new ledger: everything, from the first record.
+        assert_eq!(plan(Some(0), None, None, 7), (1, true, None));
+        assert_eq!(plan(Some(0), None, None, 0), (1, true, None));
+    }
+
+    #[test]
+    fn a_walk_pinned_at_a_verified_record_finds_it_changed() {
+        let stored = |seq, prev: &str, hash: &str| Stored {
+            seq: Seq(seq),
+            kind: "event",
+            computed: Ok(hash.to_string()),
+            prev_hash: prev.to_string(),
+            hash: hash.to_string(),
+        };
+        let mut c = Checker::starting_at(4).pinned(5, "was");
+        c.push(stored(4, "x", "a"));
+        c.push(stored(5, "a", "now"));
+        c.push(stored(6, "now", "b"));
+        let report = c.finish();
+        assert_eq!(report.records, 3);
+        assert_eq!(
+            report.problems,
+            vec!["record 5 (event): its hash is not the one it had when it was verified (edited)"]
+        );
+    }
+
+    #[test]
+    fn a_chain_broken_everywhere_reports_a_bounded_list_of_problems() {
+        let mut c = Checker::from_genesis();
+        for seq in 1..=1000 {
+            c.push(Stored {
+                seq: Seq(seq),
+                kind: "event",
+                computed: Ok("other".into()),
+                prev_hash: "x".into(),
+                hash: "y".into(),
+            });
+        }
+        let report = c.finish();
+        assert_eq!(report.records, 1000);
+        assert_eq!(report.problems.len(), MAX_PROBLEMS + 1);
+        assert_eq!(report.problems[MAX_PROBLEMS], "and 1900 more problems");
+    }
+}
