@@ -289,10 +289,26 @@ async fn database(cfg: &Config, pg: &crate::config::PostgresLedger) -> Finding {
     )
 }
 
-/// One authenticated call, and the server's clock from its answer.
+/// One authenticated call, and the server's clock from its answer against the clock the daemon
+/// times its requests and counts its windows by: this host's, or in a pair the database's.
 async fn online(cfg: &Config) -> Vec<Finding> {
+    let (record_clock, whose) = match &cfg.ledger.postgres {
+        None => (crate::clock::Clock::system(), "this host's"),
+        Some(pg) => match pg.target.clock("cosigner check").await {
+            Ok(c) => (c, "the database's"),
+            Err(e) => {
+                return vec![finding(
+                    Level::Fail,
+                    "online",
+                    format!(
+                        "cannot read the database's clock, by which a pair times its requests: {e}"
+                    ),
+                )];
+            }
+        },
+    };
     let client = match Client::new(cfg.api.client.clone()) {
-        Ok(c) => c,
+        Ok(c) => c.with_clock(record_clock.clone()),
         Err(e) => return vec![finding(Level::Fail, "online", e.to_string())],
     };
     let (page, reply) = match client.pending_with_reply(1, 1, usize::MAX).await {
@@ -322,7 +338,12 @@ async fn online(cfg: &Config) -> Vec<Finding> {
         ),
     );
     let clock = match reply.server_date {
-        Some(date) => clock(date, crate::clock::Clock::system().now()),
+        Some(date) => clock(
+            date,
+            record_clock.now(),
+            whose,
+            cfg.api.client.max_clock_skew,
+        ),
         None => finding(
             Level::Warn,
             "clock",
@@ -332,18 +353,30 @@ async fn online(cfg: &Config) -> Vec<Finding> {
     vec![authenticated, clock]
 }
 
-/// The server's clock (`server`, from its Date header) against this host's (`now`).
-fn clock(server: SystemTime, now: SystemTime) -> Finding {
+/// The server's clock (`server`, from its Date header) against `whose` clock (`now`), which the
+/// daemon holds approvals on beyond `max_clock_skew` + 2 s.
+fn clock(server: SystemTime, now: SystemTime, whose: &str, max_clock_skew: Duration) -> Finding {
     let (ahead, d) = match server.duration_since(now) {
         Ok(d) => (true, d),
         Err(e) => (false, e.duration()),
     };
     let msg = format!(
-        "server clock is {}s {} this host's",
+        "server clock is {}s {} {whose}",
         d.as_secs(),
         if ahead { "ahead of" } else { "behind" }
     );
-    if d > CLOCK_WARN {
+    if d > max_clock_skew {
+        finding(
+            Level::Warn,
+            "clock",
+            format!(
+                "{msg}: more than api.max_clock_skew ({}); the daemon holds every approval once \
+                 it may be {} off; check NTP",
+                humantime::format_duration(max_clock_skew),
+                humantime::format_duration(crate::domain::clock_bound(max_clock_skew))
+            ),
+        )
+    } else if d > CLOCK_WARN {
         finding(
             Level::Warn,
             "clock",
@@ -621,17 +654,36 @@ mod tests {
     #[test]
     fn a_server_clock_more_than_ten_seconds_off_either_way_is_a_warning() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let f = clock(now + Duration::from_secs(10), now);
+        let skew = Duration::from_secs(30);
+        let f = clock(now + Duration::from_secs(10), now, "this host's", skew);
         assert_eq!(
             (f.level, f.detail.as_str()),
             (Level::Ok, "server clock is 10s ahead of this host's")
         );
-        let f = clock(now - Duration::from_secs(11), now);
+        let f = clock(now - Duration::from_secs(11), now, "this host's", skew);
         assert_eq!(f.level, Level::Warn, "{f:?}");
         assert!(
             f.detail
                 .starts_with("server clock is 11s behind this host's: requests may be refused"),
             "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_server_clock_beyond_the_allowed_skew_of_the_clock_the_daemon_uses_says_approvals_are_held()
+    {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let f = clock(
+            now + Duration::from_secs(3),
+            now,
+            "the database's",
+            Duration::from_secs(2),
+        );
+        assert_eq!(f.level, Level::Warn, "{f:?}");
+        assert_eq!(
+            f.detail,
+            "server clock is 3s ahead of the database's: more than api.max_clock_skew (2s); the \
+             daemon holds every approval once it may be 4s off; check NTP"
         );
     }
 

@@ -246,6 +246,17 @@ impl PgTarget {
 
     /// A dedicated connection (not from the pool) named `application_name`, driven by a task of
     /// its own that ends when the returned client is dropped or the server closes it.
+    /// The database's clock, read once and carried on by this host's monotonic clock: the clock
+    /// a pair stamps its records and times its requests by (for `cosigner check --online`).
+    pub(crate) async fn clock(&self, application_name: &str) -> Result<Clock, LedgerError> {
+        let client = tokio::time::timeout(Duration::from_secs(15), self.connect(application_name))
+            .await
+            .map_err(|_| LedgerError::Interrupted("connecting timed out after 15 s".into()))??;
+        let (clock, anchor) = Clock::anchored(0);
+        read_database_now(&client, &anchor).await?;
+        Ok(clock)
+    }
+
     pub(crate) async fn connect(
         &self,
         application_name: &str,
@@ -824,6 +835,24 @@ pub struct PgLedger {
 /// the transaction's start).
 const DATABASE_NOW: &str = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
+/// Reads the database's clock on `c` and notes it in `anchor`: it read that at some moment
+/// between asking and the answer.
+async fn read_database_now<C: GenericClient + Sync>(
+    c: &C,
+    anchor: &ClockAnchor,
+) -> Result<i64, LedgerError> {
+    let what = "read the database's clock";
+    let asked = std::time::Instant::now();
+    let now: i64 = c
+        .query_one(DATABASE_NOW, &[])
+        .await
+        .map_err(db(what))?
+        .try_get(0)
+        .map_err(db(what))?;
+    anchor.observe(now, asked, std::time::Instant::now());
+    Ok(now)
+}
+
 impl std::fmt::Debug for PgLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgLedger")
@@ -843,18 +872,13 @@ impl PgLedger {
     /// Connects to `target` and brings its schema up to date.
     pub(crate) async fn open(target: PgTarget) -> Result<Self, LedgerError> {
         let pool = Self::pool(&target)?;
-        let asked = std::time::Instant::now();
-        let now = pool
+        let (clock, anchor) = Clock::anchored(0);
+        let first = pool
             .get()
             .await
-            .map_err(db("take a connection from the pool"))?
-            .query_one(DATABASE_NOW, &[])
-            .await
-            .map_err(db("read the database's clock"))?
-            .try_get::<_, i64>(0)
-            .map_err(db("read the database's clock"))?;
-        let (clock, anchor) = Clock::anchored(now);
-        anchor.observe(now, asked, std::time::Instant::now());
+            .map_err(db("take a connection from the pool"))?;
+        read_database_now(&**first, &anchor).await?;
+        drop(first);
         let ledger = Self {
             pool,
             target,
@@ -907,16 +931,7 @@ impl PgLedger {
 
     /// Reads the database's clock on `c`, notes it in [`PgLedger::clock`], and returns it.
     async fn database_now<C: GenericClient + Sync>(&self, c: &C) -> Result<Millis, LedgerError> {
-        let what = "read the database's clock";
-        let asked = std::time::Instant::now();
-        let now: i64 = c
-            .query_one(DATABASE_NOW, &[])
-            .await
-            .map_err(db(what))?
-            .try_get(0)
-            .map_err(db(what))?;
-        self.anchor.observe(now, asked, std::time::Instant::now());
-        Ok(Millis(now))
+        read_database_now(c, &self.anchor).await.map(Millis)
     }
 
     /// Where the ledger is.

@@ -521,6 +521,53 @@ async fn a_pair_member_two_hours_ahead_leads_by_the_databases_clock_and_stops_no
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_on_a_pair_host_2_h_ahead_judges_the_databases_clock_as_the_daemon_does() {
+    if !faketime_or_skip() {
+        return;
+    }
+    let Some(pg) = crate::pg::Pg::start() else {
+        return;
+    };
+    // The daemon of a pair times its requests and judges the server's Date by the database's
+    // clock; `check --online` on the same host says what the daemon will find, not what this
+    // host's own clock says.
+    pg.create_db("checked").await;
+    let sandbox = spawn_sandbox(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = crate::pair::pair_config(
+        dir.path(),
+        &sandbox.url,
+        &pg.url("checked", "disable"),
+        &pg,
+        "a",
+    );
+    let check = |offset: &'static str| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            bin()
+                .args(["check", "--online", "--config"])
+                .arg(&cfg)
+                .env("LD_PRELOAD", "/usr/$LIB/faketime/libfaketime.so.1")
+                .env("FAKETIME", offset)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = check("+2h").await.unwrap();
+    let text = all_output(&out);
+    let clock_line = text
+        .lines()
+        .find(|l| l.contains("clock"))
+        .unwrap_or_default();
+    assert!(
+        clock_line.starts_with("ok") && clock_line.contains("the database's"),
+        "{text}"
+    );
+    assert!(text.contains("ok    online: authenticated"), "{text}");
+}
+
 /// A small reproducible stream of numbers (xorshift64*), for the property's choices.
 struct Draw(u64);
 
