@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -76,6 +77,10 @@ struct Shared {
     close_after_answer: AtomicBool,
     /// Connections made to fill the listen queue.
     fillers: Mutex<Vec<TcpStream>>,
+    /// The local ports of the fillers.
+    known_ports: Mutex<HashSet<u16>>,
+    /// The listen queue was filled (by this many fillers; two fill it).
+    stalled: Mutex<Option<usize>>,
     addr: Mutex<Option<SocketAddr>>,
     arrivals: Mutex<Vec<Arrival>>,
     upstream: SocketAddr,
@@ -92,11 +97,21 @@ fn stall(shared: &Shared) {
         return;
     };
     let mut fillers = shared.fillers.lock().unwrap();
+    let mut made = 0;
     for _ in 0..2 {
-        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        // Generous: on a loaded machine the loopback handshake of a connect that has room can
+        // wait for the kernel's softirq thread.
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            if let Ok(local) = s.local_addr() {
+                shared.known_ports.lock().unwrap().insert(local.port());
+            }
             fillers.push(s);
+            made += 1;
         }
     }
+    // Set once the fillers are connected: from now on, a connect to the door in SYN_SENT from
+    // a port not known here is a client's, waiting for room in the queue.
+    *shared.stalled.lock().unwrap() = Some(made);
 }
 
 /// The door; stops (and lets its threads end) when dropped.
@@ -146,6 +161,8 @@ impl Door {
             hold_tls_after: Mutex::new(None),
             close_after_answer: AtomicBool::new(false),
             fillers: Mutex::new(Vec::new()),
+            known_ports: Mutex::new(HashSet::new()),
+            stalled: Mutex::new(None),
             addr: Mutex::new(Some(addr)),
             arrivals: Mutex::new(Vec::new()),
             upstream,
@@ -179,6 +196,25 @@ impl Door {
         }
     }
 
+    /// Lets the queue's fillers in, waits until they are accepted, and then stalls again once
+    /// `n` more connections are accepted: for a client that never got to its stalled connect
+    /// (a test re-runs its cycle).
+    pub(crate) fn stall_connects_again_after(&self, n: usize) {
+        let queued = self.shared.stalled.lock().unwrap().take().unwrap_or(0);
+        let target = self.shared.accepted.load(Ordering::SeqCst) + queued;
+        self.open_connects();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.shared.accepted.load(Ordering::SeqCst) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the queue's fillers were not accepted within 30 s; {}",
+                self.describe()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stall_connects_after(n);
+    }
+
     /// Accepts again (the queued fillers first).
     pub(crate) fn open_connects(&self) {
         *self.shared.stall_after.lock().unwrap() = None;
@@ -192,19 +228,43 @@ impl Door {
         *self.shared.hold_tls_after.lock().unwrap() = Some(at);
     }
 
-    /// A connect to the door is waiting (its SYN sent, not answered): read from the kernel's
-    /// table of TCP sockets.
-    pub(crate) fn a_connect_is_waiting(&self) -> bool {
-        let port = format!(":{:04X}", self.addr.port());
-        std::fs::read_to_string("/proc/net/tcp")
-            .unwrap_or_default()
-            .lines()
-            .skip(1)
-            .any(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                // Remote address is field 2, state field 3: 02 is SYN_SENT.
-                f.len() > 3 && f[2].ends_with(&port) && f[3] == "02"
-            })
+    /// A client's connect to the door is waiting for room in the filled listen queue: the queue
+    /// was filled (its fillers connected; every connection accepted before was connected
+    /// too), and the kernel's table of TCP sockets holds a connect to the door in SYN_SENT from
+    /// a port that is not a filler's. (A connect in SYN_SENT alone is not enough: every
+    /// connect, the fillers' and the listing's included, passes through SYN_SENT, for a while
+    /// on a loaded machine.)
+    pub(crate) fn a_client_connect_is_waiting(&self) -> bool {
+        self.shared.stalled.lock().unwrap().is_some() && !self.waiting_ports().is_empty()
+    }
+
+    /// The local ports of the connects to the door in SYN_SENT that are not fillers.
+    fn waiting_ports(&self) -> Vec<u16> {
+        let known = self.shared.known_ports.lock().unwrap().clone();
+        syn_sent_to(self.addr.port())
+            .into_iter()
+            .filter(|p| !known.contains(p))
+            .collect()
+    }
+
+    /// What the door has seen, for a failing test's message: accepted connections, the queue's
+    /// fillers, connects waiting, handshakes held, and every arrival.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "door {}: {} connection(s) accepted; listen queue filled by {:?} filler(s) (ports \
+             {:?}); connects to it in SYN_SENT from ports {:?}; {} handshake(s) held; arrivals \
+             {:?}",
+            self.addr,
+            self.shared.accepted.load(Ordering::SeqCst),
+            *self.shared.stalled.lock().unwrap(),
+            self.shared.known_ports.lock().unwrap(),
+            syn_sent_to(self.addr.port()),
+            self.shared.held.load(Ordering::SeqCst),
+            self.arrivals()
+                .iter()
+                .map(|a| format!("{} {}", a.path, a.body))
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// A TLS handshake with the door is being held.
@@ -223,6 +283,23 @@ impl Door {
         a.sort_by_key(|a| a.at);
         a
     }
+}
+
+/// The local ports of the sockets in SYN_SENT to `port` on this host (IPv4), from the kernel's
+/// table of TCP sockets.
+fn syn_sent_to(port: u16) -> Vec<u16> {
+    let remote = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Local address is field 1, remote field 2, state field 3: 02 is SYN_SENT.
+            (f.len() > 3 && f[2].ends_with(&remote) && f[3] == "02")
+                .then(|| u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok())?
+        })
+        .collect()
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
