@@ -132,6 +132,9 @@ pub struct Parts {
     pub(crate) lead: Option<Lead>,
     /// The configuration file, for the commands messages name.
     pub(crate) config_path: std::path::PathBuf,
+    /// In a pair: the ledger's schema is newer than this cosigner's, so this member stands by
+    /// for good, writing nothing (its chain is not this cosigner's to judge).
+    pub(crate) schema_ahead: bool,
 }
 
 impl Parts {
@@ -186,15 +189,15 @@ pub async fn build(
         })
     })?;
     let metrics = Arc::new(Metrics::new()?);
-    let (ledger, lead) = match (ledger, &cfg.ledger.postgres) {
+    let (ledger, lead, schema_ahead) = match (ledger, &cfg.ledger.postgres) {
         (Some(sqlite), _) => {
             // A single instance always decides.
             metrics.leader.set(1);
-            (LedgerHandle::sqlite(sqlite), None)
+            (LedgerHandle::sqlite(sqlite), None, false)
         }
         (None, Some(pg)) => {
-            let (ledger, lead) = open_pair(cfg, pg, &policy, &metrics).await?;
-            (ledger, Some(lead))
+            let (ledger, lead, ahead) = open_pair(cfg, pg, &policy, &metrics).await?;
+            (ledger, Some(lead), ahead)
         }
         (None, None) => unreachable_ledger()?,
     };
@@ -250,7 +253,10 @@ pub async fn build(
         None
     };
     let reload = opts.reload.unwrap_or_default();
-    engine.restore_mode().await?;
+    if !schema_ahead {
+        // A member that never leads reads no mode: a takeover reads it.
+        engine.restore_mode().await?;
+    }
     engine.note_policy_loaded("start").await?;
     Ok(Parts {
         engine: Arc::new(engine),
@@ -270,6 +276,7 @@ pub async fn build(
         reload,
         lead,
         config_path: cfg.path.clone(),
+        schema_ahead,
     })
 }
 
@@ -283,15 +290,34 @@ fn unreachable_ledger<T>() -> Result<T, DaemonError> {
 
 /// Connects to the PostgreSQL ledger of a pair, verifies its chain as the SQLite one is, and
 /// starts contending for the lead; a write the database fences counts and stands this
-/// instance down at once.
+/// instance down at once. On a schema newer than this cosigner's (a newer member upgraded the
+/// pair's ledger) it starts as a standby that never leads nor writes, and says why; the third
+/// value is then true.
 async fn open_pair(
     cfg: &Config,
     pg: &PostgresLedger,
     policy: &policy::Policy,
     metrics: &Arc<Metrics>,
-) -> Result<(LedgerHandle, Lead), DaemonError> {
+) -> Result<(LedgerHandle, Lead, bool), DaemonError> {
     // Timed by the database's clock (see `PgLedger`), not this host's.
-    let ledger = Arc::new(PgLedger::open(pg.target.clone()).await?);
+    let (ledger, ahead) = PgLedger::open_member(pg.target.clone()).await?;
+    let ledger = Arc::new(ledger);
+    if let Some(found) = ahead {
+        error!(
+            found,
+            known = crate::ledger::postgres::SCHEMA_STEPS,
+            ledger = %ledger.describe(),
+            "starting as a standby that writes nothing: {}",
+            crate::leader::outdated_text(found)
+        );
+        let leadership = Arc::new(Leadership::start_on(
+            pg.target.clone(),
+            pg.name.clone(),
+            None,
+        ));
+        let lead = Lead::new(leadership, ledger.clone());
+        return Ok((LedgerHandle::postgres(ledger), lead, true));
+    }
     let host_ahead_ms = Clock::system().now_ms() - ledger.clock().now_ms();
     if Duration::from_millis(host_ahead_ms.unsigned_abs()) > cfg.api.client.max_clock_skew {
         warn!(
@@ -332,7 +358,7 @@ async fn open_pair(
         });
     }
     info!(ledger = %handle.describe(), name = %pg.name, "PostgreSQL ledger open; contending for the lead");
-    Ok((handle, lead))
+    Ok((handle, lead, false))
 }
 
 /// What a new leader does before its first cycle: its writes carry `epoch`, and it takes the
@@ -585,13 +611,15 @@ pub async fn run_with(
             }
         });
     }
-    tokio::spawn(watch_chain(
-        parts.ledger.clone(),
-        parts.engine.clone(),
-        parts.metrics.clone(),
-        parts.config_path.clone(),
-        shutdown.clone(),
-    ));
+    if !parts.schema_ahead {
+        tokio::spawn(watch_chain(
+            parts.ledger.clone(),
+            parts.engine.clone(),
+            parts.metrics.clone(),
+            parts.config_path.clone(),
+            shutdown.clone(),
+        ));
+    }
     if let Some(every) = systemd::watchdog_interval() {
         let health = health.clone();
         let stop = shutdown.clone();
@@ -810,10 +838,14 @@ async fn follow_lead(lead: Lead, work: Work, shutdown: CancellationToken) {
                 }
                 info!(epoch, "lead lost: cycles and collections stopped");
             }
-            Role::Standby { leader } => {
+            Role::Standby { .. } | Role::Outdated { .. } => {
                 work.metrics.leader.set(0);
                 work.metrics.leader_epoch.set(0);
-                work.health.set_standby(Some(leader));
+                match role {
+                    Role::Outdated { found, leader } => work.health.set_outdated(found, leader),
+                    Role::Standby { leader } => work.health.set_standby(Some(leader)),
+                    Role::Leader { .. } => {}
+                }
                 work.health.beat();
                 tokio::select! {
                     changed = roles.changed() => {

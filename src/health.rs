@@ -25,8 +25,8 @@ pub(crate) struct Health {
     heartbeat_ms: AtomicU64,
     /// The wall clock of `last_poll_ok_ms`.
     clock: Clock,
-    /// `Some` while this instance is a standby of a pair, with the leader's name when known.
-    standby: std::sync::Mutex<Option<Option<String>>>,
+    /// `Some` while this instance is a standby of a pair: why it is not ready.
+    standby: std::sync::Mutex<Option<NotReady>>,
 }
 
 impl Health {
@@ -47,13 +47,23 @@ impl Health {
     /// Notes that this instance is a standby (`Some`, naming the leader when known) or leads
     /// (`None`).
     pub(crate) fn set_standby(&self, standby: Option<Option<String>>) {
+        self.set_not_leading(standby.map(|leader| NotReady::Standby { leader }));
+    }
+
+    /// Notes that this instance stands by because the ledger's schema is version `found`, not
+    /// the one it opened (see `leader::Role::Outdated`).
+    pub(crate) fn set_outdated(&self, found: i32, leader: Option<String>) {
+        self.set_not_leading(Some(NotReady::Outdated { found, leader }));
+    }
+
+    fn set_not_leading(&self, why: Option<NotReady>) {
         match self.standby.lock() {
-            Ok(mut s) => *s = standby,
-            Err(poisoned) => *poisoned.into_inner() = standby,
+            Ok(mut s) => *s = why,
+            Err(poisoned) => *poisoned.into_inner() = why,
         }
     }
 
-    fn standby(&self) -> Option<Option<String>> {
+    fn standby(&self) -> Option<NotReady> {
         match self.standby.lock() {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -89,8 +99,8 @@ impl Health {
 
     /// `Ok` when ready, else why not.
     pub(crate) fn readiness(&self) -> Result<(), NotReady> {
-        if let Some(leader) = self.standby() {
-            return Err(NotReady::Standby { leader });
+        if let Some(why) = self.standby() {
+            return Err(why);
         }
         let last = self.last_poll_ok_ms.load(Ordering::Relaxed);
         if last == 0 {
@@ -120,6 +130,18 @@ pub(crate) enum NotReady {
         None => "no leader is confirmed yet".to_string(),
     })]
     Standby {
+        /// The leader's name, when known.
+        leader: Option<String>,
+    },
+    /// A member of a pair on a ledger whose schema is not the one it opened (a newer cosigner
+    /// upgraded it): it stands by and writes nothing.
+    #[error("standby: {}{}", crate::leader::outdated_text(*.found), match .leader {
+        Some(name) => format!("; {name} leads"),
+        None => String::new(),
+    })]
+    Outdated {
+        /// The schema version the ledger has.
+        found: i32,
         /// The leader's name, when known.
         leader: Option<String>,
     },

@@ -6,6 +6,12 @@
 //! a standby at once. The server ends a session that sends nothing for 5 s, and so frees the
 //! lock of a frozen or vanished leader, which by then has stopped counting itself current:
 //! [`Leadership::is_current`] is true only within 2 s of a confirmation, by the monotonic clock.
+//!
+//! Pairs upgrade one member at a time. A member leads only on the schema it opened (the one its
+//! binary knows, which it brought the ledger to): before taking the lead and with every
+//! confirmation it reads the schema version, and on any other version (a newer cosigner applied
+//! a step) it gives the lead up, stands by as [`Role::Outdated`] and says why; its writes are
+//! refused besides (`ledger/postgres.rs`, `begin_write`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,6 +52,42 @@ pub enum Role {
         /// The epoch its ledger writes carry.
         epoch: i64,
     },
+    /// The ledger's schema is not the one this instance opened (a newer cosigner applied a
+    /// step this one does not know): it stands by, decides and writes nothing, until it is
+    /// upgraded (or restarted, when the version went back).
+    Outdated {
+        /// The schema version the ledger has.
+        found: i32,
+        /// The leader's name, when the database shows one.
+        leader: Option<String>,
+    },
+}
+
+impl Role {
+    /// Why an outdated member stands by, in words; `None` for the other roles.
+    #[must_use]
+    pub fn outdated_reason(&self) -> Option<String> {
+        match self {
+            Role::Outdated { found, .. } => Some(outdated_text(*found)),
+            _ => None,
+        }
+    }
+}
+
+/// Why a member on schema version `found` stands by.
+pub(crate) fn outdated_text(found: i32) -> String {
+    let known = crate::ledger::postgres::SCHEMA_STEPS;
+    if found > known {
+        format!(
+            "the ledger's schema version {found} is newer than this cosigner's {known}: a newer \
+             cosigner upgraded it, and this member writes nothing until it is upgraded too"
+        )
+    } else {
+        format!(
+            "the ledger's schema version is {found}, not the {known} this member opened: it \
+             writes nothing until it is restarted"
+        )
+    }
 }
 
 /// Taking and holding the lead; dropping it gives the lead up.
@@ -63,9 +105,17 @@ pub struct Leadership {
 
 impl Leadership {
     /// Starts contending for the lead of the ledger at `target` under `name` (shown to the
-    /// others as the leader's name). Starts as a standby.
+    /// others as the leader's name), which this cosigner opened at the schema it knows.
+    /// Starts as a standby.
     #[must_use]
     pub fn start(target: PgTarget, name: String) -> Self {
+        Self::start_on(target, name, Some(crate::ledger::postgres::SCHEMA_STEPS))
+    }
+
+    /// As [`Leadership::start`], leading only while the ledger's schema version is `opened`
+    /// (`None`: this cosigner found a schema newer than it knows, and never leads).
+    #[must_use]
+    pub fn start_on(target: PgTarget, name: String, opened: Option<i32>) -> Self {
         let (tx, role) = watch::channel(Role::Standby { leader: None });
         let tx = Arc::new(tx);
         let confirmed = Arc::new(Mutex::new(None));
@@ -73,6 +123,7 @@ impl Leadership {
         let task = tokio::spawn(contend(
             target,
             name.clone(),
+            opened,
             Arc::clone(&tx),
             Arc::clone(&confirmed),
             Arc::clone(&give_up),
@@ -151,20 +202,77 @@ fn standby(tx: &watch::Sender<Role>, leader: Option<String>) {
     });
 }
 
+/// Publishes the outdated role (the lead given up first), if it changed; says why once.
+fn outdated(
+    tx: &watch::Sender<Role>,
+    confirmed: &Mutex<Option<(i64, Instant)>>,
+    found: i32,
+    leader: Option<String>,
+) {
+    if let Ok(mut c) = confirmed.lock() {
+        *c = None;
+    }
+    let new = Role::Outdated { found, leader };
+    let was_outdated = matches!(*tx.borrow(), Role::Outdated { found: f, .. } if f == found);
+    tx.send_if_modified(|r| {
+        let changed = *r != new;
+        if changed {
+            *r = new.clone();
+        }
+        changed
+    });
+    if !was_outdated {
+        tracing::error!(
+            found,
+            known = crate::ledger::postgres::SCHEMA_STEPS,
+            "standing by: {}",
+            outdated_text(found)
+        );
+    }
+}
+
 /// What one attempt at the lead found.
 enum Attempt {
     /// Took it, at this epoch.
     Took(i64),
     /// Another holds it; the database names this leader.
     Held(Option<String>),
+    /// The schema is not the one this instance opened (at this version): it may not lead.
+    Outdated(i32, Option<String>),
 }
 
-async fn try_lead(client: &tokio_postgres::Client, name: &str) -> Result<Attempt, LedgerError> {
+/// The ledger's schema version (0 before any step).
+async fn schema_version(client: &tokio_postgres::Client) -> Result<i32, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT max(version) FROM cosigner_schema", &[])
+        .await?
+        .try_get::<_, Option<i32>>(0)?
+        .unwrap_or(0))
+}
+
+/// The name of the instance that last took the lead.
+async fn holder(client: &tokio_postgres::Client) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt("SELECT holder FROM cosigner_leader WHERE id = 1", &[])
+        .await?
+        .and_then(|r| r.try_get(0).ok()))
+}
+
+async fn try_lead(
+    client: &tokio_postgres::Client,
+    name: &str,
+    opened: Option<i32>,
+) -> Result<Attempt, LedgerError> {
     let what = "take the lead";
     let db = |e| LedgerError::Database {
         what,
         source: Box::new(e),
     };
+    // Not even the lock on a schema this instance did not open: the upgraded member takes it.
+    let found = schema_version(client).await.map_err(db)?;
+    if Some(found) != opened {
+        return Ok(Attempt::Outdated(found, holder(client).await.map_err(db)?));
+    }
     let got: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
         .await
@@ -172,33 +280,51 @@ async fn try_lead(client: &tokio_postgres::Client, name: &str) -> Result<Attempt
         .try_get(0)
         .map_err(db)?;
     if !got {
-        let holder = client
-            .query_opt("SELECT holder FROM cosigner_leader WHERE id = 1", &[])
-            .await
-            .map_err(db)?
-            .and_then(|r| r.try_get(0).ok());
-        return Ok(Attempt::Held(holder));
+        return Ok(Attempt::Held(holder(client).await.map_err(db)?));
     }
-    // One statement, one transaction: the epoch moves on exactly when the lead changes hands.
-    let epoch: i64 = client
-        .query_one(
-            "UPDATE cosigner_leader SET epoch = epoch + 1, holder = $1, since = now() WHERE id = 1 RETURNING epoch",
-            &[&name],
+    // One statement, one transaction: the epoch moves on exactly when the lead changes hands,
+    // and only on the schema this instance opened (a step applied since the check above).
+    let epoch: Option<i64> = client
+        .query_opt(
+            "UPDATE cosigner_leader SET epoch = epoch + 1, holder = $1, since = now() WHERE id = 1
+               AND (SELECT max(version) FROM cosigner_schema) IS NOT DISTINCT FROM $2 RETURNING epoch",
+            &[&name, &opened],
         )
         .await
         .map_err(db)?
-        .try_get(0)
+        .map(|r| r.try_get(0))
+        .transpose()
         .map_err(db)?;
-    Ok(Attempt::Took(epoch))
+    match epoch {
+        Some(epoch) => Ok(Attempt::Took(epoch)),
+        None => {
+            client
+                .execute("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK])
+                .await
+                .map_err(db)?;
+            let found = schema_version(client).await.map_err(db)?;
+            Ok(Attempt::Outdated(found, holder(client).await.map_err(db)?))
+        }
+    }
 }
 
-/// Confirms `epoch` on the lock connection every [`HEARTBEAT`] until that fails; returns why.
+/// Why a confirmed lead ended.
+enum Lost {
+    /// In words, for the log.
+    Why(String),
+    /// The schema is no longer the one this instance opened, at this version.
+    Outdated(i32),
+}
+
+/// Confirms `epoch`, and the schema this instance opened, on the lock connection every
+/// [`HEARTBEAT`] until that fails; returns why.
 async fn hold(
     client: &tokio_postgres::Client,
     epoch: i64,
+    opened: Option<i32>,
     confirmed: &Mutex<Option<(i64, Instant)>>,
     give_up: &watch::Sender<u64>,
-) -> String {
+) -> Lost {
     // Only a stand-down asked for from now on counts.
     let mut give_up = give_up.subscribe();
     give_up.mark_unchanged();
@@ -208,32 +334,44 @@ async fn hold(
         tokio::select! {
             _ = tick.tick() => {}
             _ = give_up.changed() => {
-                return "a write was refused as fenced: another instance took over".to_string();
+                return Lost::Why(
+                    "a write was refused as fenced: another instance took over".to_string(),
+                );
             }
         }
         // The time the question left: the answer says nothing of any earlier moment.
         let asked = Instant::now();
         let beat = tokio::time::timeout(
             HEARTBEAT_TIMEOUT,
-            client.query_one("SELECT epoch FROM cosigner_leader WHERE id = 1", &[]),
+            client.query_one(
+                "SELECT epoch, (SELECT max(version) FROM cosigner_schema) FROM cosigner_leader WHERE id = 1",
+                &[],
+            ),
         )
         .await;
         match beat {
-            Ok(Ok(row)) => match row.try_get::<_, i64>(0) {
-                Ok(e) if e == epoch => {
+            Ok(Ok(row)) => match (row.try_get::<_, i64>(0), row.try_get::<_, Option<i32>>(1)) {
+                (Ok(_), Ok(found)) if found != opened => {
+                    return Lost::Outdated(found.unwrap_or(0));
+                }
+                (Ok(e), Ok(_)) if e == epoch => {
                     if let Ok(mut c) = confirmed.lock() {
                         *c = Some((epoch, asked));
                     }
                 }
-                Ok(e) => return format!("the database holds a newer epoch {e}"),
-                Err(e) => return format!("the epoch cannot be read: {e}"),
+                (Ok(e), Ok(_)) => {
+                    return Lost::Why(format!("the database holds a newer epoch {e}"));
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    return Lost::Why(format!("the epoch cannot be read: {e}"));
+                }
             },
-            Ok(Err(e)) => return format!("the lock connection failed: {e}"),
+            Ok(Err(e)) => return Lost::Why(format!("the lock connection failed: {e}")),
             Err(_) => {
-                return format!(
+                return Lost::Why(format!(
                     "the database did not answer within {} s",
                     HEARTBEAT_TIMEOUT.as_secs()
-                );
+                ));
             }
         }
     }
@@ -242,6 +380,7 @@ async fn hold(
 async fn contend(
     target: PgTarget,
     name: String,
+    opened: Option<i32>,
     tx: Arc<watch::Sender<Role>>,
     confirmed: Arc<Mutex<Option<(i64, Instant)>>>,
     give_up: Arc<watch::Sender<u64>>,
@@ -278,17 +417,25 @@ async fn contend(
         // then, so that a lock it may still hold is released with the old one.
         loop {
             let asked = Instant::now();
-            match tokio::time::timeout(HEARTBEAT_TIMEOUT, try_lead(&client, &name)).await {
+            match tokio::time::timeout(HEARTBEAT_TIMEOUT, try_lead(&client, &name, opened)).await {
                 Ok(Ok(Attempt::Took(epoch))) => {
                     if let Ok(mut c) = confirmed.lock() {
                         *c = Some((epoch, asked));
                     }
                     tx.send_replace(Role::Leader { epoch });
                     tracing::info!(epoch, name = %name, "leading");
-                    let why = hold(&client, epoch, &confirmed, &give_up).await;
-                    step_down(&tx, &confirmed);
-                    tracing::warn!(epoch, reason = %why, "lead lost: standing by");
+                    match hold(&client, epoch, opened, &confirmed, &give_up).await {
+                        Lost::Why(why) => {
+                            step_down(&tx, &confirmed);
+                            tracing::warn!(epoch, reason = %why, "lead lost: standing by");
+                        }
+                        Lost::Outdated(found) => outdated(&tx, &confirmed, found, None),
+                    }
                     break;
+                }
+                Ok(Ok(Attempt::Outdated(found, leader))) => {
+                    outdated(&tx, &confirmed, found, leader);
+                    tokio::time::sleep(RETRY).await;
                 }
                 Ok(Ok(Attempt::Held(leader))) => {
                     standby(&tx, leader);
@@ -325,6 +472,12 @@ pub enum NotLeading {
     Unconfirmed {
         /// The epoch it led at.
         epoch: i64,
+    },
+    /// The ledger's schema is not the one this instance opened (a newer cosigner upgraded it).
+    #[error("this instance stands by: {}", outdated_text(*.found))]
+    Outdated {
+        /// The schema version the ledger has.
+        found: i32,
     },
     /// The lead's epoch is not the one the ledger writes with (a takeover being set up).
     #[error("the ledger writes at epoch {ledger}, the lead is at epoch {lead}")]
@@ -372,6 +525,7 @@ impl Lead {
             None => match self.leadership.role() {
                 Role::Leader { epoch } => Err(NotLeading::Unconfirmed { epoch }),
                 Role::Standby { leader } => Err(NotLeading::Standby { leader }),
+                Role::Outdated { found, .. } => Err(NotLeading::Outdated { found }),
             },
         }
     }
@@ -387,7 +541,7 @@ impl Lead {
     pub(crate) fn leader_name(&self) -> Option<String> {
         match self.leadership.role() {
             Role::Leader { .. } => Some(self.leadership.name().to_string()),
-            Role::Standby { leader } => leader,
+            Role::Standby { leader } | Role::Outdated { leader, .. } => leader,
         }
     }
 

@@ -140,7 +140,8 @@ pub enum LedgerError {
     },
     /// The PostgreSQL ledger was set up by a newer cosigner.
     #[error(
-        "the ledger database has schema version {found}; this cosigner understands up to {known}"
+        "the ledger database has schema version {found}; this cosigner understands up to {known}: \
+         a newer cosigner upgraded it, so upgrade this one (README, \"Upgrading a pair\")"
     )]
     DatabaseSchema {
         /// What the database says.
@@ -163,9 +164,11 @@ impl LedgerError {
     #[must_use]
     pub(crate) fn is_write_failure(&self) -> bool {
         match self {
-            LedgerError::Write(_) | LedgerError::Interrupted(_) | LedgerError::Fenced { .. } => {
-                true
-            }
+            // A schema newer than this cosigner's, found as a write began: refused.
+            LedgerError::Write(_)
+            | LedgerError::Interrupted(_)
+            | LedgerError::Fenced { .. }
+            | LedgerError::DatabaseSchema { .. } => true,
             LedgerError::Database { what, .. } => matches!(
                 *what,
                 "record"

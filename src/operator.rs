@@ -769,13 +769,19 @@ async fn status(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError>
     let leadership = s.lead.as_ref().map(|lead| {
         let (role, epoch) = match lead.role() {
             crate::leader::Role::Leader { epoch } => ("leader", Some(epoch)),
-            crate::leader::Role::Standby { .. } => ("standby", None),
+            crate::leader::Role::Standby { .. } | crate::leader::Role::Outdated { .. } => {
+                ("standby", None)
+            }
         };
+        let current = lead.current();
         json!({
             "role": role,
             "epoch": epoch,
             "leader": lead.leader_name(),
-            "current": lead.current().is_ok(),
+            "current": current.is_ok(),
+            // Why this instance may not decide now (a standby, an unconfirmed lead, a ledger
+            // schema newer than this cosigner's).
+            "not_leading": current.err().map(|e| e.to_string()),
         })
     });
     Ok(Json(json!({

@@ -20,7 +20,7 @@ use postgres_openssl::MakeTlsConnector;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::{GenericClient, Row, SimpleQueryMessage, SimpleQueryRow};
 
 use super::record::{
     self, Chained, CollectRecord, Column, Columns, DecisionRecord, EventRecord, Head,
@@ -42,14 +42,16 @@ use crate::policy::{Policy, Usage};
 
 /// The schema steps this cosigner knows (`ledger/schema.rs`); `cosigner_schema` holds how many
 /// were applied.
-const SCHEMA_STEPS: i32 = {
+pub(crate) const SCHEMA_STEPS: i32 = {
     // A handful of steps: far below i32::MAX.
     #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
     let n = super::schema::POSTGRES.len() as i32;
     n
 };
 
-/// The advisory lock (transaction scope) under which the schema is applied.
+/// The advisory lock (transaction scope) under which the schema is applied, exclusively; every
+/// write takes it shared before it reads the schema version (see [`begin_write`]), so that a
+/// newer cosigner applying a step and this one writing are one before the other.
 const MIGRATION_LOCK: i64 = 0x636f_7369_676e_6d67; // "cosignmg"
 
 /// The SQLSTATE the fencing trigger raises.
@@ -484,20 +486,59 @@ async fn read_through<C: GenericClient + Sync>(
         .map_err(db(what))
 }
 
-/// The chain head, locked until the end of the transaction `c` is in.
-async fn lock_head<C: GenericClient + Sync>(c: &C) -> Result<Head, LedgerError> {
-    let row = c
-        .query_opt(
-            "SELECT seq, hash FROM cosigner_head WHERE id = 1 FOR UPDATE",
-            &[],
-        )
+/// The start of every write, in the transaction `c` is in: waits for a schema step being
+/// applied (the migration lock, shared), refuses to write on a schema other than the one this
+/// cosigner knows ([`LedgerError::DatabaseSchema`]: a newer cosigner applied a step; this one
+/// never writes on it, whatever it is doing when that happens), and returns the chain head,
+/// locked until the end of the transaction. One round trip of three statements in the simple
+/// protocol, run one after the other, each in a snapshot of its own: the version is read once
+/// the lock is held (in the extended protocol a pipelined statement may be bound, and so take
+/// its snapshot, before the one ahead of it has waited).
+async fn begin_write<C: GenericClient + Sync>(c: &C) -> Result<Head, LedgerError> {
+    let what = "lock the chain head";
+    let edited = |why: &str| LedgerError::Database {
+        what,
+        source: format!("{why}: the ledger database was edited").into(),
+    };
+    let sql = format!(
+        "SELECT pg_advisory_xact_lock_shared({MIGRATION_LOCK});
+         SELECT max(version) FROM cosigner_schema;
+         SELECT seq, hash FROM cosigner_head WHERE id = 1 FOR UPDATE"
+    );
+    let rows: Vec<SimpleQueryRow> = c
+        .simple_query(&sql)
         .await
-        .map_err(db("lock the chain head"))?
-        .ok_or_else(|| LedgerError::Database {
-            what: "lock the chain head",
-            source: "cosigner_head has no row: the ledger database was edited".into(),
-        })?;
-    head_from(&row)
+        .map_err(db(what))?
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    // One row for the lock, one for the version, then the head's (none: no head row).
+    let found: i32 = match rows.get(1).map(|r| r.get(0)) {
+        Some(Some(v)) => v.parse().map_err(|_| edited("cosigner_schema"))?,
+        Some(None) => 0,
+        None => return Err(edited("cosigner_schema")),
+    };
+    if found != SCHEMA_STEPS {
+        return Err(LedgerError::DatabaseSchema {
+            found,
+            known: SCHEMA_STEPS,
+        });
+    }
+    let head = rows
+        .get(2)
+        .ok_or_else(|| edited("cosigner_head has no row"))?;
+    let seq = head
+        .get(0)
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| edited("cosigner_head"))?;
+    let hash = head.get(1).ok_or_else(|| edited("cosigner_head"))?;
+    Ok(Head {
+        seq: Seq(seq),
+        hash: hash.to_string(),
+    })
 }
 
 /// The chain head in `row` (`seq, hash`); seq 0 is the head of an empty ledger.
@@ -871,6 +912,13 @@ impl PgLedger {
 
     /// Connects to `target` and brings its schema up to date.
     pub(crate) async fn open(target: PgTarget) -> Result<Self, LedgerError> {
+        let ledger = Self::connected(target).await?;
+        ledger.migrate().await?;
+        Ok(ledger)
+    }
+
+    /// Connects to `target` and reads the database's clock; the schema is not looked at.
+    async fn connected(target: PgTarget) -> Result<Self, LedgerError> {
         let pool = Self::pool(&target)?;
         let (clock, anchor) = Clock::anchored(0);
         let first = pool
@@ -886,7 +934,6 @@ impl PgLedger {
             clock,
             anchor,
         };
-        ledger.migrate().await?;
         Ok(ledger)
     }
 
@@ -965,6 +1012,21 @@ impl PgLedger {
             .map_err(db("take a connection from the pool"))
     }
 
+    /// Connects to `target` for a member of a pair: as [`PgLedger::open`], except that a
+    /// schema newer than this cosigner's is not an error but `Some(version found)`, with
+    /// nothing changed. Such a member stands by and writes nothing (every write checks the
+    /// version, see [`begin_write`]) until it is upgraded.
+    pub(crate) async fn open_member(target: PgTarget) -> Result<(Self, Option<i32>), LedgerError> {
+        let ledger = Self::connected(target).await?;
+        match ledger.migrate().await {
+            Ok(()) => Ok((ledger, None)),
+            Err(LedgerError::DatabaseSchema { found, known }) if found > known => {
+                Ok((ledger, Some(found)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn migrate(&self) -> Result<(), LedgerError> {
         let what = "bring the schema up to date";
         let mut client = self.client().await?;
@@ -1015,7 +1077,7 @@ impl PgLedger {
         let epoch = self.epoch();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db("begin a write"))?;
-        let mut head = lock_head(&*tx).await?;
+        let mut head = begin_write(&*tx).await?;
         let mut records = make(self.database_now(&*tx).await?);
         let mut rows = chain(&mut head, &mut records)?;
         insert(&*tx, &mut rows, epoch).await?;
@@ -1288,7 +1350,7 @@ impl PgLedger {
         let epoch = self.epoch();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db("begin a write"))?;
-        let mut head = lock_head(&*tx).await?;
+        let mut head = begin_write(&*tx).await?;
         let found = tx
             .query_opt(EXACT_EVENT, &[&kind, &storable(detail)])
             .await
@@ -1385,15 +1447,18 @@ impl PgLedger {
 
     /// Moves the last verified point forward to record `seq` with hash `hash`.
     pub(crate) async fn set_verified(&self, seq: u64, hash: &str) -> Result<(), LedgerError> {
-        self.client()
-            .await?
-            .execute(
-                set_verified_sql("$1", "$2").as_str(),
-                &[&Seq(seq).bound(), &hash],
-            )
-            .await
-            .map(|_| ())
-            .map_err(db("record the verified point"))
+        let what = "record the verified point";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db(what))?;
+        // A write like any other: never on a schema this cosigner does not know.
+        begin_write(&*tx).await?;
+        tx.execute(
+            set_verified_sql("$1", "$2").as_str(),
+            &[&Seq(seq).bound(), &hash],
+        )
+        .await
+        .map_err(db(what))?;
+        tx.commit().await.map_err(db(what))
     }
 
     /// A walk of the chain a chunk of records per snapshot, as `ledger::verify::walk_beside`
@@ -1483,7 +1548,7 @@ impl PgLedger {
         let what = "copy the ledger";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db(what))?;
-        let head = lock_head(&*tx).await?;
+        let head = begin_write(&*tx).await?;
         let held: i64 = tx
             .query_one(
                 "SELECT (SELECT count(*) FROM decisions) + (SELECT count(*) FROM outcomes)

@@ -36,4 +36,5 @@ mod signing;
 mod store;
 mod support;
 mod time_on_record;
+mod upgrade;
 mod watchdog;
