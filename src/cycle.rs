@@ -355,7 +355,21 @@ impl Engine {
         why: &str,
     ) -> Result<Arc<Policy>, crate::policy::PolicyError> {
         let current = self.policy();
-        match crate::policy::load(&current.source) {
+        // Reading, parsing and hashing the file (a list of 100,000 addresses takes a while) on
+        // a blocking thread: the runtime's threads carry the lead's heartbeat and the gates.
+        let loaded = tokio::task::spawn_blocking({
+            let source = current.source.clone();
+            move || crate::policy::load(&source)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::policy::PolicyError {
+                file: current.source.clone(),
+                place: None,
+                message: format!("the thread loading it stopped: {e}"),
+            })
+        });
+        match loaded {
             Ok(p) => {
                 let p = Arc::new(p);
                 self.replace_policy(p.clone());

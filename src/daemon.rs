@@ -171,17 +171,26 @@ pub async fn build(
     opts: Options,
     shutdown: CancellationToken,
 ) -> Result<Parts, DaemonError> {
-    // The HTTP client loads the system's CA certificates, twice (rust-openssl's default paths,
-    // then native-tls's probe): the slowest step of start-up with OpenSSL 3. It is built on a
-    // second thread while the key, the policy and the ledger load. Errors keep their order: key,
-    // policy, ledger, then client.
+    // The HTTP client loads the system's CA certificates: the slowest step of start-up with
+    // OpenSSL 3. It is built on one blocking thread while the key, the policy and the ledger
+    // load (and the ledger's chain is checked) on another: file reads, parsing and hashing never
+    // run on the runtime's threads, where they would hold up the lead's heartbeat. Errors keep
+    // their order: key, policy, ledger, then client.
     let clock = Clock::system();
-    let (loaded, client) = std::thread::scope(|scope| {
-        let client = scope.spawn(|| Client::new(cfg.api.client.clone()));
-        let loaded = load_state(cfg, &clock);
-        (loaded, client.join())
+    let client = tokio::task::spawn_blocking({
+        let settings = cfg.api.client.clone();
+        move || Client::new(settings)
     });
-    let (signer, policy, ledger) = loaded?;
+    let loaded = tokio::task::spawn_blocking({
+        let (cfg, clock) = (cfg.clone(), clock.clone());
+        move || load_state(&cfg, &clock)
+    });
+    let (loaded, client) = tokio::join!(loaded, client);
+    let (signer, policy, ledger) = loaded.map_err(|e| {
+        DaemonError::Ledger(LedgerError::Interrupted(format!(
+            "the thread loading the key, the policy and the ledger stopped: {e}"
+        )))
+    })??;
     let client = client.unwrap_or_else(|_| {
         Err(ClientError::Request {
             endpoint: "client",
@@ -238,17 +247,16 @@ pub async fn build(
     .pause_file(Some(cfg.control.pause_file.clone()))
     .build();
     let collector = if cfg.collect.enabled {
-        Some(Arc::new(
-            Collector::new(
-                client,
-                &signer,
-                ledger.clone(),
-                metrics.clone(),
-                engine.control().clone(),
-                (cfg.collect.main, cfg.collect.tokens),
-            )?
-            .with_lead(lead.clone()),
-        ))
+        // It signs its texts as it is made: RSA operations, off the runtime.
+        let (ledger, metrics, control) =
+            (ledger.clone(), metrics.clone(), engine.control().clone());
+        let kinds = (cfg.collect.main, cfg.collect.tokens);
+        let made = tokio::task::spawn_blocking(move || {
+            Collector::new(client, &signer, ledger, metrics, control, kinds)
+        })
+        .await
+        .unwrap_or(Err(SignerError::Interrupted))?;
+        Some(Arc::new(made.with_lead(lead.clone())))
     } else {
         None
     };
@@ -586,7 +594,7 @@ pub async fn run_with(
                     _ = stop.cancelled() => return,
                     _ = reload.notified() => {
                         let _ = engine.reload_policy("SIGHUP").await;
-                        let _ = keys.reload("SIGHUP");
+                        let _ = keys.reload_off_runtime("SIGHUP").await;
                     }
                 }
             }

@@ -74,6 +74,9 @@ pub(crate) enum ApiKeysError {
         /// The line, from 1.
         line: usize,
     },
+    /// The thread reading the file stopped before it finished; the keys in force are kept.
+    #[error("API keys file: {0}")]
+    Interrupted(String),
 }
 
 /// The accepted API keys, as SHA-256 digests with their scope.
@@ -188,6 +191,21 @@ impl KeyStore {
             Ok(k) => k.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// [`KeyStore::reload`] on a blocking thread (it reads and parses a file), for async code.
+    pub(crate) async fn reload_off_runtime(
+        self: &Arc<Self>,
+        why: &'static str,
+    ) -> Result<Option<usize>, ApiKeysError> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.reload(why))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ApiKeysError::Interrupted(format!(
+                    "the thread reloading the keys stopped: {e}"
+                )))
+            })
     }
 
     /// Reads the file again; returns how many keys are now in force (`None` without a file).
@@ -841,7 +859,7 @@ async fn policy(State(s): State<OperatorState>) -> Json<Value> {
 async fn reload(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError> {
     s.refuse_on_standby()?;
     let previous = s.engine.policy().sha256.clone();
-    let keys = s.keys.reload("operator API");
+    let keys = s.keys.reload_off_runtime("operator API").await;
     let p = s.engine.reload_policy("operator API").await.map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,

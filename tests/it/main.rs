@@ -6,6 +6,7 @@ mod attack13;
 mod attack9;
 mod attack9b;
 mod backup;
+mod blocking;
 mod bounded;
 mod client;
 mod clock;
