@@ -232,7 +232,10 @@ async fn drained_once(pg: &Pg, db: &str, sandbox: &str, n: u64) {
 async fn lock_holder(admin: &tokio_postgres::Client) -> i32 {
     admin
         .query_one(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() LIMIT 1",
+            // The leader lock ("cosigner": classid 0x636f7369, objid 0x676e6572), not the
+            // migration lock every write takes shared.
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+               AND classid = 1668248425 AND objid = 1735288178 AND objsubid = 1 LIMIT 1",
             &[],
         )
         .await
