@@ -640,3 +640,142 @@ fn a_record_edited_mid_chain_with_its_hash_recomputed_breaks_the_link_to_the_nex
         "record 2's content matches its recomputed hash; record 3 still links to the old one"
     );
 }
+
+/// The SQLite virtual-machine steps `f` takes on `l` (a progress handler called at every step):
+/// the work a read does, whatever the machine's load.
+fn vm_steps<T>(l: &Ledger, f: impl FnOnce(&Ledger) -> T) -> u64 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let n = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&n);
+    l.conn.progress_handler(
+        1,
+        Some(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            false
+        }),
+    );
+    let _ = f(l);
+    l.conn.progress_handler(1, None::<fn() -> bool>);
+    n.load(Ordering::Relaxed)
+}
+
+/// An approval of `id` to the treasury, 5 units, by rule "daily".
+fn approval(id: TxId) -> NewDecision {
+    NewDecision {
+        action: Action::Approve,
+        rule: "daily".into(),
+        reason: "matched".into(),
+        amount: Some(Decimal::from(5)),
+        signed_text: Some(format!("{id}|approve")),
+        data: Some(format!("sig:{id}")),
+        ..hold(id)
+    }
+}
+
+/// What every cycle and every request reads, in VM steps, on a ledger holding `old`
+/// withdrawals from two days ago (each approved, re-sent and waiting once, plus a hold) and
+/// the same ten recent ones: (what, steps).
+fn read_costs(old: u64) -> Vec<(&'static str, u64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let start = 1_700_000_000_000;
+    let (clock, hand) = Clock::manual(start);
+    let mut l = Ledger::open(&dir.path().join("ledger.db"))
+        .unwrap()
+        .with_clock(clock);
+    let write = |l: &mut Ledger, ids: std::ops::Range<u64>| {
+        for page in ids.collect::<Vec<_>>().chunks(100) {
+            let mut decisions: Vec<NewDecision> =
+                page.iter().map(|&n| approval(TxId::new(n))).collect();
+            decisions.push(hold(TxId::new(page[0] + 1_000_000)));
+            let seqs = l.record_decisions(&decisions).unwrap();
+            let resends: Vec<ResendRecord> = page
+                .iter()
+                .zip(&seqs)
+                .map(|(&n, &seq)| ResendRecord {
+                    seq,
+                    tx_id: TxId::new(n),
+                    rule: "daily".into(),
+                    amount: Decimal::from(5),
+                })
+                .collect();
+            l.record_resends(&resends).unwrap();
+            for &n in page {
+                l.record_event("waiting", &format!("{{\"tx_id\":{n},\"why\":\"#\"}}"))
+                    .unwrap();
+            }
+            hand.advance(std::time::Duration::from_secs(1));
+        }
+    };
+    write(&mut l, 1..old + 1);
+    l.record_event("mode", "{\"mode\":\"normal\"}").unwrap();
+    hand.set_ms(start + 2 * 86_400_000);
+    write(&mut l, 10_000_000..10_000_010);
+    let policy = crate::policy::parse(
+        "default = \"hold\"\n[[rule]]\nname = \"daily\"\naction = \"approve\"\nwindow = \"24h\"\nmax_count = 100000\n",
+        Path::new("policy.toml"),
+        &|p: &Path| std::fs::read_to_string(p),
+    )
+    .unwrap();
+    let now = start + 2 * 86_400_000 + 60_000;
+    let recent = tx(TxId::new(10_000_005));
+    let old_one = tx(TxId::new(1));
+    vec![
+        (
+            "the newest record time",
+            vm_steps(&l, |l| l.newest_record_ms().unwrap()),
+        ),
+        ("the decision counts", vm_steps(&l, |l| l.counts().unwrap())),
+        (
+            "the dry-run counts",
+            vm_steps(&l, |l| l.dry_run_counts().unwrap()),
+        ),
+        (
+            "a waiting event looked up",
+            vm_steps(&l, |l| {
+                l.has_event("waiting", "{\"tx_id\":1,\"why\":\"#\"}")
+                    .unwrap()
+            }),
+        ),
+        (
+            "a waiting event not recorded",
+            vm_steps(&l, |l| {
+                l.has_event("waiting", "{\"tx_id\":0,\"why\":\"#\"}")
+                    .unwrap()
+            }),
+        ),
+        (
+            "the latest mode record",
+            vm_steps(&l, |l| l.latest_event("mode").unwrap()),
+        ),
+        (
+            "the windows' usage (approvals and re-sends)",
+            vm_steps(&l, |l| {
+                l.usage_with_slack(&policy, now, std::time::Duration::from_secs(65))
+                    .unwrap()
+            }),
+        ),
+        (
+            "the state of listed transactions",
+            vm_steps(&l, |l| {
+                l.states(&[recent.clone(), old_one.clone()]).unwrap()
+            }),
+        ),
+    ]
+}
+
+/// Issue 21's causes: no read a cycle or a request makes grows with the history (the newest
+/// record time, the decision counts, the event look-ups, the windows' approvals and re-sends,
+/// the listed transactions' state). A read that scanned a table would take a hundred times the
+/// steps on a hundred times the history.
+#[test]
+fn no_read_of_a_cycle_or_a_request_costs_more_on_a_hundred_times_the_history() {
+    let small = read_costs(100);
+    let large = read_costs(10_000);
+    for ((what, s), (_, l)) in small.iter().zip(&large) {
+        assert!(
+            *l <= 2 * s + 200,
+            "{what}: {l} steps on 10,000 old withdrawals against {s} on 100"
+        );
+    }
+}
