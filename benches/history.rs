@@ -175,7 +175,7 @@ fn generate(path: &Path, records: u64) -> u64 {
     let (clock, hand) = Clock::manual(start);
     let mut ledger = Ledger::open(path).expect("ledger").with_clock(clock);
     // A realistic `data`: base64 of a 256-byte RSA signature.
-    let data = "QmFzZTY0IG9mIGFuIFJTQS0yMDQ4IHNpZ25hdHVyZQ".repeat(8)[..344].to_string();
+    let data = "QmFzZTY0IG9mIGFuIFJTQS0yMDQ4IHNpZ25hdHVyZQ".repeat(9)[..344].to_string();
     let policy_sha = "5e".repeat(32);
     let mut written = 0u64;
     let mut id = 0u64;
@@ -318,7 +318,7 @@ fn config(dir: &Path, sandbox: &str, ledger: &str, port: u16, extra: &str) -> Pa
     std::fs::write(
         &cfg,
         format!(
-            "[api]\nbase_url = \"{sandbox}\"\nmerchant_no = \"{MERCHANT}\"\napi_key = \"history\"\napi_secret = \"history-secret\"\n\
+            "[api]\nbase_url = \"{sandbox}\"\nmerchant_no = \"{MERCHANT}\"\napi_key = \"history\"\napi_secret = \"history-secret\"\nmax_requests_per_second = 1000\n\
              [key]\npfx_file = \"key.pfx\"\n[policy]\nfile = \"policy.toml\"\n[ledger]\n{ledger}\n\
              [http]\nlisten = \"127.0.0.1:{port}\"\napi_keys_file = \"api-keys\"\nmax_requests_per_second = 1000\n\
              [log]\nlevel = \"warn\"\n[poll]\ninterval = \"1s\"\njitter = \"0s\"\n{extra}[collect]\nenabled = false\n"
@@ -369,7 +369,7 @@ fn run_daemon(dir: &Path, table: &str, first_id: u64) -> (Run, PathBuf) {
     let (mut sandbox_child, sandbox_url) = support::spawn_sandbox("history", "history-secret");
     let sandbox = sandbox_url.as_str();
     let port = free_port();
-    let cfg = config(dir, sandbox, table, port, "");
+    let cfg = config(dir, sandbox, table, port, "cycle_timeout = \"60s\"\n");
     let cfg = cfg.as_path();
     let items: Vec<String> = (first_id..first_id + 200)
         .map(|id| item(id, destination(id)))
@@ -478,8 +478,17 @@ fn main() {
         std::env::var("COSIGNER_HISTORY_DIR").unwrap_or_else(|_| "/tmp".into()),
     )
     .expect("temp dir");
+    // `COSIGNER_HISTORY_KEEP=1` keeps the ledgers for a closer look (the path is printed).
+    let kept = std::env::var("COSIGNER_HISTORY_KEEP").is_ok_and(|v| v == "1");
+    let (root, _work) = if kept {
+        let path = work.keep();
+        println!("history: kept in {}", path.display());
+        (path, None)
+    } else {
+        (work.path().to_path_buf(), Some(work))
+    };
     // The same daemon on an empty ledger.
-    let empty_dir = work.path().join("empty");
+    let empty_dir = root.as_path().join("empty");
     std::fs::create_dir_all(&empty_dir).expect("dir");
     let server = if postgres {
         Some(pg::Pg::start_durable().expect("PostgreSQL is installed"))
@@ -510,7 +519,7 @@ fn main() {
     let (empty, _) = run_daemon(&empty_dir, &table, 100_000_000);
 
     // The history, written through the append path, then the same daemon on it.
-    let history_dir = work.path().join("history");
+    let history_dir = root.as_path().join("history");
     std::fs::create_dir_all(&history_dir).expect("dir");
     let sqlite = history_dir.join("ledger.db");
     let last_id = generate(&sqlite, records);

@@ -180,48 +180,110 @@ impl Checker {
     }
 }
 
-/// The stored record `row` of kind `R` (`seq, prev_hash, hash, <columns>`), its hash
-/// recomputed into `buf`.
-fn stored<R: Record>(row: &Row<'_>, buf: &mut Vec<u8>) -> rusqlite::Result<Stored> {
-    let seq: Seq = row.get(0)?;
-    let prev_hash: String = row.get(1)?;
-    let computed = R::from_row(row, 3)
-        .map_err(Unreadable::from)
-        .and_then(|mut r| record_hash(&prev_hash, seq, &mut r, buf).map_err(Unreadable::from));
-    Ok(Stored {
-        seq,
+/// A record as read, not yet hashed: what the reading half of a walk hands the hashing half.
+struct Read {
+    seq: Seq,
+    kind: &'static str,
+    prev_hash: String,
+    hash: String,
+    content: Result<Content, Unreadable>,
+}
+
+/// The columns of a record of one of the four kinds.
+// Held unboxed: a batch holds BATCH of them for a moment, and a box would cost an allocation
+// per decision record.
+#[allow(clippy::large_enum_variant)]
+enum Content {
+    Decision(DecisionRecord),
+    Outcome(OutcomeRecord),
+    Collect(CollectRecord),
+    Event(EventRecord),
+}
+
+impl From<DecisionRecord> for Content {
+    fn from(r: DecisionRecord) -> Self {
+        Self::Decision(r)
+    }
+}
+
+impl From<OutcomeRecord> for Content {
+    fn from(r: OutcomeRecord) -> Self {
+        Self::Outcome(r)
+    }
+}
+
+impl From<CollectRecord> for Content {
+    fn from(r: CollectRecord) -> Self {
+        Self::Collect(r)
+    }
+}
+
+impl From<EventRecord> for Content {
+    fn from(r: EventRecord) -> Self {
+        Self::Event(r)
+    }
+}
+
+impl Read {
+    /// The record with its hash recomputed (in `buf`, reused).
+    fn hashed(self, buf: &mut Vec<u8>) -> Stored {
+        let (prev, seq) = (self.prev_hash.as_str(), self.seq);
+        let computed = self.content.and_then(|content| {
+            match content {
+                Content::Decision(mut r) => record_hash(prev, seq, &mut r, buf),
+                Content::Outcome(mut r) => record_hash(prev, seq, &mut r, buf),
+                Content::Collect(mut r) => record_hash(prev, seq, &mut r, buf),
+                Content::Event(mut r) => record_hash(prev, seq, &mut r, buf),
+            }
+            .map_err(Unreadable::from)
+        });
+        Stored {
+            seq,
+            kind: self.kind,
+            computed,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        }
+    }
+}
+
+/// Reads a record of kind `R` from a row of `select_range`.
+fn read<R: Record + Into<Content>>(row: &Row<'_>) -> rusqlite::Result<Read> {
+    Ok(Read {
+        seq: row.get(0)?,
         kind: R::KIND,
-        computed,
-        prev_hash,
+        prev_hash: row.get(1)?,
         hash: row.get(2)?,
+        content: R::from_row(row, 3)
+            .map(Into::into)
+            .map_err(Unreadable::from),
     })
 }
 
-/// One table's records in order, with the next one read ahead.
+/// One table's rows, with the next record read ahead.
 struct Cursor<'s> {
     rows: Rows<'s>,
-    read: fn(&Row<'_>, &mut Vec<u8>) -> rusqlite::Result<Stored>,
-    next: Option<Stored>,
+    read: fn(&Row<'_>) -> rusqlite::Result<Read>,
+    next: Option<Read>,
 }
 
 impl Cursor<'_> {
-    fn advance(&mut self, buf: &mut Vec<u8>) -> rusqlite::Result<()> {
+    fn advance(&mut self) -> rusqlite::Result<()> {
         self.next = match self.rows.next()? {
-            Some(row) => Some((self.read)(row, buf)?),
+            Some(row) => Some((self.read)(row)?),
             None => None,
         };
         Ok(())
     }
 }
 
-/// Feeds `checker` every record of the SQLite ledger on `conn` from `from` to `to` (inclusive),
-/// in sequence order: one cursor per table, merged, one record of each held at a time. The
-/// caller holds the read transaction that makes the four one snapshot.
-pub(crate) fn walk(
+/// Hands `emit` the records `from..=to` in sequence order across the four tables, until it
+/// says stop (false).
+fn merge(
     conn: &Connection,
     from: u64,
     to: u64,
-    checker: &mut Checker,
+    emit: &mut dyn FnMut(Read) -> bool,
 ) -> rusqlite::Result<()> {
     let bounds = [Seq(from).bound(), Seq(to).bound()];
     let prepare = |sql: String| -> rusqlite::Result<Statement<'_>> { conn.prepare(&sql) };
@@ -232,43 +294,103 @@ pub(crate) fn walk(
     let mut cursors = [
         Cursor {
             rows: d.query(bounds)?,
-            read: stored::<DecisionRecord>,
+            read: read::<DecisionRecord>,
             next: None,
         },
         Cursor {
             rows: o.query(bounds)?,
-            read: stored::<OutcomeRecord>,
+            read: read::<OutcomeRecord>,
             next: None,
         },
         Cursor {
             rows: c.query(bounds)?,
-            read: stored::<CollectRecord>,
+            read: read::<CollectRecord>,
             next: None,
         },
         Cursor {
             rows: e.query(bounds)?,
-            read: stored::<EventRecord>,
+            read: read::<EventRecord>,
             next: None,
         },
     ];
-    let mut buf = Vec::with_capacity(4096);
     for cursor in &mut cursors {
-        cursor.advance(&mut buf)?;
+        cursor.advance()?;
     }
     loop {
         let lowest = cursors
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.next.as_ref().map(|s| (s.seq, i)))
+            .filter_map(|(i, c)| c.next.as_ref().map(|r| (r.seq, i)))
             .min();
         let Some((_, i)) = lowest else {
             return Ok(());
         };
-        if let Some(record) = cursors[i].next.take() {
-            checker.push(record);
+        if let Some(record) = cursors[i].next.take()
+            && !emit(record)
+        {
+            return Ok(());
         }
-        cursors[i].advance(&mut buf)?;
+        cursors[i].advance()?;
     }
+}
+
+/// Walks the records `from..=to` on `conn` into `checker`, on this thread.
+pub(crate) fn walk(
+    conn: &Connection,
+    from: u64,
+    to: u64,
+    checker: &mut Checker,
+) -> rusqlite::Result<()> {
+    let mut buf = Vec::with_capacity(4096);
+    merge(conn, from, to, &mut |r| {
+        checker.push(r.hashed(&mut buf));
+        true
+    })
+}
+
+/// Records a batch of a pipelined walk holds; [`PIPELINE_DEPTH`] batches at most are in flight,
+/// so the walk's memory does not grow with the chain.
+const BATCH: usize = 1024;
+/// Batches read ahead of the hashing thread.
+const PIPELINE_DEPTH: usize = 4;
+
+/// Walks the records `from..=to` on `conn` into `checker` as [`walk`] does, reading on this
+/// thread and hashing on a second one (each record's hash depends only on what it stores, so
+/// the two halves overlap): what a whole-chain walk that nobody paces takes, `ledger verify`
+/// and the check at start.
+pub(crate) fn walk_pipelined(
+    conn: &Connection,
+    from: u64,
+    to: u64,
+    checker: &mut Checker,
+) -> rusqlite::Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Read>>(PIPELINE_DEPTH);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut buf = Vec::with_capacity(4096);
+            for batch in rx {
+                for r in batch {
+                    checker.push(r.hashed(&mut buf));
+                }
+            }
+        });
+        let mut batch = Vec::with_capacity(BATCH);
+        let read = merge(conn, from, to, &mut |r| {
+            batch.push(r);
+            if batch.len() < BATCH {
+                return true;
+            }
+            // A send fails only once the hashing thread is gone (it panicked): the scope
+            // passes its panic on.
+            tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                .is_ok()
+        });
+        if read.is_ok() && !batch.is_empty() {
+            let _ = tx.send(batch);
+        }
+        drop(tx);
+        read
+    })
 }
 
 /// Where the start-up walk of the main chain begins, and what it knows of the record before.
@@ -376,7 +498,7 @@ impl Ledger {
         let foreign = self.foreign_objects()?;
         let mut report = self.in_snapshot(|l| {
             let mut checker = Checker::from_genesis();
-            walk(&l.conn, 1, u64::MAX, &mut checker)?;
+            walk_pipelined(&l.conn, 1, u64::MAX, &mut checker)?;
             Ok(checker.finish_at_head(l.meta("head")?.as_deref()))
         })?;
         report.problems.splice(0..0, foreign);
@@ -423,7 +545,7 @@ impl Ledger {
             );
             let mut checker = plan.checker;
             if head.seq.0 > 0 {
-                walk(&l.conn, plan.from, head.seq.0, &mut checker)?;
+                walk_pipelined(&l.conn, plan.from, head.seq.0, &mut checker)?;
             }
             if let Some(m) = plan.mode {
                 let mut alone = Checker::starting_at(m);
