@@ -38,6 +38,7 @@ pub(crate) use run::RunArgs;
 #[cfg(feature = "dev-tools")]
 pub(crate) use sandbox::SandboxArgs;
 pub(crate) use sign::SignArgs;
+pub use signals::install_pause_signal;
 
 /// Exit code of a runtime failure.
 pub(crate) const EXIT_RUNTIME: u8 = 1;

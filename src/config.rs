@@ -54,6 +54,7 @@ const TEXT_KEYS: &[&str] = &[
     "http.listen",
     "http.api_keys_file",
     "control.pause_file",
+    "control.socket",
 ];
 
 /// Every key of the configuration, for naming the nearest one to a mistyped variable.
@@ -95,7 +96,10 @@ const KEYS: &[&str] = &[
     "http.listen",
     "http.api_keys_file",
     "http.max_requests_per_second",
+    "http.max_connections",
+    "http.header_read_timeout",
     "control.pause_file",
+    "control.socket",
     "callbacks.enabled",
     "log.format",
     "log.level",
@@ -248,6 +252,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawControl {
     pause_file: Option<PathBuf>,
+    socket: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -334,6 +339,9 @@ struct RawHttp {
     listen: Option<String>,
     api_keys_file: Option<PathBuf>,
     max_requests_per_second: Option<u32>,
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    header_read_timeout: Option<Duration>,
     #[serde(default)]
     metrics_auth: bool,
 }
@@ -483,6 +491,8 @@ pub struct HttpConfig {
     pub(crate) callbacks: bool,
     /// `/metrics` needs an operator API key too.
     pub(crate) metrics_auth: bool,
+    /// The listener's connection cap and header-read timeout.
+    pub(crate) limits: crate::listener::Limits,
 }
 
 /// `[control]`: how the kill switch is kept.
@@ -490,6 +500,50 @@ pub struct HttpConfig {
 pub struct ControlConfig {
     /// Where a pause the ledger could not record is kept (fsynced) across restarts.
     pub pause_file: PathBuf,
+    /// The control socket as configured (`control.socket`); when unset, the daemon serves one
+    /// only under `$RUNTIME_DIRECTORY` (see [`ControlConfig::socket_target`]).
+    pub socket: Option<PathBuf>,
+}
+
+/// Where the control socket is served, and whether it was configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketTarget {
+    /// The socket's path.
+    pub path: PathBuf,
+    /// Set by `control.socket`: a socket that cannot be bound is then a start error. The
+    /// default one never stops the daemon from starting.
+    pub configured: bool,
+}
+
+/// The control socket's file name in the runtime directory.
+pub(crate) const CONTROL_SOCKET_NAME: &str = "control.socket";
+/// Where systemd puts the unit's `RuntimeDirectory=cosigner`: where `cosigner pause` looks for the
+/// daemon's control socket when neither `--socket`, `control.socket` nor `$RUNTIME_DIRECTORY`
+/// names one.
+pub(crate) const SYSTEMD_RUNTIME_DIRECTORY: &str = "/run/cosigner";
+
+impl ControlConfig {
+    /// The daemon's control socket: `control.socket`, else `control.socket` in
+    /// `runtime_directory` (systemd's `$RUNTIME_DIRECTORY`, its first entry), else none. Never
+    /// a default beside the ledger: a directory the daemon shares (a pair's test directory, a
+    /// read-only state directory) must not stop it from starting.
+    #[must_use]
+    pub fn socket_target(
+        &self,
+        runtime_directory: Option<&std::ffi::OsStr>,
+    ) -> Option<SocketTarget> {
+        if let Some(path) = &self.socket {
+            return Some(SocketTarget {
+                path: path.clone(),
+                configured: true,
+            });
+        }
+        let dir = runtime_directory?.to_str()?.split(':').next()?;
+        (!dir.is_empty()).then(|| SocketTarget {
+            path: Path::new(dir).join(CONTROL_SOCKET_NAME),
+            configured: false,
+        })
+    }
 }
 
 /// `[log]`.
@@ -819,6 +873,10 @@ impl Validator<'_> {
             pause_file: raw
                 .pause_file
                 .map_or_else(|| state_dir.join("pause"), |p| self.resolve(p)),
+            socket: raw
+                .socket
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|p| self.resolve(p)),
         }
     }
 
@@ -1215,6 +1273,31 @@ impl Validator<'_> {
         if operator_rps == 0 {
             return Err(self.err("http.max_requests_per_second", "must be at least 1"));
         }
+        let max_connections = raw
+            .max_connections
+            .unwrap_or(crate::listener::DEFAULT_MAX_CONNECTIONS);
+        if !(crate::listener::MIN_MAX_CONNECTIONS..=crate::listener::MAX_MAX_CONNECTIONS)
+            .contains(&max_connections)
+        {
+            return Err(self.err(
+                "http.max_connections",
+                format!(
+                    "must be from {} to {}: room for an operator beside the scrapers, and fewer \
+                     descriptors than the unit's LimitNOFILE",
+                    crate::listener::MIN_MAX_CONNECTIONS,
+                    crate::listener::MAX_MAX_CONNECTIONS
+                ),
+            ));
+        }
+        let header_read_timeout = raw
+            .header_read_timeout
+            .unwrap_or(crate::listener::DEFAULT_HEADER_READ_TIMEOUT);
+        if header_read_timeout.is_zero() || header_read_timeout > Duration::from_secs(60) {
+            return Err(self.err(
+                "http.header_read_timeout",
+                "must be more than 0 and at most 60s",
+            ));
+        }
         Ok(HttpConfig {
             listen,
             api_keys,
@@ -1222,6 +1305,10 @@ impl Validator<'_> {
             max_requests_per_second: operator_rps,
             callbacks: callbacks.enabled,
             metrics_auth: raw.metrics_auth,
+            limits: crate::listener::Limits {
+                max_connections,
+                header_read_timeout,
+            },
         })
     }
 

@@ -22,6 +22,7 @@ use crate::http::{self, HttpState};
 use crate::leader::{Lead, Leadership, Role};
 use crate::ledger::postgres::PgLedger;
 use crate::ledger::{Ledger, LedgerError, LedgerHandle};
+use crate::listener;
 use crate::metrics::Metrics;
 use crate::operator::{self, Callbacks, KeyStore, OperatorState};
 use crate::policy::{self, PolicyError};
@@ -78,6 +79,9 @@ pub enum DaemonError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The configured control socket cannot be served.
+    #[error("cannot serve the control socket (control.socket): {0}")]
+    ControlSocket(#[source] crate::listener::SocketError),
 }
 
 impl DaemonError {
@@ -88,6 +92,7 @@ impl DaemonError {
             self,
             DaemonError::Key(_)
                 | DaemonError::Policy(_)
+                | DaemonError::ControlSocket(_)
                 | DaemonError::Ledger(
                     LedgerError::Open { .. }
                         | LedgerError::Create { .. }
@@ -106,6 +111,8 @@ pub struct Options {
     pub(crate) events: Option<mpsc::UnboundedSender<DecisionEvent>>,
     /// Notified to reload the policy (SIGHUP).
     pub(crate) reload: Option<Arc<Notify>>,
+    /// SIGUSR1, installed first thing in `main`: each one puts hold-all in force.
+    pub(crate) pause_signal: Option<tokio::signal::unix::Signal>,
 }
 
 /// The pieces a run is made of, built and checked before anything runs.
@@ -135,6 +142,12 @@ pub struct Parts {
     /// In a pair: the ledger's schema is newer than this cosigner's, so this member stands by
     /// for good, writing nothing (its chain is not this cosigner's to judge).
     pub(crate) schema_ahead: bool,
+    /// The listeners' connection cap and header-read timeout.
+    pub(crate) limits: crate::listener::Limits,
+    /// The control socket, once bound, and its path (removed at exit).
+    pub(crate) control_socket: Option<(tokio::net::UnixListener, std::path::PathBuf)>,
+    /// SIGUSR1: hold-all.
+    pub(crate) pause_signal: Option<tokio::signal::unix::Signal>,
 }
 
 impl Parts {
@@ -285,6 +298,9 @@ pub async fn build(
         lead,
         config_path: cfg.path.clone(),
         schema_ahead,
+        limits: cfg.http.limits,
+        control_socket: None,
+        pause_signal: opts.pause_signal,
     })
 }
 
@@ -509,13 +525,24 @@ pub(crate) async fn run(
     if let Some(w) = crate::config::listen_warning(cfg.http.listen) {
         warn!("{w}");
     }
-    let parts = build(cfg, opts, shutdown.clone()).await?;
+    let mut parts = build(cfg, opts, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|source| DaemonError::Listen {
             addr: cfg.http.listen,
             source,
         })?;
+    let runtime_dir = std::env::var_os("RUNTIME_DIRECTORY");
+    if let Some(target) = cfg.control.socket_target(runtime_dir.as_deref()) {
+        match crate::listener::bind_control_socket(&target.path) {
+            Ok(l) => parts.control_socket = Some((l, target.path)),
+            Err(e) if target.configured => return Err(DaemonError::ControlSocket(e)),
+            // The default socket never stops the daemon: pause over HTTP and SIGUSR1 remain.
+            Err(e) => {
+                warn!(error = %e, "no control socket; pause through the operator API or SIGUSR1")
+            }
+        }
+    }
     run_with(
         parts,
         listener,
@@ -530,7 +557,7 @@ pub(crate) async fn run(
 /// Runs built `parts` on `listener` until `shutdown`; then lets in-flight work finish within
 /// the deadline (or until `hard_stop`), and flushes the ledger.
 pub async fn run_with(
-    parts: Parts,
+    mut parts: Parts,
     listener: tokio::net::TcpListener,
     timings: Timings,
     shutdown: CancellationToken,
@@ -558,8 +585,43 @@ pub async fn run_with(
         metrics: parts.metrics.clone(),
         callbacks: parts.callbacks.clone(),
         lead: parts.lead.clone(),
+        by: "operator API",
     }));
-    let http_task = tokio::spawn(http::serve(listener, router, shutdown.clone()));
+    let http_task = tokio::spawn(listener::serve(
+        "http.listen",
+        listener,
+        router,
+        parts.limits,
+        shutdown.clone(),
+    ));
+    let mut socket_path = None;
+    if let Some((socket, path)) = parts.control_socket.take() {
+        let router = operator::control_router(OperatorState {
+            engine: parts.engine.clone(),
+            ledger: parts.ledger.clone(),
+            keys: parts.api_keys.clone(),
+            limiter: OperatorState::limiter(parts.operator_rate),
+            unauthenticated: OperatorState::limiter(parts.operator_rate),
+            listen: addr,
+            health: health.clone(),
+            metrics: parts.metrics.clone(),
+            callbacks: None,
+            lead: parts.lead.clone(),
+            by: "control socket",
+        });
+        info!(socket = %path.display(), "control socket: pause, resume and status without a key");
+        tokio::spawn(listener::serve(
+            "control.socket",
+            socket,
+            router,
+            parts.limits,
+            shutdown.clone(),
+        ));
+        socket_path = Some(path);
+    }
+    if let Some(signal) = parts.pause_signal.take() {
+        follow_pause_signal(signal, parts.engine.clone(), shutdown.clone()).await;
+    }
     info!(
         listen = %addr.map_or_else(|| "unknown".to_string(), |a| a.to_string()),
         policy = %parts.engine.policy().sha256,
@@ -662,10 +724,50 @@ pub async fn run_with(
         _ = hard_stop.cancelled() => warn!("second stop signal: exiting at once"),
     }
     http_task.abort();
+    if let Some(path) = socket_path {
+        let _ = std::fs::remove_file(path);
+    }
     if let Err(e) = parts.ledger.checkpoint().await {
         warn!(error = %e, "ledger checkpoint at exit failed; the WAL is replayed on the next open");
     }
     info!("stopped");
+}
+
+/// Who SIGUSR1's pause is recorded as made by.
+const SIGNAL_ACTOR: &str = "signal SIGUSR1";
+
+/// SIGUSR1 means "pause, hold everything". A signal that came while the daemon started (the
+/// handler is installed first thing in `main`, and keeps it) is acted on here, before any
+/// cycle is started; later ones as they come, until `stop`.
+async fn follow_pause_signal(
+    mut signal: tokio::signal::unix::Signal,
+    engine: Arc<Engine>,
+    stop: CancellationToken,
+) {
+    let pending = tokio::select! {
+        biased;
+        s = signal.recv() => s.is_some(),
+        () = std::future::ready(()) => false,
+    };
+    if pending {
+        hold_on_signal(&engine).await;
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                s = signal.recv() => if s.is_none() { return },
+            }
+            hold_on_signal(&engine).await;
+        }
+    });
+}
+
+async fn hold_on_signal(engine: &Engine) {
+    warn!("SIGUSR1: holding everything");
+    if let Err(e) = engine.set_mode(crate::plan::Mode::Hold, SIGNAL_ACTOR).await {
+        error!(error = %e, "SIGUSR1's pause");
+    }
 }
 
 /// How often a pause the ledger could not take is tried again.

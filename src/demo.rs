@@ -348,6 +348,7 @@ pub(crate) async fn run(
             dry_run: false,
             events: Some(tx),
             reload: None,
+            pause_signal: None,
         },
         shutdown.clone(),
     )

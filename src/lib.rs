@@ -110,6 +110,7 @@ mod http;
 pub mod killswitch;
 pub mod leader;
 pub mod ledger;
+pub mod listener;
 pub mod metrics;
 pub mod operator;
 pub mod plan;

@@ -9,6 +9,9 @@ use cosigner::config::LogFormat;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // First of all: SIGUSR1 means "pause, hold everything", and its default action would kill
+    // the process; from here on one that arrives is kept for the daemon to act on.
+    cli::install_pause_signal();
     // Before any secret is read: no core file, whatever LimitCORE says.
     let dumpable = cosigner::systemd::disable_core_dumps();
     let args = Cli::parse();

@@ -286,6 +286,8 @@ pub(crate) struct OperatorState {
     pub(crate) callbacks: Option<Callbacks>,
     /// In a pair: the lead; a standby refuses writes (409, naming the leader).
     pub(crate) lead: Option<crate::leader::Lead>,
+    /// Who a mode change is recorded as made by: "operator API", or "control socket".
+    pub(crate) by: &'static str,
 }
 
 impl OperatorState {
@@ -659,6 +661,22 @@ pub(crate) fn router(state: OperatorState) -> Router {
     .with_state(state)
 }
 
+/// The control socket's routes: pause, resume and status, with no key and no budget (the
+/// socket's file permissions, owner and group only, are its authentication; a TCP flood cannot
+/// reach it).
+pub(crate) fn control_router(state: OperatorState) -> Router {
+    Router::new()
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
+        .route("/v1/status", get(status))
+        .route_layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_requests,
+        ))
+        .fallback(not_found)
+        .with_state(state)
+}
+
 async fn not_found() -> ApiError {
     error(
         StatusCode::NOT_FOUND,
@@ -901,7 +919,7 @@ async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError
     s.refuse_on_standby()?;
     let stopped = s
         .engine
-        .set_mode(mode, "operator API")
+        .set_mode(mode, s.by)
         .await
         .map_err(|e| internal(e.to_string()))?;
     Ok(Json(json!({

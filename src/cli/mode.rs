@@ -2,20 +2,23 @@
 //! [`crate::killswitch::switch`], and what it did printed.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::{CmdResult, ConfigArg, Failure};
-use crate::killswitch::{self, Switched};
+use crate::killswitch::{self, Reach, Switched};
 use crate::plan::Mode;
 
 /// Arguments of `pause` and `resume`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "With no daemon running, the mode is written to the ledger and applies when \
-it starts. With the daemon running, the call goes to its operator API on http.listen, with the key \
-from --api-key-file or $COSIGNER_API_KEY. Either way the mode is stored in the ledger, so a restart \
-keeps it."
+it starts. With the daemon running, the call goes to its control socket when there is one (no key \
+needed; a TCP flood cannot block it), else to its operator API on http.listen, with the key from \
+--api-key-file or $COSIGNER_API_KEY. Either way the mode is stored in the ledger, so a restart \
+keeps it. Without a shell on the host's cosigner group: `systemctl kill --kill-whom=main -s SIGUSR1 \
+cosigner` holds everything too."
 )]
 pub struct PauseArgs {
     #[command(flatten)]
@@ -30,8 +33,8 @@ pub struct PauseArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "With no daemon running, normal mode is written to the ledger and applies when \
-it starts. With the daemon running, the call goes to its operator API on http.listen, with the key \
-from --api-key-file or $COSIGNER_API_KEY."
+it starts. With the daemon running, the call goes to its control socket when there is one, else to \
+its operator API on http.listen, with the key from --api-key-file or $COSIGNER_API_KEY."
 )]
 pub struct ResumeArgs {
     #[command(flatten)]
@@ -47,8 +50,16 @@ pub(crate) struct ModeTarget {
     /// Which configuration file.
     pub(crate) config: ConfigArg,
     /// File holding an operator API key (else $COSIGNER_API_KEY); needed while the daemon runs
+    /// and no control socket answers
     #[arg(long, value_name = "FILE")]
     pub(crate) api_key_file: Option<PathBuf>,
+    /// The daemon's control socket, and no other way [default: control.socket, else
+    /// $RUNTIME_DIRECTORY/control.socket, else /run/cosigner/control.socket, when it is there]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+    /// Give up on the daemon after this long, saying what did not answer
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
 }
 
 /// Runs `pause`: hold, or reject with --reject.
@@ -64,7 +75,11 @@ pub(crate) async fn resume(a: ResumeArgs) -> CmdResult {
 
 async fn set_mode(a: ModeTarget, mode: Mode) -> CmdResult {
     let cfg = a.config.load()?;
-    let switched = killswitch::switch(&cfg, mode, a.api_key_file.as_deref())
+    let reach = Reach {
+        socket: a.socket,
+        timeout: a.timeout,
+    };
+    let switched = killswitch::switch(&cfg, mode, a.api_key_file.as_deref(), &reach)
         .await
         .map_err(|e| {
             if e.is_usage() {
@@ -82,6 +97,11 @@ async fn set_mode(a: ModeTarget, mode: Mode) -> CmdResult {
         Switched::Live { addr } => println!(
             "mode {} in force now (running daemon on {addr})",
             mode.as_str()
+        ),
+        Switched::Socket { path } => println!(
+            "mode {} in force now (running daemon, control socket {})",
+            mode.as_str(),
+            path.display()
         ),
     }
     Ok(())

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::signals::{spawn_reload_handler, spawn_signal_handler};
+use super::signals::{spawn_reload_handler, spawn_signal_handler, take_pause_signal};
 use super::{CmdResult, ConfigArg, Failure, init_tracing};
 use crate::daemon::{self, DaemonError};
 
@@ -40,6 +40,7 @@ pub(crate) async fn run(a: RunArgs) -> CmdResult {
         dry_run: a.dry_run,
         events: None,
         reload: Some(reload.clone()),
+        pause_signal: take_pause_signal(),
     };
     if !a.once {
         let shutdown = CancellationToken::new();

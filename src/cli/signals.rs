@@ -1,6 +1,35 @@
 //! The stop and reload signals of the long-running commands (run, demo, sandbox).
 
+use std::sync::{Mutex, OnceLock};
+
 use tokio_util::sync::CancellationToken;
+
+/// SIGUSR1, installed first thing in `main` until `run` takes it.
+static PAUSE_SIGNAL: OnceLock<Mutex<Option<tokio::signal::unix::Signal>>> = OnceLock::new();
+
+/// Installs the SIGUSR1 handler ("pause, hold everything"): call it before anything else, on the
+/// runtime, since SIGUSR1's default action kills the process. A signal that arrives before the
+/// daemon is ready is kept, and acted on before its first cycle.
+pub fn install_pause_signal() {
+    let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
+    let kept = match signal {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("warning: cannot handle SIGUSR1 ({e}); pause through the operator API");
+            None
+        }
+    };
+    let _ = PAUSE_SIGNAL.set(Mutex::new(kept));
+}
+
+/// The SIGUSR1 handler [`install_pause_signal`] installed, for the daemon (once).
+pub(crate) fn take_pause_signal() -> Option<tokio::signal::unix::Signal> {
+    PAUSE_SIGNAL
+        .get()?
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+}
 
 /// Resolves when SIGINT or SIGTERM arrives.
 pub(crate) async fn shutdown_signal() {

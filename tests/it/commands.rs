@@ -12,7 +12,7 @@ use cosigner::config::{Config, Environment};
 use cosigner::cycle::PollSettings;
 use cosigner::domain::Action;
 use cosigner::explain::explain;
-use cosigner::killswitch::{SwitchError, Switched, switch};
+use cosigner::killswitch::{Reach, SwitchError, Switched, switch};
 use cosigner::ledger::Ledger;
 use cosigner::plan::{Mode, Plan};
 use cosigner::sandbox::Scenario;
@@ -179,7 +179,9 @@ async fn switching_with_no_daemon_records_the_mode_in_the_ledger_for_the_next_st
     let d = tempfile::tempdir().unwrap();
     let cfg_path = config_with_operator_key(d.path(), "http://127.0.0.1:9");
     let cfg = Config::load_with(&cfg_path, &Environment::default()).unwrap();
-    let done = switch(&cfg, Mode::Reject, None).await.unwrap();
+    let done = switch(&cfg, Mode::Reject, None, &Reach::default())
+        .await
+        .unwrap();
     assert_eq!(
         done,
         Switched::Recorded {
@@ -187,7 +189,9 @@ async fn switching_with_no_daemon_records_the_mode_in_the_ledger_for_the_next_st
         }
     );
     assert_eq!(recorded_mode(&cfg.ledger.path), Some(Mode::Reject));
-    switch(&cfg, Mode::Normal, None).await.unwrap();
+    switch(&cfg, Mode::Normal, None, &Reach::default())
+        .await
+        .unwrap();
     assert_eq!(recorded_mode(&cfg.ledger.path), Some(Mode::Normal));
 }
 
@@ -213,7 +217,9 @@ async fn switching_while_the_daemon_runs_goes_through_its_operator_api_with_the_
 
     let key_file = d.path().join("operator-key");
     write_private(&key_file, &format!("{KEY}\n"));
-    let done = switch(&cfg, Mode::Hold, Some(&key_file)).await.unwrap();
+    let done = switch(&cfg, Mode::Hold, Some(&key_file), &Reach::default())
+        .await
+        .unwrap();
     assert_eq!(
         done,
         Switched::Live {
@@ -226,7 +232,9 @@ async fn switching_while_the_daemon_runs_goes_through_its_operator_api_with_the_
     // A wrong key is refused by the daemon (exit 1), and the mode stays.
     let wrong = d.path().join("wrong-key");
     write_private(&wrong, "cos_not_a_key_at_all_0002");
-    let e = switch(&cfg, Mode::Normal, Some(&wrong)).await.unwrap_err();
+    let e = switch(&cfg, Mode::Normal, Some(&wrong), &Reach::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, SwitchError::Refused { status, .. } if status.as_u16() == 401)
             && !e.is_usage(),
@@ -238,7 +246,7 @@ async fn switching_while_the_daemon_runs_goes_through_its_operator_api_with_the_
     );
     // A key file others can read is refused before any call (exit 2), naming the file.
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let e = switch(&cfg, Mode::Normal, Some(&key_file))
+    let e = switch(&cfg, Mode::Normal, Some(&key_file), &Reach::default())
         .await
         .unwrap_err();
     assert!(
@@ -329,7 +337,9 @@ async fn explain_plans_from_the_ledger_what_the_daemon_did_and_reads_the_mode_it
     let cfg = write_config(dir.path(), &sb.url);
     std::fs::write(dir.path().join("policy.toml"), TREASURY_POLICY).unwrap();
     let cfg = Config::load_with(&cfg, &Environment::default()).unwrap();
-    switch(&cfg, Mode::Hold, None).await.unwrap();
+    switch(&cfg, Mode::Hold, None, &Reach::default())
+        .await
+        .unwrap();
     let e = explained(dir.path(), &item(TxId::new(9), HOT, TREASURY, "5", "195"));
     assert_eq!(e.mode, Mode::Hold);
     assert_eq!(e.plan.action(None), Action::Hold, "{:?}", e.plan);
