@@ -46,8 +46,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct Limits {
     /// Open connections at most.
     pub max_connections: usize,
-    /// A connection that sends no complete request head within this is closed (also between
-    /// requests on a kept-alive connection).
+    /// A connection that sends no complete request head within this is closed (each
+    /// connection carries one request).
     pub header_read_timeout: Duration,
 }
 
@@ -299,12 +299,17 @@ async fn drive<I>(
         }
     });
     let mut builder = http1::Builder::new();
-    // hyper starts the header-read timer each time it waits for a request head: on a new
-    // connection and between requests on a kept-alive one (hyper 1.x, `poll_read_head`).
+    // One request per connection (answered with `Connection: close`). hyper starts the
+    // header-read timer whenever it waits for a request head, between requests on a kept-alive
+    // connection too (hyper 1.x, `poll_read_head`), so an idle kept-alive connection would be
+    // closed by the server while a client may be sending on it: a client whose pooled
+    // connection outlived the timeout (or a daemon resumed after SIGSTOP) saw its pause fail
+    // with an incomplete message. Without keep-alive a client never reuses a connection, and
+    // no connection sits idle between requests holding a slot of the cap.
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(false);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
