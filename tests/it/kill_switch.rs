@@ -395,3 +395,140 @@ async fn an_approval_waiting_in_a_tls_handshake_does_not_leave_after_a_pause_ret
 async fn an_approval_waiting_in_connect_does_not_leave_after_a_reload_that_holds_it_returns() {
     an_approval_stalled_before_its_write(false, Change::Reload).await;
 }
+
+/// How the door treats the daemon's connections in one case of the property test.
+#[derive(Debug, Clone, Copy)]
+enum Road {
+    /// Every connection goes straight through.
+    Open,
+    /// After this many accepted connections, connects stall in a full listen queue.
+    SlowConnect(usize),
+    /// TLS, and after this many accepted connections, handshakes are held.
+    SlowTls(usize),
+    /// Every approve answered 503 at this rate (retries wait in backoff).
+    Failing(f64),
+}
+
+/// What the operator does in one case.
+#[derive(Debug, Clone, Copy)]
+enum Forbid {
+    Pause(Mode),
+    ReloadToHold,
+}
+
+fn road() -> impl proptest::strategy::Strategy<Value = Road> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Road::Open),
+        (1usize..=3).prop_map(Road::SlowConnect),
+        (1usize..=3).prop_map(Road::SlowTls),
+        prop_oneof![Just(0.5), Just(1.0)].prop_map(Road::Failing),
+    ]
+}
+
+fn forbid() -> impl proptest::strategy::Strategy<Value = Forbid> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Forbid::Pause(Mode::Hold)),
+        Just(Forbid::Pause(Mode::Reject)),
+        Just(Forbid::ReloadToHold),
+    ]
+}
+
+/// One case: `items` approvable withdrawals, a cycle under way on `road`, and `forbid` made
+/// `delay_ms` into it. No approval may reach the server after the call that forbade it returned,
+/// neither from that cycle (its connects, handshakes and backoffs released once the call
+/// returned) nor from the next.
+async fn forbidden_mid_cycle(
+    items: u64,
+    road: Road,
+    forbid: Forbid,
+    delay_ms: u64,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert;
+    let sb = start_sandbox(scenario(
+        (1..=items)
+            .map(|id| item(TxId::new(id), HOT, TREASURY, "5", "195"))
+            .collect(),
+    ))
+    .await;
+    let door = crate::door::Door::open(&sb.url, matches!(road, Road::SlowTls(_))).await;
+    door.close_after_answer();
+    match road {
+        Road::Open => {}
+        Road::SlowConnect(k) => door.stall_connects_after(k),
+        Road::SlowTls(k) => door.hold_handshakes_after(k),
+        Road::Failing(rate) => sb.sandbox.set_faults(cosigner::sandbox::Faults {
+            error_rate: rate,
+            error_paths: vec![cosigner::client::APPROVE.into()],
+            seed: delay_ms,
+            ..cosigner::sandbox::Faults::default()
+        }),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let e = std::sync::Arc::new(engine_with_client(
+        dir.path(),
+        door_client(&door),
+        APPROVE_TREASURY,
+        small_pages(),
+    ));
+    let cycle = tokio::spawn({
+        let e = e.clone();
+        async move { e.cycle_once().await }
+    });
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    match forbid {
+        Forbid::Pause(mode) => {
+            e.set_mode(mode, "property").await.unwrap();
+        }
+        Forbid::ReloadToHold => {
+            std::fs::write(dir.path().join("policy.toml"), "default = \"hold\"\n").unwrap();
+            e.reload_policy("property").await.unwrap();
+        }
+    }
+    let returned = std::time::SystemTime::now();
+    door.open_connects();
+    door.open_handshakes();
+    sb.sandbox.set_faults(cosigner::sandbox::Faults::default());
+    let out = tokio::time::timeout(Duration::from_secs(60), cycle).await;
+    prop_assert!(
+        out.is_ok(),
+        "the cycle did not end within 60 s; {}",
+        door.describe()
+    );
+    let next = tokio::time::timeout(Duration::from_secs(60), e.cycle_once()).await;
+    prop_assert!(next.is_ok(), "the next cycle did not end within 60 s");
+    let late = approvals_after(&door, returned);
+    prop_assert!(
+        late.is_empty(),
+        "{forbid:?} returned; approvals reached the server after it: {late:?}; {}",
+        door.describe()
+    );
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 24,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Random interleavings of pauses (hold and reject), reloads, slow connects, slow TLS
+    /// handshakes and 503s: the door's kernel timestamps show no approval arriving after the
+    /// call that forbade it returned.
+    #[test]
+    fn no_approval_reaches_the_server_after_the_call_that_forbids_it_returns(
+        items in 1u64..=5,
+        road in road(),
+        forbid in forbid(),
+        delay_ms in 0u64..400,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(forbidden_mid_cycle(items, road, forbid, delay_ms))?;
+    }
+}
