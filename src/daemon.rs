@@ -111,8 +111,8 @@ pub struct Options {
     pub(crate) events: Option<mpsc::UnboundedSender<DecisionEvent>>,
     /// Notified to reload the policy (SIGHUP).
     pub(crate) reload: Option<Arc<Notify>>,
-    /// SIGUSR1, installed first thing in `main`: each one puts hold-all in force.
-    pub(crate) pause_signal: Option<tokio::signal::unix::Signal>,
+    /// How many SIGUSR1 arrived since `main` started: each one puts hold-all in force.
+    pub(crate) pause_signal: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// The pieces a run is made of, built and checked before anything runs.
@@ -146,8 +146,8 @@ pub struct Parts {
     pub(crate) limits: crate::listener::Limits,
     /// The control socket, once bound, and its path (removed at exit).
     pub(crate) control_socket: Option<(tokio::net::UnixListener, std::path::PathBuf)>,
-    /// SIGUSR1: hold-all.
-    pub(crate) pause_signal: Option<tokio::signal::unix::Signal>,
+    /// SIGUSR1's count: hold-all.
+    pub(crate) pause_signal: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Parts {
@@ -736,27 +736,22 @@ pub async fn run_with(
 /// Who SIGUSR1's pause is recorded as made by.
 const SIGNAL_ACTOR: &str = "signal SIGUSR1";
 
-/// SIGUSR1 means "pause, hold everything". A signal that came while the daemon started (the
-/// handler is installed first thing in `main`, and keeps it) is acted on here, before any
-/// cycle is started; later ones as they come, until `stop`.
+/// SIGUSR1 means "pause, hold everything". `signals` counts every one from the first thing
+/// `main` does: one that came while the daemon started is acted on here, before any cycle is
+/// started; later ones as they come, until `stop`.
 async fn follow_pause_signal(
-    mut signal: tokio::signal::unix::Signal,
+    mut signals: tokio::sync::watch::Receiver<u64>,
     engine: Arc<Engine>,
     stop: CancellationToken,
 ) {
-    let pending = tokio::select! {
-        biased;
-        s = signal.recv() => s.is_some(),
-        () = std::future::ready(()) => false,
-    };
-    if pending {
+    if *signals.borrow_and_update() > 0 {
         hold_on_signal(&engine).await;
     }
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                s = signal.recv() => if s.is_none() { return },
+                changed = signals.changed() => if changed.is_err() { return },
             }
             hold_on_signal(&engine).await;
         }

@@ -4,16 +4,25 @@ use std::sync::{Mutex, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
-/// SIGUSR1, installed first thing in `main` until `run` takes it.
-static PAUSE_SIGNAL: OnceLock<Mutex<Option<tokio::signal::unix::Signal>>> = OnceLock::new();
+/// How many SIGUSR1 have arrived, counted from the moment `main` installed the handler until
+/// `run` takes the receiver.
+static PAUSE_SIGNAL: OnceLock<Mutex<Option<tokio::sync::watch::Receiver<u64>>>> = OnceLock::new();
 
 /// Installs the SIGUSR1 handler ("pause, hold everything"): call it before anything else, on the
-/// runtime, since SIGUSR1's default action kills the process. A signal that arrives before the
-/// daemon is ready is kept, and acted on before its first cycle.
+/// runtime, since SIGUSR1's default action kills the process. A task counts every SIGUSR1 from
+/// then on, so that one arriving while the daemon starts is seen before its first cycle (a
+/// `Signal` polled only then might not have been told of it yet).
 pub fn install_pause_signal() {
-    let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
-    let kept = match signal {
-        Ok(s) => Some(s),
+    let kept = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+        Ok(mut signal) => {
+            let (count, seen) = tokio::sync::watch::channel(0u64);
+            tokio::spawn(async move {
+                while signal.recv().await.is_some() {
+                    count.send_modify(|n| *n += 1);
+                }
+            });
+            Some(seen)
+        }
         Err(e) => {
             eprintln!("warning: cannot handle SIGUSR1 ({e}); pause through the operator API");
             None
@@ -22,8 +31,8 @@ pub fn install_pause_signal() {
     let _ = PAUSE_SIGNAL.set(Mutex::new(kept));
 }
 
-/// The SIGUSR1 handler [`install_pause_signal`] installed, for the daemon (once).
-pub(crate) fn take_pause_signal() -> Option<tokio::signal::unix::Signal> {
+/// The count of SIGUSR1 [`install_pause_signal`] keeps, for the daemon (once).
+pub(crate) fn take_pause_signal() -> Option<tokio::sync::watch::Receiver<u64>> {
     PAUSE_SIGNAL
         .get()?
         .lock()

@@ -41,14 +41,21 @@ impl Daemon {
     /// Starts the daemon (under `prlimit --nofile=1024:1024` when `limit_fds`) with `http_extra`
     /// appended to its `[http]` section, and waits until `/healthz` answers.
     async fn start(http_extra: &str, limit_fds: bool) -> Self {
-        let d = Self::spawn(http_extra, limit_fds);
+        let d = Self::spawn(http_extra, limit_fds, &[]).await;
         d.wait_healthy().await;
         d
     }
 
-    /// Starts the daemon without waiting for it.
-    fn spawn(http_extra: &str, limit_fds: bool) -> Self {
+    /// Starts the daemon, with `listed` already pending in its sandbox, without waiting for it.
+    async fn spawn(http_extra: &str, limit_fds: bool, listed: &[u64]) -> Self {
         let sandbox = spawn_sandbox(&[]);
+        for id in listed {
+            post_pending(
+                &sandbox.url,
+                vec![item(TxId::new(*id), HOT, TREASURY, "1", "195")],
+            )
+            .await;
+        }
         let dir = tempfile::tempdir().unwrap();
         let cfg = write_config(dir.path(), &sandbox.url);
         std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
@@ -68,6 +75,9 @@ impl Daemon {
         ));
         std::fs::write(&cfg, text).unwrap();
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        // Built before the daemon starts: loading the CA certificates takes longer than the
+        // daemon's start, which a test may need to catch.
+        let http = reqwest::Client::new();
         let mut cmd = if limit_fds {
             let mut c = std::process::Command::new("prlimit");
             c.arg("--nofile=1024:1024")
@@ -94,7 +104,7 @@ impl Daemon {
             cfg,
             dir,
             sandbox,
-            http: reqwest::Client::new(),
+            http,
         }
     }
 
@@ -316,11 +326,12 @@ async fn through_1100_idle_connections_a_pause_over_the_control_socket_is_in_for
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr1_during_start_holds_everything_is_recorded_and_approves_nothing() {
-    let mut d = Daemon::spawn("", false);
     // Listed before the daemon starts: its first cycle must already be under the signal.
-    d.list(1).await;
+    let mut d = Daemon::spawn("", false, &[1]).await;
     let pid = d.pid();
-    // Sent as soon as the process catches SIGUSR1 (its default action would kill it).
+    // Sent the moment the process catches SIGUSR1 (its default action would kill it), by a
+    // system call from a tight loop: the daemon takes some 50 ms to start, and `kill(1)` or a
+    // sleeping loop would often send it after the first cycle.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -333,9 +344,10 @@ async fn sigusr1_during_start_holds_everything_is_recorded_and_approves_nothing(
             break;
         }
         assert!(Instant::now() < deadline, "SIGUSR1 never caught");
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        std::hint::spin_loop();
     }
-    signal(pid, "-USR1");
+    let target = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGUSR1).unwrap();
     d.wait_healthy().await;
     assert!(d.child.try_wait().unwrap().is_none(), "SIGUSR1 killed it");
     wait_until("hold-all in force", Duration::from_secs(10), || async {
@@ -346,7 +358,8 @@ async fn sigusr1_during_start_holds_everything_is_recorded_and_approves_nothing(
     assert_eq!(
         (decision["action"].as_str(), decision["rule"].as_str()),
         (Some("hold"), Some("(paused)")),
-        "{decision}"
+        "{decision}\n{}",
+        d.log()
     );
 
     // Once running: resume, then SIGUSR1 again.
