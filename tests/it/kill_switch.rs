@@ -245,11 +245,12 @@ fn door_client(door: &crate::door::Door) -> cosigner::client::ClientConfig {
     c
 }
 
-/// The approve requests that reached the door after `t`.
+/// The approvals (status 1 on the approve path, which carries rejects too) that reached the
+/// door after `t`.
 fn approvals_after(door: &crate::door::Door, t: std::time::SystemTime) -> Vec<String> {
     door.arrivals()
         .into_iter()
-        .filter(|a| a.path == cosigner::client::APPROVE && a.at > t)
+        .filter(|a| a.path == cosigner::client::APPROVE && a.at > t && a.json()["status"] == 1)
         .map(|a| {
             format!(
                 "{} at +{:?}",
@@ -436,13 +437,14 @@ fn forbid() -> impl proptest::strategy::Strategy<Value = Forbid> {
 }
 
 /// One case: `items` approvable withdrawals, a cycle under way on `road`, and `forbid` made
-/// `delay_ms` into it. No approval may reach the server after the call that forbade it returned,
+/// `delay_ms` into it (`stalled`: after an approval is held on the road). No approval may reach the server after the call that forbade it returned,
 /// neither from that cycle (its connects, handshakes and backoffs released once the call
-/// returned) nor from the next.
+/// returned) nor from the next, but those the call counted as already written.
 async fn forbidden_mid_cycle(
     items: u64,
     road: Road,
     forbid: Forbid,
+    stalled: bool,
     delay_ms: u64,
 ) -> Result<(), proptest::test_runner::TestCaseError> {
     use proptest::prop_assert;
@@ -476,16 +478,38 @@ async fn forbidden_mid_cycle(
         let e = e.clone();
         async move { e.cycle_once().await }
     });
-    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-    match forbid {
-        Forbid::Pause(mode) => {
-            e.set_mode(mode, "property").await.unwrap();
-        }
-        Forbid::ReloadToHold => {
-            std::fs::write(dir.path().join("policy.toml"), "default = \"hold\"\n").unwrap();
-            e.reload_policy("property").await.unwrap();
+    if stalled {
+        // Once an approval waits where the road holds it (in connect, in the handshake, or
+        // with one attempt answered 503 and the next in backoff), or the cycle has ended.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !cycle.is_finished() && tokio::time::Instant::now() < deadline {
+            let held = match road {
+                Road::SlowConnect(_) => door.a_client_connect_is_waiting(),
+                Road::SlowTls(_) => door.a_handshake_is_held(),
+                Road::Open | Road::Failing(_) => door
+                    .arrivals()
+                    .iter()
+                    .any(|a| a.path == cosigner::client::APPROVE),
+            };
+            if held {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    let stopped = match forbid {
+        Forbid::Pause(mode) => e.set_mode(mode, "property").await.unwrap(),
+        Forbid::ReloadToHold => {
+            let hold = cosigner::policy::parse(
+                "default = \"hold\"\n",
+                &dir.path().join("policy.toml"),
+                &|_| unreachable!(),
+            )
+            .unwrap();
+            e.replace_policy(std::sync::Arc::new(hold))
+        }
+    };
     let returned = std::time::SystemTime::now();
     door.open_connects();
     door.open_handshakes();
@@ -498,10 +522,18 @@ async fn forbidden_mid_cycle(
     );
     let next = tokio::time::timeout(Duration::from_secs(60), e.cycle_once()).await;
     prop_assert!(next.is_ok(), "the next cycle did not end within 60 s");
+    // A request whose bytes were handed to the kernel before the change (its connect done as
+    // far as the client could tell, the server's queue still full) may be retransmitted into
+    // the server after it: the change says so in `already_written`. Nothing else may arrive.
     let late = approvals_after(&door, returned);
     prop_assert!(
-        late.is_empty(),
-        "{forbid:?} returned; approvals reached the server after it: {late:?}; {}",
+        late.len() <= stopped.already_written,
+        "{forbid:?} returned ({stopped:?}); approvals reached the server after it: {late:?}; {}",
+        door.describe()
+    );
+    prop_assert!(
+        sb.sandbox.stats().conflicts == 0,
+        "{forbid:?}: the server saw a second decision for an id; {}",
         door.describe()
     );
     Ok(())
@@ -509,7 +541,7 @@ async fn forbidden_mid_cycle(
 
 proptest::proptest! {
     #![proptest_config(proptest::test_runner::Config {
-        cases: 24,
+        cases: 32,
         failure_persistence: None,
         ..proptest::test_runner::Config::default()
     })]
@@ -522,6 +554,7 @@ proptest::proptest! {
         items in 1u64..=5,
         road in road(),
         forbid in forbid(),
+        stalled in proptest::bool::weighted(0.7),
         delay_ms in 0u64..400,
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -529,6 +562,6 @@ proptest::proptest! {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(forbidden_mid_cycle(items, road, forbid, delay_ms))?;
+        rt.block_on(forbidden_mid_cycle(items, road, forbid, stalled, delay_ms))?;
     }
 }
