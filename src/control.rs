@@ -8,6 +8,11 @@
 //! stays in force, is kept in the pause file (fsynced, honoured at start), and is recorded as
 //! soon as the ledger takes it, before any decision is recorded. A resume is recorded first and
 //! then put in force, unless a pause came in meanwhile (the pause stays).
+//!
+//! In a pair, any member accepts a pause, and records it in the shared ledger (the fencing
+//! trigger lets a pause through from any epoch); the leader adopts a recorded pause it does not
+//! hold with every confirmation of its lead and at the start of every cycle
+//! ([`Control::adopt_recorded`]), so a pause sent to a standby binds the pair.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -260,6 +265,34 @@ impl Control {
             self.remove_pause_file();
         }
         Ok(())
+    }
+
+    /// The leader of a pair, with the latest recorded mode (`latest`: the newest mode record's
+    /// detail) at each confirmation of its lead and each cycle: puts in force a recorded pause
+    /// that is not in force here (another member recorded it). A recorded normal mode changes
+    /// nothing: only this instance's own resume (or a takeover's restore) lifts a pause, and a
+    /// pause this instance holds unrecorded gives way only to a stricter one. Returns whether
+    /// it changed the mode in force.
+    pub(crate) fn adopt_recorded(&self, latest: Option<&str>) -> bool {
+        let recorded = Mode::from_latest_event(latest);
+        if recorded == Mode::Normal {
+            return false;
+        }
+        let stopped = {
+            let mut book = self.book();
+            let now = self.mode();
+            if now == recorded || (book.unrecorded.is_some() && !recorded.stricter_than(now)) {
+                return false;
+            }
+            self.put(&mut book, recorded)
+        };
+        warn!(
+            mode = recorded.as_str(),
+            stopped = stopped.stopped,
+            already_written = stopped.already_written,
+            "kill switch thrown by another member of the pair (recorded in the shared ledger): in force here now"
+        );
+        true
     }
 
     /// At start, and when this instance takes the lead of a pair: puts in force the stricter of

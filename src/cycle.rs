@@ -421,6 +421,10 @@ impl Engine {
     /// Puts `mode` in force (see `Control`): a pause at once, for the page being decided and
     /// every attempt not yet on the wire, then recorded (`Err(NotRecorded)`: in force, kept in
     /// the pause file, recorded as soon as the ledger takes it); a resume once recorded.
+    ///
+    /// In a pair, a pause recorded by a member that is not the current leader returns once it
+    /// binds the pair: after [`crate::leader::CURRENT_FOR`], by which time the leader has
+    /// either adopted it (its next confirmation reads it) or stopped counting itself current.
     pub async fn set_mode(&self, mode: Mode, actor: &str) -> Result<Stopped, ModeError> {
         match mode {
             Mode::Normal => self
@@ -428,7 +432,21 @@ impl Engine {
                 .resume(actor)
                 .await
                 .map(|()| Stopped::default()),
-            pause => self.control.pause(pause, actor).await,
+            pause => {
+                let stopped = self.control.pause(pause, actor).await?;
+                if let Some(lead) = &self.lead
+                    && let Err(why) = lead.current()
+                {
+                    tracing::info!(
+                        mode = pause.as_str(),
+                        reason = %why,
+                        wait_ms = u64::try_from(crate::leader::CURRENT_FOR.as_millis()).unwrap_or(u64::MAX),
+                        "pause recorded by a member that does not lead: waiting until it binds the leader"
+                    );
+                    tokio::time::sleep(crate::leader::CURRENT_FOR).await;
+                }
+                Ok(stopped)
+            }
         }
     }
 
@@ -572,6 +590,16 @@ impl Engine {
 
     async fn cycle_inner(&self, started: Instant) -> Result<CycleOutcome, CycleError> {
         self.leading().map_err(CycleError::NotLeading)?;
+        if self.lead.is_some() {
+            // A pause another member of the pair recorded binds this cycle (the lead's
+            // confirmations adopt it too, every 500 ms).
+            let latest = self
+                .ledger
+                .latest_event("mode")
+                .await
+                .map_err(CycleError::Ledger)?;
+            self.control.adopt_recorded(latest.as_deref());
+        }
         let listing = match self.list_all().await {
             Ok(l) => l,
             Err(e) => {

@@ -273,6 +273,17 @@ pub async fn build(
     } else {
         None
     };
+    if let Some(lead) = &lead {
+        // The leader holds a pause another member recorded from its next confirmation on.
+        // Weak: the control reaches the lead through the client's attempt permit, and a strong
+        // reference back would keep a dropped daemon's lead (and its lock) alive.
+        let control = Arc::downgrade(engine.control());
+        lead.on_recorded_mode(Box::new(move |latest| {
+            if let Some(control) = control.upgrade() {
+                control.adopt_recorded(latest);
+            }
+        }));
+    }
     let reload = opts.reload.unwrap_or_default();
     if !schema_ahead {
         // A member that never leads reads no mode: a takeover reads it.
@@ -391,7 +402,9 @@ async fn open_pair(
 /// it records first. When the recorded mode cannot be read, or a pause it holds cannot be
 /// recorded, this instance does not lead (an old leader's pause, or its own, would be lost
 /// to the pair): it stands down, and takes the lead again, reading the mode afresh, once the
-/// database answers.
+/// database answers. Then it waits out the longest an old leader may still count itself current
+/// ([`crate::leader::TAKEOVER_WAIT`] from the epoch's move) before it records the policy and
+/// makes its first attempt.
 async fn take_over(engine: &Engine, lead: &Lead, epoch: i64) -> Result<(), LedgerError> {
     lead.set_epoch(epoch);
     engine.wake_submissions();
@@ -414,6 +427,8 @@ async fn take_over(engine: &Engine, lead: &Lead, epoch: i64) -> Result<(), Ledge
         }
         Ok(_) => {}
     }
+    // Before the policy's record: only a leader past the wait counts as leading.
+    lead.settle(epoch).await;
     if let Err(e) = engine.note_policy_loaded("takeover").await {
         warn!(error = %e, "the policy in force could not be recorded at takeover");
     }

@@ -7,6 +7,17 @@
 //! lock of a frozen or vanished leader, which by then has stopped counting itself current:
 //! [`Leadership::is_current`] is true only within 2 s of a confirmation, by the monotonic clock.
 //!
+//! One current leader at a time: an old leader may count itself current for up to
+//! [`CURRENT_FOR`] after its last confirmation, and that confirmation may have taken up to
+//! [`HEARTBEAT_TIMEOUT`]; so a new leader, once it has moved the epoch on, waits out
+//! [`TAKEOVER_WAIT`] (their sum) before its first attempt ([`Lead::current`] refuses until then).
+//!
+//! Every confirmation also reads the latest recorded mode and hands it to the hook set by
+//! [`Leadership::on_recorded_mode`] before the confirmation counts: a pause another member
+//! recorded binds the leader at its next confirmation, or stops it counting itself current
+//! within [`CURRENT_FOR`]. So a pause recorded by any member binds the pair once
+//! [`CURRENT_FOR`] has passed since it was recorded.
+//!
 //! Pairs upgrade one member at a time. A member leads only on the schema it opened (the one its
 //! binary knows, which it brought the ledger to): before taking the lead and with every
 //! confirmation it reads the schema version, and on any other version (a newer cosigner applied
@@ -29,7 +40,12 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 /// How long a confirmation may take before the leader steps down.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long after its last confirmation the leader still counts itself current.
-const CURRENT_FOR: Duration = Duration::from_secs(2);
+pub(crate) const CURRENT_FOR: Duration = Duration::from_secs(2);
+/// How long a new leader waits, once it has moved the epoch on, before its first attempt: the
+/// longest an old leader may still count itself current (its confirmation window plus the time
+/// its last confirmation may have taken).
+pub(crate) const TAKEOVER_WAIT: Duration =
+    Duration::from_secs(CURRENT_FOR.as_secs() + HEARTBEAT_TIMEOUT.as_secs());
 /// How often a standby tries to take the lead.
 const RETRY: Duration = Duration::from_secs(1);
 /// The session settings of the lock connection. The server closes a session idle for 5 s (a
@@ -90,17 +106,34 @@ pub(crate) fn outdated_text(found: i32) -> String {
     }
 }
 
+/// What the leader does with the latest recorded mode (the detail of the newest `mode` record,
+/// `None` when there is none) at each confirmation, before the confirmation counts.
+pub(crate) type ModeHook = Box<dyn Fn(Option<&str>) + Send + Sync>;
+
 /// Taking and holding the lead; dropping it gives the lead up.
-#[derive(Debug)]
 pub struct Leadership {
     role: watch::Receiver<Role>,
     confirmed: Arc<Mutex<Option<(i64, Instant)>>>,
+    /// The epoch last taken, and the moment before which it may not act (see
+    /// [`TAKEOVER_WAIT`]).
+    settles: Arc<Mutex<Option<(i64, Instant)>>>,
+    /// Set once the engine exists; see [`Leadership::on_recorded_mode`].
+    mode_hook: Arc<std::sync::OnceLock<ModeHook>>,
     /// Tells the contending task to give the lead up (see [`Leadership::stand_down`]).
     give_up: Arc<watch::Sender<u64>>,
     /// The sender, so that [`Leadership::stand_down`] publishes the standby role at once.
     tx: Arc<watch::Sender<Role>>,
     name: String,
     _task: AbortOnDropHandle<()>,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("role", &*self.role.borrow())
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Leadership {
@@ -119,18 +152,26 @@ impl Leadership {
         let (tx, role) = watch::channel(Role::Standby { leader: None });
         let tx = Arc::new(tx);
         let confirmed = Arc::new(Mutex::new(None));
+        let settles = Arc::new(Mutex::new(None));
+        let mode_hook = Arc::new(std::sync::OnceLock::new());
         let give_up = Arc::new(watch::Sender::new(0));
         let task = tokio::spawn(contend(
             target,
             name.clone(),
             opened,
-            Arc::clone(&tx),
-            Arc::clone(&confirmed),
-            Arc::clone(&give_up),
+            Shared {
+                tx: Arc::clone(&tx),
+                confirmed: Arc::clone(&confirmed),
+                settles: Arc::clone(&settles),
+                mode_hook: Arc::clone(&mode_hook),
+                give_up: Arc::clone(&give_up),
+            },
         ));
         Self {
             role,
             confirmed,
+            settles,
+            mode_hook,
             give_up,
             tx,
             name,
@@ -142,6 +183,22 @@ impl Leadership {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Sets what the leader does with the latest recorded mode at each confirmation, before
+    /// the confirmation counts (once; a second hook is ignored).
+    pub(crate) fn on_recorded_mode(&self, hook: ModeHook) {
+        let _ = self.mode_hook.set(hook);
+    }
+
+    /// While this instance leads at `epoch` and has not yet waited out [`TAKEOVER_WAIT`] since
+    /// it moved the epoch on: how long is left.
+    #[must_use]
+    pub fn settling(&self, epoch: i64) -> Option<Duration> {
+        let (e, at) = (*self.settles.lock().unwrap_or_else(|p| p.into_inner()))?;
+        (e == epoch)
+            .then(|| at.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
     }
 
     /// Gives the lead up at once (a write was refused as fenced: another instance took over):
@@ -316,17 +373,33 @@ enum Lost {
     Outdated(i32),
 }
 
+/// What the contending task shares with its [`Leadership`].
+struct Shared {
+    tx: Arc<watch::Sender<Role>>,
+    confirmed: Arc<Mutex<Option<(i64, Instant)>>>,
+    settles: Arc<Mutex<Option<(i64, Instant)>>>,
+    mode_hook: Arc<std::sync::OnceLock<ModeHook>>,
+    give_up: Arc<watch::Sender<u64>>,
+}
+
+/// The heartbeat: the epoch, the schema version and the latest recorded mode, in one
+/// statement (one snapshot).
+const BEAT: &str = "SELECT epoch, (SELECT max(version) FROM cosigner_schema),
+  (SELECT detail FROM events WHERE kind = 'mode' ORDER BY seq DESC LIMIT 1)
+  FROM cosigner_leader WHERE id = 1";
+
 /// Confirms `epoch`, and the schema this instance opened, on the lock connection every
-/// [`HEARTBEAT`] until that fails; returns why.
+/// [`HEARTBEAT`] until that fails; returns why. Each confirmation hands the latest recorded
+/// mode to the mode hook before it counts.
 async fn hold(
     client: &tokio_postgres::Client,
     epoch: i64,
     opened: Option<i32>,
-    confirmed: &Mutex<Option<(i64, Instant)>>,
-    give_up: &watch::Sender<u64>,
+    shared: &Shared,
 ) -> Lost {
+    let confirmed = &shared.confirmed;
     // Only a stand-down asked for from now on counts.
-    let mut give_up = give_up.subscribe();
+    let mut give_up = shared.give_up.subscribe();
     give_up.mark_unchanged();
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -341,20 +414,23 @@ async fn hold(
         }
         // The time the question left: the answer says nothing of any earlier moment.
         let asked = Instant::now();
-        let beat = tokio::time::timeout(
-            HEARTBEAT_TIMEOUT,
-            client.query_one(
-                "SELECT epoch, (SELECT max(version) FROM cosigner_schema) FROM cosigner_leader WHERE id = 1",
-                &[],
-            ),
-        )
-        .await;
+        let beat = tokio::time::timeout(HEARTBEAT_TIMEOUT, client.query_one(BEAT, &[])).await;
         match beat {
             Ok(Ok(row)) => match (row.try_get::<_, i64>(0), row.try_get::<_, Option<i32>>(1)) {
                 (Ok(_), Ok(found)) if found != opened => {
                     return Lost::Outdated(found.unwrap_or(0));
                 }
                 (Ok(e), Ok(_)) if e == epoch => {
+                    let mode = match row.try_get::<_, Option<String>>(2) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            return Lost::Why(format!("the recorded mode cannot be read: {e}"));
+                        }
+                    };
+                    // The mode first: a confirmation counts only once what it read is in force.
+                    if let Some(hook) = shared.mode_hook.get() {
+                        hook(mode.as_deref());
+                    }
                     if let Ok(mut c) = confirmed.lock() {
                         *c = Some((epoch, asked));
                     }
@@ -377,14 +453,8 @@ async fn hold(
     }
 }
 
-async fn contend(
-    target: PgTarget,
-    name: String,
-    opened: Option<i32>,
-    tx: Arc<watch::Sender<Role>>,
-    confirmed: Arc<Mutex<Option<(i64, Instant)>>>,
-    give_up: Arc<watch::Sender<u64>>,
-) {
+async fn contend(target: PgTarget, name: String, opened: Option<i32>, shared: Shared) {
+    let (tx, confirmed) = (&shared.tx, &shared.confirmed);
     let application_name = format!("cosigner leader {name}");
     loop {
         let client = match tokio::time::timeout(
@@ -396,20 +466,20 @@ async fn contend(
             Ok(Ok(client)) => client,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot reach the ledger database to contend for the lead");
-                standby(&tx, None);
+                standby(tx, None);
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
             Err(_) => {
                 tracing::warn!("connecting to the ledger database timed out");
-                standby(&tx, None);
+                standby(tx, None);
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
         };
         if let Err(e) = client.batch_execute(SESSION).await {
             tracing::warn!(error = %e, "cannot set up the lock connection");
-            standby(&tx, None);
+            standby(tx, None);
             tokio::time::sleep(RETRY).await;
             continue;
         }
@@ -419,36 +489,48 @@ async fn contend(
             let asked = Instant::now();
             match tokio::time::timeout(HEARTBEAT_TIMEOUT, try_lead(&client, &name, opened)).await {
                 Ok(Ok(Attempt::Took(epoch))) => {
+                    // Measured from the answer, which came after the epoch moved on.
+                    let settles = Instant::now() + TAKEOVER_WAIT;
+                    *shared.settles.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((epoch, settles));
                     if let Ok(mut c) = confirmed.lock() {
                         *c = Some((epoch, asked));
                     }
                     tx.send_replace(Role::Leader { epoch });
-                    tracing::info!(epoch, name = %name, "leading");
-                    match hold(&client, epoch, opened, &confirmed, &give_up).await {
+                    tracing::info!(
+                        epoch,
+                        name = %name,
+                        wait_ms = u64::try_from(TAKEOVER_WAIT.as_millis()).unwrap_or(u64::MAX),
+                        "leading: the epoch moved on; no attempt before the old leader's \
+                         confirmation window ({} s) and heartbeat timeout ({} s) have passed",
+                        CURRENT_FOR.as_secs(),
+                        HEARTBEAT_TIMEOUT.as_secs()
+                    );
+                    match hold(&client, epoch, opened, &shared).await {
                         Lost::Why(why) => {
-                            step_down(&tx, &confirmed);
+                            step_down(tx, confirmed);
                             tracing::warn!(epoch, reason = %why, "lead lost: standing by");
                         }
-                        Lost::Outdated(found) => outdated(&tx, &confirmed, found, None),
+                        Lost::Outdated(found) => outdated(tx, confirmed, found, None),
                     }
                     break;
                 }
                 Ok(Ok(Attempt::Outdated(found, leader))) => {
-                    outdated(&tx, &confirmed, found, leader);
+                    outdated(tx, confirmed, found, leader);
                     tokio::time::sleep(RETRY).await;
                 }
                 Ok(Ok(Attempt::Held(leader))) => {
-                    standby(&tx, leader);
+                    standby(tx, leader);
                     tokio::time::sleep(RETRY).await;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot contend for the lead");
-                    standby(&tx, None);
+                    standby(tx, None);
                     break;
                 }
                 Err(_) => {
                     tracing::warn!("contending for the lead timed out");
-                    standby(&tx, None);
+                    standby(tx, None);
                     break;
                 }
             }
@@ -478,6 +560,20 @@ pub enum NotLeading {
     Outdated {
         /// The schema version the ledger has.
         found: i32,
+    },
+    /// It has just taken the lead and waits out the time an old leader may still count itself
+    /// current (see [`TAKEOVER_WAIT`]).
+    #[error(
+        "the lead was taken at epoch {epoch} {} ms ago; no attempt before an old leader has \
+         stopped counting itself current ({} ms left)",
+        TAKEOVER_WAIT.as_millis().saturating_sub(u128::from(*.left_ms)),
+        .left_ms
+    )]
+    Settling {
+        /// The epoch taken.
+        epoch: i64,
+        /// How long is left, in ms.
+        left_ms: u64,
     },
     /// The lead's epoch is not the one the ledger writes with (a takeover being set up).
     #[error("the ledger writes at epoch {ledger}, the lead is at epoch {lead}")]
@@ -517,7 +613,13 @@ impl Lead {
     /// The epoch while this instance may decide and send; else why not.
     pub(crate) fn current(&self) -> Result<i64, NotLeading> {
         match self.leadership.is_current() {
-            Some(epoch) if epoch == self.ledger.epoch() => Ok(epoch),
+            Some(epoch) if epoch == self.ledger.epoch() => match self.leadership.settling(epoch) {
+                None => Ok(epoch),
+                Some(left) => Err(NotLeading::Settling {
+                    epoch,
+                    left_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
+                }),
+            },
             Some(epoch) => Err(NotLeading::EpochMismatch {
                 lead: epoch,
                 ledger: self.ledger.epoch(),
@@ -560,6 +662,28 @@ impl Lead {
     pub(crate) fn stand_down(&self) {
         self.leadership.stand_down();
     }
+
+    /// See [`Leadership::on_recorded_mode`].
+    pub(crate) fn on_recorded_mode(&self, hook: ModeHook) {
+        self.leadership.on_recorded_mode(hook);
+    }
+
+    /// At a takeover at `epoch`: waits out what is left of [`TAKEOVER_WAIT`], saying so.
+    pub(crate) async fn settle(&self, epoch: i64) {
+        let Some(left) = self.leadership.settling(epoch) else {
+            return;
+        };
+        tracing::info!(
+            epoch,
+            left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            "took the lead: waiting out the longest an old leader may still count itself current \
+             (its confirmation window {} s + heartbeat timeout {} s from the epoch's move) before \
+             the first attempt",
+            CURRENT_FOR.as_secs(),
+            HEARTBEAT_TIMEOUT.as_secs()
+        );
+        tokio::time::sleep(left).await;
+    }
 }
 
 #[cfg(test)]
@@ -573,6 +697,8 @@ mod tests {
         Leadership {
             role,
             confirmed: Arc::new(Mutex::new(confirmed)),
+            settles: Arc::new(Mutex::new(None)),
+            mode_hook: Arc::new(std::sync::OnceLock::new()),
             give_up: Arc::new(watch::Sender::new(0)),
             tx: Arc::new(tx),
             name: "host-a".into(),
@@ -634,6 +760,21 @@ mod tests {
             lead(other, 4).current(),
             Err(NotLeading::Unconfirmed { epoch: 5 })
         );
+    }
+
+    #[tokio::test]
+    async fn a_lead_just_taken_is_not_current_until_the_takeover_wait_has_passed() {
+        let l = leading_at(5);
+        let settles = Instant::now() + Duration::from_millis(300);
+        *l.settles.lock().unwrap() = Some((5, settles));
+        let lead = lead(l, 5);
+        match lead.current() {
+            Err(NotLeading::Settling { epoch: 5, left_ms }) => assert!(left_ms <= 300, "{left_ms}"),
+            other => panic!("{other:?}"),
+        }
+        lead.settle(5).await;
+        assert!(Instant::now() >= settles);
+        assert_eq!(lead.current(), Ok(5));
     }
 
     #[tokio::test]

@@ -313,6 +313,17 @@ impl OperatorState {
             )
         })
     }
+    /// `Ok` unless this member of a pair stands by for a schema other than the one it opened
+    /// (it writes nothing, so a pause here would bind nothing): then 409, naming the leader.
+    fn refuse_on_other_schema(&self) -> Result<(), ApiError> {
+        match &self.lead {
+            Some(lead) if matches!(lead.role(), crate::leader::Role::Outdated { .. }) => {
+                self.refuse_on_standby()
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A limiter of `per_second` requests.
     #[must_use]
     pub(crate) fn limiter(per_second: u32) -> Arc<DefaultDirectRateLimiter> {
@@ -916,15 +927,37 @@ fn requested_pause(body: &[u8]) -> Result<Mode, ApiError> {
 }
 
 async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError> {
-    s.refuse_on_standby()?;
-    let stopped = s
-        .engine
-        .set_mode(mode, s.by)
-        .await
-        .map_err(|e| internal(e.to_string()))?;
+    if mode == Mode::Normal {
+        // A resume only from the confirmed leader (the database refuses one from any other).
+        s.refuse_on_standby()?;
+    } else {
+        s.refuse_on_other_schema()?;
+    }
+    let stopped = s.engine.set_mode(mode, s.by).await.map_err(|e| match e {
+        // In force here, not recorded: the other members of a pair do not know of it.
+        crate::control::ModeError::NotRecorded {
+            mode,
+            ref stopped,
+            ref source,
+        } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            e.to_string(),
+            json!({
+                "mode": mode.as_str(),
+                "in_force": true,
+                "recorded": false,
+                "error": source.to_string(),
+                "stopped": stopped.stopped,
+                "already_written": stopped.already_written,
+            }),
+        ),
+        other => internal(other.to_string()),
+    })?;
     Ok(Json(json!({
         "object": "mode",
         "mode": mode.as_str(),
+        "recorded": true,
         // Attempts the change stopped before a byte of them was written, and requests it
         // forbids that were already written whole (they left before it).
         "stopped": stopped.stopped,
@@ -932,6 +965,9 @@ async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError
     })))
 }
 
+/// Any member of a pair, leader or standby, confirmed or not, takes a pause: in force here at
+/// once, recorded in the shared ledger as soon as it can be, and binding the pair once it is
+/// (the answer waits for that; see `Engine::set_mode`).
 async fn pause(State(s): State<OperatorState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     set_mode(&s, requested_pause(&body)?).await
 }

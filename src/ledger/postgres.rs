@@ -1,7 +1,8 @@
 //! The decision ledger in PostgreSQL, for an active/standby pair sharing one durable ledger: the
 //! same records, hash chain and answers as the SQLite [`Ledger`], plus fencing: every chained row
 //! carries the writer's leader epoch, and a trigger refuses, in the writing transaction, a row
-//! whose epoch is older than the one in `cosigner_leader` (see `leader.rs`).
+//! whose epoch is older than the one in `cosigner_leader` (see `leader.rs`), except a pause
+//! (a mode record of hold or reject): any member of the pair may record one.
 //!
 //! Appends serialise on the `cosigner_head` row (`FOR UPDATE`), which also stores the chain head
 //! so that records cut from the end are detected. The schema is applied by versioned steps under
@@ -72,6 +73,13 @@ BEGIN
     RAISE EXCEPTION 'cosigner_leader has no row: refusing every write';
   END IF;
   IF NEW.epoch < current THEN
+    -- A pause is safe to record from any instance, whatever its epoch: it only stops what
+    -- the pair sends. A resume (or any other record) only from the current epoch.
+    IF TG_TABLE_NAME = 'events' THEN
+      IF NEW.kind = 'mode' AND (NEW.detail::jsonb ->> 'mode') IN ('hold', 'reject') THEN
+        RETURN NEW;
+      END IF;
+    END IF;
     RAISE EXCEPTION 'fenced: epoch % is older than the leader epoch %', NEW.epoch, current
       USING ERRCODE = 'CS409', DETAIL = NEW.epoch::text || ' ' || current::text;
   END IF;

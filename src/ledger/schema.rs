@@ -9,12 +9,13 @@
 //! indexes every per-cycle and per-request query needs, the decision counts kept as records are
 //! written, and `ledger_summary`: how far the counts and the newest record time are folded in
 //! (`through_seq`), the newest record time, and the last point of the chain verified.
+//! PostgreSQL's step 3 lets a pause record through the fencing trigger from any epoch.
 
 /// SQLite's steps, in order.
 pub(crate) const SQLITE: &[&str] = &[SQLITE_1, SQLITE_2];
 
 /// PostgreSQL's steps, in order.
-pub(crate) const POSTGRES: &[&str] = &[POSTGRES_1, POSTGRES_2];
+pub(crate) const POSTGRES: &[&str] = &[POSTGRES_1, POSTGRES_2, POSTGRES_3];
 
 /// SQLite step 1: the chained tables, the meta table (head, schema version) and the lookup
 /// indexes of version 1.
@@ -215,6 +216,35 @@ INSERT INTO ledger_summary (id, through_seq, newest_ms, verified_seq, verified_h
     CASE WHEN MAX(seq) IS NULL THEN '0000000000000000000000000000000000000000000000000000000000000000' END
   FROM (SELECT seq, recorded_at_ms FROM decisions UNION ALL SELECT seq, recorded_at_ms FROM outcomes
     UNION ALL SELECT seq, recorded_at_ms FROM collects UNION ALL SELECT seq, recorded_at_ms FROM events) AS chained;
+"#;
+
+/// PostgreSQL step 3: the fencing function lets a pause record through whatever the writer's
+/// epoch (any member of a pair may record a pause, the leader or a standby); everything else,
+/// a resume included, only from the current epoch.
+const POSTGRES_3: &str = r#"CREATE OR REPLACE FUNCTION cosigner_fence() RETURNS trigger LANGUAGE plpgsql AS $fence$
+DECLARE
+  current bigint;
+BEGIN
+  -- FOR SHARE: a takeover (which updates this row) waits for this transaction, and this
+  -- transaction waits for a takeover in progress and then sees its epoch.
+  SELECT epoch INTO current FROM cosigner_leader WHERE id = 1 FOR SHARE;
+  IF current IS NULL THEN
+    RAISE EXCEPTION 'cosigner_leader has no row: refusing every write';
+  END IF;
+  IF NEW.epoch < current THEN
+    -- A pause is safe to record from any instance, whatever its epoch: it only stops what
+    -- the pair sends. A resume (or any other record) only from the current epoch.
+    IF TG_TABLE_NAME = 'events' THEN
+      IF NEW.kind = 'mode' AND (NEW.detail::jsonb ->> 'mode') IN ('hold', 'reject') THEN
+        RETURN NEW;
+      END IF;
+    END IF;
+    RAISE EXCEPTION 'fenced: epoch % is older than the leader epoch %', NEW.epoch, current
+      USING ERRCODE = 'CS409', DETAIL = NEW.epoch::text || ' ' || current::text;
+  END IF;
+  RETURN NEW;
+END;
+$fence$;
 "#;
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //!   instance's `/readyz` answers 200) are printed as median and max and bounded by
 //!   `poll.interval` + 15 s.
 //! - Fencing: a leader stopped with SIGSTOP until another has taken over and decided, then
-//!   resumed, sends no approval or rejection, refuses an operator's write, and says it stands by.
+//!   resumed, sends no approval or rejection, refuses a resume, and says it stands by.
 //!   Stopped inside a ledger write, it must not keep the next leader from deciding; stopped while
 //!   collecting, it must not collect again.
 //!
@@ -108,10 +108,10 @@ impl Rand {
 
 /// One request as it reached a counting proxy (its head complete), before it went on.
 #[derive(Debug, Clone)]
-struct Seen {
-    at: Instant,
-    method: String,
-    path: String,
+pub(crate) struct Seen {
+    pub(crate) at: Instant,
+    pub(crate) method: String,
+    pub(crate) path: String,
 }
 
 impl Seen {
@@ -175,14 +175,14 @@ impl RequestHeads {
 /// A TCP proxy in front of the sandbox that notes every request passing through it: one per
 /// instance (its `api.base_url`), so that every request is attributed to the instance that
 /// sent it.
-struct CountingProxy {
-    url: String,
+pub(crate) struct CountingProxy {
+    pub(crate) url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     _task: AbortOnDropHandle<()>,
 }
 
 impl CountingProxy {
-    async fn start(upstream: &str) -> Self {
+    pub(crate) async fn start(upstream: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let upstream = upstream.trim_start_matches("http://").to_string();
@@ -228,7 +228,7 @@ impl CountingProxy {
     }
 
     /// Every request seen at or after `since`.
-    fn since(&self, since: Instant) -> Vec<Seen> {
+    pub(crate) fn since(&self, since: Instant) -> Vec<Seen> {
         let seen = self.seen.lock().unwrap();
         assert!(
             seen.iter().all(|s| s.method != "?"),
@@ -409,13 +409,12 @@ impl Instance {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
-    /// `POST /v1/pause` (hold) with the operator key: status and body.
-    async fn pause(&self, http: &reqwest::Client) -> (u16, String) {
+    /// `POST /v1/resume` with the operator key: status and body.
+    async fn resume(&self, http: &reqwest::Client) -> (u16, String) {
         let r = http
-            .post(format!("{}/v1/pause", self.base))
+            .post(format!("{}/v1/resume", self.base))
             .basic_auth(OPERATOR_KEY, Some(""))
             .header("content-type", "application/json")
-            .body(r#"{"mode":"hold"}"#)
             .send()
             .await
             .unwrap();
@@ -910,9 +909,10 @@ async fn a_leader_stopped_past_a_takeover_sends_nothing_once_resumed_and_stands_
         let resumed_at = Instant::now();
         c.instances[old].signal("-CONT");
         standby_since[old] = resumed_at;
-        // Before it has checked its lead again, it already refuses an operator's write.
-        let (code, body) = c.instances[old].pause(&c.http).await;
-        assert_eq!(code, 409, "a pause sent to the resumed old leader: {body}");
+        // Before it has checked its lead again, it already refuses a resume (only the current
+        // leader lifts a pause; any member takes one).
+        let (code, body) = c.instances[old].resume(&c.http).await;
+        assert_eq!(code, 409, "a resume sent to the resumed old leader: {body}");
         c.add(AFTER_RESUME).await;
         let body = c.standing_by(old).await;
         let new_name = c.instances[new].name.clone();

@@ -26,6 +26,7 @@ mod needs;
 mod network;
 mod operator;
 mod pair;
+mod pause_pair;
 mod pause_paths;
 mod pg;
 mod pg_leader;

@@ -251,7 +251,8 @@ async fn two_daemons_on_one_postgresql_ledger_elect_one_leader_that_decides_each
         );
     }
 
-    // The standby says so, names the leader, and refuses operator writes (409 naming it).
+    // The standby says so, names the leader, and refuses a resume (409 naming it): only the
+    // leader lifts a pause, though any member takes one (pause_pair.rs).
     let (status, body) = standby.readyz().await;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -270,7 +271,7 @@ async fn two_daemons_on_one_postgresql_ledger_elect_one_leader_that_decides_each
     let (_, body) = leader.call(reqwest::Method::GET, "/v1/status").await;
     assert_eq!(body["leadership"]["role"], "leader", "{body}");
     assert_eq!(body["leadership"]["epoch"], epoch, "{body}");
-    let (status, body) = standby.call(reqwest::Method::POST, "/v1/pause").await;
+    let (status, body) = standby.call(reqwest::Method::POST, "/v1/resume").await;
     assert_eq!(status, 409, "{body}");
     assert!(
         body["message"]

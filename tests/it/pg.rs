@@ -21,6 +21,8 @@ pub(crate) struct Pg {
     bin: PathBuf,
     port: u16,
     user: Option<String>,
+    /// The server's options (`pg_ctl -o`), to start it again after [`Pg::stop`].
+    options: String,
 }
 
 /// The directory holding `initdb` and `pg_ctl`: on the `PATH`, else the newest
@@ -109,11 +111,12 @@ impl Pg {
             .unwrap();
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).unwrap();
-        let pg = Pg {
+        let mut pg = Pg {
             dir,
             bin,
             port: free_port(),
             user,
+            options: String::new(),
         };
         pg.chown(pg.dir.path());
         pg.chown(&pwfile);
@@ -150,8 +153,26 @@ impl Pg {
             if durable { "on" } else { "off" },
             pg.dir.path().display()
         );
-        let log = pg.dir.path().join("server.log");
-        pg.run(
+        pg.options = options;
+        pg.start_again();
+        Some(pg)
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`): every session ends, and nothing answers on
+    /// its port until [`Pg::start_again`].
+    pub(crate) fn stop(&self) {
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    /// Starts the server (again) on the same port, with the same data and options.
+    pub(crate) fn start_again(&self) {
+        let data = self.data();
+        let log = self.dir.path().join("server.log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
@@ -162,11 +183,10 @@ impl Pg {
                 "-t",
                 "60",
                 "-o",
-                &options,
+                &self.options,
                 "start",
             ],
         );
-        Some(pg)
     }
 
     fn data(&self) -> PathBuf {

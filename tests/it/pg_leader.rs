@@ -9,6 +9,7 @@ use cosigner::domain::Action;
 use cosigner::domain::{TxId, Withdrawal};
 use cosigner::leader::{Leadership, Role};
 use cosigner::ledger::{LedgerError, NewDecision, Outcome};
+use cosigner::plan::Mode;
 
 use crate::pg::Pg;
 use crate::support::wait_until;
@@ -182,13 +183,21 @@ async fn a_write_at_an_epoch_older_than_the_leaders_is_refused_by_the_database_i
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("CS409"), "{err}");
 
+    // A pause gets through from the old epoch (any member of the pair may record one, and
+    // the leader then holds); a resume does not.
+    let resume = Mode::Normal.event_detail("operator API");
+    fenced(old.record_event("mode", &resume).await.unwrap_err());
+    let pause = Mode::Reject.event_detail("operator API");
+    assert_eq!(old.record_event("mode", &pause).await.unwrap(), 2);
+    assert_eq!(new.latest_event("mode").await.unwrap(), Some(pause));
+
     // The new leader goes on from where the chain was.
     assert_eq!(
         new.record_decisions(&[hold(TxId::new(2))]).await.unwrap(),
-        vec![2]
+        vec![3]
     );
     let report = new.verify().await.unwrap();
-    assert_eq!((report.records, report.problems.len()), (2, 0));
+    assert_eq!((report.records, report.problems.len()), (3, 0));
     drop(b);
 }
 

@@ -18,12 +18,12 @@ const MIGRATION_LOCK: i64 = 0x636f_7369_676e_6d67;
 /// `leader.rs`'s leader lock.
 const LEADER_LOCK: i64 = 0x636f_7369_676e_6572;
 
-/// What a newer cosigner's schema step 3 does: under the migration lock, in one transaction, a
+/// What a newer cosigner's schema step 4 does: under the migration lock, in one transaction, a
 /// change to a table and the version moved on.
-const STEP_3: &str = "ALTER TABLE events ADD COLUMN newer text;
-INSERT INTO cosigner_schema (version) VALUES (3);";
+const STEP_4: &str = "ALTER TABLE events ADD COLUMN newer text;
+INSERT INTO cosigner_schema (version) VALUES (4);";
 
-const REASON: &str = "schema version 3 is newer than this cosigner's 2";
+const REASON: &str = "schema version 4 is newer than this cosigner's 3";
 
 /// The chain head's record number.
 async fn head(admin: &tokio_postgres::Client) -> i64 {
@@ -52,13 +52,13 @@ async fn stands_by_for_the_newer_schema(m: &Member) -> bool {
         .is_some_and(|(status, body)| status == 503 && body.contains(REASON))
 }
 
-/// Applies [`STEP_3`] as a newer cosigner would.
+/// Applies [`STEP_4`] as a newer cosigner would.
 async fn apply_step_3(admin: &mut tokio_postgres::Client) {
     let tx = admin.transaction().await.unwrap();
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .unwrap();
-    tx.batch_execute(STEP_3).await.unwrap();
+    tx.batch_execute(STEP_4).await.unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -77,7 +77,7 @@ async fn a_write_that_begins_while_a_newer_cosigner_applies_a_schema_step_waits_
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .unwrap();
-    upgrade.batch_execute(STEP_3).await.unwrap();
+    upgrade.batch_execute(STEP_4).await.unwrap();
     let write = tokio::spawn(async move {
         let r = ledger.record_event("policy", "{\"why\":\"reload\"}").await;
         (ledger, r)
@@ -103,7 +103,7 @@ async fn a_write_that_begins_while_a_newer_cosigner_applies_a_schema_step_waits_
     upgrade.commit().await.unwrap();
     let (ledger, r) = write.await.unwrap();
     assert!(
-        matches!(r, Err(LedgerError::DatabaseSchema { found: 3, known: 2 })),
+        matches!(r, Err(LedgerError::DatabaseSchema { found: 4, known: 3 })),
         "{r:?}"
     );
     // Every kind of write is refused from now on, and nothing was added to the chain.
@@ -111,7 +111,7 @@ async fn a_write_that_begins_while_a_newer_cosigner_applies_a_schema_step_waits_
     assert!(
         matches!(
             once,
-            Err(LedgerError::DatabaseSchema { found: 3, known: 2 })
+            Err(LedgerError::DatabaseSchema { found: 4, known: 3 })
         ),
         "{once:?}"
     );
