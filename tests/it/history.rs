@@ -258,8 +258,17 @@ async fn on_postgresql_an_old_edit_is_found_behind_the_daemon_and_a_mode_record_
         || async { metric(&d.base, "cosigner_ledger_chain_broken").await == Some(1.0) },
     )
     .await;
+    // In force (the metric) and recorded: a pause is put in force before it is recorded.
+    let mode_records = || async {
+        admin
+            .query_one("SELECT count(*) FROM events WHERE kind = 'mode'", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
     wait_until("hold-all once leading", Duration::from_secs(20), || async {
         metric(&d.base, "cosigner_mode{mode=\"hold\"}").await == Some(1.0)
+            && mode_records().await > 1
     })
     .await;
     d.shutdown().await;
