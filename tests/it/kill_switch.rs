@@ -480,8 +480,11 @@ async fn forbidden_mid_cycle(
     });
     if stalled {
         // Once an approval waits where the road holds it (in connect, in the handshake, or
-        // with one attempt answered 503 and the next in backoff), or the cycle has ended.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // with one attempt answered 503 and the next in backoff), or the cycle has ended; at
+        // most 5 s, well inside the client's 10 s timeout: an attempt that timed out before the
+        // change is no longer counted by it, yet the bytes the kernel took for it may still be
+        // retransmitted into the server once its queue opens.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !cycle.is_finished() && tokio::time::Instant::now() < deadline {
             let held = match road {
                 Road::SlowConnect(_) => door.a_client_connect_is_waiting(),
