@@ -584,12 +584,7 @@ pub async fn run_with(
         timings.poll_interval,
         parts.ledger.clock().clone(),
     ));
-    let router = http::router(HttpState {
-        metrics: parts.metrics.clone(),
-        health: health.clone(),
-        metrics_keys: parts.metrics_auth.then(|| parts.api_keys.clone()),
-    })
-    .merge(operator::router(OperatorState {
+    let operator_state = OperatorState {
         engine: parts.engine.clone(),
         ledger: parts.ledger.clone(),
         keys: parts.api_keys.clone(),
@@ -601,7 +596,13 @@ pub async fn run_with(
         callbacks: parts.callbacks.clone(),
         lead: parts.lead.clone(),
         by: "operator API",
-    }));
+    };
+    let router = http::router(HttpState {
+        metrics: parts.metrics.clone(),
+        health: health.clone(),
+        metrics_keys: parts.metrics_auth.then(|| parts.api_keys.clone()),
+    })
+    .merge(operator::router(operator_state.clone()));
     let http_task = tokio::spawn(listener::serve(
         "http.listen",
         listener,
@@ -611,18 +612,13 @@ pub async fn run_with(
     ));
     let mut socket_path = None;
     if let Some((socket, path)) = parts.control_socket.take() {
+        // Its own rate budgets, and no order callbacks: the socket is for the operator only.
         let router = operator::control_router(OperatorState {
-            engine: parts.engine.clone(),
-            ledger: parts.ledger.clone(),
-            keys: parts.api_keys.clone(),
             limiter: OperatorState::limiter(parts.operator_rate),
             unauthenticated: OperatorState::limiter(parts.operator_rate),
-            listen: addr,
-            health: health.clone(),
-            metrics: parts.metrics.clone(),
             callbacks: None,
-            lead: parts.lead.clone(),
             by: "control socket",
+            ..operator_state
         });
         info!(socket = %path.display(), "control socket: pause, resume and status without a key");
         tokio::spawn(listener::serve(
