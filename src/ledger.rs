@@ -141,7 +141,7 @@ pub enum LedgerError {
     /// The PostgreSQL ledger was set up by a newer cosigner.
     #[error(
         "the ledger database has schema version {found}; this cosigner understands up to {known}: \
-         a newer cosigner upgraded it, so upgrade this one (README, \"Upgrading a pair\")"
+         a newer cosigner upgraded it, so upgrade this one (docs/pair.md, \"Upgrading a pair\")"
     )]
     DatabaseSchema {
         /// What the database says.

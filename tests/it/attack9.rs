@@ -179,7 +179,8 @@ async fn amounts_that_cannot_be_compared_exactly_are_held() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_approval_is_not_resent_while_the_listing_shows_its_id_twice_with_other_fields()
 {
-    // README, "Doubt holds": an id listed twice with different fields is held, never approved.
+    // docs/guarantees.md, "Doubt holds": an id listed twice with different fields is held, never
+    // approved.
     let sb = start_sandbox(scenario(vec![item(
         TxId::new(1),
         HOT,

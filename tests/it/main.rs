@@ -15,6 +15,7 @@ mod config_errors;
 mod crash;
 mod cycle;
 mod daemon;
+mod docs;
 mod door;
 mod failover;
 mod files;
