@@ -1,10 +1,6 @@
 //! Integration tests: the real binary and the library against the built-in sandbox.
 
 mod accounts;
-mod attack10;
-mod attack13;
-mod attack9;
-mod attack9b;
 mod backup;
 mod blocking;
 mod bounded;
@@ -17,6 +13,7 @@ mod cycle;
 mod daemon;
 mod docs;
 mod door;
+mod edges;
 mod failover;
 mod files;
 mod first_hour;
@@ -27,6 +24,7 @@ mod needs;
 mod network;
 mod operator;
 mod pair;
+mod pair_faults;
 mod pause_pair;
 mod pause_paths;
 mod pg;
@@ -34,6 +32,8 @@ mod pg_leader;
 mod pg_ledger;
 mod policy;
 mod promise;
+mod promise_forms_and_resends;
+mod promise_twins_and_retries;
 mod properties;
 mod reliability;
 mod signing;

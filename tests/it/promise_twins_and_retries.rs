@@ -1,5 +1,12 @@
-//! Review 9, second round: attacks on the fixes of the first round and on what it did not try.
-//! Each test is one attack; a failing test is a hole.
+//! The promise holds against twins and retries: a member name spelled twice (an escape, a
+//! Unicode case fold, an underscore), blocklist entries in forms a chain never uses, an id listed
+//! twice with a twin; an approval retried late counted from when it left, stopped by a pause the
+//! ledger cannot record, by reject mode, or by a failed answer's `Date`; two runs within the
+//! allowed clock skew that cannot fit two approvals in one window; an unreadable mode record
+//! that restores hold.
+//!
+//! From issue 9's review (its second round, on the first round's fixes): each test is one
+//! attack; a failing test is a hole.
 
 use std::time::Duration;
 

@@ -1,5 +1,10 @@
-//! Review 10: the operator API's budgets and key scope, `check` against what `run` refuses, and
-//! the ledger's chain against an edit that moves its head.
+//! The edges hold: the operator API's budgets and key scope (a polling client never locks the
+//! pause out, the metrics key cannot resume), `check` refusing what `run` refuses, a ledger
+//! carrying a trigger refused, the chain's known limit (a cut tail with its head moved back),
+//! a secret from the environment taken as given, and look-alike hosts, origins and content types
+//! that never pause the daemon.
+//!
+//! From issue 10's review (the edges): each test is one attack; a failing test is a hole.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,8 +1,10 @@
-//! Attacks on the promise of a pair over PostgreSQL (issue 13), through real processes and a
-//! real PostgreSQL: a commit whose answer is lost, the database restarted under the leader, the
-//! lock connection killed while the pool lives on, a pause carried across a takeover whose first
-//! read of the mode fails, the password inline in `ledger.url`, a database holding tables no
-//! cosigner made, and an edited row.
+//! A pair over PostgreSQL keeps its promise under faults and hostile databases, through real
+//! processes and a real PostgreSQL: a commit whose answer is lost, the database restarted under
+//! the leader, the lock connection killed while the pool lives on, a pause carried across a
+//! takeover whose first read of the mode fails, the password inline in `ledger.url`, a database
+//! holding tables no cosigner made, and an edited row.
+//!
+//! From issue 13's review (attacks on the pair).
 
 use std::process::Stdio;
 use std::sync::Arc;

@@ -1,5 +1,13 @@
-//! Review 9: attacks on "never approve what the policy in force forbids, never send two
-//! different decisions for one id". Each test is one attack; a failing test is a hole.
+//! The promise holds whatever form a listing writes and however often a decision is re-sent:
+//! never approve what the policy in force forbids, never send two different decisions for one id.
+//! Forms: a duplicated key, an EVM address without `0x`, a TRON address in hex form, amounts that
+//! cannot be compared exactly. Re-sends: counted in their window (and the guard's) when they leave
+//! after it passed or under another rule, never a second decision for an id (listed twice, a
+//! legacy ledger, reject mode), nothing from a dry run, and no window emptied by a clock the
+//! server's `Date` does not vouch for.
+//!
+//! From issue 9's review (its first round): each test is one attack that was made on the daemon;
+//! a failing test is a hole.
 
 use std::time::Duration;
 
