@@ -20,6 +20,7 @@ mod first_hour;
 mod fuzz_regressions;
 mod history;
 mod kill_switch;
+mod module_map;
 mod needs;
 mod network;
 mod operator;
