@@ -57,7 +57,9 @@ const TEXT_KEYS: &[&str] = &[
     "control.socket",
 ];
 
-/// Every key of the configuration, for naming the nearest one to a mistyped variable.
+/// Every key of the configuration, for naming the nearest one to a mistyped variable; a test
+/// checks it against the keys the `Raw*` structs accept (another, that the example
+/// configuration shows each of those).
 const KEYS: &[&str] = &[
     "api.base_url",
     "api.ca_file",
@@ -72,6 +74,7 @@ const KEYS: &[&str] = &[
     "api.max_response_bytes",
     "api.max_retries",
     "api.max_in_flight",
+    "api.max_clock_skew",
     "key.pfx_file",
     "key.password_file",
     "key.allow_insecure_permissions",
@@ -98,6 +101,7 @@ const KEYS: &[&str] = &[
     "http.max_requests_per_second",
     "http.max_connections",
     "http.header_read_timeout",
+    "http.metrics_auth",
     "control.pause_file",
     "control.socket",
     "callbacks.enabled",
@@ -1424,6 +1428,7 @@ fn nonempty(s: Option<String>) -> Option<String> {
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+    use std::collections::BTreeSet;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
@@ -1440,6 +1445,96 @@ api_secret = "s3cr3t"
 [key]
 pfx_file = "merchant.pfx"
 "#;
+
+    /// The fields `RawConfig` accepts at the place `toml_text` puts `not_a_key`, as serde's
+    /// `deny_unknown_fields` lists them when it refuses it: "unknown field `not_a_key`,
+    /// expected one of `a`, `b`" (or "expected `a`", "expected `a` or `b`").
+    fn accepted_fields(toml_text: &str) -> Vec<String> {
+        let err = match toml::from_str::<RawConfig>(toml_text) {
+            Ok(_) => panic!("`not_a_key` was accepted in {toml_text:?}"),
+            Err(e) => e.to_string(),
+        };
+        let (_, expected) = err
+            .split_once("unknown field `not_a_key`, expected")
+            .unwrap_or_else(|| panic!("not an unknown-field error: {err}"));
+        let expected = expected.lines().next().unwrap_or("");
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every `section.key` the configuration's structs accept.
+    fn keys_the_structs_accept() -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        for section in accepted_fields("not_a_key = 1") {
+            for field in accepted_fields(&format!("[{section}]\nnot_a_key = 1")) {
+                keys.insert(format!("{section}.{field}"));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn the_known_keys_are_exactly_the_keys_the_configuration_accepts() {
+        let accepted = keys_the_structs_accept();
+        assert!(accepted.contains("api.timeout"), "{accepted:?}");
+        assert!(accepted.contains("callbacks.enabled"), "{accepted:?}");
+        let known: BTreeSet<String> = KEYS.iter().map(|k| (*k).to_owned()).collect();
+        assert_eq!(KEYS.len(), known.len(), "KEYS names a key twice");
+        let missing: Vec<&String> = accepted.difference(&known).collect();
+        let extra: Vec<&String> = known.difference(&accepted).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "config.rs's KEYS lacks {missing:?} and names {extra:?}, which no struct accepts"
+        );
+        let not_keys: Vec<&&str> = TEXT_KEYS.iter().filter(|k| !known.contains(**k)).collect();
+        assert!(not_keys.is_empty(), "TEXT_KEYS names no key: {not_keys:?}");
+    }
+
+    #[test]
+    fn the_example_configuration_shows_every_key_set_or_commented_under_its_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cosigner.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut shown = BTreeSet::new();
+        let mut section = String::new();
+        for line in text.lines() {
+            let line = line.trim_start_matches(['#', ' ']);
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((key, _)) = line.split_once('=') {
+                let key = key.trim();
+                if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    shown.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+        let accepted = keys_the_structs_accept();
+        let missing: Vec<&String> = accepted.difference(&shown).collect();
+        let unknown: Vec<&String> = shown.difference(&accepted).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "{} lacks {missing:?} and shows {unknown:?}, which are no keys",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn a_variable_with_one_underscore_is_pointed_at_the_key_it_misspells() {
+        for (name, key) in [
+            ("COSIGNER_API_MAX_CLOCK_SKEW", "api.max_clock_skew"),
+            ("COSIGNER_HTTP_METRICS_AUTH", "http.metrics_auth"),
+            ("COSIGNER_POLL_INTERVAL", "poll.interval"),
+        ] {
+            let text = unmapped_variable(name);
+            assert!(
+                text.contains(&format!("the nearest key is `{key}`")),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn relative_paths_resolve_against_the_config_directory() {
