@@ -1039,6 +1039,10 @@ impl Policy {
 }
 
 #[cfg(test)]
+mod property_tests;
+#[cfg(test)]
+mod semantics_tests;
+#[cfg(test)]
 mod window_tests;
 
 #[cfg(test)]

@@ -451,3 +451,21 @@ fn modes_let_out_only_what_they_allow_and_read_back_what_they_wrote() {
         Err(UnknownMode("paused".to_string()))
     );
 }
+
+#[test]
+fn modes_are_ordered_by_what_they_let_out_normal_then_reject_then_hold() {
+    // A takeover and a member adopting a recorded pause keep the stricter of two modes: this
+    // order is what keeps a pause from being lost to a less strict mode.
+    let order = [Mode::Normal, Mode::Reject, Mode::Hold];
+    for (i, a) in order.iter().enumerate() {
+        for (j, b) in order.iter().enumerate() {
+            assert_eq!(a.stricter_than(*b), i > j, "{a:?} stricter than {b:?}");
+        }
+    }
+}
+
+#[test]
+fn a_time_in_a_reason_is_the_utc_second_it_names() {
+    assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+    assert_eq!(format_time(1_700_000_000_999), "2023-11-14T22:13:20Z");
+}

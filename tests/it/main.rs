@@ -35,7 +35,6 @@ mod policy;
 mod promise;
 mod promise_forms_and_resends;
 mod promise_twins_and_retries;
-mod properties;
 mod reliability;
 mod signing;
 mod store;

@@ -1,11 +1,11 @@
 //! Property tests: the amount parser, address matching, and policy monotonicity.
 
-use cosigner::domain::{Action, ClockCheck, TxId, parse_decimal};
-use cosigner::policy::{AddressSet, Context, Policy, Usage, WindowUsage};
+use crate::domain::{Action, ClockCheck, TxId, parse_decimal};
+use crate::policy::{AddressSet, Context, Policy, Usage, WindowUsage};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
-use crate::policy::{parse, tx};
+use super::semantics_tests::{parse, tx};
 
 const ADDRS: [&str; 4] = [
     "TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV",
