@@ -779,3 +779,55 @@ fn no_read_of_a_cycle_or_a_request_costs_more_on_a_hundred_times_the_history() {
         );
     }
 }
+
+#[test]
+fn a_copy_for_another_back_end_reads_every_record_of_each_kind_in_chain_order() {
+    // What `ledger migrate` hands PostgreSQL: the four kinds, each whole, merged back by sequence
+    // number they form the chain the walk verified (every link, to the same last hash).
+    let (_dir, path) = v1_copy();
+    let ledger = Ledger::open_read_only(&path).unwrap();
+    let mut links: Vec<(u64, String, String)> = Vec::new();
+    let decisions = record::chained::<DecisionRecord>(&ledger.conn).unwrap();
+    assert_eq!(decisions.len(), 3);
+    assert_eq!(decisions[0].record.rule, "treasury");
+    links.extend(decisions.into_iter().map(|c| (c.seq.0, c.prev_hash, c.hash)));
+    let outcomes = record::chained::<record::OutcomeRecord>(&ledger.conn).unwrap();
+    let collects = record::chained::<record::CollectRecord>(&ledger.conn).unwrap();
+    let events = record::chained::<record::EventRecord>(&ledger.conn).unwrap();
+    assert_eq!((outcomes.len(), collects.len(), events.len()), (2, 2, 3));
+    links.extend(outcomes.into_iter().map(|c| (c.seq.0, c.prev_hash, c.hash)));
+    links.extend(collects.into_iter().map(|c| (c.seq.0, c.prev_hash, c.hash)));
+    links.extend(events.into_iter().map(|c| (c.seq.0, c.prev_hash, c.hash)));
+    links.sort();
+    let mut prev = GENESIS.to_string();
+    for (i, (seq, prev_hash, hash)) in links.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        assert_eq!(prev_hash, &prev, "record {seq} links to the one before");
+        prev.clone_from(hash);
+    }
+    assert_eq!(
+        prev,
+        "6c63356d4abdfc5dc7a044f3201eb979c64edbfe85ab52579c831433d0660ee6"
+    );
+}
+
+#[test]
+fn a_walk_beside_the_daemon_that_finds_a_problem_moves_no_verified_point() {
+    // The background walk's clean end becomes the point the next start verifies from; a walk
+    // that found an edit must not vouch for the records it walked.
+    let (_dir, path) = v1_copy();
+    let (report, reached) = verify::walk_beside(&path, false, false, &|_, _| {}).unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(
+        reached.map(|(seq, _)| seq),
+        Some(10),
+        "a clean walk reaches the head"
+    );
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("UPDATE decisions SET rule = 'edited' WHERE seq = 2", [])
+        .unwrap();
+    drop(conn);
+    let (report, reached) = verify::walk_beside(&path, false, false, &|_, _| {}).unwrap();
+    assert!(!report.problems.is_empty());
+    assert_eq!(reached, None, "{:?}", report.problems);
+}
