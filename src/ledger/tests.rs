@@ -831,3 +831,39 @@ fn a_walk_beside_the_daemon_that_finds_a_problem_moves_no_verified_point() {
     assert!(!report.problems.is_empty());
     assert_eq!(reached, None, "{:?}", report.problems);
 }
+
+#[test]
+fn a_chain_is_checked_against_its_stored_head_a_missing_or_other_head_being_a_problem() {
+    let (_dir, path) = v1_copy();
+    let ledger = Ledger::open_read_only(&path).unwrap();
+    let last = "6c63356d4abdfc5dc7a044f3201eb979c64edbfe85ab52579c831433d0660ee6";
+    let walked = || {
+        let mut checker = verify::Checker::from_genesis();
+        verify::walk(&ledger.conn, 1, 10, &mut checker).unwrap();
+        checker
+    };
+    let at = |head: Option<&str>| walked().finish_at_head(head).problems;
+    assert_eq!(at(Some(&format!("10:{last}"))), Vec::<String>::new());
+    assert_eq!(
+        at(Some("12:0123")),
+        vec![
+            "the ledger ends at record 10 but its head says 12: records were removed from the end"
+                .to_string()
+        ]
+    );
+    assert_eq!(
+        at(Some(&format!("10:{}", &last[1..]))).len(),
+        1,
+        "the head's hash is compared too"
+    );
+    assert_eq!(
+        at(None),
+        vec![
+            "the chain head is missing while 10 records exist (removed): records cut from the end could not be detected"
+                .to_string()
+        ]
+    );
+    // A new ledger has no head and no records: nothing is wrong.
+    let empty = verify::Checker::from_genesis().finish_at_head(None);
+    assert_eq!(empty.problems, Vec::<String>::new());
+}
