@@ -3,6 +3,7 @@
 
 use super::*;
 use record::GENESIS;
+use std::time::Duration;
 
 /// Made by the ledger code as of commit 2481d0b: an event, three decisions (an approval, a hold
 /// with no text fields and an id above 2^53, a dry-run reject with id `i64::MAX`), two outcomes,
@@ -790,7 +791,11 @@ fn a_copy_for_another_back_end_reads_every_record_of_each_kind_in_chain_order() 
     let decisions = record::chained::<DecisionRecord>(&ledger.conn).unwrap();
     assert_eq!(decisions.len(), 3);
     assert_eq!(decisions[0].record.rule, "treasury");
-    links.extend(decisions.into_iter().map(|c| (c.seq.0, c.prev_hash, c.hash)));
+    links.extend(
+        decisions
+            .into_iter()
+            .map(|c| (c.seq.0, c.prev_hash, c.hash)),
+    );
     let outcomes = record::chained::<record::OutcomeRecord>(&ledger.conn).unwrap();
     let collects = record::chained::<record::CollectRecord>(&ledger.conn).unwrap();
     let events = record::chained::<record::EventRecord>(&ledger.conn).unwrap();
@@ -866,4 +871,131 @@ fn a_chain_is_checked_against_its_stored_head_a_missing_or_other_head_being_a_pr
     // A new ledger has no head and no records: nothing is wrong.
     let empty = verify::Checker::from_genesis().finish_at_head(None);
     assert_eq!(empty.problems, Vec::<String>::new());
+}
+
+/// A policy whose one rule approves up to five a day: the start check reads its window.
+fn windowed_policy() -> Policy {
+    crate::policy::parse(
+        "default = \"hold\"\n[[rule]]\nname = \"daily\"\naction = \"approve\"\nwindow = \"24h\"\nmax_count = 5\n",
+        Path::new("policy.toml"),
+        &|_| unreachable!(),
+    )
+    .unwrap()
+}
+
+fn now_ms() -> i64 {
+    crate::clock::Clock::system().now_ms()
+}
+
+/// The last verified point as stored: (seq, hash).
+fn verified_point(l: &Ledger) -> Option<(i64, String)> {
+    l.conn
+        .query_row(verify::VERIFIED, [], |r| {
+            Ok(r.get::<_, Option<i64>>(0)?
+                .zip(r.get::<_, Option<String>>(1)?))
+        })
+        .unwrap()
+}
+
+/// A ledger of three holds and two approvals, checked at start once.
+fn checked_ledger() -> (tempfile::TempDir, PathBuf, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let mut ledger = Ledger::open(&path).unwrap();
+    let ids = [1, 2, 3].map(|n| hold(TxId::new(n)));
+    ledger.record_decisions(&ids).unwrap();
+    ledger
+        .record_decisions(&[approval(TxId::new(4)), approval(TxId::new(5))])
+        .unwrap();
+    let report = ledger
+        .verify_at_start(&windowed_policy(), now_ms(), Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.records, 5, "a new ledger is walked whole");
+    (dir, path, ledger)
+}
+
+#[test]
+fn a_clean_check_at_start_makes_the_head_the_last_verified_point() {
+    let (_dir, _path, ledger) = checked_ledger();
+    assert_eq!(
+        verified_point(&ledger),
+        Some((5, ledger.head.hash.clone())),
+        "the next start walks from record 6"
+    );
+}
+
+#[test]
+fn a_check_at_start_finds_a_record_edited_since_the_last_verified_point_and_keeps_that_point() {
+    let (_dir, path, mut ledger) = checked_ledger();
+    let point = verified_point(&ledger);
+    let ids = [6, 7, 8].map(|n| hold(TxId::new(n)));
+    ledger.record_decisions(&ids).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("UPDATE decisions SET reason = 'edited' WHERE seq = 7", [])
+        .unwrap();
+    drop(conn);
+    let report = ledger
+        .verify_at_start(&windowed_policy(), now_ms(), Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(
+        report.problems,
+        vec!["record 7 (decision): content does not match its hash (edited)".to_string()]
+    );
+    assert_eq!(
+        verified_point(&ledger),
+        point,
+        "an edit vouches for nothing"
+    );
+}
+
+#[test]
+fn a_ledger_upgraded_from_before_the_verified_point_gets_none_from_a_partial_check_at_start() {
+    // Such a start walks only the window, the mode record and the head: it cannot vouch for
+    // the records before them (the background pass walks those).
+    let (_dir, _path, mut ledger) = checked_ledger();
+    ledger
+        .conn
+        .execute(
+            "UPDATE ledger_summary SET verified_seq = NULL, verified_hash = NULL",
+            [],
+        )
+        .unwrap();
+    let report = ledger
+        .verify_at_start(&windowed_policy(), now_ms(), Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.records, 2, "the two approvals the window reads");
+    assert_eq!(verified_point(&ledger), None);
+}
+
+#[test]
+fn a_walk_beside_the_daemon_from_the_verified_point_walks_only_what_came_after_it() {
+    let (_dir, path, mut ledger) = checked_ledger();
+    let ids = [6, 7, 8].map(|n| hold(TxId::new(n)));
+    ledger.record_decisions(&ids).unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let (report, reached) = verify::walk_beside(&path, true, false, &|at, of| {
+        seen.lock().unwrap().push((at, of));
+    })
+    .unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!(report.records, 3, "records 6 to 8");
+    assert_eq!(reached, Some((8, ledger.head.hash.clone())));
+    assert_eq!(seen.into_inner().unwrap(), vec![(8, 8)]);
+}
+
+#[test]
+fn a_walk_beside_the_daemon_that_finds_a_view_no_cosigner_writes_moves_no_verified_point() {
+    let (_dir, path, ledger) = checked_ledger();
+    ledger
+        .conn
+        .execute_batch("CREATE VIEW approvals AS SELECT * FROM decisions WHERE 0")
+        .unwrap();
+    let (report, reached) = verify::walk_beside(&path, false, false, &|_, _| {}).unwrap();
+    assert_eq!(
+        report.problems,
+        vec!["the file holds a view \"approvals\", which no cosigner writes (edited)".to_string()]
+    );
+    assert_eq!(reached, None);
 }

@@ -428,8 +428,10 @@ pub(crate) fn start_plan(
     .clamp(1, head.max(1));
     let (checker, extends_verified) = match &verified {
         Some((v, hash)) if from == v + 1 => (Checker::after(*v, hash), true),
-        Some((v, hash)) if *v >= from => (Checker::starting_at(from).pinned(*v, hash), true),
-        _ => (Checker::starting_at(from), false),
+        // Here `from <= v`: it is at most `v + 1` before the clamp, which only lowers it (to
+        // the head) or raises a 0 to 1 (and `v + 1 >= 1`).
+        Some((v, hash)) => (Checker::starting_at(from).pinned(*v, hash), true),
+        None => (Checker::starting_at(from), false),
     };
     StartPlan {
         from,
@@ -544,9 +546,8 @@ impl Ledger {
                 head.seq.0,
             );
             let mut checker = plan.checker;
-            if head.seq.0 > 0 {
-                walk_pipelined(&l.conn, plan.from, head.seq.0, &mut checker)?;
-            }
+            // On an empty ledger this walks 1..=0: nothing.
+            walk_pipelined(&l.conn, plan.from, head.seq.0, &mut checker)?;
             if let Some(m) = plan.mode {
                 let mut alone = Checker::starting_at(m);
                 walk(&l.conn, m, m.saturating_add(1), &mut alone)?;
@@ -558,7 +559,8 @@ impl Ledger {
             ))
         })?;
         report.problems.splice(0..0, foreign);
-        if report.problems.is_empty() && extends && head.seq.0 > 0 {
+        // On an empty ledger this sets record 0, the point a new ledger starts at: nothing moves.
+        if report.problems.is_empty() && extends {
             self.set_verified(head.seq.0, &head.hash)?;
         }
         Ok(report)
@@ -639,13 +641,72 @@ mod tests {
 
     fn plan(v: Option<u64>, w: Option<u64>, m: Option<u64>, head: u64) -> (u64, bool, Option<u64>) {
         let p = start_plan(v.map(|s| (s, "h".to_string())), w, m, head);
+        assert_eq!(
+            p.checker.expected, p.from,
+            "the checker starts where the walk does"
+        );
         (p.from, p.extends_verified, p.mode)
+    }
+
+    /// What the start plan's checker knows of the record before the walk, and what it pins.
+    fn anchors(v: Option<u64>, w: Option<u64>, head: u64) -> (Option<String>, Option<u64>) {
+        let p = start_plan(v.map(|s| (s, "h".to_string())), w, None, head);
+        (p.checker.prev, p.checker.pin.map(|(seq, _)| seq))
+    }
+
+    #[test]
+    fn the_start_links_to_the_verified_record_right_before_it_and_pins_one_it_walks_over() {
+        // From 91, right after the verified 90: the first record must follow 90's hash.
+        assert_eq!(anchors(Some(90), Some(95), 100), (Some("h".into()), None));
+        assert_eq!(anchors(Some(90), None, 100), (Some("h".into()), None));
+        // From the window's 40: nothing known before it, and 90 must still have its hash.
+        assert_eq!(anchors(Some(90), Some(40), 100), (None, Some(90)));
+        // Nothing verified: nothing known, nothing pinned.
+        assert_eq!(anchors(None, Some(40), 100), (None, None));
+    }
+
+    fn stored(seq: u64, kind: &'static str, prev: &str, hash: &str) -> Stored {
+        Stored {
+            seq: Seq(seq),
+            kind,
+            computed: Ok(hash.to_string()),
+            prev_hash: prev.to_string(),
+            hash: hash.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_second_walk_absorbed_adds_its_records_kinds_and_problems_to_the_first() {
+        // The start check walks the latest mode record alone and absorbs that walk.
+        let mut main = Checker::from_genesis();
+        main.push(stored(1, "event", GENESIS, "a"));
+        main.push(stored(2, "decision", "a", "b"));
+        let mut alone = Checker::starting_at(7);
+        alone.push(stored(7, "event", "x", "g"));
+        for seq in 8..=(8 + MAX_PROBLEMS as u64 + 2) {
+            // Each follows nothing it should: one problem apiece, past the list's bound.
+            alone.push(stored(seq, "event", "wrong", &format!("h{seq}")));
+        }
+        main.absorb(alone);
+        let report = main.finish();
+        assert_eq!(report.records, 2 + 1 + MAX_PROBLEMS as u64 + 3);
+        assert_eq!(
+            report.by_kind.into_iter().collect::<Vec<_>>(),
+            vec![("decision", 1), ("event", 1 + 1 + MAX_PROBLEMS as u64 + 3)]
+        );
+        assert_eq!(report.problems.len(), MAX_PROBLEMS + 1);
+        assert_eq!(
+            report.problems[0],
+            "record 8: does not follow the record before it"
+        );
+        assert_eq!(report.problems[MAX_PROBLEMS], "and 3 more problems");
     }
 
     #[test]
     fn the_start_walks_from_the_last_verified_point_or_the_window_whichever_is_first() {
         // Verified up to 90 of 100, the window from 95: from 91, extending the verified point.
         assert_eq!(plan(Some(90), Some(95), Some(3), 100), (91, true, Some(3)));
+        assert_eq!(plan(Some(90), None, None, 100), (91, true, None));
         // The window reaches before the verified point: from it, the verified record pinned.
         assert_eq!(plan(Some(90), Some(40), Some(50), 100), (40, true, None));
         // Nothing verified yet (a ledger from before): the window and the mode record only.
