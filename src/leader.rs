@@ -44,8 +44,7 @@ pub(crate) const CURRENT_FOR: Duration = Duration::from_secs(2);
 /// How long a new leader waits, once it has moved the epoch on, before its first attempt: the
 /// longest an old leader may still count itself current (its confirmation window plus the time
 /// its last confirmation may have taken).
-pub(crate) const TAKEOVER_WAIT: Duration =
-    Duration::from_secs(CURRENT_FOR.as_secs() + HEARTBEAT_TIMEOUT.as_secs());
+pub(crate) const TAKEOVER_WAIT: Duration = CURRENT_FOR.saturating_add(HEARTBEAT_TIMEOUT);
 /// How often a standby tries to take the lead.
 const RETRY: Duration = Duration::from_secs(1);
 /// The session settings of the lock connection. The server closes a session idle for 5 s (a
@@ -716,6 +715,16 @@ mod tests {
 
     fn leading_at(epoch: i64) -> Leadership {
         fixed(Role::Leader { epoch }, Some((epoch, Instant::now())))
+    }
+
+    #[test]
+    fn a_new_leader_waits_out_the_longest_an_old_one_may_still_count_itself_current() {
+        // The old leader counts itself current for CURRENT_FOR after a confirmation that may
+        // have taken up to HEARTBEAT_TIMEOUT; the server frees a silent leader's lock later still.
+        assert_eq!(TAKEOVER_WAIT, Duration::from_secs(4));
+        assert!(TAKEOVER_WAIT >= CURRENT_FOR + HEARTBEAT_TIMEOUT);
+        assert!(SESSION.contains("idle_session_timeout = '5s'"));
+        assert!(Duration::from_secs(5) > CURRENT_FOR);
     }
 
     #[tokio::test]
