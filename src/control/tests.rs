@@ -97,7 +97,7 @@ fn stopped(n: usize) -> Stopped {
 async fn a_pause_is_in_force_at_once_recorded_shown_and_wakes_whoever_waits_on_a_change() {
     let f = fixture();
     let approval = f.approval_on_its_way();
-    let mut changes = f.control.subscribe();
+    let changes = f.control.subscribe();
     assert!(!changes.has_changed().unwrap());
 
     let out = f.control.pause(Mode::Reject, "alice").await.unwrap();
@@ -137,7 +137,7 @@ async fn a_pause_asking_for_normal_mode_holds_all_and_a_reject_all_pause_is_not_
 async fn a_resume_is_recorded_and_lifts_the_pause_and_wakes_whoever_waits() {
     let f = fixture();
     f.control.pause(Mode::Hold, "alice").await.unwrap();
-    let mut changes = f.control.subscribe();
+    let changes = f.control.subscribe();
     f.control.resume("bob").await.unwrap();
     assert_eq!(f.control.mode(), Mode::Normal);
     assert!(changes.has_changed().unwrap());
@@ -158,7 +158,7 @@ async fn a_policy_put_in_force_is_read_with_a_new_generation_and_stops_approvals
     let f = fixture();
     assert_eq!(f.control.generation(), 0);
     let approval = f.approval_on_its_way();
-    let mut changes = f.control.subscribe();
+    let changes = f.control.subscribe();
     let second = policy();
 
     assert_eq!(f.control.put_policy(second.clone()), stopped(1));
@@ -178,7 +178,7 @@ async fn a_policy_put_in_force_is_read_with_a_new_generation_and_stops_approvals
 #[tokio::test]
 async fn a_fence_wakes_whoever_waits_and_says_what_the_mode_in_force_stops() {
     let f = fixture();
-    let mut changes = f.control.subscribe();
+    let changes = f.control.subscribe();
     assert_eq!(f.control.fence(), stopped(0));
     assert!(changes.has_changed().unwrap());
     f.control.pause(Mode::Hold, "alice").await.unwrap();
