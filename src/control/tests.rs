@@ -440,11 +440,14 @@ mod failures {
             });
         }
         slow.store(true, Ordering::SeqCst);
-        let resume = tokio::spawn({
+        let mut resume = tokio::spawn({
             let control = f.control.clone();
             async move { control.resume("bob").await }
         });
-        written.notified().await;
+        tokio::select! {
+            () = written.notified() => {}
+            r = &mut resume => panic!("the resume returned without recording: {r:?}"),
+        }
 
         f.control.pause(Mode::Reject, "carol").await.unwrap();
 
