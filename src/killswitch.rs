@@ -366,23 +366,4 @@ async fn call_operator_api(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_operator_api_is_reached_on_loopback_and_never_on_port_0() {
-        assert_eq!(
-            operator_addr("0.0.0.0:9464".parse().unwrap()).unwrap(),
-            "127.0.0.1:9464".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(
-            operator_addr("10.1.2.3:9464".parse().unwrap()).unwrap(),
-            "10.1.2.3:9464".parse::<SocketAddr>().unwrap()
-        );
-        let e = operator_addr("0.0.0.0:0".parse().unwrap()).unwrap_err();
-        assert!(
-            e.is_usage() && e.to_string().contains("(127.0.0.1:0) has port 0"),
-            "{e}"
-        );
-    }
-}
+mod tests;
