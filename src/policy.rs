@@ -372,6 +372,8 @@ impl Serialize for Reason {
 /// The kind is the sentence with every number written outside quotes replaced by `#`: quoted
 /// text (rule names, addresses, a hash) is kept whole, so two rules or two contents never
 /// share a key.
+///
+/// It has no `Display`: nothing shows a key to a person (the reason's sentence is what they read).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct HoldKey {
     /// The deciding rule or pseudo-rule.
@@ -388,12 +390,6 @@ impl HoldKey {
             rule: rule.to_string(),
             kind: reason_kind(reason),
         }
-    }
-}
-
-impl std::fmt::Display for HoldKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.rule, self.kind)
     }
 }
 
@@ -691,11 +687,8 @@ impl<'a> Lookup<'a> {
     }
 
     fn in_matcher(&mut self, m: &AddressMatcher) -> Found {
-        let mut found = if m.own().is_empty() {
-            Found::No
-        } else {
-            self.in_set(m.own())
-        };
+        // An empty own set answers `No` by itself (no spelling, no account): no shortcut for it.
+        let mut found = self.in_set(m.own());
         for (_, l) in m.lists() {
             if found == Found::Spelled {
                 break;
@@ -1039,48 +1032,12 @@ impl Policy {
 }
 
 #[cfg(test)]
+mod hold_key_tests;
+#[cfg(test)]
 mod property_tests;
 #[cfg(test)]
 mod semantics_tests;
 #[cfg(test)]
-mod window_tests;
-
+mod usage_tests;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hold_key_masks_the_numbers_of_a_reason_but_nothing_quoted() {
-        let near = |n: &str| {
-            format!(
-                "no rule matched (nearest, \"tier 2\": window total would be {n} (limit 100 per 1day)); \
-                 the policy default applies"
-            )
-        };
-        let a = HoldKey::of("(default)", &near("110"));
-        assert_eq!(a, HoldKey::of("(default)", &near("1,234.50")));
-        assert_eq!(
-            a.kind,
-            "no rule matched (nearest, \"tier 2\": window total would be # (limit # per #day)); \
-             the policy default applies"
-        );
-        // Another rule, another nearest rule, another kind of reason: another hold.
-        assert_ne!(a, HoldKey::of("(guard)", &near("110")));
-        assert_ne!(
-            a,
-            HoldKey::of("(default)", &near("110").replace("tier 2", "tier 3"))
-        );
-        assert_ne!(a, HoldKey::of("(default)", &near("too large")));
-        // Quoted text is kept whole, escaped quotes included: two addresses, two holds.
-        let look = |addr: &str| {
-            HoldKey::of(
-                "(malformed)",
-                &format!("toAddress {addr:?} is not canonical"),
-            )
-        };
-        assert_ne!(look("T1\"2"), look("T1\"3"));
-        assert_eq!(look("T12").kind, "toAddress \"T12\" is not canonical");
-        assert_eq!(HoldKey::of("r", "clock 45 s ahead").kind, "clock # s ahead");
-        assert_eq!(HoldKey::of("r", "v1.2.3 at 12:05.").kind, "v# at #:#.");
-    }
-}
+mod window_tests;

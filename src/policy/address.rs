@@ -420,12 +420,6 @@ impl AddressSet {
         self.spellings.len()
     }
 
-    /// Whether it holds no address.
-    #[must_use]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.spellings.is_empty()
-    }
-
     /// Every spelling (hex ones lowercased), in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
         self.spellings.iter().map(String::as_str)
@@ -626,5 +620,49 @@ mod tests {
         assert_eq!(lookalike_of(fake, t), Some((32, '\u{43e}')));
         assert_eq!(lookalike_of("TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopW", t), None);
         assert_eq!(lookalike_of(&format!("{t} "), t), None);
+        // An ASCII difference beside the non-ASCII one: a typo, not a look-alike.
+        assert_eq!(
+            lookalike_of("TFMQrPdFWuPzFRXb42sxB22ABCVL6xS\u{43e}pW", t),
+            None
+        );
+        // An EVM entry (kept lowercased) is imitated in any case.
+        let evm = "0x8617e340b3d01fa5f11f306f4090fd50e238070d";
+        assert_eq!(
+            lookalike_of("0x8617\u{435}340B3D01FA5F11F306F4090FD50E238070D", evm),
+            Some((7, '\u{435}'))
+        );
+        assert_eq!(
+            lookalike_of("0x8617\u{435}340B3D01FA5F11F306F4090FD50E238070C", evm),
+            None
+        );
+    }
+
+    #[test]
+    fn an_address_of_the_wrong_format_for_its_chain_is_told_the_format() {
+        assert_eq!(
+            address_problem(TRON, Some(Format::Evm)).as_deref(),
+            Some(
+                "is not `0x` + 40 hex digits, the format the policy's [chains] table gives this chain"
+            )
+        );
+        assert_eq!(
+            address_problem(BAD_HEX, Some(Format::Tron)).as_deref(),
+            Some(
+                "is not base58check `T…`, the format the policy's [chains] table gives this chain"
+            )
+        );
+    }
+
+    #[test]
+    fn a_rule_s_address_count_is_its_own_addresses_plus_each_list_s() {
+        let mut list = AddressSet::default();
+        for a in [TRON, BAD_HEX, "0x8617E340B3D01FA5F11F306F4090FD50E238070D"] {
+            list.insert(a);
+        }
+        let mut m = AddressMatcher::default();
+        m.insert("TGGh3cGp9P21Ebvg9JitjHoeJaKqrg3bRg");
+        m.insert("TNXoiAJ3dct8Fjg4M9fkLFh9S2v9TXc32G");
+        m.add_list("treasury", Arc::new(list));
+        assert_eq!(m.len(), 5);
     }
 }

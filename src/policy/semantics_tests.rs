@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::client::parse_pending_item;
-use crate::domain::{Action, ClockCheck, TxId, Withdrawal};
+use crate::domain::{Action, ClockCheck, Decision, TxId, Verdict, Withdrawal, decision_text};
 use crate::policy::{self, Context, Policy, Usage, WindowUsage};
 use rust_decimal::Decimal;
 
@@ -495,4 +495,233 @@ fn a_tron_shaped_policy_address_with_a_bad_checksum_is_a_typo_and_refused() {
     .to_string();
     assert!(err.contains("rule \"t\": key `to`"), "{err}");
     assert!(err.contains("not a valid TRON address"), "{err}");
+}
+
+fn decide_with(
+    p: &Policy,
+    t: &Withdrawal,
+    usage: &Usage,
+    max_sign_len: usize,
+) -> (Action, String, String) {
+    let e = p.decide(
+        t,
+        Context {
+            usage,
+            max_sign_len,
+            clock: ClockCheck::Ok,
+        },
+    );
+    (e.action, e.rule.into_owned(), e.reason.to_string())
+}
+
+#[test]
+fn an_amount_of_exactly_the_longest_text_is_decided_and_one_character_more_is_held() {
+    let p = parse(EXAMPLE).unwrap();
+    let u = Usage::default();
+    let longest = format!("{}1", "0".repeat(policy::MAX_AMOUNT_TEXT - 1));
+    assert_eq!(
+        eval(&p, &tx(TxId::new(1), TREASURY_TRON, &longest, "195"), &u),
+        (Action::Approve, "treasury payouts".into()),
+        "{longest} is 1"
+    );
+    let (action, rule, reason) = decide_with(
+        &p,
+        &tx(TxId::new(2), TREASURY_TRON, &format!("0{longest}"), "195"),
+        &u,
+        1000,
+    );
+    assert_eq!((action, rule.as_str()), (Action::Hold, "(malformed)"));
+    assert_eq!(reason, "amount is 65 characters long (at most 64)");
+}
+
+#[test]
+fn a_text_to_sign_of_exactly_the_key_s_limit_is_approved_and_one_byte_more_is_held() {
+    let p = parse(EXAMPLE).unwrap();
+    let u = Usage::default();
+    let t = tx(TxId::new(7), TREASURY_TRON, "4.1", "195");
+    let len = decision_text(&Decision {
+        id: TxId::new(7),
+        from: HOT,
+        to: TREASURY_TRON,
+        value: "4.1",
+        chain_id: "195",
+        verdict: Verdict::Approve,
+    })
+    .len();
+    assert_eq!(
+        decide_with(&p, &t, &u, len),
+        (
+            Action::Approve,
+            "treasury payouts".into(),
+            "matched rule \"treasury payouts\"".into()
+        )
+    );
+    assert_eq!(
+        decide_with(&p, &t, &u, len - 1),
+        (
+            Action::Hold,
+            "(malformed)".into(),
+            format!(
+                "the text to sign is {len} bytes; the key signs at most {}",
+                len - 1
+            )
+        )
+    );
+}
+
+#[test]
+fn a_rule_one_approval_short_of_its_window_count_approves_once_more() {
+    let p = parse(EXAMPLE).unwrap();
+    let mut u = Usage::default();
+    u.rules.insert(
+        "treasury payouts".into(),
+        WindowUsage {
+            total: Decimal::ONE,
+            count: 2,
+        },
+    );
+    assert_eq!(
+        eval(&p, &tx(TxId::new(1), TREASURY_TRON, "1", "195"), &u),
+        (Action::Approve, "treasury payouts".into()),
+        "the third of max_count = 3"
+    );
+}
+
+/// `addr`'s account written in TRON's hex form (`41…`) and as an EVM address (`0x…`).
+fn other_spellings(addr: &str) -> (String, String) {
+    let hex = crate::display::hex(&super::address::account_of(addr).unwrap());
+    (format!("41{hex}"), format!("0x{hex}"))
+}
+
+#[test]
+fn a_reject_rule_names_an_account_in_every_spelling() {
+    let p = parse(EXAMPLE).unwrap();
+    let u = Usage::default();
+    let (tron_hex, evm) = other_spellings(BAD);
+    for spelling in [
+        BAD.to_string(),
+        tron_hex,
+        evm.clone(),
+        evm.to_uppercase().replacen("0X", "0x", 1),
+    ] {
+        assert_eq!(
+            eval(&p, &tx(TxId::new(1), &spelling, "1", "195"), &u),
+            (Action::Reject, "blocked destinations".into()),
+            "{spelling}"
+        );
+    }
+}
+
+#[test]
+fn an_approve_rule_holds_another_spelling_of_its_entry_and_names_the_entry() {
+    let u = Usage::default();
+    let (tron_hex, evm) = other_spellings(TREASURY_TRON);
+    let listed = parse(EXAMPLE).unwrap();
+    let own = parse(&format!(
+        "default = \"hold\"\n[[rule]]\nname = \"own\"\naction = \"approve\"\nto = [\"{TREASURY_TRON}\"]\n"
+    ))
+    .unwrap();
+    for (p, rule, entry) in [
+        (
+            &listed,
+            "treasury payouts",
+            format!("list \"treasury\" entry {TREASURY_TRON}"),
+        ),
+        (&own, "own", format!("entry {TREASURY_TRON}")),
+    ] {
+        for spelling in [&tron_hex, &evm] {
+            assert_eq!(
+                decide_with(p, &tx(TxId::new(1), spelling, "1", "195"), &u, 245),
+                (
+                    Action::Hold,
+                    "(spelling)".into(),
+                    format!(
+                        "toAddress {spelling} is another spelling of {entry}: rule \"{rule}\" \
+                         approves only the spelling its entry is written in, so a person decides"
+                    )
+                )
+            );
+        }
+    }
+}
+
+#[test]
+fn a_trace_says_which_address_a_rule_missed_on() {
+    let p = parse(&format!(
+        "default = \"hold\"\n[[rule]]\nname = \"from bad\"\naction = \"reject\"\nfrom = [\"{BAD}\"]\n\
+         [[rule]]\nname = \"hot to treasury\"\naction = \"approve\"\nfrom = [\"{HOT}\"]\n\
+         to = [\"{TREASURY_TRON}\"]\n"
+    ))
+    .unwrap();
+    let e = p.evaluate(
+        &tx(TxId::new(1), TREASURY_EVM, "1", "195"),
+        Context {
+            usage: &Usage::default(),
+            max_sign_len: 245,
+            clock: ClockCheck::Ok,
+        },
+    );
+    let why: Vec<_> = e.trace.iter().map(|t| t.why_not.as_deref()).collect();
+    assert_eq!(
+        why,
+        [
+            Some(format!("from {HOT} is not in from").as_str()),
+            Some(format!("to {TREASURY_EVM} is not in to").as_str()),
+        ]
+    );
+}
+
+#[test]
+fn the_nearest_rule_of_a_hold_is_the_first_that_got_furthest() {
+    let p = parse(
+        "default = \"hold\"\n[[rule]]\nname = \"small\"\naction = \"approve\"\nmax_amount = \"10\"\n\
+         [[rule]]\nname = \"daily a\"\naction = \"approve\"\nwindow = \"24h\"\nmax_count = 1\n\
+         [[rule]]\nname = \"daily b\"\naction = \"approve\"\nwindow = \"24h\"\nmax_count = 1\n",
+    )
+    .unwrap();
+    let mut u = Usage::default();
+    for rule in ["daily a", "daily b"] {
+        u.rules.insert(
+            rule.into(),
+            WindowUsage {
+                total: Decimal::ONE,
+                count: 1,
+            },
+        );
+    }
+    // "small" misses on the amount, both daily rules further on, at the window.
+    assert_eq!(
+        decide_with(&p, &tx(TxId::new(1), HOT, "20", "195"), &u, 245),
+        (
+            Action::Hold,
+            "(default)".into(),
+            "no rule matched (nearest, \"daily a\": window count would be 2 (limit 1 per 1day)); \
+             the policy default applies"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn only_0x_and_41_spellings_are_hex_and_compare_without_case() {
+    let hex = "ABCDEF0123456789ABCDEF0123456789ABCDEF01";
+    let p = parse(&format!(
+        "default = \"hold\"\n[[rule]]\nname = \"r\"\naction = \"approve\"\nto = [\"41{hex}\", \"42{hex}\"]\n"
+    ))
+    .unwrap();
+    let u = Usage::default();
+    let lower = hex.to_lowercase();
+    assert_eq!(
+        eval(&p, &tx(TxId::new(1), &format!("41{lower}"), "1", "1"), &u),
+        (Action::Approve, "r".into())
+    );
+    assert_eq!(
+        eval(&p, &tx(TxId::new(2), &format!("42{hex}"), "1", "1"), &u),
+        (Action::Approve, "r".into())
+    );
+    // `42…` is not a spelling of an account: compared as written, case included.
+    assert_eq!(
+        eval(&p, &tx(TxId::new(3), &format!("42{lower}"), "1", "1"), &u),
+        (Action::Hold, "(default)".into())
+    );
 }
