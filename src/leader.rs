@@ -728,6 +728,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lead_that_stands_down_is_a_standby_at_once_and_no_longer_current() {
+        let lead = lead(leading_at(5), 5);
+        assert_eq!(lead.current(), Ok(5));
+        lead.stand_down();
+        assert_eq!(lead.role(), Role::Standby { leader: None });
+        assert_eq!(lead.leadership.is_current(), None);
+        assert_eq!(lead.current(), Err(NotLeading::Standby { leader: None }));
+    }
+
+    #[tokio::test]
+    async fn a_takeover_is_current_once_the_ledger_writes_at_its_epoch() {
+        let lead = lead(leading_at(6), 5);
+        assert!(lead.current().is_err());
+        lead.set_epoch(6);
+        assert_eq!(lead.current(), Ok(6));
+    }
+
+    #[tokio::test]
+    async fn the_leader_is_named_as_this_instance_while_it_leads_and_as_the_database_shows_else() {
+        assert_eq!(
+            lead(leading_at(5), 5).leader_name().as_deref(),
+            Some("host-a")
+        );
+        let standby = fixed(
+            Role::Standby {
+                leader: Some("host-b".into()),
+            },
+            None,
+        );
+        assert_eq!(lead(standby, 5).leader_name().as_deref(), Some("host-b"));
+        let outdated = fixed(
+            Role::Outdated {
+                found: 99,
+                leader: Some("host-c".into()),
+            },
+            None,
+        );
+        assert_eq!(lead(outdated, 5).leader_name().as_deref(), Some("host-c"));
+    }
+
+    #[test]
+    fn only_an_outdated_member_gives_a_reason_for_standing_by() {
+        let outdated = Role::Outdated {
+            found: 99,
+            leader: None,
+        };
+        assert_eq!(outdated.outdated_reason(), Some(outdated_text(99)));
+        assert!(outdated_text(99).contains("99"), "{}", outdated_text(99));
+        assert_eq!(Role::Standby { leader: None }.outdated_reason(), None);
+        assert_eq!(Role::Leader { epoch: 1 }.outdated_reason(), None);
+    }
+
+    #[tokio::test]
     async fn a_confirmed_lead_at_the_ledgers_epoch_is_current() {
         assert_eq!(lead(leading_at(5), 5).current(), Ok(5));
     }
