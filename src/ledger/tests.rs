@@ -887,6 +887,13 @@ fn now_ms() -> i64 {
     crate::clock::Clock::system().now_ms()
 }
 
+/// The daemon's check at start, under a policy whose window reaches back a day.
+fn check_at_start(ledger: &mut Ledger) -> VerifyReport {
+    ledger
+        .verify_at_start(&windowed_policy(), now_ms(), Duration::from_secs(60))
+        .unwrap()
+}
+
 /// The last verified point as stored: (seq, hash).
 fn verified_point(l: &Ledger) -> Option<(i64, String)> {
     l.conn
@@ -907,9 +914,7 @@ fn checked_ledger() -> (tempfile::TempDir, PathBuf, Ledger) {
     ledger
         .record_decisions(&[approval(TxId::new(4)), approval(TxId::new(5))])
         .unwrap();
-    let report = ledger
-        .verify_at_start(&windowed_policy(), now_ms(), Duration::from_secs(60))
-        .unwrap();
+    let report = check_at_start(&mut ledger);
     assert_eq!(report.problems, Vec::<String>::new());
     assert_eq!(report.records, 5, "a new ledger is walked whole");
     (dir, path, ledger)
@@ -935,9 +940,7 @@ fn a_check_at_start_finds_a_record_edited_since_the_last_verified_point_and_keep
     conn.execute("UPDATE decisions SET reason = 'edited' WHERE seq = 7", [])
         .unwrap();
     drop(conn);
-    let report = ledger
-        .verify_at_start(&windowed_policy(), now_ms(), Duration::from_secs(60))
-        .unwrap();
+    let report = check_at_start(&mut ledger);
     assert_eq!(
         report.problems,
         vec!["record 7 (decision): content does not match its hash (edited)".to_string()]
@@ -961,9 +964,7 @@ fn a_ledger_upgraded_from_before_the_verified_point_gets_none_from_a_partial_che
             [],
         )
         .unwrap();
-    let report = ledger
-        .verify_at_start(&windowed_policy(), now_ms(), Duration::from_secs(60))
-        .unwrap();
+    let report = check_at_start(&mut ledger);
     assert_eq!(report.problems, Vec::<String>::new());
     assert_eq!(report.records, 2, "the two approvals the window reads");
     assert_eq!(verified_point(&ledger), None);
