@@ -468,6 +468,7 @@ fn print_run(what: &str, r: &Run) {
 }
 
 fn main() {
+    support::serve_if_sandbox_child();
     if std::env::var("COSIGNER_HISTORY_HOSTILE").is_ok_and(|v| v == "1") {
         hostile();
         return;

@@ -10,10 +10,9 @@
 //! wait, not start-up work.
 //!
 //! `cargo bench --bench idle` (set `COSIGNER_IDLE_SECS` to change the minute). The daemon
-//! measured is the binary built for the bench (with the `dev-tools` feature: sandbox, demo),
-//! or the one `COSIGNER_DAEMON_BIN` names, such as the production build
-//! (`cargo build --release --no-default-features --target-dir target/production`); the sandbox
-//! it polls is always the bench's.
+//! measured is the binary built for the bench (with the `test-hooks` feature: fail points, test
+//! hooks), or the one `COSIGNER_DAEMON_BIN` names, such as the production build
+//! (`cargo build --release`, which has neither); the sandbox it polls is always the bench's.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -51,6 +50,7 @@ fn get(port: u16, path: &str) -> Option<String> {
 }
 
 fn main() {
+    support::serve_if_sandbox_child();
     let secs: u64 = std::env::var("COSIGNER_IDLE_SECS")
         .ok()
         .and_then(|v| v.parse().ok())

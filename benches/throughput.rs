@@ -1,4 +1,4 @@
-//! Throughput: the sandbox (a separate `cosigner sandbox` process) is seeded with 10,000 pending
+//! Throughput: the sandbox (a separate process: this bench binary run as `cosigner-sandbox serve`) is seeded with 10,000 pending
 //! transactions, and one pending cycle decides, records and submits all of them. Reported next
 //! to the RSA-2048 private-key operations per second of one core, measured in the same run (the
 //! physical limit: every decision is one such operation), and the peak RSS of this process
@@ -67,6 +67,7 @@ fn cpu_time() -> Duration {
 }
 
 fn main() {
+    support::serve_if_sandbox_child();
     let n: u64 = std::env::var("COSIGNER_BENCH_TXS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -13,32 +13,25 @@ use crate::config::{self, Config, LogFormat};
 mod apikey;
 mod c2c;
 mod check;
-#[cfg(feature = "dev-tools")]
-mod demo;
 mod ledger;
 mod mode;
 mod pending;
 mod policy;
 mod run;
-#[cfg(feature = "dev-tools")]
-mod sandbox;
 mod sign;
 mod signals;
 
 pub(crate) use apikey::ApikeyCommand;
 pub(crate) use c2c::{OrderFileArgs, RateArgs};
 pub(crate) use check::CheckArgs;
-#[cfg(feature = "dev-tools")]
-pub(crate) use demo::DemoArgs;
 pub(crate) use ledger::LedgerCommand;
 pub(crate) use mode::{PauseArgs, ResumeArgs};
 pub(crate) use pending::PendingArgs;
 pub(crate) use policy::PolicyCommand;
 pub(crate) use run::RunArgs;
-#[cfg(feature = "dev-tools")]
-pub(crate) use sandbox::SandboxArgs;
 pub(crate) use sign::SignArgs;
-pub use signals::install_pause_signal;
+pub use sign::{key_source, read_password};
+pub use signals::{install_pause_signal, shutdown_signal, spawn_signal_handler};
 
 /// Exit code of a runtime failure.
 pub(crate) const EXIT_RUNTIME: u8 = 1;
@@ -56,7 +49,7 @@ pub struct Failure {
 
 impl Failure {
     /// Bad usage or configuration (exit 2).
-    pub(crate) fn usage(error: impl Into<anyhow::Error>) -> Self {
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
         Self {
             code: EXIT_USAGE,
             error: error.into(),
@@ -64,7 +57,7 @@ impl Failure {
     }
 
     /// A failure while doing the work (exit 1).
-    pub(crate) fn runtime(error: impl Into<anyhow::Error>) -> Self {
+    pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
         Self {
             code: EXIT_RUNTIME,
             error: error.into(),
@@ -88,7 +81,8 @@ impl Failure {
     }
 }
 
-type CmdResult = Result<(), Failure>;
+/// What a command returns.
+pub type CmdResult = Result<(), Failure>;
 
 /// cosigner: approves or rejects 1BitPay withdrawals with your key shard, by your policy.
 #[derive(Debug, Parser)]
@@ -98,8 +92,8 @@ type CmdResult = Result<(), Failure>;
     about = "Policy-driven co-signer for 1BitPay MPC withdrawals",
     long_about = "cosigner holds your 1BitPay key shard. It polls the withdrawals waiting for your \
 approval, runs each through the policy you write, approves or rejects it with the key shard, and \
-records every decision.\n\nStart with `cosigner check --config FILE` to validate a configuration; \
-a development build also has `cosigner demo` and `cosigner sandbox` (a local 1BitPay).",
+records every decision.\n\nStart with `cosigner check --config FILE` to validate a configuration. \
+The demo and the local 1BitPay (the sandbox) are in the cosigner-sandbox crate: `cargo demo`.",
     after_help = "The config file is the --config flag, else $COSIGNER_CONFIG, else \
 /etc/cosigner/cosigner.toml. Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration."
 )]
@@ -138,13 +132,6 @@ finish (poll.shutdown_timeout); a second signal exits at once. Nothing recorded 
     /// Read or verify the decision ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
-    /// Run a local, strict 1BitPay server for tests and trials.
-    #[cfg(feature = "dev-tools")]
-    Sandbox(SandboxArgs),
-    /// See it work: the daemon against the built-in sandbox, printing each decision; runs until
-    /// Ctrl-C unless --duration is given.
-    #[cfg(feature = "dev-tools")]
-    Demo(DemoArgs),
     /// Kill switch: hold every transaction (or reject with --reject) until `resume`.
     Pause(PauseArgs),
     /// Lift the kill switch: the policy decides again.
@@ -174,16 +161,6 @@ impl Command {
     #[must_use]
     pub fn logs_from_config(&self) -> bool {
         matches!(self, Command::Run(_))
-    }
-
-    /// The log filter used when `RUST_LOG` is unset.
-    #[must_use]
-    pub fn default_log_level(&self) -> &'static str {
-        match self {
-            #[cfg(feature = "dev-tools")]
-            Command::Sandbox(_) => "info",
-            _ => "warn",
-        }
     }
 }
 
@@ -248,10 +225,6 @@ pub async fn run(cli: Cli) -> CmdResult {
         Command::Run(a) => run::run(a).await,
         Command::Policy(c) => policy::run(c).await,
         Command::Ledger(c) => ledger::run(c).await,
-        #[cfg(feature = "dev-tools")]
-        Command::Sandbox(a) => sandbox::run(a).await,
-        #[cfg(feature = "dev-tools")]
-        Command::Demo(a) => demo::run(a).await,
         Command::Pause(a) => mode::pause(a).await,
         Command::Resume(a) => mode::resume(a).await,
         Command::Apikey(c) => apikey::run(c),

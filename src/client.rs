@@ -30,13 +30,13 @@ pub const PENDING: &str = "/api/transaction/pending";
 /// Path of approve/reject.
 pub const APPROVE: &str = "/api/transaction/approve";
 /// Path of collection.
-pub(crate) const COLLECT: &str = "/api/transaction/assets/collect";
+pub const COLLECT: &str = "/api/transaction/assets/collect";
 /// Path of the C2C rate.
-pub(crate) const RATE: &str = "/api/otc/rate";
+pub const RATE: &str = "/api/otc/rate";
 /// Path of C2C order creation.
-pub(crate) const CREATE_ORDER: &str = "/api/otc/create";
+pub const CREATE_ORDER: &str = "/api/otc/create";
 /// Path of the C2C batch sell.
-pub(crate) const BATCH_SELL: &str = "/api/otc/batch/sell";
+pub const BATCH_SELL: &str = "/api/otc/batch/sell";
 
 /// The response language the server is asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -78,7 +78,7 @@ impl Clock {
 
     /// The time as a `SystemTime`.
     #[must_use]
-    pub(crate) fn now(&self) -> SystemTime {
+    pub fn now(&self) -> SystemTime {
         match &self.source {
             Source::System => SystemTime::now(),
             Source::Manual(_) | Source::Anchored(_) => {

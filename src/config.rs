@@ -22,17 +22,17 @@ pub(crate) const CONFIG_ENV: &str = "COSIGNER_CONFIG";
 /// Prefix of per-key environment overrides (`COSIGNER_API__TIMEOUT=30s`).
 pub(crate) const ENV_PREFIX: &str = "COSIGNER_";
 /// `COSIGNER_` variables that are not key overrides: the config file, the operator API key of
-/// `pause`/`resume`, and (in a build with `dev-tools` only) the test and benchmark knobs.
+/// `pause`/`resume`, and (in a build with `test-hooks` only) the test and benchmark knobs.
 pub(crate) const ENV_NOT_KEYS: &[&str] = &[
     CONFIG_ENV,
     "COSIGNER_API_KEY",
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     "COSIGNER_FAILPOINT",
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     "COSIGNER_BENCH_TXS",
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     "COSIGNER_CRASH_KILLS",
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     "COSIGNER_IDLE_SECS",
 ];
 /// Keys whose value is text to be used exactly as written, also when it comes from the

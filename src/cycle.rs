@@ -246,23 +246,23 @@ use crate::plan::{Mode, RULE_DECIDED};
 
 /// A recorded decision, as the demo shows it.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct DecisionEvent {
+pub struct DecisionEvent {
     /// Transaction id.
-    pub(crate) tx_id: TxId,
+    pub tx_id: TxId,
     /// `chainId`.
-    pub(crate) chain: Option<String>,
+    pub chain: Option<String>,
     /// Destination.
-    pub(crate) to: Option<String>,
+    pub to: Option<String>,
     /// Amount text.
-    pub(crate) amount: Option<String>,
+    pub amount: Option<String>,
     /// What was decided.
-    pub(crate) action: Action,
+    pub action: Action,
     /// By which rule.
-    pub(crate) rule: String,
+    pub rule: String,
     /// Why.
-    pub(crate) reason: String,
+    pub reason: String,
     /// Recorded only.
-    pub(crate) dry_run: bool,
+    pub dry_run: bool,
 }
 
 struct Listing {

@@ -106,13 +106,13 @@ impl DaemonError {
 #[derive(Debug, Default)]
 pub struct Options {
     /// Record decisions as dry runs and send nothing.
-    pub(crate) dry_run: bool,
+    pub dry_run: bool,
     /// Receives every recorded decision.
-    pub(crate) events: Option<mpsc::UnboundedSender<DecisionEvent>>,
+    pub events: Option<mpsc::UnboundedSender<DecisionEvent>>,
     /// Notified to reload the policy (SIGHUP).
-    pub(crate) reload: Option<Arc<Notify>>,
+    pub reload: Option<Arc<Notify>>,
     /// How many SIGUSR1 arrived since `main` started: each one puts hold-all in force.
-    pub(crate) pause_signal: Option<tokio::sync::watch::Receiver<u64>>,
+    pub pause_signal: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// The pieces a run is made of, built and checked before anything runs.
@@ -148,6 +148,14 @@ pub struct Parts {
     pub(crate) control_socket: Option<(tokio::net::UnixListener, std::path::PathBuf)>,
     /// SIGUSR1's count: hold-all.
     pub(crate) pause_signal: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Parts {
+    /// The pending cycle's engine (the policy and mode in force, the ledger).
+    #[must_use]
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
 }
 
 impl Parts {
@@ -487,7 +495,7 @@ pub struct Timings {
 impl Timings {
     /// The timings of a configuration.
     #[must_use]
-    pub(crate) fn from_config(cfg: &Config) -> Self {
+    pub fn from_config(cfg: &Config) -> Self {
         Self {
             poll_interval: cfg.poll.interval,
             poll_jitter: cfg.poll.jitter,

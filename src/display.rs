@@ -57,7 +57,7 @@ impl ChainNames {
 
 /// The first 8 and last 6 characters of a long address (`TFMQrPdF…6xSopV`); short ones whole.
 #[must_use]
-pub(crate) fn short_address(addr: &str) -> String {
+pub fn short_address(addr: &str) -> String {
     let chars: Vec<char> = addr.chars().collect();
     if chars.len() <= 16 {
         return addr.to_string();

@@ -1,7 +1,7 @@
-//! Fail points for the crash suite: in debug builds with the `dev-tools` feature (what the tests
+//! Fail points for the crash suite: in debug builds with the `test-hooks` feature (what the tests
 //! run), `COSIGNER_FAILPOINT` names a point (and optionally a probability, `after-record:0.3`)
 //! where the process aborts, as a power cut would stop it. Release builds and builds without
-//! `dev-tools` (the production build) compile every point to nothing.
+//! `test-hooks` (the production build) compile every point to nothing.
 
 /// After decisions are durably recorded, before any of them is sent.
 pub(crate) const AFTER_RECORD: &str = "after-record";
@@ -13,22 +13,22 @@ pub(crate) const AFTER_REQUEST: &str = "after-request";
 /// scheduler, such as a lock never released, which no deadline ends: for the watchdog suite).
 pub(crate) const WEDGE_CYCLE: &str = "wedge-cycle";
 
-/// Never returns if `COSIGNER_FAILPOINT` names `name` (debug builds with `dev-tools` only):
+/// Never returns if `COSIGNER_FAILPOINT` names `name` (debug builds with `test-hooks` only):
 /// the task awaiting it is wedged, while the rest of the process runs on.
 pub(crate) async fn wedge(name: &str) {
-    #[cfg(all(debug_assertions, feature = "dev-tools"))]
+    #[cfg(all(debug_assertions, feature = "test-hooks"))]
     if std::env::var("COSIGNER_FAILPOINT").is_ok_and(|p| p == name) {
         eprintln!("fail point {name}: this task waits for ever");
         std::future::pending::<()>().await;
     }
-    #[cfg(not(all(debug_assertions, feature = "dev-tools")))]
+    #[cfg(not(all(debug_assertions, feature = "test-hooks")))]
     let _ = name;
 }
 
-/// Aborts the process here if `COSIGNER_FAILPOINT` says so (debug builds with `dev-tools` only).
+/// Aborts the process here if `COSIGNER_FAILPOINT` says so (debug builds with `test-hooks` only).
 #[inline]
 pub(crate) fn hit(name: &str) {
-    #[cfg(all(debug_assertions, feature = "dev-tools"))]
+    #[cfg(all(debug_assertions, feature = "test-hooks"))]
     {
         let Ok(spec) = std::env::var("COSIGNER_FAILPOINT") else {
             return;
@@ -46,6 +46,6 @@ pub(crate) fn hit(name: &str) {
             std::process::abort();
         }
     }
-    #[cfg(not(all(debug_assertions, feature = "dev-tools")))]
+    #[cfg(not(all(debug_assertions, feature = "test-hooks")))]
     let _ = name;
 }

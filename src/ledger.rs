@@ -1033,7 +1033,7 @@ impl Ledger {
     }
 
     /// Lets writes succeed again after `simulate_write_failure` (tests only).
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn end_simulated_write_failure(&self) -> rusqlite::Result<()> {
         self.conn.pragma_update(None, "query_only", false)?;
         self.conn
@@ -1042,7 +1042,7 @@ impl Ledger {
 
     /// Makes every later record of the kill-switch mode fail while every other write goes on
     /// (tests only: a pause that cannot be recorded, with nothing else stopped by the ledger).
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub(crate) fn simulate_mode_write_failure(&self) -> rusqlite::Result<()> {
         // A temporary trigger: it lives in this connection only, outside the file's schema.
@@ -1054,7 +1054,7 @@ impl Ledger {
     }
 
     /// Makes every later write fail the way a read-only or full filesystem does (tests only).
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub(crate) fn simulate_write_failure(&self, full: bool) -> rusqlite::Result<()> {
         if full {

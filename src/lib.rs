@@ -1,7 +1,7 @@
 //! cosigner: a policy-driven co-signer for 1BitPay MPC withdrawals. The binary (`main.rs`) is a
 //! thin shell over this library, so that every piece can be driven directly by tests. The
-//! `dev-tools` feature (on by default, off in the production build) adds the sandbox, the demo,
-//! the fail points and the test hooks. The library exports what the binary, the benches and the
+//! `test-hooks` feature (on for `cargo test` and `cargo bench` only) adds the fail points and the
+//! test hooks; the sandbox and the demo are a crate of their own, `cosigner-sandbox` (`sandbox/`). The library exports what the binary, the benches and the
 //! tests use; everything else is `pub(crate)`, and `unreachable_pub` keeps it so.
 //!
 //! # Map
@@ -15,7 +15,7 @@
 //! | effects | [`cycle`] (one pending cycle: list → plan → record → sign → send → record outcomes), `collector` (sweeps), [`signer`] (the key shard: RSA `data`), [`client`] (the 1BitPay wire format and HTTP, with its MD5 request signature in `client::signature`; it turns the wire into domain types at the edge) |
 //! | the process | [`daemon`] (scheduler, listeners, shutdown), [`clock`] (the one wall clock, injected: the system's, or in a pair the database's carried on the monotonic clock), `http` (metrics and health routes), [`listener`] (the accept loops: a connection cap, a header-read timeout), `health` (readiness and liveness), [`metrics`] (numbers and labels only), [`systemd`] (notify and watchdog), [`config`], [`cli`] (one file per command under `cli/`), [`check`] (the preflight check) |
 //! | reading the ledger | [`explain`] (`policy explain`), `replay` (`policy replay`), `display` (chain names, short addresses, hex) |
-//! | development | [`sandbox`] (a strict local 1BitPay), `demo`, `failpoint`, `random` (OpenSSL's CSPRNG, or an error) |
+//! | development | `failpoint` (the crash suite's fail points), `random` (OpenSSL's CSPRNG, or an error) |
 //!
 //! # Who uses whom
 //!
@@ -30,7 +30,6 @@
 //! failpoint   random
 //! ledger      domain display policy clock
 //! leader      ledger
-//! sandbox     domain client signer clock
 //! plan        domain ledger policy
 //! health      clock leader
 //! control     client ledger metrics plan policy
@@ -45,7 +44,6 @@
 //! killswitch  config ledger plan
 //! daemon      client clock collector config cycle health http leader ledger listener metrics
 //!             operator plan policy random signer systemd
-//! demo        domain clock config cycle daemon display ledger random sandbox
 //! cli         (the commands: any of the above)
 //! ```
 //!
@@ -100,9 +98,7 @@ pub mod config;
 mod control;
 pub mod cycle;
 pub mod daemon;
-#[cfg(feature = "dev-tools")]
-mod demo;
-mod display;
+pub mod display;
 pub mod domain;
 pub mod explain;
 mod failpoint;
@@ -116,9 +112,7 @@ pub mod metrics;
 pub mod operator;
 pub mod plan;
 pub mod policy;
-mod random;
+pub mod random;
 mod replay;
-#[cfg(feature = "dev-tools")]
-pub mod sandbox;
 pub mod signer;
 pub mod systemd;

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
     let dumpable = cosigner::systemd::disable_core_dumps();
     let args = Cli::parse();
     if !args.command.logs_from_config() {
-        cli::init_tracing(LogFormat::Text, args.command.default_log_level());
+        cli::init_tracing(LogFormat::Text, "warn");
     }
     if let Err(e) = dumpable {
         eprintln!(

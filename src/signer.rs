@@ -282,8 +282,7 @@ impl Signer {
     }
 
     /// The certificate, PEM-encoded: what the server verifies `data` with.
-    #[cfg(feature = "dev-tools")]
-    pub(crate) fn certificate_pem(&self) -> Result<Vec<u8>, SignerError> {
+    pub fn certificate_pem(&self) -> Result<Vec<u8>, SignerError> {
         Ok(self.cert.to_pem()?)
     }
 

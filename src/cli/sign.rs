@@ -97,7 +97,7 @@ pub(crate) fn run(a: SignArgs) -> CmdResult {
 
 /// A PKCS#12 named on the command line: the password from `password_file`, else the default
 /// "1bitpay" + `merchant_no`.
-pub(crate) fn key_source(
+pub fn key_source(
     pfx: &Path,
     merchant_no: Option<&str>,
     password_file: Option<&Path>,
@@ -121,6 +121,6 @@ pub(crate) fn key_source(
 
 /// A secret from a file named on the command line; `private` refuses one group or others may
 /// read, as the key file is refused.
-pub(crate) fn read_password(path: &Path, private: bool) -> Result<SecretString, Failure> {
+pub fn read_password(path: &Path, private: bool) -> Result<SecretString, Failure> {
     config::read_secret_file(path, private).map_err(Failure::usage)
 }

@@ -41,7 +41,7 @@ pub(crate) fn take_pause_signal() -> Option<tokio::sync::watch::Receiver<u64>> {
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
-pub(crate) async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -63,7 +63,7 @@ pub(crate) async fn shutdown_signal() {
 }
 
 /// Cancels `shutdown` on the first SIGTERM/SIGINT and `hard_stop` on the second.
-pub(crate) fn spawn_signal_handler(shutdown: CancellationToken, hard_stop: CancellationToken) {
+pub fn spawn_signal_handler(shutdown: CancellationToken, hard_stop: CancellationToken) {
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("stop signal received; a second one exits at once");

@@ -25,7 +25,7 @@ pub struct MalformedItem {
     /// The item's JSON text (cut to 200 bytes).
     pub(crate) raw: String,
     /// Why it could not be used.
-    pub(crate) reason: String,
+    pub reason: String,
 }
 
 #[derive(Deserialize)]
@@ -343,11 +343,11 @@ pub(crate) struct CollectRequest {
 /// Body of `/api/otc/rate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RateRequest {
+pub struct RateRequest {
     /// The crypto currency, e.g. USDT (`cryptoCurrency`).
-    pub(crate) crypto_currency: String,
+    pub crypto_currency: String,
     /// The fiat currency, e.g. CNY (`legalCurrency`).
-    pub(crate) legal_currency: String,
+    pub legal_currency: String,
 }
 
 /// `data` of `/api/otc/rate`.

@@ -309,8 +309,8 @@ async fn adopt_recorded_adopts_a_pause_another_member_recorded_but_never_lifts_o
     assert_eq!(f.control.mode(), Mode::Hold);
 }
 
-/// The tests that need the ledger's simulated failures and slow writes (`dev-tools`).
-#[cfg(feature = "dev-tools")]
+/// The tests that need the ledger's simulated failures and slow writes (`test-hooks`).
+#[cfg(feature = "test-hooks")]
 mod failures {
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;

@@ -85,9 +85,8 @@ impl Verdict {
     }
 
     /// The verdict for a protocol status number.
-    #[cfg(feature = "dev-tools")]
     #[must_use]
-    pub(crate) fn from_status(status: u64) -> Option<Self> {
+    pub fn from_status(status: u64) -> Option<Self> {
         match status {
             1 => Some(Verdict::Approve),
             2 => Some(Verdict::Reject),

@@ -37,12 +37,12 @@ struct Inner {
     /// earlier than that write's stamp). See [`LedgerHandle::newest_known_ms`].
     newest_ms: AtomicI64,
     /// Tests only: how long each write waits, once done, before it returns (a slow commit).
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     write_delay: std::sync::OnceLock<WriteDelay>,
 }
 
 /// Tests only: the delay of each write (see [`LedgerHandle::delay_writes`]).
-#[cfg(feature = "dev-tools")]
+#[cfg(feature = "test-hooks")]
 type WriteDelay = Box<dyn Fn() -> Duration + Send + Sync>;
 
 /// Where the records live.
@@ -108,7 +108,7 @@ impl LedgerHandle {
             on_fenced: std::sync::OnceLock::new(),
             on_write_failure: std::sync::OnceLock::new(),
             newest_ms: AtomicI64::new(i64::MIN),
-            #[cfg(feature = "dev-tools")]
+            #[cfg(feature = "test-hooks")]
             write_delay: std::sync::OnceLock::new(),
         }))
     }
@@ -123,7 +123,7 @@ impl LedgerHandle {
             on_fenced: std::sync::OnceLock::new(),
             on_write_failure: std::sync::OnceLock::new(),
             newest_ms: AtomicI64::new(i64::MIN),
-            #[cfg(feature = "dev-tools")]
+            #[cfg(feature = "test-hooks")]
             write_delay: std::sync::OnceLock::new(),
         }))
     }
@@ -166,7 +166,7 @@ impl LedgerHandle {
         {
             f(*mine, *current);
         }
-        #[cfg(feature = "dev-tools")]
+        #[cfg(feature = "test-hooks")]
         if let Some(delay) = self.0.write_delay.get() {
             tokio::time::sleep(delay()).await;
         }
@@ -190,7 +190,7 @@ impl LedgerHandle {
 
     /// Tests only: every write waits `delay()` once done, before it returns, as a commit whose
     /// answer is slow does (the records keep the time they were stamped with). Set once.
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn delay_writes(&self, delay: impl Fn() -> Duration + Send + Sync + 'static) {
         let _ = self.0.write_delay.set(Box::new(delay));
@@ -491,7 +491,7 @@ impl LedgerHandle {
     }
 
     /// Makes every later record of the kill-switch mode fail, and nothing else (tests only).
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub async fn simulate_mode_write_failure(&self) -> Result<(), LedgerError> {
         match &self.0.backend {
@@ -509,7 +509,7 @@ impl LedgerHandle {
 
     /// Makes every later write fail the way a read-only (`full`: a full) filesystem does (tests
     /// only).
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub async fn simulate_write_failure(&self, full: bool) -> Result<(), LedgerError> {
         match &self.0.backend {
@@ -526,7 +526,7 @@ impl LedgerHandle {
     }
 
     /// Ends [`LedgerHandle::simulate_write_failure`]: writes work again (tests only).
-    #[cfg(feature = "dev-tools")]
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub async fn end_simulated_write_failure(&self) -> Result<(), LedgerError> {
         match &self.0.backend {

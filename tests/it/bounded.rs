@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cosigner::client::PENDING;
 use cosigner::cycle::{CycleError, Engine, PollSettings};
 use cosigner::domain::{Action, TxId};
-use cosigner::sandbox::Faults;
+use cosigner_sandbox::server::Faults;
 
 use crate::store::{Store, on_each_back_end};
 use crate::support::*;

@@ -7,8 +7,8 @@ use cosigner::client::{
     ApproveRequest, Client, ClientError, CreateOrder, Gate, SellOrder, SignOrder,
 };
 use cosigner::domain::{Decision, Verdict, Withdrawal, collect_text, decision_text};
-use cosigner::sandbox::{Faults, Scenario};
 use cosigner::signer::{KeySource, Signer};
+use cosigner_sandbox::server::{Faults, Scenario};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 

@@ -15,7 +15,7 @@ use cosigner::explain::explain;
 use cosigner::killswitch::{Reach, SwitchError, Switched, switch};
 use cosigner::ledger::Ledger;
 use cosigner::plan::{Mode, Plan};
-use cosigner::sandbox::Scenario;
+use cosigner_sandbox::server::Scenario;
 
 use crate::support::*;
 

@@ -8,7 +8,7 @@ use cosigner::cycle::{CycleError, Engine, PollSettings};
 use cosigner::domain::Action;
 use cosigner::ledger::{Ledger, Status};
 use cosigner::policy;
-use cosigner::sandbox::{Faults, Scenario};
+use cosigner_sandbox::server::{Faults, Scenario};
 
 use crate::support::*;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cosigner::daemon::{Timings, periodic};
 use cosigner::ledger::Ledger;
-use cosigner::sandbox::{Faults, Scenario};
+use cosigner_sandbox::server::{Faults, Scenario};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -310,8 +310,7 @@ async fn readyz_turns_unready_when_the_sandbox_goes_away_and_ready_when_it_retur
     .await;
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
 
-    sandbox.child.kill().unwrap();
-    sandbox.child.wait().unwrap();
+    sandbox.kill();
     wait_until("unready", Duration::from_secs(10), || async {
         get(&url).await.0 == 503
     })
@@ -403,28 +402,6 @@ async fn sigterm_mid_backlog_exits_0_with_every_sent_approval_recorded() {
         );
     }
     assert!(ledger.verify().unwrap().problems.is_empty());
-}
-
-#[test]
-fn the_demo_runs_decides_every_kind_and_ends_with_an_intact_ledger() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args(["demo", "--duration", "4s", "--poll-interval", "1s", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let text = all_output(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    for needle in [
-        "APPROVE",
-        "REJECT",
-        "HOLD",
-        "hash chain intact",
-        "refused 0 request(s)",
-    ] {
-        assert!(text.contains(needle), "{needle} missing from\n{text}");
-    }
-    assert!(Path::new(&dir.path().join("ledger.db")).exists());
 }
 
 #[test]

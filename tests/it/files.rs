@@ -1,5 +1,5 @@
-//! Files the daemon and the demo create: never overwritten, private to the service's user, and a
-//! ledger whose chain does not verify is refused at start.
+//! Files the daemon creates: never overwritten, private to the service's user, and a ledger
+//! whose chain does not verify is refused at start (the demo's files: `sandbox/tests/demo.rs`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,24 +10,6 @@ use crate::support::*;
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-#[test]
-fn the_demo_refuses_a_directory_that_holds_files_and_leaves_them_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let shard = dir.path().join("merchant.pfx");
-    std::fs::write(&shard, b"the production key shard").unwrap();
-    let out = bin()
-        .args(["demo", "--duration", "1s", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let text = all_output(&out);
-    assert_ne!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("not empty"), "{text}");
-    assert_eq!(std::fs::read(&shard).unwrap(), b"the production key shard");
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(names.len(), 1, "nothing written beside it");
 }
 
 #[test]

@@ -156,110 +156,6 @@ fn ledger_list_before_the_first_run_says_the_daemon_creates_the_ledger() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
 
-fn demo_in(tmp: &Path, path_prefix: Option<&Path>, extra: &[&str]) -> (Option<i32>, String) {
-    let mut c = bin();
-    c.env("TMPDIR", tmp)
-        .args(["demo", "--duration", "3s", "--poll-interval", "1s"])
-        .args(extra);
-    if let Some(p) = path_prefix {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut dirs = vec![p.to_owned()];
-        dirs.extend(std::env::split_paths(&path));
-        c.env("PATH", std::env::join_paths(dirs).unwrap());
-    }
-    let out = c.output().unwrap();
-    (out.status.code(), all_output(&out))
-}
-
-fn demo_dirs(tmp: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("cosigner-demo-")
-        })
-        .collect()
-}
-
-#[test]
-fn the_demo_says_how_it_stops_removes_its_temp_dir_and_gives_hints_that_work() {
-    let (code, help) = run(&["demo", "--help"]);
-    assert_eq!(code, Some(0));
-    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(
-        help.contains("runs until Ctrl-C unless --duration is given"),
-        "{help}"
-    );
-    assert!(help.contains("--keep"), "{help}");
-
-    // Without --keep, the temporary directory goes, and the hint says how to keep it; the
-    // binary is a cargo build not on PATH, so the hint is a `cargo run` command.
-    let tmp = tempfile::tempdir().unwrap();
-    let (code, text) = demo_in(tmp.path(), None, &[]);
-    assert_eq!(code, Some(0), "{text}");
-    assert!(demo_dirs(tmp.path()).is_empty(), "left behind:\n{text}");
-    assert!(text.contains("Stops after 3s (or at Ctrl-C)."), "{text}");
-    assert!(
-        text.contains("195 (TRON)") && text.contains("56 (BSC)"),
-        "{text}"
-    );
-    assert!(
-        text.contains("run `cargo run -- demo --keep` to keep the files"),
-        "{text}"
-    );
-
-    // With --keep and the binary on PATH, the hint is `cosigner ledger list --config …`, and
-    // that very command works.
-    let tmp = tempfile::tempdir().unwrap();
-    let bindir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_cosigner"),
-        bindir.path().join("cosigner"),
-    )
-    .unwrap();
-    let (code, text) = demo_in(tmp.path(), Some(bindir.path()), &["--keep"]);
-    assert_eq!(code, Some(0), "{text}");
-    let dirs = demo_dirs(tmp.path());
-    assert_eq!(dirs.len(), 1, "{text}");
-    let config = dirs[0].join("cosigner.toml");
-    let hint = format!(
-        "look closer: cosigner ledger list --config {}",
-        config.display()
-    );
-    assert!(text.contains(&hint), "{hint}\n{text}");
-
-    // Item 8: the list shows chain, shortened destination and amount, and explains SEQ.
-    let (code, list) = run(&["ledger", "list", "--config", config.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "{list}");
-    let header = list.lines().next().unwrap();
-    for col in ["SEQ", "CHAIN", "TO", "AMOUNT", "ACTION", "RULE"] {
-        assert!(header.contains(col), "{header}");
-    }
-    assert!(
-        list.contains("195 (TRON)") && list.contains("TFMQrPdF…6xSopV"),
-        "{list}"
-    );
-    assert!(
-        list.contains(
-            "SEQ numbers every ledger record: decisions (listed here), submission \
-                       outcomes, collections and events (mode, policy) share one sequence"
-        ),
-        "{list}"
-    );
-    let (code, verify) = run(&["ledger", "verify", "--config", config.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "{verify}");
-    assert!(
-        verify.contains("records (decisions ")
-            && verify.contains(", submission outcomes ")
-            && verify.contains(", collections ")
-            && verify.contains(", mode and policy events "),
-        "{verify}"
-    );
-}
-
 /// A `cosigner run` process whose stderr is collected line by line.
 struct Running {
     child: std::process::Child,
@@ -695,16 +591,7 @@ fn check_on_a_fresh_host_warns_that_systemd_creates_the_state_directory_and_how_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sandbox_takes_the_pkcs12_itself_and_its_help_says_where_the_certificate_comes_from() {
-    let (code, help) = run(&["sandbox", "--help"]);
-    assert_eq!(code, Some(0));
-    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(help.contains("--pfx <FILE>"), "{help}");
-    assert!(
-        help.contains("openssl pkcs12 -in merchant.pfx -clcerts -nokeys -out merchant-cert.pem"),
-        "{help}"
-    );
-
+async fn the_sandbox_takes_the_pkcs12_itself_and_verifies_data_with_its_certificate() {
     let d = tempfile::tempdir().unwrap();
     let pfx = key_copy(d.path(), "keytool-aes.pfx");
     let scenario = d.path().join("scenario.toml");

@@ -460,11 +460,11 @@ async fn forbidden_mid_cycle(
         Road::Open => {}
         Road::SlowConnect(k) => door.stall_connects_after(k),
         Road::SlowTls(k) => door.hold_handshakes_after(k),
-        Road::Failing(rate) => sb.sandbox.set_faults(cosigner::sandbox::Faults {
+        Road::Failing(rate) => sb.sandbox.set_faults(cosigner_sandbox::server::Faults {
             error_rate: rate,
             error_paths: vec![cosigner::client::APPROVE.into()],
             seed: delay_ms,
-            ..cosigner::sandbox::Faults::default()
+            ..cosigner_sandbox::server::Faults::default()
         }),
     }
     let dir = tempfile::tempdir().unwrap();
@@ -516,7 +516,8 @@ async fn forbidden_mid_cycle(
     let returned = std::time::SystemTime::now();
     door.open_connects();
     door.open_handshakes();
-    sb.sandbox.set_faults(cosigner::sandbox::Faults::default());
+    sb.sandbox
+        .set_faults(cosigner_sandbox::server::Faults::default());
     let out = tokio::time::timeout(Duration::from_secs(60), cycle).await;
     prop_assert!(
         out.is_ok(),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cosigner::client::signature::{self, SignOrder};
-use cosigner::sandbox::{Faults, Scenario};
+use cosigner_sandbox::server::{Faults, Scenario};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 

@@ -10,7 +10,7 @@ use cosigner::domain::{Action, ClockCheck};
 use cosigner::ledger::Status;
 use cosigner::plan::Mode;
 use cosigner::policy::{self, Context, Usage};
-use cosigner::sandbox::Faults;
+use cosigner_sandbox::server::Faults;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -485,7 +485,7 @@ fn requested_tx(body: &Value) -> cosigner::domain::Withdrawal {
 /// mode's, never for malformed input) with the exact rule and reason recorded.
 async fn check_step(
     e: &cosigner::cycle::Engine,
-    new: &[cosigner::sandbox::Attempt],
+    new: &[cosigner_sandbox::server::Attempt],
     policy_text: &str,
     mode: Mode,
     seen: &mut Seen,

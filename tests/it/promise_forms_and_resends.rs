@@ -15,7 +15,7 @@ use cosigner::client::APPROVE;
 use cosigner::cycle::PollSettings;
 use cosigner::domain::Action;
 use cosigner::ledger::Status;
-use cosigner::sandbox::Faults;
+use cosigner_sandbox::server::Faults;
 
 use crate::support::*;
 

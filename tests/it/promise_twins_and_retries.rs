@@ -14,7 +14,7 @@ use cosigner::client::APPROVE;
 use cosigner::cycle::Engine;
 use cosigner::domain::Action;
 use cosigner::plan::Mode;
-use cosigner::sandbox::Faults;
+use cosigner_sandbox::server::Faults;
 
 use crate::support::*;
 

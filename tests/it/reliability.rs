@@ -503,7 +503,7 @@ mod adversarial {
 
     use cosigner::cycle::{Engine, PollSettings};
     use cosigner::domain::Action;
-    use cosigner::sandbox::{Faults, Scenario};
+    use cosigner_sandbox::server::{Faults, Scenario};
 
     use serde_json::{Value, json};
 

@@ -3,17 +3,16 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 /// Whether a test that needs libfaketime runs (see `crate::needs`).
 pub(crate) use crate::needs::faketime_or_skip;
 use cosigner::client::{ClientConfig, Lang, SignOrder};
 pub(crate) use cosigner::domain::TxId;
-use cosigner::sandbox::{self, Sandbox, SandboxConfig, Scenario};
+use cosigner_sandbox::server::{self as sandbox, Sandbox, SandboxConfig, Scenario};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -188,26 +187,17 @@ pub(crate) fn all_output(o: &Output) -> String {
     )
 }
 
-/// A sandbox run as a separate process (`cosigner sandbox`), killed on drop.
-pub(crate) struct SandboxProcess {
-    pub child: Child,
-    pub url: String,
-}
+/// A sandbox on a thread of its own (what `cosigner-sandbox serve` runs), stopped on drop: a
+/// server the daemon under test reaches over TCP, that a test can cut as it would kill a process.
+pub(crate) type SandboxProcess = cosigner_sandbox::Background;
 
-impl Drop for SandboxProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `cosigner sandbox` (on port 0 unless `extra` has `--listen`) and waits for its
+/// Starts a sandbox (on port 0 unless `extra` has `--listen`) and waits for its
 /// `listening on` line.
 pub(crate) fn spawn_sandbox(extra: &[&str]) -> SandboxProcess {
     spawn_sandbox_with(API_SECRET, extra)
 }
 
-/// Starts `cosigner sandbox` with a given API secret.
+/// Starts a sandbox with a given API secret.
 pub(crate) fn spawn_sandbox_with_secret(secret: &str) -> SandboxProcess {
     spawn_sandbox_with(secret, &[])
 }
@@ -220,32 +210,11 @@ fn spawn_sandbox_with(secret: &str, extra: &[&str]) -> SandboxProcess {
     spawn_sandbox_args(&args)
 }
 
-/// Starts `cosigner sandbox` with exactly `args` (plus `--listen 127.0.0.1:0` unless given) and
-/// waits for its `listening on` line.
+/// Starts a sandbox from `cosigner-sandbox serve` arguments (plus `--listen 127.0.0.1:0` unless
+/// given) and returns once it accepts connections.
 pub(crate) fn spawn_sandbox_args(args: &[&str]) -> SandboxProcess {
-    let listen: &[&str] = if args.contains(&"--listen") {
-        &[]
-    } else {
-        &["--listen", "127.0.0.1:0"]
-    };
-    let mut child = bin()
-        .arg("sandbox")
-        .args(listen)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
-        panic!("sandbox did not start: {line:?} {err}");
-    };
-    SandboxProcess { child, url }
+    cosigner_sandbox::Background::start(args)
+        .unwrap_or_else(|e| panic!("sandbox did not start: {e}"))
 }
 
 /// A loopback port free at the moment of asking, for a listener that must keep its port across
@@ -482,7 +451,7 @@ pub(crate) fn small_pages() -> cosigner::cycle::PollSettings {
 pub(crate) fn scenario(items: Vec<String>) -> Scenario {
     Scenario {
         pending: items,
-        faults: cosigner::sandbox::Faults::default(),
+        faults: cosigner_sandbox::server::Faults::default(),
     }
 }
 

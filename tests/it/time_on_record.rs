@@ -248,7 +248,7 @@ async fn a_retry_after_the_clock_went_back_behind_the_newest_record_does_not_lea
         "195",
     )]))
     .await;
-    sb.sandbox.set_faults(cosigner::sandbox::Faults {
+    sb.sandbox.set_faults(cosigner_sandbox::server::Faults {
         error_rate: 1.0,
         error_paths: vec![cosigner::client::APPROVE.into()],
         retry_after: Some(1),
@@ -268,7 +268,7 @@ async fn a_retry_after_the_clock_went_back_behind_the_newest_record_does_not_lea
             })
             .await;
             hand.set_ms(Clock::system().now_ms() - 3_600_000);
-            sb.set_faults(cosigner::sandbox::Faults::default());
+            sb.set_faults(cosigner_sandbox::server::Faults::default());
         })
     };
     let out = e.cycle_once().await.unwrap();
@@ -632,7 +632,7 @@ async fn property_case(seed: u64, steps: u64) -> Vec<(&'static str, u64)> {
             })
         });
         let e = engine_on_ledger_clock(dir.path(), cfg, &property_policy(), small_pages(), ledger);
-        sb.sandbox.set_faults(cosigner::sandbox::Faults {
+        sb.sandbox.set_faults(cosigner_sandbox::server::Faults {
             error_rate: [0.0, 0.4][usize::try_from(draw.below(2)).unwrap()],
             error_paths: vec![cosigner::client::APPROVE.into()],
             retry_after: Some(1),

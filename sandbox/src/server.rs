@@ -20,10 +20,10 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::signature::{self, SignOrder};
-use crate::client::{self as api, parse_pending_item};
-use crate::domain::{Decision, TxId, Verdict, collect_text, decision_text};
-use crate::signer::recover_text;
+use cosigner::client::signature::{self, SignOrder};
+use cosigner::client::{self as api, parse_pending_item};
+use cosigner::domain::{Decision, TxId, Verdict, collect_text, decision_text};
+use cosigner::signer::recover_text;
 
 mod hostile;
 
@@ -299,7 +299,7 @@ impl Drop for InFlight {
 
 /// The server's own clock (the host's: the sandbox runs beside the daemon, not inside it).
 fn now_ms() -> u64 {
-    u64::try_from(crate::clock::Clock::system().now_ms()).unwrap_or(0)
+    u64::try_from(cosigner::clock::Clock::system().now_ms()).unwrap_or(0)
 }
 
 type Refusal = (StatusCode, i64, String);

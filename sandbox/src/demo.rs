@@ -1,4 +1,4 @@
-//! `cosigner demo`: the daemon's main job against the built-in sandbox, end to end. It makes a
+//! `cosigner-sandbox demo`: the daemon's main job against the built-in sandbox, end to end. It makes a
 //! throwaway key shard, writes a config and a policy, seeds the sandbox with a realistic mix of
 //! withdrawals (and a trickle of new ones), runs the daemon with short intervals, and prints each
 //! decision as it happens, then a summary.
@@ -19,13 +19,13 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Environment};
-use crate::cycle::DecisionEvent;
-use crate::daemon::{self, DaemonError, Options, Timings};
-use crate::display::{ChainNames, short_address};
-use crate::domain::{Action, TxId};
-use crate::ledger::Ledger;
-use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
+use crate::server::{self as sandbox, Sandbox, SandboxConfig, Scenario};
+use cosigner::config::{Config, Environment};
+use cosigner::cycle::DecisionEvent;
+use cosigner::daemon::{self, DaemonError, Options, Timings};
+use cosigner::display::{ChainNames, short_address};
+use cosigner::domain::{Action, TxId};
+use cosigner::ledger::Ledger;
 
 const MERCHANT: &str = "merDEMO0000000000001";
 const API_KEY: &str = "demo-api-key";
@@ -97,13 +97,13 @@ pub(crate) enum DemoError {
     Key(#[from] openssl::error::ErrorStack),
     /// The configuration the demo wrote.
     #[error("demo configuration: {0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] cosigner::config::ConfigError),
     /// The daemon.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     /// No randomness for the demo's secret.
     #[error(transparent)]
-    Random(#[from] crate::random::RandomError),
+    Random(#[from] cosigner::random::RandomError),
 }
 
 /// What the demo did, for its summary (and its test).
@@ -138,33 +138,46 @@ pub(crate) struct DemoOptions {
     pub(crate) keep: bool,
 }
 
-/// How the operator can run this same binary again: `cosigner` when that is what `PATH` finds,
-/// `cargo run --release --` (or `cargo run --`) for a cargo build, as after the README's
-/// `cargo run --release -- demo`, else the binary's full path.
+/// How the operator runs the demo again, and `cosigner` on its ledger: the names `PATH` finds
+/// (`cosigner-sandbox demo`, `cosigner`); for a cargo build, as after the README's `cargo demo`,
+/// `cargo demo` and `cargo run --release --` (`cargo run --` for a debug build); else the
+/// binaries' full paths.
 #[must_use]
-pub(crate) fn self_command() -> String {
-    let Some(exe) = std::env::current_exe()
+pub(crate) fn commands() -> (String, String) {
+    let exe = std::env::current_exe()
         .ok()
-        .and_then(|p| p.canonicalize().ok())
-    else {
-        return "cosigner".into();
+        .and_then(|p| p.canonicalize().ok());
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
     };
-    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+    let Some(exe) = exe else {
+        return ("cosigner-sandbox demo".into(), "cosigner".into());
+    };
+    let same_on_path = std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths)
-            .any(|d| d.join("cosigner").canonicalize().ok().as_ref() == Some(&exe))
+            .any(|d| d.join("cosigner-sandbox").canonicalize().ok().as_ref() == Some(&exe))
     });
-    if on_path {
-        return "cosigner".into();
-    }
     let mut parts = exe.iter().rev().skip(1);
-    match (
+    let profile = match (
         parts.next().and_then(|p| p.to_str()),
         parts.next().and_then(|p| p.to_str()),
     ) {
-        (Some("release"), Some("target")) => "cargo run --release --".into(),
-        (Some("debug"), Some("target")) => "cargo run --".into(),
-        _ => exe.display().to_string(),
-    }
+        (Some(p @ ("release" | "debug")), Some("target")) => Some(p),
+        _ => None,
+    };
+    let demo = match (same_on_path, profile) {
+        (true, _) => "cosigner-sandbox demo".to_string(),
+        (false, Some(_)) => "cargo demo".to_string(),
+        (false, None) => format!("{} demo", exe.display()),
+    };
+    let cosigner = match (on_path("cosigner"), profile) {
+        (true, _) => "cosigner".to_string(),
+        (false, Some("release")) => "cargo run --release --".to_string(),
+        (false, Some(_)) => "cargo run --".to_string(),
+        (false, None) => exe.with_file_name("cosigner").display().to_string(),
+    };
+    (demo, cosigner)
 }
 
 /// Removes the demo's temporary directory when dropped, however the demo ends.
@@ -264,7 +277,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn print_event(out: &mut impl Write, e: &DecisionEvent, chains: &ChainNames) {
-    let now = humantime::format_rfc3339_seconds(crate::clock::Clock::system().now()).to_string();
+    let now = humantime::format_rfc3339_seconds(cosigner::clock::Clock::system().now()).to_string();
     let time = now.get(11..19).unwrap_or(&now);
     let _ = writeln!(
         out,
@@ -291,7 +304,7 @@ pub(crate) async fn run(
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!(
             "cosigner-demo-{}-{}",
-            crate::clock::Clock::system().now_ms(),
+            cosigner::clock::Clock::system().now_ms(),
             std::process::id()
         )),
     };
@@ -302,7 +315,7 @@ pub(crate) async fn run(
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let removal = RemoveOnDrop((opts.dir.is_none() && !opts.keep).then(|| dir.clone()));
     let (pfx, cert) = make_key(&dir)?;
-    let secret = format!("demo-secret-{:016x}", crate::random::u64()?);
+    let secret = format!("demo-secret-{:016x}", cosigner::random::u64()?);
 
     let sb = Sandbox::new(
         SandboxConfig {
@@ -353,7 +366,7 @@ pub(crate) async fn run(
         shutdown.clone(),
     )
     .await?;
-    let chains = parts.engine.policy().chains.clone();
+    let chains = parts.engine().policy().chains.clone();
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(io_err(&dir))?;
@@ -393,7 +406,7 @@ pub(crate) async fn run(
         poll_jitter: Duration::ZERO,
         collect_interval: Duration::from_secs(5),
         collect_jitter: Duration::ZERO,
-        shutdown_timeout: cfg.poll.shutdown_timeout,
+        ..Timings::from_config(&cfg)
     };
     let ledger_path = cfg.ledger.path.clone();
     let daemon_task = tokio::spawn(daemon::run_with(
@@ -481,11 +494,11 @@ pub(crate) async fn run(
             "BROKEN"
         }
     );
-    let cmd = self_command();
+    let (demo, cmd) = commands();
     if removal.0.is_some() {
         let _ = writeln!(
             out,
-            "  removed {} (run `{cmd} demo --keep` to keep the files and look closer with \
+            "  removed {} (run `{demo} --keep` to keep the files and look closer with \
              `{cmd} ledger list --config <dir>/cosigner.toml`)",
             dir.display()
         );

@@ -1,4 +1,4 @@
-//! `cosigner demo`: the daemon against the built-in sandbox, each decision printed as it is made.
+//! `cosigner-sandbox demo`: the daemon against the built-in sandbox, each decision printed as it is made.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,8 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::signals::spawn_signal_handler;
-use super::{CmdResult, Failure};
+use cosigner::cli::{CmdResult, Failure, spawn_signal_handler};
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]

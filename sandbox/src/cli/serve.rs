@@ -1,4 +1,4 @@
-//! `cosigner sandbox`: the built-in, strict 1BitPay server on a local port.
+//! `cosigner-sandbox serve`: the built-in, strict 1BitPay server on a local port.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,13 +9,12 @@ use clap::Args;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use super::sign::{key_source, read_password};
-use super::signals::shutdown_signal;
-use super::{CmdResult, Failure};
-use crate::sandbox::{self, Sandbox, SandboxConfig, Scenario};
-use crate::signer::Signer;
+use cosigner::cli::{CmdResult, Failure, key_source, read_password, shutdown_signal};
 
-/// Arguments of `sandbox`.
+use crate::server::{self as sandbox, Sandbox, SandboxConfig, Scenario};
+use cosigner::signer::Signer;
+
+/// Arguments of `serve`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "The certificate that verifies `data` is the one in the merchant's PKCS#12 key \
@@ -27,7 +26,7 @@ port 0 for any free port). Admin routes for tests: GET/POST /_sandbox/pending, G
 /_sandbox/decisions, /_sandbox/collects, /_sandbox/orders, /_sandbox/rejections, /_sandbox/stats, \
 GET/PUT /_sandbox/faults."
 )]
-pub struct SandboxArgs {
+pub struct ServeArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) listen: std::net::SocketAddr,
@@ -67,14 +66,34 @@ pub struct SandboxArgs {
     pub(crate) scenario: Option<PathBuf>,
     /// Canonical order the sandbox expects for `Sign`: case-insensitive or ascii
     #[arg(long, default_value = "case-insensitive")]
-    pub(crate) sign_order: crate::client::SignOrder,
+    pub(crate) sign_order: cosigner::client::SignOrder,
     /// Largest accepted clock difference of `TimeStamp`
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub(crate) max_skew: Duration,
 }
 
-/// Runs `sandbox` until a stop signal.
-pub(crate) async fn run(a: SandboxArgs) -> CmdResult {
+/// Runs `serve` until a stop signal.
+pub(crate) async fn run(a: ServeArgs) -> CmdResult {
+    let (sb, listener) = prepare(a).await?;
+    let addr = listener.local_addr().map_err(Failure::runtime)?;
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    tracing::info!(%addr, pending = sb.stats().pending, "sandbox ready");
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        trigger.cancel();
+    });
+    sandbox::serve(listener, sb, shutdown)
+        .await
+        .context("sandbox server failed")
+        .map_err(Failure::runtime)
+}
+
+/// Everything `serve` does before it accepts a connection: the certificate, the secret and the
+/// scenario read, the listener bound. A bad argument or file is a usage failure naming it.
+pub async fn prepare(a: ServeArgs) -> Result<(Sandbox, tokio::net::TcpListener), Failure> {
     let cert = match (&a.cert, &a.pfx) {
         (Some(path), _) => {
             let pem = std::fs::read(path)
@@ -126,18 +145,5 @@ pub(crate) async fn run(a: SandboxArgs) -> CmdResult {
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))
         .map_err(Failure::runtime)?;
-    let addr = listener.local_addr().map_err(Failure::runtime)?;
-    println!("listening on http://{addr}");
-    let _ = std::io::stdout().flush();
-    tracing::info!(%addr, pending = sb.stats().pending, "sandbox ready");
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        trigger.cancel();
-    });
-    sandbox::serve(listener, sb, shutdown)
-        .await
-        .context("sandbox server failed")
-        .map_err(Failure::runtime)
+    Ok((sb, listener))
 }
