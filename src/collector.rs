@@ -87,7 +87,7 @@ impl Collector {
     /// Why no sweep may leave now (the kill switch, or this instance does not lead), if so.
     fn refusal(control: &Control, lead: Option<&crate::leader::Lead>) -> Result<(), Refusal> {
         let mode = control.mode();
-        if mode != crate::plan::Mode::Normal {
+        if mode != crate::control::Mode::Normal {
             return Err(format!("{}-all mode: collections wait", mode.as_str()).into());
         }
         if let Some(lead) = lead {

@@ -18,13 +18,117 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use tracing::{error, warn};
+use serde::Serialize;
+use tracing::{error, info, warn};
 
 use crate::client::{Outbox, Stopped};
+use crate::leader::Lead;
 use crate::ledger::{LedgerError, LedgerHandle};
 use crate::metrics::Metrics;
-use crate::plan::Mode;
 use crate::policy::Policy;
+
+/// The kill switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The policy decides.
+    Normal,
+    /// Every transaction is held; nothing is approved or rejected.
+    Hold,
+    /// Every well-formed transaction is rejected; nothing is approved.
+    Reject,
+}
+
+impl Mode {
+    /// The name used in logs, metrics, the ledger and the API.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Hold => "hold",
+            Mode::Reject => "reject",
+        }
+    }
+
+    /// The ledger event that records this mode being put in force by `by`; read back by
+    /// `crate::control::Control::restore`.
+    #[must_use]
+    pub fn event_detail(self, by: &str) -> String {
+        serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
+    }
+
+    /// The mode the latest recorded mode event puts in force: normal when there is none, hold
+    /// when it cannot be read (a pause must not be lost to a spelling).
+    #[must_use]
+    pub(crate) fn from_latest_event(detail: Option<&str>) -> Mode {
+        match detail {
+            None => Mode::Normal,
+            Some(d) => Mode::from_event_detail(d).unwrap_or(Mode::Hold),
+        }
+    }
+
+    /// Reads back what `Mode::event_detail` wrote; `None` for anything else.
+    #[must_use]
+    pub fn from_event_detail(detail: &str) -> Option<Mode> {
+        serde_json::from_str::<serde_json::Value>(detail)
+            .ok()?
+            .get("mode")?
+            .as_str()?
+            .parse()
+            .ok()
+    }
+
+    /// Whether a request with `status` (1 approve, 2 reject) may go out in this mode.
+    #[must_use]
+    pub(crate) fn lets_out(self, status: u8) -> bool {
+        match self {
+            Mode::Normal => true,
+            Mode::Reject => status == 2,
+            Mode::Hold => false,
+        }
+    }
+
+    /// Whether this mode lets less out than `other`: normal, then reject (no approval), then
+    /// hold (nothing at all).
+    #[must_use]
+    pub(crate) fn stricter_than(self, other: Mode) -> bool {
+        self.to_u8() > other.to_u8()
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Mode::Normal => 0,
+            Mode::Reject => 1,
+            Mode::Hold => 2,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Mode::Normal,
+            1 => Mode::Reject,
+            // Anything unknown is treated as the safe choice.
+            _ => Mode::Hold,
+        }
+    }
+}
+
+/// A word that is not a kill-switch mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {0:?}")]
+pub struct UnknownMode(pub(crate) String);
+
+impl std::str::FromStr for Mode {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Self, UnknownMode> {
+        match s {
+            "normal" => Ok(Mode::Normal),
+            "hold" => Ok(Mode::Hold),
+            "reject" => Ok(Mode::Reject),
+            other => Err(UnknownMode(other.to_owned())),
+        }
+    }
+}
 
 /// Why a mode change was not (wholly) made.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +168,9 @@ struct Book {
 }
 
 /// The policy in force and the mode, shared by the cycle, its submissions, the collector and the
-/// operator API.
+/// operator API; reached through [`crate::cycle::Engine::control`].
 #[derive(Debug)]
-pub(crate) struct Control {
+pub struct Control {
     policy: RwLock<Arc<Policy>>,
     /// Bumped each time a policy is put in force.
     generation: AtomicU64,
@@ -84,6 +188,8 @@ pub(crate) struct Control {
     /// Every request on its way out: each change of what may be sent goes through it, so that
     /// once the change returns no write it forbids can start, and none is under way.
     outbox: Arc<Outbox>,
+    /// In a pair: the lead, asked before the policy in force is recorded and after a pause.
+    lead: Option<Lead>,
 }
 
 impl Control {
@@ -109,11 +215,20 @@ impl Control {
             metrics,
             pause_file,
             outbox,
+            lead: None,
         }
     }
 
+    /// In a pair: records the policy in force only while `lead` says this instance leads, and
+    /// returns from a pause once it binds the leader.
+    #[must_use]
+    pub(crate) fn with_lead(mut self, lead: Option<Lead>) -> Self {
+        self.lead = lead;
+        self
+    }
+
     /// The policy in force.
-    pub(crate) fn policy(&self) -> Arc<Policy> {
+    pub fn policy(&self) -> Arc<Policy> {
         self.policy
             .read()
             .map(|p| p.clone())
@@ -153,7 +268,7 @@ impl Control {
     }
 
     /// The mode in force.
-    pub(crate) fn mode(&self) -> Mode {
+    pub fn mode(&self) -> Mode {
         Mode::from_u8(self.mode.load(Ordering::SeqCst))
     }
 
@@ -405,6 +520,106 @@ impl Control {
         let mut rx = self.changes.subscribe();
         rx.mark_unchanged();
         rx
+    }
+
+    /// Puts `policy` in force for the next cycle; a running cycle finishes on the old one.
+    pub fn replace_policy(&self, policy: Arc<Policy>) -> Stopped {
+        self.metrics
+            .set_policy(&policy.sha256, policy.limited_rules());
+        self.put_policy(policy)
+    }
+
+    /// Reads the policy file again; a valid policy replaces the old one (a running cycle finishes
+    /// on the old one), an invalid one is refused and the old one kept.
+    pub async fn reload_policy(
+        &self,
+        why: &str,
+    ) -> Result<Arc<Policy>, crate::policy::PolicyError> {
+        let current = self.policy();
+        // Reading, parsing and hashing the file (a list of 100,000 addresses takes a while) on
+        // a blocking thread: the runtime's threads carry the lead's heartbeat and the gates.
+        let loaded = tokio::task::spawn_blocking({
+            let source = current.source.clone();
+            move || crate::policy::load(&source)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(crate::policy::PolicyError {
+                file: current.source.clone(),
+                place: None,
+                message: format!("the thread loading it stopped: {e}"),
+            })
+        });
+        match loaded {
+            Ok(p) => {
+                let p = Arc::new(p);
+                self.replace_policy(p.clone());
+                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+                if let Err(e) = self.note_policy_loaded(why).await {
+                    warn!(error = %e, "the policy change could not be recorded in the ledger");
+                }
+                info!(sha256 = %p.sha256, previous = %current.sha256, by = why, "policy reloaded");
+                Ok(p)
+            }
+            Err(e) => {
+                self.metrics
+                    .policy_reloads
+                    .with_label_values(&["invalid"])
+                    .inc();
+                tracing::error!(error = %e, kept = %current.sha256, by = why, "policy reload refused; the old policy stays in force");
+                Err(e)
+            }
+        }
+    }
+
+    /// Records in the ledger which policy is in force from now on (`why`: start, reload).
+    pub(crate) async fn note_policy_loaded(&self, why: &str) -> Result<(), LedgerError> {
+        if let Some(Err(e)) = self.lead.as_ref().map(Lead::current) {
+            // Only the leader writes; a takeover records the policy it decides under.
+            tracing::debug!(reason = %e, "the policy in force is recorded when this instance leads");
+            return Ok(());
+        }
+        let p = self.policy();
+        let detail =
+            serde_json::json!({"sha256": p.sha256, "file": p.source, "why": why}).to_string();
+        self.ledger
+            .record_event("policy", &detail)
+            .await
+            .map(|_| ())
+    }
+
+    /// Puts `mode` in force (see `pause` and `resume`): a pause at once, for the page being
+    /// decided and every attempt not yet on the wire, then recorded (`Err(NotRecorded)`: in force, kept in
+    /// the pause file, recorded as soon as the ledger takes it); a resume once recorded.
+    ///
+    /// In a pair, a pause recorded by a member that is not the current leader returns once it
+    /// binds the pair: after [`crate::leader::CURRENT_FOR`], by which time the leader has
+    /// either adopted it (its next confirmation reads it) or stopped counting itself current.
+    pub async fn set_mode(&self, mode: Mode, actor: &str) -> Result<Stopped, ModeError> {
+        match mode {
+            Mode::Normal => self.resume(actor).await.map(|()| Stopped::default()),
+            pause => {
+                let stopped = self.pause(pause, actor).await?;
+                if let Some(lead) = &self.lead
+                    && let Err(why) = lead.current()
+                {
+                    tracing::info!(
+                        mode = pause.as_str(),
+                        reason = %why,
+                        wait_ms = u64::try_from(crate::leader::CURRENT_FOR.as_millis()).unwrap_or(u64::MAX),
+                        "pause recorded by a member that does not lead: waiting until it binds the leader"
+                    );
+                    tokio::time::sleep(crate::leader::CURRENT_FOR).await;
+                }
+                Ok(stopped)
+            }
+        }
+    }
+
+    /// Puts in force the stricter of the mode recorded in the ledger and a pause this process
+    /// holds unrecorded (at start-up, and when an instance of a pair takes the lead).
+    pub async fn restore_mode(&self) -> Result<Mode, LedgerError> {
+        self.restore().await.map(|(mode, _)| mode)
     }
 
     fn announce(&self) {

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, Refusal, Stopped};
+use crate::client::{ApproveRequest, Client, ClientError, Gate, MalformedItem, Refusal};
 use crate::clock::Clock;
 use crate::control::Control;
 use crate::domain::{Action, ClockCheck, Decision, TxId, Withdrawal, decision_text};
@@ -77,8 +77,6 @@ pub struct CycleOutcome {
     /// Duration in milliseconds.
     pub(crate) duration_ms: u64,
 }
-
-pub use crate::control::ModeError;
 
 /// Why a cycle could not run.
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +209,8 @@ impl EngineBuilder {
             self.metrics.clone(),
             self.pause_file,
             self.client.outbox().clone(),
-        );
+        )
+        .with_lead(self.lead.clone());
         Engine {
             client: self.client,
             signer: self.signer,
@@ -242,7 +241,7 @@ impl Default for PollSettings {
     }
 }
 
-use crate::plan::{Mode, RULE_DECIDED};
+use crate::plan::RULE_DECIDED;
 
 /// A recorded decision, as the demo shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -341,119 +340,11 @@ impl Engine {
         self.control.policy()
     }
 
-    /// Puts `policy` in force for the next cycle; a running cycle finishes on the old one.
-    pub fn replace_policy(&self, policy: Arc<Policy>) -> Stopped {
-        self.metrics
-            .set_policy(&policy.sha256, policy.limited_rules());
-        self.control.put_policy(policy)
-    }
-
-    /// Reads the policy file again; a valid policy replaces the old one (a running cycle finishes
-    /// on the old one), an invalid one is refused and the old one kept.
-    pub async fn reload_policy(
-        &self,
-        why: &str,
-    ) -> Result<Arc<Policy>, crate::policy::PolicyError> {
-        let current = self.policy();
-        // Reading, parsing and hashing the file (a list of 100,000 addresses takes a while) on
-        // a blocking thread: the runtime's threads carry the lead's heartbeat and the gates.
-        let loaded = tokio::task::spawn_blocking({
-            let source = current.source.clone();
-            move || crate::policy::load(&source)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(crate::policy::PolicyError {
-                file: current.source.clone(),
-                place: None,
-                message: format!("the thread loading it stopped: {e}"),
-            })
-        });
-        match loaded {
-            Ok(p) => {
-                let p = Arc::new(p);
-                self.replace_policy(p.clone());
-                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
-                if let Err(e) = self.note_policy_loaded(why).await {
-                    warn!(error = %e, "the policy change could not be recorded in the ledger");
-                }
-                info!(sha256 = %p.sha256, previous = %current.sha256, by = why, "policy reloaded");
-                Ok(p)
-            }
-            Err(e) => {
-                self.metrics
-                    .policy_reloads
-                    .with_label_values(&["invalid"])
-                    .inc();
-                tracing::error!(error = %e, kept = %current.sha256, by = why, "policy reload refused; the old policy stays in force");
-                Err(e)
-            }
-        }
-    }
-
-    /// Records in the ledger which policy is in force from now on (`why`: start, reload).
-    pub(crate) async fn note_policy_loaded(&self, why: &str) -> Result<(), LedgerError> {
-        if let Err(e) = self.leading() {
-            // Only the leader writes; a takeover records the policy it decides under.
-            tracing::debug!(reason = %e, "the policy in force is recorded when this instance leads");
-            return Ok(());
-        }
-        let p = self.policy();
-        let detail =
-            serde_json::json!({"sha256": p.sha256, "file": p.source, "why": why}).to_string();
-        self.ledger
-            .record_event("policy", &detail)
-            .await
-            .map(|_| ())
-    }
-
-    /// The kill-switch mode in force.
+    /// What an operator steers: the policy in force and the kill-switch mode (reload, pause,
+    /// resume and restore go through it).
     #[must_use]
-    pub fn mode(&self) -> Mode {
-        self.control.mode()
-    }
-
-    /// What an operator steers: the policy in force and the kill-switch mode.
-    pub(crate) fn control(&self) -> &Arc<Control> {
+    pub fn control(&self) -> &Arc<Control> {
         &self.control
-    }
-
-    /// Puts `mode` in force (see `Control`): a pause at once, for the page being decided and
-    /// every attempt not yet on the wire, then recorded (`Err(NotRecorded)`: in force, kept in
-    /// the pause file, recorded as soon as the ledger takes it); a resume once recorded.
-    ///
-    /// In a pair, a pause recorded by a member that is not the current leader returns once it
-    /// binds the pair: after [`crate::leader::CURRENT_FOR`], by which time the leader has
-    /// either adopted it (its next confirmation reads it) or stopped counting itself current.
-    pub async fn set_mode(&self, mode: Mode, actor: &str) -> Result<Stopped, ModeError> {
-        match mode {
-            Mode::Normal => self
-                .control
-                .resume(actor)
-                .await
-                .map(|()| Stopped::default()),
-            pause => {
-                let stopped = self.control.pause(pause, actor).await?;
-                if let Some(lead) = &self.lead
-                    && let Err(why) = lead.current()
-                {
-                    tracing::info!(
-                        mode = pause.as_str(),
-                        reason = %why,
-                        wait_ms = u64::try_from(crate::leader::CURRENT_FOR.as_millis()).unwrap_or(u64::MAX),
-                        "pause recorded by a member that does not lead: waiting until it binds the leader"
-                    );
-                    tokio::time::sleep(crate::leader::CURRENT_FOR).await;
-                }
-                Ok(stopped)
-            }
-        }
-    }
-
-    /// Puts in force the stricter of the mode recorded in the ledger and a pause this process
-    /// holds unrecorded (at start-up, and when an instance of a pair takes the lead).
-    pub async fn restore_mode(&self) -> Result<Mode, LedgerError> {
-        self.control.restore().await.map(|(mode, _)| mode)
     }
 
     /// Reads every page, de-duplicating by id, stopping at `total` or when paging goes nowhere.
@@ -1014,7 +905,7 @@ impl Engine {
             .states(txs.to_vec())
             .await
             .map_err(CycleError::Ledger)?;
-        let mode = self.mode();
+        let mode = self.control.mode();
         let max_sign_len = self.signer.max_text_len();
         let now = self.clock.now_ms();
         let mut batch = Vec::new();

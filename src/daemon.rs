@@ -295,9 +295,9 @@ pub async fn build(
     let reload = opts.reload.unwrap_or_default();
     if !schema_ahead {
         // A member that never leads reads no mode: a takeover reads it.
-        engine.restore_mode().await?;
+        engine.control().restore_mode().await?;
     }
-    engine.note_policy_loaded("start").await?;
+    engine.control().note_policy_loaded("start").await?;
     Ok(Parts {
         engine: Arc::new(engine),
         collector,
@@ -437,7 +437,7 @@ async fn take_over(engine: &Engine, lead: &Lead, epoch: i64) -> Result<(), Ledge
     }
     // Before the policy's record: only a leader past the wait counts as leading.
     lead.settle(epoch).await;
-    if let Err(e) = engine.note_policy_loaded("takeover").await {
+    if let Err(e) = engine.control().note_policy_loaded("takeover").await {
         warn!(error = %e, "the policy in force could not be recorded at takeover");
     }
     Ok(())
@@ -674,7 +674,7 @@ pub async fn run_with(
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = reload.notified() => {
-                        let _ = engine.reload_policy("SIGHUP").await;
+                        let _ = engine.control().reload_policy("SIGHUP").await;
                         let _ = keys.reload_off_runtime("SIGHUP").await;
                     }
                 }
@@ -779,7 +779,11 @@ async fn follow_pause_signal(
 
 async fn hold_on_signal(engine: &Engine) {
     warn!("SIGUSR1: holding everything");
-    if let Err(e) = engine.set_mode(crate::plan::Mode::Hold, SIGNAL_ACTOR).await {
+    if let Err(e) = engine
+        .control()
+        .set_mode(crate::control::Mode::Hold, SIGNAL_ACTOR)
+        .await
+    {
         error!(error = %e, "SIGUSR1's pause");
     }
 }
@@ -850,9 +854,10 @@ async fn watch_chain(
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
-                if engine.mode() != crate::plan::Mode::Hold
+                if engine.control().mode() != crate::control::Mode::Hold
                     && let Err(e) = engine
-                        .set_mode(crate::plan::Mode::Hold, "the ledger chain check")
+                        .control()
+                        .set_mode(crate::control::Mode::Hold, "the ledger chain check")
                         .await
                 {
                     error!(error = %e, "hold-all after the broken chain");

@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::control::Mode;
 use crate::domain::{ClockCheck, Withdrawal};
 use crate::ledger::{Ledger, LedgerError, LedgerHandle, TxState};
-use crate::plan::{Inputs, Mode, Plan, plan};
+use crate::plan::{Inputs, Plan, plan};
 use crate::policy::{Policy, Usage};
 
 /// How the daemon would handle one transaction now.

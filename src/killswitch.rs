@@ -13,8 +13,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{self, Config};
+use crate::control::Mode;
 use crate::ledger::{Ledger, LedgerError};
-use crate::plan::Mode;
 
 /// Who set the mode in the ledger event written when no daemon runs.
 const RECORDED_BY: &str = "cosigner cli";

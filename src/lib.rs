@@ -10,7 +10,7 @@
 //! |---|---|
 //! | the domain core (no dependency on any other module) | [`domain`] (a [`domain::Withdrawal`] as listed, its [`domain::TxId`], [`domain::Action`] and [`domain::Verdict`], the exact texts the key shard signs, exact amounts, what is known about the clock) |
 //! | decisions (pure, no I/O) | [`plan`] (what to do with one listed transaction: the one place every rule of the promise lives), [`policy`] (the merchant's rules, parsed and evaluated, and window usage; canonical address forms and account identity in `policy::address`) |
-//! | what an operator steers | `control` (the policy in force and the kill-switch mode), [`killswitch`] (pause/resume from the command line), [`operator`] (the operator API) |
+//! | what an operator steers | [`control`] (the policy in force and the kill-switch mode [`control::Mode`]: reload, pause, resume and restore at start or takeover, through [`control::Control`]), [`killswitch`] (pause/resume from the command line), [`operator`] (the operator API) |
 //! | persistence | [`ledger`] (the hash-chained decision ledger: decisions, outcomes, events, collections; SQLite, or PostgreSQL in `ledger::postgres`), used through its async face `ledger::LedgerHandle`; [`leader`] (which of a pair sharing a PostgreSQL ledger leads, and its fencing epoch) |
 //! | effects | [`cycle`] (one pending cycle: list → plan → record → sign → send → record outcomes), `collector` (sweeps), [`signer`] (the key shard: RSA `data`), [`client`] (the 1BitPay wire format and HTTP, with its MD5 request signature in `client::signature`; it turns the wire into domain types at the edge) |
 //! | the process | [`daemon`] (scheduler, listeners, shutdown), [`clock`] (the one wall clock, injected: the system's, or in a pair the database's carried on the monotonic clock), `http` (metrics and health routes), [`listener`] (the accept loops: a connection cap, a header-read timeout), `health` (readiness and liveness), [`metrics`] (numbers and labels only), [`systemd`] (notify and watchdog), [`config`], [`cli`] (one file per command under `cli/`), [`check`] (the preflight check) |
@@ -30,20 +30,20 @@
 //! failpoint   random
 //! ledger      domain display policy clock
 //! leader      ledger
-//! plan        domain ledger policy
+//! control     client leader ledger metrics policy
+//! plan        domain control ledger policy
 //! health      clock leader
-//! control     client ledger metrics plan policy
-//! explain     domain ledger plan policy
-//! replay      domain client ledger plan policy
-//! collector   domain client control leader ledger metrics plan signer
+//! explain     domain control ledger plan policy
+//! replay      domain client control ledger plan policy
+//! collector   domain client control leader ledger metrics signer
 //! cycle       domain client clock control failpoint leader ledger metrics plan policy signer
-//! operator    domain client control cycle display health leader ledger metrics plan random
+//! operator    domain client control cycle display health leader ledger metrics random
 //! http        health metrics operator
 //! config      client cycle health ledger listener operator signer
 //! check       domain client clock config ledger policy signer
-//! killswitch  config ledger plan
-//! daemon      client clock collector config cycle health http leader ledger listener metrics
-//!             operator plan policy random signer systemd
+//! killswitch  config control ledger
+//! daemon      client clock collector config control cycle health http leader ledger listener
+//!             metrics operator policy random signer systemd
 //! cli         (the commands: any of the above)
 //! ```
 //!
@@ -95,7 +95,7 @@ pub mod client;
 pub mod clock;
 mod collector;
 pub mod config;
-mod control;
+pub mod control;
 pub mod cycle;
 pub mod daemon;
 pub mod display;

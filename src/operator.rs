@@ -21,13 +21,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::client::signature::{self, SignOrder};
+use crate::control::Mode;
 use crate::cycle::Engine;
 use crate::display::hex;
 use crate::domain::{Action, TxId};
 use crate::health::Health;
 use crate::ledger::{DecisionRow, LedgerHandle, PageQuery};
 use crate::metrics::Metrics;
-use crate::plan::Mode;
 
 /// Default operator API request budget per second.
 pub(crate) const DEFAULT_RATE: u32 = 20;
@@ -835,7 +835,7 @@ async fn status(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError>
         "object": "status",
         "ledger": {"backend": ledger.backend_name(), "location": ledger.describe()},
         "leadership": leadership,
-        "mode": s.engine.mode().as_str(),
+        "mode": s.engine.control().mode().as_str(),
         // False while a pause is in force that the ledger has not recorded yet.
         "mode_recorded": !s.engine.control().unrecorded(),
         "policy": {"sha256": policy.sha256, "file": policy.source},
@@ -889,14 +889,19 @@ async fn reload(State(s): State<OperatorState>) -> Result<Json<Value>, ApiError>
     s.refuse_on_standby()?;
     let previous = s.engine.policy().sha256.clone();
     let keys = s.keys.reload_off_runtime("operator API").await;
-    let p = s.engine.reload_policy("operator API").await.map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            e.to_string(),
-            json!({"kept": previous}),
-        )
-    })?;
+    let p = s
+        .engine
+        .control()
+        .reload_policy("operator API")
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                e.to_string(),
+                json!({"kept": previous}),
+            )
+        })?;
     match keys {
         Ok(n) => Ok(Json(json!({
             "object": "policy_reload", "sha256": p.sha256, "previous": previous, "api_keys": n,
@@ -933,27 +938,32 @@ async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError
     } else {
         s.refuse_on_other_schema()?;
     }
-    let stopped = s.engine.set_mode(mode, s.by).await.map_err(|e| match e {
-        // In force here, not recorded: the other members of a pair do not know of it.
-        crate::control::ModeError::NotRecorded {
-            mode,
-            ref stopped,
-            ref source,
-        } => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api_error",
-            e.to_string(),
-            json!({
-                "mode": mode.as_str(),
-                "in_force": true,
-                "recorded": false,
-                "error": source.to_string(),
-                "stopped": stopped.stopped,
-                "already_written": stopped.already_written,
-            }),
-        ),
-        other => internal(other.to_string()),
-    })?;
+    let stopped = s
+        .engine
+        .control()
+        .set_mode(mode, s.by)
+        .await
+        .map_err(|e| match e {
+            // In force here, not recorded: the other members of a pair do not know of it.
+            crate::control::ModeError::NotRecorded {
+                mode,
+                ref stopped,
+                ref source,
+            } => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                e.to_string(),
+                json!({
+                    "mode": mode.as_str(),
+                    "in_force": true,
+                    "recorded": false,
+                    "error": source.to_string(),
+                    "stopped": stopped.stopped,
+                    "already_written": stopped.already_written,
+                }),
+            ),
+            other => internal(other.to_string()),
+        })?;
     Ok(Json(json!({
         "object": "mode",
         "mode": mode.as_str(),
@@ -967,7 +977,7 @@ async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value>, ApiError
 
 /// Any member of a pair, leader or standby, confirmed or not, takes a pause: in force here at
 /// once, recorded in the shared ledger as soon as it can be, and binding the pair once it is
-/// (the answer waits for that; see `Engine::set_mode`).
+/// (the answer waits for that; see `Control::set_mode`).
 async fn pause(State(s): State<OperatorState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     set_mode(&s, requested_pause(&body)?).await
 }

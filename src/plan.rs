@@ -6,6 +6,7 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::control::Mode;
 use crate::domain::{Action, ClockCheck, Withdrawal};
 use crate::ledger::{DecisionRow, Status, TxState};
 use crate::policy::{Context, Evaluation, Policy, RULE_MALFORMED, Reason, Usage};
@@ -15,109 +16,6 @@ pub(crate) const RULE_PAUSED: &str = "(paused)";
 /// Pseudo-rule recorded when an id that was already approved or rejected is listed again with
 /// other fields.
 pub(crate) const RULE_DECIDED: &str = "(decided)";
-
-/// The kill switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// The policy decides.
-    Normal,
-    /// Every transaction is held; nothing is approved or rejected.
-    Hold,
-    /// Every well-formed transaction is rejected; nothing is approved.
-    Reject,
-}
-
-impl Mode {
-    /// The name used in logs, metrics, the ledger and the API.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Normal => "normal",
-            Mode::Hold => "hold",
-            Mode::Reject => "reject",
-        }
-    }
-
-    /// The ledger event that records this mode being put in force by `by`; read back by
-    /// `crate::control::Control::restore`.
-    #[must_use]
-    pub fn event_detail(self, by: &str) -> String {
-        serde_json::json!({"mode": self.as_str(), "by": by}).to_string()
-    }
-
-    /// The mode the latest recorded mode event puts in force: normal when there is none, hold
-    /// when it cannot be read (a pause must not be lost to a spelling).
-    #[must_use]
-    pub(crate) fn from_latest_event(detail: Option<&str>) -> Mode {
-        match detail {
-            None => Mode::Normal,
-            Some(d) => Mode::from_event_detail(d).unwrap_or(Mode::Hold),
-        }
-    }
-
-    /// Reads back what `Mode::event_detail` wrote; `None` for anything else.
-    #[must_use]
-    pub fn from_event_detail(detail: &str) -> Option<Mode> {
-        serde_json::from_str::<serde_json::Value>(detail)
-            .ok()?
-            .get("mode")?
-            .as_str()?
-            .parse()
-            .ok()
-    }
-
-    /// Whether a request with `status` (1 approve, 2 reject) may go out in this mode.
-    #[must_use]
-    pub(crate) fn lets_out(self, status: u8) -> bool {
-        match self {
-            Mode::Normal => true,
-            Mode::Reject => status == 2,
-            Mode::Hold => false,
-        }
-    }
-
-    /// Whether this mode lets less out than `other`: normal, then reject (no approval), then
-    /// hold (nothing at all).
-    #[must_use]
-    pub(crate) fn stricter_than(self, other: Mode) -> bool {
-        self.to_u8() > other.to_u8()
-    }
-
-    pub(crate) fn to_u8(self) -> u8 {
-        match self {
-            Mode::Normal => 0,
-            Mode::Reject => 1,
-            Mode::Hold => 2,
-        }
-    }
-
-    pub(crate) fn from_u8(v: u8) -> Self {
-        match v {
-            0 => Mode::Normal,
-            1 => Mode::Reject,
-            // Anything unknown is treated as the safe choice.
-            _ => Mode::Hold,
-        }
-    }
-}
-
-/// A word that is not a kill-switch mode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown mode {0:?}")]
-pub struct UnknownMode(pub(crate) String);
-
-impl std::str::FromStr for Mode {
-    type Err = UnknownMode;
-    fn from_str(s: &str) -> Result<Self, UnknownMode> {
-        match s {
-            "normal" => Ok(Mode::Normal),
-            "hold" => Ok(Mode::Hold),
-            "reject" => Ok(Mode::Reject),
-            other => Err(UnknownMode(other.to_owned())),
-        }
-    }
-}
 
 /// Everything besides the transaction and its recorded state that a plan depends on.
 #[derive(Debug, Clone, Copy)]

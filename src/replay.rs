@@ -8,9 +8,10 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 use crate::client::parse_pending_item;
+use crate::control::Mode;
 use crate::domain::{Action, ClockCheck, TxId};
 use crate::ledger::{DecisionRow, TxState};
-use crate::plan::{Inputs, Mode, Plan, plan};
+use crate::plan::{Inputs, Plan, plan};
 use crate::policy::{Approval, Policy, Usage};
 
 /// One decision that would change.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{CmdResult, ConfigArg, Failure};
+use crate::control::Mode;
 use crate::killswitch::{self, Reach, Switched};
-use crate::plan::Mode;
 
 /// Arguments of `pause` and `resume`.
 #[derive(Debug, Args)]

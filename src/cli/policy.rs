@@ -7,8 +7,9 @@ use clap::Subcommand;
 
 use super::ledger::open_for_reading;
 use super::{CmdResult, ConfigArg, Failure};
+use crate::control::Mode;
 use crate::explain::{self, Explanation};
-use crate::plan::{Mode, Plan};
+use crate::plan::Plan;
 use crate::policy;
 use crate::signer::Signer;
 

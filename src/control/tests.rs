@@ -309,6 +309,44 @@ async fn adopt_recorded_adopts_a_pause_another_member_recorded_but_never_lifts_o
     assert_eq!(f.control.mode(), Mode::Hold);
 }
 
+#[test]
+fn modes_let_out_only_what_they_allow_and_read_back_what_they_wrote() {
+    assert!(Mode::Normal.lets_out(1) && Mode::Normal.lets_out(2));
+    assert!(!Mode::Reject.lets_out(1) && Mode::Reject.lets_out(2));
+    assert!(!Mode::Hold.lets_out(1) && !Mode::Hold.lets_out(2));
+    for mode in [Mode::Normal, Mode::Hold, Mode::Reject] {
+        assert_eq!(Mode::from_u8(mode.to_u8()), mode);
+        assert_eq!(mode.as_str().parse::<Mode>(), Ok(mode));
+        let detail = mode.event_detail("operator API");
+        assert_eq!(Mode::from_event_detail(&detail), Some(mode));
+        assert_eq!(Mode::from_latest_event(Some(&detail)), mode);
+    }
+    assert_eq!(Mode::from_u8(7), Mode::Hold, "unknown is the safe choice");
+    assert_eq!(Mode::from_latest_event(None), Mode::Normal);
+    assert_eq!(
+        Mode::from_latest_event(Some(r#"{"mode":"Hold"}"#)),
+        Mode::Hold,
+        "unreadable: hold"
+    );
+    assert_eq!(Mode::from_event_detail("not json"), None);
+    assert_eq!(
+        "paused".parse::<Mode>(),
+        Err(UnknownMode("paused".to_string()))
+    );
+}
+
+#[test]
+fn modes_are_ordered_by_what_they_let_out_normal_then_reject_then_hold() {
+    // A takeover and a member adopting a recorded pause keep the stricter of two modes: this
+    // order is what keeps a pause from being lost to a less strict mode.
+    let order = [Mode::Normal, Mode::Reject, Mode::Hold];
+    for (i, a) in order.iter().enumerate() {
+        for (j, b) in order.iter().enumerate() {
+            assert_eq!(a.stricter_than(*b), i > j, "{a:?} stricter than {b:?}");
+        }
+    }
+}
+
 /// The tests that need the ledger's simulated failures and slow writes (`test-hooks`).
 #[cfg(feature = "test-hooks")]
 mod failures {

@@ -9,12 +9,13 @@ use std::time::Duration;
 use cosigner::check::{Finding, Level, preflight};
 use cosigner::client::parse_pending_item;
 use cosigner::config::{Config, Environment};
+use cosigner::control::Mode;
 use cosigner::cycle::PollSettings;
 use cosigner::domain::Action;
 use cosigner::explain::explain;
 use cosigner::killswitch::{Reach, SwitchError, Switched, switch};
 use cosigner::ledger::Ledger;
-use cosigner::plan::{Mode, Plan};
+use cosigner::plan::Plan;
 use cosigner_sandbox::server::Scenario;
 
 use crate::support::*;

@@ -123,7 +123,7 @@ async fn holds_are_recorded_when_first_seen_and_when_their_reason_changes_not_ev
     assert_eq!((out.held, out.holds_unchanged), (1, 1));
     assert_eq!(rows(&e).await.len(), 1);
     // A policy that holds it for another reason: recorded again.
-    e.replace_policy(Arc::new(
+    e.control().replace_policy(Arc::new(
         policy::parse(
             "default = \"hold\"\n[[rule]]\nname = \"x\"\naction = \"hold\"\n",
             &dir.path().join("p2.toml"),
@@ -217,7 +217,7 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
         &|_| unreachable!(),
     )
     .unwrap();
-    e.replace_policy(Arc::new(reject_all));
+    e.control().replace_policy(Arc::new(reject_all));
     for _ in 0..2 {
         let out = e.cycle_once().await.unwrap();
         assert_eq!((out.resent, out.submitted, out.held), (0, 0, 1), "{out:?}");
@@ -238,7 +238,7 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
     // A later policy that approves it again lets the very same data through.
     let approve_again =
         policy::parse(POLICY, &dir.path().join("p2.toml"), &|_| unreachable!()).unwrap();
-    e.replace_policy(Arc::new(approve_again));
+    e.control().replace_policy(Arc::new(approve_again));
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.resent, out.submitted), (1, 1));
     let d = sb.sandbox.decisions();

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cosigner::plan::Mode;
+use cosigner::control::Mode;
 use serde_json::Value;
 
 use crate::support::*;
@@ -125,8 +125,8 @@ async fn a_resume_and_a_pause_sent_together_leave_mode_ledger_and_metric_agreein
             (Mode::Hold, Mode::Normal)
         };
         let (a, b) = (e.clone(), e.clone());
-        let one = tokio::spawn(async move { a.set_mode(first, "one").await.is_ok() });
-        let two = tokio::spawn(async move { b.set_mode(second, "two").await.is_ok() });
+        let one = tokio::spawn(async move { a.control().set_mode(first, "one").await.is_ok() });
+        let two = tokio::spawn(async move { b.control().set_mode(second, "two").await.is_ok() });
         let _ = (one.await.unwrap(), two.await.unwrap());
         let recorded = e.ledger().list_events("mode").await.unwrap();
         let latest = recorded
@@ -137,8 +137,8 @@ async fn a_resume_and_a_pause_sent_together_leave_mode_ledger_and_metric_agreein
         let shown = ["normal", "hold", "reject"]
             .into_iter()
             .find(|m| text.contains(&format!("cosigner_mode{{mode=\"{m}\"}} 1")));
-        if e.mode() != latest || shown != Some(e.mode().as_str()) {
-            disagreements.push((round, e.mode(), latest, shown));
+        if e.control().mode() != latest || shown != Some(e.control().mode().as_str()) {
+            disagreements.push((round, e.control().mode(), latest, shown));
         }
     }
     assert!(
@@ -167,15 +167,19 @@ async fn a_pause_the_ledger_cannot_take_is_kept_across_a_restart_and_recorded_on
         engine_on_with(dir, &sb.url, ledger, &pause_file)
     };
     let e = engine(dir.path());
-    e.restore_mode().await.unwrap();
+    e.control().restore_mode().await.unwrap();
     e.ledger().simulate_write_failure(false).await.unwrap();
-    let err = e.set_mode(Mode::Hold, "operator API").await.unwrap_err();
+    let err = e
+        .control()
+        .set_mode(Mode::Hold, "operator API")
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("in force now on this instance only"),
         "{err}"
     );
-    assert_eq!(e.mode(), Mode::Hold);
+    assert_eq!(e.control().mode(), Mode::Hold);
     assert!(
         pause_file.exists(),
         "the unrecorded pause is kept in the pause file"
@@ -183,7 +187,7 @@ async fn a_pause_the_ledger_cannot_take_is_kept_across_a_restart_and_recorded_on
     // A crash now, and a start once space is back: the pause file is honoured, and recorded.
     drop(e);
     let e = engine(dir.path());
-    assert_eq!(e.restore_mode().await.unwrap(), Mode::Hold);
+    assert_eq!(e.control().restore_mode().await.unwrap(), Mode::Hold);
     assert_eq!(
         e.ledger()
             .list_events("mode")
@@ -199,9 +203,12 @@ async fn a_pause_the_ledger_cannot_take_is_kept_across_a_restart_and_recorded_on
 
     // Without a restart: the disk fills, a pause cannot be recorded; space returns, and the
     // next cycle records it before any decision.
-    e.set_mode(Mode::Normal, "operator API").await.unwrap();
+    e.control()
+        .set_mode(Mode::Normal, "operator API")
+        .await
+        .unwrap();
     e.ledger().simulate_write_failure(false).await.unwrap();
-    assert!(e.set_mode(Mode::Reject, "SIGUSR1").await.is_err());
+    assert!(e.control().set_mode(Mode::Reject, "SIGUSR1").await.is_err());
     e.ledger().end_simulated_write_failure().await.unwrap();
     e.cycle_once().await.unwrap();
     assert_eq!(
@@ -331,10 +338,10 @@ async fn an_approval_stalled_before_its_write(tls: bool, change: Change) {
     };
     let stalled_at = door.describe();
     let stopped = match change {
-        Change::Pause => e.set_mode(Mode::Hold, "test").await.unwrap(),
+        Change::Pause => e.control().set_mode(Mode::Hold, "test").await.unwrap(),
         Change::Reload => {
             std::fs::write(dir.path().join("policy.toml"), "default = \"hold\"\n").unwrap();
-            e.reload_policy("test").await.unwrap();
+            e.control().reload_policy("test").await.unwrap();
             cosigner::client::Stopped::default()
         }
     };
@@ -502,7 +509,7 @@ async fn forbidden_mid_cycle(
     }
     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     let stopped = match forbid {
-        Forbid::Pause(mode) => e.set_mode(mode, "property").await.unwrap(),
+        Forbid::Pause(mode) => e.control().set_mode(mode, "property").await.unwrap(),
         Forbid::ReloadToHold => {
             let hold = cosigner::policy::parse(
                 "default = \"hold\"\n",
@@ -510,7 +517,7 @@ async fn forbidden_mid_cycle(
                 &|_| unreachable!(),
             )
             .unwrap();
-            e.replace_policy(std::sync::Arc::new(hold))
+            e.control().replace_policy(std::sync::Arc::new(hold))
         }
     };
     let returned = std::time::SystemTime::now();

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cosigner::control::Mode;
 use cosigner::domain::Action;
-use cosigner::plan::Mode;
 
 use crate::failover::CountingProxy;
 use crate::pair::{Member, items, ledger, one_leader, spawn_member};

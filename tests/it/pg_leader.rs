@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use cosigner::control::Mode;
 use cosigner::domain::Action;
 use cosigner::domain::{TxId, Withdrawal};
 use cosigner::leader::{Leadership, Role};
 use cosigner::ledger::{LedgerError, NewDecision, Outcome};
-use cosigner::plan::Mode;
 
 use crate::pg::Pg;
 use crate::support::wait_until;

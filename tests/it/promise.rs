@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cosigner::client::APPROVE;
+use cosigner::control::Mode;
 use cosigner::domain::{Action, ClockCheck};
 use cosigner::ledger::Status;
-use cosigner::plan::Mode;
 use cosigner::policy::{self, Context, Usage};
 use cosigner_sandbox::server::Faults;
 use proptest::prelude::*;
@@ -280,7 +280,7 @@ async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
             approve_requests(&sb) >= 1
         })
         .await;
-        e.set_mode(Mode::Hold, "test").await.unwrap();
+        e.control().set_mode(Mode::Hold, "test").await.unwrap();
         Instant::now()
     });
     let stopped_after = paused_at.elapsed();
@@ -307,7 +307,7 @@ async fn a_pause_stops_an_approval_waiting_to_retry_before_its_next_attempt() {
     sb.sandbox.set_faults(Faults::default());
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.resent, approve_requests(&sb)), (0, 1));
-    e.set_mode(Mode::Normal, "test").await.unwrap();
+    e.control().set_mode(Mode::Normal, "test").await.unwrap();
     let out = e.cycle_once().await.unwrap();
     assert_eq!((out.resent, out.submitted), (1, 1));
     assert_eq!(Some(sb.sandbox.decisions()[0].data.clone()), r[0].data);
@@ -345,7 +345,7 @@ async fn a_policy_reload_stops_an_approval_waiting_to_retry() {
             &|_| unreachable!(),
         )
         .unwrap();
-        e.replace_policy(Arc::new(reject_all));
+        e.control().replace_policy(Arc::new(reject_all));
     });
     out.unwrap();
     assert_eq!(approve_requests(&sb), 1, "no attempt after the reload");
@@ -683,10 +683,10 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     &|_| unreachable!(),
                 )
                 .unwrap();
-                e.replace_policy(Arc::new(p));
+                e.control().replace_policy(Arc::new(p));
             }
             Op::Mode(m) => {
-                e.set_mode(m, "model").await.unwrap();
+                e.control().set_mode(m, "model").await.unwrap();
                 mode = m;
             }
             Op::ApproveFailures(rate) => sb.sandbox.set_faults(Faults {
@@ -713,7 +713,11 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .await;
                 std::fs::write(dir.path().join("policy.toml"), &policy_text).unwrap();
                 e = engine_for(dir.path(), &sb.url, &policy_text, small_pages());
-                prop_assert_eq!(e.restore_mode().await.unwrap(), mode, "the mode survives");
+                prop_assert_eq!(
+                    e.control().restore_mode().await.unwrap(),
+                    mode,
+                    "the mode survives"
+                );
                 let _ = e.cycle_once().await;
             }
         }

@@ -376,7 +376,7 @@ async fn an_approval_resent_under_another_rule_after_a_reload_counts_in_that_rul
         "default = \"hold\"\n[[rule]]\nname = \"old\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nmax_amount = \"1\"\n[[rule]]\nname = \"capped\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\nwindow = \"24h\"\nmax_count = 1\n"
     );
     std::fs::write(dir.path().join("policy.toml"), new).unwrap();
-    e.reload_policy("test").await.unwrap();
+    e.control().reload_policy("test").await.unwrap();
     sb.sandbox.set_faults(Faults::default());
     let a = e.cycle_once().await.unwrap();
     let after_a = approved_ids(&sb);
@@ -513,7 +513,8 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
     e.cycle_once().await.unwrap();
     sb.sandbox.set_faults(Faults::default());
-    e.set_mode(cosigner::plan::Mode::Reject, "test")
+    e.control()
+        .set_mode(cosigner::control::Mode::Reject, "test")
         .await
         .unwrap();
     sb.sandbox
@@ -536,7 +537,8 @@ async fn in_reject_mode_a_recorded_approval_waits_and_its_id_is_never_rejected_o
         1,
         "no second record for 1"
     );
-    e.set_mode(cosigner::plan::Mode::Normal, "test")
+    e.control()
+        .set_mode(cosigner::control::Mode::Normal, "test")
         .await
         .unwrap();
     e.cycle_once().await.unwrap();

@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use cosigner::client::APPROVE;
+use cosigner::control::Mode;
 use cosigner::cycle::Engine;
 use cosigner::domain::Action;
-use cosigner::plan::Mode;
 use cosigner_sandbox::server::Faults;
 
 use crate::support::*;
@@ -275,12 +275,15 @@ async fn a_latest_mode_event_that_cannot_be_read_restores_hold_not_normal() {
         "default = \"hold\"\n[[rule]]\nname = \"t\"\naction = \"approve\"\nto = [\"{TREASURY}\"]\n"
     );
     let e = engine_for(dir.path(), &sb.url, &policy, small_pages());
-    e.set_mode(Mode::Hold, "operator API").await.unwrap();
+    e.control()
+        .set_mode(Mode::Hold, "operator API")
+        .await
+        .unwrap();
     e.ledger()
         .record_event("mode", r#"{"mode":"Hold","by":"operator API"}"#)
         .await
         .unwrap();
-    let restored = e.restore_mode().await.unwrap();
+    let restored = e.control().restore_mode().await.unwrap();
     let out = e.cycle_once().await.unwrap();
     assert_ne!(
         restored,
@@ -406,7 +409,7 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
         })
         .await;
         e.ledger().simulate_mode_write_failure().await.unwrap();
-        let paused = e.set_mode(Mode::Hold, "operator API").await;
+        let paused = e.control().set_mode(Mode::Hold, "operator API").await;
         sb.sandbox.set_faults(Faults::default());
         paused.map_err(|e| e.to_string())
     };
@@ -415,7 +418,7 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
         approved_at_server(&sb),
         Vec::<(TxId, u64)>::new(),
         "the approval went out after the operator paused (pause: {paused:?}, mode now {:?}); cycle {out:?}",
-        e.mode()
+        e.control().mode()
     );
     let paused = paused.unwrap_err();
     assert!(
@@ -425,7 +428,7 @@ async fn a_pause_while_the_ledger_cannot_be_written_still_stops_a_retrying_appro
         ),
         "{paused}"
     );
-    assert_eq!(e.mode(), Mode::Hold);
+    assert_eq!(e.control().mode(), Mode::Hold);
     assert_eq!(approve_requests(&sb), 1, "no attempt after the pause");
     let r = rows(&e).await;
     assert_eq!(
@@ -472,7 +475,10 @@ async fn reject_mode_set_during_a_retry_stops_the_approval_and_never_rejects_the
             async move { n >= 1 }
         })
         .await;
-        e.set_mode(Mode::Reject, "operator API").await.unwrap();
+        e.control()
+            .set_mode(Mode::Reject, "operator API")
+            .await
+            .unwrap();
         sb.sandbox.set_faults(Faults::default());
     };
     let (a, ()) = tokio::join!(e.cycle_once(), operator);
