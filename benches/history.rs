@@ -1,7 +1,7 @@
 //! Years of history, and a hostile listing (issue 21). A bench binary, not criterion: each
 //! figure is one run of a real `cosigner run` process.
 //!
-//! History: N records are written through the library's own append path (`Ledger`'s
+//! History: N records are written through the library's own append path (`SqliteLedger`'s
 //! `record_decisions`, `record_outcomes`, `record_resends`, `record_event`), a page of 100
 //! withdrawals a commit, as a merchant paying out 10,000 times a day would have them: 70%
 //! approved, 20% rejected, 10% held; an outcome for each approve and reject (5% failed); a
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use cosigner::clock::Clock;
 use cosigner::domain::{Action, TxId, Withdrawal};
-use cosigner::ledger::{Ledger, NewDecision, Outcome, ResendRecord};
+use cosigner::ledger::{NewDecision, Outcome, ResendRecord, SqliteLedger};
 use rust_decimal::Decimal;
 
 #[path = "../tests/it/needs.rs"]
@@ -173,7 +173,7 @@ fn generate(path: &Path, records: u64) -> u64 {
     let now = Clock::system().now_ms();
     let start = now - 60_000 - i64::try_from(withdrawals).expect("count") * STEP_MS;
     let (clock, hand) = Clock::manual(start);
-    let mut ledger = Ledger::open(path).expect("ledger").with_clock(clock);
+    let mut ledger = SqliteLedger::open(path).expect("ledger").with_clock(clock);
     // A realistic `data`: base64 of a 256-byte RSA signature.
     let data = "QmFzZTY0IG9mIGFuIFJTQS0yMDQ4IHNpZ25hdHVyZQ".repeat(9)[..344].to_string();
     let policy_sha = "5e".repeat(32);
@@ -293,7 +293,7 @@ fn generate(path: &Path, records: u64) -> u64 {
     std::fs::write(&policy_path, POLICY).expect("policy");
     let policy = cosigner::policy::load(&policy_path).expect("policy");
     drop(ledger);
-    let mut ledger = Ledger::open(path).expect("ledger");
+    let mut ledger = SqliteLedger::open(path).expect("ledger");
     let report = ledger
         .verify_at_start(&policy, Clock::system().now_ms(), Duration::from_secs(65))
         .expect("verify");
@@ -526,7 +526,7 @@ fn main() {
     let last_id = generate(&sqlite, records);
     if let Some(pg) = &server {
         let t = Instant::now();
-        let export = Ledger::open(&sqlite)
+        let export = SqliteLedger::open(&sqlite)
             .expect("ledger")
             .export()
             .expect("export");

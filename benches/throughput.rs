@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use cosigner::client::{Client, ClientConfig, Lang, SignOrder};
 use cosigner::cycle::{Engine, PollSettings};
 use cosigner::ledger::postgres::PgLedger;
-use cosigner::ledger::{Ledger, LedgerHandle};
+use cosigner::ledger::{LedgerHandle, SqliteLedger};
 use cosigner::metrics::Metrics;
 use cosigner::policy;
 use cosigner::signer::{KeySource, Signer};
@@ -211,7 +211,7 @@ fn one_cycle(
             http.post(format!("{url}/_sandbox/pending")).json(&items).send().await.expect("seed");
         }
         let ledger = match server {
-            None => LedgerHandle::sqlite(Ledger::open(&dir.join("ledger.db")).expect("ledger")),
+            None => LedgerHandle::sqlite(SqliteLedger::open(&dir.join("ledger.db")).expect("ledger")),
             Some(pg) => LedgerHandle::postgres(Arc::new(
                 PgLedger::connect(&pg.url("postgres", "disable"), Some(pg.password()))
                     .await

@@ -194,7 +194,7 @@ fn ledger_chain(cfg: &Config) -> Option<Finding> {
         "cosigner ledger verify --config {} shows where",
         cfg.path.display()
     );
-    let report = match crate::ledger::Ledger::open_read_only(path).and_then(|l| l.verify()) {
+    let report = match crate::ledger::SqliteLedger::open_read_only(path).and_then(|l| l.verify()) {
         Ok(r) => r,
         Err(e) => {
             return Some(finding(

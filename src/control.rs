@@ -589,8 +589,9 @@ impl Control {
     }
 
     /// Puts `mode` in force (see `pause` and `resume`): a pause at once, for the page being
-    /// decided and every attempt not yet on the wire, then recorded (`Err(NotRecorded)`: in force, kept in
-    /// the pause file, recorded as soon as the ledger takes it); a resume once recorded.
+    /// decided and every attempt not yet on the wire, then recorded (`Err(NotRecorded)`: in
+    /// force, kept in the pause file, recorded as soon as the ledger takes it); a resume once
+    /// recorded.
     ///
     /// In a pair, a pause recorded by a member that is not the current leader returns once it
     /// binds the pair: after [`crate::leader::CURRENT_FOR`], by which time the leader has

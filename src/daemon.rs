@@ -21,7 +21,7 @@ use crate::health::Health;
 use crate::http::{self, HttpState};
 use crate::leader::{Lead, Leadership, Role};
 use crate::ledger::postgres::PgLedger;
-use crate::ledger::{Ledger, LedgerError, LedgerHandle};
+use crate::ledger::{LedgerError, LedgerHandle, SqliteLedger};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::operator::{self, Callbacks, KeyStore, OperatorState};
@@ -444,7 +444,7 @@ async fn take_over(engine: &Engine, lead: &Lead, epoch: i64) -> Result<(), Ledge
 }
 
 /// The key, the policy, and the SQLite ledger (`None` for a PostgreSQL one).
-type Loaded = (Arc<Signer>, Arc<policy::Policy>, Option<Ledger>);
+type Loaded = (Arc<Signer>, Arc<policy::Policy>, Option<SqliteLedger>);
 
 /// The key, the policy in force and the verified ledger: everything `build` reads from disk.
 /// The SQLite ledger is `None` when the configuration names a PostgreSQL one (opened by
@@ -458,7 +458,7 @@ fn load_state(cfg: &Config, clock: &Clock) -> Result<Loaded, DaemonError> {
     if cfg.ledger.postgres.is_some() {
         return Ok((signer, policy, None));
     }
-    let mut ledger = Ledger::open(&cfg.ledger.path)?.with_clock(clock.clone());
+    let mut ledger = SqliteLedger::open(&cfg.ledger.path)?.with_clock(clock.clone());
     // What the first decisions depend on, and what was added since the last verified point;
     // the rest of the chain is walked in the background once the daemon runs.
     let report = ledger.verify_at_start(
@@ -796,7 +796,7 @@ const PAUSE_RETRY: Duration = Duration::from_secs(1);
 const CHAIN_CHECK_EVERY: Duration = Duration::from_secs(600);
 
 /// The rest of the chain, behind the daemon: at start only what the first decisions depend on
-/// was verified (see `Ledger::verify_at_start`). Walks the whole chain once, paced to a
+/// was verified (see `SqliteLedger::verify_at_start`). Walks the whole chain once, paced to a
 /// quarter of a core (`cosigner_ledger_verified_ratio` shows how far it got), then every
 /// [`CHAIN_CHECK_EVERY`] the records added since; each clean walk moves the last verified
 /// point, so that the next start has little to walk. A break found puts the daemon in

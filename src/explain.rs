@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::control::Mode;
 use crate::domain::{ClockCheck, Withdrawal};
-use crate::ledger::{Ledger, LedgerError, LedgerHandle, TxState};
+use crate::ledger::{LedgerError, LedgerHandle, SqliteLedger, TxState};
 use crate::plan::{Inputs, Plan, plan};
 use crate::policy::{Policy, Usage};
 
@@ -38,7 +38,7 @@ pub fn explain(
     now_ms: i64,
 ) -> Result<Explanation, LedgerError> {
     let recorded = if ledger_path.exists() {
-        let l = Ledger::open_read_only(ledger_path)?;
+        let l = SqliteLedger::open_read_only(ledger_path)?;
         Some(Recorded {
             usage: l.usage_with_slack(
                 policy,

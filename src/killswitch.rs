@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{self, Config};
 use crate::control::Mode;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{LedgerError, SqliteLedger};
 
 /// Who set the mode in the ledger event written when no daemon runs.
 const RECORDED_BY: &str = "cosigner cli";
@@ -195,7 +195,7 @@ pub async fn switch(
             Err(e) => Err(e),
         };
     }
-    match Ledger::open(&cfg.ledger.path) {
+    match SqliteLedger::open(&cfg.ledger.path) {
         Ok(mut ledger) => {
             ledger
                 .record_event("mode", &mode.event_detail(RECORDED_BY))

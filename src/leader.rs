@@ -22,7 +22,7 @@
 //! binary knows, which it brought the ledger to): before taking the lead and with every
 //! confirmation it reads the schema version, and on any other version (a newer cosigner applied
 //! a step) it gives the lead up, stands by as [`Role::Outdated`] and says why; its writes are
-//! refused besides (`ledger/postgres.rs`, `begin_write`).
+//! refused besides (`ledger/postgres/store.rs`, `begin_write`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

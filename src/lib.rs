@@ -11,7 +11,7 @@
 //! | the domain core (no dependency on any other module) | [`domain`] (a [`domain::Withdrawal`] as listed, its [`domain::TxId`], [`domain::Action`] and [`domain::Verdict`], the exact texts the key shard signs, exact amounts, what is known about the clock) |
 //! | decisions (pure, no I/O) | [`plan`] (what to do with one listed transaction: the one place every rule of the promise lives), [`policy`] (the merchant's rules, parsed and evaluated, and window usage; canonical address forms and account identity in `policy::address`) |
 //! | what an operator steers | [`control`] (the policy in force and the kill-switch mode [`control::Mode`]: reload, pause, resume and restore at start or takeover, through [`control::Control`]), [`killswitch`] (pause/resume from the command line), [`operator`] (the operator API) |
-//! | persistence | [`ledger`] (the hash-chained decision ledger: decisions, outcomes, events, collections; SQLite, or PostgreSQL in `ledger::postgres`), used through its async face `ledger::LedgerHandle`; [`leader`] (which of a pair sharing a PostgreSQL ledger leads, and its fencing epoch) |
+//! | persistence | [`ledger`] (the hash-chained decision ledger: decisions, outcomes, events, collections; SQLite in [`ledger::SqliteLedger`], or PostgreSQL in `ledger::postgres`), used through its async face `ledger::LedgerHandle`; [`leader`] (which of a pair sharing a PostgreSQL ledger leads, and its fencing epoch) |
 //! | effects | [`cycle`] (one pending cycle: list → plan → record → sign → send → record outcomes), `collector` (sweeps), [`signer`] (the key shard: RSA `data`), [`client`] (the 1BitPay wire format and HTTP, with its MD5 request signature in `client::signature`; it turns the wire into domain types at the edge) |
 //! | the process | [`daemon`] (scheduler, listeners, shutdown), [`clock`] (the one wall clock, injected: the system's, or in a pair the database's carried on the monotonic clock), `http` (metrics and health routes), [`listener`] (the accept loops: a connection cap, a header-read timeout), `health` (readiness and liveness), [`metrics`] (numbers and labels only), [`systemd`] (notify and watchdog), [`config`], [`cli`] (one file per command under `cli/`), [`check`] (the preflight check) |
 //! | reading the ledger | [`explain`] (`policy explain`), `replay` (`policy replay`), `display` (chain names, short addresses, hex) |
@@ -75,17 +75,19 @@
 //! - Nothing leaves before it is recorded: [`cycle`] records a page (and its `resend` events)
 //!   before spawning its sends; a ledger error stops the page.
 //! - Doubt holds: canonical forms and malformed fields in [`policy`] (`check_fields`), member
-//!   twins in `client::types`, the clock in `cycle::Engine::prepare` and the gate.
+//!   twins in `client::types`, the clock in `cycle::Engine::prepare` (`cycle/decide.rs`) and the
+//!   gate (`cycle/submit.rs`).
 //! - Windows count each approval once, from the last moment it may have left: one
-//!   implementation, `policy::Usage::at`, fed by `ledger::Ledger::usage_with_slack` (the daemon,
-//!   `policy explain`) and by `replay` (`policy replay`); metrics only read its result. No
+//!   implementation, `policy::Usage::at` (in `policy/usage.rs`), fed by
+//!   `ledger::SqliteLedger::usage_with_slack` (the daemon, `policy explain`) and by `replay`
+//!   (`policy replay`); metrics only read its result. No
 //!   attempt leaves more than [`policy::LATE_SEND`] after the stamp of the record it leaves on
 //!   (`cycle::Engine::gate`), and windows reach [`policy::window_slack`] further back, which
 //!   covers any two clocks the check lets through ([`domain::clock_bound`]).
 //! - The chain is intact: `ledger/verify.rs` walks it in constant memory: `ledger verify` whole,
 //!   the daemon at start what its first decisions read and what was added since the last
-//!   verified point ([`ledger::Ledger::verify_at_start`]), the rest behind it (`daemon`'s
-//!   `watch_chain`, which holds everything on a break).
+//!   verified point ([`ledger::SqliteLedger::verify_at_start`]), the rest behind it
+//!   (`daemon`'s `watch_chain`, which holds everything on a break).
 
 #![warn(missing_docs)]
 

@@ -25,7 +25,7 @@ use cosigner::cycle::DecisionEvent;
 use cosigner::daemon::{self, DaemonError, Options, Timings};
 use cosigner::display::{ChainNames, short_address};
 use cosigner::domain::{Action, TxId};
-use cosigner::ledger::Ledger;
+use cosigner::ledger::SqliteLedger;
 
 const MERCHANT: &str = "merDEMO0000000000001";
 const API_KEY: &str = "demo-api-key";
@@ -469,7 +469,7 @@ pub(crate) async fn run(
     summary.accepted_by_server = sb.decisions().len();
     summary.refused_by_server = sb.rejections().len();
     summary.collections = sb.collects().len();
-    summary.ledger_intact = Ledger::open_read_only(&ledger_path)
+    summary.ledger_intact = SqliteLedger::open_read_only(&ledger_path)
         .and_then(|l| l.verify())
         .map(|r| r.problems.is_empty())
         .unwrap_or(false);

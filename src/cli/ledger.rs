@@ -11,7 +11,7 @@ use clap::Subcommand;
 use super::{CmdResult, ConfigArg, Failure, print_json};
 use crate::config::Config;
 use crate::ledger::postgres::PgLedger;
-use crate::ledger::{Ledger, LedgerHandle, Status, VerifyReport};
+use crate::ledger::{LedgerHandle, SqliteLedger, Status, VerifyReport};
 use crate::policy;
 
 /// `ledger` subcommands.
@@ -97,7 +97,7 @@ pub(crate) async fn open_for_reading(cfg: &Config) -> Result<Option<LedgerHandle
             Ok(Some(LedgerHandle::postgres(Arc::new(ledger))))
         }
         None if !cfg.ledger.path.exists() => Ok(None),
-        None => Ledger::open_read_only(&cfg.ledger.path)
+        None => SqliteLedger::open_read_only(&cfg.ledger.path)
             .map(|l| Some(LedgerHandle::sqlite(l)))
             .map_err(Failure::runtime),
     }
@@ -105,7 +105,7 @@ pub(crate) async fn open_for_reading(cfg: &Config) -> Result<Option<LedgerHandle
 
 /// The configured SQLite ledger, read-only; exit 2 when the daemon has not made it yet, or
 /// when the configuration names a PostgreSQL ledger (`what` says which command needs the file).
-pub(crate) fn open_sqlite_read_only(cfg: &Config, what: &str) -> Result<Ledger, Failure> {
+pub(crate) fn open_sqlite_read_only(cfg: &Config, what: &str) -> Result<SqliteLedger, Failure> {
     if let Some(pg) = &cfg.ledger.postgres {
         return Err(Failure::usage(anyhow::anyhow!(
             "{what} works on an SQLite ledger (ledger.path); this configuration names the \
@@ -117,13 +117,13 @@ pub(crate) fn open_sqlite_read_only(cfg: &Config, what: &str) -> Result<Ledger, 
 }
 
 /// The configured ledger, read-only; exit 2 when the daemon has not made it yet.
-fn open_read_only(cfg: &Config) -> Result<Ledger, Failure> {
+fn open_read_only(cfg: &Config) -> Result<SqliteLedger, Failure> {
     if !cfg.ledger.path.exists() {
         return Err(Failure::usage(anyhow::anyhow!(no_ledger_yet(
             &cfg.ledger.path
         ))));
     }
-    Ledger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)
+    SqliteLedger::open_read_only(&cfg.ledger.path).map_err(Failure::runtime)
 }
 
 fn format_ms(ms: i64) -> String {
@@ -313,7 +313,7 @@ async fn migrate(config: ConfigArg, to: &str, password_file: Option<&Path>) -> C
     let target = crate::ledger::postgres::PgTarget::parse(to, password)
         .map_err(|e| Failure::usage(anyhow::anyhow!("--to: {e}")))?;
     // Verified before: `export` refuses a chain that does not verify.
-    let export = Ledger::open_read_only(&cfg.ledger.path)
+    let export = SqliteLedger::open_read_only(&cfg.ledger.path)
         .and_then(|l| l.export())
         .map_err(Failure::runtime)?;
     let before = export.report().clone();

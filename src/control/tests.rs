@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::*;
-use crate::ledger::Ledger;
+use crate::ledger::SqliteLedger;
 
 /// A control over a fresh ledger in a temp dir, with a pause file beside it.
 struct Fixture {
@@ -29,7 +29,7 @@ fn policy() -> Arc<Policy> {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = LedgerHandle::sqlite(Ledger::open(&dir.path().join("ledger.db")).unwrap());
+    let ledger = LedgerHandle::sqlite(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
     let pause_file = dir.path().join("pause");
     let metrics = Arc::new(Metrics::new().unwrap());
     let control = Arc::new(Control::new(

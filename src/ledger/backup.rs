@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Ledger, LedgerError, VerifyReport};
+use super::{LedgerError, SqliteLedger, VerifyReport};
 
 /// What `ledger backup` made.
 #[derive(Debug, Clone)]
@@ -14,7 +14,7 @@ pub(crate) struct BackupReport {
     pub(crate) bytes: u64,
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Copies the ledger to `dest`, which must not exist, and verifies the copy's chain.
     ///
     /// `VACUUM INTO` reads inside one read transaction, so under WAL the copy is one consistent
@@ -47,7 +47,7 @@ impl Ledger {
             let _ = std::fs::remove_file(dest);
             return Err(fail(e));
         }
-        let copy = Ledger::open_read_only(dest)?;
+        let copy = SqliteLedger::open_read_only(dest)?;
         let verify = copy.verify()?;
         let bytes = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
         Ok(BackupReport { verify, bytes })

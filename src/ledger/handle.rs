@@ -1,5 +1,5 @@
 //! The async face of the ledger: [`LedgerHandle`], which everything outside `ledger` (the cycle,
-//! the collector, the operator API, the daemon) uses instead of a locked [`Ledger`]. A SQLite
+//! the collector, the operator API, the daemon) uses instead of a locked [`SqliteLedger`]. A SQLite
 //! call runs on tokio's blocking pool with the ledger's mutex held only inside it, so no lock is
 //! ever held across an `.await` and an fsync never stalls the runtime's threads. Each method is
 //! one `match` over the back ends: adding one is one arm per method.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::postgres::PgLedger;
 use super::{
-    DecisionRow, Ledger, LedgerError, NewDecision, Outcome, PageQuery, ResendRecord, TxState,
+    DecisionRow, LedgerError, NewDecision, Outcome, PageQuery, ResendRecord, SqliteLedger, TxState,
     VerifyReport,
 };
 use crate::clock::Clock;
@@ -48,7 +48,7 @@ type WriteDelay = Box<dyn Fn() -> Duration + Send + Sync>;
 /// Where the records live.
 enum Backend {
     /// An embedded SQLite file; rusqlite is synchronous, so calls go to the blocking pool.
-    Sqlite(Arc<Mutex<Ledger>>),
+    Sqlite(Arc<Mutex<SqliteLedger>>),
     /// A PostgreSQL database shared by a pair; the driver is async.
     Postgres(Arc<PgLedger>),
 }
@@ -81,10 +81,10 @@ impl std::fmt::Debug for LedgerHandle {
 /// Runs `f` on the blocking pool with the ledger locked. A call whose thread stopped (a panic, a
 /// runtime shutting down) is an error: whether a write reached the disk is then unknown, and
 /// nothing depending on it may be sent.
-async fn blocking<T, F>(ledger: &Arc<Mutex<Ledger>>, f: F) -> Result<T, LedgerError>
+async fn blocking<T, F>(ledger: &Arc<Mutex<SqliteLedger>>, f: F) -> Result<T, LedgerError>
 where
     T: Send + 'static,
-    F: FnOnce(&mut Ledger) -> Result<T, LedgerError> + Send + 'static,
+    F: FnOnce(&mut SqliteLedger) -> Result<T, LedgerError> + Send + 'static,
 {
     let ledger = ledger.clone();
     tokio::task::spawn_blocking(move || {
@@ -100,7 +100,7 @@ where
 impl LedgerHandle {
     /// A handle on an open SQLite ledger (timed by the ledger's clock).
     #[must_use]
-    pub fn sqlite(ledger: Ledger) -> Self {
+    pub fn sqlite(ledger: SqliteLedger) -> Self {
         Self(Arc::new(Inner {
             clock: ledger.clock().clone(),
             description: ledger.path().display().to_string(),
@@ -319,7 +319,7 @@ impl LedgerHandle {
         }
     }
 
-    /// Window usage for `policy` as of `now_ms` (see [`Ledger::usage`]).
+    /// Window usage for `policy` as of `now_ms` (see [`SqliteLedger::usage`]).
     pub(crate) async fn usage(
         &self,
         policy: Arc<Policy>,
@@ -329,7 +329,7 @@ impl LedgerHandle {
     }
 
     /// Window usage with each window reaching `slack` further back (see
-    /// [`Ledger::usage_with_slack`]).
+    /// [`SqliteLedger::usage_with_slack`]).
     pub(crate) async fn usage_with_slack(
         &self,
         policy: Arc<Policy>,
@@ -368,7 +368,7 @@ impl LedgerHandle {
         }
     }
 
-    /// One page of decisions and whether more lie beyond it (see [`Ledger::page`]).
+    /// One page of decisions and whether more lie beyond it (see [`SqliteLedger::page`]).
     pub(crate) async fn page(&self, q: PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
         match &self.0.backend {
             Backend::Sqlite(l) => blocking(l, move |l| l.page(&q)).await,
@@ -553,7 +553,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (clock, hand) = Clock::manual(1_700_000_000_000);
         let h = LedgerHandle::sqlite(
-            Ledger::open(&dir.path().join("ledger.db"))
+            SqliteLedger::open(&dir.path().join("ledger.db"))
                 .unwrap()
                 .with_clock(clock),
         );
@@ -588,7 +588,7 @@ mod tests {
     #[tokio::test]
     async fn an_event_recorded_once_is_not_recorded_again_even_by_callers_racing() {
         let dir = tempfile::tempdir().unwrap();
-        let h = LedgerHandle::sqlite(Ledger::open(&dir.path().join("ledger.db")).unwrap());
+        let h = LedgerHandle::sqlite(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
         let calls: Vec<_> = (0..8)
             .map(|_| {
                 let h = h.clone();
@@ -622,7 +622,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_that_fails_is_an_error_and_records_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let h = LedgerHandle::sqlite(Ledger::open(&dir.path().join("ledger.db")).unwrap());
+        let h = LedgerHandle::sqlite(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
         h.record_decisions(vec![hold(TxId::new(1))]).await.unwrap();
         {
             let Backend::Sqlite(l) = &h.0.backend else {
@@ -647,12 +647,12 @@ mod tests {
     async fn a_weak_handle_does_not_keep_the_ledger_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.db");
-        let h = LedgerHandle::sqlite(Ledger::open(&path).unwrap());
+        let h = LedgerHandle::sqlite(SqliteLedger::open(&path).unwrap());
         let weak = h.downgrade();
         assert!(weak.upgrade().is_some());
         drop(h);
         assert!(weak.upgrade().is_none());
         // The lock went with it: the file opens again.
-        drop(Ledger::open(&path).unwrap());
+        drop(SqliteLedger::open(&path).unwrap());
     }
 }

@@ -1,9 +1,20 @@
 //! Compatibility of the ledger format: a file written by the version before the typed records
 //! (`tests/fixtures/ledger-v1.db`) must still verify, read back and take new records.
 
-use super::*;
-use record::GENESIS;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::domain::{Action, TxId, Withdrawal};
+use crate::policy::Policy;
+
+use super::*;
+use record::{CollectRecord, DecisionRecord, EventRecord, GENESIS, Head, OutcomeRecord, Record};
+use sql::{Millis, Seq};
 
 /// Made by the ledger code as of commit 2481d0b: an event, three decisions (an approval, a hold
 /// with no text fields and an id above 2^53, a dry-run reject with id `i64::MAX`), two outcomes,
@@ -21,7 +32,7 @@ fn v1_copy() -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn a_ledger_written_before_the_typed_records_verifies_unchanged() {
     let (_dir, path) = v1_copy();
-    let ledger = Ledger::open_read_only(&path).unwrap();
+    let ledger = SqliteLedger::open_read_only(&path).unwrap();
     let report = ledger.verify().unwrap();
     assert_eq!(report.problems, Vec::<String>::new());
     assert_eq!(report.records, 10);
@@ -40,7 +51,7 @@ fn a_ledger_written_before_the_typed_records_verifies_unchanged() {
 #[test]
 fn a_ledger_written_before_the_typed_records_reads_back_every_field() {
     let (_dir, path) = v1_copy();
-    let ledger = Ledger::open_read_only(&path).unwrap();
+    let ledger = SqliteLedger::open_read_only(&path).unwrap();
     let approve = ledger.get(2).unwrap().unwrap();
     assert_eq!(approve.tx_id, TxId::new(7));
     assert_eq!(
@@ -93,7 +104,7 @@ fn a_ledger_written_before_the_typed_records_reads_back_every_field() {
 #[test]
 fn a_ledger_written_before_the_typed_records_takes_new_records_and_still_verifies() {
     let (_dir, path) = v1_copy();
-    let mut ledger = Ledger::open(&path).unwrap();
+    let mut ledger = SqliteLedger::open(&path).unwrap();
     ledger
         .record_event("mode", "{\"mode\":\"paused\"}")
         .unwrap();
@@ -209,7 +220,7 @@ fn each_kind_of_record_hashes_byte_for_byte_as_before() {
 #[test]
 fn the_typed_records_read_the_earlier_files_rows_back() {
     let (_dir, path) = v1_copy();
-    let ledger = Ledger::open_read_only(&path).unwrap();
+    let ledger = SqliteLedger::open_read_only(&path).unwrap();
     // Merged in sequence order across the four tables, each record following the one before.
     let mut checker = verify::Checker::from_genesis();
     verify::walk(&ledger.conn, 1, 10, &mut checker).unwrap();
@@ -280,7 +291,7 @@ pub(super) fn hold(id: TxId) -> NewDecision {
 #[test]
 fn a_transaction_id_above_i64_max_is_recorded_found_and_verified_as_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let mut ledger = SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
     let seqs = ledger
         .record_decisions(&[
             hold(TxId::new(u64::MAX)),
@@ -309,7 +320,7 @@ fn a_transaction_id_above_i64_max_is_recorded_found_and_verified_as_itself() {
 #[test]
 fn a_sequence_number_no_ledger_can_hold_finds_nothing_instead_of_a_wrapped_record() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let mut ledger = SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
     ledger
         .record_decisions(&[hold(TxId::new(1)), hold(TxId::new(2))])
         .unwrap();
@@ -343,7 +354,7 @@ fn a_sequence_number_no_ledger_can_hold_finds_nothing_instead_of_a_wrapped_recor
 #[test]
 fn an_outcome_for_a_sequence_number_sqlite_cannot_hold_is_refused_and_nothing_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let mut ledger = SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
     ledger.record_decisions(&[hold(TxId::new(1))]).unwrap();
     let err = ledger
         .record_outcomes(&[
@@ -377,7 +388,7 @@ fn an_edited_unreadable_column_is_reported_by_verify_as_an_edit() {
     conn.execute("UPDATE outcomes SET decision_seq = -2 WHERE seq = 5", [])
         .unwrap();
     drop(conn);
-    let ledger = Ledger::open_read_only(&path).unwrap();
+    let ledger = SqliteLedger::open_read_only(&path).unwrap();
     let report = ledger.verify().unwrap();
     assert_eq!(report.records, 10);
     assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
@@ -453,13 +464,16 @@ fn schema_step_1_alone_makes_exactly_the_tables_columns_and_indexes_of_a_version
 #[test]
 fn a_version_1_ledger_migrated_forward_has_the_shape_of_a_new_one_and_keeps_every_record() {
     let (_old_dir, old) = v1_copy();
-    let before = Ledger::open_read_only(&old).unwrap().verify().unwrap();
-    drop(Ledger::open(&old).unwrap());
+    let before = SqliteLedger::open_read_only(&old)
+        .unwrap()
+        .verify()
+        .unwrap();
+    drop(SqliteLedger::open(&old).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let new = dir.path().join("ledger.db");
-    drop(Ledger::open(&new).unwrap());
+    drop(SqliteLedger::open(&new).unwrap());
     assert_eq!(shape(&old), shape(&new));
-    let migrated = Ledger::open_read_only(&old).unwrap();
+    let migrated = SqliteLedger::open_read_only(&old).unwrap();
     assert_eq!(migrated.steps, schema::SQLITE.len());
     assert_eq!(
         migrated.meta("schema_version").unwrap().as_deref(),
@@ -484,8 +498,8 @@ fn a_version_1_ledger_migrated_forward_has_the_shape_of_a_new_one_and_keeps_ever
 #[test]
 fn the_record_structs_and_the_tables_the_steps_make_have_the_same_columns() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(&dir.path().join("ledger.db")).unwrap();
-    fn columns<R: record::Record>(l: &Ledger) -> (Vec<String>, Vec<String>) {
+    let l = SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
+    fn columns<R: record::Record>(l: &SqliteLedger) -> (Vec<String>, Vec<String>) {
         let mut stmt = l
             .conn
             .prepare(&format!(
@@ -530,7 +544,7 @@ fn a_ledger_with_a_schema_step_this_cosigner_does_not_know_is_refused_untouched(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
     {
-        let mut l = Ledger::open(&path).unwrap();
+        let mut l = SqliteLedger::open(&path).unwrap();
         l.record_event("mode", "{}").unwrap();
         l.conn
             .execute(
@@ -542,8 +556,8 @@ fn a_ledger_with_a_schema_step_this_cosigner_does_not_know_is_refused_untouched(
     }
     let bytes = std::fs::read(&path).unwrap();
     for err in [
-        Ledger::open(&path).unwrap_err(),
-        Ledger::open_read_only(&path).unwrap_err(),
+        SqliteLedger::open(&path).unwrap_err(),
+        SqliteLedger::open_read_only(&path).unwrap_err(),
     ] {
         assert!(
             matches!(&err, LedgerError::Schema { found, .. } if found == "3"),
@@ -558,7 +572,7 @@ fn a_ledger_with_a_schema_step_this_cosigner_does_not_know_is_refused_untouched(
 fn the_counts_and_the_newest_time_kept_with_the_records_equal_those_read_from_them() {
     let dir = tempfile::tempdir().unwrap();
     let (clock, hand) = Clock::manual(1_700_000_000_000);
-    let mut l = Ledger::open(&dir.path().join("ledger.db"))
+    let mut l = SqliteLedger::open(&dir.path().join("ledger.db"))
         .unwrap()
         .with_clock(clock);
     l.record_decisions(&[hold(TxId::new(1)), hold(TxId::new(2))])
@@ -589,14 +603,14 @@ fn a_ledger_file_created_but_never_written_reads_as_an_empty_ledger() {
     let path = dir.path().join("ledger.db");
     // What a daemon killed between creating the file and its first commit leaves.
     std::fs::write(&path, b"").unwrap();
-    let l = Ledger::open_read_only(&path).unwrap();
+    let l = SqliteLedger::open_read_only(&path).unwrap();
     let report = l.verify().unwrap();
     assert_eq!(report.records, 0);
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(l.list(10).unwrap().is_empty());
     // The reader created nothing: the file is still empty, and a writer sets it up as new.
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-    let mut w = Ledger::open(&path).unwrap();
+    let mut w = SqliteLedger::open(&path).unwrap();
     w.record_event("test", "first").unwrap();
     assert!(w.verify().unwrap().problems.is_empty());
 }
@@ -607,7 +621,7 @@ fn a_record_edited_mid_chain_with_its_hash_recomputed_breaks_the_link_to_the_nex
     // hash. Its content then matches its hash; only the next record's stored link shows it.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    let mut ledger = Ledger::open(&path).unwrap();
+    let mut ledger = SqliteLedger::open(&path).unwrap();
     ledger
         .record_decisions(&[hold(TxId::new(1)), hold(TxId::new(2)), hold(TxId::new(3))])
         .unwrap();
@@ -634,7 +648,10 @@ fn a_record_edited_mid_chain_with_its_hash_recomputed_breaks_the_link_to_the_nex
     .unwrap();
     drop(conn);
 
-    let report = Ledger::open_read_only(&path).unwrap().verify().unwrap();
+    let report = SqliteLedger::open_read_only(&path)
+        .unwrap()
+        .verify()
+        .unwrap();
     assert_eq!(
         report.problems,
         vec!["record 3: does not follow the record before it".to_string()],
@@ -644,7 +661,7 @@ fn a_record_edited_mid_chain_with_its_hash_recomputed_breaks_the_link_to_the_nex
 
 /// The SQLite virtual-machine steps `f` takes on `l` (a progress handler called at every step):
 /// the work a read does, whatever the machine's load.
-fn vm_steps<T>(l: &Ledger, f: impl FnOnce(&Ledger) -> T) -> u64 {
+fn vm_steps<T>(l: &SqliteLedger, f: impl FnOnce(&SqliteLedger) -> T) -> u64 {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let n = Arc::new(AtomicU64::new(0));
@@ -681,10 +698,10 @@ fn read_costs(old: u64) -> Vec<(&'static str, u64)> {
     let dir = tempfile::tempdir().unwrap();
     let start = 1_700_000_000_000;
     let (clock, hand) = Clock::manual(start);
-    let mut l = Ledger::open(&dir.path().join("ledger.db"))
+    let mut l = SqliteLedger::open(&dir.path().join("ledger.db"))
         .unwrap()
         .with_clock(clock);
-    let write = |l: &mut Ledger, ids: std::ops::Range<u64>| {
+    let write = |l: &mut SqliteLedger, ids: std::ops::Range<u64>| {
         for page in ids.collect::<Vec<_>>().chunks(100) {
             let mut decisions: Vec<NewDecision> =
                 page.iter().map(|&n| approval(TxId::new(n))).collect();
@@ -786,7 +803,7 @@ fn a_copy_for_another_back_end_reads_every_record_of_each_kind_in_chain_order() 
     // What `ledger migrate` hands PostgreSQL: the four kinds, each whole, merged back by sequence
     // number they form the chain the walk verified (every link, to the same last hash).
     let (_dir, path) = v1_copy();
-    let ledger = Ledger::open_read_only(&path).unwrap();
+    let ledger = SqliteLedger::open_read_only(&path).unwrap();
     let mut links: Vec<(u64, String, String)> = Vec::new();
     let decisions = record::chained::<DecisionRecord>(&ledger.conn).unwrap();
     assert_eq!(decisions.len(), 3);
@@ -840,7 +857,7 @@ fn a_walk_beside_the_daemon_that_finds_a_problem_moves_no_verified_point() {
 #[test]
 fn a_chain_is_checked_against_its_stored_head_a_missing_or_other_head_being_a_problem() {
     let (_dir, path) = v1_copy();
-    let ledger = Ledger::open_read_only(&path).unwrap();
+    let ledger = SqliteLedger::open_read_only(&path).unwrap();
     let last = "6c63356d4abdfc5dc7a044f3201eb979c64edbfe85ab52579c831433d0660ee6";
     let walked = || {
         let mut checker = verify::Checker::from_genesis();
@@ -888,14 +905,14 @@ fn now_ms() -> i64 {
 }
 
 /// The daemon's check at start, under a policy whose window reaches back a day.
-fn check_at_start(ledger: &mut Ledger) -> VerifyReport {
+fn check_at_start(ledger: &mut SqliteLedger) -> VerifyReport {
     ledger
         .verify_at_start(&windowed_policy(), now_ms(), Duration::from_secs(60))
         .unwrap()
 }
 
 /// The last verified point as stored: (seq, hash).
-fn verified_point(l: &Ledger) -> Option<(i64, String)> {
+fn verified_point(l: &SqliteLedger) -> Option<(i64, String)> {
     l.conn
         .query_row(verify::VERIFIED, [], |r| {
             Ok(r.get::<_, Option<i64>>(0)?
@@ -905,10 +922,10 @@ fn verified_point(l: &Ledger) -> Option<(i64, String)> {
 }
 
 /// A ledger of three holds and two approvals, checked at start once.
-fn checked_ledger() -> (tempfile::TempDir, PathBuf, Ledger) {
+fn checked_ledger() -> (tempfile::TempDir, PathBuf, SqliteLedger) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    let mut ledger = Ledger::open(&path).unwrap();
+    let mut ledger = SqliteLedger::open(&path).unwrap();
     let ids = [1, 2, 3].map(|n| hold(TxId::new(n)));
     ledger.record_decisions(&ids).unwrap();
     ledger

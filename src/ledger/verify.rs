@@ -14,7 +14,7 @@ use super::record::{
     record_hash, select_range,
 };
 use super::sql::Seq;
-use super::{Ledger, LedgerError, VerifyReport};
+use super::{LedgerError, SqliteLedger, VerifyReport};
 
 /// The most problems a report lists; beyond, it says how many more there are (a ledger edited
 /// throughout must not make `verify` hold every sentence in memory).
@@ -475,7 +475,7 @@ pub(crate) const CHUNK: u64 = 20_000;
 /// The pass sleeps this many times as long as each chunk took: at most a quarter of a core.
 pub(crate) const PACE: u32 = 3;
 
-impl Ledger {
+impl SqliteLedger {
     /// Runs `f` inside one read transaction, so that everything it reads is one snapshot
     /// (beside a daemon that writes meanwhile, the records and the head would disagree).
     fn in_snapshot<T>(
@@ -604,7 +604,7 @@ pub(crate) fn walk_beside(
     paced: bool,
     progress: &dyn Fn(u64, u64),
 ) -> Result<(VerifyReport, Option<(u64, String)>), LedgerError> {
-    let l = Ledger::open_read_only(path)?;
+    let l = SqliteLedger::open_read_only(path)?;
     let foreign = l.foreign_objects()?;
     let (mut checker, first) = if since_verified {
         match l.verified().map_err(LedgerError::Read)? {

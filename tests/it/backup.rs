@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use cosigner::ledger::Ledger;
+use cosigner::ledger::SqliteLedger;
 
 use crate::support::*;
 
@@ -24,7 +24,7 @@ async fn a_backup_taken_while_a_writer_holds_the_ledger_is_a_private_verified_co
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
 
     // A writer holds the ledger (as the daemon does) and keeps writing while the copy is made.
-    let mut writer = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let mut writer = SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
     writer.record_event("test", "before the backup").unwrap();
     let copy = dir.path().join("backup.db");
     let out = run_bin(&["ledger", "backup", "--config", c, copy.to_str().unwrap()]).await;
@@ -38,7 +38,7 @@ async fn a_backup_taken_while_a_writer_holds_the_ledger_is_a_private_verified_co
 
     let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the copy holds signed texts: owner only");
-    let backed = Ledger::open_read_only(&copy).unwrap();
+    let backed = SqliteLedger::open_read_only(&copy).unwrap();
     assert!(backed.verify().unwrap().problems.is_empty());
     let live_rows = writer.list(100).unwrap();
     let copy_rows = backed.list(100).unwrap();
@@ -68,7 +68,7 @@ async fn a_backup_of_an_edited_ledger_fails_and_says_the_chain_is_broken() {
     std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
     let db = dir.path().join("ledger.db");
     {
-        let mut l = Ledger::open(&db).unwrap();
+        let mut l = SqliteLedger::open(&db).unwrap();
         l.record_event("test", "one").unwrap();
         l.record_event("test", "two").unwrap();
     }

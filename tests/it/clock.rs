@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cosigner::clock::Clock;
 use cosigner::domain::Action;
-use cosigner::ledger::Ledger;
+use cosigner::ledger::SqliteLedger;
 use serde_json::Value;
 
 use crate::support::*;
@@ -50,7 +50,7 @@ async fn with_the_clock_stepped_back_nothing_is_approved_until_it_passes_the_new
     let text = all_output(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("clock is behind"), "the log says why: {text}");
-    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let ledger = SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     let h4 = ledger.history(TxId::new(4)).unwrap();
     assert_eq!(
         (h4[0].action, h4[0].rule.as_str()),
@@ -107,7 +107,7 @@ async fn with_the_clock_jumped_ahead_of_the_server_nothing_is_approved_and_windo
         text.contains("ahead of the server"),
         "the log says why: {text}"
     );
-    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let ledger = SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     let h2 = ledger.history(TxId::new(2)).unwrap();
     assert_eq!(
         (h2[0].action, h2[0].rule.as_str()),

@@ -14,7 +14,7 @@ use cosigner::cycle::PollSettings;
 use cosigner::domain::Action;
 use cosigner::explain::explain;
 use cosigner::killswitch::{Reach, SwitchError, Switched, switch};
-use cosigner::ledger::Ledger;
+use cosigner::ledger::SqliteLedger;
 use cosigner::plan::Plan;
 use cosigner_sandbox::server::Scenario;
 
@@ -169,7 +169,7 @@ fn config_with_operator_key(dir: &Path, url: &str) -> std::path::PathBuf {
 }
 
 fn recorded_mode(ledger: &Path) -> Option<Mode> {
-    let l = Ledger::open_read_only(ledger).unwrap();
+    let l = SqliteLedger::open_read_only(ledger).unwrap();
     l.latest_event("mode")
         .unwrap()
         .and_then(|d| Mode::from_event_detail(&d))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cosigner::cycle::{CycleError, Engine, PollSettings};
 use cosigner::domain::Action;
-use cosigner::ledger::{Ledger, Status};
+use cosigner::ledger::{SqliteLedger, Status};
 use cosigner::policy;
 use cosigner_sandbox::server::{Faults, Scenario};
 
@@ -541,7 +541,7 @@ async fn run_once_list_and_verify_work_from_the_command_line_and_tampering_is_de
 async fn a_second_process_on_the_same_ledger_exits_1_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "http://127.0.0.1:9");
-    let _held = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let _held = SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
     let started = std::time::Instant::now();
     let out = run_bin(&["run", "--once", "--config", cfg.to_str().unwrap()]).await;
     assert!(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cosigner::daemon::{Timings, periodic};
-use cosigner::ledger::Ledger;
+use cosigner::ledger::SqliteLedger;
 use cosigner_sandbox::server::{Faults, Scenario};
 use tokio_util::sync::CancellationToken;
 
@@ -392,7 +392,7 @@ async fn sigterm_mid_backlog_exits_0_with_every_sent_approval_recorded() {
         "stopped mid-backlog ({} of 300 sent)",
         at_sandbox.len()
     );
-    let ledger = Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let ledger = SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     for d in &at_sandbox {
         let id = TxId::new(d["id"].as_u64().unwrap());
         let h = ledger.history(id).unwrap();

@@ -235,7 +235,7 @@ async fn a_pause_cut_from_the_end_of_the_ledger_with_its_head_moved_back_goes_un
     assert!(out.status.success(), "{}", all_output(&out));
     let db = dir.path().join("ledger.db");
     {
-        let l = cosigner::ledger::Ledger::open_read_only(&db).unwrap();
+        let l = cosigner::ledger::SqliteLedger::open_read_only(&db).unwrap();
         assert_eq!(
             l.latest_event("mode")
                 .unwrap()
@@ -278,7 +278,7 @@ async fn a_pause_cut_from_the_end_of_the_ledger_with_its_head_moved_back_goes_un
         all_output(&verify)
     );
     // What the cut hides: the ledger's latest mode record is no longer the pause.
-    let l = cosigner::ledger::Ledger::open_read_only(&db).unwrap();
+    let l = cosigner::ledger::SqliteLedger::open_read_only(&db).unwrap();
     assert_ne!(
         l.latest_event("mode")
             .unwrap()
@@ -343,7 +343,7 @@ async fn a_ledger_carrying_a_trigger_is_refused_before_it_can_hide_approvals_fro
     )
     .unwrap();
     let db = dir.path().join("ledger.db");
-    drop(cosigner::ledger::Ledger::open(&db).unwrap());
+    drop(cosigner::ledger::SqliteLedger::open(&db).unwrap());
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
         "CREATE TRIGGER hide AFTER INSERT ON decisions BEGIN \

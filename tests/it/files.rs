@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use cosigner::ledger::Ledger;
+use cosigner::ledger::SqliteLedger;
 
 use crate::support::*;
 
@@ -16,7 +16,7 @@ fn mode(p: &Path) -> u32 {
 fn the_ledger_its_wal_and_its_lock_are_created_private() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    let mut ledger = Ledger::open(&path).unwrap();
+    let mut ledger = SqliteLedger::open(&path).unwrap();
     ledger.record_event("test", "x").unwrap();
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let p = dir.path().join(format!("ledger.db{suffix}"));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use cosigner::clock::Clock;
 use cosigner::daemon::{DaemonError, Options};
 use cosigner::domain::{Action, TxId, Withdrawal};
-use cosigner::ledger::{Ledger, NewDecision};
+use cosigner::ledger::{NewDecision, SqliteLedger};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +52,7 @@ fn config(dir: &Path, url: &str, policy: &str) -> cosigner::config::Config {
 /// Records at `at_ms`, in this order: a mode record, `old` holds, then an approval `now`.
 fn history(path: &Path, old_at_ms: i64, old: u64) {
     let (clock, hand) = Clock::manual(old_at_ms);
-    let mut l = Ledger::open(path).unwrap().with_clock(clock);
+    let mut l = SqliteLedger::open(path).unwrap().with_clock(clock);
     l.record_event("mode", "{\"mode\":\"normal\",\"by\":\"test\"}")
         .unwrap();
     let holds: Vec<NewDecision> = (1..=old).map(|i| decision(i, Action::Hold)).collect();
@@ -129,7 +129,7 @@ async fn records_cut_from_the_end_or_edited_since_the_last_verified_point_refuse
     drop(build(&cfg).await.unwrap());
     // Records added after the last verified point (by `cosigner pause` with no daemon, say),
     // one of them then edited.
-    let added = Ledger::open(&path)
+    let added = SqliteLedger::open(&path)
         .unwrap()
         .record_decisions(&[decision(60, Action::Hold), decision(61, Action::Hold)])
         .unwrap();
@@ -192,7 +192,7 @@ async fn an_old_record_edited_is_found_behind_the_running_daemon_which_then_hold
         all_output(&out)
     );
     // The hold was recorded: a restart keeps it.
-    let l = Ledger::open_read_only(&path).unwrap();
+    let l = SqliteLedger::open_read_only(&path).unwrap();
     assert!(l.latest_event("mode").unwrap().unwrap().contains("hold"));
 }
 

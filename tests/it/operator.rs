@@ -458,7 +458,8 @@ fn the_pause_command_without_a_daemon_records_the_mode_for_the_next_start() {
         .unwrap();
     assert!(out.status.success(), "{}", all_output(&out));
     assert!(all_output(&out).contains("mode reject recorded"));
-    let ledger = cosigner::ledger::Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let ledger =
+        cosigner::ledger::SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     assert!(
         ledger
             .latest_event("mode")
@@ -472,7 +473,8 @@ fn the_pause_command_without_a_daemon_records_the_mode_for_the_next_start() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", all_output(&out));
-    let ledger = cosigner::ledger::Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let ledger =
+        cosigner::ledger::SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     assert!(
         ledger
             .latest_event("mode")
@@ -606,7 +608,8 @@ async fn order_callbacks_are_verified_recorded_once_and_answered_with_the_succes
     tampered["dealAmount"] = json!(99.99);
     assert_eq!(post(tampered).await.0, 401);
     let (sb, dir) = d.stop().await;
-    let ledger = cosigner::ledger::Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let ledger =
+        cosigner::ledger::SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     let orders = ledger.list_events("order").unwrap();
     assert_eq!(orders.len(), 1, "recorded once: {orders:?}");
     assert!(orders[0].contains("dealAmount=10.11"));
@@ -920,7 +923,8 @@ async fn a_callback_whose_values_re_cut_the_signed_string_or_whose_fields_differ
     short["signature"] = json!(&sig.as_str().unwrap()[..31]);
     assert_eq!(post(short).await.0, 401);
     let (sb, dir) = d.stop().await;
-    let ledger = cosigner::ledger::Ledger::open_read_only(&dir.path().join("ledger.db")).unwrap();
+    let ledger =
+        cosigner::ledger::SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     assert_eq!(
         ledger.list_events("order").unwrap().len(),
         1,

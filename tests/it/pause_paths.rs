@@ -388,7 +388,8 @@ async fn sigusr1_during_start_holds_everything_is_recorded_and_approves_nothing(
     assert_eq!(d.decision(2).await["action"], "hold");
     assert!(!d.approved(2).await, "tx 2 was approved after SIGUSR1");
     d.stop();
-    let ledger = cosigner::ledger::Ledger::open_read_only(&d.dir.path().join("ledger.db")).unwrap();
+    let ledger =
+        cosigner::ledger::SqliteLedger::open_read_only(&d.dir.path().join("ledger.db")).unwrap();
     let latest = ledger.latest_event("mode").unwrap().unwrap();
     assert!(
         latest.contains("hold") && latest.contains("signal SIGUSR1"),
@@ -435,7 +436,7 @@ fn the_pause_command_gives_up_on_a_daemon_that_accepts_but_never_answers_and_nam
     text.push_str(&format!("[http]\nlisten = \"{addr}\"\n"));
     std::fs::write(&cfg, text).unwrap();
     // The ledger held, as a running daemon holds it: the command must ask the daemon.
-    let _held = cosigner::ledger::Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let _held = cosigner::ledger::SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
     let started = Instant::now();
     let mut child = bin()
         .env_remove("RUNTIME_DIRECTORY")

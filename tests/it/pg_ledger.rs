@@ -9,7 +9,7 @@ use cosigner::domain::Action;
 use cosigner::domain::{TxId, Withdrawal};
 use cosigner::ledger::postgres::{PgLedger, PgTarget};
 use cosigner::ledger::{
-    Ledger, LedgerError, NewDecision, Outcome, PageQuery, RESEND_EVENT, ResendRecord, TxState,
+    LedgerError, NewDecision, Outcome, PageQuery, RESEND_EVENT, ResendRecord, SqliteLedger, TxState,
 };
 use cosigner::policy::{Policy, Usage};
 use rust_decimal::Decimal;
@@ -64,7 +64,7 @@ fn policy() -> (tempfile::TempDir, Policy) {
 
 /// The same ledger calls on either back end.
 enum Backend {
-    Sqlite(Ledger),
+    Sqlite(SqliteLedger),
     Pg(PgLedger),
 }
 
@@ -339,7 +339,7 @@ async fn the_postgresql_ledger_answers_every_question_as_the_sqlite_ledger_does_
     let Some(pg) = Pg::start() else { return };
     let (_pdir, policy) = policy();
     let dir = tempfile::tempdir().unwrap();
-    let mut sqlite = Backend::Sqlite(Ledger::open(&dir.path().join("ledger.db")).unwrap());
+    let mut sqlite = Backend::Sqlite(SqliteLedger::open(&dir.path().join("ledger.db")).unwrap());
     let mut postgres = Backend::Pg(pg.ledger().await);
     let ids = script(&mut sqlite).await;
     script(&mut postgres).await;
@@ -378,7 +378,7 @@ async fn an_sqlite_ledger_copied_into_postgresql_verifies_identically_and_answer
     let fixture = dir.path().join("v1.db");
     std::fs::copy(crate::support::fixture("ledger-v1.db"), &fixture).unwrap();
     let fresh = dir.path().join("fresh.db");
-    let mut written = Backend::Sqlite(Ledger::open(&fresh).unwrap());
+    let mut written = Backend::Sqlite(SqliteLedger::open(&fresh).unwrap());
     let written_ids = script(&mut written).await;
     drop(written);
     for (db, path, ids) in [
@@ -390,7 +390,7 @@ async fn an_sqlite_ledger_copied_into_postgresql_verifies_identically_and_answer
         ("fresh", &fresh, written_ids),
     ] {
         pg.create_db(db).await;
-        let source = Ledger::open_read_only(path).unwrap();
+        let source = SqliteLedger::open_read_only(path).unwrap();
         let export = source.export().unwrap();
         let target = PgLedger::connect(&pg.url(db, "disable"), Some(pg.password()))
             .await
@@ -484,7 +484,10 @@ fn an_sqlite_ledger_that_does_not_verify_is_not_exported() {
     )
     .unwrap();
     drop(conn);
-    let err = Ledger::open_read_only(&path).unwrap().export().unwrap_err();
+    let err = SqliteLedger::open_read_only(&path)
+        .unwrap()
+        .export()
+        .unwrap_err();
     assert!(matches!(err, LedgerError::Copy { .. }), "{err}");
     assert!(
         err.to_string()

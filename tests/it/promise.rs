@@ -707,7 +707,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     "the dropped engine to release the ledger",
                     Duration::from_secs(10),
                     || async {
-                        cosigner::ledger::Ledger::open(&dir.path().join("ledger.db")).is_ok()
+                        cosigner::ledger::SqliteLedger::open(&dir.path().join("ledger.db")).is_ok()
                     },
                 )
                 .await;

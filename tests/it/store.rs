@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cosigner::ledger::{Ledger, LedgerHandle};
+use cosigner::ledger::{LedgerHandle, SqliteLedger};
 
 use crate::pg::Pg;
 
@@ -62,7 +62,7 @@ impl Store {
     pub(crate) async fn reader(&self, dir: &Path) -> LedgerHandle {
         match self {
             Store::Sqlite => {
-                LedgerHandle::sqlite(Ledger::open_read_only(&dir.join("ledger.db")).unwrap())
+                LedgerHandle::sqlite(SqliteLedger::open_read_only(&dir.join("ledger.db")).unwrap())
             }
             Store::Postgres(pg) => LedgerHandle::postgres(Arc::new(pg.ledger().await)),
         }

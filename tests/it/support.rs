@@ -423,10 +423,10 @@ fn engine_from(
 /// starts another at once may find the file still held for a moment: a ledger call already on
 /// the blocking pool finishes, and closes the file, after the engine is gone. So a held file is
 /// waited for, up to 10 s.
-pub(crate) fn open_ledger(path: &Path) -> cosigner::ledger::Ledger {
+pub(crate) fn open_ledger(path: &Path) -> cosigner::ledger::SqliteLedger {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match cosigner::ledger::Ledger::open(path) {
+        match cosigner::ledger::SqliteLedger::open(path) {
             Err(cosigner::ledger::LedgerError::Locked { .. })
                 if std::time::Instant::now() < deadline =>
             {

@@ -12,7 +12,7 @@ use crate::pair::{Member, items, one_leader, spawn_member, wait_decided};
 use crate::pg::Pg;
 use crate::support::*;
 
-/// `ledger/postgres.rs`'s migration lock: a cosigner applies its schema steps holding it, as a
+/// `ledger/postgres/schema.rs`'s migration lock: a cosigner applies its schema steps holding it, as a
 /// newer one would.
 const MIGRATION_LOCK: i64 = 0x636f_7369_676e_6d67;
 /// `leader.rs`'s leader lock.
