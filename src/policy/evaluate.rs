@@ -2,7 +2,6 @@
 //! misses, and the reason a decision gives.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -113,23 +112,17 @@ pub(super) enum Found {
     No,
 }
 
-/// An address of the transaction as address sets look it up, with the answers of the lists seen
-/// so far: rules usually share a few large lists, and each is asked once per evaluation. Kept
-/// on the stack: an evaluation allocates nothing to look addresses up.
+/// An address of the transaction as address sets look it up. Kept on the stack: an evaluation
+/// allocates nothing to look addresses up. Each list is asked again by each rule that names it:
+/// a hash look-up, and a whole evaluation is about a microsecond beside the ~1 ms of CPU a
+/// decision takes (`docs/performance.md`).
 pub(super) struct Lookup<'a> {
     /// The address as sets key its spelling: a hex spelling lowercased (into the caller's
     /// buffer), any other as written.
     pub(super) key: &'a str,
     /// The account it names, for a `T…`, `41…` or `0x…` spelling.
     pub(super) account: Option<[u8; 20]>,
-    /// The lists asked so far and their answers (beyond [`MEMO`] lists, the others are asked
-    /// each time).
-    pub(super) lists: [(*const AddressSet, Found); MEMO],
-    pub(super) asked: usize,
 }
-
-/// Lists whose answers one evaluation remembers.
-pub(super) const MEMO: usize = 8;
 
 impl<'a> Lookup<'a> {
     /// `addr` as sets key it; a hex spelling is lowercased into `buf`.
@@ -145,8 +138,6 @@ impl<'a> Lookup<'a> {
         Self {
             key,
             account: account_of(addr),
-            lists: [(std::ptr::null(), Found::No); MEMO],
-            asked: 0,
         }
     }
 
@@ -167,21 +158,7 @@ impl<'a> Lookup<'a> {
             if found == Found::Spelled {
                 break;
             }
-            let ptr = Arc::as_ptr(l);
-            let here = match self.lists[..self.asked]
-                .iter()
-                .find(|(p, _)| std::ptr::eq(*p, ptr))
-            {
-                Some(&(_, f)) => f,
-                None => {
-                    let f = self.in_set(l);
-                    if let Some(slot) = self.lists.get_mut(self.asked) {
-                        *slot = (ptr, f);
-                        self.asked += 1;
-                    }
-                    f
-                }
-            };
+            let here = self.in_set(l);
             if here != Found::No {
                 found = here;
             }
