@@ -131,7 +131,7 @@ pub(super) fn unmapped_variable(name: &str) -> String {
     let want = squash(name.trim_start_matches(ENV_PREFIX));
     let nearest = KEYS
         .iter()
-        .min_by_key(|k| edit_distance(&squash(k), &want))
+        .min_by_key(|k| strsim::levenshtein(&squash(k), &want))
         .copied()
         .unwrap_or("api.timeout");
     format!(
@@ -140,24 +140,6 @@ pub(super) fn unmapped_variable(name: &str) -> String {
          ({ENV_PREFIX}{})",
         nearest.to_ascii_uppercase().replace('.', "__")
     )
-}
-
-/// Levenshtein distance, for naming the nearest key.
-pub(super) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 pub(super) fn override_name(env: &Environment, key: &str) -> Option<String> {

@@ -11,8 +11,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use openssl::sha::sha256;
-
 /// Longest chain id accepted (a `u64` has 20 digits).
 const MAX_CHAIN_DIGITS: usize = 20;
 
@@ -158,48 +156,20 @@ fn base58_digit(b: u8) -> Option<u8> {
         .and_then(|p| u8::try_from(p).ok())
 }
 
-/// The 25 bytes a base58 text (Bitcoin alphabet) encodes, when they are exactly 25: the number
-/// is built in four 64-bit limbs, most significant first.
-fn base58_25(s: &str) -> Option<[u8; 25]> {
-    let mut limbs = [0u64; 4];
-    for b in s.bytes() {
-        let mut carry = u128::from(base58_digit(b)?);
-        for limb in limbs.iter_mut().rev() {
-            let v = u128::from(*limb) * 58 + carry;
-            // The low 64 bits stay in the limb, the rest carries on.
-            let [low @ .., _, _, _, _, _, _, _, _] = v.to_le_bytes();
-            *limb = u64::from_le_bytes(low);
-            carry = v >> 64;
-        }
-        if carry != 0 {
-            return None;
-        }
-    }
-    // 25 bytes are 200 bits: the top limb holds the first byte only.
-    let mut out = [0u8; 25];
-    out[0] = u8::try_from(limbs[0]).ok()?;
-    for (i, limb) in limbs[1..].iter().enumerate() {
-        out[1 + 8 * i..9 + 8 * i].copy_from_slice(&limb.to_be_bytes());
-    }
-    // Leading `1`s stand for leading zero bytes; a `T…` address has none.
-    (s.bytes().take_while(|&b| b == b'1').count() == out.iter().take_while(|&&b| b == 0).count())
-        .then_some(out)
-}
-
-/// The checksum base58check appends: the first 4 bytes of a double SHA-256.
-fn checksum(payload: &[u8]) -> [u8; 4] {
-    let d = sha256(&sha256(payload));
-    [d[0], d[1], d[2], d[3]]
-}
-
-/// The account of a TRON address: base58check of 21 bytes starting 0x41, with its 4-byte
-/// checksum; `None` when it is not one.
+/// The account of a TRON address: base58check (the `bs58` crate: its checksum is the first 4
+/// bytes of a double SHA-256) of 21 bytes starting 0x41; `None` when it is not one. Decoded onto
+/// the stack: a look-up allocates nothing.
 fn tron_account(addr: &str) -> Option<[u8; 20]> {
     if addr.len() != 34 {
         return None;
     }
-    let raw = base58_25(addr)?;
-    if raw[0] != TRON_VERSION || checksum(&raw[..21]) != raw[21..] {
+    // 34 base58 digits are below 2^200: at most 25 bytes, the checksum's 4 included.
+    let mut raw = [0u8; 25];
+    let len = bs58::decode(addr)
+        .with_check(Some(TRON_VERSION))
+        .onto(&mut raw[..])
+        .ok()?;
+    if len != 21 {
         return None;
     }
     let mut account = [0u8; 20];
@@ -209,29 +179,10 @@ fn tron_account(addr: &str) -> Option<[u8; 20]> {
 
 /// The `T…` spelling of an account.
 fn tron_spelling(account: &[u8; 20]) -> String {
-    let mut raw = Vec::with_capacity(25);
-    raw.push(TRON_VERSION);
-    raw.extend_from_slice(account);
-    raw.extend_from_slice(&checksum(&raw));
-    // Base 256 to base 58, least significant digit first.
-    let mut digits: Vec<u8> = Vec::with_capacity(34);
-    for &byte in &raw {
-        let mut carry = u32::from(byte);
-        for d in &mut digits {
-            carry += u32::from(*d) << 8;
-            *d = u8::try_from(carry % 58).unwrap_or(0);
-            carry /= 58;
-        }
-        while carry > 0 {
-            digits.push(u8::try_from(carry % 58).unwrap_or(0));
-            carry /= 58;
-        }
-    }
-    digits
-        .iter()
-        .rev()
-        .map(|&d| char::from(BASE58[usize::from(d)]))
-        .collect()
+    let mut raw = [0u8; 21];
+    raw[0] = TRON_VERSION;
+    raw[1..].copy_from_slice(account);
+    bs58::encode(raw).with_check().into_string()
 }
 
 /// The 20 bytes of 40 hex digits.
