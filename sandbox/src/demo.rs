@@ -342,7 +342,7 @@ pub(crate) async fn run(
     write_private(&dir.join("policy.toml"), POLICY.as_bytes()).map_err(io_err(&dir))?;
     let config_path = dir.join("cosigner.toml");
     let config = format!(
-        "# Written by `cosigner demo`.\n[api]\nbase_url = \"http://{sb_addr}\"\nmerchant_no = \"{MERCHANT}\"\n\
+        "# Written by `cosigner-sandbox demo`.\n[api]\nbase_url = \"http://{sb_addr}\"\nmerchant_no = \"{MERCHANT}\"\n\
          api_key = \"{API_KEY}\"\napi_secret_file = \"api_secret\"\nmax_requests_per_second = 50\n\n\
          [key]\npfx_file = \"{}\"\n\n[poll]\ninterval = \"{}ms\"\njitter = \"0s\"\n\n[collect]\n\
          interval = \"5s\"\njitter = \"0s\"\n\n[policy]\nfile = \"policy.toml\"\n\n[ledger]\n\

@@ -199,35 +199,20 @@ fn the_sandbox_prints_where_it_listens_and_a_bad_argument_is_a_usage_error() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("nope.pem");
-    let mut c = sandbox_bin();
-    c.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--merchant-no",
-        "m",
-        "--api-key",
-        "k",
-    ])
-    .args(["--api-secret", "s", "--cert"])
-    .arg(&cert);
-    let (code, text) = run(c);
+    // `serve` on any free port, its certificate `cert`.
+    let serve = |cert: &Path| {
+        let mut c = sandbox_bin();
+        c.args(["serve", "--listen", "127.0.0.1:0", "--merchant-no", "m"])
+            .args(["--api-key", "k", "--api-secret", "s", "--cert"])
+            .arg(cert);
+        c
+    };
+    let (code, text) = run(serve(&cert));
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains(&cert.display().to_string()), "{text}");
 
     std::fs::write(&cert, demo_certificate()).unwrap();
-    let mut child = sandbox_bin()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--merchant-no",
-            "m",
-            "--api-key",
-            "k",
-        ])
-        .args(["--api-secret", "s", "--cert"])
-        .arg(&cert)
+    let mut child = serve(&cert)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
