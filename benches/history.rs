@@ -258,7 +258,7 @@ fn generate(path: &Path, records: u64) -> u64 {
         for d in page.iter().filter(|d| d.tx.id.get() % 30 == 2) {
             ledger
                 .record_event(
-                    "waiting",
+                    cosigner::ledger::EventKind::Waiting,
                     &format!(
                         "{{\"seq\":{},\"tx_id\":{},\"why\":\"window total would be # of #\"}}",
                         d.tx.id.get(),
@@ -270,7 +270,10 @@ fn generate(path: &Path, records: u64) -> u64 {
         }
         if id.is_multiple_of(10_000) {
             ledger
-                .record_event("policy", "{\"sha256\":\"5e\",\"why\":\"reload\"}")
+                .record_event(
+                    cosigner::ledger::EventKind::Policy,
+                    "{\"sha256\":\"5e\",\"why\":\"reload\"}",
+                )
                 .expect("policy");
             written += 1;
         }

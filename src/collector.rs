@@ -11,7 +11,7 @@ use crate::client::{Client, Gate, Refusal};
 use crate::control::Control;
 use crate::domain::collect_text;
 use crate::ledger::LedgerHandle;
-use crate::metrics::Metrics;
+use crate::metrics::{CollectKind, Metrics};
 use crate::signer::{Signer, SignerError};
 
 /// One sweep kind, with its signed `data` (deterministic, so computed once).
@@ -22,8 +22,16 @@ struct Kind {
 }
 
 impl Kind {
+    fn metric(&self) -> CollectKind {
+        if self.is_main {
+            CollectKind::Main
+        } else {
+            CollectKind::Tokens
+        }
+    }
+
     fn label(&self) -> &'static str {
-        if self.is_main { "main" } else { "tokens" }
+        self.metric().label()
     }
 }
 
@@ -131,15 +139,7 @@ impl Collector {
                 break;
             }
             let message = result.as_ref().err().map(|e| e.to_string());
-            let outcome = if result.is_ok() { "ok" } else { "error" };
-            self.metrics
-                .collect_runs
-                .with_label_values(&[label, outcome])
-                .inc();
-            self.metrics
-                .submissions
-                .with_label_values(&["collect", outcome])
-                .inc();
+            self.metrics.count_collect(kind.metric(), result.is_ok());
             let recorded = self
                 .ledger
                 .record_collect(kind.is_main, result.is_ok(), message.clone())

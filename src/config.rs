@@ -98,12 +98,12 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// The file exists but cannot be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Syntax, type or unknown-key errors, as figment found them.
     #[error("{0}")]
@@ -346,7 +346,7 @@ impl Config {
             Err(e) => {
                 return Err(ConfigError::Read {
                     path: path.to_owned(),
-                    source: e,
+                    error: e,
                 });
             }
         };

@@ -22,9 +22,10 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::client::{Outbox, Stopped};
+use crate::domain::Verdict;
 use crate::leader::Lead;
-use crate::ledger::{LedgerError, LedgerHandle};
-use crate::metrics::Metrics;
+use crate::ledger::{EventKind, LedgerError, LedgerHandle};
+use crate::metrics::{Metrics, ModeLabel};
 use crate::policy::Policy;
 
 /// The kill switch.
@@ -47,6 +48,15 @@ impl Mode {
             Mode::Normal => "normal",
             Mode::Hold => "hold",
             Mode::Reject => "reject",
+        }
+    }
+
+    /// The mode as `cosigner_mode` labels it.
+    fn metric(self) -> ModeLabel {
+        match self {
+            Mode::Normal => ModeLabel::Normal,
+            Mode::Hold => ModeLabel::Hold,
+            Mode::Reject => ModeLabel::Reject,
         }
     }
 
@@ -78,12 +88,13 @@ impl Mode {
             .ok()
     }
 
-    /// Whether a request with `status` (1 approve, 2 reject) may go out in this mode.
+    /// Whether a request with `verdict` may go out in this mode: reject mode lets rejections
+    /// out and nothing else, hold mode nothing.
     #[must_use]
-    pub(crate) fn lets_out(self, status: u8) -> bool {
+    pub(crate) fn lets_out(self, verdict: Verdict) -> bool {
         match self {
             Mode::Normal => true,
-            Mode::Reject => status == 2,
+            Mode::Reject => verdict == Verdict::Reject,
             Mode::Hold => false,
         }
     }
@@ -135,11 +146,11 @@ impl std::str::FromStr for Mode {
 pub enum ModeError {
     /// A resume that could not be recorded: the mode in force did not change.
     #[error("the mode could not be recorded, so it was not changed: {0}")]
-    NotChanged(#[source] LedgerError),
+    NotChanged(LedgerError),
     /// A pause in force that could not be recorded.
     #[error(
         "{}-all mode is in force now on this instance only: it could not be recorded in the ledger \
-         ({source}); it is recorded as soon as the ledger takes writes, and kept in the pause file \
+         ({error}); it is recorded as soon as the ledger takes writes, and kept in the pause file \
          meanwhile",
         .mode.as_str()
     )]
@@ -149,8 +160,7 @@ pub enum ModeError {
         /// What putting it in force stopped.
         stopped: Stopped,
         /// Why it could not be recorded.
-        #[source]
-        source: LedgerError,
+        error: LedgerError,
     },
     /// A resume recorded while a pause came in: the pause stays in force (and is recorded
     /// after the resume).
@@ -203,7 +213,7 @@ impl Control {
         pause_file: Option<PathBuf>,
         outbox: Arc<Outbox>,
     ) -> Self {
-        metrics.set_mode(Mode::Normal.as_str());
+        metrics.set_mode(Mode::Normal.metric());
         Self {
             policy: RwLock::new(policy),
             generation: AtomicU64::new(0),
@@ -290,7 +300,7 @@ impl Control {
             self.mode.store(mode.to_u8(), Ordering::SeqCst);
             self.announce();
         });
-        self.metrics.set_mode(mode.as_str());
+        self.metrics.set_mode(mode.metric());
         stopped
     }
 
@@ -324,7 +334,7 @@ impl Control {
             .map_err(|source| ModeError::NotRecorded {
                 mode,
                 stopped,
-                source,
+                error: source,
             })
     }
 
@@ -333,7 +343,7 @@ impl Control {
         let _writer = self.writer.lock().await;
         let seq = self.book().seq;
         self.ledger
-            .record_event("mode", &Mode::Normal.event_detail(by))
+            .record_event(EventKind::Mode, &Mode::Normal.event_detail(by))
             .await
             .map_err(ModeError::NotChanged)?;
         {
@@ -364,7 +374,7 @@ impl Control {
             };
             (self.mode().event_detail(by), book.seq)
         };
-        if let Err(e) = self.ledger.record_event("mode", &detail).await {
+        if let Err(e) = self.ledger.record_event(EventKind::Mode, &detail).await {
             error!(error = %e, "the kill-switch mode in force could not be recorded; retrying, and nothing is decided until it is");
             return Err(e);
         }
@@ -417,7 +427,7 @@ impl Control {
     /// force and whether the ledger records it; `Err` only when the ledger cannot be read.
     pub(crate) async fn restore(&self) -> Result<(Mode, bool), LedgerError> {
         let _writer = self.writer.lock().await;
-        let latest = self.ledger.latest_event("mode").await?;
+        let latest = self.ledger.latest_event(EventKind::Mode).await?;
         if let Some(d) = &latest
             && Mode::from_event_detail(d).is_none()
         {
@@ -433,7 +443,7 @@ impl Control {
         .or_else(|| self.read_pause_file());
         let (mode, unrecorded) = match remembered {
             Some((mode, detail)) if mode.stricter_than(recorded) => {
-                match self.ledger.record_event("mode", &detail).await {
+                match self.ledger.record_event(EventKind::Mode, &detail).await {
                     Ok(_) => (mode, None),
                     Err(e) => {
                         error!(mode = mode.as_str(), error = %e, "a pause this instance holds could not be recorded; it stays in force here, and is recorded as soon as the ledger takes it");
@@ -554,7 +564,7 @@ impl Control {
             Ok(p) => {
                 let p = Arc::new(p);
                 self.replace_policy(p.clone());
-                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+                self.metrics.count_reload(true);
                 if let Err(e) = self.note_policy_loaded(why).await {
                     warn!(error = %e, "the policy change could not be recorded in the ledger");
                 }
@@ -562,10 +572,7 @@ impl Control {
                 Ok(p)
             }
             Err(e) => {
-                self.metrics
-                    .policy_reloads
-                    .with_label_values(&["invalid"])
-                    .inc();
+                self.metrics.count_reload(false);
                 tracing::error!(error = %e, kept = %current.sha256, by = why, "policy reload refused; the old policy stays in force");
                 Err(e)
             }
@@ -583,7 +590,7 @@ impl Control {
         let detail =
             serde_json::json!({"sha256": p.sha256, "file": p.source, "why": why}).to_string();
         self.ledger
-            .record_event("policy", &detail)
+            .record_event(EventKind::Policy, &detail)
             .await
             .map(|_| ())
     }

@@ -17,8 +17,8 @@ use crate::clock::Clock;
 use crate::control::Control;
 use crate::domain::{Action, TxId};
 use crate::leader::{Lead, NotLeading};
-use crate::ledger::{LedgerError, LedgerHandle, Outcome};
-use crate::metrics::Metrics;
+use crate::ledger::{EventKind, LedgerError, LedgerHandle, Outcome};
+use crate::metrics::{Metrics, PollOutcome};
 use crate::policy::Policy;
 use crate::signer::Signer;
 
@@ -88,13 +88,13 @@ pub struct CycleOutcome {
 pub enum CycleError {
     /// The pending list could not be read.
     #[error("cannot read the pending list: {0}")]
-    List(#[source] ClientError),
+    List(ClientError),
     /// The ledger failed; nothing was sent.
     #[error("ledger failure, nothing sent: {0}")]
-    Ledger(#[source] LedgerError),
+    Ledger(LedgerError),
     /// This instance of a pair does not lead (now): it decides and sends nothing.
     #[error("not leading, nothing decided: {0}")]
-    NotLeading(#[source] NotLeading),
+    NotLeading(NotLeading),
     /// The pending list holds more items than `poll.max_items`: a listing read in part cannot
     /// show an id listed twice with other fields, so nothing is decided.
     #[error(
@@ -348,18 +348,18 @@ impl Engine {
         m.poll_duration.observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(out) => {
-                m.poll_runs.with_label_values(&["ok"]).inc();
+                m.count_poll(PollOutcome::Ok);
                 m.last_poll.set(self.clock.now_ms() as f64 / 1000.0);
                 m.pending.set(i64::try_from(out.listed).unwrap_or(i64::MAX));
                 m.held.set(i64::try_from(out.held).unwrap_or(i64::MAX));
                 m.oldest_hold.set(out.oldest_hold_ms as f64 / 1000.0);
             }
             Err(CycleError::Deadline(_)) => {
-                m.poll_runs.with_label_values(&["timeout"]).inc();
+                m.count_poll(PollOutcome::Timeout);
             }
             // A ledger write that failed was counted by the handle (see `EngineBuilder::build`).
             Err(_) => {
-                m.poll_runs.with_label_values(&["error"]).inc();
+                m.count_poll(PollOutcome::Error);
             }
         }
         result
@@ -372,7 +372,7 @@ impl Engine {
             // confirmations adopt it too, every 500 ms).
             let latest = self
                 .ledger
-                .latest_event("mode")
+                .latest_event(EventKind::Mode)
                 .await
                 .map_err(CycleError::Ledger)?;
             self.control.adopt_recorded(latest.as_deref());
@@ -468,7 +468,7 @@ impl Engine {
                 {
                     sends.push(Send {
                         seq: *seq,
-                        req: approve_request(&d.tx, verdict.status(), data),
+                        req: approve_request(&d.tx, verdict, data),
                         generation,
                         approval: d.amount.map(|a| (d.rule.clone(), a)),
                         stamped,

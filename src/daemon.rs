@@ -63,7 +63,7 @@ pub enum DaemonError {
     Client(#[from] ClientError),
     /// The metrics registry cannot be built.
     #[error("metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
+    Metrics(prometheus::Error),
     /// `run --once` in a pair could not take the lead.
     #[error(
         "this instance did not get the lead of the PostgreSQL ledger within 15 s ({}); only the \
@@ -72,16 +72,16 @@ pub enum DaemonError {
     )]
     NotLeading(Option<String>),
     /// The listener address cannot be bound.
-    #[error("cannot listen on {addr} (http.listen): {source}")]
+    #[error("cannot listen on {addr} (http.listen): {error}")]
     Listen {
         /// The address.
         addr: std::net::SocketAddr,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The configured control socket cannot be served.
     #[error("cannot serve the control socket (control.socket): {0}")]
-    ControlSocket(#[source] crate::listener::SocketError),
+    ControlSocket(crate::listener::SocketError),
 }
 
 impl DaemonError {
@@ -218,7 +218,7 @@ pub async fn build(
             detail: "the thread building the HTTP client stopped".into(),
         })
     })?;
-    let metrics = Arc::new(Metrics::new()?);
+    let metrics = Arc::new(Metrics::new().map_err(DaemonError::Metrics)?);
     let (ledger, lead, schema_ahead) = match (ledger, &cfg.ledger.postgres) {
         (Some(sqlite), _) => {
             // A single instance always decides.
@@ -553,7 +553,7 @@ pub(crate) async fn run(
         .await
         .map_err(|source| DaemonError::Listen {
             addr: cfg.http.listen,
-            source,
+            error: source,
         })?;
     let runtime_dir = std::env::var_os("RUNTIME_DIRECTORY");
     if let Some(target) = cfg.control.socket_target(runtime_dir.as_deref()) {

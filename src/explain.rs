@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::control::Mode;
 use crate::domain::{ClockCheck, Withdrawal};
-use crate::ledger::{LedgerError, LedgerHandle, SqliteLedger, TxState};
+use crate::ledger::{EventKind, LedgerError, LedgerHandle, SqliteLedger, TxState};
 use crate::plan::{Inputs, Plan, plan};
 use crate::policy::{Policy, Usage};
 
@@ -46,7 +46,7 @@ pub fn explain(
                 crate::policy::window_slack(max_clock_skew),
             )?,
             newest_ms: l.newest_record_ms()?,
-            mode: l.latest_event("mode")?,
+            mode: l.latest_event(EventKind::Mode)?,
             state: l.state(tx)?,
         })
     } else {
@@ -79,7 +79,7 @@ pub(crate) async fn explain_from(
             )
             .await?,
         newest_ms,
-        mode: ledger.latest_event("mode").await?,
+        mode: ledger.latest_event(EventKind::Mode).await?,
         state: ledger
             .states(vec![tx.clone()])
             .await?

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{self, Config};
 use crate::control::Mode;
-use crate::ledger::{LedgerError, SqliteLedger};
+use crate::ledger::{EventKind, LedgerError, SqliteLedger};
 
 /// Who set the mode in the ledger event written when no daemon runs.
 const RECORDED_BY: &str = "cosigner cli";
@@ -198,7 +198,7 @@ pub async fn switch(
     match SqliteLedger::open(&cfg.ledger.path) {
         Ok(mut ledger) => {
             ledger
-                .record_event("mode", &mode.event_detail(RECORDED_BY))
+                .record_event(EventKind::Mode, &mode.event_detail(RECORDED_BY))
                 .map_err(SwitchError::Record)?;
             Ok(Switched::Recorded {
                 ledger: cfg.ledger.path.clone(),

@@ -322,7 +322,7 @@ async fn try_lead(
     let what = "take the lead";
     let db = |e| LedgerError::Database {
         what,
-        source: Box::new(e),
+        error: Box::new(e),
     };
     // Not even the lock on a schema this instance did not open: the upgraded member takes it.
     let found = schema_version(client).await.map_err(db)?;

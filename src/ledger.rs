@@ -29,7 +29,7 @@ pub(crate) use chain::storable;
 pub use error::LedgerError;
 pub use handle::LedgerHandle;
 pub use model::{
-    DecisionRow, NewDecision, Outcome, PageQuery, RESEND_EVENT, ResendRecord, Status, TxState,
+    DecisionRow, EventKind, NewDecision, Outcome, PageQuery, ResendRecord, Status, TxState,
     VerifyReport, fingerprint,
 };
 pub use sqlite::SqliteLedger;

@@ -30,7 +30,7 @@
 //! failpoint   random
 //! ledger      domain display policy clock
 //! leader      ledger
-//! control     client leader ledger metrics policy
+//! control     domain client leader ledger metrics policy
 //! plan        domain control ledger policy
 //! health      clock leader
 //! explain     domain control ledger plan policy

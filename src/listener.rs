@@ -341,12 +341,12 @@ pub enum SocketError {
     #[error("{} exists and is not a socket; not removing it", .0.display())]
     NotASocket(std::path::PathBuf),
     /// The socket cannot be bound or given its mode.
-    #[error("cannot bind {}: {source}", .path.display())]
+    #[error("cannot bind {}: {error}", .path.display())]
     Bind {
         /// The path.
         path: std::path::PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -357,7 +357,7 @@ pub(crate) fn bind_control_socket(path: &Path) -> Result<tokio::net::UnixListene
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
     let bind_err = |source| SocketError::Bind {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {

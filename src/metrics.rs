@@ -9,6 +9,86 @@ use prometheus::{
     IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// How a pending cycle ended: the `outcome` label of `cosigner_poll_runs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// It ran to the end.
+    Ok,
+    /// It passed `poll.cycle_timeout` and was dropped where it stood.
+    Timeout,
+    /// It stopped on an error.
+    Error,
+}
+
+impl PollOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What a signed request asked: the `endpoint` label of `cosigner_submissions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submission {
+    /// An approval or a rejection of a withdrawal.
+    Approve,
+    /// A collection (sweep).
+    Collect,
+}
+
+/// What a collection swept: the `kind` label of `cosigner_collect_runs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectKind {
+    /// Main coins (`isMain` 1).
+    Main,
+    /// Tokens (`isMain` 0).
+    Tokens,
+}
+
+impl CollectKind {
+    /// The label, which is also the name logs give the kind.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::Tokens => "tokens",
+        }
+    }
+}
+
+/// The kill-switch modes, as the `mode` label of `cosigner_mode`; every one is exported (1 for
+/// the mode in force, 0 for the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeLabel {
+    /// Decisions are sent.
+    Normal,
+    /// Nothing is sent.
+    Hold,
+    /// Only rejections are sent.
+    Reject,
+}
+
+impl ModeLabel {
+    const ALL: [Self; 3] = [Self::Normal, Self::Hold, Self::Reject];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Hold => "hold",
+            Self::Reject => "reject",
+        }
+    }
+}
+
+/// Whether the request or reload was accepted: the `outcome` label of the submission and
+/// reload counters (`ok`, or `error` for a request and `invalid` for a policy).
+fn ok_label(ok: bool, failed: &'static str) -> &'static str {
+    if ok { "ok" } else { failed }
+}
+
 /// The daemon's metrics and the registry they are exposed from.
 #[derive(Clone)]
 pub struct Metrics {
@@ -16,7 +96,7 @@ pub struct Metrics {
     /// `cosigner_decisions_total{action,rule}`.
     pub decisions: IntCounterVec,
     /// `cosigner_submissions_total{endpoint,outcome}`.
-    pub submissions: IntCounterVec,
+    submissions: IntCounterVec,
     /// `cosigner_api_request_duration_seconds{endpoint}`.
     pub api_duration: HistogramVec,
     /// `cosigner_pending_transactions`.
@@ -26,13 +106,13 @@ pub struct Metrics {
     /// `cosigner_poll_duration_seconds`.
     pub(crate) poll_duration: Histogram,
     /// `cosigner_poll_runs_total{outcome}`.
-    pub poll_runs: IntCounterVec,
+    poll_runs: IntCounterVec,
     /// `cosigner_last_successful_poll_timestamp_seconds`.
     pub(crate) last_poll: Gauge,
     /// `cosigner_last_successful_collect_timestamp_seconds`.
     pub(crate) last_collect: Gauge,
     /// `cosigner_collect_runs_total{kind,outcome}`.
-    pub collect_runs: IntCounterVec,
+    collect_runs: IntCounterVec,
     /// `cosigner_window_used_ratio{rule}`.
     pub window_used: GaugeVec,
     /// `cosigner_ledger_write_failures_total`.
@@ -48,7 +128,7 @@ pub struct Metrics {
     /// `cosigner_mode{mode}`: 1 for the kill-switch mode in force.
     pub(crate) mode: GaugeVec,
     /// `cosigner_policy_reloads_total{outcome}`.
-    pub(crate) policy_reloads: IntCounterVec,
+    policy_reloads: IntCounterVec,
     /// `cosigner_oldest_hold_seconds`.
     pub(crate) oldest_hold: Gauge,
     /// `cosigner_operator_requests_total{route,status}`.
@@ -272,12 +352,43 @@ impl Metrics {
     }
 
     /// Marks `mode` as the kill-switch mode in force.
-    pub fn set_mode(&self, mode: &str) {
-        for m in ["normal", "hold", "reject"] {
+    pub fn set_mode(&self, mode: ModeLabel) {
+        for m in ModeLabel::ALL {
             self.mode
-                .with_label_values(&[m])
+                .with_label_values(&[m.label()])
                 .set(if m == mode { 1.0 } else { 0.0 });
         }
+    }
+
+    /// Counts one pending cycle that ended as `outcome`.
+    pub fn count_poll(&self, outcome: PollOutcome) {
+        self.poll_runs.with_label_values(&[outcome.label()]).inc();
+    }
+
+    /// Counts one signed request the server accepted (`ok`) or not.
+    pub fn count_submission(&self, what: Submission, ok: bool) {
+        let endpoint = match what {
+            Submission::Approve => "approve",
+            Submission::Collect => "collect",
+        };
+        self.submissions
+            .with_label_values(&[endpoint, ok_label(ok, "error")])
+            .inc();
+    }
+
+    /// Counts one collection of `kind` the server accepted (`ok`) or not.
+    pub fn count_collect(&self, kind: CollectKind, ok: bool) {
+        self.collect_runs
+            .with_label_values(&[kind.label(), ok_label(ok, "error")])
+            .inc();
+        self.count_submission(Submission::Collect, ok);
+    }
+
+    /// Counts one policy reload, put in force (`ok`) or refused as invalid.
+    pub(crate) fn count_reload(&self, ok: bool) {
+        self.policy_reloads
+            .with_label_values(&[ok_label(ok, "invalid")])
+            .inc();
     }
 
     /// Updates `cosigner_window_used_ratio`: each rule's share of its window limit used, as a

@@ -4,7 +4,15 @@
 /// OpenSSL's CSPRNG could not produce bytes.
 #[derive(Debug, thiserror::Error)]
 #[error("OpenSSL's random number generator failed: {0}")]
-pub struct RandomError(#[from] openssl::error::ErrorStack);
+pub struct RandomError(openssl::error::ErrorStack);
+
+// By hand rather than `#[from]`, which would also make the stack the error's `source`: the
+// message prints it already, and a cause is said once.
+impl From<openssl::error::ErrorStack> for RandomError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        Self(e)
+    }
+}
 
 /// `N` random bytes from OpenSSL's CSPRNG.
 pub(crate) fn bytes<const N: usize>() -> Result<[u8; N], RandomError> {

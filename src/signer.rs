@@ -29,12 +29,12 @@ const MAX_PFX_BYTES: u64 = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum SignerError {
     /// The key file could not be opened or read.
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The key file may be read by other users.
     #[error(
@@ -101,7 +101,15 @@ pub enum SignerError {
     Interrupted,
     /// OpenSSL failed for a reason other than the above.
     #[error("OpenSSL error: {0}")]
-    Crypto(#[from] openssl::error::ErrorStack),
+    Crypto(openssl::error::ErrorStack),
+}
+
+// By hand rather than `#[from]`, which would also make the stack the error's `source`: the
+// message prints it already, and a cause is said once.
+impl From<openssl::error::ErrorStack> for SignerError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        Self::Crypto(e)
+    }
 }
 
 /// Where a key shard comes from and how to open it.
@@ -178,7 +186,7 @@ impl Signer {
         let path = &source.pfx_file;
         let read_err = |e| SignerError::Read {
             path: path.clone(),
-            source: e,
+            error: e,
         };
         let mut file = std::fs::File::open(path).map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;

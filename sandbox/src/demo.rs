@@ -76,12 +76,12 @@ max_approvals = 50
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DemoError {
     /// Files in the demo directory (one that appeared meanwhile is not overwritten either).
-    #[error("demo files in {dir}: {source}")]
+    #[error("demo files in {dir}: {error}")]
     Io {
         /// The directory.
         dir: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `--dir` names a directory that already holds files.
     #[error(
@@ -94,16 +94,30 @@ pub(crate) enum DemoError {
     },
     /// Making the throwaway key.
     #[error("cannot make the demo key: {0}")]
-    Key(#[from] openssl::error::ErrorStack),
+    Key(openssl::error::ErrorStack),
     /// The configuration the demo wrote.
     #[error("demo configuration: {0}")]
-    Config(#[from] cosigner::config::ConfigError),
+    Config(cosigner::config::ConfigError),
     /// The daemon.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
     /// No randomness for the demo's secret.
     #[error(transparent)]
     Random(#[from] cosigner::random::RandomError),
+}
+
+// By hand rather than `#[from]`, which would also make the inner error the `source`: the
+// messages print it already, and a cause is said once.
+impl From<openssl::error::ErrorStack> for DemoError {
+    fn from(e: openssl::error::ErrorStack) -> Self {
+        Self::Key(e)
+    }
+}
+
+impl From<cosigner::config::ConfigError> for DemoError {
+    fn from(e: cosigner::config::ConfigError) -> Self {
+        Self::Config(e)
+    }
 }
 
 /// What the demo did, for its summary (and its test).
@@ -231,7 +245,7 @@ fn trickle(n: u64) -> String {
 fn io_err(dir: &Path) -> impl Fn(std::io::Error) -> DemoError + '_ {
     move |source| DemoError::Io {
         dir: dir.to_owned(),
-        source,
+        error: source,
     }
 }
 

@@ -128,12 +128,12 @@ struct TomlScenario {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ScenarioError {
     /// The file cannot be read.
-    #[error("cannot read scenario {}: {source}", .path.display())]
+    #[error("cannot read scenario {}: {error}", .path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a scenario.
     #[error("scenario {}: {message}", .path.display())]
@@ -150,7 +150,7 @@ impl Scenario {
     pub(crate) fn load(path: &Path) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         let invalid = |message: String| ScenarioError::Invalid {
             path: path.to_owned(),

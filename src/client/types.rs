@@ -5,7 +5,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::domain::{TxId, Withdrawal, folded_name, parse_decimal};
+use crate::domain::{TxId, Verdict, Withdrawal, folded_name, parse_decimal};
 
 /// One page of `/api/transaction/pending`.
 #[derive(Debug, Clone)]
@@ -325,9 +325,27 @@ pub struct ApproveRequest {
     /// `chainId`: the chain.
     pub chain_id: String,
     /// `status`: 1 approve, 2 reject.
-    pub status: u8,
+    #[serde(with = "status_number")]
+    pub status: Verdict,
     /// `data`: base64 of the RSA private-key operation over the signed text.
     pub data: String,
+}
+
+/// A [`Verdict`] on the wire: the protocol's `status` number, and nothing else read back.
+mod status_number {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::domain::Verdict;
+
+    pub(super) fn serialize<S: Serializer>(v: &Verdict, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(v.status())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Verdict, D::Error> {
+        let n = u64::deserialize(d)?;
+        Verdict::from_status(n).ok_or_else(|| D::Error::custom(format!("status {n} is not 1 or 2")))
+    }
 }
 
 /// Body of `/api/transaction/assets/collect`.

@@ -42,7 +42,7 @@ pub(crate) fn read_secret_file(
 ) -> Result<SecretString, SecretFileError> {
     let cannot = |source: std::io::Error| SecretFileError::Read {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let mut file = std::fs::File::open(path).map_err(cannot)?;
     if private && let Some(mode) = crate::signer::shared_mode(&file.metadata().map_err(cannot)?) {
@@ -68,12 +68,12 @@ pub(crate) fn read_secret_file(
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
     /// The file cannot be read.
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}: {error}", .path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Group or others may read it.
     #[error(

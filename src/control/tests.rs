@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::*;
-use crate::ledger::SqliteLedger;
+use crate::ledger::{EventKind, SqliteLedger};
 
 /// A control over a fresh ledger in a temp dir, with a pause file beside it.
 struct Fixture {
@@ -62,7 +62,7 @@ impl Fixture {
     }
 
     async fn latest_mode_record(&self) -> Option<String> {
-        self.ledger.latest_event("mode").await.unwrap()
+        self.ledger.latest_event(EventKind::Mode).await.unwrap()
     }
 
     /// An approval on its way out, not written yet: it may leave only while the mode in force
@@ -71,7 +71,7 @@ impl Fixture {
         let control = self.control.clone();
         let generation = control.generation();
         self.control.outbox.ticket(Arc::new(move || {
-            if !control.mode().lets_out(1) {
+            if !control.mode().lets_out(Verdict::Approve) {
                 return Err("the kill switch forbids approvals".into());
             }
             if control.generation() != generation {
@@ -142,7 +142,7 @@ async fn a_resume_is_recorded_and_lifts_the_pause_and_wakes_whoever_waits() {
     assert_eq!(f.control.mode(), Mode::Normal);
     assert!(changes.has_changed().unwrap());
     assert_eq!(
-        f.ledger.list_events("mode").await.unwrap(),
+        f.ledger.list_events(EventKind::Mode).await.unwrap(),
         vec![
             Mode::Hold.event_detail("alice"),
             Mode::Normal.event_detail("bob")
@@ -196,7 +196,7 @@ async fn restored(
 ) -> ((Mode, bool), Option<String>, bool) {
     let f = fixture();
     if let Some(r) = recorded {
-        f.ledger.record_event("mode", r).await.unwrap();
+        f.ledger.record_event(EventKind::Mode, r).await.unwrap();
     }
     if let Some(text) = file {
         std::fs::write(&f.pause_file, text).unwrap();
@@ -311,9 +311,9 @@ async fn adopt_recorded_adopts_a_pause_another_member_recorded_but_never_lifts_o
 
 #[test]
 fn modes_let_out_only_what_they_allow_and_read_back_what_they_wrote() {
-    assert!(Mode::Normal.lets_out(1) && Mode::Normal.lets_out(2));
-    assert!(!Mode::Reject.lets_out(1) && Mode::Reject.lets_out(2));
-    assert!(!Mode::Hold.lets_out(1) && !Mode::Hold.lets_out(2));
+    assert!(Mode::Normal.lets_out(Verdict::Approve) && Mode::Normal.lets_out(Verdict::Reject));
+    assert!(!Mode::Reject.lets_out(Verdict::Approve) && Mode::Reject.lets_out(Verdict::Reject));
+    assert!(!Mode::Hold.lets_out(Verdict::Approve) && !Mode::Hold.lets_out(Verdict::Reject));
     for mode in [Mode::Normal, Mode::Hold, Mode::Reject] {
         assert_eq!(Mode::from_u8(mode.to_u8()), mode);
         assert_eq!(mode.as_str().parse::<Mode>(), Ok(mode));
@@ -390,7 +390,10 @@ mod failures {
         assert_eq!(f.control.mode(), Mode::Reject);
         // Nothing left to record: no second record.
         f.control.record_pause().await.unwrap();
-        assert_eq!(f.ledger.list_events("mode").await.unwrap().len(), 1);
+        assert_eq!(
+            f.ledger.list_events(EventKind::Mode).await.unwrap().len(),
+            1
+        );
         drop(approval);
     }
 
@@ -493,7 +496,7 @@ mod failures {
         assert!(matches!(e, ModeError::Overtaken), "{e}");
         assert_eq!(f.control.mode(), Mode::Reject);
         assert_eq!(
-            f.ledger.list_events("mode").await.unwrap(),
+            f.ledger.list_events(EventKind::Mode).await.unwrap(),
             vec![
                 Mode::Hold.event_detail("alice"),
                 Mode::Normal.event_detail("bob"),

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::domain::{Action, ClockCheck, Decision, TxId, Withdrawal, decision_text};
-use crate::ledger::{DecisionRow, NewDecision, ResendRecord};
+use crate::ledger::{DecisionRow, EventKind, NewDecision, ResendRecord};
 use crate::plan::RULE_DECIDED;
 use crate::plan::{Inputs, Plan, plan};
 use crate::policy::{HoldKey, Policy, Usage, window_slack};
@@ -236,7 +236,7 @@ impl Engine {
         // A wait is an event, never a new decision; once per kind of reason.
         for detail in waits {
             self.ledger
-                .record_event_once("waiting", &detail)
+                .record_event_once(EventKind::Waiting, &detail)
                 .await
                 .map_err(CycleError::Ledger)?;
         }

@@ -8,6 +8,7 @@ use tracing::warn;
 
 use crate::client::MalformedItem;
 use crate::domain::{TxId, Withdrawal};
+use crate::ledger::EventKind;
 
 use super::{CycleError, Engine};
 
@@ -109,7 +110,7 @@ impl Engine {
             "max_items": limit,
         })
         .to_string();
-        if let Err(e) = self.ledger.record_event("listing", &detail).await {
+        if let Err(e) = self.ledger.record_event(EventKind::Listing, &detail).await {
             // Recorded next time instead.
             self.listing_refused.store(false, Ordering::SeqCst);
             warn!(error = %e, "cannot record the refused listing in the ledger");

@@ -9,8 +9,9 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::client::{ApproveRequest, ClientError, Gate, Refusal};
-use crate::domain::Withdrawal;
+use crate::domain::{Verdict, Withdrawal};
 use crate::ledger::{DecisionRow, Outcome, ResendRecord};
+use crate::metrics::Submission;
 use crate::policy::LATE_SEND;
 
 use super::{CycleOutcome, Engine};
@@ -28,14 +29,14 @@ pub(super) struct Send {
     pub(super) stamped: Instant,
 }
 
-pub(super) fn approve_request(tx: &Withdrawal, status: u8, data: &str) -> ApproveRequest {
+pub(super) fn approve_request(tx: &Withdrawal, verdict: Verdict, data: &str) -> ApproveRequest {
     ApproveRequest {
         id: tx.id,
         from: tx.from.clone().unwrap_or_default(),
         to: tx.to.clone().unwrap_or_default(),
         value: tx.amount.clone().unwrap_or_default(),
         chain_id: tx.chain_id.clone().unwrap_or_default(),
-        status,
+        status: verdict,
         data: data.to_owned(),
     }
 }
@@ -49,7 +50,7 @@ pub(super) fn resend_request(row: &DecisionRow) -> Option<ApproveRequest> {
         to: row.to.clone().unwrap_or_default(),
         value: row.amount.clone().unwrap_or_default(),
         chain_id: row.chain_id.clone().unwrap_or_default(),
-        status: verdict.status(),
+        status: verdict,
         data: row.data.clone()?,
     })
 }
@@ -60,7 +61,7 @@ impl Engine {
     /// the server's `Date` and the newest record), and how recently the record it leaves on was
     /// stamped.
     pub(super) fn gate(&self, s: &Send) -> Gate {
-        let (status, generation) = (s.req.status, s.generation);
+        let (verdict, generation) = (s.req.status, s.generation);
         let control = self.control.clone();
         let shutdown = self.shutdown.clone();
         let client = self.client.clone();
@@ -80,10 +81,10 @@ impl Engine {
                 return Err(format!("{e}; the leader sends it").into());
             }
             let mode = control.mode();
-            if !mode.lets_out(status) {
+            if !mode.lets_out(verdict) {
                 return Err(format!("{}-all mode set by an operator", mode.as_str()).into());
             }
-            if status == 1 {
+            if verdict == Verdict::Approve {
                 if control.generation() != generation {
                     return Err("the policy changed since this approval was checked; it is \
                                 checked again next cycle"
@@ -210,8 +211,7 @@ impl Engine {
                     return None;
                 }
             }
-            let outcome = if result.is_ok() { "ok" } else { "error" };
-            metrics.submissions.with_label_values(&["approve", outcome]).inc();
+            metrics.count_submission(Submission::Approve, result.is_ok());
             Some(match result {
                 Ok(()) => Outcome {
                     decision_seq: s.seq,

@@ -24,7 +24,7 @@ impl SqliteLedger {
         use std::os::unix::fs::OpenOptionsExt;
         let fail = |source| LedgerError::Backup {
             path: dest.to_owned(),
-            source,
+            error: source,
         };
         std::fs::OpenOptions::new()
             .write(true)
@@ -33,11 +33,11 @@ impl SqliteLedger {
             .open(dest)
             .map_err(|source| LedgerError::Create {
                 path: dest.to_owned(),
-                source,
+                error: source,
             })?;
         let target = dest.to_str().ok_or_else(|| LedgerError::Create {
             path: dest.to_owned(),
-            source: std::io::Error::new(
+            error: std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "the backup path is not valid UTF-8",
             ),

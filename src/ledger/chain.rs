@@ -3,7 +3,7 @@
 
 use super::record::{CollectRecord, DecisionRecord, EventRecord, Head, OutcomeRecord};
 use super::sql::{Millis, Sent, Seq};
-use super::{LedgerError, NewDecision, Outcome, RESEND_EVENT, ResendRecord, fingerprint, summary};
+use super::{EventKind, LedgerError, NewDecision, Outcome, ResendRecord, fingerprint, summary};
 
 impl OutcomeRecord {
     /// The records of `outcomes`, all at `at`.
@@ -22,9 +22,9 @@ impl OutcomeRecord {
 
 impl EventRecord {
     /// An event of `kind` at `at`.
-    pub(super) fn at(kind: &str, detail: &str, at: Millis) -> Self {
+    pub(super) fn at(kind: EventKind, detail: &str, at: Millis) -> Self {
         Self {
-            kind: kind.to_string(),
+            kind: kind.as_str().to_string(),
             detail: storable(detail),
             recorded_at_ms: at,
         }
@@ -35,7 +35,7 @@ impl EventRecord {
         resends
             .iter()
             .map(|r| Self {
-                kind: RESEND_EVENT.to_string(),
+                kind: EventKind::Resend.as_str().to_string(),
                 detail: r.to_detail(),
                 recorded_at_ms: at,
             })

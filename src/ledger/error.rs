@@ -1,4 +1,4 @@
-//! Why the ledger could not be used, and which failures count as failed writes.
+//! Why the ledger could not be used.
 
 use std::path::PathBuf;
 
@@ -19,28 +19,28 @@ pub enum LedgerError {
         pid: Option<String>,
     },
     /// The database could not be opened or set up.
-    #[error("cannot open ledger {path}: {source}")]
+    #[error("cannot open ledger {path}: {error}")]
     Open {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     /// The database file could not be created.
-    #[error("cannot create ledger {path}: {source}")]
+    #[error("cannot create ledger {path}: {error}")]
     Create {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The lock file could not be created.
-    #[error("cannot create lock file {path}: {source}")]
+    #[error("cannot create lock file {path}: {error}")]
     LockFile {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A write did not reach the disk; nothing depending on it may be sent.
     #[error("ledger write failed: {0}")]
@@ -49,12 +49,12 @@ pub enum LedgerError {
     #[error("ledger read failed: {0}")]
     Read(rusqlite::Error),
     /// The online copy could not be written.
-    #[error("cannot back up the ledger to {path}: {source}")]
+    #[error("cannot back up the ledger to {path}: {error}")]
     Backup {
         /// The copy.
         path: PathBuf,
         /// The underlying error.
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
     /// The call stopped before it finished (its thread panicked, or the runtime is shutting
     /// down): whether a write reached the disk is unknown, so nothing depending on it is sent.
@@ -86,12 +86,12 @@ pub enum LedgerError {
     },
     /// The PostgreSQL ledger could not be reached, read or written; nothing depending on a
     /// failed write may be sent.
-    #[error("ledger database: {what}: {source}")]
+    #[error("ledger database: {what}: {error}")]
     Database {
         /// What was being done.
         what: &'static str,
         /// The driver's or the pool's error (never holding the password).
-        source: Box<dyn std::error::Error + Send + Sync>,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
     /// `[ledger] url` cannot be used.
     #[error("[ledger] url: {reason}")]
@@ -116,32 +116,4 @@ pub enum LedgerError {
         /// Why; nothing was copied.
         reason: String,
     },
-}
-
-impl LedgerError {
-    /// True for a write that failed (so nothing depending on it was sent): SQLite's write
-    /// errors, a call that did not finish, a write the database fenced, or a PostgreSQL write
-    /// step that failed.
-    #[must_use]
-    pub(crate) fn is_write_failure(&self) -> bool {
-        match self {
-            // A schema newer than this cosigner's, found as a write began: refused.
-            LedgerError::Write(_)
-            | LedgerError::Interrupted(_)
-            | LedgerError::Fenced { .. }
-            | LedgerError::DatabaseSchema { .. } => true,
-            LedgerError::Database { what, .. } => matches!(
-                *what,
-                "record"
-                    | "commit a write"
-                    | "begin a write"
-                    | "lock the chain head"
-                    | "move the chain head"
-                    | "number a record"
-                    | "hash a record"
-                    | "fold the summary"
-            ),
-            _ => false,
-        }
-    }
 }

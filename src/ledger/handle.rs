@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::postgres::PgLedger;
 use super::{
-    DecisionRow, LedgerError, NewDecision, Outcome, PageQuery, ResendRecord, SqliteLedger, TxState,
-    VerifyReport,
+    DecisionRow, EventKind, LedgerError, NewDecision, Outcome, PageQuery, ResendRecord,
+    SqliteLedger, TxState, VerifyReport,
 };
 use crate::clock::Clock;
 use crate::domain::{TxId, Withdrawal};
@@ -143,9 +143,10 @@ impl LedgerHandle {
         let _ = self.0.on_fenced.set(Box::new(f));
     }
 
-    /// Calls `f` once for every write that fails ([`LedgerError::is_write_failure`]), fenced
-    /// ones included: the one place write failures are counted, whoever wrote. Set once; a
-    /// second call is ignored.
+    /// Calls `f` once for every write call that returns an error, whatever step failed (taking
+    /// a connection, a read inside the write, the commit) and fenced ones included: what a
+    /// write call returns as an error was not recorded, so nothing depending on it is sent. The
+    /// one place write failures are counted, whoever wrote. Set once; a second call is ignored.
     pub(crate) fn on_write_failure(&self, f: impl Fn() + Send + Sync + 'static) {
         let _ = self.0.on_write_failure.set(Box::new(f));
     }
@@ -155,8 +156,7 @@ impl LedgerHandle {
     /// notes the clock's reading after a successful one as the newest record time known (the
     /// write's stamp was taken before it).
     async fn written<T>(&self, r: Result<T, LedgerError>) -> Result<T, LedgerError> {
-        if let Err(e) = &r
-            && e.is_write_failure()
+        if r.is_err()
             && let Some(f) = self.0.on_write_failure.get()
         {
             f();
@@ -255,11 +255,11 @@ impl LedgerHandle {
     }
 
     /// Records an operational event; returns its sequence number.
-    pub async fn record_event(&self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
-        let (kind, detail) = (kind.to_owned(), detail.to_owned());
+    pub async fn record_event(&self, kind: EventKind, detail: &str) -> Result<u64, LedgerError> {
+        let detail = detail.to_owned();
         let r = match &self.0.backend {
-            Backend::Sqlite(l) => blocking(l, move |l| l.record_event(&kind, &detail)).await,
-            Backend::Postgres(p) => p.record_event(&kind, &detail).await,
+            Backend::Sqlite(l) => blocking(l, move |l| l.record_event(kind, &detail)).await,
+            Backend::Postgres(p) => p.record_event(kind, &detail).await,
         };
         self.written(r).await
     }
@@ -269,13 +269,13 @@ impl LedgerHandle {
     /// number when it was recorded now.
     pub(crate) async fn record_event_once(
         &self,
-        kind: &str,
+        kind: EventKind,
         detail: &str,
     ) -> Result<Option<u64>, LedgerError> {
-        let (kind, detail) = (kind.to_owned(), detail.to_owned());
+        let detail = detail.to_owned();
         let r = match &self.0.backend {
-            Backend::Sqlite(l) => blocking(l, move |l| l.record_event_once(&kind, &detail)).await,
-            Backend::Postgres(p) => p.record_event_once(&kind, &detail).await,
+            Backend::Sqlite(l) => blocking(l, move |l| l.record_event_once(kind, &detail)).await,
+            Backend::Postgres(p) => p.record_event_once(kind, &detail).await,
         };
         self.written(r).await
     }
@@ -390,20 +390,21 @@ impl LedgerHandle {
     }
 
     /// The detail of the newest event of `kind`.
-    pub(crate) async fn latest_event(&self, kind: &str) -> Result<Option<String>, LedgerError> {
-        let kind = kind.to_owned();
+    pub(crate) async fn latest_event(
+        &self,
+        kind: EventKind,
+    ) -> Result<Option<String>, LedgerError> {
         match &self.0.backend {
-            Backend::Sqlite(l) => blocking(l, move |l| l.latest_event(&kind)).await,
-            Backend::Postgres(p) => p.latest_event(&kind).await,
+            Backend::Sqlite(l) => blocking(l, move |l| l.latest_event(kind)).await,
+            Backend::Postgres(p) => p.latest_event(kind).await,
         }
     }
 
     /// The details of every event of `kind`, oldest first.
-    pub async fn list_events(&self, kind: &str) -> Result<Vec<String>, LedgerError> {
-        let kind = kind.to_owned();
+    pub async fn list_events(&self, kind: EventKind) -> Result<Vec<String>, LedgerError> {
         match &self.0.backend {
-            Backend::Sqlite(l) => blocking(l, move |l| l.list_events(&kind)).await,
-            Backend::Postgres(p) => p.list_events(&kind).await,
+            Backend::Sqlite(l) => blocking(l, move |l| l.list_events(kind)).await,
+            Backend::Postgres(p) => p.list_events(kind).await,
         }
     }
 
@@ -412,11 +413,15 @@ impl LedgerHandle {
         dead_code,
         reason = "the agreed LedgerHandle interface (HA design); nothing outside tests asks it yet"
     )]
-    pub(crate) async fn has_event(&self, kind: &str, detail: &str) -> Result<bool, LedgerError> {
-        let (kind, detail) = (kind.to_owned(), detail.to_owned());
+    pub(crate) async fn has_event(
+        &self,
+        kind: EventKind,
+        detail: &str,
+    ) -> Result<bool, LedgerError> {
+        let detail = detail.to_owned();
         match &self.0.backend {
-            Backend::Sqlite(l) => blocking(l, move |l| l.has_event(&kind, &detail)).await,
-            Backend::Postgres(p) => p.has_event(&kind, &detail).await,
+            Backend::Sqlite(l) => blocking(l, move |l| l.has_event(kind, &detail)).await,
+            Backend::Postgres(p) => p.has_event(kind, &detail).await,
         }
     }
 
@@ -564,7 +569,7 @@ mod tests {
             .unwrap();
         assert_eq!(seqs, vec![1, 2]);
         hand.advance(Duration::from_secs(5));
-        assert_eq!(h.record_event("mode", "x").await.unwrap(), 3);
+        assert_eq!(h.record_event(EventKind::Mode, "x").await.unwrap(), 3);
         assert_eq!(h.newest_record_ms().await.unwrap(), Some(1_700_000_005_000));
         let states = h
             .states(vec![tx(TxId::new(2)), tx(TxId::new(1)), tx(TxId::new(3))])
@@ -585,6 +590,37 @@ mod tests {
         assert!(h.describe().ends_with("ledger.db"));
     }
 
+    /// Which step of a write failed does not decide whether it is counted (before: only errors
+    /// whose message named a known write step were, so a read inside a write, or a connection
+    /// the pool could not give, was not).
+    #[tokio::test]
+    async fn every_error_a_write_call_returns_is_counted_once_as_a_write_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let h = LedgerHandle::sqlite(SqliteLedger::open(&path).unwrap());
+        let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = failures.clone();
+        h.on_write_failure(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        h.record_event_once(EventKind::Order, "a").await.unwrap();
+        assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // The read that comes first in a write finds no table: a read error, from a write call.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("ALTER TABLE events RENAME TO events_gone")
+            .unwrap();
+        let e = h
+            .record_event_once(EventKind::Order, "b")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LedgerError::Read(_)), "{e}");
+        assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A read call that fails is not a write failure.
+        assert!(h.list_events(EventKind::Order).await.is_err());
+        assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn an_event_recorded_once_is_not_recorded_again_even_by_callers_racing() {
         let dir = tempfile::tempdir().unwrap();
@@ -592,7 +628,7 @@ mod tests {
         let calls: Vec<_> = (0..8)
             .map(|_| {
                 let h = h.clone();
-                tokio::spawn(async move { h.record_event_once("order", "same").await })
+                tokio::spawn(async move { h.record_event_once(EventKind::Order, "same").await })
             })
             .collect();
         let mut recorded = 0;
@@ -602,21 +638,21 @@ mod tests {
             }
         }
         assert_eq!(recorded, 1);
-        assert_eq!(h.list_events("order").await.unwrap(), vec!["same"]);
+        assert_eq!(h.list_events(EventKind::Order).await.unwrap(), vec!["same"]);
         // A NUL is stored as U+FFFD, and the same detail is still found once recorded.
         assert!(
-            h.record_event_once("order", "a\0b")
+            h.record_event_once(EventKind::Order, "a\0b")
                 .await
                 .unwrap()
                 .is_some()
         );
         assert!(
-            h.record_event_once("order", "a\0b")
+            h.record_event_once(EventKind::Order, "a\0b")
                 .await
                 .unwrap()
                 .is_none()
         );
-        assert!(h.has_event("order", "a\0b").await.unwrap());
+        assert!(h.has_event(EventKind::Order, "a\0b").await.unwrap());
     }
 
     #[tokio::test]

@@ -182,8 +182,54 @@ impl DecisionRow {
     }
 }
 
-/// The event kind that records an approval about to be sent again.
-pub const RESEND_EVENT: &str = "resend";
+/// What an operational event records: its name is the `kind` column of the `events` table, so
+/// a name never changes once a ledger holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// The kill switch's mode was set (`{"mode", "by"}`); the newest one is the mode in force.
+    Mode,
+    /// A policy was put in force (its digest, its file and why it was loaded).
+    Policy,
+    /// A pending listing was refused (more items than `poll.max_items`).
+    Listing,
+    /// A withdrawal waits without a new decision (once per kind of reason).
+    Waiting,
+    /// A signed order callback arrived at the operator API.
+    Order,
+    /// An approval about to be sent again, and the rule that approves it now.
+    Resend,
+}
+
+impl EventKind {
+    /// Every kind, in the order above.
+    pub const ALL: [Self; 6] = [
+        Self::Mode,
+        Self::Policy,
+        Self::Listing,
+        Self::Waiting,
+        Self::Order,
+        Self::Resend,
+    ];
+
+    /// The name stored in the ledger.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Mode => "mode",
+            Self::Policy => "policy",
+            Self::Listing => "listing",
+            Self::Waiting => "waiting",
+            Self::Order => "order",
+            Self::Resend => "resend",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// An approval about to be sent again, and the rule that approves it now: its windows count it
 /// from this moment.

@@ -28,7 +28,7 @@ use super::sql::{Millis, Seq, sql_count};
 use super::summary;
 use super::verify::{CHUNK, Checker, MODE_AT, PACE, set_verified_sql, start_plan, window_from_sql};
 use super::{
-    DecisionRow, LedgerError, NewDecision, Outcome, PageArg, PageQuery, RESEND_EVENT, ResendRecord,
+    DecisionRow, EventKind, LedgerError, NewDecision, Outcome, PageArg, PageQuery, ResendRecord,
     TxState, VerifyReport, WindowApproval, page_query, page_rows, row_select, storable, tx_state,
     usage_of, window_start,
 };
@@ -279,7 +279,7 @@ impl PgLedger {
     }
 
     /// Records an operational event; returns its sequence number.
-    pub async fn record_event(&self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
+    pub async fn record_event(&self, kind: EventKind, detail: &str) -> Result<u64, LedgerError> {
         let seqs = self
             .append(|now| vec![EventRecord::at(kind, detail, now)])
             .await?;
@@ -422,7 +422,7 @@ impl PgLedger {
             .query_map(
                 what,
                 "SELECT detail, recorded_at_ms FROM events WHERE kind = $1 AND recorded_at_ms > $2",
-                &[&RESEND_EVENT, &Millis(since)],
+                &[&EventKind::Resend.as_str(), &Millis(since)],
                 |r| Ok((r.try_get(0)?, r.try_get::<_, Millis>(1)?.0)),
             )
             .await?;
@@ -444,29 +444,29 @@ impl PgLedger {
     }
 
     /// The detail of the newest event of `kind`.
-    pub async fn latest_event(&self, kind: &str) -> Result<Option<String>, LedgerError> {
+    pub async fn latest_event(&self, kind: EventKind) -> Result<Option<String>, LedgerError> {
         let details = self
             .event_details(
                 "SELECT detail FROM events WHERE kind = $1 ORDER BY seq DESC LIMIT 1",
-                &[&kind],
+                &[&kind.as_str()],
             )
             .await?;
         Ok(details.into_iter().next())
     }
 
     /// The details of every event of `kind`, oldest first.
-    pub async fn list_events(&self, kind: &str) -> Result<Vec<String>, LedgerError> {
+    pub async fn list_events(&self, kind: EventKind) -> Result<Vec<String>, LedgerError> {
         self.event_details(
             "SELECT detail FROM events WHERE kind = $1 ORDER BY seq",
-            &[&kind],
+            &[&kind.as_str()],
         )
         .await
     }
 
     /// Whether an event of `kind` with exactly `detail` is recorded.
-    pub async fn has_event(&self, kind: &str, detail: &str) -> Result<bool, LedgerError> {
+    pub async fn has_event(&self, kind: EventKind, detail: &str) -> Result<bool, LedgerError> {
         let found = self
-            .event_details(EXACT_EVENT, &[&kind, &storable(detail)])
+            .event_details(EXACT_EVENT, &[&kind.as_str(), &storable(detail)])
             .await?;
         Ok(!found.is_empty())
     }
@@ -504,7 +504,7 @@ impl PgLedger {
     /// was recorded now.
     pub async fn record_event_once(
         &self,
-        kind: &str,
+        kind: EventKind,
         detail: &str,
     ) -> Result<Option<u64>, LedgerError> {
         let epoch = self.epoch();
@@ -512,7 +512,7 @@ impl PgLedger {
         let tx = client.transaction().await.map_err(db("begin a write"))?;
         let mut head = begin_write(&*tx).await?;
         let found = tx
-            .query_opt(EXACT_EVENT, &[&kind, &storable(detail)])
+            .query_opt(EXACT_EVENT, &[&kind.as_str(), &storable(detail)])
             .await
             .map_err(db("read events"))?;
         if found.is_some() {

@@ -15,10 +15,9 @@ use crate::policy::{Policy, Usage};
 use super::record::{CollectRecord, DecisionRecord, EventRecord, Head, OutcomeRecord, Record};
 use super::sql::{Millis, Seq, sql_count};
 use super::{
-    DecisionRow, LedgerError, NEWEST_RECORD, NewDecision, Outcome, PageArg, PageQuery,
-    RESEND_EVENT, ResendRecord, TxState, WindowApproval, fold_summary, page_query, page_rows,
-    record, row, row_select, schema, storable, summary, tx_state, usage_of, window_start,
-    write_head,
+    DecisionRow, EventKind, LedgerError, NEWEST_RECORD, NewDecision, Outcome, PageArg, PageQuery,
+    ResendRecord, TxState, WindowApproval, fold_summary, page_query, page_rows, record, row,
+    row_select, schema, storable, summary, tx_state, usage_of, window_start, write_head,
 };
 
 /// The schema steps this cosigner knows (see `ledger/schema.rs`).
@@ -88,7 +87,7 @@ pub(super) fn applied_steps(conn: &Connection) -> rusqlite::Result<Result<usize,
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<usize, LedgerError> {
     let open_err = |e| LedgerError::Open {
         path: path.to_owned(),
-        source: e,
+        error: e,
     };
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -150,7 +149,7 @@ impl SqliteLedger {
             .open(&lp)
             .map_err(|e| LedgerError::LockFile {
                 path: lp.clone(),
-                source: e,
+                error: e,
             })?;
         if lock.try_lock().is_err() {
             let mut pid = String::new();
@@ -166,7 +165,7 @@ impl SqliteLedger {
         let _ = writeln!(lock, "{}", std::process::id());
         let open_err = |e| LedgerError::Open {
             path: path.to_owned(),
-            source: e,
+            error: e,
         };
         // Created private before SQLite opens it: SQLite gives the WAL and shared-memory files
         // the database file's mode, and the records hold every transaction and signed text.
@@ -181,7 +180,7 @@ impl SqliteLedger {
             Err(source) => {
                 return Err(LedgerError::Create {
                     path: path.to_owned(),
-                    source,
+                    error: source,
                 });
             }
         }
@@ -200,7 +199,7 @@ impl SqliteLedger {
     pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
         let open_err = |e| LedgerError::Open {
             path: path.to_owned(),
-            source: e,
+            error: e,
         };
         let conn = Connection::open_with_flags(
             path,
@@ -239,7 +238,7 @@ impl SqliteLedger {
     ) -> Result<Self, LedgerError> {
         let open_err = |e| LedgerError::Open {
             path: path.to_owned(),
-            source: e,
+            error: e,
         };
         // Each table's last record by its primary key: no scan, whatever the history.
         let head: Option<(Seq, String)> = conn
@@ -430,14 +429,14 @@ impl SqliteLedger {
             })
             .and_then(|rows| rows.collect())
             .map_err(LedgerError::Read)?;
-        let resends = self.events_since(RESEND_EVENT, since)?;
+        let resends = self.events_since(EventKind::Resend, since)?;
         Ok(usage_of(policy, now_ms, slack, approvals, resends))
     }
 
     /// The details and times of the events of `kind` recorded after `since_ms`.
     pub(super) fn events_since(
         &self,
-        kind: &str,
+        kind: EventKind,
         since_ms: i64,
     ) -> Result<Vec<(String, i64)>, LedgerError> {
         let mut stmt = self
@@ -447,7 +446,7 @@ impl SqliteLedger {
             )
             .map_err(LedgerError::Read)?;
         let rows = stmt
-            .query_map(params![kind, Millis(since_ms)], |r| {
+            .query_map(params![kind.as_str(), Millis(since_ms)], |r| {
                 Ok((r.get(0)?, r.get::<_, Millis>(1)?.0))
             })
             .map_err(LedgerError::Read)?;
@@ -468,7 +467,7 @@ impl SqliteLedger {
     }
 
     /// Records an operational event (mode change, policy load, order callback) in the chain.
-    pub fn record_event(&mut self, kind: &str, detail: &str) -> Result<u64, LedgerError> {
+    pub fn record_event(&mut self, kind: EventKind, detail: &str) -> Result<u64, LedgerError> {
         self.append(&mut [EventRecord::at(kind, detail, Millis(self.clock.now_ms()))])?;
         Ok(self.head.seq.0)
     }
@@ -477,7 +476,7 @@ impl SqliteLedger {
     /// recorded already; returns its sequence number when it was recorded now.
     pub(crate) fn record_event_once(
         &mut self,
-        kind: &str,
+        kind: EventKind,
         detail: &str,
     ) -> Result<Option<u64>, LedgerError> {
         if self.has_event(kind, detail)? {
@@ -487,11 +486,11 @@ impl SqliteLedger {
     }
 
     /// The detail of the newest event of `kind`.
-    pub fn latest_event(&self, kind: &str) -> Result<Option<String>, LedgerError> {
+    pub fn latest_event(&self, kind: EventKind) -> Result<Option<String>, LedgerError> {
         self.conn
             .query_row(
                 "SELECT detail FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
-                [kind],
+                [kind.as_str()],
                 |r| r.get(0),
             )
             .optional()
@@ -499,22 +498,22 @@ impl SqliteLedger {
     }
 
     /// The details of every event of `kind`, oldest first.
-    pub fn list_events(&self, kind: &str) -> Result<Vec<String>, LedgerError> {
+    pub fn list_events(&self, kind: EventKind) -> Result<Vec<String>, LedgerError> {
         let mut stmt = self
             .conn
             .prepare("SELECT detail FROM events WHERE kind = ?1 ORDER BY seq")
             .map_err(LedgerError::Read)?;
-        stmt.query_map([kind], |r| r.get(0))
+        stmt.query_map([kind.as_str()], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(LedgerError::Read)
     }
 
     /// Whether an event of `kind` with exactly `detail` is recorded.
-    pub fn has_event(&self, kind: &str, detail: &str) -> Result<bool, LedgerError> {
+    pub fn has_event(&self, kind: EventKind, detail: &str) -> Result<bool, LedgerError> {
         self.conn
             .query_row(
                 "SELECT 1 FROM events WHERE kind = ?1 AND detail = ?2 LIMIT 1",
-                [kind, &storable(detail)],
+                [kind.as_str(), &storable(detail)],
                 |_| Ok(()),
             )
             .optional()

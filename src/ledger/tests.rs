@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::domain::{Action, TxId, Withdrawal};
+use crate::ledger::EventKind;
 use crate::policy::Policy;
 
 use super::*;
@@ -93,10 +94,10 @@ fn a_ledger_written_before_the_typed_records_reads_back_every_field() {
     assert_eq!(listed, vec![4, 3, 2]);
     assert_eq!(ledger.newest_record_ms().unwrap(), Some(1_795_446_105_022));
     assert_eq!(
-        ledger.latest_event("mode").unwrap().as_deref(),
+        ledger.latest_event(EventKind::Mode).unwrap().as_deref(),
         Some("{\"mode\":\"normal\"}")
     );
-    assert_eq!(ledger.list_events(RESEND_EVENT).unwrap().len(), 1);
+    assert_eq!(ledger.list_events(EventKind::Resend).unwrap().len(), 1);
     assert_eq!(ledger.counts().unwrap().get("approve"), Some(&1));
     assert_eq!(ledger.dry_run_counts().unwrap().get("reject"), Some(&1));
 }
@@ -106,7 +107,7 @@ fn a_ledger_written_before_the_typed_records_takes_new_records_and_still_verifie
     let (_dir, path) = v1_copy();
     let mut ledger = SqliteLedger::open(&path).unwrap();
     ledger
-        .record_event("mode", "{\"mode\":\"paused\"}")
+        .record_event(EventKind::Mode, "{\"mode\":\"paused\"}")
         .unwrap();
     ledger
         .record_outcomes(&[Outcome {
@@ -374,7 +375,7 @@ fn an_outcome_for_a_sequence_number_sqlite_cannot_hold_is_refused_and_nothing_is
     assert!(err.to_string().contains("out of range"), "{err}");
     // Neither outcome was recorded, and the chain goes on from where it was.
     assert_eq!(ledger.get(1).unwrap().unwrap().status, Status::NotSent);
-    assert_eq!(ledger.record_event("e", "x").unwrap(), 2);
+    assert_eq!(ledger.record_event(EventKind::Order, "x").unwrap(), 2);
     let report = ledger.verify().unwrap();
     assert_eq!((report.records, report.problems.len()), (2, 0));
 }
@@ -545,7 +546,7 @@ fn a_ledger_with_a_schema_step_this_cosigner_does_not_know_is_refused_untouched(
     let path = dir.path().join("ledger.db");
     {
         let mut l = SqliteLedger::open(&path).unwrap();
-        l.record_event("mode", "{}").unwrap();
+        l.record_event(EventKind::Mode, "{}").unwrap();
         l.conn
             .execute(
                 "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
@@ -578,7 +579,7 @@ fn the_counts_and_the_newest_time_kept_with_the_records_equal_those_read_from_th
     l.record_decisions(&[hold(TxId::new(1)), hold(TxId::new(2))])
         .unwrap();
     hand.advance(std::time::Duration::from_secs(9));
-    l.record_event("mode", "{}").unwrap();
+    l.record_event(EventKind::Mode, "{}").unwrap();
     // A clock stepped back: the newest time stays the newest.
     hand.set_ms(1_700_000_000_000 - 60_000);
     l.record_collect(true, true, None).unwrap();
@@ -611,7 +612,7 @@ fn a_ledger_file_created_but_never_written_reads_as_an_empty_ledger() {
     // The reader created nothing: the file is still empty, and a writer sets it up as new.
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     let mut w = SqliteLedger::open(&path).unwrap();
-    w.record_event("test", "first").unwrap();
+    w.record_event(EventKind::Order, "first").unwrap();
     assert!(w.verify().unwrap().problems.is_empty());
 }
 
@@ -719,14 +720,18 @@ fn read_costs(old: u64) -> Vec<(&'static str, u64)> {
                 .collect();
             l.record_resends(&resends).unwrap();
             for &n in page {
-                l.record_event("waiting", &format!("{{\"tx_id\":{n},\"why\":\"#\"}}"))
-                    .unwrap();
+                l.record_event(
+                    EventKind::Waiting,
+                    &format!("{{\"tx_id\":{n},\"why\":\"#\"}}"),
+                )
+                .unwrap();
             }
             hand.advance(std::time::Duration::from_secs(1));
         }
     };
     write(&mut l, 1..old + 1);
-    l.record_event("mode", "{\"mode\":\"normal\"}").unwrap();
+    l.record_event(EventKind::Mode, "{\"mode\":\"normal\"}")
+        .unwrap();
     hand.set_ms(start + 2 * 86_400_000);
     write(&mut l, 10_000_000..10_000_010);
     let policy = crate::policy::parse(
@@ -751,20 +756,20 @@ fn read_costs(old: u64) -> Vec<(&'static str, u64)> {
         (
             "a waiting event looked up",
             vm_steps(&l, |l| {
-                l.has_event("waiting", "{\"tx_id\":1,\"why\":\"#\"}")
+                l.has_event(EventKind::Waiting, "{\"tx_id\":1,\"why\":\"#\"}")
                     .unwrap()
             }),
         ),
         (
             "a waiting event not recorded",
             vm_steps(&l, |l| {
-                l.has_event("waiting", "{\"tx_id\":0,\"why\":\"#\"}")
+                l.has_event(EventKind::Waiting, "{\"tx_id\":0,\"why\":\"#\"}")
                     .unwrap()
             }),
         ),
         (
             "the latest mode record",
-            vm_steps(&l, |l| l.latest_event("mode").unwrap()),
+            vm_steps(&l, |l| l.latest_event(EventKind::Mode).unwrap()),
         ),
         (
             "the windows' usage (approvals and re-sends)",

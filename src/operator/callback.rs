@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::client::signature::{self};
+use crate::ledger::EventKind;
 
 use super::{Callbacks, OperatorState, not_found};
 
@@ -134,7 +135,7 @@ pub(super) async fn order_callback(State(s): State<OperatorState>, body: Bytes) 
         // recorded once.
         let recorded = s
             .ledger
-            .record_event_once("order", &detail)
+            .record_event_once(EventKind::Order, &detail)
             .await
             .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "cannot record"))?;
         if recorded.is_some() {

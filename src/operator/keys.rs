@@ -21,12 +21,12 @@ pub(crate) enum Scope {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiKeysError {
     /// The file cannot be read.
-    #[error("cannot read API keys file {}: {source}", .path.display())]
+    #[error("cannot read API keys file {}: {error}", .path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A word after the digest that is not a scope.
     #[error("API keys file {} line {line}: {word:?} is not a scope; the only one is `metrics`", .path.display())]
@@ -67,7 +67,7 @@ impl ApiKeys {
     pub(crate) fn load(path: &Path) -> Result<Self, ApiKeysError> {
         let text = std::fs::read_to_string(path).map_err(|source| ApiKeysError::Read {
             path: path.to_owned(),
-            source,
+            error: source,
         })?;
         let mut digests: Vec<([u8; 32], Scope)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -190,8 +190,8 @@ impl KeyStore {
             return Ok(None);
         };
         let loaded = match ApiKeys::load(file) {
-            Err(ApiKeysError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
+            Err(ApiKeysError::Read { error, .. })
+                if error.kind() == std::io::ErrorKind::NotFound =>
             {
                 tracing::warn!(file = %file.display(), by = why, "the operator API keys file is gone: no key is accepted until it is back");
                 Ok(ApiKeys::default())

@@ -293,7 +293,7 @@ pub(super) async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value
             crate::control::ModeError::NotRecorded {
                 mode,
                 ref stopped,
-                ref source,
+                error: ref cause,
             } => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",
@@ -302,7 +302,7 @@ pub(super) async fn set_mode(s: &OperatorState, mode: Mode) -> Result<Json<Value
                     "mode": mode.as_str(),
                     "in_force": true,
                     "recorded": false,
-                    "error": source.to_string(),
+                    "error": cause.to_string(),
                     "stopped": stopped.stopped,
                     "already_written": stopped.already_written,
                 }),

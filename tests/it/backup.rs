@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use cosigner::ledger::SqliteLedger;
+use cosigner::ledger::{EventKind, SqliteLedger};
 
 use crate::support::*;
 
@@ -25,7 +25,9 @@ async fn a_backup_taken_while_a_writer_holds_the_ledger_is_a_private_verified_co
 
     // A writer holds the ledger (as the daemon does) and keeps writing while the copy is made.
     let mut writer = SqliteLedger::open(&dir.path().join("ledger.db")).unwrap();
-    writer.record_event("test", "before the backup").unwrap();
+    writer
+        .record_event(EventKind::Order, "before the backup")
+        .unwrap();
     let copy = dir.path().join("backup.db");
     let out = run_bin(&["ledger", "backup", "--config", c, copy.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(0), "{}", all_output(&out));
@@ -34,7 +36,9 @@ async fn a_backup_taken_while_a_writer_holds_the_ledger_is_a_private_verified_co
         "{}",
         all_output(&out)
     );
-    writer.record_event("test", "after the backup").unwrap();
+    writer
+        .record_event(EventKind::Order, "after the backup")
+        .unwrap();
 
     let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the copy holds signed texts: owner only");
@@ -48,7 +52,7 @@ async fn a_backup_taken_while_a_writer_holds_the_ledger_is_a_private_verified_co
         serde_json::to_value(&live_rows).unwrap(),
         "every decision, with its status, is in the copy"
     );
-    let events = backed.list_events("test").unwrap();
+    let events = backed.list_events(EventKind::Order).unwrap();
     assert_eq!(events, vec!["before the backup".to_string()]);
 
     // Never overwrites: a second backup to the same file is refused, naming it.
@@ -69,8 +73,8 @@ async fn a_backup_of_an_edited_ledger_fails_and_says_the_chain_is_broken() {
     let db = dir.path().join("ledger.db");
     {
         let mut l = SqliteLedger::open(&db).unwrap();
-        l.record_event("test", "one").unwrap();
-        l.record_event("test", "two").unwrap();
+        l.record_event(EventKind::Order, "one").unwrap();
+        l.record_event(EventKind::Order, "two").unwrap();
     }
     rusqlite::Connection::open(&db)
         .unwrap()

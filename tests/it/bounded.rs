@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use cosigner::client::PENDING;
 use cosigner::cycle::{CycleError, Engine, PollSettings};
 use cosigner::domain::{Action, TxId};
+use cosigner::ledger::EventKind;
 use cosigner_sandbox::server::Faults;
 
 use crate::store::{Store, on_each_back_end};
@@ -71,7 +72,7 @@ async fn a_listing_beyond_max_items(store: Store) {
     assert_eq!(sb.sandbox.stats().requests.get(PENDING), Some(&3));
     // Counted every time, recorded once.
     assert_eq!(refused(&e), "cosigner_listings_refused_total 3");
-    let events = e.ledger().list_events("listing").await.unwrap();
+    let events = e.ledger().list_events(EventKind::Listing).await.unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(events[0].contains("poll.max_items"), "{}", events[0]);
 
@@ -81,7 +82,14 @@ async fn a_listing_beyond_max_items(store: Store) {
     assert_eq!(out.decided.get("approve"), Some(&5));
     sb.sandbox.set_faults(flood);
     assert!(e.cycle_once().await.is_err());
-    assert_eq!(e.ledger().list_events("listing").await.unwrap().len(), 2);
+    assert_eq!(
+        e.ledger()
+            .list_events(EventKind::Listing)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(e.ledger().verify().await.unwrap().problems.is_empty());
 }
 

@@ -50,7 +50,7 @@ fn approve_request(signer: &Signer, tx: &Withdrawal, verdict: Verdict) -> Approv
         to: d.to.into(),
         value: d.value.into(),
         chain_id: d.chain_id.into(),
-        status: verdict.status(),
+        status: verdict,
         data: signer.sign(&decision_text(&d)).unwrap(),
     }
 }

@@ -14,7 +14,7 @@ use cosigner::cycle::PollSettings;
 use cosigner::domain::Action;
 use cosigner::explain::explain;
 use cosigner::killswitch::{Reach, SwitchError, Switched, switch};
-use cosigner::ledger::SqliteLedger;
+use cosigner::ledger::{EventKind, SqliteLedger};
 use cosigner::plan::Plan;
 use cosigner_sandbox::server::Scenario;
 
@@ -170,7 +170,7 @@ fn config_with_operator_key(dir: &Path, url: &str) -> std::path::PathBuf {
 
 fn recorded_mode(ledger: &Path) -> Option<Mode> {
     let l = SqliteLedger::open_read_only(ledger).unwrap();
-    l.latest_event("mode")
+    l.latest_event(EventKind::Mode)
         .unwrap()
         .and_then(|d| Mode::from_event_detail(&d))
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cosigner::cycle::{CycleError, Engine, PollSettings};
 use cosigner::domain::Action;
-use cosigner::ledger::{SqliteLedger, Status};
+use cosigner::ledger::{EventKind, SqliteLedger, Status};
 use cosigner::policy;
 use cosigner_sandbox::server::{Faults, Scenario};
 
@@ -228,7 +228,7 @@ async fn a_recorded_approval_is_resent_identically_only_while_the_policy_in_forc
     );
     let r = rows(&e).await;
     assert_eq!(r.len(), 1, "no second decision");
-    let waits = e.ledger().list_events("waiting").await.unwrap();
+    let waits = e.ledger().list_events(EventKind::Waiting).await.unwrap();
     assert_eq!(waits.len(), 1, "recorded once, not every cycle: {waits:?}");
     assert!(
         waits[0].contains("reject by (default)"),
@@ -289,7 +289,7 @@ async fn a_retry_soon_after_the_record_is_still_recorded_as_a_resend_before_it_l
     );
     let resends = e
         .ledger()
-        .list_events(cosigner::ledger::RESEND_EVENT)
+        .list_events(cosigner::ledger::EventKind::Resend)
         .await
         .unwrap();
     assert_eq!(

@@ -406,15 +406,16 @@ async fn sigterm_mid_backlog_exits_0_with_every_sent_approval_recorded() {
 
 #[test]
 fn the_dashboard_and_alerts_use_only_metrics_the_daemon_exports() {
+    use cosigner::metrics::{CollectKind, ModeLabel, PollOutcome, Submission};
     let m = cosigner::metrics::Metrics::new().unwrap();
     // Give every labelled family a child so that the registry renders its name.
     m.decisions.with_label_values(&["approve", "r"]).inc();
-    m.submissions.with_label_values(&["approve", "ok"]).inc();
+    m.count_submission(Submission::Approve, true);
     m.api_duration.with_label_values(&["pending"]).observe(0.1);
-    m.poll_runs.with_label_values(&["ok"]).inc();
-    m.collect_runs.with_label_values(&["main", "ok"]).inc();
+    m.count_poll(PollOutcome::Ok);
+    m.count_collect(CollectKind::Main, true);
     m.window_used.with_label_values(&["r"]).set(0.1);
-    m.set_mode("normal");
+    m.set_mode(ModeLabel::Normal);
     let exported = m.render();
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
+use cosigner::ledger::EventKind;
 
 const OPERATOR_KEY: &str = "cos_review10_operator_key";
 /// The key Prometheus (`http.metrics_auth`) is given: scoped to `/metrics` in the keys file.
@@ -237,7 +238,7 @@ async fn a_pause_cut_from_the_end_of_the_ledger_with_its_head_moved_back_goes_un
     {
         let l = cosigner::ledger::SqliteLedger::open_read_only(&db).unwrap();
         assert_eq!(
-            l.latest_event("mode")
+            l.latest_event(EventKind::Mode)
                 .unwrap()
                 .map(|d| d.contains("\"hold\"")),
             Some(true)
@@ -280,7 +281,7 @@ async fn a_pause_cut_from_the_end_of_the_ledger_with_its_head_moved_back_goes_un
     // What the cut hides: the ledger's latest mode record is no longer the pause.
     let l = cosigner::ledger::SqliteLedger::open_read_only(&db).unwrap();
     assert_ne!(
-        l.latest_event("mode")
+        l.latest_event(EventKind::Mode)
             .unwrap()
             .map(|d| d.contains("\"hold\"")),
         Some(true),

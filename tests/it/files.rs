@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use cosigner::ledger::SqliteLedger;
+use cosigner::ledger::{EventKind, SqliteLedger};
 
 use crate::support::*;
 
@@ -17,7 +17,7 @@ fn the_ledger_its_wal_and_its_lock_are_created_private() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
     let mut ledger = SqliteLedger::open(&path).unwrap();
-    ledger.record_event("test", "x").unwrap();
+    ledger.record_event(EventKind::Order, "x").unwrap();
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let p = dir.path().join(format!("ledger.db{suffix}"));
         assert_eq!(mode(&p), 0o600, "{}", p.display());

@@ -9,7 +9,7 @@ use std::time::Duration;
 use cosigner::clock::Clock;
 use cosigner::daemon::{DaemonError, Options};
 use cosigner::domain::{Action, TxId, Withdrawal};
-use cosigner::ledger::{NewDecision, SqliteLedger};
+use cosigner::ledger::{EventKind, NewDecision, SqliteLedger};
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +53,7 @@ fn config(dir: &Path, url: &str, policy: &str) -> cosigner::config::Config {
 fn history(path: &Path, old_at_ms: i64, old: u64) {
     let (clock, hand) = Clock::manual(old_at_ms);
     let mut l = SqliteLedger::open(path).unwrap().with_clock(clock);
-    l.record_event("mode", "{\"mode\":\"normal\",\"by\":\"test\"}")
+    l.record_event(EventKind::Mode, "{\"mode\":\"normal\",\"by\":\"test\"}")
         .unwrap();
     let holds: Vec<NewDecision> = (1..=old).map(|i| decision(i, Action::Hold)).collect();
     l.record_decisions(&holds).unwrap();
@@ -193,7 +193,12 @@ async fn an_old_record_edited_is_found_behind_the_running_daemon_which_then_hold
     );
     // The hold was recorded: a restart keeps it.
     let l = SqliteLedger::open_read_only(&path).unwrap();
-    assert!(l.latest_event("mode").unwrap().unwrap().contains("hold"));
+    assert!(
+        l.latest_event(EventKind::Mode)
+            .unwrap()
+            .unwrap()
+            .contains("hold")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +244,7 @@ async fn on_postgresql_an_old_edit_is_found_behind_the_daemon_and_a_mode_record_
         .unwrap();
     {
         let l = pg.ledger().await;
-        l.record_event("mode", "{\"mode\":\"normal\",\"by\":\"test\"}")
+        l.record_event(EventKind::Mode, "{\"mode\":\"normal\",\"by\":\"test\"}")
             .await
             .unwrap();
         let holds: Vec<NewDecision> = (1..=20).map(|i| decision(i, Action::Hold)).collect();

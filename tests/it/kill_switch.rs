@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cosigner::control::Mode;
+use cosigner::ledger::EventKind;
 use serde_json::Value;
 
 use crate::support::*;
@@ -128,7 +129,7 @@ async fn a_resume_and_a_pause_sent_together_leave_mode_ledger_and_metric_agreein
         let one = tokio::spawn(async move { a.control().set_mode(first, "one").await.is_ok() });
         let two = tokio::spawn(async move { b.control().set_mode(second, "two").await.is_ok() });
         let _ = (one.await.unwrap(), two.await.unwrap());
-        let recorded = e.ledger().list_events("mode").await.unwrap();
+        let recorded = e.ledger().list_events(EventKind::Mode).await.unwrap();
         let latest = recorded
             .last()
             .and_then(|d| Mode::from_event_detail(d))
@@ -190,7 +191,7 @@ async fn a_pause_the_ledger_cannot_take_is_kept_across_a_restart_and_recorded_on
     assert_eq!(e.control().restore_mode().await.unwrap(), Mode::Hold);
     assert_eq!(
         e.ledger()
-            .list_events("mode")
+            .list_events(EventKind::Mode)
             .await
             .unwrap()
             .last()
@@ -213,7 +214,7 @@ async fn a_pause_the_ledger_cannot_take_is_kept_across_a_restart_and_recorded_on
     e.cycle_once().await.unwrap();
     assert_eq!(
         e.ledger()
-            .list_events("mode")
+            .list_events(EventKind::Mode)
             .await
             .unwrap()
             .last()

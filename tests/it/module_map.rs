@@ -332,3 +332,119 @@ fn the_table_is_read_with_its_nothing_line_continuations_and_any_of_the_above() 
         ]
     );
 }
+
+/// Every event kind an SQL text names (`kind = '…'`: the mode trigger, the mode and re-send
+/// look-ups) is an [`EventKind`](cosigner::ledger::EventKind) the code writes: a renamed kind
+/// would otherwise leave a query that silently matches nothing.
+#[test]
+fn every_event_kind_named_in_sql_text_is_one_the_code_writes() {
+    let known: BTreeSet<&str> = cosigner::ledger::EventKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut named = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("kind = '") {
+            let rest = &text[at + "kind = '".len()..];
+            let name = &rest[..rest.find('\'').unwrap()];
+            assert!(
+                known.contains(name),
+                "{} names the event kind {name:?}, which no EventKind is",
+                file.display()
+            );
+            named += 1;
+        }
+    }
+    assert!(
+        named >= 4,
+        "the mode trigger and look-ups name their kinds ({named} found)"
+    );
+}
+
+/// The variant (or struct) an `#[error(…)]` attribute at `at` describes: the text from the end
+/// of the attribute to the end of its fields.
+fn fields_after(text: &str, at: usize) -> (&str, &str) {
+    let attr_end = at + text[at..].find(")]\n").expect("an #[error] attribute ends") + 2;
+    let message = &text[at..attr_end];
+    let rest = text[attr_end..].trim_start();
+    let header = rest.lines().next().unwrap_or("");
+    let (open, close) = match (header.find('{'), header.find('(')) {
+        (Some(b), Some(p)) if p < b => ('(', ')'),
+        (Some(_), _) => ('{', '}'),
+        (None, Some(_)) => ('(', ')'),
+        (None, None) => return (message, header),
+    };
+    let mut depth = 0;
+    for (i, c) in rest.char_indices() {
+        if c == open {
+            depth += 1;
+        } else if c == close {
+            depth -= 1;
+            if depth == 0 {
+                return (message, &rest[..=i]);
+            }
+        }
+    }
+    (message, rest)
+}
+
+/// An error prints its inner error or returns it as `source`, never both (issue 23): a cause
+/// said twice made every edge de-duplicate. thiserror makes a field the source when it is named
+/// `source` or marked `#[source]`/`#[from]`; none of them may be in the message.
+#[test]
+fn no_error_both_prints_its_inner_error_and_returns_it_as_its_source() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    rust_files(&src().join("../sandbox/src"), &mut files);
+    let mut checked = 0;
+    let mut both = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("#[error(") {
+            let (message, fields) = fields_after(&text, at);
+            if message.contains("transparent") {
+                continue;
+            }
+            checked += 1;
+            let tuple = fields
+                .find('(')
+                .is_some_and(|p| fields.find('{').is_none_or(|b| p < b));
+            let source = if fields.contains("#[source]") || fields.contains("#[from]") {
+                if tuple {
+                    Some("0".to_owned())
+                } else {
+                    let after = &fields[fields
+                        .find("#[source]")
+                        .or_else(|| fields.find("#[from]"))
+                        .unwrap()..];
+                    after
+                        .lines()
+                        .skip(1)
+                        .map(str::trim)
+                        .find(|l| !l.starts_with("///"))
+                        .and_then(|l| l.split(':').next())
+                        .map(str::to_owned)
+                }
+            } else if !tuple && fields.contains(" source:") {
+                Some("source".to_owned())
+            } else {
+                None
+            };
+            if let Some(field) = source
+                && (message.contains(&format!("{{{field}}}"))
+                    || message.contains(&format!("{{{field}:"))
+                    || message.contains(&format!(".{field}")))
+            {
+                both.push(format!("{}: {}", file.display(), message.trim()));
+            }
+        }
+    }
+    assert!(
+        checked > 50,
+        "the #[error] attributes are found ({checked})"
+    );
+    assert!(both.is_empty(), "printed and returned as source: {both:#?}");
+}

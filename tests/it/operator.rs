@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cosigner::client::signature::{self, SignOrder};
+use cosigner::ledger::EventKind;
 use cosigner_sandbox::server::{Faults, Scenario};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -462,7 +463,7 @@ fn the_pause_command_without_a_daemon_records_the_mode_for_the_next_start() {
         cosigner::ledger::SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     assert!(
         ledger
-            .latest_event("mode")
+            .latest_event(EventKind::Mode)
             .unwrap()
             .unwrap()
             .contains("reject")
@@ -477,7 +478,7 @@ fn the_pause_command_without_a_daemon_records_the_mode_for_the_next_start() {
         cosigner::ledger::SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     assert!(
         ledger
-            .latest_event("mode")
+            .latest_event(EventKind::Mode)
             .unwrap()
             .unwrap()
             .contains("normal")
@@ -610,7 +611,7 @@ async fn order_callbacks_are_verified_recorded_once_and_answered_with_the_succes
     let (sb, dir) = d.stop().await;
     let ledger =
         cosigner::ledger::SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
-    let orders = ledger.list_events("order").unwrap();
+    let orders = ledger.list_events(EventKind::Order).unwrap();
     assert_eq!(orders.len(), 1, "recorded once: {orders:?}");
     assert!(orders[0].contains("dealAmount=10.11"));
     drop(sb);
@@ -926,7 +927,7 @@ async fn a_callback_whose_values_re_cut_the_signed_string_or_whose_fields_differ
     let ledger =
         cosigner::ledger::SqliteLedger::open_read_only(&dir.path().join("ledger.db")).unwrap();
     assert_eq!(
-        ledger.list_events("order").unwrap().len(),
+        ledger.list_events(EventKind::Order).unwrap().len(),
         1,
         "only the genuine one"
     );

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cosigner::control::Mode;
 use cosigner::domain::Action;
+use cosigner::ledger::EventKind;
 
 use crate::failover::CountingProxy;
 use crate::pair::{Member, items, ledger, one_leader, spawn_member};
@@ -53,7 +54,7 @@ async fn held_and_nothing_sent(pg: &Pg, db: &str, sandbox_url: &str, id: u64, wh
 async fn latest_mode(pg: &Pg, db: &str) -> Option<Mode> {
     ledger(pg, db)
         .await
-        .latest_event("mode")
+        .latest_event(EventKind::Mode)
         .await
         .unwrap()
         .and_then(|d| Mode::from_event_detail(&d))

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::*;
+use cosigner::ledger::EventKind;
 
 const KEY: &str = "cos_test_operator_key_flood";
 const POLICY: &str = "default = \"hold\"\n[[rule]]\nname = \"treasury\"\naction = \"approve\"\nto = [\"TFMQrPdFWuPzFRXb42sxB22ABCVL6xSopV\"]\n";
@@ -390,7 +391,7 @@ async fn sigusr1_during_start_holds_everything_is_recorded_and_approves_nothing(
     d.stop();
     let ledger =
         cosigner::ledger::SqliteLedger::open_read_only(&d.dir.path().join("ledger.db")).unwrap();
-    let latest = ledger.latest_event("mode").unwrap().unwrap();
+    let latest = ledger.latest_event(EventKind::Mode).unwrap().unwrap();
     assert!(
         latest.contains("hold") && latest.contains("signal SIGUSR1"),
         "{latest}"

@@ -9,7 +9,7 @@ use cosigner::control::Mode;
 use cosigner::domain::Action;
 use cosigner::domain::{TxId, Withdrawal};
 use cosigner::leader::{Leadership, Role};
-use cosigner::ledger::{LedgerError, NewDecision, Outcome};
+use cosigner::ledger::{EventKind, LedgerError, NewDecision, Outcome};
 
 use crate::pg::Pg;
 use crate::support::wait_until;
@@ -156,7 +156,7 @@ async fn a_write_at_an_epoch_older_than_the_leaders_is_refused_by_the_database_i
         text.contains("another instance leads, and nothing was recorded"),
         "{text}"
     );
-    fenced(old.record_event("mode", "{}").await.unwrap_err());
+    fenced(old.record_event(EventKind::Mode, "{}").await.unwrap_err());
     fenced(old.record_collect(true, true, None).await.unwrap_err());
     fenced(
         old.record_outcomes(&[Outcome {
@@ -186,10 +186,17 @@ async fn a_write_at_an_epoch_older_than_the_leaders_is_refused_by_the_database_i
     // A pause gets through from the old epoch (any member of the pair may record one, and
     // the leader then holds); a resume does not.
     let resume = Mode::Normal.event_detail("operator API");
-    fenced(old.record_event("mode", &resume).await.unwrap_err());
+    fenced(
+        old.record_event(EventKind::Mode, &resume)
+            .await
+            .unwrap_err(),
+    );
     let pause = Mode::Reject.event_detail("operator API");
-    assert_eq!(old.record_event("mode", &pause).await.unwrap(), 2);
-    assert_eq!(new.latest_event("mode").await.unwrap(), Some(pause));
+    assert_eq!(old.record_event(EventKind::Mode, &pause).await.unwrap(), 2);
+    assert_eq!(
+        new.latest_event(EventKind::Mode).await.unwrap(),
+        Some(pause)
+    );
 
     // The new leader goes on from where the chain was.
     assert_eq!(

@@ -9,7 +9,7 @@ use cosigner::domain::Action;
 use cosigner::domain::{TxId, Withdrawal};
 use cosigner::ledger::postgres::{PgLedger, PgTarget};
 use cosigner::ledger::{
-    LedgerError, NewDecision, Outcome, PageQuery, RESEND_EVENT, ResendRecord, SqliteLedger, TxState,
+    EventKind, LedgerError, NewDecision, Outcome, PageQuery, ResendRecord, SqliteLedger, TxState,
 };
 use cosigner::policy::{Policy, Usage};
 use rust_decimal::Decimal;
@@ -87,7 +87,7 @@ impl Backend {
             Backend::Pg(l) => l.record_resends(r).await.unwrap(),
         }
     }
-    async fn record_event(&mut self, kind: &str, detail: &str) -> u64 {
+    async fn record_event(&mut self, kind: EventKind, detail: &str) -> u64 {
         match self {
             Backend::Sqlite(l) => l.record_event(kind, detail).unwrap(),
             Backend::Pg(l) => l.record_event(kind, detail).await.unwrap(),
@@ -190,13 +190,13 @@ impl Backend {
                     out.insert(format!("usage no slack {}", at - now), usage(&u));
                 }
                 out.insert("newest".into(), newest(l.newest_record_ms() $($aw)* .unwrap(), times));
-                out.insert("latest mode".into(), l.latest_event("mode") $($aw)* .unwrap().into());
-                out.insert("latest none".into(), l.latest_event("none") $($aw)* .unwrap().into());
-                out.insert("modes".into(), l.list_events("mode") $($aw)* .unwrap().into());
-                out.insert("resends".into(), l.list_events(RESEND_EVENT) $($aw)* .unwrap().into());
-                let has = l.has_event("mode", "{\"mode\":\"paused\"}") $($aw)* .unwrap();
+                out.insert("latest mode".into(), l.latest_event(EventKind::Mode) $($aw)* .unwrap().into());
+                out.insert("latest none".into(), l.latest_event(EventKind::Order) $($aw)* .unwrap().into());
+                out.insert("modes".into(), l.list_events(EventKind::Mode) $($aw)* .unwrap().into());
+                out.insert("resends".into(), l.list_events(EventKind::Resend) $($aw)* .unwrap().into());
+                let has = l.has_event(EventKind::Mode, "{\"mode\":\"paused\"}") $($aw)* .unwrap();
                 out.insert("has paused".into(), has.into());
-                let has = l.has_event("mode", "{\"mode\":\"other\"}") $($aw)* .unwrap();
+                let has = l.has_event(EventKind::Mode, "{\"mode\":\"other\"}") $($aw)* .unwrap();
                 out.insert("has other".into(), has.into());
                 out.insert("counts".into(), sorted(l.counts() $($aw)* .unwrap()));
                 out.insert("dry run counts".into(), sorted(l.dry_run_counts() $($aw)* .unwrap()));
@@ -244,7 +244,11 @@ fn usage(u: &Usage) -> Value {
 /// above `i64::MAX`, collections and events.
 async fn script(l: &mut Backend) -> Vec<TxId> {
     let ids = ids([1, 2, 3, 4, 5, 6, 7, u64::MAX]);
-    assert_eq!(l.record_event("mode", "{\"mode\":\"normal\"}").await, 1);
+    assert_eq!(
+        l.record_event(EventKind::Mode, "{\"mode\":\"normal\"}")
+            .await,
+        1
+    );
     let seqs = l
         .record_decisions(&[
             decision(
@@ -329,7 +333,11 @@ async fn script(l: &mut Backend) -> Vec<TxId> {
     assert_eq!(l.record_decisions(&[]).await.unwrap(), Vec::<u64>::new());
     l.record_collect(true, true, None).await;
     l.record_collect(false, false, Some("down\0")).await;
-    assert_eq!(l.record_event("mode", "{\"mode\":\"paused\"}").await, 17);
+    assert_eq!(
+        l.record_event(EventKind::Mode, "{\"mode\":\"paused\"}")
+            .await,
+        17
+    );
     ids
 }
 
@@ -447,7 +455,7 @@ async fn an_sqlite_ledger_copied_into_postgresql_verifies_identically_and_answer
         let next = report.records + 1;
         assert_eq!(
             target
-                .record_event("mode", "{\"mode\":\"normal\"}")
+                .record_event(EventKind::Mode, "{\"mode\":\"normal\"}")
                 .await
                 .unwrap(),
             next
@@ -664,7 +672,11 @@ async fn appends_from_many_connections_at_once_make_one_unbroken_chain() {
                 .await
                 .unwrap()
             } else {
-                vec![l.record_event("tick", &i.to_string()).await.unwrap()]
+                vec![
+                    l.record_event(EventKind::Order, &i.to_string())
+                        .await
+                        .unwrap(),
+                ]
             }
         });
     }
@@ -682,7 +694,7 @@ async fn appends_from_many_connections_at_once_make_one_unbroken_chain() {
 async fn the_schema_is_set_up_once_and_a_newer_one_is_refused() {
     let Some(pg) = Pg::start() else { return };
     let a = pg.ledger().await;
-    a.record_event("mode", "{}").await.unwrap();
+    a.record_event(EventKind::Mode, "{}").await.unwrap();
     // A second instance connecting finds the schema in place and the records kept.
     let b = pg.ledger().await;
     assert_eq!(b.verify().await.unwrap().records, 1);
@@ -739,7 +751,7 @@ async fn a_database_of_step_1_with_records_is_brought_forward_and_its_counts_and
     ])
     .await
     .unwrap();
-    a.record_event("mode", "{}").await.unwrap();
+    a.record_event(EventKind::Mode, "{}").await.unwrap();
     let (counts, dry, newest) = (
         a.counts().await.unwrap(),
         a.dry_run_counts().await.unwrap(),
@@ -802,7 +814,7 @@ async fn records_appended_by_a_cosigner_that_keeps_no_summary_are_counted_once()
         .unwrap();
     let first = l.newest_record_ms().await.unwrap().unwrap();
     assert_eq!(l.counts().await.unwrap().get("approve"), Some(&2));
-    l.record_event("mode", "{}").await.unwrap();
+    l.record_event(EventKind::Mode, "{}").await.unwrap();
     assert_eq!(l.counts().await.unwrap().get("approve"), Some(&2));
     let through: i64 = admin
         .query_one("SELECT through_seq FROM ledger_summary", &[])
@@ -884,7 +896,7 @@ async fn the_ledger_connects_over_tls_verifying_the_servers_certificate_when_ask
     ))
     .await
     .unwrap();
-    full.record_event("mode", "{}").await.unwrap();
+    full.record_event(EventKind::Mode, "{}").await.unwrap();
     assert_eq!(
         full.describe(),
         format!("postgres://postgres@localhost:{port}/postgres?sslmode=verify-full")

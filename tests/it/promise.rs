@@ -529,7 +529,7 @@ async fn check_step(
     let recorded = rows(e).await;
     let resends: Vec<Value> = e
         .ledger()
-        .list_events(cosigner::ledger::RESEND_EVENT)
+        .list_events(cosigner::ledger::EventKind::Resend)
         .await
         .unwrap()
         .iter()
@@ -666,7 +666,7 @@ async fn run_model(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         let resends_before = e
             .ledger()
-            .list_events(cosigner::ledger::RESEND_EVENT)
+            .list_events(cosigner::ledger::EventKind::Resend)
             .await
             .unwrap()
             .len();

@@ -14,6 +14,7 @@ use cosigner::client::APPROVE;
 use cosigner::control::Mode;
 use cosigner::cycle::Engine;
 use cosigner::domain::Action;
+use cosigner::ledger::EventKind;
 use cosigner_sandbox::server::Faults;
 
 use crate::support::*;
@@ -280,7 +281,7 @@ async fn a_latest_mode_event_that_cannot_be_read_restores_hold_not_normal() {
         .await
         .unwrap();
     e.ledger()
-        .record_event("mode", r#"{"mode":"Hold","by":"operator API"}"#)
+        .record_event(EventKind::Mode, r#"{"mode":"Hold","by":"operator API"}"#)
         .await
         .unwrap();
     let restored = e.control().restore_mode().await.unwrap();

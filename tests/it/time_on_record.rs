@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use cosigner::clock::{Clock, ManualClock};
 use cosigner::cycle::Engine;
 use cosigner::domain::Action;
+use cosigner::ledger::EventKind;
 
 use crate::support::*;
 
@@ -185,7 +186,7 @@ async fn an_approval_whose_record_commits_late_is_recorded_again_before_it_leave
     e.cycle_once().await.unwrap();
     assert_eq!(approved_ids(&sb), ids([1]));
     let decision = rows(&e).await[0].recorded_at_ms;
-    let resends = e.ledger().list_events("resend").await.unwrap();
+    let resends = e.ledger().list_events(EventKind::Resend).await.unwrap();
     assert_eq!(
         resends.len(),
         1,
@@ -219,12 +220,26 @@ async fn an_approval_whose_resend_events_commit_late_twice_waits_for_the_next_cy
     slow_commits(&e, &hand, &[SLOW, SLOW, SLOW]);
     e.cycle_once().await.unwrap();
     assert_eq!(approve_requests(&sb), 0, "nothing leaves on a stale record");
-    assert_eq!(e.ledger().list_events("resend").await.unwrap().len(), 2);
+    assert_eq!(
+        e.ledger()
+            .list_events(EventKind::Resend)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     // The next cycle checks it again, records it again (quickly now) and sends it.
     e.cycle_once().await.unwrap();
     assert_eq!(approved_ids(&sb), ids([1]));
-    assert_eq!(e.ledger().list_events("resend").await.unwrap().len(), 3);
+    assert_eq!(
+        e.ledger()
+            .list_events(EventKind::Resend)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     sb.sandbox
         .add_pending([item(TxId::new(2), HOT, TREASURY, "1", "195")]);
     e.cycle_once().await.unwrap();
@@ -280,7 +295,11 @@ async fn a_retry_after_the_clock_went_back_behind_the_newest_record_does_not_lea
     );
     assert_eq!(approved_ids(&sb), ids([]));
     assert!(
-        e.ledger().list_events("resend").await.unwrap().is_empty(),
+        e.ledger()
+            .list_events(EventKind::Resend)
+            .await
+            .unwrap()
+            .is_empty(),
         "no `resend` event stamped in the past"
     );
 }
@@ -391,7 +410,7 @@ async fn an_approval_whose_postgresql_commit_hangs_leaves_only_on_a_record_stamp
          approvals (id, ms) {approved:?}",
         arrived - u64::try_from(recorded).unwrap()
     );
-    let resends = e.ledger().list_events("resend").await.unwrap();
+    let resends = e.ledger().list_events(EventKind::Resend).await.unwrap();
     assert_eq!(resends.len(), 1, "recorded again before it left");
     let held = e.ledger().history(TxId::new(2)).await.unwrap();
     assert_eq!(held[0].action, Action::Hold, "{:?}", held[0].reason);

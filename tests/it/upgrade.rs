@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cosigner::ledger::LedgerError;
+use cosigner::ledger::{EventKind, LedgerError};
 
 use crate::pair::{Member, items, one_leader, spawn_member, wait_decided};
 use crate::pg::Pg;
@@ -67,7 +67,7 @@ async fn a_write_that_begins_while_a_newer_cosigner_applies_a_schema_step_waits_
  {
     let Some(pg) = Pg::start() else { return };
     let ledger = pg.ledger().await;
-    ledger.record_event("mode", "{}").await.unwrap();
+    ledger.record_event(EventKind::Mode, "{}").await.unwrap();
     let mut admin = pg.admin("postgres").await;
     let before = head(&admin).await;
 
@@ -79,7 +79,9 @@ async fn a_write_that_begins_while_a_newer_cosigner_applies_a_schema_step_waits_
         .unwrap();
     upgrade.batch_execute(STEP_4).await.unwrap();
     let write = tokio::spawn(async move {
-        let r = ledger.record_event("policy", "{\"why\":\"reload\"}").await;
+        let r = ledger
+            .record_event(EventKind::Policy, "{\"why\":\"reload\"}")
+            .await;
         (ledger, r)
     });
     let watcher = pg.admin("postgres").await;
@@ -107,7 +109,7 @@ async fn a_write_that_begins_while_a_newer_cosigner_applies_a_schema_step_waits_
         "{r:?}"
     );
     // Every kind of write is refused from now on, and nothing was added to the chain.
-    let once = ledger.record_event_once("waiting", "{}").await;
+    let once = ledger.record_event_once(EventKind::Waiting, "{}").await;
     assert!(
         matches!(
             once,
@@ -115,7 +117,10 @@ async fn a_write_that_begins_while_a_newer_cosigner_applies_a_schema_step_waits_
         ),
         "{once:?}"
     );
-    let err = ledger.record_event("mode", "{}").await.unwrap_err();
+    let err = ledger
+        .record_event(EventKind::Mode, "{}")
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("upgrade this one"),
         "the error says what to do: {err}"

@@ -132,7 +132,7 @@ impl PgTarget {
                 .await
                 .map_err(|_| LedgerError::Database {
                     what: "connect",
-                    source: "no answer within 15 s".into(),
+                    error: "no answer within 15 s".into(),
                 })??;
         let what = "read the schema version";
         let exists: bool = client

@@ -30,7 +30,10 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// `e` and each of its causes, joined by `: ` (a cause its parent already quotes only once).
+/// `e` and each of its causes, joined by `: `. The driver says what happened only in its
+/// causes ("db error", then the server's message); the pool quotes its cause in its own text
+/// and returns it as its source too (deadpool's `PoolError::Backend`), so a cause its parent
+/// already ends with is said once. The crate's own errors never do that (`tests/it/module_map.rs`).
 pub(super) fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
@@ -51,7 +54,7 @@ pub(super) fn db<E: std::error::Error + Send + Sync + 'static>(
 ) -> impl FnOnce(E) -> LedgerError {
     move |e| LedgerError::Database {
         what,
-        source: Box::new(Failure(chain_text(&e))),
+        error: Box::new(Failure(chain_text(&e))),
     }
 }
 
@@ -216,7 +219,7 @@ pub(super) async fn begin_write<C: GenericClient + Sync>(c: &C) -> Result<Head, 
     let what = "lock the chain head";
     let edited = |why: &str| LedgerError::Database {
         what,
-        source: format!("{why}: the ledger database was edited").into(),
+        error: format!("{why}: the ledger database was edited").into(),
     };
     let sql = format!(
         "SELECT pg_advisory_xact_lock_shared({MIGRATION_LOCK});
