@@ -37,8 +37,8 @@ pub(crate) use sqlite::held_by;
 
 use chain::{fold_summary, write_head};
 use queries::{
-    NEWEST_RECORD, PageArg, WindowApproval, page_query, page_rows, row, row_select, tx_state,
-    usage_of, window_start,
+    EventSql, NEWEST_RECORD, PageArg, WindowApproval, page_query, page_rows, pg_arg, row,
+    row_select, sqlite_arg, tx_state, usage_of, window_start,
 };
 use sqlite::known_steps;
 

@@ -1,9 +1,51 @@
 //! The records a write appends, each stamped with its time: decisions, outcomes, events,
 //! collections; the stored head and the summary it folds.
 
-use super::record::{CollectRecord, DecisionRecord, EventRecord, Head, OutcomeRecord};
-use super::sql::{Millis, Sent, Seq};
+use super::record::{
+    CollectRecord, DecisionRecord, EventRecord, Head, OutcomeRecord, Record, record_hash,
+};
+use super::sql::{Millis, RangeError, Sent, Seq};
 use super::{EventKind, LedgerError, NewDecision, Outcome, ResendRecord, fingerprint, summary};
+
+/// Where a record goes in the chain: its number and the two hashes it stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// Its sequence number: the head's, plus one.
+    pub(crate) seq: Seq,
+    /// The hash of the record before it (the head's).
+    pub(crate) prev_hash: String,
+    /// Its own hash, over `prev_hash`, `seq` and its content.
+    pub(crate) hash: String,
+}
+
+/// Why a record could not be chained (nothing was written).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    /// The head is the last sequence number a ledger can hold.
+    #[error("{0}")]
+    Number(RangeError),
+    /// The content could not be put in its hashed form.
+    #[error("cannot hash the record: {0}")]
+    Hash(serde_json::Error),
+}
+
+/// The one chain step both back ends take: numbers `record` after `head`, hashes it over the
+/// head's hash, and moves `head` to it. `buf` is scratch space reused across a batch.
+pub(crate) fn link<R: Record>(
+    head: &mut Head,
+    record: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Link, LinkError> {
+    let seq = head.seq.next().map_err(LinkError::Number)?;
+    let hash = record_hash(&head.hash, seq, record, buf).map_err(LinkError::Hash)?;
+    let prev_hash = std::mem::replace(&mut head.hash, hash.clone());
+    head.seq = seq;
+    Ok(Link {
+        seq,
+        prev_hash,
+        hash,
+    })
+}
 
 impl OutcomeRecord {
     /// The records of `outcomes`, all at `at`.
@@ -120,4 +162,50 @@ pub(super) fn fold_summary(tx: &rusqlite::Transaction<'_>, head: Seq) -> rusqlit
     tx.prepare_cached(&summary::SQLITE.fold_newest())?
         .execute([through, head.bound()])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::record::GENESIS;
+
+    #[test]
+    fn a_link_follows_the_head_stores_its_hash_and_moves_it_and_the_last_number_is_refused() {
+        let mut head = Head {
+            seq: Seq(0),
+            hash: GENESIS.to_string(),
+        };
+        let mut buf = Vec::new();
+        let mut first = EventRecord::at(EventKind::Order, "a", Millis(1));
+        let one = link(&mut head, &mut first, &mut buf).unwrap();
+        assert_eq!((one.seq, one.prev_hash.as_str()), (Seq(1), GENESIS));
+        assert_eq!(
+            head,
+            Head {
+                seq: Seq(1),
+                hash: one.hash.clone()
+            }
+        );
+        let mut second = EventRecord::at(EventKind::Order, "a", Millis(1));
+        let two = link(&mut head, &mut second, &mut buf).unwrap();
+        assert_eq!((two.seq, &two.prev_hash), (Seq(2), &one.hash));
+        assert_ne!(
+            two.hash, one.hash,
+            "the same content at another place hashes apart"
+        );
+        assert_eq!(
+            two.hash,
+            record_hash(&one.hash, Seq(2), &mut second, &mut Vec::new()).unwrap()
+        );
+        let mut last = Head {
+            seq: Seq(i64::MAX as u64),
+            hash: two.hash.clone(),
+        };
+        let before = last.clone();
+        assert!(matches!(
+            link(&mut last, &mut second, &mut buf),
+            Err(LinkError::Number(_))
+        ));
+        assert_eq!(last, before, "a refused link leaves the head where it was");
+    }
 }

@@ -28,10 +28,13 @@ use super::sql::{Millis, Seq, sql_count};
 use super::summary;
 use super::verify::{CHUNK, Checker, MODE_AT, PACE, set_verified_sql, start_plan, window_from_sql};
 use super::{
-    DecisionRow, EventKind, LedgerError, NewDecision, Outcome, PageArg, PageQuery, ResendRecord,
-    TxState, VerifyReport, WindowApproval, page_query, page_rows, row_select, storable, tx_state,
-    usage_of, window_start,
+    DecisionRow, EventKind, EventSql, LedgerError, NewDecision, Outcome, PageArg, PageQuery,
+    ResendRecord, TxState, VerifyReport, WindowApproval, page_query, page_rows, pg_arg, row_select,
+    storable, tx_state, usage_of, window_start,
 };
+
+/// The event look-ups, in PostgreSQL's placeholders.
+static EVENTS: std::sync::LazyLock<EventSql> = std::sync::LazyLock::new(|| EventSql::new(pg_arg));
 use crate::clock::{Clock, ClockAnchor};
 use crate::domain::{TxId, Withdrawal};
 use crate::policy::{Policy, Usage};
@@ -360,7 +363,7 @@ impl PgLedger {
     /// One page of decisions, newest first, and whether more lie beyond it in the paging
     /// direction.
     pub async fn page(&self, q: &PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
-        let (sql, args) = page_query(q, |n| format!("${n}"));
+        let (sql, args) = page_query(q, pg_arg);
         let args: Vec<Box<dyn ToSql + Sync + Send>> = args
             .into_iter()
             .map(|a| -> Box<dyn ToSql + Sync + Send> {
@@ -421,7 +424,7 @@ impl PgLedger {
         let resends = self
             .query_map(
                 what,
-                "SELECT detail, recorded_at_ms FROM events WHERE kind = $1 AND recorded_at_ms > $2",
+                &EVENTS.since,
                 &[&EventKind::Resend.as_str(), &Millis(since)],
                 |r| Ok((r.try_get(0)?, r.try_get::<_, Millis>(1)?.0)),
             )
@@ -446,21 +449,14 @@ impl PgLedger {
     /// The detail of the newest event of `kind`.
     pub async fn latest_event(&self, kind: EventKind) -> Result<Option<String>, LedgerError> {
         let details = self
-            .event_details(
-                "SELECT detail FROM events WHERE kind = $1 ORDER BY seq DESC LIMIT 1",
-                &[&kind.as_str()],
-            )
+            .event_details(&EVENTS.latest, &[&kind.as_str()])
             .await?;
         Ok(details.into_iter().next())
     }
 
     /// The details of every event of `kind`, oldest first.
     pub async fn list_events(&self, kind: EventKind) -> Result<Vec<String>, LedgerError> {
-        self.event_details(
-            "SELECT detail FROM events WHERE kind = $1 ORDER BY seq",
-            &[&kind.as_str()],
-        )
-        .await
+        self.event_details(&EVENTS.all, &[&kind.as_str()]).await
     }
 
     /// Whether an event of `kind` with exactly `detail` is recorded.

@@ -16,6 +16,48 @@ pub(super) const NEWEST_RECORD: &str = "SELECT MAX(t) FROM (SELECT MAX(recorded_
   UNION ALL SELECT MAX(recorded_at_ms) FROM outcomes UNION ALL SELECT MAX(recorded_at_ms) FROM collects
   UNION ALL SELECT MAX(recorded_at_ms) FROM events) AS newest";
 
+/// SQLite's placeholder for the `n`th argument (`?1`).
+pub(super) fn sqlite_arg(n: usize) -> String {
+    format!("?{n}")
+}
+
+/// PostgreSQL's placeholder for the `n`th argument (`$1`).
+pub(super) fn pg_arg(n: usize) -> String {
+    format!("${n}")
+}
+
+/// The event look-ups both back ends ask, written once and spelled in the placeholders of one
+/// ([`sqlite_arg`] or [`pg_arg`]). Finding an event by its exact detail is not among them:
+/// PostgreSQL finds it through an index on the detail's digest, SQLite through the detail.
+pub(super) struct EventSql {
+    /// The events of a kind (`$1`) recorded after a time (`$2`): detail and time.
+    pub(super) since: String,
+    /// The newest event of a kind (`$1`): its detail.
+    pub(super) latest: String,
+    /// Every event of a kind (`$1`), oldest first: their details.
+    pub(super) all: String,
+}
+
+impl EventSql {
+    pub(super) fn new(arg: fn(usize) -> String) -> Self {
+        Self {
+            since: format!(
+                "SELECT detail, recorded_at_ms FROM events WHERE kind = {} AND recorded_at_ms > {}",
+                arg(1),
+                arg(2)
+            ),
+            latest: format!(
+                "SELECT detail FROM events WHERE kind = {} ORDER BY seq DESC LIMIT 1",
+                arg(1)
+            ),
+            all: format!(
+                "SELECT detail FROM events WHERE kind = {} ORDER BY seq",
+                arg(1)
+            ),
+        }
+    }
+}
+
 /// A decision with its latest outcome's status and message, read by [`row`].
 pub(super) fn row_select() -> String {
     format!(

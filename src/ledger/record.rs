@@ -279,23 +279,17 @@ pub(crate) fn append<R: Record>(
     let mut seqs = Vec::with_capacity(records.len());
     let mut buf = Vec::new();
     for r in records {
-        let seq = head
-            .seq
-            .next()
+        let link = super::chain::link(head, r, &mut buf)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let hash = record_hash(&head.hash, seq, r, &mut buf)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        stmt.raw_bind_parameter(1, seq)?;
+        stmt.raw_bind_parameter(1, link.seq)?;
         r.columns(&mut Binder {
             stmt: &mut stmt,
             next: 2,
         })?;
-        stmt.raw_bind_parameter(R::count() + 2, &head.hash)?;
-        stmt.raw_bind_parameter(R::count() + 3, &hash)?;
+        stmt.raw_bind_parameter(R::count() + 2, &link.prev_hash)?;
+        stmt.raw_bind_parameter(R::count() + 3, &link.hash)?;
         stmt.raw_execute()?;
-        head.seq = seq;
-        head.hash = hash;
-        seqs.push(seq);
+        seqs.push(link.seq);
     }
     Ok(seqs)
 }

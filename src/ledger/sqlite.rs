@@ -15,10 +15,15 @@ use crate::policy::{Policy, Usage};
 use super::record::{CollectRecord, DecisionRecord, EventRecord, Head, OutcomeRecord, Record};
 use super::sql::{Millis, Seq, sql_count};
 use super::{
-    DecisionRow, EventKind, LedgerError, NEWEST_RECORD, NewDecision, Outcome, PageArg, PageQuery,
-    ResendRecord, TxState, WindowApproval, fold_summary, page_query, page_rows, record, row,
-    row_select, schema, storable, summary, tx_state, usage_of, window_start, write_head,
+    DecisionRow, EventKind, EventSql, LedgerError, NEWEST_RECORD, NewDecision, Outcome, PageArg,
+    PageQuery, ResendRecord, TxState, WindowApproval, fold_summary, page_query, page_rows, record,
+    row, row_select, schema, sqlite_arg, storable, summary, tx_state, usage_of, window_start,
+    write_head,
 };
+
+/// The event look-ups, in SQLite's placeholders.
+static EVENTS: std::sync::LazyLock<EventSql> =
+    std::sync::LazyLock::new(|| EventSql::new(sqlite_arg));
 
 /// The schema steps this cosigner knows (see `ledger/schema.rs`).
 pub(super) fn known_steps() -> usize {
@@ -360,7 +365,7 @@ impl SqliteLedger {
     /// One page of decisions, newest first, and whether more lie beyond it in the paging
     /// direction.
     pub fn page(&self, q: &PageQuery) -> Result<(Vec<DecisionRow>, bool), LedgerError> {
-        let (sql, args) = page_query(q, |n| format!("?{n}"));
+        let (sql, args) = page_query(q, sqlite_arg);
         let args = args.into_iter().map(|a| match a {
             PageArg::Text(t) => rusqlite::types::Value::from(t),
             PageArg::Int(i) => rusqlite::types::Value::from(i),
@@ -441,9 +446,7 @@ impl SqliteLedger {
     ) -> Result<Vec<(String, i64)>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT detail, recorded_at_ms FROM events WHERE kind = ?1 AND recorded_at_ms > ?2",
-            )
+            .prepare_cached(&EVENTS.since)
             .map_err(LedgerError::Read)?;
         let rows = stmt
             .query_map(params![kind.as_str(), Millis(since_ms)], |r| {
@@ -488,11 +491,7 @@ impl SqliteLedger {
     /// The detail of the newest event of `kind`.
     pub fn latest_event(&self, kind: EventKind) -> Result<Option<String>, LedgerError> {
         self.conn
-            .query_row(
-                "SELECT detail FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
-                [kind.as_str()],
-                |r| r.get(0),
-            )
+            .query_row(&EVENTS.latest, [kind.as_str()], |r| r.get(0))
             .optional()
             .map_err(LedgerError::Read)
     }
@@ -501,7 +500,7 @@ impl SqliteLedger {
     pub fn list_events(&self, kind: EventKind) -> Result<Vec<String>, LedgerError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT detail FROM events WHERE kind = ?1 ORDER BY seq")
+            .prepare_cached(&EVENTS.all)
             .map_err(LedgerError::Read)?;
         stmt.query_map([kind.as_str()], |r| r.get(0))
             .and_then(|rows| rows.collect())

@@ -11,9 +11,9 @@ use crate::ledger::record::{
     OutcomeRecord, Record, Stored,
 };
 use crate::ledger::sql::{Sent, Seq};
-use crate::ledger::summary;
 use crate::ledger::verify::{Checker, VERIFIED};
 use crate::ledger::{DecisionRow, LedgerError, VerifyReport};
+use crate::ledger::{chain, summary};
 
 use super::{FENCED, MIGRATION_LOCK, SCHEMA_STEPS, foreign_objects};
 
@@ -280,17 +280,13 @@ pub(super) fn chain<R: Record>(
     let mut out = Vec::with_capacity(records.len());
     let mut buf = Vec::new();
     for r in records.iter_mut() {
-        let seq = head.seq.next().map_err(db("number a record"))?;
-        let hash =
-            record::record_hash(&head.hash, seq, r, &mut buf).map_err(db("hash a record"))?;
+        let link = chain::link(head, r, &mut buf).map_err(db("chain a record"))?;
         out.push(Chained {
-            seq,
+            seq: link.seq,
             record: r.clone(),
-            prev_hash: head.hash.clone(),
-            hash: hash.clone(),
+            prev_hash: link.prev_hash,
+            hash: link.hash,
         });
-        head.seq = seq;
-        head.hash = hash;
     }
     Ok(out)
 }
