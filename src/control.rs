@@ -16,7 +16,9 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 
 use serde::Serialize;
 use tracing::{error, info, warn};
@@ -181,7 +183,7 @@ struct Book {
 /// operator API; reached through [`crate::cycle::Engine::control`].
 #[derive(Debug)]
 pub struct Control {
-    policy: RwLock<Arc<Policy>>,
+    policy: ArcSwap<Policy>,
     /// Bumped each time a policy is put in force.
     generation: AtomicU64,
     mode: AtomicU8,
@@ -215,7 +217,7 @@ impl Control {
     ) -> Self {
         metrics.set_mode(Mode::Normal.metric());
         Self {
-            policy: RwLock::new(policy),
+            policy: ArcSwap::new(policy),
             generation: AtomicU64::new(0),
             mode: AtomicU8::new(Mode::Normal.to_u8()),
             changes: tokio::sync::watch::Sender::new(0),
@@ -239,10 +241,7 @@ impl Control {
 
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.policy.load_full()
     }
 
     /// The policy in force and its generation, read in an order that errs safe: a reload in
@@ -261,10 +260,9 @@ impl Control {
     /// start a write. Returns what it stopped.
     pub(crate) fn put_policy(&self, policy: Arc<Policy>) -> Stopped {
         self.outbox.change(|| {
-            match self.policy.write() {
-                Ok(mut p) => *p = policy,
-                Err(poisoned) => *poisoned.into_inner() = policy,
-            }
+            // Every arc-swap operation holds a SeqCst one, so the policy is in force before the
+            // generation moves, and `snapshot` (generation first) errs safe.
+            self.policy.store(policy);
             self.generation.fetch_add(1, Ordering::SeqCst);
             self.announce();
         })

@@ -2,7 +2,9 @@
 //! and new keys.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use openssl::sha::sha256;
 
@@ -149,7 +151,7 @@ impl ApiKeys {
 #[derive(Debug, Default)]
 pub(crate) struct KeyStore {
     pub(super) file: Option<PathBuf>,
-    pub(super) keys: RwLock<Option<Arc<ApiKeys>>>,
+    pub(super) keys: ArcSwapOption<ApiKeys>,
 }
 
 impl KeyStore {
@@ -157,16 +159,13 @@ impl KeyStore {
     pub(crate) fn new(file: Option<PathBuf>, keys: Option<ApiKeys>) -> Self {
         Self {
             file,
-            keys: RwLock::new(keys.map(Arc::new)),
+            keys: ArcSwapOption::new(keys.map(Arc::new)),
         }
     }
 
     /// The keys in force.
     pub(crate) fn current(&self) -> Option<Arc<ApiKeys>> {
-        match self.keys.read() {
-            Ok(k) => k.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.keys.load_full()
     }
 
     /// [`KeyStore::reload`] on a blocking thread (it reads and parses a file), for async code.
@@ -201,10 +200,7 @@ impl KeyStore {
         match loaded {
             Ok(k) => {
                 let n = k.len();
-                match self.keys.write() {
-                    Ok(mut g) => *g = Some(Arc::new(k)),
-                    Err(poisoned) => *poisoned.into_inner() = Some(Arc::new(k)),
-                }
+                self.keys.store(Some(Arc::new(k)));
                 tracing::info!(keys = n, file = %file.display(), by = why, "operator API keys reloaded");
                 Ok(Some(n))
             }
