@@ -341,6 +341,67 @@ async fn a_gated_retry_waits_out_the_servers_retry_after() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_says_no_while_the_attempt_is_still_in_its_tls_handshake_stops_it_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(scenario(1)).await;
+    let tx = Client::new(client_config(&sb.url))
+        .unwrap()
+        .pending(1, 5)
+        .await
+        .unwrap()
+        .items
+        .remove(0)
+        .unwrap();
+    let door = crate::door::Door::open(&sb.url, true).await;
+    door.hold_handshakes_after(0);
+    // Its handshake may take up to 10 s.
+    let mut cfg = client_config(&door.url);
+    cfg.timeout = Duration::from_secs(10);
+    cfg.max_retries = 1;
+    cfg.ca_file = door.ca_file.clone();
+    let client = Client::new(cfg).unwrap();
+    let request = approve_request(&signer, &tx, Verdict::Approve);
+    let paused = Arc::new(AtomicBool::new(false));
+    let (changes, rx) = tokio::sync::watch::channel(0u64);
+    let mut gate = Gate::new(
+        {
+            let paused = paused.clone();
+            move || {
+                if paused.load(Ordering::SeqCst) {
+                    Err("paused".into())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+        rx,
+    );
+    let call = tokio::spawn(async move { client.approve_gated(&request, Some(&mut gate)).await });
+    wait_until(
+        "the approval's handshake to be held",
+        Duration::from_secs(30),
+        || async { door.a_handshake_is_held() },
+    )
+    .await;
+    paused.store(true, Ordering::SeqCst);
+    changes.send_modify(|n| *n += 1);
+    let err = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .unwrap_or_else(|_| panic!("the stopped approval still waits; {}", door.describe()))
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Stopped { attempts: 0, .. }),
+        "{err}"
+    );
+    door.open_handshakes();
+    assert!(sb.sandbox.decisions().is_empty());
+}
+
 #[tokio::test]
 async fn the_sandbox_refuses_data_that_does_not_match_the_body_or_the_transaction() {
     let dir = tempfile::tempdir().unwrap();
