@@ -474,12 +474,14 @@ impl Client {
             };
             let err = match result {
                 Ok(r) => return Ok(r),
-                // Refused before (or while) it was written: it never reached the server whole.
-                Err(AttemptError::Stopped(r)) => return Err(stopped(attempts, r)),
                 Err(e) => e,
             };
             attempts += 1;
             let (retry_after, final_err) = match err {
+                // Refused before (or while) it was written: it never reached the server whole,
+                // and is not counted as an attempt.
+                // Refused before (or while) it was written: it never reached the server whole,
+                // and is not counted as an attempt.
                 AttemptError::Stopped(r) => return Err(stopped(attempts - 1, r)),
                 AttemptError::Final(e) => return Err(e),
                 AttemptError::Status(status, body) => {

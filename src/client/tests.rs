@@ -67,6 +67,26 @@ fn a_clock_stepped_after_the_last_date_is_judged_as_it_reads_now() {
 }
 
 #[test]
+fn a_retrys_wait_is_drawn_under_a_bound_that_doubles_with_each_retry_up_to_the_maximum() {
+    let mut c = client_at(Clock::system());
+    c.cfg.initial_backoff = Duration::from_millis(10);
+    c.cfg.max_backoff = Duration::from_secs(1);
+    let ms = Duration::from_millis;
+    for (retry, bound) in [(0, ms(10)), (1, ms(20)), (3, ms(80)), (12, ms(1000))] {
+        let waits: Vec<Duration> = (0..200).map(|_| c.backoff(retry, None)).collect();
+        // Uniform under the bound: 200 draws all in its lower half would be a 2^-200 chance.
+        assert!(waits.iter().all(|w| *w < bound), "retry {retry}: {waits:?}");
+        assert!(
+            waits.iter().any(|w| *w >= bound / 2),
+            "retry {retry}: {waits:?}"
+        );
+    }
+    // A server's Retry-After is waited out, up to the maximum.
+    assert!(c.backoff(0, Some(ms(500))) >= ms(500));
+    assert_eq!(c.backoff(0, Some(Duration::from_secs(30))), ms(1000));
+}
+
+#[test]
 fn a_string_code_200_is_success() {
     let r = decode_envelope(APPROVE, br#"{"code":"200","message":"Success"}"#, None).unwrap();
     assert!(r.data.is_none());

@@ -170,6 +170,238 @@ async fn a_pause_that_comes_while_the_attempt_is_being_written_down_stops_it_bef
     );
 }
 
+/// A TCP proxy to `upstream` (host:port) that counts the connections made through it.
+async fn connection_counter(
+    upstream: String,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio_util::task::AbortOnDropHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (url, count, tokio_util::task::AbortOnDropHandle::new(task))
+}
+
+#[tokio::test]
+async fn a_gate_that_says_no_before_the_first_attempt_stops_the_request_before_anything_is_written_down()
+ {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(scenario(1)).await;
+    let client = Client::new(client_config(&sb.url)).unwrap();
+    let tx = client.pending(1, 5).await.unwrap().items.remove(0).unwrap();
+    let written = Arc::new(AtomicU32::new(0));
+    let (_changes, rx) = tokio::sync::watch::channel(0u64);
+    let mut gate = Gate::new(|| Err("paused".into()), rx).with_before_attempt({
+        let written = written.clone();
+        move |_| {
+            written.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        }
+    });
+    let err = client
+        .approve_gated(
+            &approve_request(&signer, &tx, Verdict::Approve),
+            Some(&mut gate),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Stopped { attempts: 0, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        written.load(Ordering::SeqCst),
+        0,
+        "what goes before an attempt was written down for a request the gate had stopped"
+    );
+    assert!(sb.sandbox.decisions().is_empty());
+}
+
+#[tokio::test]
+async fn a_request_the_gate_stops_as_it_leaves_opens_no_connection_to_the_server() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(scenario(1)).await;
+    let tx = Client::new(client_config(&sb.url))
+        .unwrap()
+        .pending(1, 5)
+        .await
+        .unwrap()
+        .items
+        .remove(0)
+        .unwrap();
+    let (url, connections, _proxy) =
+        connection_counter(sb.url.trim_start_matches("http://").to_string()).await;
+    let client = Client::new(client_config(&url)).unwrap();
+    let paused = Arc::new(AtomicBool::new(false));
+    let (_changes, rx) = tokio::sync::watch::channel(0u64);
+    let mut gate = Gate::new(
+        {
+            let paused = paused.clone();
+            move || {
+                if paused.load(Ordering::SeqCst) {
+                    Err("paused".into())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+        rx,
+    )
+    // The pause comes while the attempt is being written down.
+    .with_before_attempt({
+        let paused = paused.clone();
+        move |_| {
+            paused.store(true, Ordering::SeqCst);
+            async { Ok(()) }
+        }
+    });
+    let err = client
+        .approve_gated(
+            &approve_request(&signer, &tx, Verdict::Approve),
+            Some(&mut gate),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Stopped { attempts: 0, .. }),
+        "{err}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
+    assert!(sb.sandbox.decisions().is_empty());
+}
+
+#[tokio::test]
+async fn a_gated_retry_waits_out_the_servers_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(scenario(1)).await;
+    let tx = Client::new(client_config(&sb.url))
+        .unwrap()
+        .pending(1, 5)
+        .await
+        .unwrap()
+        .items
+        .remove(0)
+        .unwrap();
+    sb.sandbox.set_faults(Faults {
+        error_rate: 1.0,
+        retry_after: Some(1),
+        ..Faults::default()
+    });
+    let mut cfg = client_config(&sb.url);
+    cfg.max_retries = 1;
+    cfg.max_backoff = Duration::from_secs(2);
+    let client = Client::new(cfg).unwrap();
+    let (_changes, rx) = tokio::sync::watch::channel(0u64);
+    let mut gate = Gate::new(|| Ok(()), rx);
+    let started = std::time::Instant::now();
+    let err = client
+        .approve_gated(
+            &approve_request(&signer, &tx, Verdict::Approve),
+            Some(&mut gate),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Http {
+                status: 503,
+                attempts: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_says_no_while_the_attempt_is_still_in_its_tls_handshake_stops_it_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = signer(dir.path());
+    let sb = start_sandbox(scenario(1)).await;
+    let tx = Client::new(client_config(&sb.url))
+        .unwrap()
+        .pending(1, 5)
+        .await
+        .unwrap()
+        .items
+        .remove(0)
+        .unwrap();
+    let door = crate::door::Door::open(&sb.url, true).await;
+    door.hold_handshakes_after(0);
+    // Its handshake may take up to 10 s.
+    let mut cfg = client_config(&door.url);
+    cfg.timeout = Duration::from_secs(10);
+    cfg.max_retries = 1;
+    cfg.ca_file = door.ca_file.clone();
+    let client = Client::new(cfg).unwrap();
+    let request = approve_request(&signer, &tx, Verdict::Approve);
+    let paused = Arc::new(AtomicBool::new(false));
+    let (changes, rx) = tokio::sync::watch::channel(0u64);
+    let mut gate = Gate::new(
+        {
+            let paused = paused.clone();
+            move || {
+                if paused.load(Ordering::SeqCst) {
+                    Err("paused".into())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+        rx,
+    );
+    let call = tokio::spawn(async move { client.approve_gated(&request, Some(&mut gate)).await });
+    wait_until(
+        "the approval's handshake to be held",
+        Duration::from_secs(30),
+        || async { door.a_handshake_is_held() },
+    )
+    .await;
+    paused.store(true, Ordering::SeqCst);
+    changes.send_modify(|n| *n += 1);
+    let err = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .unwrap_or_else(|_| panic!("the stopped approval still waits; {}", door.describe()))
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Stopped { attempts: 0, .. }),
+        "{err}"
+    );
+    door.open_handshakes();
+    assert!(sb.sandbox.decisions().is_empty());
+}
+
 #[tokio::test]
 async fn the_sandbox_refuses_data_that_does_not_match_the_body_or_the_transaction() {
     let dir = tempfile::tempdir().unwrap();

@@ -248,6 +248,44 @@ async fn a_pause_sent_to_the_standby_binds_the_leader_and_nothing_is_approved_af
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_sent_to_the_standby_is_in_force_on_the_leader_within_its_confirmation_window_with_no_cycle_in_between()
+ {
+    let Some(pg) = Pg::start() else { return };
+    pg.create_db("beatpause").await;
+    let url = pg.url("beatpause", "disable");
+    let sandbox = spawn_sandbox(&[]);
+    // An hour between cycles: only the lead's confirmations (every 500 ms) can bring the
+    // leader a pause another member recorded.
+    let env = [("COSIGNER_POLL__INTERVAL", "1h")];
+    let a = spawn_member("a", &sandbox.url, &url, &pg, &env);
+    let b = spawn_member("b", &sandbox.url, &url, &pg, &env);
+    let (leader, _) = one_leader(&[&a, &b]).await;
+    let (leader, standby) = if leader == 0 { (a, b) } else { (b, a) };
+    let (_, status) = leader.call(reqwest::Method::GET, "/v1/status").await;
+    assert_eq!(status["mode"], "normal", "{status}");
+
+    let (status, body) = pause(&standby).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recorded"], true, "{body}");
+    wait_until(
+        "the leader to show the pause in force",
+        Duration::from_secs(10),
+        || async {
+            let (_, status) = leader.call(reqwest::Method::GET, "/v1/status").await;
+            status["leadership"]["role"] == "leader" && status["mode"] == "hold"
+        },
+    )
+    .await;
+    assert!(
+        leader
+            .log()
+            .contains("kill switch thrown by another member of the pair"),
+        "{}",
+        leader.log()
+    );
+}
+
 /// The moment `at` (this process's monotonic clock) as ms since the Unix epoch, by the
 /// system clock PostgreSQL on this host stamps `now()` with.
 fn wall_ms(at: Instant, anchor: (Instant, SystemTime)) -> i128 {

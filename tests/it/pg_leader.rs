@@ -9,6 +9,7 @@ use cosigner::control::Mode;
 use cosigner::domain::Action;
 use cosigner::domain::{TxId, Withdrawal};
 use cosigner::leader::{Leadership, Role};
+use cosigner::ledger::postgres::PgTarget;
 use cosigner::ledger::{EventKind, LedgerError, NewDecision, Outcome};
 
 use crate::pg::Pg;
@@ -250,6 +251,107 @@ async fn when_the_leaders_connection_is_killed_the_standby_takes_over_and_the_ol
     .await;
     assert_eq!(a.is_current(), None);
     assert_eq!(b.role(), Role::Leader { epoch: first + 1 });
+}
+
+#[tokio::test]
+async fn a_member_on_a_schema_it_did_not_open_stands_by_as_outdated_naming_the_member_that_leads() {
+    let Some(pg) = Pg::start() else { return };
+    let ledger = pg.ledger().await;
+    let a = Leadership::start(ledger.target().clone(), "host-a".into());
+    let epoch = leads(&a).await;
+    // A cosigner that found the schema newer than it knows (it opened none of it).
+    let b = Leadership::start_on(ledger.target().clone(), "host-b".into(), None);
+    let found = schema_version(&pg).await;
+    let outdated = Role::Outdated {
+        found,
+        leader: Some("host-a".into()),
+    };
+    wait_until(
+        "b to stand by as outdated, naming a",
+        Duration::from_secs(10),
+        || async { b.role() == outdated },
+    )
+    .await;
+    assert_eq!(b.is_current(), None);
+    assert_eq!(a.is_current(), Some(epoch));
+}
+
+/// The schema version the ledger in database `postgres` has.
+async fn schema_version(pg: &Pg) -> i32 {
+    pg.admin("postgres")
+        .await
+        .query_one("SELECT max(version) FROM cosigner_schema", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_leader_whose_epoch_the_database_moved_on_stops_counting_itself_current_and_takes_the_lead_again_waiting_out_the_takeover()
+ {
+    let Some(pg) = Pg::start() else { return };
+    let ledger = pg.ledger().await;
+    let a = Leadership::start(ledger.target().clone(), "a".into());
+    let first = leads(&a).await;
+    // The epoch moves on under it (as a takeover it missed would move it).
+    let admin = pg.admin("postgres").await;
+    admin
+        .execute(
+            "UPDATE cosigner_leader SET epoch = epoch + 1 WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_until(
+        "a to stop counting itself current at its old epoch",
+        Duration::from_secs(3),
+        || async { a.is_current() != Some(first) },
+    )
+    .await;
+    // Its lock went with its connection: it takes the lead again, at the epoch after the moved one.
+    let again = first + 2;
+    wait_until("a to lead again", Duration::from_secs(10), || async {
+        a.role() == Role::Leader { epoch: again }
+    })
+    .await;
+    // A lead just taken waits out the takeover wait (4 s) from the moment it was taken.
+    let left = a.settling(again).expect("a lead just taken settles");
+    assert!(
+        left > Duration::from_secs(3) && left <= Duration::from_secs(4),
+        "{left:?}"
+    );
+    assert_eq!(a.settling(first), None);
+}
+
+#[tokio::test]
+async fn a_database_that_takes_a_second_to_answer_a_new_connection_still_gets_a_leader() {
+    let Some(pg) = Pg::start() else { return };
+    let _ledger = pg.ledger().await;
+    // Every connection through the proxy reaches the server only a second after it was made.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap().port();
+    let upstream = format!("127.0.0.1:{}", pg.port());
+    let _proxy = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    }));
+    let target = PgTarget::parse(
+        &format!("postgres://postgres@127.0.0.1:{proxy}/postgres?sslmode=disable"),
+        Some(pg.password()),
+    )
+    .unwrap();
+    let a = Leadership::start(target, "slow".into());
+    wait_until("a to lead", Duration::from_secs(15), || async {
+        a.is_current().is_some()
+    })
+    .await;
 }
 
 /// A single-threaded runtime on a thread of its own, which the test can stop dead (as SIGSTOP
